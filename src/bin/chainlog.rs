@@ -1,0 +1,2 @@
+//! The chainlog command-line tool.
+fn main() {}

@@ -1,0 +1,601 @@
+//! The audit event, its validation, and its stored byte encoding.
+//!
+//! The record bytes written by [`encode_record`] are what the chain hash covers
+//! (see `docs/FORMAT.md`, "Record"). [`RecordView`] decodes them without copying,
+//! so filters can look at the actor or event type without parsing the context.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::limits::{
+    MAX_ACTOR_BYTES, MAX_CONTEXT_BYTES, MAX_EVENT_TYPE_BYTES, MAX_NODE_BYTES, MAX_RECORD_BYTES,
+    MAX_RESOURCE_BYTES,
+};
+
+/// Why an event, or stored record bytes, were rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The event type is not two or more dot-separated parts of `[a-z0-9_-]`.
+    #[error("event type {0:?} must be two or more dot-separated parts of lowercase letters, digits, '_' and '-'")]
+    BadEventType(String),
+    /// A required string is empty, or an optional one is present but empty.
+    #[error("field `{0}` must not be empty")]
+    Empty(&'static str),
+    /// A field is longer than its limit.
+    #[error("field `{field}` is {len} bytes, over the limit of {max}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A string holds a control character (it would garble terminals and CSV).
+    #[error("field `{0}` contains a control character")]
+    ControlCharacter(&'static str),
+    /// The timestamp text is not RFC 3339, or is out of range.
+    #[error("bad timestamp {0:?}: expected RFC 3339 such as 2026-03-09T09:52:14Z, between 1678 and 2261")]
+    BadTimestamp(String),
+    /// The IP text is not an IPv4 or IPv6 address.
+    #[error("bad IP address {0:?}")]
+    BadIp(String),
+    /// The outcome is not `success` or `failure`.
+    #[error("bad outcome {0:?}: expected \"success\" or \"failure\"")]
+    BadOutcome(String),
+    /// Stored record bytes do not decode.
+    #[error("malformed record bytes: {0}")]
+    Malformed(&'static str),
+}
+
+/// When an event happened: nanoseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The timestamp `nanos` nanoseconds after 1970-01-01T00:00:00Z.
+    pub const fn from_unix_nanos(nanos: i64) -> Self {
+        Timestamp(nanos)
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub const fn unix_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        // i64 nanoseconds cover 1677..2262; the clock is inside that range.
+        Timestamp(i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX))
+    }
+
+    /// Parses RFC 3339 (`2026-03-09T09:52:14Z`, `2026-03-09T10:52:14.5+01:00`).
+    pub fn parse_rfc3339(text: &str) -> Result<Self, EventError> {
+        let parsed =
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| EventError::BadTimestamp(text.to_string()))?;
+        i64::try_from(parsed.unix_timestamp_nanos())
+            .map(Timestamp)
+            .map_err(|_| EventError::BadTimestamp(text.to_string()))
+    }
+
+    /// RFC 3339 in UTC with a `Z` and only the fraction digits needed.
+    pub fn to_rfc3339(self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let nanos = self.0.rem_euclid(1_000_000_000);
+        let Ok(dt) = time::OffsetDateTime::from_unix_timestamp(secs) else {
+            return write!(f, "@{}ns", self.0);
+        };
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            u8::from(dt.month()),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        )?;
+        if nanos != 0 {
+            let digits = format!("{nanos:09}");
+            write!(f, ".{}", digits.trim_end_matches('0'))?;
+        }
+        f.write_str("Z")
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = EventError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Timestamp::parse_rfc3339(s)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether the action succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The action happened.
+    #[default]
+    Success,
+    /// The action was refused or failed (a failed login, an invalid key).
+    Failure,
+}
+
+impl Outcome {
+    /// `success` or `failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = EventError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "success" => Ok(Outcome::Success),
+            "failure" => Ok(Outcome::Failure),
+            other => Err(EventError::BadOutcome(other.to_string())),
+        }
+    }
+}
+
+/// One audit event: who did what, to which node or resource, from where, when.
+///
+/// Its JSON form (used by the CLI's input and output) has the fields
+/// `timestamp`, `event`, `actor`, `node`, `resource`, `ip`, `outcome` and
+/// `context`; unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// When it happened; in JSON input, "now" when absent.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+    /// Dotted category and action, such as `pcap.download`.
+    #[serde(rename = "event")]
+    pub event_type: String,
+    /// Who: a person, a service, or `system`.
+    pub actor: String,
+    /// The node touched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The resource touched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Where the request came from; absent for system events.
+    #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
+    /// Success or failure.
+    #[serde(default)]
+    pub outcome: Outcome,
+    /// The full context, as a JSON object.
+    #[serde(default)]
+    pub context: Map<String, Value>,
+}
+
+impl Event {
+    /// A successful event at `timestamp` with no node, resource, IP or context.
+    pub fn new(
+        timestamp: Timestamp,
+        event_type: impl Into<String>,
+        actor: impl Into<String>,
+    ) -> Self {
+        Event {
+            timestamp,
+            event_type: event_type.into(),
+            actor: actor.into(),
+            node: None,
+            resource: None,
+            source_ip: None,
+            outcome: Outcome::Success,
+            context: Map::new(),
+        }
+    }
+
+    /// Checks every field against the rules and limits in [`crate::limits`].
+    pub fn validate(&self) -> Result<(), EventError> {
+        validate_event_type(&self.event_type)?;
+        validate_text("actor", &self.actor, MAX_ACTOR_BYTES)?;
+        if let Some(node) = &self.node {
+            validate_text("node", node, MAX_NODE_BYTES)?;
+        }
+        if let Some(resource) = &self.resource {
+            validate_text("resource", resource, MAX_RESOURCE_BYTES)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks an event type: `category.action`, lowercase, bounded.
+pub fn validate_event_type(event_type: &str) -> Result<(), EventError> {
+    if event_type.len() > MAX_EVENT_TYPE_BYTES {
+        return Err(EventError::TooLong {
+            field: "event",
+            len: event_type.len(),
+            max: MAX_EVENT_TYPE_BYTES,
+        });
+    }
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    if event_type.split('.').count() < 2 || !event_type.split('.').all(part_ok) {
+        return Err(EventError::BadEventType(event_type.to_string()));
+    }
+    Ok(())
+}
+
+fn validate_text(field: &'static str, value: &str, max: usize) -> Result<(), EventError> {
+    if value.is_empty() {
+        return Err(EventError::Empty(field));
+    }
+    if value.len() > max {
+        return Err(EventError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(EventError::ControlCharacter(field));
+    }
+    Ok(())
+}
+
+const IP_NONE: u8 = 0;
+const IP_V4: u8 = 4;
+const IP_V6: u8 = 6;
+
+/// Validates `event` and appends its record bytes to `out`.
+///
+/// On error `out` is left as it was.
+pub fn encode_record(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError> {
+    event.validate()?;
+    let start = out.len();
+    out.extend_from_slice(&event.timestamp.unix_nanos().to_le_bytes());
+    out.push(match event.outcome {
+        Outcome::Success => 0,
+        Outcome::Failure => 1,
+    });
+    match event.source_ip {
+        None => out.push(IP_NONE),
+        Some(IpAddr::V4(v4)) => {
+            out.push(IP_V4);
+            out.extend_from_slice(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            out.push(IP_V6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    // Lengths fit in u16: validate() bounded them well below 65,536.
+    for text in [
+        Some(event.event_type.as_str()),
+        Some(event.actor.as_str()),
+        event.node.as_deref(),
+        event.resource.as_deref(),
+    ] {
+        let bytes = text.unwrap_or("").as_bytes();
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let context_start = out.len();
+    // Writing a Map into a Vec cannot fail.
+    if serde_json::to_writer(&mut *out, &event.context).is_err() {
+        out.truncate(start);
+        return Err(EventError::Malformed("context does not serialize"));
+    }
+    let context_len = out.len() - context_start;
+    if context_len > MAX_CONTEXT_BYTES {
+        out.truncate(start);
+        return Err(EventError::TooLong {
+            field: "context",
+            len: context_len,
+            max: MAX_CONTEXT_BYTES,
+        });
+    }
+    out[len_at..context_start].copy_from_slice(&(context_len as u32).to_le_bytes());
+    debug_assert!(out.len() - start <= MAX_RECORD_BYTES);
+    Ok(())
+}
+
+/// A decoded record, borrowing its strings from the stored bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordView<'a> {
+    /// When it happened.
+    pub timestamp: Timestamp,
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// Source address, if any.
+    pub source_ip: Option<IpAddr>,
+    /// Event type.
+    pub event_type: &'a str,
+    /// Actor.
+    pub actor: &'a str,
+    /// Node, if any.
+    pub node: Option<&'a str>,
+    /// Resource, if any.
+    pub resource: Option<&'a str>,
+    /// The context as compact JSON text (not yet parsed).
+    pub context_json: &'a str,
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EventError> {
+        if self.bytes.len() < n {
+            return Err(EventError::Malformed("record is shorter than its fields"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], EventError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn text(&mut self, field: &'static str, max: usize) -> Result<&'a str, EventError> {
+        let len = usize::from(u16::from_le_bytes(self.array()?));
+        if len > max {
+            return Err(EventError::TooLong { field, len, max });
+        }
+        std::str::from_utf8(self.take(len)?).map_err(|_| EventError::Malformed("text is not UTF-8"))
+    }
+}
+
+impl<'a> RecordView<'a> {
+    /// Decodes stored record bytes, checking every length against its limit.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, EventError> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(EventError::Malformed(
+                "record exceeds the maximum record size",
+            ));
+        }
+        let mut c = Cursor { bytes };
+        let timestamp = Timestamp(i64::from_le_bytes(c.array()?));
+        let outcome = match c.array::<1>()?[0] {
+            0 => Outcome::Success,
+            1 => Outcome::Failure,
+            _ => return Err(EventError::Malformed("unknown outcome code")),
+        };
+        let source_ip = match c.array::<1>()?[0] {
+            IP_NONE => None,
+            IP_V4 => Some(IpAddr::V4(Ipv4Addr::from(c.array::<4>()?))),
+            IP_V6 => Some(IpAddr::V6(Ipv6Addr::from(c.array::<16>()?))),
+            _ => return Err(EventError::Malformed("unknown IP kind")),
+        };
+        let event_type = c.text("event", MAX_EVENT_TYPE_BYTES)?;
+        let actor = c.text("actor", MAX_ACTOR_BYTES)?;
+        let node = Some(c.text("node", MAX_NODE_BYTES)?).filter(|s| !s.is_empty());
+        let resource = Some(c.text("resource", MAX_RESOURCE_BYTES)?).filter(|s| !s.is_empty());
+        let context_len = u32::from_le_bytes(c.array()?) as usize;
+        if context_len > MAX_CONTEXT_BYTES {
+            return Err(EventError::TooLong {
+                field: "context",
+                len: context_len,
+                max: MAX_CONTEXT_BYTES,
+            });
+        }
+        let context_json = std::str::from_utf8(c.take(context_len)?)
+            .map_err(|_| EventError::Malformed("context is not UTF-8"))?;
+        if !c.bytes.is_empty() {
+            return Err(EventError::Malformed("trailing bytes after the context"));
+        }
+        Ok(RecordView {
+            timestamp,
+            outcome,
+            source_ip,
+            event_type,
+            actor,
+            node,
+            resource,
+            context_json,
+        })
+    }
+
+    /// Builds the owned event, parsing the context.
+    pub fn to_event(&self) -> Result<Event, EventError> {
+        let context: Map<String, Value> = serde_json::from_str(self.context_json)
+            .map_err(|_| EventError::Malformed("context is not a JSON object"))?;
+        Ok(Event {
+            timestamp: self.timestamp,
+            event_type: self.event_type.to_string(),
+            actor: self.actor.to_string(),
+            node: self.node.map(str::to_string),
+            resource: self.resource.map(str::to_string),
+            source_ip: self.source_ip,
+            outcome: self.outcome,
+            context,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Event {
+        let mut e = Event::new(
+            Timestamp::parse_rfc3339("2026-03-09T09:52:14.123456789Z").unwrap(),
+            "pcap.download",
+            "alice@acme.io",
+        );
+        e.node = Some("nyc-edge-01".into());
+        e.resource = Some("a3f7c2b1".into());
+        e.source_ip = Some("2001:db8::42".parse().unwrap());
+        e.outcome = Outcome::Failure;
+        e.context = json!({"sha256": "ab", "bytes": 18231, "nested": {"x": [1, 2.5]}})
+            .as_object()
+            .unwrap()
+            .clone();
+        e
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let e = sample();
+        let mut buf = Vec::new();
+        encode_record(&e, &mut buf).unwrap();
+        let view = RecordView::decode(&buf).unwrap();
+        assert_eq!(view.to_event().unwrap(), e);
+
+        let mut minimal = Event::new(Timestamp::from_unix_nanos(-5), "auth.login", "system");
+        minimal.source_ip = Some("203.0.113.42".parse().unwrap());
+        buf.clear();
+        encode_record(&minimal, &mut buf).unwrap();
+        assert_eq!(
+            RecordView::decode(&buf).unwrap().to_event().unwrap(),
+            minimal
+        );
+    }
+
+    #[test]
+    fn record_decode_detects_damage() {
+        let mut buf = Vec::new();
+        encode_record(&sample(), &mut buf).unwrap();
+        for cut in 0..buf.len() {
+            assert!(
+                RecordView::decode(&buf[..cut]).is_err(),
+                "prefix {cut} decoded"
+            );
+        }
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert!(RecordView::decode(&longer).is_err());
+        let mut bad_outcome = buf.clone();
+        bad_outcome[8] = 7;
+        assert_eq!(
+            RecordView::decode(&bad_outcome),
+            Err(EventError::Malformed("unknown outcome code"))
+        );
+    }
+
+    #[test]
+    fn event_type_rules() {
+        for ok in [
+            "pcap.download",
+            "devops-guru.search_insights",
+            "a.b.c",
+            "x1.y2",
+        ] {
+            assert_eq!(validate_event_type(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "pcap",
+            "Pcap.download",
+            "pcap..x",
+            ".a",
+            "a.",
+            "a b.c",
+            "",
+            "a.b/c",
+        ] {
+            assert!(
+                matches!(validate_event_type(bad), Err(EventError::BadEventType(_))),
+                "{bad}"
+            );
+        }
+        let long = format!("a.{}", "b".repeat(MAX_EVENT_TYPE_BYTES));
+        assert!(matches!(
+            validate_event_type(&long),
+            Err(EventError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut e = sample();
+        e.actor = "x".repeat(MAX_ACTOR_BYTES + 1);
+        assert!(matches!(
+            e.validate(),
+            Err(EventError::TooLong { field: "actor", .. })
+        ));
+        let mut e = sample();
+        e.actor.clear();
+        assert_eq!(e.validate(), Err(EventError::Empty("actor")));
+        let mut e = sample();
+        e.node = Some("a\nb".into());
+        assert_eq!(e.validate(), Err(EventError::ControlCharacter("node")));
+        let mut e = sample();
+        e.context
+            .insert("blob".into(), Value::String("y".repeat(MAX_CONTEXT_BYTES)));
+        let mut buf = vec![9];
+        assert!(matches!(
+            encode_record(&e, &mut buf),
+            Err(EventError::TooLong {
+                field: "context",
+                ..
+            })
+        ));
+        assert_eq!(buf, vec![9], "a rejected event leaves the buffer unchanged");
+    }
+
+    #[test]
+    fn timestamps_format_in_utc() {
+        let t = Timestamp::parse_rfc3339("2026-03-09T10:52:14.5+01:00").unwrap();
+        assert_eq!(t.to_string(), "2026-03-09T09:52:14.5Z");
+        assert_eq!(
+            Timestamp::from_unix_nanos(0).to_string(),
+            "1970-01-01T00:00:00Z"
+        );
+        assert!(Timestamp::parse_rfc3339("2026-13-01T00:00:00Z").is_err());
+        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+        let before_epoch = Timestamp::from_unix_nanos(-1);
+        assert_eq!(before_epoch.to_string(), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339(&before_epoch.to_string()).unwrap(),
+            before_epoch
+        );
+    }
+
+    #[test]
+    fn json_form_rejects_unknown_fields() {
+        let err = serde_json::from_str::<Event>(
+            r#"{"timestamp":"2026-01-01T00:00:00Z","event":"a.b","actor":"x","colour":"red"}"#,
+        );
+        assert!(err.is_err());
+        let ok: Event = serde_json::from_str(
+            r#"{"timestamp":"2026-01-01T00:00:00Z","event":"a.b","actor":"x","ip":"10.0.0.1"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.source_ip, Some("10.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,1101 @@
+//! The log: open and recover, append with group commit, roll segments, read.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::chain::{ChainHash, LogId};
+use crate::error::{Error, Result};
+use crate::event::{encode_record, Event, RecordView, Timestamp};
+use crate::frame::{self, FRAME_HEADER_BYTES};
+use crate::limits::MAX_BATCH_EVENTS;
+use crate::segment::{
+    self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
+    MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TEMP_SUFFIX, TRAILER_BYTES,
+};
+use crate::storage::{DirLock, FsStorage, Storage, StorageFile};
+
+/// When an append is acknowledged, relative to `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `append` returns only after the record is on stable storage.
+    /// Concurrent appenders share one `fdatasync` (group commit).
+    Always,
+    /// `append` returns once the record is written to the OS; a background
+    /// thread syncs within `max_delay` of the first unsynced append, and an
+    /// append that leaves `max_bytes` or more unsynced syncs at once. A crash
+    /// can lose at most the records of the last `max_delay` (and under
+    /// `max_bytes` of them).
+    Batch {
+        /// Longest time a record stays unsynced.
+        max_delay: Duration,
+        /// Most bytes left unsynced.
+        max_bytes: u64,
+    },
+    /// `append` returns once the record is written to the OS; syncs happen
+    /// only when a segment is sealed, on [`Log::sync`] and on close. A crash
+    /// can lose everything since the last of those.
+    None,
+}
+
+/// How a log is created or opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Size of each segment file, preallocated. Default 64 MiB; between
+    /// [`MIN_SEGMENT_BYTES`] and [`MAX_SEGMENT_BYTES`], a multiple of 8.
+    /// Applies to segments created from now on.
+    pub segment_bytes: u64,
+    /// The sync policy. Default [`Durability::Always`].
+    pub durability: Durability,
+    /// Open without the writer lock and without repairing anything; appends
+    /// fail with [`Error::ReadOnly`]. Default false.
+    pub read_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes: 64 << 20,
+            durability: Durability::Always,
+            read_only: false,
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes)
+            || self.segment_bytes % 8 != 0
+        {
+            return Err(Error::InvalidOptions(format!(
+                "segment_bytes must be a multiple of 8 between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, not {}",
+                self.segment_bytes
+            )));
+        }
+        if let Durability::Batch { max_delay, .. } = self.durability {
+            if max_delay.is_zero() {
+                return Err(Error::InvalidOptions(
+                    "Batch max_delay must be positive".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Proof of an append: the record's seq and chain hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Receipt {
+    /// Position in the log.
+    pub seq: u64,
+    /// The record's chain hash.
+    pub hash: ChainHash,
+}
+
+/// A stored record: the event with its seq and chain hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Position in the log.
+    pub seq: u64,
+    /// The record's chain hash (as stored; `verify` recomputes it).
+    pub hash: ChainHash,
+    /// The event.
+    pub event: Event,
+}
+
+/// A summary of the log as the handle sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogState {
+    /// The log's id.
+    pub log_id: LogId,
+    /// Segment files.
+    pub segments: usize,
+    /// First retained seq.
+    pub first_seq: u64,
+    /// Seq the next append gets; `next_seq - first_seq` records are retained.
+    pub next_seq: u64,
+    /// Hash of the newest record (the genesis hash when empty).
+    pub head: ChainHash,
+    /// Records below this seq are durable.
+    pub durable_next_seq: u64,
+}
+
+/// The segment being appended to.
+struct Active {
+    file: Arc<dyn StorageFile>,
+    header: SegmentHeader,
+    /// Offset of the next frame.
+    write_at: u64,
+    count: u64,
+    min_ts: Timestamp,
+    max_ts: Timestamp,
+    /// Sealed (trailer written); the next append must roll first.
+    sealed: bool,
+}
+
+impl Active {
+    fn name(&self) -> String {
+        segment::file_name(self.header.base_seq)
+    }
+
+    fn note_timestamp(&mut self, ts: Timestamp) {
+        if self.count == 0 {
+            self.min_ts = ts;
+            self.max_ts = ts;
+        } else {
+            self.min_ts = self.min_ts.min(ts);
+            self.max_ts = self.max_ts.max(ts);
+        }
+        self.count += 1;
+    }
+}
+
+struct Writer {
+    active: Active,
+    next_seq: u64,
+    head: ChainHash,
+    /// Frame bytes written since open (for the Batch byte trigger).
+    bytes_written: u64,
+}
+
+/// What readers may see: records below `next_seq`.
+#[derive(Clone)]
+struct View {
+    segments: Vec<u64>,
+    next_seq: u64,
+    head: ChainHash,
+    active_base: u64,
+    /// End of visible data in the active segment.
+    active_end: u64,
+}
+
+struct SyncState {
+    /// Records below this seq are durable.
+    durable_next: u64,
+    /// Where durable data ends: (segment base, offset).
+    durable_at: (u64, u64),
+    /// A leader is in `fdatasync`.
+    syncing: bool,
+    /// `Writer::bytes_written` as of the last sync.
+    synced_bytes: u64,
+    /// When the oldest unsynced record was written (Batch).
+    unsynced_since: Option<Instant>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    options: Options,
+    log_id: LogId,
+    writer: Mutex<Writer>,
+    view: RwLock<View>,
+    sync: Mutex<SyncState>,
+    sync_done: Condvar,
+    flusher_wake: Condvar,
+    poison: Mutex<Option<String>>,
+    closing: AtomicBool,
+    _lock: Option<Box<dyn DirLock>>,
+}
+
+/// An append-only, hash-chained, segmented log in one directory.
+///
+/// `Log` is `Send + Sync`: share it (in an `Arc`) between appending and
+/// reading threads. See the crate docs for an example.
+pub struct Log {
+    inner: Arc<Inner>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.inner.dir)
+            .field("log_id", &self.inner.log_id)
+            .finish()
+    }
+}
+
+fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
+    let names = storage.list(dir).map_err(|e| Error::io(dir, e))?;
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n))
+        .collect();
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl Log {
+    /// Creates a new log in `dir` (created if missing) on the real file system.
+    pub fn create(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        Log::create_in(Arc::new(FsStorage), dir, options)
+    }
+
+    /// Opens the log in `dir` on the real file system, recovering from a crash.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        Log::open_in(Arc::new(FsStorage), dir, options)
+    }
+
+    /// [`Log::create`] on any storage.
+    pub fn create_in(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Log> {
+        let dir = dir.as_ref().to_path_buf();
+        options.validate()?;
+        if options.read_only {
+            return Err(Error::InvalidOptions(
+                "cannot create a log read-only".into(),
+            ));
+        }
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        let lock = lock_dir(&*storage, &dir)?;
+        if !list_segments(&*storage, &dir)?.is_empty() {
+            return Err(Error::AlreadyExists(dir));
+        }
+        let log_id = LogId::random().map_err(|e| Error::io(&dir, e))?;
+        let header = SegmentHeader {
+            log_id,
+            base_seq: 0,
+            prev_hash: ChainHash::genesis(&log_id),
+            segment_bytes: options.segment_bytes,
+            created_at: Timestamp::now(),
+        };
+        let file = segment::create(&*storage, &dir, &header)?;
+        let active = Active {
+            file,
+            header,
+            write_at: HEADER_BYTES,
+            count: 0,
+            min_ts: Timestamp::default(),
+            max_ts: Timestamp::default(),
+            sealed: false,
+        };
+        let head = header.prev_hash;
+        Ok(Log::start(
+            storage,
+            dir,
+            options,
+            vec![0],
+            active,
+            head,
+            Some(lock),
+        ))
+    }
+
+    /// [`Log::open`] on any storage.
+    ///
+    /// Only the newest segment is read: a torn tail (an incomplete or bad
+    /// frame with nothing valid after it) is cut, and the log continues from
+    /// the last valid record. A bad frame followed by a valid one is
+    /// corruption: opening fails with [`Error::Corrupted`] and nothing is
+    /// changed.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Log> {
+        let dir = dir.as_ref().to_path_buf();
+        options.validate()?;
+        let lock = if options.read_only {
+            None
+        } else {
+            Some(lock_dir(&*storage, &dir)?)
+        };
+        let names = storage.list(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(dir.clone()),
+            _ => Error::io(&dir, e),
+        })?;
+        if !options.read_only {
+            // A temporary segment is an interrupted create: never part of the log.
+            let mut removed = false;
+            for name in names.iter().filter(|n| n.ends_with(TEMP_SUFFIX)) {
+                storage
+                    .remove(&dir.join(name))
+                    .map_err(|e| Error::io(dir.join(name), e))?;
+                removed = true;
+            }
+            if removed {
+                storage.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            }
+        }
+        let bases = list_segments(&*storage, &dir)?;
+        let Some(&last) = bases.last() else {
+            return Err(Error::NotFound(dir));
+        };
+        let (active, head) = recover_active(&*storage, &dir, last, options.read_only)?;
+        Ok(Log::start(storage, dir, options, bases, active, head, lock))
+    }
+
+    fn start(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        options: Options,
+        segments: Vec<u64>,
+        active: Active,
+        head: ChainHash,
+        lock: Option<Box<dyn DirLock>>,
+    ) -> Log {
+        let next_seq = active.header.base_seq + active.count;
+        let view = View {
+            segments,
+            next_seq,
+            head,
+            active_base: active.header.base_seq,
+            active_end: active.write_at,
+        };
+        let sync = SyncState {
+            durable_next: next_seq,
+            durable_at: (active.header.base_seq, active.write_at),
+            syncing: false,
+            synced_bytes: 0,
+            unsynced_since: None,
+        };
+        let inner = Arc::new(Inner {
+            dir,
+            storage,
+            log_id: active.header.log_id,
+            writer: Mutex::new(Writer {
+                active,
+                next_seq,
+                head,
+                bytes_written: 0,
+            }),
+            view: RwLock::new(view),
+            sync: Mutex::new(sync),
+            sync_done: Condvar::new(),
+            flusher_wake: Condvar::new(),
+            poison: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            options,
+            _lock: lock,
+        });
+        let flusher = match inner.options.durability {
+            Durability::Batch { max_delay, .. } if !inner.options.read_only => {
+                let inner = inner.clone();
+                Some(std::thread::spawn(move || inner.run_flusher(max_delay)))
+            }
+            _ => None,
+        };
+        Log { inner, flusher }
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log's random id.
+    pub fn log_id(&self) -> LogId {
+        self.inner.log_id
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Appends one event; see [`Log::append_batch`].
+    pub fn append(&self, event: &Event) -> Result<Receipt> {
+        let receipts = self.append_batch(std::slice::from_ref(event))?;
+        receipts
+            .into_iter()
+            .next()
+            .ok_or(Error::InvalidOptions("empty batch".into()))
+    }
+
+    /// Appends events as one batch: all are validated first (an invalid
+    /// event appends nothing), then written with one write into one segment,
+    /// then made durable as the policy says. Returns a receipt per event.
+    pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
+        if events.len() > MAX_BATCH_EVENTS {
+            return Err(Error::BatchTooLarge {
+                len: events.len() as u64,
+                max: MAX_BATCH_EVENTS as u64,
+                unit: "events",
+            });
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Encode outside the lock; only seq, hash and CRC are filled in under it.
+        let mut frames = Vec::with_capacity(events.len() * 320);
+        for event in events {
+            let start = frame::begin(&mut frames);
+            encode_record(event, &mut frames)?;
+            frame::finish(&mut frames, start);
+        }
+        let capacity = data_end_limit(self.inner.options.segment_bytes) - HEADER_BYTES;
+        if frames.len() as u64 > capacity {
+            return Err(Error::BatchTooLarge {
+                len: frames.len() as u64,
+                max: capacity,
+                unit: "bytes (one segment)",
+            });
+        }
+        let (receipts, bytes_written) = self.inner.write_batch(&mut frames, events)?;
+        let next = receipts.last().map_or(0, |r| r.seq + 1);
+        self.inner.after_write(next, bytes_written)?;
+        Ok(receipts)
+    }
+
+    /// Makes every appended record durable now, whatever the policy.
+    pub fn sync(&self) -> Result<()> {
+        let next = self.inner.writer.lock().next_seq;
+        self.inner.sync_until(next)
+    }
+
+    /// Blocks until the record at `seq` is durable (syncing if nobody else will).
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        self.inner.sync_until(seq.saturating_add(1))
+    }
+
+    /// A snapshot of the log's bounds and head.
+    pub fn state(&self) -> LogState {
+        let view = self.inner.view.read();
+        let durable_next_seq = self.inner.sync.lock().durable_next;
+        LogState {
+            log_id: self.inner.log_id,
+            segments: view.segments.len(),
+            first_seq: view.segments.first().copied().unwrap_or(0),
+            next_seq: view.next_seq,
+            head: view.head,
+            durable_next_seq,
+        }
+    }
+
+    /// Iterates over records from `seq` (clamped to the first retained
+    /// record) up to the newest visible one, including records appended while
+    /// iterating. Under [`Durability::Always`] readers see only durable
+    /// records; under the relaxed policies, every record once written.
+    pub fn iter_from(&self, seq: u64) -> Records {
+        Records {
+            inner: self.inner.clone(),
+            next: seq,
+            visible_next: 0,
+            cursor: None,
+        }
+    }
+
+    /// Syncs (under every policy) and closes, reporting a failed final sync.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.inner.sync.lock();
+            self.inner.flusher_wake.notify_all();
+        }
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        if self.inner.options.read_only || self.inner.poison.lock().is_some() {
+            return Ok(());
+        }
+        self.sync()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Best effort: `close` reports a failing final sync.
+        let _ = self.shutdown();
+    }
+}
+
+fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
+    storage.lock_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
+        std::io::ErrorKind::NotFound => Error::NotFound(dir.to_path_buf()),
+        _ => Error::io(dir, e),
+    })
+}
+
+/// Opens the newest segment and finds where its data ends.
+/// Returns it with the chain head (the last record's stored hash, or the
+/// segment's link hash when it has no records).
+fn recover_active(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    read_only: bool,
+) -> Result<(Active, ChainHash)> {
+    let name = segment::file_name(base);
+    let path = dir.join(&name);
+    let file = storage
+        .open(&path, !read_only)
+        .map_err(|e| Error::io(&path, e))?;
+    let header = segment::read_header(&*file, &name)?;
+    if header.base_seq != base {
+        return Err(Error::Corrupted {
+            file: name,
+            offset: 0,
+            reason: format!(
+                "header says base seq {}, the name says {base}",
+                header.base_seq
+            ),
+        });
+    }
+    let len = file.size().map_err(|e| Error::io(&path, e))?;
+    if len < header.segment_bytes {
+        return Err(Error::Corrupted {
+            file: name,
+            offset: len,
+            reason: format!(
+                "file is {len} bytes, its header says {}",
+                header.segment_bytes
+            ),
+        });
+    }
+    let trailer_at = data_end_limit(header.segment_bytes);
+    let trailer = match segment::read_trailer(&*file, &name, header.segment_bytes) {
+        Ok(t) => t,
+        // A damaged trailer on the newest segment is a seal torn by a crash;
+        // the frames say everything it would have said.
+        Err(e) if e.is_corruption() => {
+            if !read_only {
+                file.write_all_at(&[0; TRAILER_BYTES], trailer_at)
+                    .map_err(|e| Error::io(&path, e))?;
+            }
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut active = Active {
+        file: file.clone(),
+        header,
+        write_at: HEADER_BYTES,
+        count: 0,
+        min_ts: Timestamp::default(),
+        max_ts: Timestamp::default(),
+        sealed: false,
+    };
+    let mut head = header.prev_hash;
+    if let Some(t) = trailer {
+        check_trailer_bounds(&t, &header, &name)?;
+        active.write_at = t.data_end;
+        active.count = t.record_count;
+        active.min_ts = t.min_timestamp;
+        active.max_ts = t.max_timestamp;
+        active.sealed = true;
+        head = t.last_hash;
+    } else {
+        let mut scan = Scanner::new(file.clone(), &name, HEADER_BYTES, trailer_at);
+        let end = loop {
+            match scan.next_step()? {
+                Step::Frame { offset, frame } => {
+                    let expected = base + active.count;
+                    if frame.seq != expected {
+                        return Err(Error::Corrupted {
+                            file: name,
+                            offset,
+                            reason: format!("frame has seq {}, expected {expected}", frame.seq),
+                        });
+                    }
+                    let view = RecordView::decode(frame.record).map_err(|e| Error::Corrupted {
+                        file: name.clone(),
+                        offset,
+                        reason: format!("record at seq {expected}: {e}"),
+                    })?;
+                    active.note_timestamp(view.timestamp);
+                    head = frame.hash;
+                }
+                Step::End { offset } | Step::Bad { offset, .. } => break offset,
+            }
+        };
+        active.write_at = end;
+        let (later, damage_end) = scan.find_valid_after(base + active.count)?;
+        if let Some((offset, seq)) = later {
+            return Err(Error::Corrupted {
+                file: name,
+                offset: end,
+                reason: format!(
+                    "invalid frame followed by a valid frame (seq {seq} at byte {offset}); refusing to truncate valid records"
+                ),
+            });
+        }
+        if damage_end > end && !read_only {
+            // Cut the torn tail: zero it so that new frames never sit before
+            // stale bytes.
+            let zeros = vec![0; (damage_end - end) as usize];
+            file.write_all_at(&zeros, end)
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    if !read_only {
+        // Whatever recovery accepted (even what a failed sync of an earlier
+        // handle left in the page cache) is made durable before anything is
+        // appended after it.
+        file.sync_data().map_err(|e| Error::io(&path, e))?;
+    }
+    Ok((active, head))
+}
+
+fn check_trailer_bounds(t: &SegmentTrailer, header: &SegmentHeader, name: &str) -> Result<()> {
+    let ok = t.record_count > 0
+        && t.last_seq == header.base_seq + t.record_count - 1
+        && t.data_end >= HEADER_BYTES + FRAME_HEADER_BYTES as u64
+        && t.data_end <= data_end_limit(header.segment_bytes);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Corrupted {
+            file: name.to_string(),
+            offset: data_end_limit(header.segment_bytes),
+            reason: "trailer counts do not fit the segment".into(),
+        })
+    }
+}
+
+impl Inner {
+    fn check_poison(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        match &*self.poison.lock() {
+            Some(why) => Err(Error::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn set_poison(&self, why: String) {
+        let mut p = self.poison.lock();
+        if p.is_none() {
+            *p = Some(why);
+        }
+    }
+
+    /// Assigns seqs and hashes, rolls if the batch does not fit, and writes
+    /// the batch with one write. Returns the receipts and the writer's byte
+    /// count after the write.
+    fn write_batch(&self, frames: &mut [u8], events: &[Event]) -> Result<(Vec<Receipt>, u64)> {
+        let mut w = self.writer.lock();
+        self.check_poison()?;
+        let len = frames.len() as u64;
+        let limit = data_end_limit(w.active.header.segment_bytes);
+        if w.active.sealed || w.active.write_at + len > limit {
+            if w.active.count == 0 {
+                // An empty segment (made with a smaller segment size) that
+                // cannot take the batch; a new one would have the same name.
+                return Err(Error::BatchTooLarge {
+                    len,
+                    max: limit - HEADER_BYTES,
+                    unit: "bytes (one segment)",
+                });
+            }
+            self.roll(&mut w)?;
+        }
+        let mut receipts = Vec::with_capacity(events.len());
+        let mut head = w.head;
+        let mut at = 0;
+        for (i, _) in events.iter().enumerate() {
+            let seq = w.next_seq + i as u64;
+            let frame_len = frame::built_len(&frames[at..]);
+            head = frame::link(&mut frames[at..at + frame_len], seq, &head);
+            receipts.push(Receipt { seq, hash: head });
+            at += frame_len;
+        }
+        let write_at = w.active.write_at;
+        if let Err(e) = w.active.file.write_all_at(frames, write_at) {
+            let name = w.active.name();
+            self.after_failed_write(&w, write_at, len, &e);
+            return Err(Error::io(self.dir.join(name), e));
+        }
+        for event in events {
+            w.active.note_timestamp(event.timestamp);
+        }
+        w.active.write_at += len;
+        w.next_seq += events.len() as u64;
+        w.head = head;
+        w.bytes_written += len;
+        self.sync
+            .lock()
+            .unsynced_since
+            .get_or_insert_with(Instant::now);
+        if self.options.durability != Durability::Always {
+            self.publish(&w);
+        }
+        Ok((receipts, w.bytes_written))
+    }
+
+    /// A failed write may have left part of the batch on disk: zero that
+    /// range so nothing partial is ever read back. If even that fails, the
+    /// state of the file is unknown and the handle is poisoned.
+    fn after_failed_write(&self, w: &Writer, at: u64, len: u64, error: &std::io::Error) {
+        let zeros = vec![0; len as usize];
+        if w.active.file.write_all_at(&zeros, at).is_err() {
+            self.set_poison(format!("write to {} failed: {error}", w.active.name()));
+        }
+    }
+
+    /// Makes records appended so far visible to readers.
+    fn publish(&self, w: &Writer) {
+        let mut view = self.view.write();
+        if w.next_seq >= view.next_seq {
+            view.next_seq = w.next_seq;
+            view.head = w.head;
+            view.active_base = w.active.header.base_seq;
+            view.active_end = w.active.write_at;
+        }
+    }
+
+    /// Seals the active segment (if not yet) and starts the next one.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        if !w.active.sealed {
+            self.seal(w)?;
+        }
+        let header = SegmentHeader {
+            log_id: self.log_id,
+            base_seq: w.next_seq,
+            prev_hash: w.head,
+            segment_bytes: self.options.segment_bytes,
+            created_at: Timestamp::now(),
+        };
+        // A failed create leaves at most a temporary file, removed on the
+        // next attempt or open: the log itself is unchanged.
+        let file = segment::create(&*self.storage, &self.dir, &header)?;
+        w.active = Active {
+            file,
+            header,
+            write_at: HEADER_BYTES,
+            count: 0,
+            min_ts: Timestamp::default(),
+            max_ts: Timestamp::default(),
+            sealed: false,
+        };
+        self.view.write().segments.push(header.base_seq);
+        self.publish(w);
+        Ok(())
+    }
+
+    /// Writes the trailer and syncs: the segment is complete and durable.
+    fn seal(&self, w: &mut Writer) -> Result<()> {
+        let a = &w.active;
+        debug_assert!(a.count > 0, "an empty segment is never sealed");
+        let trailer = SegmentTrailer {
+            record_count: a.count,
+            last_seq: w.next_seq - 1,
+            last_hash: w.head,
+            min_timestamp: a.min_ts,
+            max_timestamp: a.max_ts,
+            data_end: a.write_at,
+        };
+        let at = data_end_limit(a.header.segment_bytes);
+        let name = self.dir.join(a.name());
+        let result = a
+            .file
+            .write_all_at(&trailer.encode(), at)
+            .and_then(|()| a.file.sync_data());
+        if let Err(e) = result {
+            self.after_failed_sync(w, &e);
+            return Err(Error::io(name, e));
+        }
+        w.active.sealed = true;
+        let mut sync = self.sync.lock();
+        sync.durable_next = w.next_seq;
+        sync.durable_at = (w.active.header.base_seq, w.active.write_at);
+        sync.synced_bytes = w.bytes_written;
+        sync.unsynced_since = None;
+        drop(sync);
+        self.sync_done.notify_all();
+        // Under Always, records become visible once durable: they are now.
+        self.publish(w);
+        Ok(())
+    }
+
+    /// After a failed `fdatasync` nothing since the last good sync can be
+    /// trusted to be on disk, even though reads may still return it (the
+    /// kernel may have dropped the dirty pages). Zero that range and the
+    /// trailer so a reopen recovers to the last truly durable record and
+    /// never builds on a hole; then poison the handle.
+    fn after_failed_sync(&self, w: &Writer, error: &std::io::Error) {
+        let a = &w.active;
+        let durable_at = self.sync.lock().durable_at;
+        let from = if durable_at.0 == a.header.base_seq {
+            durable_at.1
+        } else {
+            HEADER_BYTES
+        };
+        if a.write_at > from {
+            let _ = a
+                .file
+                .write_all_at(&vec![0; (a.write_at - from) as usize], from);
+        }
+        let _ = a
+            .file
+            .write_all_at(&[0; TRAILER_BYTES], data_end_limit(a.header.segment_bytes));
+        self.set_poison(format!("fdatasync of {} failed: {error}", a.name()));
+    }
+
+    /// Applies the durability policy after a write that took the writer's
+    /// byte count to `bytes_written` and the log to `next` records.
+    fn after_write(&self, next: u64, bytes_written: u64) -> Result<()> {
+        match self.options.durability {
+            Durability::Always => self.sync_until(next),
+            Durability::Batch { max_bytes, .. } => {
+                let sync = self.sync.lock();
+                if bytes_written.saturating_sub(sync.synced_bytes) >= max_bytes {
+                    drop(sync);
+                    self.sync_until(next)
+                } else {
+                    self.flusher_wake.notify_one();
+                    Ok(())
+                }
+            }
+            Durability::None => Ok(()),
+        }
+    }
+
+    /// Group commit: returns once records below `next` are durable. One
+    /// caller at a time (the leader) runs `fdatasync` for everything written
+    /// so far; the others wait for it and usually find their records covered.
+    fn sync_until(&self, next: u64) -> Result<()> {
+        let mut sync = self.sync.lock();
+        loop {
+            if sync.durable_next >= next {
+                return Ok(());
+            }
+            if let Some(why) = &*self.poison.lock() {
+                return Err(Error::Poisoned(why.clone()));
+            }
+            if sync.syncing {
+                self.sync_done.wait(&mut sync);
+                continue;
+            }
+            sync.syncing = true;
+            drop(sync);
+            let result = self.sync_leader();
+            sync = self.sync.lock();
+            sync.syncing = false;
+            self.sync_done.notify_all();
+            result?;
+        }
+    }
+
+    /// One `fdatasync` of the active segment, covering everything written
+    /// before it started (earlier segments were synced when sealed).
+    fn sync_leader(&self) -> Result<()> {
+        let started = Instant::now();
+        let (file, name, target, at, head, bytes) = {
+            let w = self.writer.lock();
+            let a = &w.active;
+            let at = (a.header.base_seq, a.write_at);
+            (
+                a.file.clone(),
+                a.name(),
+                w.next_seq,
+                at,
+                w.head,
+                w.bytes_written,
+            )
+        };
+        if let Err(e) = file.sync_data() {
+            let w = self.writer.lock();
+            self.after_failed_sync(&w, &e);
+            return Err(Error::io(self.dir.join(name), e));
+        }
+        let w = self.writer.lock();
+        let mut sync = self.sync.lock();
+        if target > sync.durable_next {
+            sync.durable_next = target;
+            sync.durable_at = at;
+            sync.synced_bytes = bytes;
+        }
+        // Records written since the snapshot were written after `started`.
+        sync.unsynced_since = (w.next_seq > sync.durable_next).then_some(started);
+        drop(sync);
+        if self.options.durability == Durability::Always {
+            let mut view = self.view.write();
+            if target > view.next_seq {
+                view.next_seq = target;
+                view.head = head;
+                view.active_base = at.0;
+                view.active_end = at.1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Batch policy's background syncer.
+    fn run_flusher(&self, max_delay: Duration) {
+        let mut sync = self.sync.lock();
+        while !self.closing.load(Ordering::SeqCst) {
+            let deadline = sync.unsynced_since.map(|t| t + max_delay);
+            match deadline {
+                None => {
+                    self.flusher_wake.wait_for(&mut sync, max_delay);
+                }
+                Some(deadline) if Instant::now() < deadline => {
+                    self.flusher_wake.wait_until(&mut sync, deadline);
+                }
+                Some(_) => {
+                    drop(sync);
+                    let next = self.writer.lock().next_seq;
+                    // A failure poisons the log; appenders see it.
+                    let _ = self.sync_until(next);
+                    sync = self.sync.lock();
+                    if self.poison.lock().is_some() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Iterator over records, from [`Log::iter_from`].
+pub struct Records {
+    inner: Arc<Inner>,
+    next: u64,
+    /// Cached bound: records below it are visible.
+    visible_next: u64,
+    cursor: Option<Cursor>,
+}
+
+struct Cursor {
+    base: u64,
+    scanner: Scanner,
+    name: String,
+    /// Where frames end once the segment is sealed.
+    sealed_limit: u64,
+}
+
+impl Records {
+    fn corrupt(&self, offset: u64, reason: String) -> Error {
+        let name = self
+            .cursor
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        Error::Corrupted {
+            file: name,
+            offset,
+            reason,
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<Record>> {
+        loop {
+            if self.next >= self.visible_next {
+                let view = self.inner.view.read();
+                self.visible_next = view.next_seq;
+                if self.next >= self.visible_next {
+                    return Ok(None);
+                }
+                let first = view.segments.first().copied().unwrap_or(0);
+                if self.next < first {
+                    self.next = first;
+                }
+                if let Some(c) = &mut self.cursor {
+                    let limit = if c.base == view.active_base {
+                        view.active_end
+                    } else {
+                        c.sealed_limit
+                    };
+                    c.scanner.extend_limit(limit);
+                }
+            }
+            if self.cursor.is_none() {
+                self.cursor = Some(self.open_cursor()?);
+            }
+            let Some(cursor) = self.cursor.as_mut() else {
+                return Ok(None);
+            };
+            match cursor.scanner.next_step()? {
+                Step::Frame { offset, frame } => {
+                    if frame.seq < self.next {
+                        continue;
+                    }
+                    if frame.seq != self.next {
+                        let reason = format!("expected seq {}, found {}", self.next, frame.seq);
+                        return Err(self.corrupt(offset, reason));
+                    }
+                    let record = RecordView::decode(frame.record)
+                        .and_then(|v| v.to_event())
+                        .map(|event| Record {
+                            seq: frame.seq,
+                            hash: frame.hash,
+                            event,
+                        });
+                    let record = record.map_err(|e| self.corrupt(offset, e.to_string()))?;
+                    self.next += 1;
+                    return Ok(Some(record));
+                }
+                Step::End { offset } => {
+                    // The visible record `next` is not in this segment: it
+                    // must start the next one.
+                    let base = cursor.base;
+                    let view = self.inner.view.read();
+                    let has_next_segment = view.segments.iter().any(|&b| b > base);
+                    drop(view);
+                    if !has_next_segment {
+                        let reason = format!("seq {} is visible but not found", self.next);
+                        return Err(self.corrupt(offset, reason));
+                    }
+                    self.cursor = None;
+                }
+                Step::Bad { offset, error } => return Err(self.corrupt(offset, error.to_string())),
+            }
+        }
+    }
+
+    fn open_cursor(&self) -> Result<Cursor> {
+        let view = self.inner.view.read();
+        let idx = view.segments.partition_point(|&b| b <= self.next);
+        let Some(&base) = idx.checked_sub(1).and_then(|i| view.segments.get(i)) else {
+            return Err(Error::SeqOutOfRange {
+                seq: self.next,
+                first: view.segments.first().copied().unwrap_or(0),
+                next: view.next_seq,
+            });
+        };
+        let active = (view.active_base, view.active_end);
+        drop(view);
+        let name = segment::file_name(base);
+        let path = self.inner.dir.join(&name);
+        let file = self
+            .inner
+            .storage
+            .open(&path, false)
+            .map_err(|e| Error::io(&path, e))?;
+        let header = segment::read_header(&*file, &name)?;
+        let sealed_limit = data_end_limit(header.segment_bytes);
+        let limit = if base == active.0 {
+            active.1
+        } else {
+            sealed_limit
+        };
+        Ok(Cursor {
+            base,
+            scanner: Scanner::new(file, &name, HEADER_BYTES, limit),
+            name,
+            sealed_limit,
+        })
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => None,
+            Err(e) => {
+                // Stop after an error rather than repeat it forever.
+                self.visible_next = 0;
+                self.next = u64::MAX;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! Segment files: header, frames, trailer; naming, creation and scanning.
+//!
+//! A segment is a preallocated file of `segment_bytes` bytes:
+//! a 128-byte [`SegmentHeader`], then frames from byte 128 up to the trailer
+//! area, then a 4096-byte trailer area whose first 96 bytes hold the
+//! [`SegmentTrailer`] once the segment is sealed. `docs/FORMAT.md` has the
+//! byte diagrams.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::chain::{ChainHash, LogId};
+use crate::error::{Error, Result};
+use crate::event::Timestamp;
+use crate::frame::{self, Frame, FrameError, FRAME_ALIGN, FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
+use crate::storage::{read_exact_at, read_full_at, Storage, StorageFile};
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"CHLOGSEG";
+/// Magic at the start of a sealed segment's trailer.
+pub const TRAILER_MAGIC: [u8; 8] = *b"CHLOGEND";
+/// Size of the segment header; frames start here.
+pub const HEADER_BYTES: u64 = 128;
+/// Size of the trailer area at the end of every segment file.
+pub const TRAILER_AREA_BYTES: u64 = 4096;
+/// Size of the trailer proper (the rest of the trailer area is zero).
+pub const TRAILER_BYTES: usize = 96;
+/// Smallest segment: room for the header, the trailer and a largest frame.
+pub const MIN_SEGMENT_BYTES: u64 = 128 * 1024;
+/// Largest segment (4 GiB): offsets in a segment stay well inside u64 and
+/// the verifier's per-segment work stays bounded.
+pub const MAX_SEGMENT_BYTES: u64 = 4 << 30;
+/// File-name suffix of segment files.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+/// Suffix of a segment being created (renamed into place once complete).
+pub const TEMP_SUFFIX: &str = ".seg.tmp";
+/// The writer's lock file in a log directory.
+pub const LOCK_FILE_NAME: &str = "chainlog.lock";
+
+const _: () =
+    assert!(MIN_SEGMENT_BYTES >= HEADER_BYTES + TRAILER_AREA_BYTES + MAX_FRAME_BYTES as u64);
+const _: () = assert!(HEADER_BYTES as usize % FRAME_ALIGN == 0);
+
+/// `00000000000000001042.seg`: the seq of the first record, 20 digits.
+pub fn file_name(base_seq: u64) -> String {
+    format!("{base_seq:020}{SEGMENT_SUFFIX}")
+}
+
+/// The base seq named by a segment file name, if it is one.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Where frames end and the trailer area starts in a segment of this size.
+pub const fn data_end_limit(segment_bytes: u64) -> u64 {
+    segment_bytes - TRAILER_AREA_BYTES
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+fn array_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0; N];
+    a.copy_from_slice(&b[at..at + N]);
+    a
+}
+
+/// The first 128 bytes of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The log this segment belongs to.
+    pub log_id: LogId,
+    /// Seq of the segment's first record.
+    pub base_seq: u64,
+    /// Hash of the record before `base_seq` (the genesis hash for the first segment).
+    pub prev_hash: ChainHash,
+    /// The file's fixed size.
+    pub segment_bytes: u64,
+    /// When the segment was created (informational; not trusted).
+    pub created_at: Timestamp,
+}
+
+mod header_at {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = MAGIC + 8;
+    pub const HEADER_LEN: usize = VERSION + 2;
+    pub const TRAILER_AREA_LEN: usize = HEADER_LEN + 2;
+    pub const SEGMENT_BYTES: usize = TRAILER_AREA_LEN + 4;
+    pub const LOG_ID: usize = SEGMENT_BYTES + 8;
+    pub const BASE_SEQ: usize = LOG_ID + 16;
+    pub const PREV_HASH: usize = BASE_SEQ + 8;
+    pub const CREATED_AT: usize = PREV_HASH + 32;
+    pub const RESERVED: usize = CREATED_AT + 8;
+    pub const CRC: usize = 124;
+}
+const _: () =
+    assert!(header_at::RESERVED <= header_at::CRC && header_at::CRC + 4 == HEADER_BYTES as usize);
+
+impl SegmentHeader {
+    /// The header's 128 bytes.
+    pub fn encode(&self) -> [u8; HEADER_BYTES as usize] {
+        use header_at::*;
+        let mut b = [0; HEADER_BYTES as usize];
+        b[MAGIC..VERSION].copy_from_slice(&SEGMENT_MAGIC);
+        b[VERSION..HEADER_LEN].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[HEADER_LEN..TRAILER_AREA_LEN].copy_from_slice(&(HEADER_BYTES as u16).to_le_bytes());
+        b[TRAILER_AREA_LEN..SEGMENT_BYTES]
+            .copy_from_slice(&(TRAILER_AREA_BYTES as u32).to_le_bytes());
+        b[SEGMENT_BYTES..LOG_ID].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        b[LOG_ID..BASE_SEQ].copy_from_slice(&self.log_id.0);
+        b[BASE_SEQ..PREV_HASH].copy_from_slice(&self.base_seq.to_le_bytes());
+        b[PREV_HASH..CREATED_AT].copy_from_slice(&self.prev_hash.0);
+        b[CREATED_AT..RESERVED].copy_from_slice(&self.created_at.unix_nanos().to_le_bytes());
+        let crc = crc32c::crc32c(&b[..CRC]);
+        b[CRC..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header read from the file named `file`.
+    pub fn decode(b: &[u8; HEADER_BYTES as usize], file: &str) -> Result<Self> {
+        use header_at::*;
+        let corrupt = |offset: usize, reason: &str| Error::Corrupted {
+            file: file.to_string(),
+            offset: offset as u64,
+            reason: reason.to_string(),
+        };
+        if b[MAGIC..VERSION] != SEGMENT_MAGIC {
+            return Err(corrupt(MAGIC, "not a chainlog segment (bad magic)"));
+        }
+        let version = u16_at(b, VERSION);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                file: file.to_string(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let expected = u32_at(b, CRC);
+        let got = crc32c::crc32c(&b[..CRC]);
+        if expected != got {
+            return Err(Error::ChecksumMismatch {
+                file: file.to_string(),
+                offset: 0,
+                expected,
+                got,
+            });
+        }
+        if u64::from(u16_at(b, HEADER_LEN)) != HEADER_BYTES
+            || u64::from(u32_at(b, TRAILER_AREA_LEN)) != TRAILER_AREA_BYTES
+        {
+            return Err(corrupt(
+                HEADER_LEN,
+                "unexpected header or trailer area length",
+            ));
+        }
+        let segment_bytes = u64_at(b, SEGMENT_BYTES);
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&segment_bytes)
+            || segment_bytes % FRAME_ALIGN as u64 != 0
+        {
+            return Err(corrupt(SEGMENT_BYTES, "segment size out of range"));
+        }
+        if b[RESERVED..CRC].iter().any(|&x| x != 0) {
+            return Err(corrupt(RESERVED, "reserved header bytes are not zero"));
+        }
+        Ok(SegmentHeader {
+            log_id: LogId(array_at(b, LOG_ID)),
+            base_seq: u64_at(b, BASE_SEQ),
+            prev_hash: ChainHash(array_at(b, PREV_HASH)),
+            segment_bytes,
+            created_at: Timestamp::from_unix_nanos(u64_at(b, CREATED_AT) as i64),
+        })
+    }
+}
+
+/// What a sealed segment says about itself, at the start of its trailer area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentTrailer {
+    /// Records in the segment.
+    pub record_count: u64,
+    /// Seq of the last record.
+    pub last_seq: u64,
+    /// Chain hash of the last record.
+    pub last_hash: ChainHash,
+    /// Earliest event timestamp in the segment.
+    pub min_timestamp: Timestamp,
+    /// Latest event timestamp in the segment.
+    pub max_timestamp: Timestamp,
+    /// Byte offset just past the last frame.
+    pub data_end: u64,
+}
+
+mod trailer_at {
+    pub const MAGIC: usize = 0;
+    pub const RECORD_COUNT: usize = MAGIC + 8;
+    pub const LAST_SEQ: usize = RECORD_COUNT + 8;
+    pub const LAST_HASH: usize = LAST_SEQ + 8;
+    pub const MIN_TS: usize = LAST_HASH + 32;
+    pub const MAX_TS: usize = MIN_TS + 8;
+    pub const DATA_END: usize = MAX_TS + 8;
+    pub const RESERVED: usize = DATA_END + 8;
+    pub const CRC: usize = 92;
+}
+const _: () =
+    assert!(trailer_at::RESERVED <= trailer_at::CRC && trailer_at::CRC + 4 == TRAILER_BYTES);
+
+impl SegmentTrailer {
+    /// The trailer's 96 bytes.
+    pub fn encode(&self) -> [u8; TRAILER_BYTES] {
+        use trailer_at::*;
+        let mut b = [0; TRAILER_BYTES];
+        b[MAGIC..RECORD_COUNT].copy_from_slice(&TRAILER_MAGIC);
+        b[RECORD_COUNT..LAST_SEQ].copy_from_slice(&self.record_count.to_le_bytes());
+        b[LAST_SEQ..LAST_HASH].copy_from_slice(&self.last_seq.to_le_bytes());
+        b[LAST_HASH..MIN_TS].copy_from_slice(&self.last_hash.0);
+        b[MIN_TS..MAX_TS].copy_from_slice(&self.min_timestamp.unix_nanos().to_le_bytes());
+        b[MAX_TS..DATA_END].copy_from_slice(&self.max_timestamp.unix_nanos().to_le_bytes());
+        b[DATA_END..RESERVED].copy_from_slice(&self.data_end.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..CRC]);
+        b[CRC..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a trailer area's first bytes. `Ok(None)` when the area is
+    /// unwritten (all zero): the segment is not sealed.
+    pub fn decode(b: &[u8; TRAILER_BYTES], file: &str, offset: u64) -> Result<Option<Self>> {
+        use trailer_at::*;
+        if b.iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        let corrupt = |at: usize, reason: &str| Error::Corrupted {
+            file: file.to_string(),
+            offset: offset + at as u64,
+            reason: reason.to_string(),
+        };
+        if b[MAGIC..RECORD_COUNT] != TRAILER_MAGIC {
+            return Err(corrupt(MAGIC, "bad trailer magic"));
+        }
+        let expected = u32_at(b, CRC);
+        let got = crc32c::crc32c(&b[..CRC]);
+        if expected != got {
+            return Err(Error::ChecksumMismatch {
+                file: file.to_string(),
+                offset,
+                expected,
+                got,
+            });
+        }
+        if b[RESERVED..CRC].iter().any(|&x| x != 0) {
+            return Err(corrupt(RESERVED, "reserved trailer bytes are not zero"));
+        }
+        Ok(Some(SegmentTrailer {
+            record_count: u64_at(b, RECORD_COUNT),
+            last_seq: u64_at(b, LAST_SEQ),
+            last_hash: ChainHash(array_at(b, LAST_HASH)),
+            min_timestamp: Timestamp::from_unix_nanos(u64_at(b, MIN_TS) as i64),
+            max_timestamp: Timestamp::from_unix_nanos(u64_at(b, MAX_TS) as i64),
+            data_end: u64_at(b, DATA_END),
+        }))
+    }
+}
+
+/// Reads and checks the header of an open segment file.
+pub fn read_header(file: &dyn StorageFile, name: &str) -> Result<SegmentHeader> {
+    let mut b = [0; HEADER_BYTES as usize];
+    read_exact_at(file, &mut b, 0).map_err(|e| io_or_short(name, 0, e))?;
+    SegmentHeader::decode(&b, name)
+}
+
+/// Reads the trailer of a segment of `segment_bytes`; `None` if unsealed.
+pub fn read_trailer(
+    file: &dyn StorageFile,
+    name: &str,
+    segment_bytes: u64,
+) -> Result<Option<SegmentTrailer>> {
+    let at = data_end_limit(segment_bytes);
+    let mut b = [0; TRAILER_BYTES];
+    read_exact_at(file, &mut b, at).map_err(|e| io_or_short(name, at, e))?;
+    SegmentTrailer::decode(&b, name, at)
+}
+
+/// A read that ran out of file is corruption (the file is shorter than its
+/// format says); anything else is an I/O error.
+pub(crate) fn io_or_short(name: &str, offset: u64, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Corrupted {
+            file: name.to_string(),
+            offset,
+            reason: "file is shorter than its segment size".to_string(),
+        }
+    } else {
+        Error::io(name, e)
+    }
+}
+
+/// Creates a segment crash-safely: the file is built under a temporary name,
+/// preallocated, given its header and synced, then renamed into place and the
+/// directory synced, so a segment file under its final name is never partial.
+pub fn create(
+    storage: &dyn Storage,
+    dir: &Path,
+    header: &SegmentHeader,
+) -> Result<Arc<dyn StorageFile>> {
+    let name = file_name(header.base_seq);
+    let final_path = dir.join(&name);
+    let temp_path = dir.join(format!("{:020}{TEMP_SUFFIX}", header.base_seq));
+    let io = |e| Error::io(&final_path, e);
+    // A leftover from an interrupted create is incomplete by construction.
+    match storage.remove(&temp_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let file = storage.create_new(&temp_path).map_err(io)?;
+    file.allocate(header.segment_bytes).map_err(io)?;
+    file.write_all_at(&header.encode(), 0).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    storage.rename(&temp_path, &final_path).map_err(io)?;
+    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(file)
+}
+
+/// One step of a [`Scanner`].
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// A valid frame at `offset`.
+    Frame {
+        /// Byte offset of the frame in the file.
+        offset: u64,
+        /// The frame.
+        frame: Frame<'a>,
+    },
+    /// The end of the data at `offset`: a zero header, or the scan limit.
+    End {
+        /// Byte offset where data ends.
+        offset: u64,
+    },
+    /// The bytes at `offset` are not a valid frame.
+    Bad {
+        /// Byte offset of the bad frame.
+        offset: u64,
+        /// What is wrong with it.
+        error: FrameError,
+    },
+}
+
+/// Reads frames sequentially from a segment through a bounded buffer, so
+/// memory stays flat whatever the segment size.
+pub struct Scanner {
+    file: Arc<dyn StorageFile>,
+    name: String,
+    /// Next frame position.
+    pos: u64,
+    /// Frames are read only below this offset.
+    limit: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_at: u64,
+}
+
+/// Bytes read per I/O call while scanning.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+impl Scanner {
+    /// Scans `file` (named `name`) from `pos` up to `limit`.
+    pub fn new(file: Arc<dyn StorageFile>, name: &str, pos: u64, limit: u64) -> Self {
+        Scanner {
+            file,
+            name: name.to_string(),
+            pos,
+            limit,
+            buf: Vec::new(),
+            buf_at: pos,
+        }
+    }
+
+    /// The position of the next frame.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The scan limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Raises the scan limit (the writer published more data).
+    pub fn extend_limit(&mut self, limit: u64) {
+        self.limit = self.limit.max(limit);
+    }
+
+    /// Moves to `pos` (a frame boundary), dropping buffered bytes before it.
+    pub fn seek(&mut self, pos: u64) {
+        self.pos = pos;
+    }
+
+    /// Makes sure `buf` holds `len` bytes from `pos` (or all bytes up to the
+    /// limit, if fewer); returns how many it holds.
+    fn fill(&mut self, len: usize) -> Result<usize> {
+        let want_end = (self.pos + len as u64).min(self.limit);
+        let have_end = self.buf_at + self.buf.len() as u64;
+        if self.pos >= self.buf_at && want_end <= have_end {
+            return Ok((want_end.saturating_sub(self.pos)) as usize);
+        }
+        // Refill from `pos`, reading a chunk (bounded by the limit).
+        let read_len =
+            (len.max(SCAN_CHUNK_BYTES) as u64).min(self.limit.saturating_sub(self.pos)) as usize;
+        self.buf.resize(read_len, 0);
+        let n = read_full_at(&*self.file, &mut self.buf, self.pos)
+            .map_err(|e| Error::io(&self.name, e))?;
+        self.buf.truncate(n);
+        self.buf_at = self.pos;
+        Ok(n.min(len))
+    }
+
+    /// The next step, advancing past a valid frame. After `Bad` or `End` the
+    /// position stays put.
+    pub fn next_step(&mut self) -> Result<Step<'_>> {
+        if self.pos + FRAME_HEADER_BYTES as u64 > self.limit {
+            return Ok(Step::End { offset: self.pos });
+        }
+        let mut have = self.fill(FRAME_HEADER_BYTES)?;
+        if have < FRAME_HEADER_BYTES {
+            return Ok(Step::Bad {
+                offset: self.pos,
+                error: FrameError::Truncated {
+                    needed: FRAME_HEADER_BYTES,
+                    available: have,
+                },
+            });
+        }
+        let start = (self.pos - self.buf_at) as usize;
+        let needed = match frame::decode(&self.buf[start..start + have]) {
+            Err(FrameError::Truncated { needed, .. }) => needed,
+            _ => have,
+        };
+        if needed > have {
+            have = self.fill(needed)?;
+        }
+        let offset = self.pos;
+        let start = (self.pos - self.buf_at) as usize;
+        match frame::decode(&self.buf[start..start + have]) {
+            Ok(Some(frame)) => {
+                self.pos += frame.padded_len() as u64;
+                Ok(Step::Frame { offset, frame })
+            }
+            Ok(None) => Ok(Step::End { offset }),
+            Err(error) => Ok(Step::Bad { offset, error }),
+        }
+    }
+
+    /// Looks past a bad frame or the end marker for any valid frame with a
+    /// seq of at least `min_seq`, at every aligned offset after the current
+    /// position up to the limit. Returns its offset and seq, and the offset
+    /// just past the last non-zero byte seen (where damage or a torn tail
+    /// ends). Leaves the position unchanged.
+    pub fn find_valid_after(&mut self, min_seq: u64) -> Result<(Option<(u64, u64)>, u64)> {
+        let resume = self.pos;
+        let mut last_nonzero_end = resume;
+        let mut at = resume + FRAME_ALIGN as u64;
+        let mut found = None;
+        // The byte at `resume` itself may be non-zero.
+        self.pos = resume;
+        if self.fill(FRAME_ALIGN)? > 0 {
+            let s = (self.pos - self.buf_at) as usize;
+            if self.buf[s..s + FRAME_ALIGN.min(self.buf.len() - s)]
+                .iter()
+                .any(|&b| b != 0)
+            {
+                last_nonzero_end = resume + FRAME_ALIGN as u64;
+            }
+        }
+        while at + FRAME_HEADER_BYTES as u64 <= self.limit {
+            self.pos = at;
+            let have = self.fill(FRAME_ALIGN)?;
+            if have == 0 {
+                break;
+            }
+            let s = (at - self.buf_at) as usize;
+            let word = &self.buf[s..s + have];
+            if word.iter().all(|&b| b == 0) {
+                at += FRAME_ALIGN as u64;
+                continue;
+            }
+            last_nonzero_end = at + FRAME_ALIGN as u64;
+            if found.is_none() {
+                if let Step::Frame { frame, .. } = self.next_step()? {
+                    if frame.seq >= min_seq {
+                        found = Some((at, frame.seq));
+                    }
+                }
+            }
+            at += FRAME_ALIGN as u64;
+        }
+        self.pos = resume;
+        Ok((found, last_nonzero_end.min(self.limit)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimDisk;
+
+    fn header() -> SegmentHeader {
+        SegmentHeader {
+            log_id: LogId([3; 16]),
+            base_seq: 1042,
+            prev_hash: ChainHash([5; 32]),
+            segment_bytes: MIN_SEGMENT_BYTES,
+            created_at: Timestamp::from_unix_nanos(1_700_000_000_000_000_000),
+        }
+    }
+
+    #[test]
+    fn header_round_trip_and_corruption() {
+        let h = header();
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b, "x").unwrap(), h);
+        for i in 0..b.len() {
+            let mut bad = b;
+            bad[i] ^= 0x40;
+            assert!(SegmentHeader::decode(&bad, "x").is_err(), "byte {i}");
+        }
+        let mut future = b;
+        future[8] = 2;
+        assert!(matches!(
+            SegmentHeader::decode(&future, "x"),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn trailer_round_trip_and_corruption() {
+        let t = SegmentTrailer {
+            record_count: 10,
+            last_seq: 1051,
+            last_hash: ChainHash([8; 32]),
+            min_timestamp: Timestamp::from_unix_nanos(-3),
+            max_timestamp: Timestamp::from_unix_nanos(99),
+            data_end: 4096,
+        };
+        let b = t.encode();
+        assert_eq!(SegmentTrailer::decode(&b, "x", 0).unwrap(), Some(t));
+        assert_eq!(
+            SegmentTrailer::decode(&[0; TRAILER_BYTES], "x", 0).unwrap(),
+            None
+        );
+        for i in 0..b.len() {
+            let mut bad = b;
+            bad[i] ^= 1;
+            assert!(SegmentTrailer::decode(&bad, "x", 0).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn names_sort_and_parse() {
+        assert_eq!(file_name(1042), "00000000000000001042.seg");
+        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_file_name("1042.seg"), None);
+        assert_eq!(parse_file_name("0000000000000000104x.seg"), None);
+        assert!(file_name(9) < file_name(10));
+    }
+
+    #[test]
+    fn create_is_atomic_and_scanner_reads_frames() {
+        let disk = SimDisk::new();
+        let dir = Path::new("/log");
+        let h = header();
+        let file = create(&disk, dir, &h).unwrap();
+        assert_eq!(disk.list(dir).unwrap(), vec![file_name(1042)]);
+        assert_eq!(read_header(&*file, "x").unwrap(), h);
+        assert_eq!(read_trailer(&*file, "x", h.segment_bytes).unwrap(), None);
+
+        let mut buf = Vec::new();
+        let mut prev = h.prev_hash;
+        for seq in 1042..1045 {
+            let start = frame::begin(&mut buf);
+            buf.extend_from_slice(format!("record {seq}").as_bytes());
+            frame::finish(&mut buf, start);
+            prev = frame::link(&mut buf[start..], seq, &prev);
+        }
+        file.write_all_at(&buf, HEADER_BYTES).unwrap();
+        let mut scan = Scanner::new(
+            file.clone(),
+            "x",
+            HEADER_BYTES,
+            data_end_limit(h.segment_bytes),
+        );
+        let mut seqs = Vec::new();
+        while let Step::Frame { frame, .. } = scan.next_step().unwrap() {
+            seqs.push(frame.seq);
+        }
+        assert_eq!(seqs, vec![1042, 1043, 1044]);
+        assert_eq!(scan.position(), HEADER_BYTES + buf.len() as u64);
+        let (found, _) = scan.find_valid_after(0).unwrap();
+        assert_eq!(found, None);
+
+        // Damage the first frame: the scanner stops there and finds the others after it.
+        let mut scan = Scanner::new(
+            file.clone(),
+            "x",
+            HEADER_BYTES,
+            data_end_limit(h.segment_bytes),
+        );
+        file.write_all_at(&[0xff], HEADER_BYTES + 20).unwrap();
+        assert!(matches!(scan.next_step().unwrap(), Step::Bad { .. }));
+        let (found, end) = scan.find_valid_after(1042).unwrap();
+        assert_eq!(found.map(|f| f.1), Some(1043));
+        assert_eq!(end, HEADER_BYTES + buf.len() as u64);
+    }
+}

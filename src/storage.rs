@@ -1,0 +1,187 @@
+//! All file I/O goes through [`Storage`] and [`StorageFile`], so the same
+//! engine runs on the real disk ([`FsStorage`]) and on the simulated disk
+//! ([`crate::sim::SimDisk`]) that tests crash and fail at will.
+//!
+//! The traits are deliberately small: positional reads and writes,
+//! `fdatasync`, preallocation, and the few directory operations a
+//! segmented log needs (list, create, rename, remove, sync).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file opened through a [`Storage`].
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; may return fewer (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`, or fails (possibly after writing part of it).
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every completed write durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// The file's current length.
+    fn size(&self) -> io::Result<u64>;
+    /// Extends the file to `len` bytes, reserving the space (reads return zeros).
+    fn allocate(&self, len: u64) -> io::Result<()>;
+}
+
+/// An exclusive writer lock on a log directory, released on drop.
+pub trait DirLock: Send + Sync + fmt::Debug {}
+
+/// A place to keep files: the real file system, or a simulated disk.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The names of the files in `dir` (not sorted).
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a new, empty file for reading and writing; fails if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// Opens an existing file, for reading and (if `write`) writing.
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically renames `from` to `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive writer lock on `dir`, failing with
+    /// `io::ErrorKind::WouldBlock` when another writer holds it.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.
+/// Fails with `UnexpectedEof` if the file ends first.
+pub fn read_exact_at(
+    file: &dyn StorageFile,
+    mut buf: &mut [u8],
+    mut offset: u64,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads up to `buf.len()` bytes at `offset`, looping over short reads;
+/// returns how many were read (fewer only at end of file).
+pub fn read_full_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsStorage;
+
+#[derive(Debug)]
+struct FsFile(File);
+
+impl StorageFile for FsFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        // Reserve real blocks so later appends do not fail on a full disk and
+        // fdatasync does not have to allocate; fall back to a sparse extension
+        // on file systems without fallocate.
+        match rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                self.0.set_len(len)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FsLock(#[allow(dead_code, reason = "held for its flock until dropped")] File);
+
+impl DirLock for FsLock {}
+
+impl Storage for FsStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)?;
+        Ok(Arc::new(FsFile(file)))
+    }
+
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new().read(true).write(write).open(path)?;
+        Ok(Arc::new(FsFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(crate::segment::LOCK_FILE_NAME))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(io::Error::from)?;
+        Ok(Box::new(FsLock(file)))
+    }
+}
