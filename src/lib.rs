@@ -5,9 +5,12 @@
 pub mod chain;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod frame;
+pub mod index;
 pub mod limits;
 pub mod log;
+pub mod query;
 pub mod segment;
 pub mod sim;
 pub mod storage;

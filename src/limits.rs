@@ -27,3 +27,12 @@ pub const MAX_RECORD_BYTES: usize = 26
 pub const MAX_BATCH_EVENTS: usize = 65_536;
 /// Longest JSON input line the CLI accepts, in bytes.
 pub const MAX_INPUT_LINE_BYTES: usize = 256 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn record_limit_matches_the_format_doc() {
+        // docs/FORMAT.md states this number; keep them in step.
+        assert_eq!(super::MAX_RECORD_BYTES, 66_470);
+    }
+}

@@ -12,6 +12,7 @@ use crate::chain::{ChainHash, LogId};
 use crate::error::{Error, Result};
 use crate::event::{encode_record, Event, RecordView, Timestamp};
 use crate::frame::{self, FRAME_HEADER_BYTES};
+use crate::index::{self, IndexBuilder};
 use crate::limits::MAX_BATCH_EVENTS;
 use crate::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
@@ -54,6 +55,10 @@ pub struct Options {
     /// Open without the writer lock and without repairing anything; appends
     /// fail with [`Error::ReadOnly`]. Default false.
     pub read_only: bool,
+    /// Target size of an index block: the time index has an entry, and the
+    /// postings a block number, every this many bytes of frames. Default
+    /// 4 KiB; between 512 bytes and 1 MiB.
+    pub index_block_bytes: u32,
 }
 
 impl Default for Options {
@@ -62,6 +67,7 @@ impl Default for Options {
             segment_bytes: 64 << 20,
             durability: Durability::Always,
             read_only: false,
+            index_block_bytes: index::DEFAULT_BLOCK_BYTES,
         }
     }
 }
@@ -74,6 +80,14 @@ impl Options {
             return Err(Error::InvalidOptions(format!(
                 "segment_bytes must be a multiple of 8 between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, not {}",
                 self.segment_bytes
+            )));
+        }
+        if !index::BLOCK_BYTES_RANGE.contains(&self.index_block_bytes) {
+            return Err(Error::InvalidOptions(format!(
+                "index_block_bytes must be between {} and {}, not {}",
+                index::BLOCK_BYTES_RANGE.start(),
+                index::BLOCK_BYTES_RANGE.end(),
+                self.index_block_bytes
             )));
         }
         if let Durability::Batch { max_delay, .. } = self.durability {
@@ -198,6 +212,10 @@ struct Inner {
     flusher_wake: Condvar,
     poison: Mutex<Option<String>>,
     closing: AtomicBool,
+    /// The active segment's index, kept in memory and extended by queries.
+    active_index: Mutex<Option<IndexBuilder>>,
+    /// Threads writing the indexes of segments just sealed.
+    indexers: Mutex<Vec<JoinHandle<()>>>,
     _lock: Option<Box<dyn DirLock>>,
 }
 
@@ -374,6 +392,8 @@ impl Log {
             flusher_wake: Condvar::new(),
             poison: Mutex::new(None),
             closing: AtomicBool::new(false),
+            active_index: Mutex::new(None),
+            indexers: Mutex::new(Vec::new()),
             options,
             _lock: lock,
         });
@@ -497,6 +517,9 @@ impl Log {
         }
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
+        }
+        for indexer in std::mem::take(&mut *self.inner.indexers.lock()) {
+            let _ = indexer.join();
         }
         if self.inner.options.read_only || self.inner.poison.lock().is_some() {
             return Ok(());
@@ -752,6 +775,7 @@ impl Inner {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if !w.active.sealed {
             self.seal(w)?;
+            self.index_in_background(&w.active);
         }
         let header = SegmentHeader {
             log_id: self.log_id,
@@ -775,6 +799,23 @@ impl Inner {
         self.view.write().segments.push(header.base_seq);
         self.publish(w);
         Ok(())
+    }
+
+    /// Writes the index file of a segment just sealed, off the append path.
+    /// A failure only costs a rebuild when the segment is first queried.
+    fn index_in_background(&self, sealed: &Active) {
+        let (storage, dir, file) = (self.storage.clone(), self.dir.clone(), sealed.file.clone());
+        let (base, data_end, count) = (sealed.header.base_seq, sealed.write_at, sealed.count);
+        let block_bytes = self.options.index_block_bytes;
+        let mut indexers = self.indexers.lock();
+        indexers.retain(|h| !h.is_finished());
+        indexers.push(std::thread::spawn(move || {
+            let mut builder = IndexBuilder::new(base, block_bytes);
+            let built = builder.extend_from(file, &segment::file_name(base), data_end);
+            if built.is_ok() && builder.records() == count {
+                let _ = index::write_file(&*storage, &dir, base, &builder.encode());
+            }
+        }));
     }
 
     /// Writes the trailer and syncs: the segment is complete and durable.
@@ -948,6 +989,64 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A consistent view of the log for a query: what exists and is visible.
+pub(crate) struct Snapshot {
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) segments: Vec<u64>,
+    pub(crate) next_seq: u64,
+    pub(crate) active_base: u64,
+    pub(crate) active_end: u64,
+    pub(crate) index_block_bytes: u32,
+    pub(crate) read_only: bool,
+    pub(crate) log: LogRef,
+}
+
+/// A handle on the log's shared state, for queries that outlive a borrow.
+pub(crate) struct LogRef(Arc<Inner>);
+
+impl LogRef {
+    /// The active segment's index up to at least `limit`, as index file
+    /// bytes. The in-memory index is extended incrementally, so repeated
+    /// queries only index what was appended since.
+    pub(crate) fn active_index(
+        &self,
+        file: Arc<dyn StorageFile>,
+        header: &SegmentHeader,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        let mut cached = self.0.active_index.lock();
+        let builder = match cached.as_mut() {
+            Some(b) if b.base_seq() == header.base_seq => b,
+            _ => cached.insert(IndexBuilder::new(
+                header.base_seq,
+                self.0.options.index_block_bytes,
+            )),
+        };
+        if builder.end() < limit {
+            builder.extend_from(file, &segment::file_name(header.base_seq), limit)?;
+        }
+        Ok(builder.encode())
+    }
+}
+
+impl Log {
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let view = self.inner.view.read();
+        Snapshot {
+            dir: self.inner.dir.clone(),
+            storage: self.inner.storage.clone(),
+            segments: view.segments.clone(),
+            next_seq: view.next_seq,
+            active_base: view.active_base,
+            active_end: view.active_end,
+            index_block_bytes: self.inner.options.index_block_bytes,
+            read_only: self.inner.options.read_only,
+            log: LogRef(self.inner.clone()),
         }
     }
 }

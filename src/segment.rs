@@ -371,6 +371,8 @@ pub struct Scanner {
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_at: u64,
+    /// Bytes read from the file so far.
+    bytes_read: u64,
 }
 
 /// Bytes read per I/O call while scanning.
@@ -386,7 +388,13 @@ impl Scanner {
             limit,
             buf: Vec::new(),
             buf_at: pos,
+            bytes_read: 0,
         }
+    }
+
+    /// Bytes read from the file so far (for I/O accounting).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// The position of the next frame.
@@ -425,6 +433,7 @@ impl Scanner {
             .map_err(|e| Error::io(&self.name, e))?;
         self.buf.truncate(n);
         self.buf_at = self.pos;
+        self.bytes_read += n as u64;
         Ok(n.min(len))
     }
 
