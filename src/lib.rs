@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod chain;
+pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod export;
@@ -10,6 +11,7 @@ pub mod frame;
 pub mod index;
 pub mod limits;
 pub mod log;
+pub mod merkle;
 pub mod query;
 pub mod segment;
 pub mod sim;
