@@ -13,6 +13,7 @@ pub mod limits;
 pub mod log;
 pub mod merkle;
 pub mod query;
+pub mod retention;
 pub mod segment;
 pub mod sim;
 pub mod storage;

@@ -1,2 +1,0 @@
-//! The chainlog command-line tool.
-fn main() {}

@@ -1,0 +1,376 @@
+//! `chainlog append`: JSON Lines in, records (and receipts) out.
+//!
+//! Every line is parsed and fully validated (including the encoded size
+//! limits) before any line of its batch is appended. From a FILE the whole
+//! file is checked first, so a bad line anywhere appends nothing. From stdin
+//! (a stream that may never end) lines are appended in batches as they
+//! arrive; a bad line stops the command, and the lines before it in its
+//! batch are appended, it and everything after it are not.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::path::Path;
+
+use chainlog::event::encode_record;
+use chainlog::frame::padded_len;
+use chainlog::limits::MAX_INPUT_LINE_BYTES;
+use chainlog::segment::{data_end_limit, HEADER_BYTES};
+use chainlog::{Event, Log, Options, Receipt};
+
+use crate::error::CliError;
+use crate::read::newest_segment_bytes;
+use crate::{DurabilityArg, Global};
+
+/// Most events appended in one `append_batch` call.
+const MAX_CHUNK_EVENTS: usize = 4096;
+/// Most frame bytes appended in one call (also bounded by a segment's room).
+const MAX_CHUNK_BYTES: u64 = 8 << 20;
+/// Input buffer size; a stream batch is at most what one read returned.
+const INPUT_BUFFER_BYTES: usize = 1 << 20;
+
+/// One valid input line.
+struct Parsed {
+    event: Event,
+    /// Bytes its frame takes in a segment.
+    frame_bytes: u64,
+}
+
+/// Why reading the next event stopped.
+enum LineError {
+    Bad { line: u64, reason: String },
+    Io(io::Error),
+}
+
+/// JSON Lines reader with a per-line size limit.
+struct EventLines<R> {
+    reader: BufReader<R>,
+    line: u64,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl<R: Read> EventLines<R> {
+    fn new(input: R) -> Self {
+        EventLines {
+            reader: BufReader::with_capacity(INPUT_BUFFER_BYTES, input),
+            line: 0,
+            buf: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// True when more input is already buffered (reading it will not block).
+    fn input_buffered(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
+    /// The next event, skipping blank lines; `None` at the end of the input.
+    fn next_event(&mut self) -> Result<Option<Parsed>, LineError> {
+        loop {
+            self.buf.clear();
+            // Room for the longest line plus "\r\n": anything longer is rejected
+            // without reading the rest of it into memory.
+            let cap = MAX_INPUT_LINE_BYTES as u64 + 2;
+            let n = (&mut self.reader)
+                .take(cap)
+                .read_until(b'\n', &mut self.buf)
+                .map_err(LineError::Io)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            let ended = self.buf.last() == Some(&b'\n');
+            if ended {
+                self.buf.pop();
+                if self.buf.last() == Some(&b'\r') {
+                    self.buf.pop();
+                }
+            }
+            if self.buf.len() > MAX_INPUT_LINE_BYTES || (!ended && n as u64 == cap) {
+                return Err(self.bad(format!(
+                    "line is longer than the limit of {MAX_INPUT_LINE_BYTES} bytes"
+                )));
+            }
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return match parse_event(&self.buf, &mut self.scratch) {
+                Ok(parsed) => Ok(Some(parsed)),
+                Err(reason) => Err(self.bad(reason)),
+            };
+        }
+    }
+
+    fn bad(&self, reason: String) -> LineError {
+        LineError::Bad {
+            line: self.line,
+            reason,
+        }
+    }
+}
+
+/// Parses one line and checks it exactly as `append_batch` will.
+fn parse_event(line: &[u8], scratch: &mut Vec<u8>) -> Result<Parsed, String> {
+    let event: Event = serde_json::from_slice(line).map_err(|e| json_reason(&e))?;
+    scratch.clear();
+    encode_record(&event, scratch).map_err(|e| e.to_string())?;
+    Ok(Parsed {
+        event,
+        frame_bytes: padded_len(scratch.len()) as u64,
+    })
+}
+
+/// serde_json's message without its "at line 1 column N" (the input line
+/// number is reported instead; the column is kept).
+fn json_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match msg.strip_suffix(&position) {
+        Some(head) => format!("{head} (column {})", e.column()),
+        None => msg,
+    }
+}
+
+/// Appends batches, printing receipts once each batch is durable.
+struct Appender<'a> {
+    log: &'a Log,
+    /// The policy does not sync before `append_batch` returns.
+    relaxed: bool,
+    receipts: bool,
+    max_chunk_bytes: u64,
+    pending: Vec<Event>,
+    pending_bytes: u64,
+    count: u64,
+    first: Option<u64>,
+    last: Option<Receipt>,
+}
+
+impl Appender<'_> {
+    fn push(&mut self, parsed: Parsed) -> Result<(), CliError> {
+        if self.pending.len() >= MAX_CHUNK_EVENTS
+            || self.pending_bytes + parsed.frame_bytes > self.max_chunk_bytes
+        {
+            self.flush()?;
+        }
+        self.pending_bytes += parsed.frame_bytes;
+        self.pending.push(parsed.event);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), CliError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let receipts = self
+            .log
+            .append_batch(&self.pending)
+            .map_err(|e| self.failed(e))?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        let (Some(first), Some(last)) = (receipts.first(), receipts.last()) else {
+            return Ok(());
+        };
+        self.first.get_or_insert(first.seq);
+        self.last = Some(*last);
+        self.count += receipts.len() as u64;
+        if self.receipts {
+            // Print only what a crash could no longer take back.
+            if self.relaxed {
+                self.log
+                    .wait_durable(last.seq)
+                    .map_err(|e| self.failed(e))?;
+            }
+            let mut out = io::stdout().lock();
+            for r in &receipts {
+                let line = serde_json::to_string(r)
+                    .map_err(|e| CliError::io("encoding a receipt", e.into()))?;
+                writeln!(out, "{line}").map_err(|e| CliError::io("writing receipts", e))?;
+            }
+            out.flush()
+                .map_err(|e| CliError::io("writing receipts", e))?;
+        }
+        Ok(())
+    }
+
+    /// What has been appended so far, for an error message.
+    fn appended(&self) -> String {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) if self.count > 0 => format!(
+                "{} record{} before it were appended (seq {first}..={})",
+                self.count,
+                if self.count == 1 { "" } else { "s" },
+                last.seq
+            ),
+            _ => "nothing was appended".to_string(),
+        }
+    }
+
+    fn failed(&self, error: chainlog::Error) -> CliError {
+        if self.count == 0 {
+            CliError::Log(error)
+        } else {
+            CliError::AfterAppending {
+                error,
+                appended: self.appended(),
+            }
+        }
+    }
+
+    fn bad_line(&self, line: u64, reason: String, whole_file_checked: bool) -> CliError {
+        let appended = if self.count == 0 && whole_file_checked {
+            "nothing was appended (the whole file is checked first)".to_string()
+        } else if self.count == 0 {
+            "nothing was appended".to_string()
+        } else {
+            format!("{}; it and the lines after it were not", self.appended())
+        };
+        CliError::Input {
+            line,
+            reason,
+            appended,
+        }
+    }
+}
+
+fn read_error(source: io::Error) -> CliError {
+    CliError::io("reading the input", source)
+}
+
+/// Runs `chainlog append`.
+pub fn run(
+    global: &Global,
+    durability: DurabilityArg,
+    receipts: bool,
+    file: Option<&Path>,
+) -> Result<std::process::ExitCode, CliError> {
+    let dir = global.dir()?;
+    // Options::segment_bytes applies to segments created from now on: keep
+    // the size the log was created with.
+    let segment_bytes = newest_segment_bytes(dir)?.unwrap_or(Options::default().segment_bytes);
+    let log = Log::open(
+        dir,
+        Options {
+            segment_bytes,
+            durability: durability.policy(),
+            ..Options::default()
+        },
+    )?;
+    let mut appender = Appender {
+        log: &log,
+        relaxed: durability != DurabilityArg::Always,
+        receipts,
+        max_chunk_bytes: (data_end_limit(segment_bytes) - HEADER_BYTES).min(MAX_CHUNK_BYTES),
+        pending: Vec::new(),
+        pending_bytes: 0,
+        count: 0,
+        first: None,
+        last: None,
+    };
+    match file {
+        None => append_stream(&mut appender, io::stdin())?,
+        Some(path) if path == Path::new("-") => append_stream(&mut appender, io::stdin())?,
+        Some(path) => append_file(&mut appender, path)?,
+    }
+    let (count, first, last) = (appender.count, appender.first, appender.last);
+    let head = log.state().head;
+    log.close().map_err(|error| {
+        if count == 0 {
+            CliError::Log(error)
+        } else {
+            CliError::AfterAppending {
+                error,
+                appended: format!("{count} records were written but may not be durable"),
+            }
+        }
+    })?;
+    if !global.quiet && !receipts {
+        let plural = if count == 1 { "" } else { "s" };
+        match (first, last) {
+            (Some(first), Some(last)) => outln!(
+                "appended {count} record{plural} (seq {first}..={}), head {head}",
+                last.seq
+            )?,
+            _ => outln!("appended 0 records, head {head}")?,
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// stdin: append each batch as soon as it is checked.
+fn append_stream(appender: &mut Appender<'_>, input: impl Read) -> Result<(), CliError> {
+    let mut lines = EventLines::new(input);
+    loop {
+        match lines.next_event() {
+            Ok(Some(parsed)) => {
+                appender.push(parsed)?;
+                // Nothing more buffered: the next read may wait for the
+                // producer, so make what we have durable now.
+                if !lines.input_buffered() {
+                    appender.flush()?;
+                }
+            }
+            Ok(None) => return appender.flush(),
+            Err(LineError::Bad { line, reason }) => {
+                // The lines before the bad one are valid: keep them.
+                appender.flush()?;
+                return Err(appender.bad_line(line, reason, false));
+            }
+            Err(LineError::Io(e)) => {
+                appender.flush()?;
+                return Err(read_error(e));
+            }
+        }
+    }
+}
+
+/// A FILE: check all of it, then append it.
+fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<(), CliError> {
+    let open = |path: &Path| {
+        File::open(path).map_err(|e| CliError::io(format!("opening {}", path.display()), e))
+    };
+    let mut file = open(path)?;
+    let regular = file
+        .metadata()
+        .map_err(|e| CliError::io(format!("reading {}", path.display()), e))?
+        .is_file();
+    // A pipe or device cannot be read twice: keep its events in memory.
+    let mut kept = Vec::new();
+    {
+        let mut lines = EventLines::new(&mut file);
+        loop {
+            match lines.next_event() {
+                Ok(Some(_)) if regular => {}
+                Ok(Some(parsed)) => kept.push(parsed),
+                Ok(None) => break,
+                Err(LineError::Bad { line, reason }) => {
+                    return Err(appender.bad_line(line, reason, true))
+                }
+                Err(LineError::Io(e)) => return Err(read_error(e)),
+            }
+        }
+    }
+    if !regular {
+        for parsed in kept {
+            appender.push(parsed)?;
+        }
+        return appender.flush();
+    }
+    // Second pass over the checked file. Were it changed in between, a bad
+    // line stops here and the message says what was appended.
+    file.rewind().map_err(read_error)?;
+    let mut lines = EventLines::new(file);
+    loop {
+        match lines.next_event() {
+            Ok(Some(parsed)) => appender.push(parsed)?,
+            Ok(None) => return appender.flush(),
+            Err(LineError::Bad { line, reason }) => {
+                return Err(appender.bad_line(
+                    line,
+                    format!("{reason} (the file changed while being appended)"),
+                    false,
+                ))
+            }
+            Err(LineError::Io(e)) => return Err(read_error(e)),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! `chainlog`: the command-line tool for chainlog logs.
+//!
+//! Creates a log (`init`), appends JSON Lines events to it (`append`), prints
+//! them back (`cat`), checks the hash chain (`verify`), summarises it
+//! (`stats`) and shows the whole idea on a throw-away log (`demo`).
+//!
+//! Exit codes: 0 success; 1 an integrity problem was found (tampering or
+//! corruption); 2 bad usage, bad input or an I/O error.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+/// `println!` that returns a [`CliError`] instead of panicking when stdout
+/// fails (a closed pipe ends the command quietly).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::error::CliError::output)
+    }};
+}
+
+mod append;
+mod demo;
+mod error;
+mod read;
+mod verify;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::error::CliError;
+
+/// Tamper-evident, hash-chained audit logs.
+#[derive(Debug, Parser)]
+#[command(name = "chainlog", version, about, long_about = None)]
+struct Cli {
+    /// The log's directory.
+    #[arg(long, global = true, env = "CHAINLOG_DIR", value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print no progress bars, notes or summaries; only requested data and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new, empty log in --dir.
+    Init {
+        /// Size of each segment file (preallocated): bytes, or with a
+        /// K/KiB, M/MiB or G/GiB suffix. A multiple of 8 between 128 KiB and 4 GiB.
+        #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
+        segment_bytes: u64,
+    },
+    /// Append JSON Lines events from FILE (or stdin).
+    Append {
+        /// When an append counts as done.
+        #[arg(long, value_enum, default_value_t = DurabilityArg::Always)]
+        durability: DurabilityArg,
+        /// Print {"seq":N,"hash":"<hex>"} for each record once it is durable.
+        #[arg(long)]
+        receipts: bool,
+        /// JSON Lines input; stdin when absent or `-`.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print stored records as JSON Lines.
+    Cat {
+        /// First seq to print.
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        from: u64,
+        /// Print at most N records.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// Recompute the hash chain and check every segment.
+    Verify {
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise the log: segments, records, bytes, seqs, head, time span.
+    Stats {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a log of realistic events, verify it, tamper with a copy and
+    /// show the verifier catching it. Uses --dir as its workspace (a fresh
+    /// temporary directory when absent).
+    Demo,
+}
+
+/// The durability policy, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Each batch is fsynced before the next is read.
+    Always,
+    /// Group commit: synced within 10 ms or every 1 MiB.
+    Batch,
+    /// Synced only when a segment fills up and at exit.
+    None,
+}
+
+impl DurabilityArg {
+    /// The library policy this stands for.
+    pub fn policy(self) -> chainlog::Durability {
+        match self {
+            DurabilityArg::Always => chainlog::Durability::Always,
+            DurabilityArg::Batch => chainlog::Durability::Batch {
+                max_delay: std::time::Duration::from_millis(10),
+                max_bytes: 1 << 20,
+            },
+            DurabilityArg::None => chainlog::Durability::None,
+        }
+    }
+}
+
+/// Parses `131072`, `128K`, `128KiB`, `64M`, `64MiB`, `1G`, `1GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("unknown size unit {unit:?} (use K, M or G)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size in bytes"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// What every command gets: where the log is and how chatty to be.
+pub struct Global {
+    /// `--dir` (or `CHAINLOG_DIR`).
+    pub dir: Option<PathBuf>,
+    /// `--quiet`.
+    pub quiet: bool,
+}
+
+impl Global {
+    /// The log directory, which every command but `demo` needs.
+    pub fn dir(&self) -> Result<&std::path::Path, CliError> {
+        self.dir.as_deref().ok_or_else(|| {
+            CliError::Usage("no log directory: pass --dir DIR or set CHAINLOG_DIR".into())
+        })
+    }
+}
+
+fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
+    let global = Global {
+        dir: cli.dir,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Init { segment_bytes } => read::init(&global, segment_bytes),
+        Command::Append {
+            durability,
+            receipts,
+            file,
+        } => append::run(&global, durability, receipts, file.as_deref()),
+        Command::Cat { from, limit } => read::cat(&global, from, limit),
+        Command::Verify { json } => verify::run(&global, json),
+        Command::Stats { json } => read::stats(&global, json),
+        Command::Demo => {
+            // The demo writes into its workspace: only take one the user
+            // named on the command line, never a CHAINLOG_DIR meant for a real log.
+            let workspace = if given_on_command_line(matches, "dir") {
+                global.dir.clone()
+            } else {
+                None
+            };
+            demo::run(workspace)
+        }
+    }
+}
+
+/// Whether a global argument was given on the command line (before or
+/// after the subcommand), rather than taken from the environment.
+fn given_on_command_line(matches: &ArgMatches, id: &str) -> bool {
+    let sub = matches.subcommand().map(|(_, sub)| sub);
+    std::iter::once(matches)
+        .chain(sub)
+        .any(|m| m.value_source(id) == Some(ValueSource::CommandLine))
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
+        Ok(code) => code,
+        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("chainlog: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
