@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# Runs chainlog's test suite. Needs only the Rust toolchain: everything else
-# the tests use (fixtures, the simulated disk) is in the repository.
+# Runs chainlog's test suite. Needs the Rust toolchain and python3 (which
+# reads exports back in tests/cli_query.rs); it installs jq, Go and Go's
+# x/mod package from Debian's packages when missing.
+# Everything else the tests use (fixtures, the simulated disk) is in the
+# repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tests/cli_query.rs reads exports back with jq (and skips that part, with a
+# note, only when jq cannot be installed).
+command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; } || true
+# tests/checkpoint.rs checks signed checkpoints and tree hashes against Go's
+# golang.org/x/mod/sumdb (note, tlog), an outside implementation.
+if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb ]; then
+  apt-get update -qq && apt-get install -y -qq golang-go golang-golang-x-mod-dev >/dev/null
+fi
+export CHAINLOG_REQUIRE_GO=1
 cargo test --all-targets "$@"
 cargo test --doc

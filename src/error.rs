@@ -79,6 +79,19 @@ pub enum Error {
         /// What is counted.
         unit: &'static str,
     },
+    /// A legal hold blocks retention.
+    #[error("a legal hold set by {actor} at {since} blocks retention: {reason}")]
+    LegalHold {
+        /// Who set it.
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        since: crate::event::Timestamp,
+    },
+    /// A legal hold is already set (or not set, when releasing).
+    #[error("{0}")]
+    HoldState(&'static str),
     /// The log was opened read-only.
     #[error("the log is open read-only")]
     ReadOnly,

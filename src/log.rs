@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::chain::{ChainHash, LogId};
+use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::error::{Error, Result};
 use crate::event::{encode_record, Event, RecordView, Timestamp};
 use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::index::{self, IndexBuilder};
 use crate::limits::MAX_BATCH_EVENTS;
+use crate::merkle::Frontier;
+use crate::retention::RetentionPolicy;
 use crate::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
     MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TEMP_SUFFIX, TRAILER_BYTES,
@@ -59,6 +62,26 @@ pub struct Options {
     /// postings a block number, every this many bytes of frames. Default
     /// 4 KiB; between 512 bytes and 1 MiB.
     pub index_block_bytes: u32,
+    /// Apply this retention policy after every segment roll. Default none.
+    pub retention: Option<RetentionPolicy>,
+    /// Write signed checkpoints on a schedule. Default none.
+    pub checkpoints: Option<CheckpointSchedule>,
+}
+
+/// Signed checkpoints written automatically by a running log.
+#[derive(Debug, Clone)]
+pub struct CheckpointSchedule {
+    /// Where to write them: `<size, 20 digits>.checkpoint` for each, and
+    /// `latest.checkpoint`. Point it at storage outside the log's directory.
+    pub dir: PathBuf,
+    /// The signing key.
+    pub signer: NoteSigner,
+    /// Origin prefix (the origin is `<prefix>/<log id>`).
+    pub origin_prefix: String,
+    /// Write one once this many records were appended since the last.
+    pub every_records: Option<u64>,
+    /// Write one at least this often while records are being appended.
+    pub every: Option<Duration>,
 }
 
 impl Default for Options {
@@ -68,6 +91,8 @@ impl Default for Options {
             durability: Durability::Always,
             read_only: false,
             index_block_bytes: index::DEFAULT_BLOCK_BYTES,
+            retention: None,
+            checkpoints: None,
         }
     }
 }
@@ -149,6 +174,8 @@ struct Active {
     max_ts: Timestamp,
     /// Sealed (trailer written); the next append must roll first.
     sealed: bool,
+    /// The Merkle frontier over every record before this segment.
+    start_frontier: Frontier,
 }
 
 impl Active {
@@ -216,6 +243,10 @@ struct Inner {
     active_index: Mutex<Option<IndexBuilder>>,
     /// Threads writing the indexes of segments just sealed.
     indexers: Mutex<Vec<JoinHandle<()>>>,
+    /// The last error of automatic maintenance.
+    maintenance: Mutex<Option<String>>,
+    /// Held by retention and legal-hold changes, one at a time.
+    retention_lock: Mutex<()>,
     _lock: Option<Box<dyn DirLock>>,
 }
 
@@ -226,6 +257,7 @@ struct Inner {
 pub struct Log {
     inner: Arc<Inner>,
     flusher: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -286,7 +318,7 @@ impl Log {
             segment_bytes: options.segment_bytes,
             created_at: Timestamp::now(),
         };
-        let file = segment::create(&*storage, &dir, &header)?;
+        let file = segment::create(&*storage, &dir, &header, &Frontier::new())?;
         let active = Active {
             file,
             header,
@@ -295,6 +327,7 @@ impl Log {
             min_ts: Timestamp::default(),
             max_ts: Timestamp::default(),
             sealed: false,
+            start_frontier: Frontier::new(),
         };
         let head = header.prev_hash;
         Ok(Log::start(
@@ -394,6 +427,8 @@ impl Log {
             closing: AtomicBool::new(false),
             active_index: Mutex::new(None),
             indexers: Mutex::new(Vec::new()),
+            maintenance: Mutex::new(None),
+            retention_lock: Mutex::new(()),
             options,
             _lock: lock,
         });
@@ -404,7 +439,20 @@ impl Log {
             }
             _ => None,
         };
-        Log { inner, flusher }
+        let checkpointer = match &inner.options.checkpoints {
+            Some(schedule) if !inner.options.read_only => {
+                let (inner, schedule) = (inner.clone(), schedule.clone());
+                Some(std::thread::spawn(move || {
+                    inner.run_checkpointer(&schedule)
+                }))
+            }
+            _ => None,
+        };
+        Log {
+            inner,
+            flusher,
+            checkpointer,
+        }
     }
 
     /// The log's directory.
@@ -463,7 +511,26 @@ impl Log {
         let (receipts, bytes_written) = self.inner.write_batch(&mut frames, events)?;
         let next = receipts.last().map_or(0, |r| r.seq + 1);
         self.inner.after_write(next, bytes_written)?;
+        if let Some(policy) = &self.inner.options.retention {
+            let first = receipts.first().map_or(0, |r| r.seq);
+            if self.inner.view.read().active_base == first {
+                self.auto_retention(policy);
+            }
+        }
         Ok(receipts)
+    }
+
+    /// Retention after a roll. Skipped while a retention run is under way
+    /// (its own record can roll the segment); errors are kept for
+    /// [`Log::last_maintenance_error`], since the append itself succeeded.
+    fn auto_retention(&self, policy: &RetentionPolicy) {
+        if self.inner.retention_lock.try_lock().is_none() {
+            return;
+        }
+        match self.apply_retention(policy, Timestamp::now()) {
+            Ok(_) | Err(Error::LegalHold { .. }) => {}
+            Err(e) => *self.inner.maintenance.lock() = Some(format!("retention: {e}")),
+        }
     }
 
     /// Makes every appended record durable now, whatever the policy.
@@ -517,6 +584,9 @@ impl Log {
         }
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
+        }
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
         }
         for indexer in std::mem::take(&mut *self.inner.indexers.lock()) {
             let _ = indexer.join();
@@ -580,19 +650,19 @@ fn recover_active(
         });
     }
     let trailer_at = data_end_limit(header.segment_bytes);
+    // A damaged trailer on the newest segment is a seal torn by a crash; the
+    // frames say everything it would have said. It is zeroed only once the
+    // frames are known good: a refused open changes nothing.
+    let mut torn_trailer = false;
     let trailer = match segment::read_trailer(&*file, &name, header.segment_bytes) {
         Ok(t) => t,
-        // A damaged trailer on the newest segment is a seal torn by a crash;
-        // the frames say everything it would have said.
         Err(e) if e.is_corruption() => {
-            if !read_only {
-                file.write_all_at(&[0; TRAILER_BYTES], trailer_at)
-                    .map_err(|e| Error::io(&path, e))?;
-            }
+            torn_trailer = true;
             None
         }
         Err(e) => return Err(e),
     };
+    let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
     let mut active = Active {
         file: file.clone(),
         header,
@@ -601,6 +671,7 @@ fn recover_active(
         min_ts: Timestamp::default(),
         max_ts: Timestamp::default(),
         sealed: false,
+        start_frontier,
     };
     let mut head = header.prev_hash;
     if let Some(t) = trailer {
@@ -653,6 +724,10 @@ fn recover_active(
             file.write_all_at(&zeros, end)
                 .map_err(|e| Error::io(&path, e))?;
         }
+        if torn_trailer && !read_only {
+            file.write_all_at(&[0; TRAILER_BYTES], trailer_at)
+                .map_err(|e| Error::io(&path, e))?;
+        }
     }
     if !read_only {
         // Whatever recovery accepted (even what a failed sync of an earlier
@@ -661,6 +736,31 @@ fn recover_active(
         file.sync_data().map_err(|e| Error::io(&path, e))?;
     }
     Ok((active, head))
+}
+
+/// The segment's start frontier extended by the stored hashes of its
+/// records up to `end`, and the last of those hashes.
+fn extend_frontier(active: &Active, end: u64) -> Result<(Frontier, Option<ChainHash>)> {
+    let name = active.name();
+    let mut frontier = active.start_frontier.clone();
+    let mut last = None;
+    let mut scan = Scanner::new(active.file.clone(), &name, HEADER_BYTES, end);
+    loop {
+        match scan.next_step()? {
+            Step::Frame { frame, .. } => {
+                frontier.push(&frame.hash.0);
+                last = Some(frame.hash);
+            }
+            Step::End { .. } => return Ok((frontier, last)),
+            Step::Bad { offset, error } => {
+                return Err(Error::Corrupted {
+                    file: name,
+                    offset,
+                    reason: error.to_string(),
+                })
+            }
+        }
+    }
 }
 
 fn check_trailer_bounds(t: &SegmentTrailer, header: &SegmentHeader, name: &str) -> Result<()> {
@@ -784,9 +884,11 @@ impl Inner {
             segment_bytes: self.options.segment_bytes,
             created_at: Timestamp::now(),
         };
+        // The tree is extended here, once per segment, not on every append.
+        let start_frontier = extend_frontier(&w.active, w.active.write_at)?.0;
         // A failed create leaves at most a temporary file, removed on the
         // next attempt or open: the log itself is unchanged.
-        let file = segment::create(&*self.storage, &self.dir, &header)?;
+        let file = segment::create(&*self.storage, &self.dir, &header, &start_frontier)?;
         w.active = Active {
             file,
             header,
@@ -795,6 +897,7 @@ impl Inner {
             min_ts: Timestamp::default(),
             max_ts: Timestamp::default(),
             sealed: false,
+            start_frontier,
         };
         self.view.write().segments.push(header.base_seq);
         self.publish(w);
@@ -993,6 +1096,138 @@ impl Inner {
     }
 }
 
+/// The Merkle tree over the visible records: what a checkpoint signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeHead {
+    /// Records appended since the log was created.
+    pub size: u64,
+    /// RFC 6962 root over their chain hashes.
+    pub root: [u8; 32],
+    /// The chain hash of the last record (none for an empty log).
+    pub head: Option<ChainHash>,
+}
+
+impl Log {
+    /// The tree head of the visible log. Hashes only the active segment's
+    /// records: the tree over everything before it is the segment's start
+    /// frontier.
+    pub fn tree_head(&self) -> Result<TreeHead> {
+        self.inner.tree_head()
+    }
+
+    /// An unsigned checkpoint of the visible log, with origin
+    /// `<origin_prefix>/<log id>`.
+    pub fn checkpoint(&self, origin_prefix: &str) -> Result<Checkpoint> {
+        self.inner.checkpoint(origin_prefix)
+    }
+
+    /// The last error of automatic maintenance (retention after a roll,
+    /// scheduled checkpoints), which has no caller to return it to.
+    pub fn last_maintenance_error(&self) -> Option<String> {
+        self.inner.maintenance.lock().clone()
+    }
+}
+
+impl Inner {
+    fn tree_head(&self) -> Result<TreeHead> {
+        let (next_seq, head, base, end) = {
+            let view = self.view.read();
+            (view.next_seq, view.head, view.active_base, view.active_end)
+        };
+        let name = segment::file_name(base);
+        let path = self.dir.join(&name);
+        let file = self
+            .storage
+            .open(&path, false)
+            .map_err(|e| Error::io(&path, e))?;
+        let header = segment::read_header(&*file, &name)?;
+        let active = Active {
+            start_frontier: segment::read_start_frontier(&*file, &name, &header)?,
+            file,
+            header,
+            write_at: end,
+            count: 0,
+            min_ts: Timestamp::default(),
+            max_ts: Timestamp::default(),
+            sealed: false,
+        };
+        let (frontier, _) = extend_frontier(&active, end)?;
+        if frontier.size() != next_seq {
+            return Err(Error::Corrupted {
+                file: name,
+                offset: end,
+                reason: format!(
+                    "the tree covers {} records, the log has {next_seq}",
+                    frontier.size()
+                ),
+            });
+        }
+        Ok(TreeHead {
+            size: next_seq,
+            root: frontier.root(),
+            head: (next_seq > 0).then_some(head),
+        })
+    }
+
+    fn checkpoint(&self, origin_prefix: &str) -> Result<Checkpoint> {
+        let tree = self.tree_head()?;
+        Ok(Checkpoint {
+            origin: format!("{origin_prefix}/{}", self.log_id),
+            size: tree.size,
+            root: tree.root,
+            head: tree.head,
+        })
+    }
+
+    /// Writes a signed checkpoint of the visible log to `schedule.dir`.
+    fn write_checkpoint(&self, schedule: &CheckpointSchedule) -> Result<u64> {
+        let checkpoint = self.checkpoint(&schedule.origin_prefix)?;
+        let note = checkpoint
+            .sign(&schedule.signer)
+            .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        let storage = &*self.storage;
+        storage
+            .create_dir_all(&schedule.dir)
+            .map_err(|e| Error::io(&schedule.dir, e))?;
+        let name = format!("{:020}.checkpoint", checkpoint.size);
+        crate::storage::write_file_atomic(storage, &schedule.dir, &name, note.as_bytes())?;
+        crate::storage::write_file_atomic(
+            storage,
+            &schedule.dir,
+            "latest.checkpoint",
+            note.as_bytes(),
+        )?;
+        Ok(checkpoint.size)
+    }
+
+    /// The scheduled checkpointer: polls the log's size and writes a
+    /// checkpoint when enough records or time have passed since the last.
+    fn run_checkpointer(&self, schedule: &CheckpointSchedule) {
+        const POLL: Duration = Duration::from_millis(50);
+        let mut last_size = self.view.read().next_seq;
+        let mut last_at = Instant::now();
+        while !self.closing.load(Ordering::SeqCst) {
+            {
+                let mut sync = self.sync.lock();
+                self.flusher_wake.wait_for(&mut sync, POLL);
+            }
+            let size = self.view.read().next_seq;
+            let by_count = schedule
+                .every_records
+                .is_some_and(|n| size >= last_size + n.max(1));
+            let by_time =
+                schedule.every.is_some_and(|t| last_at.elapsed() >= t) && size > last_size;
+            if by_count || by_time {
+                match self.write_checkpoint(schedule) {
+                    Ok(written) => last_size = written,
+                    Err(e) => *self.maintenance.lock() = Some(format!("scheduled checkpoint: {e}")),
+                }
+                last_at = Instant::now();
+            }
+        }
+    }
+}
+
 /// A consistent view of the log for a query: what exists and is visible.
 pub(crate) struct Snapshot {
     pub(crate) dir: PathBuf,
@@ -1035,6 +1270,20 @@ impl LogRef {
 }
 
 impl Log {
+    /// Serializes retention runs and legal-hold changes.
+    pub(crate) fn retention_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.retention_lock.lock()
+    }
+
+    /// Drops deleted segments from what readers see.
+    pub(crate) fn forget_segments(&self, bases: &[u64]) {
+        self.inner
+            .view
+            .write()
+            .segments
+            .retain(|b| !bases.contains(b));
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         let view = self.inner.view.read();
         Snapshot {
@@ -1134,11 +1383,24 @@ impl Records {
                     // must start the next one.
                     let base = cursor.base;
                     let view = self.inner.view.read();
-                    let has_next_segment = view.segments.iter().any(|&b| b > base);
+                    let next_segment = view.segments.iter().copied().find(|&b| b > base);
                     drop(view);
-                    if !has_next_segment {
-                        let reason = format!("seq {} is visible but not found", self.next);
-                        return Err(self.corrupt(offset, reason));
+                    // If no segment starts at `next` (one was removed behind
+                    // the log's back), reopening a cursor would pick this
+                    // segment again and loop forever: that is an error.
+                    match next_segment {
+                        None => {
+                            let reason = format!("seq {} is visible but not found", self.next);
+                            return Err(self.corrupt(offset, reason));
+                        }
+                        Some(next_base) if next_base > self.next => {
+                            let reason = format!(
+                                "seq {} is missing: this segment ends before it and the next one starts at seq {next_base}",
+                                self.next
+                            );
+                            return Err(self.corrupt(offset, reason));
+                        }
+                        Some(_) => {}
                     }
                     self.cursor = None;
                 }

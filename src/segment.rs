@@ -13,6 +13,7 @@ use crate::chain::{ChainHash, LogId};
 use crate::error::{Error, Result};
 use crate::event::Timestamp;
 use crate::frame::{self, Frame, FrameError, FRAME_ALIGN, FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
+use crate::merkle::{Frontier, Hash};
 use crate::storage::{read_exact_at, read_full_at, Storage, StorageFile};
 
 /// The on-disk format version this build writes and reads.
@@ -25,8 +26,13 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"CHLOGEND";
 pub const HEADER_BYTES: u64 = 128;
 /// Size of the trailer area at the end of every segment file.
 pub const TRAILER_AREA_BYTES: u64 = 4096;
-/// Size of the trailer proper (the rest of the trailer area is zero).
+/// Size of the trailer proper, at the start of the trailer area.
 pub const TRAILER_BYTES: usize = 96;
+/// Where the link block starts in the trailer area (right after the trailer).
+pub const LINK_BLOCK_AT: usize = TRAILER_BYTES;
+/// The largest link block: a 64-hash frontier.
+pub const MAX_LINK_BLOCK_BYTES: usize = 16 + 64 * 32 + 4;
+const _: () = assert!(LINK_BLOCK_AT + MAX_LINK_BLOCK_BYTES <= TRAILER_AREA_BYTES as usize);
 /// Smallest segment: room for the header, the trailer and a largest frame.
 pub const MIN_SEGMENT_BYTES: u64 = 128 * 1024;
 /// Largest segment (4 GiB): offsets in a segment stay well inside u64 and
@@ -275,6 +281,114 @@ impl SegmentTrailer {
     }
 }
 
+/// The link block: the Merkle tree frontier over every record before the
+/// segment (tree size = `base_seq`), written when the segment is created.
+/// It lets a checkpoint hash only this segment's records, and survives
+/// retention deleting the segments before it.
+///
+/// ```text
+/// 0   u64  tree_size   = the segment's base_seq
+/// 8   u32  hash_count  = number of one bits in tree_size
+/// 12  u32  reserved    = 0
+/// 16  32 × hash_count  subtree roots, leftmost (largest) first
+/// ..  u32  CRC-32C of everything before it
+/// ```
+pub fn encode_link_block(frontier: &Frontier) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + frontier.hashes().len() * 32);
+    b.extend_from_slice(&frontier.size().to_le_bytes());
+    b.extend_from_slice(&(frontier.hashes().len() as u32).to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    for h in frontier.hashes() {
+        b.extend_from_slice(h);
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes the link block at the start of `b` (the trailer area from
+/// [`LINK_BLOCK_AT`]); returns the frontier and the block's length.
+pub fn decode_link_block(b: &[u8], file: &str, offset: u64) -> Result<(Frontier, usize)> {
+    let corrupt = |reason: &str| Error::Corrupted {
+        file: file.to_string(),
+        offset,
+        reason: format!("link block: {reason}"),
+    };
+    if b.len() < 20 {
+        return Err(corrupt("truncated"));
+    }
+    let size = u64_at(b, 0);
+    let count = u32_at(b, 8) as usize;
+    if count > 64 || u32_at(b, 12) != 0 {
+        return Err(corrupt("bad hash count or reserved bytes"));
+    }
+    let len = 16 + count * 32 + 4;
+    if b.len() < len {
+        return Err(corrupt("truncated"));
+    }
+    let expected = u32_at(b, len - 4);
+    let got = crc32c::crc32c(&b[..len - 4]);
+    if expected != got {
+        return Err(Error::ChecksumMismatch {
+            file: file.to_string(),
+            offset,
+            expected,
+            got,
+        });
+    }
+    let hashes: Vec<Hash> = (0..count).map(|i| array_at(b, 16 + i * 32)).collect();
+    let frontier = Frontier::from_parts(size, hashes).map_err(|e| corrupt(&e.to_string()))?;
+    Ok((frontier, len))
+}
+
+/// Reads the trailer area of a segment: the trailer (`None` if unsealed),
+/// and the link block's frontier and end (offset within the area).
+pub fn read_trailer_area(
+    file: &dyn StorageFile,
+    name: &str,
+    header: &SegmentHeader,
+) -> Result<(Result<Option<SegmentTrailer>>, Frontier, Vec<u8>)> {
+    let at = data_end_limit(header.segment_bytes);
+    let mut area = vec![0; TRAILER_AREA_BYTES as usize];
+    read_exact_at(file, &mut area, at).map_err(|e| io_or_short(name, at, e))?;
+    let mut raw = [0; TRAILER_BYTES];
+    raw.copy_from_slice(&area[..TRAILER_BYTES]);
+    let trailer = SegmentTrailer::decode(&raw, name, at);
+    let (frontier, _) = decode_link_block(&area[LINK_BLOCK_AT..], name, at + LINK_BLOCK_AT as u64)?;
+    if frontier.size() != header.base_seq {
+        return Err(Error::Corrupted {
+            file: name.to_string(),
+            offset: at + LINK_BLOCK_AT as u64,
+            reason: format!(
+                "link block covers {} records, the segment starts at seq {}",
+                frontier.size(),
+                header.base_seq
+            ),
+        });
+    }
+    Ok((trailer, frontier, area))
+}
+
+/// Reads the frontier at the start of a segment.
+pub fn read_start_frontier(
+    file: &dyn StorageFile,
+    name: &str,
+    header: &SegmentHeader,
+) -> Result<Frontier> {
+    let at = data_end_limit(header.segment_bytes) + LINK_BLOCK_AT as u64;
+    let mut b = vec![0; MAX_LINK_BLOCK_BYTES];
+    read_exact_at(file, &mut b, at).map_err(|e| io_or_short(name, at, e))?;
+    let (frontier, _) = decode_link_block(&b, name, at)?;
+    if frontier.size() != header.base_seq {
+        return Err(Error::Corrupted {
+            file: name.to_string(),
+            offset: at,
+            reason: "link block does not match the base seq".into(),
+        });
+    }
+    Ok(frontier)
+}
+
 /// Reads and checks the header of an open segment file.
 pub fn read_header(file: &dyn StorageFile, name: &str) -> Result<SegmentHeader> {
     let mut b = [0; HEADER_BYTES as usize];
@@ -315,7 +429,9 @@ pub fn create(
     storage: &dyn Storage,
     dir: &Path,
     header: &SegmentHeader,
+    start_frontier: &Frontier,
 ) -> Result<Arc<dyn StorageFile>> {
+    debug_assert_eq!(start_frontier.size(), header.base_seq);
     let name = file_name(header.base_seq);
     let final_path = dir.join(&name);
     let temp_path = dir.join(format!("{:020}{TEMP_SUFFIX}", header.base_seq));
@@ -329,6 +445,9 @@ pub fn create(
     let file = storage.create_new(&temp_path).map_err(io)?;
     file.allocate(header.segment_bytes).map_err(io)?;
     file.write_all_at(&header.encode(), 0).map_err(io)?;
+    let link_at = data_end_limit(header.segment_bytes) + LINK_BLOCK_AT as u64;
+    file.write_all_at(&encode_link_block(start_frontier), link_at)
+        .map_err(io)?;
     file.sync_data().map_err(io)?;
     storage.rename(&temp_path, &final_path).map_err(io)?;
     storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -494,7 +613,10 @@ impl Scanner {
                 last_nonzero_end = resume + FRAME_ALIGN as u64;
             }
         }
-        while at + FRAME_HEADER_BYTES as u64 <= self.limit {
+        // Look at every word up to the limit, including the last few where no
+        // frame header fits (`next_step` reports `End` there): the format
+        // says they are zero too, and a stray byte there must not go unseen.
+        while at < self.limit {
             self.pos = at;
             let have = self.fill(FRAME_ALIGN)?;
             if have == 0 {
@@ -578,6 +700,24 @@ mod tests {
     }
 
     #[test]
+    fn link_block_round_trip_and_corruption() {
+        let mut f = Frontier::new();
+        for i in 0..1042u64 {
+            f.push(&i.to_le_bytes());
+        }
+        let b = encode_link_block(&f);
+        assert_eq!(b.len(), 16 + 32 * 1042u64.count_ones() as usize + 4);
+        assert_eq!(decode_link_block(&b, "x", 0).unwrap(), (f, b.len()));
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 0x08;
+            assert!(decode_link_block(&bad, "x", 0).is_err(), "byte {i}");
+        }
+        let empty = encode_link_block(&Frontier::new());
+        assert_eq!(decode_link_block(&empty, "x", 0).unwrap().0.size(), 0);
+    }
+
+    #[test]
     fn names_sort_and_parse() {
         assert_eq!(file_name(1042), "00000000000000001042.seg");
         assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
@@ -591,7 +731,12 @@ mod tests {
         let disk = SimDisk::new();
         let dir = Path::new("/log");
         let h = header();
-        let file = create(&disk, dir, &h).unwrap();
+        let mut frontier = Frontier::new();
+        for i in 0..h.base_seq {
+            frontier.push(&i.to_le_bytes());
+        }
+        let file = create(&disk, dir, &h, &frontier).unwrap();
+        assert_eq!(read_start_frontier(&*file, "x", &h).unwrap(), frontier);
         assert_eq!(disk.list(dir).unwrap(), vec![file_name(1042)]);
         assert_eq!(read_header(&*file, "x").unwrap(), h);
         assert_eq!(read_trailer(&*file, "x", h.segment_bytes).unwrap(), None);

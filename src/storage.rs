@@ -87,6 +87,29 @@ pub fn read_full_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io::
     Ok(done)
 }
 
+/// Replaces `dir/name` with `bytes` crash-safely: written to a temporary
+/// file, synced, renamed into place, and the directory synced.
+pub fn write_file_atomic(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> crate::Result<()> {
+    let path = dir.join(name);
+    let temp = dir.join(format!("{name}.tmp"));
+    let io = |e| crate::Error::io(&path, e);
+    match storage.remove(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let file = storage.create_new(&temp).map_err(io)?;
+    file.write_all_at(bytes, 0).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    storage.rename(&temp, &path).map_err(io)?;
+    storage.sync_dir(dir).map_err(io)
+}
+
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsStorage;

@@ -1,15 +1,26 @@
 //! The streaming verifier: recomputes the whole chain from the segment files.
 //!
-//! It trusts nothing it reads. For every segment it checks the header (magic,
-//! version, checksum, log id, base seq against the file name and the previous
-//! segment, link hash against the previous segment's last hash), every frame
-//! (CRC, seq continuity, the recomputed chain hash against the stored one,
-//! the record's encoding), that nothing but zeros follows the data, and the
-//! trailer of every sealed segment. Each problem is reported with its kind,
-//! seq, segment file and byte offset, and verification goes on after it, so
-//! one damaged record is one problem, not a cascade.
+//! It trusts nothing it reads. Each segment is checked on its own, starting
+//! from its header's link hash: the header (magic, version, checksum, base
+//! seq against the file name), every frame (CRC, seq continuity, the
+//! recomputed chain hash against the stored one, the record's encoding),
+//! that nothing but zeros follows the data, the trailer of a sealed segment
+//! and the link block. Then the segments are linked in order: same log id,
+//! each base seq right after the previous segment's last record, each link
+//! hash equal to the previous segment's last hash. Because segments are
+//! independent until that last step, they are verified in parallel
+//! ([`VerifyOptions::threads`]) with the same report as one thread.
 //!
-//! Memory is bounded: frames are streamed through a fixed buffer, and at most
+//! A log that starts after seq 0 must be accounted for by a `log.retention`
+//! record in the chain, and no retention record may fall inside a legal
+//! hold. Against a signed [`Checkpoint`], the verifier also rebuilds the
+//! Merkle tree and checks the log's size, root and chain head at the
+//! checkpoint's size: a truncated, forked or rewritten log fails.
+//!
+//! Each problem is reported with its kind, seq, segment file and byte
+//! offset, and verification goes on after it, so one damaged record is one
+//! problem, not a cascade. Memory is bounded: frames stream through a fixed
+//! buffer, segments are verified a few at a time, and at most
 //! [`MAX_REPORTED_PROBLEMS`] problems are kept (the rest are counted).
 
 use std::path::Path;
@@ -18,13 +29,16 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::chain::{ChainHash, LogId};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{RecordView, Timestamp};
+use crate::merkle::{self, Frontier};
+use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
 use crate::segment::{
-    self, data_end_limit, Scanner, SegmentHeader, Step, HEADER_BYTES, TRAILER_AREA_BYTES,
-    TRAILER_BYTES,
+    self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
+    LINK_BLOCK_AT, TRAILER_BYTES,
 };
-use crate::storage::{read_exact_at, read_full_at, Storage, StorageFile};
+use crate::storage::{read_full_at, Storage, StorageFile};
 
 /// Problems kept in a report; more are only counted.
 pub const MAX_REPORTED_PROBLEMS: usize = 1000;
@@ -40,7 +54,9 @@ pub enum ProblemKind {
     WrongLog,
     /// A segment's file name does not match its header's base seq.
     MisnamedSegment,
-    /// Records are missing between segments (a segment was deleted or renamed).
+    /// Records are missing: between segments (a segment was deleted or
+    /// renamed), or before the first one with no retention record
+    /// accounting for them.
     MissingRecords,
     /// A segment's link hash is not the previous segment's last hash.
     LinkMismatch,
@@ -63,6 +79,15 @@ pub enum ProblemKind {
     TrailerMismatch,
     /// A segment file is not the size its header says.
     WrongSize,
+    /// A link block (the Merkle frontier at a segment's start) is damaged or
+    /// does not match the records before the segment.
+    TreeMismatch,
+    /// A retention record falls while a legal hold was in force.
+    RetentionDuringHold,
+    /// The log does not match the signed checkpoint: it is shorter
+    /// (truncated), or has a different root or chain head (forked or
+    /// rewritten), or is another log.
+    CheckpointMismatch,
 }
 
 /// One problem found by the verifier.
@@ -92,6 +117,15 @@ pub struct TornTail {
     pub bytes: u64,
 }
 
+/// How the log compared with a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointResult {
+    /// The checkpoint's size.
+    pub size: u64,
+    /// Whether the log, at that size, has the checkpoint's root and head.
+    pub matched: bool,
+}
+
 /// The outcome of verifying a log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -107,10 +141,12 @@ pub struct Report {
     pub first_seq: Option<u64>,
     /// Last seq in the log.
     pub last_seq: Option<u64>,
-    /// The last record's hash (recomputed).
+    /// The last record's stored hash.
     pub head: Option<ChainHash>,
     /// A torn tail in the newest segment, if any.
     pub torn_tail: Option<TornTail>,
+    /// The checkpoint comparison, when one was given.
+    pub checkpoint: Option<CheckpointResult>,
     /// Problems found, in file order.
     pub problems: Vec<Problem>,
     /// Problems found beyond [`MAX_REPORTED_PROBLEMS`].
@@ -122,14 +158,55 @@ impl Report {
     pub fn is_intact(&self) -> bool {
         self.problems.is_empty() && self.problems_omitted == 0
     }
+
+    fn push(&mut self, problem: Problem) {
+        if self.problems.len() < MAX_REPORTED_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.problems_omitted += 1;
+        }
+    }
+}
+
+/// How to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Segments verified at once. Default: the number of cores.
+    pub threads: usize,
+    /// Also check the log against this checkpoint (whose signature the
+    /// caller has checked, e.g. with [`Checkpoint::open`]). Default none.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            checkpoint: None,
+        }
+    }
+}
+
+/// Verifies the log in `dir` on one thread; see [`verify_dir_with`].
+pub fn verify_dir(
+    storage: &dyn Storage,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report> {
+    let options = VerifyOptions {
+        threads: 1,
+        checkpoint: None,
+    };
+    verify_dir_with(storage, dir, &options, progress)
 }
 
 /// Verifies the log in `dir` on `storage`. `progress` is called with the
 /// bytes read so far. An `Err` means the verifier could not read (I/O); every
 /// kind of damage is a [`Problem`] in the report instead.
-pub fn verify_dir(
+pub fn verify_dir_with(
     storage: &dyn Storage,
     dir: &Path,
+    options: &VerifyOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Report> {
     let names = storage.list(dir).map_err(|e| match e.kind() {
@@ -144,88 +221,132 @@ pub fn verify_dir(
     if bases.is_empty() {
         return Err(Error::NotFound(dir.to_path_buf()));
     }
-    let mut v = Verifier {
-        report: Report {
-            log_id: None,
-            segments: 0,
-            records: 0,
-            bytes: 0,
-            first_seq: None,
-            last_seq: None,
-            head: None,
-            torn_tail: None,
-            problems: Vec::new(),
-            problems_omitted: 0,
-        },
-        log_id: None,
-        expected_seq: None,
-        head: None,
-    };
+    let threads = options.threads.max(1);
+    let tree_size = options.checkpoint.as_ref().map(|c| c.size);
+    let mut linker = Linker::new(options.checkpoint.clone());
     let last = bases.len() - 1;
-    for (i, &base) in bases.iter().enumerate() {
+    // Segments are verified a batch at a time so memory stays bounded by the
+    // batch, not the log; results are linked in order.
+    for (batch_no, batch) in bases.chunks(threads * 2).enumerate() {
+        let first_index = batch_no * threads * 2;
+        let jobs: Vec<(usize, u64)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (first_index + i, b))
+            .collect();
+        let results = run_batch(storage, dir, &jobs, last, tree_size, threads)?;
+        for result in results {
+            linker.link(result);
+            progress(linker.report.bytes);
+        }
+    }
+    Ok(linker.finish())
+}
+
+fn run_batch(
+    storage: &dyn Storage,
+    dir: &Path,
+    jobs: &[(usize, u64)],
+    last: usize,
+    tree_size: Option<u64>,
+    threads: usize,
+) -> Result<Vec<SegmentResult>> {
+    let verify_one = |&(index, base): &(usize, u64)| -> Result<SegmentResult> {
         let name = segment::file_name(base);
         let path = dir.join(&name);
         let file = storage
             .open(&path, false)
             .map_err(|e| Error::io(&path, e))?;
-        v.segment(file, &name, base, i == 0, i == last)?;
-        v.report.segments += 1;
-        progress(v.report.bytes);
+        SegmentCheck::run(file, &name, base, index == last, tree_size)
+    };
+    if threads == 1 || jobs.len() == 1 {
+        return jobs.iter().map(verify_one).collect();
     }
-    Ok(v.report)
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<parking_lot::Mutex<Option<Result<SegmentResult>>>> =
+        jobs.iter().map(|_| parking_lot::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(jobs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                *slots[i].lock() = Some(verify_one(job));
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|| Err(Error::InvalidOptions("a verifier thread stopped".into())))
+        })
+        .collect()
 }
 
-struct Verifier {
-    report: Report,
-    log_id: Option<LogId>,
-    /// The seq the next frame should have, once known.
-    expected_seq: Option<u64>,
-    /// The hash the next record chains from, once known.
-    head: Option<ChainHash>,
-}
-
-/// Per-segment tallies, checked against the trailer.
-struct Tally {
-    count: u64,
+/// What verifying one segment on its own found.
+struct SegmentResult {
+    name: String,
+    bytes: u64,
+    /// None when the header is unreadable: nothing in the segment can be placed.
+    header: Option<SegmentHeader>,
+    problems: Vec<Problem>,
+    records: u64,
     last_seq: Option<u64>,
     last_hash: Option<ChainHash>,
-    min_ts: Option<Timestamp>,
-    max_ts: Option<Timestamp>,
-    /// Offset just past the last frame.
-    end: u64,
+    torn_tail: Option<TornTail>,
+    /// The link block's frontier (tree over the records before the segment).
+    start_frontier: Option<Frontier>,
+    /// The start frontier extended by this segment's records (checkpoint mode).
+    end_frontier: Option<Frontier>,
+    /// Root and head when the tree reached the checkpoint's size in here.
+    at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
+    retention: Vec<(u64, Result<RetentionRecord, String>)>,
+    holds: Vec<(u64, bool)>,
 }
 
-impl Verifier {
-    fn problem(
-        &mut self,
-        kind: ProblemKind,
-        seq: Option<u64>,
-        segment: &str,
-        offset: u64,
-        detail: String,
-    ) {
-        if self.report.problems.len() < MAX_REPORTED_PROBLEMS {
-            self.report.problems.push(Problem {
-                kind,
-                seq,
-                segment: segment.to_string(),
-                offset,
-                detail,
-            });
-        } else {
-            self.report.problems_omitted += 1;
-        }
-    }
+/// The per-segment verifier.
+struct SegmentCheck {
+    r: SegmentResult,
+    expected_seq: u64,
+    head: ChainHash,
+    min_ts: Option<Timestamp>,
+    max_ts: Option<Timestamp>,
+    tree: Option<Frontier>,
+    tree_size: Option<u64>,
+}
 
-    fn segment(
-        &mut self,
+impl SegmentCheck {
+    fn run(
         file: Arc<dyn StorageFile>,
         name: &str,
         base: u64,
-        first: bool,
         last: bool,
-    ) -> Result<()> {
+        tree_size: Option<u64>,
+    ) -> Result<SegmentResult> {
         let len = file.size().map_err(|e| Error::io(name, e))?;
+        let mut check = SegmentCheck {
+            r: SegmentResult {
+                name: name.to_string(),
+                bytes: len,
+                header: None,
+                problems: Vec::new(),
+                records: 0,
+                last_seq: None,
+                last_hash: None,
+                torn_tail: None,
+                start_frontier: None,
+                end_frontier: None,
+                at_checkpoint: None,
+                retention: Vec::new(),
+                holds: Vec::new(),
+            },
+            expected_seq: base,
+            head: ChainHash::default(),
+            min_ts: None,
+            max_ts: None,
+            tree: None,
+            tree_size,
+        };
         let mut raw = [0; HEADER_BYTES as usize];
         let read = read_full_at(&*file, &mut raw, 0).map_err(|e| Error::io(name, e))?;
         let header = if read < raw.len() {
@@ -240,143 +361,137 @@ impl Verifier {
         let header = match header {
             Ok(h) => h,
             Err(e) => {
-                self.problem(ProblemKind::HeaderCorrupt, None, name, 0, e.to_string());
-                // Nothing in this segment can be placed in the chain.
-                self.report.bytes += len;
-                self.expected_seq = None;
-                self.head = None;
-                return Ok(());
+                check.problem(ProblemKind::HeaderCorrupt, None, 0, e.to_string());
+                return Ok(check.r);
             }
         };
-        self.check_header(&header, name, base, first);
-        if len != header.segment_bytes {
-            let detail = format!(
-                "file is {len} bytes, its header says {}",
-                header.segment_bytes
-            );
-            self.problem(
-                ProblemKind::WrongSize,
-                None,
-                name,
-                len.min(header.segment_bytes),
-                detail,
-            );
-        }
-        let limit = data_end_limit(header.segment_bytes).min(len);
-        // Only the newest, unsealed segment can end in a torn write.
-        let sealed = segment::read_trailer(&*file, name, header.segment_bytes)
-            .map(|t| t.is_some())
-            .unwrap_or(true);
-        let tally = self.frames(file.clone(), name, limit, last && !sealed)?;
-        self.trailer(&*file, name, &header, len, &tally, last)?;
-        self.report.bytes += len;
-        Ok(())
-    }
-
-    fn check_header(&mut self, header: &SegmentHeader, name: &str, base: u64, first: bool) {
-        match self.log_id {
-            None => {
-                self.log_id = Some(header.log_id);
-                self.report.log_id = Some(header.log_id.to_string());
-            }
-            Some(id) if id != header.log_id => {
-                let detail = format!("segment belongs to log {}, not {id}", header.log_id);
-                self.problem(
-                    ProblemKind::WrongLog,
-                    Some(header.base_seq),
-                    name,
-                    16,
-                    detail,
-                );
-            }
-            Some(_) => {}
-        }
+        check.r.header = Some(header);
+        check.expected_seq = header.base_seq;
+        check.head = header.prev_hash;
         if header.base_seq != base {
             let detail = format!(
                 "header says base seq {}, the file name says {base}",
                 header.base_seq
             );
-            self.problem(
+            check.problem(
                 ProblemKind::MisnamedSegment,
                 Some(header.base_seq),
-                name,
                 40,
                 detail,
             );
         }
-        if first {
-            self.report.first_seq = Some(header.base_seq);
-            if header.base_seq == 0 {
-                self.head = Some(ChainHash::genesis(&header.log_id));
-            } else {
-                let detail = format!(
-                    "the log starts at seq {}: the segments before it are missing",
-                    header.base_seq
-                );
-                self.problem(ProblemKind::MissingRecords, Some(0), name, 0, detail);
-                self.head = Some(header.prev_hash);
-            }
-            self.expected_seq = Some(header.base_seq);
+        if len != header.segment_bytes {
+            let detail = format!(
+                "file is {len} bytes, its header says {}",
+                header.segment_bytes
+            );
+            check.problem(
+                ProblemKind::WrongSize,
+                None,
+                len.min(header.segment_bytes),
+                detail,
+            );
+            return Ok(check.r);
         }
-        if let Some(expected) = self.expected_seq {
-            if header.base_seq != expected {
-                let detail = if header.base_seq > expected {
-                    format!("records {expected}..{} are missing", header.base_seq - 1)
-                } else {
-                    format!(
-                        "segment starts at seq {}, but seq {expected} was expected",
-                        header.base_seq
-                    )
-                };
-                self.problem(
-                    ProblemKind::MissingRecords,
-                    Some(expected),
-                    name,
-                    40,
-                    detail,
-                );
-            }
+        let trailer = check.trailer_area(&*file, &header)?;
+        if tree_size.is_some() {
+            check.tree = check.r.start_frontier.clone();
+            check.note_tree_size();
         }
-        if let Some(head) = self.head {
-            if header.prev_hash != head {
-                let detail = format!(
-                    "segment links to {}, but the previous record's hash is {head}",
-                    header.prev_hash
-                );
-                self.problem(
-                    ProblemKind::LinkMismatch,
-                    Some(header.base_seq),
-                    name,
-                    48,
-                    detail,
-                );
-            }
-        }
-        self.expected_seq = Some(header.base_seq);
-        self.head = Some(header.prev_hash);
+        let sealed = !matches!(trailer, Ok(None));
+        let end = check.frames(file, data_end_limit(header.segment_bytes), last && !sealed)?;
+        check.check_trailer(&header, trailer, end, last);
+        check.r.end_frontier = check.tree.take();
+        Ok(check.r)
     }
 
-    fn frames(
+    fn problem(&mut self, kind: ProblemKind, seq: Option<u64>, offset: u64, detail: String) {
+        if self.r.problems.len() < MAX_REPORTED_PROBLEMS {
+            self.r.problems.push(Problem {
+                kind,
+                seq,
+                segment: self.r.name.clone(),
+                offset,
+                detail,
+            });
+        }
+    }
+
+    /// Reads the trailer area; checks the link block and the zeros after it.
+    /// Returns the trailer's decoding (`Ok(None)`: unsealed).
+    fn trailer_area(
         &mut self,
-        file: Arc<dyn StorageFile>,
-        name: &str,
-        limit: u64,
-        may_be_torn: bool,
-    ) -> Result<Tally> {
-        let mut tally = Tally {
-            count: 0,
-            last_seq: None,
-            last_hash: None,
-            min_ts: None,
-            max_ts: None,
-            end: HEADER_BYTES,
-        };
-        let mut scan = Scanner::new(file, name, HEADER_BYTES, limit);
+        file: &dyn StorageFile,
+        header: &SegmentHeader,
+    ) -> Result<Result<Option<SegmentTrailer>>> {
+        let at = data_end_limit(header.segment_bytes);
+        let mut area = vec![0; segment::TRAILER_AREA_BYTES as usize];
+        let n = read_full_at(file, &mut area, at).map_err(|e| Error::io(&self.r.name, e))?;
+        area.truncate(n);
+        let mut raw = [0; TRAILER_BYTES];
+        raw.copy_from_slice(&area[..TRAILER_BYTES]);
+        let trailer = SegmentTrailer::decode(&raw, &self.r.name, at);
+        let link_at = at + LINK_BLOCK_AT as u64;
+        match segment::decode_link_block(&area[LINK_BLOCK_AT..], &self.r.name, link_at) {
+            Ok((frontier, len)) => {
+                if frontier.size() != header.base_seq {
+                    let detail = format!(
+                        "link block covers {} records, the segment starts at seq {}",
+                        frontier.size(),
+                        header.base_seq
+                    );
+                    self.problem(
+                        ProblemKind::TreeMismatch,
+                        Some(header.base_seq),
+                        link_at,
+                        detail,
+                    );
+                } else {
+                    self.r.start_frontier = Some(frontier);
+                }
+                let rest = LINK_BLOCK_AT + len;
+                if let Some(i) = area[rest..].iter().position(|&b| b != 0) {
+                    let detail =
+                        "non-zero bytes in the unused part of the trailer area".to_string();
+                    self.problem(
+                        ProblemKind::UnexpectedBytes,
+                        None,
+                        at + (rest + i) as u64,
+                        detail,
+                    );
+                }
+            }
+            Err(e) => self.problem(
+                ProblemKind::TreeMismatch,
+                Some(header.base_seq),
+                link_at,
+                e.to_string(),
+            ),
+        }
+        Ok(trailer)
+    }
+
+    fn note_tree_size(&mut self) {
+        if let (Some(tree), Some(size)) = (&self.tree, self.tree_size) {
+            if tree.size() == size && self.r.at_checkpoint.is_none() {
+                let head = if size == self.r.header.map_or(0, |h| h.base_seq) {
+                    None // the head before this segment is checked by the linker
+                } else {
+                    self.r.last_hash
+                };
+                self.r.at_checkpoint = Some((tree.root(), head));
+            }
+        }
+    }
+
+    /// Checks every frame; returns the offset where the data ends.
+    fn frames(&mut self, file: Arc<dyn StorageFile>, limit: u64, may_be_torn: bool) -> Result<u64> {
+        let name = self.r.name.clone();
+        let mut scan = Scanner::new(file, &name, HEADER_BYTES, limit);
         loop {
             let (offset, bad) = match scan.next_step()? {
                 Step::Frame { offset, frame } => {
-                    let (seq, stored, record) = (frame.seq, frame.hash, frame.record.to_vec());
-                    self.frame(name, offset, seq, stored, &record, &mut tally);
+                    self.frame(offset, frame.seq, frame.hash, frame.record);
                     continue;
                 }
                 Step::End { offset } => (offset, None),
@@ -392,178 +507,411 @@ impl Verifier {
                     };
                     self.problem(
                         ProblemKind::FrameCorrupt,
-                        self.expected_seq,
-                        name,
+                        Some(self.expected_seq),
                         offset,
                         detail,
                     );
                     scan.seek(next_offset);
                 }
                 None if damage_end > offset => {
-                    tally.end = offset;
                     if may_be_torn {
-                        self.report.torn_tail = Some(TornTail {
-                            segment: name.to_string(),
+                        self.r.torn_tail = Some(TornTail {
+                            segment: name.clone(),
                             offset,
                             bytes: damage_end - offset,
                         });
                     } else {
-                        let detail = match &bad {
-                            Some(e) => format!("{e}; no valid frame follows"),
-                            None => format!(
-                                "non-zero bytes after the end of the data, up to byte {damage_end}"
+                        let (kind, detail) = match &bad {
+                            Some(e) => (ProblemKind::FrameCorrupt, format!("{e}; no valid frame follows")),
+                            None => (
+                                ProblemKind::UnexpectedBytes,
+                                format!("non-zero bytes after the end of the data, up to byte {damage_end}"),
                             ),
                         };
-                        let kind = if bad.is_some() {
-                            ProblemKind::FrameCorrupt
-                        } else {
-                            ProblemKind::UnexpectedBytes
-                        };
-                        self.problem(kind, self.expected_seq, name, offset, detail);
+                        self.problem(kind, Some(self.expected_seq), offset, detail);
                     }
-                    return Ok(tally);
+                    return Ok(offset);
                 }
-                None => {
-                    tally.end = offset;
-                    return Ok(tally);
-                }
+                None => return Ok(offset),
             }
         }
     }
 
-    fn frame(
-        &mut self,
-        name: &str,
-        offset: u64,
-        seq: u64,
-        stored: ChainHash,
-        record: &[u8],
-        tally: &mut Tally,
-    ) {
-        if let Some(expected) = self.expected_seq {
-            if seq != expected {
-                let detail = if seq < expected {
-                    format!(
-                        "seq {seq} after seq {}: a record is duplicated or out of order",
-                        expected - 1
-                    )
-                } else {
-                    format!("seq {seq} where {expected} was expected: records {expected}..{} are missing", seq - 1)
-                };
-                self.problem(ProblemKind::SeqMismatch, Some(seq), name, offset, detail);
-            }
+    fn frame(&mut self, offset: u64, seq: u64, stored: ChainHash, record: &[u8]) {
+        let expected = self.expected_seq;
+        if seq != expected {
+            let detail = if seq < expected {
+                format!("seq {seq} where {expected} was expected: a record is duplicated or out of order")
+            } else {
+                format!(
+                    "seq {seq} where {expected} was expected: records {expected}..{} are missing",
+                    seq - 1
+                )
+            };
+            self.problem(ProblemKind::SeqMismatch, Some(seq), offset, detail);
         }
-        if let Some(prev) = self.head {
-            let computed = prev.next(seq, record);
-            if computed != stored {
-                let detail = format!("stored hash {stored}, recomputed {computed}");
-                self.problem(ProblemKind::HashMismatch, Some(seq), name, offset, detail);
-            }
+        let computed = self.head.next(seq, record);
+        if computed != stored {
+            let detail = format!("stored hash {stored}, recomputed {computed}");
+            self.problem(ProblemKind::HashMismatch, Some(seq), offset, detail);
         }
         match RecordView::decode(record) {
             Ok(view) => {
                 let ts = view.timestamp;
-                tally.min_ts = Some(tally.min_ts.map_or(ts, |m| m.min(ts)));
-                tally.max_ts = Some(tally.max_ts.map_or(ts, |m| m.max(ts)));
+                self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
+                self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+                match view.event_type {
+                    RETENTION_EVENT => {
+                        let parsed = serde_json::from_str::<RetentionRecord>(view.context_json)
+                            .map_err(|e| e.to_string());
+                        self.r.retention.push((seq, parsed));
+                    }
+                    HOLD_SET_EVENT => self.r.holds.push((seq, true)),
+                    HOLD_RELEASED_EVENT => self.r.holds.push((seq, false)),
+                    _ => {}
+                }
             }
             Err(e) => self.problem(
                 ProblemKind::RecordMalformed,
                 Some(seq),
-                name,
                 offset,
                 e.to_string(),
             ),
         }
         // Continue from what is stored, so one bad record is one problem.
-        self.head = Some(stored);
-        self.expected_seq = Some(seq + 1);
-        tally.count += 1;
-        tally.last_seq = Some(seq);
-        tally.last_hash = Some(stored);
-        self.report.records += 1;
-        self.report.last_seq = Some(seq);
-        self.report.head = Some(stored);
+        self.head = stored;
+        self.expected_seq = seq + 1;
+        self.r.records += 1;
+        self.r.last_seq = Some(seq);
+        self.r.last_hash = Some(stored);
+        if let Some(tree) = &mut self.tree {
+            tree.push(&stored.0);
+            self.note_tree_size();
+        }
     }
 
-    fn trailer(
+    fn check_trailer(
         &mut self,
-        file: &dyn StorageFile,
-        name: &str,
         header: &SegmentHeader,
-        len: u64,
-        tally: &Tally,
+        trailer: Result<Option<SegmentTrailer>>,
+        end: u64,
         last: bool,
-    ) -> Result<()> {
+    ) {
         let at = data_end_limit(header.segment_bytes);
-        if len < header.segment_bytes {
-            return Ok(()); // already reported as WrongSize
-        }
-        let mut area = vec![0; TRAILER_AREA_BYTES as usize];
-        read_exact_at(file, &mut area, at).map_err(|e| Error::io(name, e))?;
-        if area[TRAILER_BYTES..].iter().any(|&b| b != 0) {
-            let detail = "non-zero bytes in the reserved part of the trailer area".to_string();
-            self.problem(
-                ProblemKind::UnexpectedBytes,
-                None,
-                name,
-                at + TRAILER_BYTES as u64,
-                detail,
-            );
-        }
-        let mut raw = [0; TRAILER_BYTES];
-        raw.copy_from_slice(&area[..TRAILER_BYTES]);
-        let trailer = match segment::SegmentTrailer::decode(&raw, name, at) {
-            Ok(t) => t,
+        let t = match trailer {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                if !last {
+                    let detail = "segment is followed by another but has no trailer".to_string();
+                    self.problem(ProblemKind::NotSealed, self.r.last_seq, at, detail);
+                }
+                return;
+            }
             Err(e) => {
                 self.problem(
                     ProblemKind::TrailerMismatch,
-                    tally.last_seq,
-                    name,
+                    self.r.last_seq,
                     at,
                     e.to_string(),
                 );
-                return Ok(());
+                return;
             }
-        };
-        let Some(t) = trailer else {
-            if !last {
-                let detail = "segment is followed by another but has no trailer".to_string();
-                self.problem(ProblemKind::NotSealed, tally.last_seq, name, at, detail);
-            }
-            return Ok(());
         };
         let mut wrong = Vec::new();
-        if t.record_count != tally.count {
+        if t.record_count != self.r.records {
             wrong.push(format!(
                 "count {} (frames: {})",
-                t.record_count, tally.count
+                t.record_count, self.r.records
             ));
         }
-        if Some(t.last_seq) != tally.last_seq {
+        if Some(t.last_seq) != self.r.last_seq {
             wrong.push(format!("last seq {}", t.last_seq));
         }
-        if Some(t.last_hash) != tally.last_hash {
+        if Some(t.last_hash) != self.r.last_hash {
             wrong.push(format!("last hash {}", t.last_hash));
         }
-        if Some(t.min_timestamp) != tally.min_ts || Some(t.max_timestamp) != tally.max_ts {
+        if Some(t.min_timestamp) != self.min_ts || Some(t.max_timestamp) != self.max_ts {
             wrong.push(format!(
                 "time span {}..{}",
                 t.min_timestamp, t.max_timestamp
             ));
         }
-        if t.data_end != tally.end {
+        if t.data_end != end {
             wrong.push(format!("data end {}", t.data_end));
         }
         if !wrong.is_empty() {
             let detail = format!("trailer disagrees with the frames: {}", wrong.join(", "));
-            self.problem(
-                ProblemKind::TrailerMismatch,
-                tally.last_seq,
-                name,
-                at,
-                detail,
-            );
+            self.problem(ProblemKind::TrailerMismatch, self.r.last_seq, at, detail);
         }
-        Ok(())
+    }
+}
+
+/// Links per-segment results in log order.
+struct Linker {
+    report: Report,
+    checkpoint: Option<Checkpoint>,
+    log_id: Option<LogId>,
+    /// Seq and hash the next segment must continue from, once known.
+    expected: Option<(u64, ChainHash)>,
+    /// The previous segment's end frontier (checkpoint mode).
+    tree: Option<Frontier>,
+    /// The log's start (seq, link hash) while no retention record accounts for it.
+    unaccounted_start: Option<(u64, ChainHash, String)>,
+    held: bool,
+    at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
+    first: bool,
+}
+
+impl Linker {
+    fn new(checkpoint: Option<Checkpoint>) -> Self {
+        Linker {
+            report: Report {
+                log_id: None,
+                segments: 0,
+                records: 0,
+                bytes: 0,
+                first_seq: None,
+                last_seq: None,
+                head: None,
+                torn_tail: None,
+                checkpoint: None,
+                problems: Vec::new(),
+                problems_omitted: 0,
+            },
+            checkpoint,
+            log_id: None,
+            expected: None,
+            tree: None,
+            unaccounted_start: None,
+            held: false,
+            at_checkpoint: None,
+            first: true,
+        }
+    }
+
+    fn problem(
+        &mut self,
+        kind: ProblemKind,
+        seq: Option<u64>,
+        segment: &str,
+        offset: u64,
+        detail: String,
+    ) {
+        self.report.push(Problem {
+            kind,
+            seq,
+            segment: segment.to_string(),
+            offset,
+            detail,
+        });
+    }
+
+    fn link(&mut self, r: SegmentResult) {
+        self.report.segments += 1;
+        self.report.bytes += r.bytes;
+        let first = std::mem::replace(&mut self.first, false);
+        if let Some(h) = &r.header {
+            self.link_header(h, &r, first);
+        } else {
+            // Nothing in the segment can be placed: the next one links to nothing.
+            self.expected = None;
+            self.tree = None;
+        }
+        for p in r.problems {
+            self.report.push(p);
+        }
+        // Retention records and holds, in chain order.
+        let mut events: Vec<(u64, Option<&Result<RetentionRecord, String>>, bool)> = Vec::new();
+        events.extend(r.retention.iter().map(|(s, rec)| (*s, Some(rec), false)));
+        events.extend(r.holds.iter().map(|&(s, set)| (s, None, set)));
+        events.sort_by_key(|e| e.0);
+        for (seq, record, set) in events {
+            match record {
+                Some(Ok(rec)) => {
+                    if self.held {
+                        let detail =
+                            "a retention record while a legal hold was in force".to_string();
+                        self.problem(
+                            ProblemKind::RetentionDuringHold,
+                            Some(seq),
+                            &r.name,
+                            0,
+                            detail,
+                        );
+                    }
+                    if let Some((start, prev, _)) = &self.unaccounted_start {
+                        if rec.accounts_for(*start, prev) {
+                            self.unaccounted_start = None;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let detail = format!("log.retention record with a malformed context: {e}");
+                    self.problem(ProblemKind::RecordMalformed, Some(seq), &r.name, 0, detail);
+                }
+                None => self.held = set,
+            }
+        }
+        if r.records > 0 {
+            self.report.records += r.records;
+            self.report.last_seq = r.last_seq;
+            self.report.head = r.last_hash;
+        }
+        if r.torn_tail.is_some() {
+            self.report.torn_tail = r.torn_tail;
+        }
+        if let Some(h) = &r.header {
+            match (r.last_seq, r.last_hash) {
+                (Some(seq), Some(hash)) => self.expected = Some((seq + 1, hash)),
+                _ => self.expected = Some((h.base_seq, h.prev_hash)),
+            }
+        }
+        if self.at_checkpoint.is_none() {
+            if let Some((root, head)) = r.at_checkpoint {
+                // A checkpoint at a segment boundary: its head is the previous segment's last hash.
+                let head =
+                    head.or_else(|| r.header.filter(|h| h.base_seq > 0).map(|h| h.prev_hash));
+                self.at_checkpoint = Some((root, head));
+            }
+        }
+        self.tree = r.end_frontier;
+    }
+
+    fn link_header(&mut self, h: &SegmentHeader, r: &SegmentResult, first: bool) {
+        match self.log_id {
+            None => {
+                self.log_id = Some(h.log_id);
+                self.report.log_id = Some(h.log_id.to_string());
+            }
+            Some(id) if id != h.log_id => {
+                let detail = format!("segment belongs to log {}, not {id}", h.log_id);
+                self.problem(ProblemKind::WrongLog, Some(h.base_seq), &r.name, 24, detail);
+            }
+            Some(_) => {}
+        }
+        if first {
+            self.report.first_seq = Some(h.base_seq);
+            if h.base_seq == 0 {
+                let genesis = ChainHash::genesis(&h.log_id);
+                if h.prev_hash != genesis {
+                    let detail = format!(
+                        "the first segment links to {}, not the genesis hash {genesis}",
+                        h.prev_hash
+                    );
+                    self.problem(ProblemKind::LinkMismatch, Some(0), &r.name, 48, detail);
+                }
+            } else {
+                self.unaccounted_start = Some((h.base_seq, h.prev_hash, r.name.clone()));
+            }
+        }
+        if let Some((seq, hash)) = self.expected {
+            if h.base_seq != seq {
+                let detail = if h.base_seq > seq {
+                    format!("records {seq}..{} are missing", h.base_seq - 1)
+                } else {
+                    format!(
+                        "segment starts at seq {}, but seq {seq} was expected",
+                        h.base_seq
+                    )
+                };
+                self.problem(ProblemKind::MissingRecords, Some(seq), &r.name, 40, detail);
+            }
+            if h.prev_hash != hash {
+                let detail = format!(
+                    "segment links to {}, but the previous record's hash is {hash}",
+                    h.prev_hash
+                );
+                self.problem(
+                    ProblemKind::LinkMismatch,
+                    Some(h.base_seq),
+                    &r.name,
+                    48,
+                    detail,
+                );
+            }
+        }
+        if let (Some(prev_end), Some(start)) = (&self.tree, &r.start_frontier) {
+            if prev_end != start {
+                let detail =
+                    "the link block's tree frontier does not match the records before the segment"
+                        .to_string();
+                let at = data_end_limit(h.segment_bytes) + LINK_BLOCK_AT as u64;
+                self.problem(
+                    ProblemKind::TreeMismatch,
+                    Some(h.base_seq),
+                    &r.name,
+                    at,
+                    detail,
+                );
+            }
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        if let Some((start, _, name)) = self.unaccounted_start.take() {
+            let detail = format!(
+                "the log starts at seq {start}, and no retention record in the chain accounts for the records before it"
+            );
+            self.problem(ProblemKind::MissingRecords, Some(0), &name, 0, detail);
+        }
+        if let Some(cp) = self.checkpoint.take() {
+            let matched = self.check_checkpoint(&cp);
+            self.report.checkpoint = Some(CheckpointResult {
+                size: cp.size,
+                matched,
+            });
+        }
+        self.report
+    }
+
+    fn check_checkpoint(&mut self, cp: &Checkpoint) -> bool {
+        let mismatch = |this: &mut Self, seq: Option<u64>, detail: String| {
+            this.problem(ProblemKind::CheckpointMismatch, seq, "", 0, detail);
+            false
+        };
+        if let Some(id) = self.log_id {
+            if !cp.origin.ends_with(&format!("/{id}")) {
+                return mismatch(
+                    self,
+                    None,
+                    format!("the checkpoint is for {:?}, not log {id}", cp.origin),
+                );
+            }
+        }
+        let size = self
+            .report
+            .last_seq
+            .map_or(self.report.first_seq.unwrap_or(0), |s| s + 1);
+        if size < cp.size {
+            let detail = format!(
+                "truncated: the log has {size} records, the checkpoint was signed at {}",
+                cp.size
+            );
+            return mismatch(self, Some(size), detail);
+        }
+        if cp.size == 0 {
+            return cp.root == merkle::empty_root()
+                || mismatch(
+                    self,
+                    None,
+                    "the checkpoint's empty-tree root is wrong".into(),
+                );
+        }
+        let Some((root, head)) = self.at_checkpoint else {
+            let detail = format!(
+                "the records before seq {} were deleted by retention, so this checkpoint (size {}) cannot be checked; use a newer one",
+                self.report.first_seq.unwrap_or(0),
+                cp.size
+            );
+            return mismatch(self, Some(cp.size - 1), detail);
+        };
+        if root != cp.root || (cp.head.is_some() && head != cp.head) {
+            let detail = format!(
+                "forked or rewritten: at size {} the log's tree root or chain head differs from the signed checkpoint's",
+                cp.size
+            );
+            return mismatch(self, Some(cp.size - 1), detail);
+        }
+        true
     }
 }
