@@ -623,9 +623,15 @@ impl Scanner {
                 break;
             }
             let s = (at - self.buf_at) as usize;
-            let word = &self.buf[s..s + have];
-            if word.iter().all(|&b| b == 0) {
-                at += FRAME_ALIGN as u64;
+            if self.buf[s..s + have].iter().all(|&b| b == 0) {
+                // Skip the whole run of zero words already buffered at once:
+                // the tail of a preallocated segment is mostly zeros.
+                let zero_words = self.buf[s..]
+                    .chunks_exact(FRAME_ALIGN)
+                    .position(|w| w.iter().any(|&b| b != 0))
+                    .unwrap_or((self.buf.len() - s) / FRAME_ALIGN)
+                    .max(1);
+                at += (zero_words * FRAME_ALIGN) as u64;
                 continue;
             }
             last_nonzero_end = at + FRAME_ALIGN as u64;

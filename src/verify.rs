@@ -300,8 +300,16 @@ struct SegmentResult {
     end_frontier: Option<Frontier>,
     /// Root and head when the tree reached the checkpoint's size in here.
     at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
-    retention: Vec<(u64, Result<RetentionRecord, String>)>,
-    holds: Vec<(u64, bool)>,
+    /// Records the log wrote about itself, in chain order.
+    events: Vec<(u64, LogEvent)>,
+}
+
+/// A record the verifier interprets.
+enum LogEvent {
+    /// A `log.retention` record (or why its context does not parse).
+    Retention(std::result::Result<RetentionRecord, String>),
+    /// A legal hold set (`true`) or released.
+    Hold(bool),
 }
 
 /// The per-segment verifier.
@@ -337,8 +345,7 @@ impl SegmentCheck {
                 start_frontier: None,
                 end_frontier: None,
                 at_checkpoint: None,
-                retention: Vec::new(),
-                holds: Vec::new(),
+                events: Vec::new(),
             },
             expected_seq: base,
             head: ChainHash::default(),
@@ -564,10 +571,10 @@ impl SegmentCheck {
                     RETENTION_EVENT => {
                         let parsed = serde_json::from_str::<RetentionRecord>(view.context_json)
                             .map_err(|e| e.to_string());
-                        self.r.retention.push((seq, parsed));
+                        self.r.events.push((seq, LogEvent::Retention(parsed)));
                     }
-                    HOLD_SET_EVENT => self.r.holds.push((seq, true)),
-                    HOLD_RELEASED_EVENT => self.r.holds.push((seq, false)),
+                    HOLD_SET_EVENT => self.r.events.push((seq, LogEvent::Hold(true))),
+                    HOLD_RELEASED_EVENT => self.r.events.push((seq, LogEvent::Hold(false))),
                     _ => {}
                 }
             }
@@ -720,14 +727,10 @@ impl Linker {
         for p in r.problems {
             self.report.push(p);
         }
-        // Retention records and holds, in chain order.
-        let mut events: Vec<(u64, Option<&Result<RetentionRecord, String>>, bool)> = Vec::new();
-        events.extend(r.retention.iter().map(|(s, rec)| (*s, Some(rec), false)));
-        events.extend(r.holds.iter().map(|&(s, set)| (s, None, set)));
-        events.sort_by_key(|e| e.0);
-        for (seq, record, set) in events {
-            match record {
-                Some(Ok(rec)) => {
+        for (seq, event) in &r.events {
+            let seq = *seq;
+            match event {
+                LogEvent::Retention(Ok(rec)) => {
                     if self.held {
                         let detail =
                             "a retention record while a legal hold was in force".to_string();
@@ -745,11 +748,11 @@ impl Linker {
                         }
                     }
                 }
-                Some(Err(e)) => {
+                LogEvent::Retention(Err(e)) => {
                     let detail = format!("log.retention record with a malformed context: {e}");
                     self.problem(ProblemKind::RecordMalformed, Some(seq), &r.name, 0, detail);
                 }
-                None => self.held = set,
+                LogEvent::Hold(set) => self.held = *set,
             }
         }
         if r.records > 0 {
