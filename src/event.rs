@@ -93,27 +93,58 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Formatted for every exported row, so done by hand on a stack buffer.
         let secs = self.0.div_euclid(1_000_000_000);
-        let nanos = self.0.rem_euclid(1_000_000_000);
-        let Ok(dt) = time::OffsetDateTime::from_unix_timestamp(secs) else {
-            return write!(f, "@{}ns", self.0);
+        let nanos = self.0.rem_euclid(1_000_000_000) as u32;
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        let second_of_day = secs.rem_euclid(86_400) as u32;
+        let mut buf = [0u8; 30];
+        let mut put = |at: usize, value: u32, digits: usize| {
+            let mut v = value;
+            for i in (0..digits).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
         };
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second()
-        )?;
+        // Years of i64 nanoseconds are 1677..=2262: always four digits.
+        put(0, year as u32, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, second_of_day / 3600, 2);
+        put(14, second_of_day / 60 % 60, 2);
+        put(17, second_of_day % 60, 2);
+        put(20, nanos, 9);
+        buf[4] = b'-';
+        buf[7] = b'-';
+        buf[10] = b'T';
+        buf[13] = b':';
+        buf[16] = b':';
+        buf[19] = b'.';
+        let mut end = 19;
         if nanos != 0 {
-            let digits = format!("{nanos:09}");
-            write!(f, ".{}", digits.trim_end_matches('0'))?;
+            end = 29;
+            while buf[end - 1] == b'0' {
+                end -= 1;
+            }
         }
-        f.write_str("Z")
+        buf[end] = b'Z';
+        f.write_str(std::str::from_utf8(&buf[..=end]).unwrap_or_default())
     }
+}
+
+/// The (year, month, day) of a day number counted from 1970-01-01, in the
+/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl FromStr for Timestamp {
@@ -584,6 +615,33 @@ mod tests {
             Timestamp::parse_rfc3339(&before_epoch.to_string()).unwrap(),
             before_epoch
         );
+    }
+
+    #[test]
+    fn display_matches_the_time_crate_everywhere_in_range() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bounds = [
+            i64::MIN,
+            i64::MAX,
+            0,
+            -1,
+            1,
+            951_782_400_000_000_000,
+            4_107_542_400_000_000_000,
+        ];
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let nanos = bounds.get(i).copied().unwrap_or(x as i64);
+            let ours = Timestamp::from_unix_nanos(nanos).to_string();
+            let dt = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).unwrap();
+            let theirs = dt
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            assert_eq!(ours, theirs, "{nanos}");
+            assert_eq!(Timestamp::parse_rfc3339(&ours).unwrap().unix_nanos(), nanos);
+        }
     }
 
     #[test]

@@ -18,6 +18,9 @@
 use std::io::{self, Write};
 use std::str::FromStr;
 
+use crate::chain::ChainHash;
+use crate::error::Error;
+use crate::event::RecordView;
 use crate::query::Match;
 
 /// Export formats.
@@ -94,6 +97,9 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("writing the export failed: {0}")]
     Io(#[from] io::Error),
+    /// The query behind the export failed (I/O, or a damaged segment).
+    #[error(transparent)]
+    Log(#[from] Error),
     /// A record's bytes do not decode (the log needs `verify`).
     #[error("record {seq} cannot be exported: {reason}")]
     BadRecord {
@@ -130,25 +136,34 @@ impl<W: Write> Exporter<W> {
 
     /// Writes one row.
     pub fn write(&mut self, m: &Match) -> Result<(), ExportError> {
-        let bad = |reason: String| ExportError::BadRecord { seq: m.seq, reason };
-        let view = m.view().map_err(|e| bad(e.to_string()))?;
+        let view = m.view().map_err(|e| ExportError::BadRecord {
+            seq: m.seq,
+            reason: e.to_string(),
+        })?;
+        self.write_view(m.seq, &m.hash, &view)
+    }
+
+    /// Writes one row from a decoded record (see
+    /// [`crate::query::QueryIter::try_for_each_view`]).
+    pub fn write_view(
+        &mut self,
+        seq: u64,
+        hash: &ChainHash,
+        view: &RecordView<'_>,
+    ) -> Result<(), ExportError> {
+        let bad = |reason: String| ExportError::BadRecord { seq, reason };
         serde_json::from_str::<serde::de::IgnoredAny>(view.context_json)
             .map_err(|e| bad(format!("context is not JSON: {e}")))?;
         self.line.clear();
         let line = &mut self.line;
         let ts = view.timestamp.to_string();
         let ip = view.source_ip.map(|ip| ip.to_string());
-        let hash = m.hash.to_string();
         match self.options.format {
             ExportFormat::Json | ExportFormat::JsonLines => {
                 if self.options.format == ExportFormat::Json {
                     line.extend_from_slice(if self.rows == 0 { b"\n" } else { b",\n" });
                 }
-                write!(
-                    line,
-                    "{{\"seq\":{},\"timestamp\":\"{ts}\",\"event\":",
-                    m.seq
-                )?;
+                write!(line, "{{\"seq\":{seq},\"timestamp\":\"{ts}\",\"event\":")?;
                 json_string(line, Some(view.event_type));
                 line.extend_from_slice(b",\"actor\":");
                 json_string(line, Some(view.actor));
@@ -171,7 +186,7 @@ impl<W: Write> Exporter<W> {
             }
             ExportFormat::Csv => {
                 let guard = self.options.csv_formula_guard;
-                write!(line, "{},{ts},", m.seq)?;
+                write!(line, "{seq},{ts},")?;
                 for cell in [
                     Some(view.event_type),
                     Some(view.actor),

@@ -236,17 +236,21 @@ impl IndexBuilder {
             values.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let dir = &mut sections[field.section() as usize];
             for (value, blocks) in values {
-                let at = postings.len() as u32;
+                let at = postings.len();
                 let mut prev = 0;
                 for (i, &b) in blocks.iter().enumerate() {
                     write_varint(&mut postings, if i == 0 { b } else { b - prev });
                     prev = b;
                 }
+                // Each list has its own CRC, so a query can read just the
+                // lists it needs and still check them.
+                let list_crc = crc32c::crc32c(&postings[at..]);
                 dir.extend_from_slice(&(value.len() as u16).to_le_bytes());
                 dir.extend_from_slice(value.as_bytes());
-                dir.extend_from_slice(&at.to_le_bytes());
-                dir.extend_from_slice(&(postings.len() as u32 - at).to_le_bytes());
+                dir.extend_from_slice(&(at as u32).to_le_bytes());
+                dir.extend_from_slice(&((postings.len() - at) as u32).to_le_bytes());
                 dir.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+                dir.extend_from_slice(&list_crc.to_le_bytes());
             }
         }
         sections[Section::Postings as usize] = postings;
@@ -483,24 +487,35 @@ impl IndexReader {
             let entry = DirectoryEntry::decode(&dir, &mut pos)
                 .ok_or_else(|| self.corrupt("bad directory entry"))?;
             if matches(entry.value) {
-                wanted.push((entry.at, entry.len, entry.hits));
+                wanted.push((entry.at, entry.len, entry.hits, entry.crc));
             }
         }
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One read of the posting lists section; only the wanted lists are decoded.
-        let postings = self.section(Section::Postings)?;
+        let (section_at, section_len, _) = self.sections[Section::Postings as usize];
         let mut blocks = Vec::new();
-        for (at, len, hits) in wanted {
-            let list = postings
-                .get(at as usize..(at as usize).saturating_add(len as usize))
-                .ok_or_else(|| self.corrupt("posting list outside its section"))?;
+        for (at, len, hits, crc) in wanted {
+            // Read only this list, checked by its own CRC.
+            if u64::from(at) + u64::from(len) > u64::from(section_len) {
+                return Err(self.corrupt("posting list outside its section"));
+            }
+            let mut list = vec![0; len as usize];
+            let offset = u64::from(section_at) + u64::from(at);
+            read_exact_at(&*self.file, &mut list, offset)
+                .map_err(|e| segment::io_or_short(&self.name, offset, e))?;
+            self.bytes_read += u64::from(len);
+            let got = crc32c::crc32c(&list);
+            if got != crc {
+                return Err(Error::ChecksumMismatch {
+                    file: self.name.clone(),
+                    offset,
+                    expected: crc,
+                    got,
+                });
+            }
             let mut p = 0;
             let mut block = 0u32;
             for i in 0..hits {
                 let v =
-                    read_varint(list, &mut p).ok_or_else(|| self.corrupt("bad posting list"))?;
+                    read_varint(&list, &mut p).ok_or_else(|| self.corrupt("bad posting list"))?;
                 block = if i == 0 {
                     v
                 } else {
@@ -525,6 +540,7 @@ struct DirectoryEntry<'a> {
     at: u32,
     len: u32,
     hits: u32,
+    crc: u32,
 }
 
 impl<'a> DirectoryEntry<'a> {
@@ -535,13 +551,14 @@ impl<'a> DirectoryEntry<'a> {
         *pos += 2;
         let value = std::str::from_utf8(dir.get(*pos..*pos + len)?).ok()?;
         *pos += len;
-        let fixed = dir.get(*pos..*pos + 12)?;
-        *pos += 12;
+        let fixed = dir.get(*pos..*pos + 16)?;
+        *pos += 16;
         Some(DirectoryEntry {
             value,
             at: u32_at(fixed, 0),
             len: u32_at(fixed, 4),
             hits: u32_at(fixed, 8),
+            crc: u32_at(fixed, 12),
         })
     }
 }

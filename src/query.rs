@@ -347,8 +347,9 @@ pub struct QueryIter {
     done: bool,
 }
 
-/// In reverse order a range is buffered whole; bound it.
-const MAX_REVERSE_RANGE_BLOCKS: u64 = 256;
+/// A range's matches are buffered (whole, to reverse them, or until the
+/// caller takes them); bound it so memory stays flat however much matches.
+const MAX_RANGE_BLOCKS: u64 = 64;
 
 impl Log {
     /// Runs `query`, returning matches as they are found.
@@ -485,9 +486,13 @@ impl QueryIter {
         Ok(())
     }
 
-    /// Reads the next range's matching records into `pending` (in the
-    /// query's order); returns false when the segment has no more ranges.
-    fn read_range(&mut self) -> Result<bool> {
+    /// Scans the next range of the current segment, calling `on_match` with
+    /// each matching record in file order (it returns false to stop early).
+    /// Returns false when the segment has no more ranges.
+    fn scan_range(
+        &mut self,
+        on_match: &mut dyn FnMut(u64, ChainHash, &RecordView<'_>, &[u8]) -> Result<bool>,
+    ) -> Result<bool> {
         let Some(range) = self.ranges.pop_front() else {
             return Ok(false);
         };
@@ -496,8 +501,7 @@ impl QueryIter {
         };
         self.stats.blocks_read += range.blocks;
         let mut scanner = Scanner::new(file.clone(), name, range.start, range.end);
-        let mut found = Vec::new();
-        loop {
+        let result = loop {
             match scanner.next_step()? {
                 Step::Frame { offset, frame } => {
                     if frame.seq < self.seq_lo || frame.seq > self.seq_hi {
@@ -509,30 +513,92 @@ impl QueryIter {
                         offset,
                         reason: e.to_string(),
                     })?;
-                    if self.query.filter.matches(&view) {
-                        found.push(Match {
-                            seq: frame.seq,
-                            hash: frame.hash,
-                            record: frame.record.to_vec(),
-                        });
+                    if self.query.filter.matches(&view)
+                        && !on_match(frame.seq, frame.hash, &view, frame.record)?
+                    {
+                        break Ok(true);
                     }
                 }
-                Step::End { .. } => break,
+                Step::End { .. } => break Ok(true),
                 Step::Bad { offset, error } => {
-                    return Err(Error::Corrupted {
+                    break Err(Error::Corrupted {
                         file: name.clone(),
                         offset,
                         reason: error.to_string(),
                     })
                 }
             }
-        }
+        };
         self.stats.data_bytes_read += scanner.bytes_read();
+        result
+    }
+
+    /// Reads the next range's matching records into `pending` (in the
+    /// query's order); returns false when the segment has no more ranges.
+    fn read_range(&mut self) -> Result<bool> {
+        let mut found = Vec::new();
+        let more = self.scan_range(&mut |seq, hash, _, record| {
+            found.push(Match {
+                seq,
+                hash,
+                record: record.to_vec(),
+            });
+            Ok(true)
+        })?;
         if self.query.reverse {
             found.reverse();
         }
         self.pending.extend(found);
-        Ok(true)
+        Ok(more)
+    }
+
+    /// Calls `f` with each remaining match, decoded in place: no copy and no
+    /// allocation per record, which is what a full export wants. Stops at the
+    /// query's limit, or at the first error `f` returns.
+    pub fn try_for_each_view<E: From<Error>>(
+        &mut self,
+        mut f: impl FnMut(u64, ChainHash, &RecordView<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        if self.query.reverse || !self.pending.is_empty() {
+            // Reverse order buffers each range anyway: go through `Match`es.
+            for m in self.by_ref() {
+                let m = m?;
+                f(m.seq, m.hash, &m.view()?)?;
+            }
+            return Ok(());
+        }
+        let limit = self.query.limit.unwrap_or(u64::MAX);
+        let mut failed = None;
+        while !self.done {
+            let mut returned = self.returned;
+            let more = self.scan_range(&mut |seq, hash, view, _| {
+                if returned >= limit {
+                    return Ok(false);
+                }
+                returned += 1;
+                match f(seq, hash, view) {
+                    Ok(()) => Ok(true),
+                    Err(e) => {
+                        failed = Some(e);
+                        Ok(false)
+                    }
+                }
+            });
+            self.returned = returned;
+            if let Some(e) = failed.take() {
+                self.done = true;
+                return Err(e);
+            }
+            if self.returned >= limit {
+                self.done = true;
+            } else if !more? {
+                match self.segments.pop_front() {
+                    Some(seg) => self.plan_segment(seg)?,
+                    None => self.done = true,
+                }
+            }
+        }
+        Ok(())
     }
 
     fn step(&mut self) -> Result<Option<Match>> {
@@ -629,7 +695,7 @@ fn candidate_ranges(
         let start = offsets[i];
         let end = offsets.get(i + 1).copied().unwrap_or(data_end);
         match ranges.last_mut() {
-            Some(r) if r.end == start && (!reverse || r.blocks < MAX_REVERSE_RANGE_BLOCKS) => {
+            Some(r) if r.end == start && r.blocks < MAX_RANGE_BLOCKS => {
                 r.end = end;
                 r.blocks += 1;
             }

@@ -101,8 +101,22 @@ fn brute_force(log: &Log, q: &Query) -> Vec<u64> {
     seqs
 }
 
+/// Runs `q` both ways (iterator of owned matches, and the in-place visitor)
+/// and checks they agree.
 fn run(log: &Log, q: &Query) -> Vec<u64> {
-    log.query(q).unwrap().map(|m| m.unwrap().seq).collect()
+    let owned: Vec<u64> = log.query(q).unwrap().map(|m| m.unwrap().seq).collect();
+    let mut visited = Vec::new();
+    log.query(q)
+        .unwrap()
+        .try_for_each_view(|seq, hash, view| {
+            assert!(q.filter.matches(view));
+            assert_ne!(hash, chainlog::ChainHash::default());
+            visited.push(seq);
+            Ok::<(), chainlog::Error>(())
+        })
+        .unwrap();
+    assert_eq!(owned, visited, "{q:?}");
+    owned
 }
 
 fn ts_of_minute(m: i64) -> Timestamp {

@@ -1,18 +1,22 @@
-//! `chainlog demo`: a log of realistic events, verified; then a copy with
-//! one byte changed, and the verifier pointing at it.
+//! `chainlog demo`: a log of realistic events, queried, exported and
+//! verified; then a copy with one byte changed, and the verifier pointing at it.
 
 use std::fs;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chainlog::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use chainlog::frame::{padded_len, FRAME_HEADER_BYTES};
+use chainlog::query::{Filter, Query};
 use chainlog::segment::{self, HEADER_BYTES, MIN_SEGMENT_BYTES};
 use chainlog::verify::ProblemKind;
-use chainlog::{Event, Log, Options};
+use chainlog::{Event, Log, Options, Outcome};
 use serde_json::json;
 
 use crate::error::CliError;
+use crate::query::{count_line, event_cells, query_table, table_lines};
 use crate::read::segment_files;
 use crate::verify::{problem_line, summary, verify_with_progress};
 
@@ -81,25 +85,6 @@ fn demo_events() -> Result<Vec<Event>, CliError> {
         .map_err(|e| CliError::Integrity(format!("demo: bad built-in event: {e}")))
 }
 
-fn table_row(event: &Event) -> [String; 6] {
-    let target = match (&event.node, &event.resource) {
-        (Some(n), Some(r)) => format!("{n} / {r}"),
-        (Some(n), None) => n.clone(),
-        (None, Some(r)) => r.clone(),
-        (None, None) => "-".to_string(),
-    };
-    [
-        event.timestamp.to_string(),
-        event.event_type.clone(),
-        event.actor.clone(),
-        target,
-        event
-            .source_ip
-            .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-        event.outcome.as_str().to_string(),
-    ]
-}
-
 fn print_table(rows: &[[String; 6]]) -> Result<(), CliError> {
     let header = [
         "Timestamp (UTC)",
@@ -108,28 +93,113 @@ fn print_table(rows: &[[String; 6]]) -> Result<(), CliError> {
         "Node / Resource",
         "IP",
         "Outcome",
-    ]
-    .map(String::from);
-    let mut widths = [0; 6];
-    for row in std::iter::once(&header).chain(rows) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    ];
+    for line in table_lines(header, rows) {
+        outln!("{line}")?;
+    }
+    Ok(())
+}
+
+/// One demo query: what it asks, as flags and as a filter.
+struct DemoQuery {
+    flags: &'static str,
+    filter: Filter,
+    /// The same question asked of the input events directly.
+    wanted: fn(&Event) -> bool,
+}
+
+/// Step 2: two questions an auditor asks, answered with the query engine and
+/// printed as `chainlog query` prints them; each answer is checked against
+/// the input events.
+fn query_steps(log: &Log, events: &[Event]) -> Result<(), CliError> {
+    let bad = |text: &str| CliError::Integrity(format!("demo: bad built-in filter {text}"));
+    let queries = [
+        DemoQuery {
+            flags: "--event 'auth.*' --outcome failure",
+            filter: Filter {
+                event_types: vec!["auth.*".parse().map_err(|_| bad("auth.*"))?],
+                outcomes: vec![Outcome::Failure],
+                ..Filter::default()
+            },
+            wanted: |e| e.event_type.starts_with("auth.") && e.outcome == Outcome::Failure,
+        },
+        DemoQuery {
+            flags: "--event pcap.download --actor alice@acme.io",
+            filter: Filter {
+                event_types: vec!["pcap.download".parse().map_err(|_| bad("pcap.download"))?],
+                actors: vec!["alice@acme.io".into()],
+                ..Filter::default()
+            },
+            wanted: |e| e.event_type == "pcap.download" && e.actor == "alice@acme.io",
+        },
+    ];
+    outln!("2. Queried it, as `chainlog query` does (the indexes pick the blocks to read):")?;
+    for q in queries {
+        outln!()?;
+        outln!("   chainlog query {}", q.flags)?;
+        let (lines, _) = query_table(
+            log,
+            Query {
+                filter: q.filter,
+                ..Query::default()
+            },
+        )?;
+        for line in &lines {
+            outln!("{line}")?;
+        }
+        let expected = events.iter().filter(|e| (q.wanted)(e)).count() as u64;
+        if lines.last().map(|l| l.trim_start()) != Some(count_line(expected, None).as_str()) {
+            return Err(CliError::Integrity(format!(
+                "demo: `query {}` did not find the {expected} events it should",
+                q.flags
+            )));
         }
     }
-    let line = |row: &[String; 6]| {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        format!("  {}", cells.join("  ").trim_end())
-    };
-    outln!("{}", line(&header))?;
-    let rule = widths.map(|w| "-".repeat(w));
-    outln!("{}", line(&rule))?;
-    for row in rows {
-        outln!("{}", line(row))?;
+    outln!()?;
+    Ok(())
+}
+
+/// Step 3: the whole log exported to CSV and JSON files in the workspace.
+fn export_step(log: &Log, workspace: &Path, expected_rows: u64) -> Result<(), CliError> {
+    outln!(
+        "3. Exported the whole log, as `chainlog export --format csv|json --output FILE` does:"
+    )?;
+    let mut csv_path = PathBuf::new();
+    for (name, format) in [
+        ("export.csv", ExportFormat::Csv),
+        ("export.json", ExportFormat::Json),
+    ] {
+        let path = workspace.join(name);
+        let io_err = |e| CliError::io(format!("writing {}", path.display()), e);
+        let file = fs::File::create(&path).map_err(io_err)?;
+        let mut exporter =
+            Exporter::new(BufWriter::new(file), ExportOptions::new(format)).map_err(io_err)?;
+        for m in log.query(&Query::default())? {
+            exporter.write(&m?).map_err(|e| match e {
+                ExportError::Io(e) => io_err(e),
+                other => CliError::Integrity(format!("demo: {other}")),
+            })?;
+        }
+        let rows = exporter.rows();
+        exporter.finish().map_err(io_err)?;
+        if rows != expected_rows {
+            return Err(CliError::Integrity(format!(
+                "demo: exported {rows} rows to {}, expected {expected_rows}",
+                path.display()
+            )));
+        }
+        outln!("   {}: {rows} rows", path.display())?;
+        if format == ExportFormat::Csv {
+            csv_path = path;
+        }
     }
+    let csv = fs::read_to_string(&csv_path)
+        .map_err(|e| CliError::io(format!("reading {}", csv_path.display()), e))?;
+    outln!("   The first two lines of the CSV (every row carries its seq and chain hash):")?;
+    for line in csv.split("\r\n").take(2) {
+        outln!("     {line}")?;
+    }
+    outln!()?;
     Ok(())
 }
 
@@ -244,11 +314,22 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
         receipts.len().saturating_sub(1)
     )?;
     outln!()?;
-    print_table(&events.iter().map(table_row).collect::<Vec<_>>())?;
+    print_table(&events.iter().map(event_cells).collect::<Vec<_>>())?;
     outln!()?;
 
+    let log = Log::open(
+        &log_dir,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )?;
+    query_steps(&log, &events)?;
+    export_step(&log, &workspace, events.len() as u64)?;
+    drop(log);
+
     let report = verify_with_progress(&log_dir, false)?;
-    outln!("2. Verified the log:")?;
+    outln!("4. Verified the log:")?;
     for line in summary(&report) {
         outln!("   {line}")?;
     }
@@ -264,14 +345,14 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
     let tampered = tamper(&copy_dir, TAMPERED_SEQ)?;
     let original = events
         .get(TAMPERED_SEQ as usize)
-        .map(table_row)
+        .map(event_cells)
         .unwrap_or_default();
     outln!(
-        "3. Copied the log to {} and, in the copy, flipped one byte of seq {TAMPERED_SEQ}",
+        "5. Copied the log to {} and, in the copy, flipped one byte of seq {TAMPERED_SEQ}",
         copy_dir.display()
     )?;
     outln!(
-        "   ({} by {} from {}, the 5th row above):",
+        "   ({} by {} from {}, the 5th row of the first table):",
         original[1],
         original[2],
         original[4]
@@ -287,7 +368,7 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
         },
     )?;
     if let Some(record) = copy.iter_from(TAMPERED_SEQ).next() {
-        let row = table_row(&record?.event);
+        let row = event_cells(&record?.event);
         outln!("   {}", row.join("  "))?;
     }
     drop(copy);
@@ -295,9 +376,9 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
 
     let report = verify_with_progress(&copy_dir, false)?;
     if report.is_intact() {
-        outln!("4. Verified the tampered copy: no problem found")?;
+        outln!("6. Verified the tampered copy: no problem found")?;
     } else {
-        outln!("4. Verified the tampered copy: TAMPERING DETECTED")?;
+        outln!("6. Verified the tampered copy: TAMPERING DETECTED")?;
     }
     for line in summary(&report) {
         outln!("   {line}")?;
@@ -329,6 +410,14 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
         .map_or_else(|_| "chainlog".to_string(), |p| p.display().to_string());
     outln!("  {exe} --dir {} cat", log_dir.display())?;
     outln!("  {exe} --dir {} stats", log_dir.display())?;
+    outln!(
+        "  {exe} --dir {} query --event 'auth.*' --outcome failure",
+        log_dir.display()
+    )?;
+    outln!(
+        "  {exe} --dir {} export --format csv --output audit.csv",
+        log_dir.display()
+    )?;
     outln!("  {exe} --dir {} verify", copy_dir.display())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -18,9 +18,13 @@ macro_rules! outln {
 }
 
 mod append;
+mod bench;
 mod demo;
 mod error;
+mod keys;
+mod query;
 mod read;
+mod retention;
 mod verify;
 
 use std::io::Write;
@@ -76,18 +80,34 @@ enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
     },
-    /// Recompute the hash chain and check every segment.
-    Verify {
-        /// Print the full report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Recompute the hash chain and check every segment; with --checkpoint,
+    /// also check the log against a signed checkpoint.
+    Verify(verify::VerifyArgs),
     /// Summarise the log: segments, records, bytes, seqs, head, time span.
     Stats {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Find events by actor, event type, node, resource, IP, outcome and
+    /// time; print them as a table (at most 100 rows unless --limit), or as
+    /// JSON Lines, JSON or CSV.
+    Query(query::QueryArgs),
+    /// Stream matching events (all by default) as JSON, JSON Lines or CSV.
+    Export(query::ExportArgs),
+    /// Measure append, verify, query, export and open against this
+    /// machine's SHA-256 and disk limits, in a temporary directory.
+    Bench(bench::BenchArgs),
+    /// Delete whole sealed segments older than --max-age (default 90d) or
+    /// beyond --max-bytes, after recording a `log.retention` record.
+    Retention(retention::RetentionArgs),
+    /// Set, release or show the legal hold that blocks retention.
+    #[command(subcommand)]
+    Hold(retention::HoldCommand),
+    /// Create an Ed25519 key pair for signing checkpoints.
+    Keygen(keys::KeygenArgs),
+    /// Sign a checkpoint (log id, size, tree root, chain head) of the log.
+    Checkpoint(keys::CheckpointArgs),
     /// Create a log of realistic events, verify it, tamper with a copy and
     /// show the verifier catching it. Uses --dir as its workspace (a fresh
     /// temporary directory when absent).
@@ -170,8 +190,15 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
             file,
         } => append::run(&global, durability, receipts, file.as_deref()),
         Command::Cat { from, limit } => read::cat(&global, from, limit),
-        Command::Verify { json } => verify::run(&global, json),
+        Command::Verify(args) => verify::run(&global, args),
+        Command::Retention(args) => retention::run(&global, args),
+        Command::Hold(command) => retention::hold(&global, command),
+        Command::Keygen(args) => keys::keygen(&global, args),
+        Command::Checkpoint(args) => keys::checkpoint(&global, args),
         Command::Stats { json } => read::stats(&global, json),
+        Command::Query(args) => query::query(&global, args),
+        Command::Export(args) => query::export(&global, args),
+        Command::Bench(args) => bench::run(&global, args),
         Command::Demo => {
             // The demo writes into its workspace: only take one the user
             // named on the command line, never a CHAINLOG_DIR meant for a real log.

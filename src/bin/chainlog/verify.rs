@@ -1,19 +1,67 @@
-//! `chainlog verify`: recompute the chain and report every problem.
+//! `chainlog verify`: recompute the chain and report every problem, and
+//! optionally check the log against a signed checkpoint.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chainlog::storage::FsStorage;
-use chainlog::verify::{verify_dir, Problem, Report};
+use chainlog::verify::{verify_dir_with, Problem, Report, VerifyOptions};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{CliError, EXIT_INTEGRITY};
+use crate::keys::{load_verifier, open_checkpoint};
 use crate::read::segment_files;
 use crate::Global;
 
-/// Verifies `dir`, with a byte progress bar when `show_progress`.
+/// Most `--threads`.
+const MAX_THREADS: usize = 1024;
+
+/// `chainlog verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Print the full report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also check the log against this signed checkpoint (from `chainlog
+    /// checkpoint`): it fails if the log was truncated, forked or rewritten
+    /// since. Needs --public-key.
+    #[arg(long, value_name = "FILE", requires = "public_key")]
+    checkpoint: Option<PathBuf>,
+    /// The public key the checkpoint must be signed by (from `chainlog
+    /// keygen`). Needs --checkpoint.
+    #[arg(long, value_name = "FILE", requires = "checkpoint")]
+    public_key: Option<PathBuf>,
+    /// Segments verified in parallel. Default: the number of cores.
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    threads: Option<usize>,
+}
+
+fn parse_threads(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a thread count between 1 and {MAX_THREADS}"
+        )),
+    }
+}
+
+/// Verifies `dir` on one thread, with a byte progress bar when `show_progress`.
 pub fn verify_with_progress(dir: &Path, show_progress: bool) -> Result<Report, CliError> {
+    let options = VerifyOptions {
+        threads: 1,
+        checkpoint: None,
+    };
+    verify_with_options(dir, &options, show_progress)
+}
+
+/// Verifies `dir` with `options`, with a byte progress bar when `show_progress`.
+pub fn verify_with_options(
+    dir: &Path,
+    options: &VerifyOptions,
+    show_progress: bool,
+) -> Result<Report, CliError> {
     let bar = if show_progress {
         let total: u64 = segment_files(dir)?
             .iter()
@@ -35,7 +83,7 @@ pub fn verify_with_progress(dir: &Path, show_progress: bool) -> Result<Report, C
             bar.set_position(bytes);
         }
     };
-    let report = verify_dir(&FsStorage, dir, &mut progress);
+    let report = verify_dir_with(&FsStorage, dir, options, &mut progress);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -55,6 +103,10 @@ pub fn problem_line(problem: &Problem) -> String {
     let seq = problem
         .seq
         .map_or_else(|| "seq -".to_string(), |s| format!("seq {s}"));
+    if problem.segment.is_empty() {
+        // A problem of the whole log (a checkpoint mismatch) has no place in a file.
+        return format!("{}: {seq}: {}", kind_name(problem), problem.detail);
+    }
     format!(
         "{}: {seq} in {} at byte {}: {}",
         kind_name(problem),
@@ -107,18 +159,49 @@ pub fn summary(report: &Report) -> Vec<String> {
 }
 
 /// Runs `chainlog verify`.
-pub fn run(global: &Global, json: bool) -> Result<ExitCode, CliError> {
+pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
     let dir = global.dir()?;
+    // The checkpoint is checked first: a bad one fails before a long verify.
+    let checkpoint = match (&args.checkpoint, &args.public_key) {
+        (Some(checkpoint), Some(public_key)) => {
+            let verifier = load_verifier(public_key)?;
+            let checkpoint = open_checkpoint(checkpoint, &verifier)?;
+            Some((checkpoint, verifier))
+        }
+        _ => None,
+    };
+    let options = VerifyOptions {
+        threads: args
+            .threads
+            .unwrap_or_else(|| VerifyOptions::default().threads),
+        checkpoint: checkpoint.as_ref().map(|(c, _)| c.clone()),
+    };
     let show_progress = !global.quiet && io::stderr().is_terminal();
-    let report = verify_with_progress(dir, show_progress)?;
+    let report = verify_with_options(dir, &options, show_progress)?;
+    let matched = report.checkpoint.as_ref().is_none_or(|c| c.matched);
     let mut out = io::stdout().lock();
-    if json {
+    if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| CliError::output(e.into()))?;
         writeln!(out, "{text}").map_err(CliError::output)?;
     } else {
-        for line in summary(&report) {
+        let mut lines = summary(&report);
+        if let (Some((checkpoint, verifier)), Some(result)) = (&checkpoint, &report.checkpoint) {
+            lines.push(format!(
+                "checkpoint: {} the checkpoint signed by {}+{:08x} at size {} ({})",
+                if result.matched {
+                    "the log matches"
+                } else {
+                    "the log does NOT match"
+                },
+                verifier.name(),
+                verifier.id(),
+                checkpoint.size,
+                checkpoint.origin
+            ));
+        }
+        for line in lines {
             // --quiet keeps the problems and drops the all-clear and notes.
-            let chatter = report.is_intact() || line.starts_with("note:");
+            let chatter = (report.is_intact() && matched) || line.starts_with("note:");
             if global.quiet && chatter {
                 continue;
             }
@@ -126,7 +209,7 @@ pub fn run(global: &Global, json: bool) -> Result<ExitCode, CliError> {
         }
     }
     out.flush().map_err(CliError::output)?;
-    Ok(if report.is_intact() {
+    Ok(if report.is_intact() && matched {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INTEGRITY)

@@ -1,0 +1,1168 @@
+//! `chainlog bench`: the engine's throughput, measured against this
+//! machine's limits in the same run.
+//!
+//! Absolute numbers drift from run to run on shared machines, so every
+//! engine figure is shown next to the limit that bounds it, measured
+//! minutes apart on the same disk and core: SHA-256 over the same record
+//! bytes, sequential write + `fdatasync` bandwidth, and small write +
+//! `fdatasync` operations per second.
+//!
+//! Verify and export run in child processes (this executable re-invoked with
+//! hidden arguments), so their peak memory (`VmHWM`) is theirs alone.
+
+mod events;
+
+use std::fs::{self, File};
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chainlog::export::{ExportError, ExportFormat, ExportOptions, Exporter};
+use chainlog::frame::padded_len;
+use chainlog::query::{Filter, Query};
+use chainlog::storage::{FsStorage, Storage};
+use chainlog::verify::{verify_dir_with, VerifyOptions};
+use chainlog::{Durability, Event, Log, Options};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::CliError;
+use crate::Global;
+use events::{encode_all, rare_actor, EventGen};
+
+/// What DESIGN.md says this machine does; the limit rows compare against it.
+const NOMINAL_SHA256_BYTES_PER_S: f64 = 0.9e9;
+const NOMINAL_SEQ_WRITE_BYTES_PER_S: f64 = 350e6;
+const NOMINAL_SMALL_FSYNC_OPS_PER_S: f64 = 1.0 / 150e-6;
+/// The targets for open time and peak memory.
+const TARGET_OPEN_MS: f64 = 100.0;
+const TARGET_PEAK_MIB: f64 = 64.0;
+/// Events per `append_batch` call in the batch measurements.
+const BATCH_EVENTS: usize = 256;
+/// Seed of the event generator: every run sees the same events.
+const SEED: u64 = 0x00c0_ffee;
+/// The rare actor queried (one of `events::RARE_ACTORS`).
+const QUERIED_RARE_ACTOR: u64 = 4242;
+
+/// Arguments of `chainlog bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Where to make the temporary work directory (removed afterwards); put
+    /// it on the disk to measure. Default: the system temporary directory.
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Smaller counts and shorter timings: under a minute on 2 cores (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Print a JSON array of {measurement, value, unit, limit, limit_unit,
+    /// limit_name, ratio, note} instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Average size of an encoded event record, in bytes (±15% per event).
+    #[arg(long, value_name = "BYTES", default_value_t = 280,
+          value_parser = clap::value_parser!(u32).range(100..=60_000))]
+    event_bytes: u32,
+    /// Concurrent writers in the many-writer measurements.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(2..=1024))]
+    writers: u32,
+    /// Events in the log built for open, verify, query and export; also
+    /// caps each append measurement (for tests).
+    #[arg(long, hide = true, value_name = "N")]
+    events: Option<u64>,
+    /// Segment size of the log built for open, verify, query and export.
+    #[arg(long, hide = true, value_name = "BYTES", value_parser = crate::parse_size)]
+    log_segment_bytes: Option<u64>,
+    /// Seconds per timed measurement.
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    seconds: Option<f64>,
+    /// Internal: run one operation in this (child) process and print its
+    /// time and peak memory as JSON.
+    #[arg(long, hide = true, value_enum, requires = "child_log")]
+    child: Option<ChildOp>,
+    /// Internal: the log the child operation reads.
+    #[arg(long, hide = true, value_name = "DIR")]
+    child_log: Option<PathBuf>,
+    /// Internal: verify threads in the child.
+    #[arg(long, hide = true, default_value_t = 1)]
+    child_threads: usize,
+}
+
+/// An operation measured in a child process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChildOp {
+    /// `verify_dir_with`.
+    Verify,
+    /// A full export as JSON Lines into `io::sink`.
+    Export,
+}
+
+/// How big and how long.
+struct Plan {
+    /// Events generated up front and cycled through by the append measurements.
+    pool_events: usize,
+    /// Time budget of each timed measurement.
+    seconds: f64,
+    /// Most events one append measurement appends.
+    append_max_events: u64,
+    /// Events in the log for open, verify, query and export.
+    log_events: u64,
+    log_segment_bytes: u64,
+    /// Bytes written (then synced) in each round of the sequential
+    /// bandwidth limit.
+    seq_write_bytes: u64,
+    /// Rounds each limit is measured in, interleaved with the engine
+    /// figures it bounds.
+    rounds: usize,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Plan {
+        let mut plan = if args.quick {
+            Plan {
+                pool_events: 8_192,
+                seconds: 0.5,
+                append_max_events: 2_000_000,
+                log_events: 200_000,
+                log_segment_bytes: 2 << 20,
+                seq_write_bytes: 64 << 20,
+                rounds: 3,
+            }
+        } else {
+            Plan {
+                pool_events: 65_536,
+                seconds: 2.0,
+                append_max_events: 20_000_000,
+                log_events: 6_000_000,
+                log_segment_bytes: 64 << 20,
+                seq_write_bytes: 256 << 20,
+                rounds: 3,
+            }
+        };
+        if let Some(n) = args.events {
+            plan.log_events = n.max(1);
+            plan.append_max_events = n.max(1);
+            plan.pool_events = plan.pool_events.min(n.max(BATCH_EVENTS as u64) as usize);
+        }
+        if let Some(bytes) = args.log_segment_bytes {
+            plan.log_segment_bytes = bytes;
+        }
+        if let Some(s) = args.seconds {
+            plan.seconds = s.max(0.01);
+        }
+        // Whole batches cycle through the pool.
+        plan.pool_events = plan.pool_events.div_ceil(BATCH_EVENTS) * BATCH_EVENTS;
+        plan
+    }
+}
+
+/// One line of the result.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    measurement: String,
+    value: f64,
+    unit: &'static str,
+    limit: f64,
+    limit_unit: &'static str,
+    /// What the limit is.
+    limit_name: String,
+    /// `value / limit`.
+    ratio: f64,
+    note: String,
+}
+
+fn row(
+    measurement: impl Into<String>,
+    (value, unit): (f64, &'static str),
+    (limit, limit_unit): (f64, &'static str),
+    limit_name: impl Into<String>,
+    note: impl Into<String>,
+) -> Row {
+    Row {
+        measurement: measurement.into(),
+        value,
+        unit,
+        limit,
+        limit_unit,
+        limit_name: limit_name.into(),
+        ratio: if limit > 0.0 { value / limit } else { 0.0 },
+        note: note.into(),
+    }
+}
+
+/// The work directory, removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(parent: &Path) -> Result<WorkDir, CliError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = parent.join(format!("chainlog-bench-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(parent)
+            .and_then(|()| fs::create_dir(&path))
+            .map_err(|e| CliError::io(format!("creating {}", path.display()), e))?;
+        Ok(WorkDir(path))
+    }
+
+    /// A path for a new file or directory; whatever was there is removed
+    /// and the file system settled first.
+    fn fresh(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        let _ = fs::remove_dir_all(&path);
+        let _ = fs::remove_file(&path);
+        self.settle();
+        path
+    }
+
+    fn settle(&self) {
+        settle(&self.0);
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Progress on stderr: one step per measurement.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn new(show: bool, steps: u64) -> Progress {
+        if !show {
+            return Progress(None);
+        }
+        let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("bench [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress(Some(bar))
+    }
+
+    fn step(&self, what: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(what.to_string());
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Runs `chainlog bench`.
+pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, CliError> {
+    if let Some(op) = args.child {
+        let dir = args
+            .child_log
+            .as_deref()
+            .ok_or_else(|| CliError::Usage("--child needs --child-log".into()))?;
+        return run_child(op, dir, args.child_threads);
+    }
+    let plan = Plan::new(&args);
+    let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work = WorkDir::create(&parent)?;
+    let show_progress = !global.quiet && io::stderr().is_terminal();
+    let progress = Progress::new(show_progress, 18);
+    let result = measure_all(&args, &plan, &work, &progress);
+    progress.finish();
+    let (rows, context) = result?;
+    drop(work);
+    print_rows(&rows, &context, args.json, global.quiet)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Facts about the run, printed above the table.
+struct RunContext {
+    record_bytes: f64,
+    frame_bytes: f64,
+    cores: usize,
+    log_events: u64,
+    log_bytes: u64,
+    log_segments: u64,
+    work_dir: PathBuf,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn measure_all(
+    args: &BenchArgs,
+    plan: &Plan,
+    work: &WorkDir,
+    progress: &Progress,
+) -> Result<(Vec<Row>, RunContext), CliError> {
+    let event_bytes = args.event_bytes as usize;
+    let writers = args.writers as usize;
+    let pool: Arc<Vec<Event>> = Arc::new(
+        EventGen::new(SEED, event_bytes)
+            .take(plan.pool_events)
+            .collect(),
+    );
+    let records = encode_all(&pool);
+    let record_total: usize = records.iter().map(Vec::len).sum();
+    let frame_total: usize = records.iter().map(|r| padded_len(r.len())).sum();
+    let record_bytes = record_total as f64 / records.len() as f64;
+    let frame_bytes = frame_total as f64 / records.len() as f64;
+    let mut rows = Vec::new();
+
+    let batch_policy = Durability::Batch {
+        max_delay: Duration::from_millis(10),
+        max_bytes: 1 << 20,
+    };
+    let rounds = plan.rounds;
+    let slice = Duration::from_secs_f64(plan.seconds / rounds as f64);
+    let cap = (plan.append_max_events / rounds as u64).max(1);
+    let append_note = |run: &Rate| {
+        format!(
+            "{:.0} events in {:.2} s ({rounds} rounds interleaved with its limit), 64 MiB segments",
+            run.amount, run.seconds
+        )
+    };
+
+    // Each limit is measured in rounds interleaved with the engine figures
+    // it bounds, so that drift (a noisy neighbour, background writeback)
+    // hits both alike.
+    progress.step("SHA-256 limit; append with OS buffering");
+    let sha_name = "SHA-256 of the same record bytes, one core";
+    let none_single = Appender::new(work, "none-single", Durability::None, 1, 1, &pool)?;
+    let none_batch = Appender::new(work, "none-batch", Durability::None, 1, BATCH_EVENTS, &pool)?;
+    let [sha, none_single_rate, none_batch_rate] = interleave(
+        rounds,
+        [
+            &mut |_| Ok(sha256_bytes(&records, slice)),
+            &mut |_| none_single.run(slice, cap),
+            &mut |_| none_batch.run(slice, cap),
+        ],
+    )?;
+    none_single.close()?;
+    none_batch.close()?;
+    let sha_bytes_per_s = sha.per_s();
+    let sha_events = sha_bytes_per_s / record_bytes;
+    rows.push(row(
+        "limit: SHA-256, one core, record-sized buffers",
+        (sha_bytes_per_s / 1e6, "MB/s"),
+        (NOMINAL_SHA256_BYTES_PER_S / 1e6, "MB/s"),
+        "DESIGN.md nominal",
+        format!("Sha256::digest of each record ({record_bytes:.0} B average)"),
+    ));
+    for (name, run) in [
+        ("append none, 1 writer, single", &none_single_rate),
+        ("append none, 1 writer, batches of 256", &none_batch_rate),
+    ] {
+        rows.push(row(
+            name,
+            (run.per_s(), "events/s"),
+            (sha_events, "events/s"),
+            sha_name,
+            append_note(run),
+        ));
+    }
+    progress.done();
+
+    progress.step("sequential write limit; append with group commit (Batch)");
+    let seq_name = "sequential write + fdatasync bandwidth, as record bytes";
+    let writers_name = format!("{writers} writers");
+    let batch_single = Appender::new(work, "batch-single", batch_policy, 1, 1, &pool)?;
+    let batch_batch = Appender::new(work, "batch-batch", batch_policy, 1, BATCH_EVENTS, &pool)?;
+    let batch_many = Appender::new(work, "batch-many", batch_policy, writers, 1, &pool)?;
+    let always_batch = Appender::new(
+        work,
+        "always-batch",
+        Durability::Always,
+        1,
+        BATCH_EVENTS,
+        &pool,
+    )?;
+    let seq_path = work.0.join("seq-write");
+    let [seq, batch_single_rate, batch_batch_rate, batch_many_rate, always_batch_rate] =
+        interleave(
+            rounds,
+            [
+                &mut |_| seq_write_bytes(&seq_path, plan.seq_write_bytes),
+                &mut |_| batch_single.run(slice, cap),
+                &mut |_| batch_batch.run(slice, cap),
+                &mut |_| batch_many.run(slice, cap),
+                &mut |_| always_batch.run(slice, cap),
+            ],
+        )?;
+    for a in [batch_single, batch_batch, batch_many, always_batch] {
+        a.close()?;
+    }
+    let seq_bytes_per_s = seq.per_s();
+    let seq_events = seq_bytes_per_s / record_bytes;
+    rows.push(row(
+        "limit: sequential write + fdatasync",
+        (seq_bytes_per_s / 1e6, "MB/s"),
+        (NOMINAL_SEQ_WRITE_BYTES_PER_S / 1e6, "MB/s"),
+        "DESIGN.md nominal",
+        format!(
+            "{} MiB in 1 MiB writes to a new file, then one fdatasync; {rounds} rounds",
+            plan.seq_write_bytes >> 20
+        ),
+    ));
+    for (name, run) in [
+        (
+            "append batch, 1 writer, single".to_string(),
+            &batch_single_rate,
+        ),
+        (
+            "append batch, 1 writer, batches of 256".to_string(),
+            &batch_batch_rate,
+        ),
+        (
+            format!("append batch, {writers_name}, single"),
+            &batch_many_rate,
+        ),
+        (
+            "append always, 1 writer, batches of 256".to_string(),
+            &always_batch_rate,
+        ),
+    ] {
+        rows.push(row(
+            name,
+            (run.per_s(), "events/s"),
+            (seq_events, "events/s"),
+            seq_name,
+            append_note(run),
+        ));
+    }
+    progress.done();
+
+    progress.step("small write + fdatasync limit; append with Always");
+    let fsync_name = "small write + fdatasync rate";
+    let write_len = frame_bytes.round() as usize;
+    let raw = RawFsync::new(&work.fresh("small-fsync"), write_len)?;
+    let always_single = Appender::new(work, "always-single", Durability::Always, 1, 1, &pool)?;
+    let always_many = Appender::new(work, "always-many", Durability::Always, writers, 1, &pool)?;
+    let [fsyncs, always_single_rate, always_many_rate] = interleave(
+        rounds,
+        [
+            &mut |_| raw.run(slice),
+            &mut |_| always_single.run(slice, cap),
+            &mut |_| always_many.run(slice, cap),
+        ],
+    )?;
+    always_single.close()?;
+    always_many.close()?;
+    drop(raw);
+    let fsyncs_per_s = fsyncs.per_s();
+    rows.push(row(
+        "limit: small write + fdatasync",
+        (fsyncs_per_s, "ops/s"),
+        (NOMINAL_SMALL_FSYNC_OPS_PER_S, "ops/s"),
+        "DESIGN.md nominal (150 us)",
+        format!(
+            "{write_len}-byte writes at increasing offsets of a preallocated file (as segments are), each followed by fdatasync; {rounds} rounds"
+        ),
+    ));
+    for (name, run) in [
+        (
+            "append always, 1 writer, single".to_string(),
+            &always_single_rate,
+        ),
+        (
+            format!("append always, {writers_name}, single"),
+            &always_many_rate,
+        ),
+    ] {
+        rows.push(row(
+            name,
+            (run.per_s(), "events/s"),
+            (fsyncs_per_s, "events/s"),
+            fsync_name,
+            append_note(run),
+        ));
+    }
+    progress.done();
+
+    // The large log for open, verify, query and export.
+    progress.step("building the large log");
+    let log_dir = work.fresh("large-log");
+    let built = build_log(&log_dir, plan, event_bytes)?;
+    progress.done();
+
+    progress.step("open");
+    let open_ms = open_ms(&log_dir)?;
+    rows.push(row(
+        "open (Log::open of the large log)",
+        (open_ms, "ms"),
+        (TARGET_OPEN_MS, "ms"),
+        "target",
+        format!(
+            "median of 3; {} segments, {:.0} MiB; the newest (unsealed, scanned on open) holds {} records, {:.0}% of a sealed one",
+            built.segments,
+            built.bytes as f64 / (1 << 20) as f64,
+            built.active_records,
+            built.active_fill * 100.0
+        ),
+    ));
+    progress.done();
+
+    progress.step("verify, 1 thread");
+    let verify1 = spawn_child(ChildOp::Verify, &log_dir, 1)?;
+    let verify1_rate = verify1.records as f64 / verify1.elapsed_s;
+    rows.push(row(
+        "verify, 1 thread",
+        (verify1_rate, "events/s"),
+        (sha_events, "events/s"),
+        sha_name,
+        format!(
+            "{} records, {:.1} MB/s of segment data",
+            verify1.records,
+            verify1.bytes as f64 / verify1.elapsed_s / 1e6
+        ),
+    ));
+    progress.done();
+    let n = cores();
+    progress.step("verify, all cores");
+    let verify_n = spawn_child(ChildOp::Verify, &log_dir, n)?;
+    let verify_n_rate = verify_n.records as f64 / verify_n.elapsed_s;
+    rows.push(row(
+        format!("verify, {n} threads"),
+        (verify_n_rate, "events/s"),
+        (verify1_rate, "events/s"),
+        "verify, 1 thread",
+        format!(
+            "{:.1} MB/s of segment data",
+            verify_n.bytes as f64 / verify_n.elapsed_s / 1e6
+        ),
+    ));
+    rows.push(row(
+        format!("peak memory, verify {n} threads"),
+        (verify_n.vm_hwm_kib as f64 / 1024.0, "MiB"),
+        (TARGET_PEAK_MIB, "MiB"),
+        "target",
+        format!(
+            "VmHWM of a child process; {:.1} MiB before verifying",
+            verify_n.vm_hwm_start_kib as f64 / 1024.0
+        ),
+    ));
+    progress.done();
+
+    progress.step("export");
+    let export = spawn_child(ChildOp::Export, &log_dir, 1)?;
+    rows.push(row(
+        "export jsonl to a sink",
+        (export.records as f64 / export.elapsed_s, "events/s"),
+        (verify1_rate, "events/s"),
+        "verify, 1 thread",
+        format!("{} rows", export.records),
+    ));
+    rows.push(row(
+        "peak memory, export",
+        (export.vm_hwm_kib as f64 / 1024.0, "MiB"),
+        (TARGET_PEAK_MIB, "MiB"),
+        "target",
+        format!(
+            "VmHWM of a child process; {:.1} MiB before exporting",
+            export.vm_hwm_start_kib as f64 / 1024.0
+        ),
+    ));
+    progress.done();
+
+    progress.step("query");
+    let (query_ms, matches) = query_ms(&log_dir, &rare_actor(QUERIED_RARE_ACTOR))?;
+    if matches != built.rare_matches {
+        return Err(CliError::Integrity(format!(
+            "bench: the query found {matches} records of the rare actor, {} were appended",
+            built.rare_matches
+        )));
+    }
+    let full_scan_ms = built.events as f64 / verify1_rate * 1e3;
+    rows.push(row(
+        "query: one rare actor",
+        (query_ms, "ms"),
+        (full_scan_ms, "ms"),
+        "a full scan at the verify, 1 thread rate",
+        format!("median of 3; {matches} matches"),
+    ));
+    progress.done();
+    let _ = fs::remove_dir_all(&log_dir);
+
+    let context = RunContext {
+        record_bytes,
+        frame_bytes,
+        cores: n,
+        log_events: built.events,
+        log_bytes: built.bytes,
+        log_segments: built.segments,
+        work_dir: work.0.clone(),
+    };
+    Ok((rows, context))
+}
+
+/// An amount (bytes, operations, events) done in some seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rate {
+    amount: f64,
+    seconds: f64,
+}
+
+impl Rate {
+    fn per_s(&self) -> f64 {
+        self.amount / self.seconds.max(1e-9)
+    }
+}
+
+/// Runs each measurement once per round, in turn, and adds up each one's
+/// amounts and times.
+fn interleave<const N: usize>(
+    rounds: usize,
+    mut slices: [&mut dyn FnMut(usize) -> Result<Rate, CliError>; N],
+) -> Result<[Rate; N], CliError> {
+    let mut totals = [Rate::default(); N];
+    for round in 0..rounds {
+        for (total, slice) in totals.iter_mut().zip(slices.iter_mut()) {
+            let r = slice(round)?;
+            total.amount += r.amount;
+            total.seconds += r.seconds;
+        }
+    }
+    Ok(totals)
+}
+
+/// SHA-256 of each record in turn, for about `budget`: bytes hashed.
+fn sha256_bytes(records: &[Vec<u8>], budget: Duration) -> Rate {
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    let mut sink = 0u8;
+    'outer: loop {
+        for chunk in records.chunks(64) {
+            for r in chunk {
+                let digest = Sha256::digest(r);
+                sink ^= digest[0];
+                bytes += r.len() as u64;
+            }
+            if start.elapsed() >= budget {
+                break 'outer;
+            }
+        }
+    }
+    std::hint::black_box(sink);
+    Rate {
+        amount: bytes as f64,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// Writes `total` bytes in 1 MiB writes to a new file, then `fdatasync`.
+fn seq_write_bytes(path: &Path, total: u64) -> Result<Rate, CliError> {
+    let io_err = |e| CliError::io(format!("writing {}", path.display()), e);
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(31) >> 3) as u8)
+        .collect();
+    let _ = fs::remove_file(path);
+    settle(path.parent().unwrap_or(path));
+    let mut file = File::create(path).map_err(io_err)?;
+    let start = Instant::now();
+    let mut written = 0;
+    while written < total {
+        file.write_all(&chunk).map_err(io_err)?;
+        written += chunk.len() as u64;
+    }
+    file.sync_data().map_err(io_err)?;
+    let seconds = start.elapsed().as_secs_f64();
+    drop(file);
+    let _ = fs::remove_file(path);
+    Ok(Rate {
+        amount: written as f64,
+        seconds,
+    })
+}
+
+/// Small writes at increasing offsets of a preallocated file, each followed
+/// by `fdatasync`: what `Durability::Always` does per append, without the engine.
+struct RawFsync {
+    path: PathBuf,
+    file: Arc<dyn chainlog::storage::StorageFile>,
+    buf: Vec<u8>,
+    at: std::cell::Cell<u64>,
+}
+
+const RAW_FSYNC_FILE_BYTES: u64 = 64 << 20;
+
+impl RawFsync {
+    fn new(path: &Path, write_len: usize) -> Result<RawFsync, CliError> {
+        let io_err = |e| CliError::io(format!("creating {}", path.display()), e);
+        let file = FsStorage.create_new(path).map_err(io_err)?;
+        file.allocate(RAW_FSYNC_FILE_BYTES).map_err(io_err)?;
+        file.sync_data().map_err(io_err)?;
+        Ok(RawFsync {
+            path: path.to_path_buf(),
+            file,
+            buf: vec![0xa5; write_len.max(1)],
+            at: std::cell::Cell::new(0),
+        })
+    }
+
+    fn run(&self, budget: Duration) -> Result<Rate, CliError> {
+        let io_err = |e| CliError::io(format!("writing {}", self.path.display()), e);
+        let stride = self.buf.len().div_ceil(8) as u64 * 8;
+        let start = Instant::now();
+        let mut ops = 0u64;
+        while start.elapsed() < budget || ops < 3 {
+            let mut at = self.at.get();
+            if at + stride > RAW_FSYNC_FILE_BYTES {
+                at = 0;
+            }
+            self.file.write_all_at(&self.buf, at).map_err(io_err)?;
+            self.file.sync_data().map_err(io_err)?;
+            self.at.set(at + stride);
+            ops += 1;
+        }
+        Ok(Rate {
+            amount: ops as f64,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+impl Drop for RawFsync {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Flushes the file system holding `dir` (`syncfs`), so that the writeback
+/// and the discards of one measurement's removed files do not slow the next.
+fn settle(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
+        let _ = rustix::fs::syncfs(&dir);
+    }
+}
+
+/// One append measurement: a log in its own directory, appended to by
+/// `writers` threads in slices of time.
+struct Appender {
+    dir: PathBuf,
+    log: Log,
+    pool: Arc<Vec<Event>>,
+    writers: usize,
+    batch: usize,
+    /// Where each writer is in the pool (in batches).
+    next_chunk: std::cell::Cell<usize>,
+}
+
+impl Appender {
+    fn new(
+        work: &WorkDir,
+        name: &str,
+        durability: Durability,
+        writers: usize,
+        batch: usize,
+        pool: &Arc<Vec<Event>>,
+    ) -> Result<Appender, CliError> {
+        let dir = work.fresh(name);
+        let options = Options {
+            durability,
+            ..Options::default()
+        };
+        Ok(Appender {
+            log: Log::create(&dir, options)?,
+            dir,
+            pool: pool.clone(),
+            writers,
+            batch,
+            next_chunk: std::cell::Cell::new(0),
+        })
+    }
+
+    /// Appends for about `budget`, or until `cap` events; the time runs from
+    /// when all writers are ready until the last append returns.
+    fn run(&self, budget: Duration, cap: u64) -> Result<Rate, CliError> {
+        let (log, pool, batch, writers) = (&self.log, &*self.pool, self.batch, self.writers);
+        let chunks = pool.len() / batch;
+        let first_chunk = self.next_chunk.get();
+        let claimed = AtomicU64::new(0);
+        let ready = std::sync::Barrier::new(writers + 1);
+        let (results, seconds) = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let (claimed, ready) = (&claimed, &ready);
+                    s.spawn(move || -> Result<(u64, usize), chainlog::Error> {
+                        let mut k = first_chunk + w * chunks / writers;
+                        let mut appended = 0;
+                        ready.wait();
+                        let start = Instant::now();
+                        while start.elapsed() < budget {
+                            let n = batch as u64;
+                            if claimed.fetch_add(n, Ordering::Relaxed) + n > cap {
+                                break;
+                            }
+                            let slice = &pool[(k % chunks) * batch..][..batch];
+                            if batch == 1 {
+                                log.append(&slice[0])?;
+                            } else {
+                                log.append_batch(slice)?;
+                            }
+                            appended += n;
+                            k += 1;
+                        }
+                        Ok((appended, k))
+                    })
+                })
+                .collect();
+            ready.wait();
+            let start = Instant::now();
+            let results: Vec<_> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Ok((0, 0))))
+                .collect();
+            (results, start.elapsed().as_secs_f64())
+        });
+        let mut events = 0;
+        for r in results {
+            let (appended, k) = r?;
+            events += appended;
+            self.next_chunk.set(self.next_chunk.get().max(k));
+        }
+        Ok(Rate {
+            amount: events as f64,
+            seconds,
+        })
+    }
+
+    /// Closes the log (syncing it) and removes it.
+    fn close(self) -> Result<(), CliError> {
+        self.log.close()?;
+        let _ = fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+struct BuiltLog {
+    events: u64,
+    bytes: u64,
+    segments: u64,
+    /// Records in the newest segment.
+    active_records: u64,
+    /// Those as a share of a sealed segment's records.
+    active_fill: f64,
+    /// Records of the queried rare actor.
+    rare_matches: u64,
+}
+
+/// Builds the large log with `Durability::None` and batches, generating
+/// events on a second thread.
+fn build_log(dir: &Path, plan: &Plan, event_bytes: usize) -> Result<BuiltLog, CliError> {
+    let options = Options {
+        durability: Durability::None,
+        segment_bytes: plan.log_segment_bytes,
+        ..Options::default()
+    };
+    let log = Log::create(dir, options)?;
+    let total = plan.log_events;
+    let wanted = rare_actor(QUERIED_RARE_ACTOR);
+    // Batches well under a segment: events are at most 1.15 × event_bytes.
+    let batch = (plan.log_segment_bytes / 2 / (2 * event_bytes as u64 + 64)).clamp(1, 1024);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(8);
+    let generator = std::thread::spawn(move || {
+        let mut gen = EventGen::new(SEED ^ 0x5eed, event_bytes);
+        let mut left = total;
+        let mut rare = 0u64;
+        while left > 0 {
+            let n = left.min(batch);
+            let batch: Vec<Event> = (&mut gen).take(n as usize).collect();
+            rare += batch.iter().filter(|e| e.actor == wanted).count() as u64;
+            if tx.send(batch).is_err() {
+                break;
+            }
+            left -= n;
+        }
+        rare
+    });
+    let mut appended = 0;
+    for batch in rx {
+        appended += log.append_batch(&batch)?.len() as u64;
+    }
+    let rare_matches = generator.join().unwrap_or(0);
+    let segments = log.state().segments as u64;
+    log.close()?;
+    let mut bytes = 0;
+    let mut newest_base = 0;
+    for (base, path) in crate::read::segment_files(dir)? {
+        bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        newest_base = newest_base.max(base);
+    }
+    // Records in the newest (unsealed) segment, which open scans, against
+    // the average of the sealed ones.
+    let active_records = appended - newest_base;
+    let active_fill = if segments > 1 {
+        active_records as f64 / (newest_base as f64 / (segments - 1) as f64)
+    } else {
+        1.0
+    };
+    Ok(BuiltLog {
+        events: appended,
+        bytes,
+        segments,
+        active_records,
+        active_fill,
+        rare_matches,
+    })
+}
+
+/// Median of three read-write opens (the open an appender does: recovery of
+/// the newest segment included).
+fn open_ms(dir: &Path) -> Result<f64, CliError> {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let log = Log::open(
+            dir,
+            Options {
+                durability: Durability::None,
+                ..Options::default()
+            },
+        )?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        log.close()?;
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[1])
+}
+
+/// Median of three runs of a query for one actor; returns the time and the
+/// number of matches.
+fn query_ms(dir: &Path, actor: &str) -> Result<(f64, u64), CliError> {
+    let log = Log::open(
+        dir,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )?;
+    let query = Query {
+        filter: Filter {
+            actors: vec![actor.to_string()],
+            ..Filter::default()
+        },
+        ..Query::default()
+    };
+    let mut times = Vec::new();
+    let mut matches = 0;
+    for _ in 0..3 {
+        let start = Instant::now();
+        matches = 0;
+        for m in log.query(&query)? {
+            std::hint::black_box(m?);
+            matches += 1;
+        }
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[1], matches))
+}
+
+/// What a child process reports.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ChildReport {
+    elapsed_s: f64,
+    records: u64,
+    bytes: u64,
+    /// `VmHWM` when the operation started and when it ended.
+    vm_hwm_start_kib: u64,
+    vm_hwm_kib: u64,
+}
+
+fn spawn_child(op: ChildOp, log: &Path, threads: usize) -> Result<ChildReport, CliError> {
+    let exe =
+        std::env::current_exe().map_err(|e| CliError::io("finding the chainlog executable", e))?;
+    let op_name = match op {
+        ChildOp::Verify => "verify",
+        ChildOp::Export => "export",
+    };
+    let output = std::process::Command::new(exe)
+        .args(["bench", "--quiet", "--child", op_name, "--child-threads"])
+        .arg(threads.to_string())
+        .arg("--child-log")
+        .arg(log)
+        .env_remove("CHAINLOG_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| CliError::io("running the bench child process", e))?;
+    if !output.status.success() {
+        return Err(CliError::Integrity(format!(
+            "bench: the {op_name} child process failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| CliError::Integrity(format!("bench: unreadable {op_name} child report: {e}")))
+}
+
+/// `VmHWM` (peak resident set) of this process, in KiB.
+fn vm_hwm_kib() -> Result<u64, CliError> {
+    let status = fs::read_to_string("/proc/self/status")
+        .map_err(|e| CliError::io("reading /proc/self/status", e))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| CliError::Integrity("no VmHWM in /proc/self/status".into()))
+}
+
+fn run_child(op: ChildOp, dir: &Path, threads: usize) -> Result<ExitCode, CliError> {
+    let vm_hwm_start_kib = vm_hwm_kib()?;
+    let start = Instant::now();
+    let (records, bytes) = match op {
+        ChildOp::Verify => {
+            let options = VerifyOptions {
+                threads: threads.max(1),
+                ..VerifyOptions::default()
+            };
+            let report = verify_dir_with(&FsStorage, dir, &options, &mut |_| {})?;
+            if !report.is_intact() {
+                return Err(CliError::Integrity(format!(
+                    "bench: the log is not intact: {:?}",
+                    report.problems.first()
+                )));
+            }
+            (report.records, report.bytes)
+        }
+        ChildOp::Export => {
+            let log = Log::open(
+                dir,
+                Options {
+                    read_only: true,
+                    ..Options::default()
+                },
+            )?;
+            let mut exporter =
+                Exporter::new(io::sink(), ExportOptions::new(ExportFormat::JsonLines))
+                    .map_err(|e| CliError::io("starting the export", e))?;
+            let mut bytes = 0;
+            for m in log.query(&Query::default())? {
+                let m = m?;
+                bytes += m.record.len() as u64;
+                exporter.write(&m).map_err(|e| match e {
+                    ExportError::Io(e) => CliError::io("exporting", e),
+                    other => CliError::Integrity(other.to_string()),
+                })?;
+            }
+            let rows = exporter.rows();
+            exporter
+                .finish()
+                .map_err(|e| CliError::io("finishing the export", e))?;
+            (rows, bytes)
+        }
+    };
+    let report = ChildReport {
+        elapsed_s: start.elapsed().as_secs_f64(),
+        records,
+        bytes,
+        vm_hwm_start_kib,
+        vm_hwm_kib: vm_hwm_kib()?,
+    };
+    let text = serde_json::to_string(&report).map_err(|e| CliError::output(e.into()))?;
+    outln!("{text}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn group_thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn format_value(value: f64, unit: &str) -> String {
+    match unit {
+        "events/s" | "ops/s" => format!("{} {unit}", group_thousands(value)),
+        "ms" if value < 10.0 => format!("{value:.2} {unit}"),
+        _ => format!("{value:.1} {unit}"),
+    }
+}
+
+fn print_rows(rows: &[Row], ctx: &RunContext, json: bool, quiet: bool) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(rows).map_err(|e| CliError::output(e.into()))?;
+        writeln!(out, "{text}").map_err(CliError::output)?;
+        return out.flush().map_err(CliError::output);
+    }
+    if !quiet {
+        writeln!(
+            out,
+            "chainlog bench: {} cores; events {:.0} B per record on average ({:.0} B per frame); work dir {}",
+            ctx.cores,
+            ctx.record_bytes,
+            ctx.frame_bytes,
+            ctx.work_dir.display()
+        )
+        .map_err(CliError::output)?;
+        writeln!(
+            out,
+            "large log: {} events, {} segments, {:.0} MiB; verify and export run in child processes (peak memory is theirs)\n",
+            ctx.log_events,
+            ctx.log_segments,
+            ctx.log_bytes as f64 / (1 << 20) as f64
+        )
+        .map_err(CliError::output)?;
+    }
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.measurement.clone(),
+                format_value(r.value, r.unit),
+                format!("{} ({})", format_value(r.limit, r.limit_unit), r.limit_name),
+                format!("{:.3}", r.ratio),
+            ]
+        })
+        .collect();
+    let header = ["measurement", "value", "limit", "ratio"].map(String::from);
+    let mut widths = [0; 4];
+    for line in std::iter::once(&header).chain(&cells) {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for line in std::iter::once(&header).chain(&cells) {
+        writeln!(
+            out,
+            "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}",
+            line[0],
+            line[1],
+            line[2],
+            line[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        )
+        .map_err(CliError::output)?;
+    }
+    if !quiet {
+        writeln!(out).map_err(CliError::output)?;
+        for r in rows {
+            writeln!(out, "{}: {}", r.measurement, r.note).map_err(CliError::output)?;
+        }
+    }
+    out.flush().map_err(CliError::output)
+}

@@ -1,0 +1,507 @@
+//! `chainlog query` and `chainlog export`: filtered reads of the log, as an
+//! audit table or as JSON, JSON Lines or CSV.
+//!
+//! Both commands build a [`Query`] from the same flags. `export`, and `query`
+//! in the json/jsonl/csv formats, stream rows through [`Exporter`] into a
+//! `BufWriter`, so memory stays flat however many rows match, and `query
+//! --format csv` prints exactly what `export --format csv` prints. The table
+//! needs its column widths before its first line, so it buffers one page: at
+//! most `--limit` rows, [`DEFAULT_TABLE_LIMIT`] when `--limit` is absent.
+//!
+//! When `--limit` is given, one more match than the limit is asked for, to
+//! tell a page that was cut short from the last page: a cut page ends with the
+//! cursor to pass as `--after` for the next one.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chainlog::event::RecordView;
+use chainlog::export::{ExportError, ExportFormat, ExportOptions, Exporter};
+use chainlog::query::{parse_time, EventPattern, Filter, FilterError, IpNet, Query, QueryStats};
+use chainlog::ChainHash;
+use chainlog::{Event, Log, Options, Outcome, Timestamp};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::CliError;
+use crate::Global;
+
+/// Rows a table shows when `--limit` is absent.
+pub const DEFAULT_TABLE_LIMIT: u64 = 100;
+
+/// Which records: the flags `query` and `export` share. Repeating a flag
+/// means any of its values (OR); different flags must all match (AND).
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only events by this actor (exact match). Repeat for any of several.
+    #[arg(long, value_name = "ACTOR")]
+    actor: Vec<String>,
+    /// Only this event type (pcap.download), or every type under a prefix
+    /// ending in `*` (pcap.*). Repeat for any of several.
+    #[arg(long, value_name = "TYPE")]
+    event: Vec<String>,
+    /// Only events touching this node (exact match). Repeatable.
+    #[arg(long, value_name = "NODE")]
+    node: Vec<String>,
+    /// Only events touching this resource (exact match). Repeatable.
+    #[arg(long, value_name = "RESOURCE")]
+    resource: Vec<String>,
+    /// Only events from this source address or CIDR block, IPv4 or IPv6
+    /// (203.0.113.42, 198.51.100.0/24, 2001:db8::/32). Repeatable.
+    #[arg(long, value_name = "ADDR|CIDR")]
+    ip: Vec<String>,
+    /// Only events with this outcome: success or failure. Repeatable.
+    #[arg(long, value_name = "OUTCOME")]
+    outcome: Vec<String>,
+    /// Only events at or after TIME (inclusive): RFC 3339
+    /// (2026-03-09T09:52:14Z) or a time before now (30s, 15m, 24h, 7d, 2w).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events before TIME (exclusive): RFC 3339 or relative, as --since.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Start at this seq (inclusive): the lowest seq, or the highest with --reverse.
+    #[arg(long, value_name = "SEQ")]
+    from_seq: Option<u64>,
+    /// Continue after this seq: the last seq of the previous page (a cursor,
+    /// stable while the log grows). With --reverse, continue before it.
+    #[arg(long, value_name = "SEQ")]
+    after: Option<u64>,
+    /// Newest first.
+    #[arg(long)]
+    reverse: bool,
+    /// Return at most N events. The table format shows at most 100 when
+    /// --limit is absent; the other formats have no default limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+}
+
+/// Where and how rows are written.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Write to FILE (created, or truncated) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// CSV: keep cells that start with = + - @ tab or CR as stored, instead of
+    /// prefixing them with ' so that spreadsheets do not run them as formulas.
+    #[arg(long)]
+    no_formula_guard: bool,
+    /// Print what the query read and skipped (segments, blocks, bytes) to stderr.
+    #[arg(long)]
+    stats: bool,
+}
+
+/// `chainlog query`'s arguments.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Output format: an audit table, or what `export` writes.
+    #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+    format: QueryFormat,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// `chainlog export`'s arguments.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output format: one JSON array, JSON Lines, or RFC 4180 CSV with a header row.
+    #[arg(long, value_enum)]
+    format: RowFormat,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// `query`'s formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum QueryFormat {
+    /// Aligned columns for people, then a count line.
+    Table,
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array.
+    Json,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+}
+
+/// The streamed formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RowFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array.
+    Json,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+}
+
+impl RowFormat {
+    fn export_format(self) -> ExportFormat {
+        match self {
+            RowFormat::Jsonl => ExportFormat::JsonLines,
+            RowFormat::Json => ExportFormat::Json,
+            RowFormat::Csv => ExportFormat::Csv,
+        }
+    }
+}
+
+/// Parses every value of one flag, naming the flag in the error.
+fn parse_all<T>(
+    flag: &str,
+    values: &[String],
+    parse: impl Fn(&str) -> Result<T, FilterError>,
+) -> Result<Vec<T>, CliError> {
+    values
+        .iter()
+        .map(|v| parse(v).map_err(|e| CliError::Usage(format!("--{flag}: {e}"))))
+        .collect()
+}
+
+impl FilterArgs {
+    /// The library query these flags ask for; relative times count back from `now`.
+    pub fn to_query(&self, now: Timestamp) -> Result<Query, CliError> {
+        let time = |flag: &str, text: &Option<String>| match text {
+            Some(t) => parse_time(t, now)
+                .map(Some)
+                .map_err(|e| CliError::Usage(format!("--{flag}: {e}"))),
+            None => Ok(None),
+        };
+        let filter = Filter {
+            actors: self.actor.clone(),
+            event_types: parse_all("event", &self.event, EventPattern::from_str)?,
+            nodes: self.node.clone(),
+            resources: self.resource.clone(),
+            ips: parse_all("ip", &self.ip, IpNet::from_str)?,
+            outcomes: parse_all("outcome", &self.outcome, |s| {
+                Outcome::from_str(s).map_err(|_| FilterError::BadOutcome(s.to_string()))
+            })?,
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+        };
+        filter
+            .validate()
+            .map_err(|e| match (&self.since, &self.until) {
+                (Some(since), Some(until)) => CliError::Usage(format!(
+                    "{e} (from --since {since:?} and --until {until:?}): the time range is empty"
+                )),
+                _ => CliError::Usage(e.to_string()),
+            })?;
+        Ok(Query {
+            filter,
+            from_seq: self.from_seq,
+            after: self.after,
+            reverse: self.reverse,
+            limit: self.limit,
+        })
+    }
+}
+
+/// Creates (or truncates) `path`, or takes stdout; buffered either way.
+fn open_output(path: Option<&Path>) -> Result<BufWriter<Box<dyn Write>>, CliError> {
+    let writer: Box<dyn Write> = match path {
+        Some(p) => Box::new(
+            File::create(p).map_err(|e| CliError::io(format!("creating {}", p.display()), e))?,
+        ),
+        None => Box::new(io::stdout().lock()),
+    };
+    Ok(BufWriter::with_capacity(1 << 16, writer))
+}
+
+/// The CLI error for a failed write (a closed stdout pipe ends quietly).
+fn write_error(path: Option<&Path>, e: io::Error) -> CliError {
+    match path {
+        Some(p) => CliError::io(format!("writing {}", p.display()), e),
+        None => CliError::output(e),
+    }
+}
+
+/// The CLI error for a row the exporter refused.
+fn export_error(path: Option<&Path>, e: ExportError) -> CliError {
+    match e {
+        ExportError::Io(e) => write_error(path, e),
+        bad @ ExportError::BadRecord { .. } => {
+            CliError::Integrity(format!("{bad} (run `chainlog verify` for a full report)"))
+        }
+        other => CliError::Usage(other.to_string()),
+    }
+}
+
+/// Opens the log without the writer lock, so it works beside an appender.
+fn open_read_only(dir: &Path) -> Result<Log, CliError> {
+    Ok(Log::open(
+        dir,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )?)
+}
+
+/// How a query run ended: rows written, and whether --limit cut it short.
+struct PageEnd {
+    rows: u64,
+    /// The cursor for the next page, when `--limit` cut this one short.
+    more_after: Option<u64>,
+    stats: QueryStats,
+}
+
+/// Runs `query` against `log`, handing each match to `row`. When the query
+/// has a limit, one more match is fetched to learn whether the page was cut.
+fn run_query(
+    log: &Log,
+    mut query: Query,
+    mut row: impl FnMut(u64, &ChainHash, &RecordView<'_>) -> Result<(), CliError>,
+) -> Result<PageEnd, CliError> {
+    let limit = query.limit;
+    query.limit = limit.map(|l| l.saturating_add(1));
+    let mut matches = log.query(&query)?;
+    let (mut rows, mut last, mut more) = (0u64, None, false);
+    // Records are handed over decoded in place: no copy per row.
+    matches.try_for_each_view(|seq, hash, view| {
+        if limit.is_some_and(|l| rows >= l) {
+            more = true; // the one extra match: the page was cut
+            return Ok(());
+        }
+        row(seq, &hash, view)?;
+        rows += 1;
+        last = Some(seq);
+        Ok::<(), CliError>(())
+    })?;
+    Ok(PageEnd {
+        rows,
+        more_after: last.filter(|_| more),
+        stats: matches.stats(),
+    })
+}
+
+fn print_stats(stats: &QueryStats) {
+    eprintln!(
+        "stats: {} segments skipped, {} segments indexed, {} blocks read, {} records examined, {} bytes read ({} data, {} index)",
+        stats.segments_skipped,
+        stats.segments_indexed,
+        stats.blocks_read,
+        stats.records_examined,
+        stats.data_bytes_read + stats.index_bytes_read,
+        stats.data_bytes_read,
+        stats.index_bytes_read
+    );
+}
+
+/// The "Node / Resource" cell.
+pub fn target_cell(node: Option<&str>, resource: Option<&str>) -> String {
+    match (node, resource) {
+        (Some(n), Some(r)) => format!("{n} / {r}"),
+        (Some(n), None) => n.to_string(),
+        (None, Some(r)) => r.to_string(),
+        (None, None) => "-".to_string(),
+    }
+}
+
+/// The table's columns.
+pub const TABLE_HEADER: [&str; 7] = [
+    "Seq",
+    "Timestamp (UTC)",
+    "Event",
+    "Actor",
+    "Node / Resource",
+    "IP",
+    "Outcome",
+];
+
+/// One table row.
+fn table_row(seq: u64, view: &RecordView<'_>) -> [String; 7] {
+    [
+        seq.to_string(),
+        view.timestamp.to_string(),
+        view.event_type.to_string(),
+        view.actor.to_string(),
+        target_cell(view.node, view.resource),
+        view.source_ip
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        view.outcome.as_str().to_string(),
+    ]
+}
+
+/// One table row for an event that has not been stored (the demo's input).
+pub fn event_cells(event: &Event) -> [String; 6] {
+    [
+        event.timestamp.to_string(),
+        event.event_type.clone(),
+        event.actor.clone(),
+        target_cell(event.node.as_deref(), event.resource.as_deref()),
+        event
+            .source_ip
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        event.outcome.as_str().to_string(),
+    ]
+}
+
+/// Aligned lines: the header, a rule, then the rows, indented by two spaces.
+pub fn table_lines<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Vec<String> {
+    let header = header.map(String::from);
+    let mut widths = [0; N];
+    for row in std::iter::once(&header).chain(rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String; N]| {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        format!("  {}", cells.join("  ").trim_end())
+    };
+    let rule = widths.map(|w| "-".repeat(w));
+    let mut lines = Vec::with_capacity(rows.len() + 2);
+    lines.push(line(&header));
+    lines.push(line(&rule));
+    lines.extend(rows.iter().map(line));
+    lines
+}
+
+/// `12 events`, and the cursor when the page was cut short.
+pub fn count_line(rows: u64, more_after: Option<u64>) -> String {
+    let noun = if rows == 1 { "event" } else { "events" };
+    match more_after {
+        Some(seq) => format!("{rows} {noun} (limit reached); more: --after {seq}"),
+        None => format!("{rows} {noun}"),
+    }
+}
+
+/// Runs a query and returns the table's lines, ending with the count line
+/// (all indented by two spaces). Buffers at most `query.limit` rows.
+pub fn query_table(log: &Log, query: Query) -> Result<(Vec<String>, QueryStats), CliError> {
+    let mut rows = Vec::new();
+    let done = run_query(log, query, |seq, _, view| {
+        rows.push(table_row(seq, view));
+        Ok(())
+    })?;
+    let mut lines = if rows.is_empty() {
+        Vec::new()
+    } else {
+        table_lines(TABLE_HEADER, &rows)
+    };
+    lines.push(format!("  {}", count_line(done.rows, done.more_after)));
+    Ok((lines, done.stats))
+}
+
+/// A spinner counting exported records on stderr.
+fn progress_spinner() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} exporting: {human_pos} records ({per_sec})")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// Streams the matches of `query` in `options.format` to `output` (stdout
+/// when `None`). A failed row ends the stream without closing it (no JSON
+/// `]`), so a reader cannot take the rows before it for the whole answer.
+fn stream(
+    log: &Log,
+    query: Query,
+    options: ExportOptions,
+    output: Option<&Path>,
+    progress: Option<&ProgressBar>,
+) -> Result<PageEnd, CliError> {
+    let mut out = open_output(output)?;
+    let mut exporter = Exporter::new(&mut out, options).map_err(|e| write_error(output, e))?;
+    let done = run_query(log, query, |seq, hash, view| {
+        exporter
+            .write_view(seq, hash, view)
+            .map_err(|e| export_error(output, e))?;
+        if let Some(bar) = progress {
+            bar.inc(1);
+        }
+        Ok(())
+    });
+    let done = match done {
+        Ok(done) => done,
+        Err(e) => {
+            drop(exporter);
+            // The rows before the failure still reach the reader.
+            let _ = out.flush();
+            return Err(e);
+        }
+    };
+    exporter.finish().map_err(|e| write_error(output, e))?;
+    out.flush().map_err(|e| write_error(output, e))?;
+    Ok(done)
+}
+
+/// Runs `chainlog query`.
+pub fn query(global: &Global, args: QueryArgs) -> Result<ExitCode, CliError> {
+    let mut query = args.filter.to_query(Timestamp::now())?;
+    let log = open_read_only(global.dir()?)?;
+    let options = ExportOptions {
+        format: match args.format {
+            QueryFormat::Table => {
+                query.limit = Some(query.limit.unwrap_or(DEFAULT_TABLE_LIMIT));
+                let (lines, stats) = query_table(&log, query)?;
+                let path = args.output.output.as_deref();
+                let mut out = open_output(path)?;
+                for line in lines {
+                    writeln!(out, "{line}").map_err(|e| write_error(path, e))?;
+                }
+                out.flush().map_err(|e| write_error(path, e))?;
+                if args.output.stats {
+                    print_stats(&stats);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            QueryFormat::Jsonl => ExportFormat::JsonLines,
+            QueryFormat::Json => ExportFormat::Json,
+            QueryFormat::Csv => ExportFormat::Csv,
+        },
+        csv_formula_guard: !args.output.no_formula_guard,
+    };
+    let done = stream(&log, query, options, args.output.output.as_deref(), None)?;
+    if let Some(seq) = done.more_after.filter(|_| !global.quiet) {
+        eprintln!("more: --after {seq}");
+    }
+    if args.output.stats {
+        print_stats(&done.stats);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `chainlog export`.
+pub fn export(global: &Global, args: ExportArgs) -> Result<ExitCode, CliError> {
+    let query = args.filter.to_query(Timestamp::now())?;
+    let log = open_read_only(global.dir()?)?;
+    let options = ExportOptions {
+        format: args.format.export_format(),
+        csv_formula_guard: !args.output.no_formula_guard,
+    };
+    let progress = (!global.quiet && io::stderr().is_terminal()).then(progress_spinner);
+    let output = args.output.output.as_deref();
+    let result = stream(&log, query, options, output, progress.as_ref());
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let done = result?;
+    if !global.quiet {
+        let to = output.map_or_else(String::new, |p| format!(" to {}", p.display()));
+        let more = done.more_after.map_or_else(String::new, |seq| {
+            format!(" (limit reached; more: --after {seq})")
+        });
+        eprintln!("exported {} records{to}{more}", done.rows);
+    }
+    if args.output.stats {
+        print_stats(&done.stats);
+    }
+    Ok(ExitCode::SUCCESS)
+}
