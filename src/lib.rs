@@ -52,6 +52,7 @@ pub mod index;
 pub mod limits;
 pub mod log;
 pub mod merkle;
+pub mod proof;
 pub mod query;
 pub mod retention;
 pub mod segment;
