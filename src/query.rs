@@ -331,6 +331,10 @@ struct Range {
     blocks: u64,
 }
 
+/// Called with each match (seq, stored hash, decoded record, record bytes);
+/// returns false to stop.
+type OnMatch<'a> = dyn FnMut(u64, ChainHash, &RecordView<'_>, &[u8]) -> Result<bool> + 'a;
+
 /// Streaming query results, from [`Log::query`].
 pub struct QueryIter {
     log_view: crate::log::Snapshot,
@@ -491,7 +495,7 @@ impl QueryIter {
     /// Returns false when the segment has no more ranges.
     fn scan_range(
         &mut self,
-        on_match: &mut dyn FnMut(u64, ChainHash, &RecordView<'_>, &[u8]) -> Result<bool>,
+        on_match: &mut OnMatch<'_>,
     ) -> Result<bool> {
         let Some(range) = self.ranges.pop_front() else {
             return Ok(false);
