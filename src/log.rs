@@ -221,6 +221,9 @@ struct SyncState {
     durable_at: (u64, u64),
     /// A leader is in `fdatasync`.
     syncing: bool,
+    /// A leader has taken its snapshot and its `fdatasync` has not yet
+    /// returned (a failure poisons the handle before this is cleared).
+    fsync_running: bool,
     /// `Writer::bytes_written` as of the last sync.
     synced_bytes: u64,
     /// When the oldest unsynced record was written (Batch).
@@ -406,6 +409,7 @@ impl Log {
             durable_next: next_seq,
             durable_at: (active.header.base_seq, active.write_at),
             syncing: false,
+            fsync_running: false,
             synced_bytes: 0,
             unsynced_since: None,
         };
@@ -674,57 +678,63 @@ fn recover_active(
         start_frontier,
     };
     let mut head = header.prev_hash;
-    if let Some(t) = trailer {
-        check_trailer_bounds(&t, &header, &name)?;
-        active.write_at = t.data_end;
-        active.count = t.record_count;
-        active.min_ts = t.min_timestamp;
-        active.max_ts = t.max_timestamp;
-        active.sealed = true;
-        head = t.last_hash;
-    } else {
-        let mut scan = Scanner::new(file.clone(), &name, HEADER_BYTES, trailer_at);
-        let end = loop {
-            match scan.next_step()? {
-                Step::Frame { offset, frame } => {
-                    let expected = base + active.count;
-                    if frame.seq != expected {
-                        return Err(Error::Corrupted {
-                            file: name,
-                            offset,
-                            reason: format!("frame has seq {}, expected {expected}", frame.seq),
-                        });
-                    }
-                    let view = RecordView::decode(frame.record).map_err(|e| Error::Corrupted {
-                        file: name.clone(),
+    if let Some(t) = &trailer {
+        check_trailer_bounds(t, &header, &name)?;
+    }
+    // The frames are read even when the segment is sealed: a trailer can
+    // reach the disk without the frames it describes (a seal whose
+    // `fdatasync` was torn by a crash, or undermined by an earlier failed
+    // one), and then the frames are the truth.
+    let mut scan = Scanner::new(file.clone(), &name, HEADER_BYTES, trailer_at);
+    let end = loop {
+        match scan.next_step()? {
+            Step::Frame { offset, frame } => {
+                let expected = base + active.count;
+                if frame.seq != expected {
+                    return Err(Error::Corrupted {
+                        file: name,
                         offset,
-                        reason: format!("record at seq {expected}: {e}"),
-                    })?;
-                    active.note_timestamp(view.timestamp);
-                    head = frame.hash;
+                        reason: format!("frame has seq {}, expected {expected}", frame.seq),
+                    });
                 }
-                Step::End { offset } | Step::Bad { offset, .. } => break offset,
+                let view = RecordView::decode(frame.record).map_err(|e| Error::Corrupted {
+                    file: name.clone(),
+                    offset,
+                    reason: format!("record at seq {expected}: {e}"),
+                })?;
+                active.note_timestamp(view.timestamp);
+                head = frame.hash;
             }
-        };
-        active.write_at = end;
-        let (later, damage_end) = scan.find_valid_after(base + active.count)?;
-        if let Some((offset, seq)) = later {
-            return Err(Error::Corrupted {
-                file: name,
-                offset: end,
-                reason: format!(
-                    "invalid frame followed by a valid frame (seq {seq} at byte {offset}); refusing to truncate valid records"
-                ),
-            });
+            Step::End { offset } | Step::Bad { offset, .. } => break offset,
         }
-        if damage_end > end && !read_only {
+    };
+    active.write_at = end;
+    let (later, damage_end) = scan.find_valid_after(base + active.count)?;
+    if let Some((offset, seq)) = later {
+        return Err(Error::Corrupted {
+            file: name,
+            offset: end,
+            reason: format!(
+                "invalid frame followed by a valid frame (seq {seq} at byte {offset}); refusing to truncate valid records"
+            ),
+        });
+    }
+    match trailer {
+        Some(t) if t.record_count == active.count && t.data_end == end && t.last_hash == head => {
+            active.sealed = true;
+        }
+        Some(_) => torn_trailer = true,
+        None => {}
+    }
+    if !active.sealed && !read_only {
+        if damage_end > end {
             // Cut the torn tail: zero it so that new frames never sit before
             // stale bytes.
             let zeros = vec![0; (damage_end - end) as usize];
             file.write_all_at(&zeros, end)
                 .map_err(|e| Error::io(&path, e))?;
         }
-        if torn_trailer && !read_only {
+        if torn_trailer {
             file.write_all_at(&[0; TRAILER_BYTES], trailer_at)
                 .map_err(|e| Error::io(&path, e))?;
         }
@@ -943,8 +953,21 @@ impl Inner {
             self.after_failed_sync(w, &e);
             return Err(Error::io(name, e));
         }
-        w.active.sealed = true;
+        // A group-commit leader may be in, or just out of, an `fdatasync` of
+        // this file that failed: the kernel then drops the dirty pages, and
+        // this later `fdatasync` succeeds without them. Trust it only once
+        // that sync is over and did not fail (a failure poisons first).
         let mut sync = self.sync.lock();
+        while sync.fsync_running {
+            self.sync_done.wait(&mut sync);
+        }
+        let poisoned = self.poison.lock().clone();
+        if let Some(why) = poisoned {
+            drop(sync);
+            self.after_failed_sync(w, &std::io::Error::other(why.clone()));
+            return Err(Error::Poisoned(why));
+        }
+        w.active.sealed = true;
         sync.durable_next = w.next_seq;
         sync.durable_at = (w.active.header.base_seq, w.active.write_at);
         sync.synced_bytes = w.bytes_written;
@@ -1031,6 +1054,9 @@ impl Inner {
         let started = Instant::now();
         let (file, name, target, at, head, bytes) = {
             let w = self.writer.lock();
+            // Until this sync's result is known, a seal must not trust its
+            // own sync of the same file (see `seal`).
+            self.sync.lock().fsync_running = true;
             let a = &w.active;
             let at = (a.header.base_seq, a.write_at);
             (
@@ -1042,7 +1068,17 @@ impl Inner {
                 w.bytes_written,
             )
         };
-        if let Err(e) = file.sync_data() {
+        let result = file.sync_data();
+        {
+            let mut sync = self.sync.lock();
+            sync.fsync_running = false;
+            if let Err(e) = &result {
+                // Poisoned before a seal waiting on this sync looks.
+                self.set_poison(format!("fdatasync of {name} failed: {e}"));
+            }
+        }
+        self.sync_done.notify_all();
+        if let Err(e) = result {
             let w = self.writer.lock();
             self.after_failed_sync(&w, &e);
             return Err(Error::io(self.dir.join(name), e));

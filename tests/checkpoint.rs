@@ -376,32 +376,46 @@ fn the_log_writes_signed_checkpoints_on_a_schedule() {
         },
     )
     .unwrap();
-    for i in 0..2000 {
+    let latest = out.path().join("checkpoints/latest.checkpoint");
+    let wait_for = |size: u64| -> Checkpoint {
+        // The checkpointer polls; give it a moment to catch up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(note) = std::fs::read_to_string(&latest) {
+                let cp = Checkpoint::open(&note, &signer().verifier()).unwrap();
+                if cp.size >= size {
+                    return cp;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint of size {size}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // Fewer new records than the schedule's 400: no checkpoint yet.
+    for i in 0..300 {
         log.append(&event(i)).unwrap();
     }
-    // The checkpointer polls; give it a moment to catch up with the last records.
-    let latest = out.path().join("checkpoints/latest.checkpoint");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let cp = loop {
-        if let Ok(note) = std::fs::read_to_string(&latest) {
-            let cp = Checkpoint::open(&note, &signer().verifier()).unwrap();
-            if cp.size >= 1600 {
-                break cp;
-            }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!latest.exists(), "a checkpoint before 400 records");
+    // Then one per 400 records, each round waited for.
+    let mut cp = None;
+    for round in 0..4u64 {
+        for i in 0..400 {
+            log.append(&event(300 + round * 400 + i)).unwrap();
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no recent checkpoint was written"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+        cp = Some(wait_for(300 + round * 400 + 100));
+    }
+    let cp = cp.unwrap();
     assert!(log.last_maintenance_error().is_none());
     drop(log);
     let written = std::fs::read_dir(out.path().join("checkpoints"))
         .unwrap()
         .count();
     assert!(
-        written >= 3,
+        written >= 5,
         "one file per checkpoint plus latest: {written}"
     );
     let report = verify(dir.path(), &cp, 2);
