@@ -15,5 +15,8 @@ if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/golang.org/x/mod/s
   apt-get update -qq && apt-get install -y -qq golang-go golang-golang-x-mod-dev >/dev/null
 fi
 export CHAINLOG_REQUIRE_GO=1
+# tests/archive.rs runs against a real S3 server on 127.0.0.1 (s3s-fs).
+scripts/s3-server.sh install
+export CHAINLOG_REQUIRE_S3=1
 cargo test --all-targets "$@"
 cargo test --doc

@@ -14,6 +14,7 @@
 //! the end of the data (segments are preallocated with zeros).
 
 use crate::chain::ChainHash;
+use crate::le::{u32_at, u64_at};
 use crate::limits::MAX_RECORD_BYTES;
 
 /// Size of the fixed part of a frame.
@@ -78,18 +79,6 @@ impl Frame<'_> {
     pub fn padded_len(&self) -> usize {
         padded_len(self.record.len())
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Decodes the frame at the start of `buf`.

@@ -14,6 +14,7 @@
 //! checksum, or does not describe the segment's current trailer is rebuilt
 //! from the segment.
 
+use crate::le::{u32_at, u64_at};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -561,18 +562,6 @@ impl<'a> DirectoryEntry<'a> {
             crc: u32_at(fixed, 12),
         })
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// An in-memory file, so an index just built reads like one loaded from disk.

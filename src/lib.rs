@@ -42,6 +42,9 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "s3")]
+pub mod archive;
+pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 pub mod error;
@@ -49,6 +52,7 @@ pub mod event;
 pub mod export;
 pub mod frame;
 pub mod index;
+mod le;
 pub mod limits;
 pub mod log;
 pub mod merkle;
@@ -56,8 +60,11 @@ pub mod proof;
 pub mod query;
 pub mod retention;
 pub mod segment;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sim;
 pub mod storage;
+pub mod tiles;
 pub mod verify;
 
 pub use chain::{ChainHash, LogId};

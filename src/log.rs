@@ -179,6 +179,20 @@ struct Active {
 }
 
 impl Active {
+    /// A segment with no records yet looked at: frames start at the header's end.
+    fn new(file: Arc<dyn StorageFile>, header: SegmentHeader, start_frontier: Frontier) -> Self {
+        Active {
+            file,
+            header,
+            write_at: HEADER_BYTES,
+            count: 0,
+            min_ts: Timestamp::default(),
+            max_ts: Timestamp::default(),
+            sealed: false,
+            start_frontier,
+        }
+    }
+
     fn name(&self) -> String {
         segment::file_name(self.header.base_seq)
     }
@@ -322,16 +336,7 @@ impl Log {
             created_at: Timestamp::now(),
         };
         let file = segment::create(&*storage, &dir, &header, &Frontier::new())?;
-        let active = Active {
-            file,
-            header,
-            write_at: HEADER_BYTES,
-            count: 0,
-            min_ts: Timestamp::default(),
-            max_ts: Timestamp::default(),
-            sealed: false,
-            start_frontier: Frontier::new(),
-        };
+        let active = Active::new(file, header, Frontier::new());
         let head = header.prev_hash;
         Ok(Log::start(
             storage,
@@ -667,16 +672,7 @@ fn recover_active(
         Err(e) => return Err(e),
     };
     let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
-    let mut active = Active {
-        file: file.clone(),
-        header,
-        write_at: HEADER_BYTES,
-        count: 0,
-        min_ts: Timestamp::default(),
-        max_ts: Timestamp::default(),
-        sealed: false,
-        start_frontier,
-    };
+    let mut active = Active::new(file.clone(), header, start_frontier);
     let mut head = header.prev_hash;
     if let Some(t) = &trailer {
         check_trailer_bounds(t, &header, &name)?;
@@ -899,16 +895,7 @@ impl Inner {
         // A failed create leaves at most a temporary file, removed on the
         // next attempt or open: the log itself is unchanged.
         let file = segment::create(&*self.storage, &self.dir, &header, &start_frontier)?;
-        w.active = Active {
-            file,
-            header,
-            write_at: HEADER_BYTES,
-            count: 0,
-            min_ts: Timestamp::default(),
-            max_ts: Timestamp::default(),
-            sealed: false,
-            start_frontier,
-        };
+        w.active = Active::new(file, header, start_frontier);
         self.view.write().segments.push(header.base_seq);
         self.publish(w);
         Ok(())
@@ -923,11 +910,22 @@ impl Inner {
         let mut indexers = self.indexers.lock();
         indexers.retain(|h| !h.is_finished());
         indexers.push(std::thread::spawn(move || {
+            let tile_file = file.clone();
             let mut builder = IndexBuilder::new(base, block_bytes);
             let built = builder.extend_from(file, &segment::file_name(base), data_end);
             if built.is_ok() && builder.records() == count {
                 let _ = index::write_file(&*storage, &dir, base, &builder.encode());
             }
+            // The Merkle tree's tiles: derived too, rebuilt when missing.
+            let _ = crate::tiles::build_sealed(
+                storage,
+                dir,
+                tile_file,
+                base,
+                data_end,
+                count,
+                block_bytes,
+            );
         }));
     }
 
@@ -1177,16 +1175,8 @@ impl Inner {
             .open(&path, false)
             .map_err(|e| Error::io(&path, e))?;
         let header = segment::read_header(&*file, &name)?;
-        let active = Active {
-            start_frontier: segment::read_start_frontier(&*file, &name, &header)?,
-            file,
-            header,
-            write_at: end,
-            count: 0,
-            min_ts: Timestamp::default(),
-            max_ts: Timestamp::default(),
-            sealed: false,
-        };
+        let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
+        let active = Active::new(file, header, start_frontier);
         let (frontier, _) = extend_frontier(&active, end)?;
         if frontier.size() != next_seq {
             return Err(Error::Corrupted {

@@ -493,10 +493,7 @@ impl QueryIter {
     /// Scans the next range of the current segment, calling `on_match` with
     /// each matching record in file order (it returns false to stop early).
     /// Returns false when the segment has no more ranges.
-    fn scan_range(
-        &mut self,
-        on_match: &mut OnMatch<'_>,
-    ) -> Result<bool> {
+    fn scan_range(&mut self, on_match: &mut OnMatch<'_>) -> Result<bool> {
         let Some(range) = self.ranges.pop_front() else {
             return Ok(false);
         };

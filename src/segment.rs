@@ -6,6 +6,7 @@
 //! [`SegmentTrailer`] once the segment is sealed. `docs/FORMAT.md` has the
 //! byte diagrams.
 
+use crate::le::{array_at, u16_at, u32_at, u64_at};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -66,25 +67,6 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 /// Where frames end and the trailer area starts in a segment of this size.
 pub const fn data_end_limit(segment_bytes: u64) -> u64 {
     segment_bytes - TRAILER_AREA_BYTES
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-fn array_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    let mut a = [0; N];
-    a.copy_from_slice(&b[at..at + N]);
-    a
 }
 
 /// The first 128 bytes of a segment file.

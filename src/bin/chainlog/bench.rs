@@ -140,7 +140,7 @@ impl Plan {
                 log_events: 6_000_000,
                 log_segment_bytes: 64 << 20,
                 seq_write_bytes: 256 << 20,
-                rounds: 3,
+                rounds: 8,
             }
         };
         if let Some(n) = args.events {
@@ -298,6 +298,22 @@ struct RunContext {
     log_bytes: u64,
     log_segments: u64,
     work_dir: PathBuf,
+    /// `/proc/loadavg` before and after: other work on the machine.
+    load_before: String,
+    load_after: String,
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_string(),
+        |text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+    )
 }
 
 fn cores() -> usize {
@@ -310,6 +326,8 @@ fn measure_all(
     work: &WorkDir,
     progress: &Progress,
 ) -> Result<(Vec<Row>, RunContext), CliError> {
+    let load_before = load_average();
+    let child_exe = child_executable(work)?;
     let event_bytes = args.event_bytes as usize;
     let writers = args.writers as usize;
     let pool: Arc<Vec<Event>> = Arc::new(
@@ -518,23 +536,31 @@ fn measure_all(
     progress.done();
 
     progress.step("verify, 1 thread");
-    let verify1 = spawn_child(ChildOp::Verify, &log_dir, 1)?;
+    // Verify is one long run, so its limit is SHA-256 measured just before
+    // and just after it (the mean), not the figure from minutes earlier.
+    let sha_before = sha256_bytes(&records, slice);
+    let verify1 = spawn_child(&child_exe, ChildOp::Verify, &log_dir, 1)?;
+    let sha_after = sha256_bytes(&records, slice);
+    let sha_around = (sha_before.per_s() + sha_after.per_s()) / 2.0;
     let verify1_rate = verify1.records as f64 / verify1.elapsed_s;
     rows.push(row(
         "verify, 1 thread",
         (verify1_rate, "events/s"),
-        (sha_events, "events/s"),
-        sha_name,
+        (sha_around / record_bytes, "events/s"),
+        "SHA-256 of the same record bytes, one core, measured just before and after",
         format!(
-            "{} records, {:.1} MB/s of segment data",
+            "{} records, {:.1} MB/s of segment data; {:.2} CPUs busy; SHA-256 {:.1} MB/s before, {:.1} MB/s after",
             verify1.records,
-            verify1.bytes as f64 / verify1.elapsed_s / 1e6
+            verify1.bytes as f64 / verify1.elapsed_s / 1e6,
+            verify1.cpus_used(),
+            sha_before.per_s() / 1e6,
+            sha_after.per_s() / 1e6
         ),
     ));
     progress.done();
     let n = cores();
     progress.step("verify, all cores");
-    let verify_n = spawn_child(ChildOp::Verify, &log_dir, n)?;
+    let verify_n = spawn_child(&child_exe, ChildOp::Verify, &log_dir, n)?;
     let verify_n_rate = verify_n.records as f64 / verify_n.elapsed_s;
     rows.push(row(
         format!("verify, {n} threads"),
@@ -542,8 +568,9 @@ fn measure_all(
         (verify1_rate, "events/s"),
         "verify, 1 thread",
         format!(
-            "{:.1} MB/s of segment data",
-            verify_n.bytes as f64 / verify_n.elapsed_s / 1e6
+            "{:.1} MB/s of segment data; {:.2} CPUs busy (less than {n} when other processes had the cores)",
+            verify_n.bytes as f64 / verify_n.elapsed_s / 1e6,
+            verify_n.cpus_used()
         ),
     ));
     rows.push(row(
@@ -559,13 +586,17 @@ fn measure_all(
     progress.done();
 
     progress.step("export");
-    let export = spawn_child(ChildOp::Export, &log_dir, 1)?;
+    let export = spawn_child(&child_exe, ChildOp::Export, &log_dir, 1)?;
     rows.push(row(
         "export jsonl to a sink",
         (export.records as f64 / export.elapsed_s, "events/s"),
         (verify1_rate, "events/s"),
         "verify, 1 thread",
-        format!("{} rows", export.records),
+        format!(
+            "{} rows; {:.2} CPUs busy",
+            export.records,
+            export.cpus_used()
+        ),
     ));
     rows.push(row(
         "peak memory, export",
@@ -606,6 +637,8 @@ fn measure_all(
         log_bytes: built.bytes,
         log_segments: built.segments,
         work_dir: work.0.clone(),
+        load_before,
+        load_after: load_average(),
     };
     Ok((rows, context))
 }
@@ -982,11 +1015,40 @@ struct ChildReport {
     /// `VmHWM` when the operation started and when it ended.
     vm_hwm_start_kib: u64,
     vm_hwm_kib: u64,
+    /// CPU time (user + system, all threads) the operation took.
+    cpu_s: f64,
 }
 
-fn spawn_child(op: ChildOp, log: &Path, threads: usize) -> Result<ChildReport, CliError> {
+impl ChildReport {
+    /// CPUs busy on average: below the thread count when other processes
+    /// had the cores.
+    fn cpus_used(&self) -> f64 {
+        self.cpu_s / self.elapsed_s.max(1e-9)
+    }
+}
+
+/// A copy of this executable in the work directory, for the child
+/// processes: a rebuild of `target/release/chainlog` during a long run
+/// would otherwise take the executable away from under the bench.
+fn child_executable(work: &WorkDir) -> Result<PathBuf, CliError> {
     let exe =
         std::env::current_exe().map_err(|e| CliError::io("finding the chainlog executable", e))?;
+    let copy = work.0.join("chainlog-bench-child");
+    fs::copy(&exe, &copy).map_err(|e| {
+        CliError::io(
+            format!("copying {} for the child processes", exe.display()),
+            e,
+        )
+    })?;
+    Ok(copy)
+}
+
+fn spawn_child(
+    exe: &Path,
+    op: ChildOp,
+    log: &Path,
+    threads: usize,
+) -> Result<ChildReport, CliError> {
     let op_name = match op {
         ChildOp::Verify => "verify",
         ChildOp::Export => "export",
@@ -1022,8 +1084,25 @@ fn vm_hwm_kib() -> Result<u64, CliError> {
         .ok_or_else(|| CliError::Integrity("no VmHWM in /proc/self/status".into()))
 }
 
+/// CPU time of this process so far (user + system, all threads, the
+/// exited ones included), from `/proc/self/stat` in USER_HZ (100/s) ticks.
+fn cpu_seconds() -> Result<f64, CliError> {
+    let stat = fs::read_to_string("/proc/self/stat")
+        .map_err(|e| CliError::io("reading /proc/self/stat", e))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / 100.0),
+        _ => Err(CliError::Integrity("unreadable /proc/self/stat".into())),
+    }
+}
+
 fn run_child(op: ChildOp, dir: &Path, threads: usize) -> Result<ExitCode, CliError> {
     let vm_hwm_start_kib = vm_hwm_kib()?;
+    let cpu_start = cpu_seconds()?;
     let start = Instant::now();
     let (records, bytes) = match op {
         ChildOp::Verify => {
@@ -1051,20 +1130,19 @@ fn run_child(op: ChildOp, dir: &Path, threads: usize) -> Result<ExitCode, CliErr
             let mut exporter =
                 Exporter::new(io::sink(), ExportOptions::new(ExportFormat::JsonLines))
                     .map_err(|e| CliError::io("starting the export", e))?;
-            let mut bytes = 0;
-            for m in log.query(&Query::default())? {
-                let m = m?;
-                bytes += m.record.len() as u64;
-                exporter.write(&m).map_err(|e| match e {
-                    ExportError::Io(e) => CliError::io("exporting", e),
-                    other => CliError::Integrity(other.to_string()),
+            // The path `chainlog export` takes: records decoded in place.
+            log.query(&Query::default())?
+                .try_for_each_view(|seq, hash, view| {
+                    exporter.write_view(seq, &hash, view).map_err(|e| match e {
+                        ExportError::Io(e) => CliError::io("exporting", e),
+                        other => CliError::Integrity(other.to_string()),
+                    })
                 })?;
-            }
             let rows = exporter.rows();
             exporter
                 .finish()
                 .map_err(|e| CliError::io("finishing the export", e))?;
-            (rows, bytes)
+            (rows, 0)
         }
     };
     let report = ChildReport {
@@ -1073,6 +1151,7 @@ fn run_child(op: ChildOp, dir: &Path, threads: usize) -> Result<ExitCode, CliErr
         bytes,
         vm_hwm_start_kib,
         vm_hwm_kib: vm_hwm_kib()?,
+        cpu_s: cpu_seconds()? - cpu_start,
     };
     let text = serde_json::to_string(&report).map_err(|e| CliError::output(e.into()))?;
     outln!("{text}")?;
@@ -1118,10 +1197,16 @@ fn print_rows(rows: &[Row], ctx: &RunContext, json: bool, quiet: bool) -> Result
         .map_err(CliError::output)?;
         writeln!(
             out,
-            "large log: {} events, {} segments, {:.0} MiB; verify and export run in child processes (peak memory is theirs)\n",
+            "large log: {} events, {} segments, {:.0} MiB; verify and export run in child processes (peak memory is theirs)",
             ctx.log_events,
             ctx.log_segments,
             ctx.log_bytes as f64 / (1 << 20) as f64
+        )
+        .map_err(CliError::output)?;
+        writeln!(
+            out,
+            "load average before: {}, after: {} (other work on the machine skews the figures; the ratios less so)\n",
+            ctx.load_before, ctx.load_after
         )
         .map_err(CliError::output)?;
     }

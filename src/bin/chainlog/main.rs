@@ -17,14 +17,21 @@ macro_rules! outln {
     }};
 }
 
+#[cfg(feature = "server")]
+mod apikey;
 mod append;
+#[cfg(feature = "s3")]
+mod archive;
 mod bench;
 mod demo;
 mod error;
 mod keys;
+mod prove;
 mod query;
 mod read;
 mod retention;
+#[cfg(feature = "server")]
+mod serve;
 mod verify;
 
 use std::io::Write;
@@ -108,6 +115,30 @@ enum Command {
     Keygen(keys::KeygenArgs),
     /// Sign a checkpoint (log id, size, tree root, chain head) of the log.
     Checkpoint(keys::CheckpointArgs),
+    /// Upload the sealed segments not yet archived (with their indexes, a
+    /// manifest and optionally a signed checkpoint) to s3://BUCKET/PREFIX;
+    /// never overwrites an archived object.
+    #[cfg(feature = "s3")]
+    Archive(archive::ArchiveArgs),
+    /// Rebuild a log in --dir (new or empty) from an archive in
+    /// s3://BUCKET/PREFIX, checking every object against the manifest.
+    #[cfg(feature = "s3")]
+    Restore(archive::RestoreArgs),
+    /// Print a Merkle proof as JSON: that a record is in the tree a signed
+    /// checkpoint signs, or that a newer checkpoint's tree extends an older one's.
+    #[command(subcommand)]
+    Prove(prove::ProveCommand),
+    /// Check a bundle from `export --format bundle` offline, with the public
+    /// key alone: the signature, and each row's hash, fields and inclusion.
+    CheckBundle(prove::CheckBundleArgs),
+    /// Serve the HTTP API and the Audit Log dashboard over the workspaces
+    /// in --data, until SIGTERM or Ctrl-C.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
+    /// Create, rotate, revoke or list the HTTP API's keys.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Apikey(apikey::ApikeyCommand),
     /// Create a log of realistic events, verify it, tamper with a copy and
     /// show the verifier catching it. Uses --dir as its workspace (a fresh
     /// temporary directory when absent).
@@ -195,10 +226,20 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Hold(command) => retention::hold(&global, command),
         Command::Keygen(args) => keys::keygen(&global, args),
         Command::Checkpoint(args) => keys::checkpoint(&global, args),
+        #[cfg(feature = "s3")]
+        Command::Archive(args) => archive::run(&global, args),
+        #[cfg(feature = "s3")]
+        Command::Restore(args) => archive::restore(&global, args),
+        Command::Prove(command) => prove::run(&global, command),
+        Command::CheckBundle(args) => prove::check_bundle(&global, args),
         Command::Stats { json } => read::stats(&global, json),
         Command::Query(args) => query::query(&global, args),
         Command::Export(args) => query::export(&global, args),
         Command::Bench(args) => bench::run(&global, args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(args, global.quiet),
+        #[cfg(feature = "server")]
+        Command::Apikey(command) => apikey::run(command, global.quiet),
         Command::Demo => {
             // The demo writes into its workspace: only take one the user
             // named on the command line, never a CHAINLOG_DIR meant for a real log.

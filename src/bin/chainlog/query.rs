@@ -110,9 +110,14 @@ pub struct QueryArgs {
 /// `chainlog export`'s arguments.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Output format: one JSON array, JSON Lines, or RFC 4180 CSV with a header row.
+    /// Output format: one JSON array, JSON Lines, RFC 4180 CSV with a header
+    /// row, or a self-verifying bundle (needs --checkpoint).
     #[arg(long, value_enum)]
     format: RowFormat,
+    /// For --format bundle: the signed checkpoint whose tree every row is
+    /// proved to be in (only records below its size are exported).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
     #[command(flatten)]
@@ -141,14 +146,19 @@ enum RowFormat {
     Json,
     /// RFC 4180 CSV with a header row.
     Csv,
+    /// One JSON file with each row's stored bytes and inclusion proof, and
+    /// the signed checkpoint (`chainlog check-bundle` checks it offline).
+    Bundle,
 }
 
 impl RowFormat {
-    fn export_format(self) -> ExportFormat {
+    /// The row format, or `None` for a bundle.
+    fn export_format(self) -> Option<ExportFormat> {
         match self {
-            RowFormat::Jsonl => ExportFormat::JsonLines,
-            RowFormat::Json => ExportFormat::Json,
-            RowFormat::Csv => ExportFormat::Csv,
+            RowFormat::Jsonl => Some(ExportFormat::JsonLines),
+            RowFormat::Json => Some(ExportFormat::Json),
+            RowFormat::Csv => Some(ExportFormat::Csv),
+            RowFormat::Bundle => None,
         }
     }
 }
@@ -482,8 +492,27 @@ pub fn query(global: &Global, args: QueryArgs) -> Result<ExitCode, CliError> {
 pub fn export(global: &Global, args: ExportArgs) -> Result<ExitCode, CliError> {
     let query = args.filter.to_query(Timestamp::now())?;
     let log = open_read_only(global.dir()?)?;
+    let Some(format) = args.format.export_format() else {
+        let checkpoint = args.checkpoint.as_deref().ok_or_else(|| {
+            CliError::Usage(
+                "--format bundle needs --checkpoint FILE (from `chainlog checkpoint`)".into(),
+            )
+        })?;
+        let output = args.output.output.as_deref();
+        let rows = crate::prove::export_bundle(global, &log, &query, checkpoint, output)?;
+        if !global.quiet {
+            let to = output.map_or_else(String::new, |p| format!(" to {}", p.display()));
+            eprintln!("exported a bundle of {rows} records{to}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if args.checkpoint.is_some() {
+        return Err(CliError::Usage(
+            "--checkpoint is only for --format bundle".into(),
+        ));
+    }
     let options = ExportOptions {
-        format: args.format.export_format(),
+        format,
         csv_formula_guard: !args.output.no_formula_guard,
     };
     let progress = (!global.quiet && io::stderr().is_terminal()).then(progress_spinner);

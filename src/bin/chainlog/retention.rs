@@ -42,6 +42,13 @@ pub struct RetentionArgs {
     /// List the segments that would be deleted and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Delete only segments archived in s3://BUCKET/PREFIX (by `chainlog
+    /// archive`; endpoint and credentials from the AWS environment
+    /// variables): if any segment due for deletion has no exact archived
+    /// copy, nothing is deleted (exit 2).
+    #[cfg(feature = "s3")]
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    only_archived: Option<String>,
 }
 
 /// `chainlog hold`.
@@ -191,6 +198,10 @@ pub fn run(global: &Global, args: RetentionArgs) -> Result<ExitCode, CliError> {
         return dry_run(global, dir, &policy, now);
     }
     let log = open_for_writing(dir)?;
+    #[cfg(feature = "s3")]
+    if let Some(url) = &args.only_archived {
+        crate::archive::require_archived(&log, dir, url, &policy, now)?;
+    }
     let outcome = match log.apply_retention(&policy, now) {
         Ok(outcome) => outcome,
         Err(chainlog::Error::LegalHold {

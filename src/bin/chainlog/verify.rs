@@ -36,6 +36,15 @@ pub struct VerifyArgs {
     /// Segments verified in parallel. Default: the number of cores.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<usize>,
+    /// Verify the archive in s3://BUCKET/PREFIX (from `chainlog archive`)
+    /// instead of --dir, streaming it from the bucket, and check every
+    /// object against the archive's manifest (SHA-256).
+    #[cfg(feature = "s3")]
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    from: Option<String>,
+    #[cfg(feature = "s3")]
+    #[command(flatten)]
+    archive_endpoint: crate::archive::EndpointArgs,
 }
 
 fn parse_threads(text: &str) -> Result<usize, String> {
@@ -158,8 +167,36 @@ pub fn summary(report: &Report) -> Vec<String> {
     lines
 }
 
+/// The consistency proof from `checkpoint`'s tree to the log's current
+/// tree, when the log has grown since.
+fn consistency_since(
+    dir: &Path,
+    checkpoint: &chainlog::checkpoint::Checkpoint,
+) -> Result<Option<chainlog::tiles::ConsistencyProof>, CliError> {
+    let log = chainlog::Log::open(
+        dir,
+        chainlog::Options {
+            read_only: true,
+            ..chainlog::Options::default()
+        },
+    )?;
+    let mut prover = log.prover()?;
+    let head = prover.tree_head();
+    if head.size <= checkpoint.size {
+        return Ok(None);
+    }
+    let proof = prover
+        .consistency(checkpoint.size, &checkpoint.root, head.size, &head.root)
+        .map_err(crate::prove::prove_error)?;
+    Ok(Some(proof))
+}
+
 /// Runs `chainlog verify`.
 pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
+    #[cfg(feature = "s3")]
+    if let Some(url) = &args.from {
+        return run_from(global, url, &args);
+    }
     let dir = global.dir()?;
     // The checkpoint is checked first: a bad one fails before a long verify.
     let checkpoint = match (&args.checkpoint, &args.public_key) {
@@ -179,9 +216,21 @@ pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
     let show_progress = !global.quiet && io::stderr().is_terminal();
     let report = verify_with_options(dir, &options, show_progress)?;
     let matched = report.checkpoint.as_ref().is_none_or(|c| c.matched);
+    // A log that matches an older checkpoint and has grown since: the proof
+    // that the current tree extends the checkpoint's, for a monitor to keep.
+    let consistency = match &checkpoint {
+        Some((cp, _)) if report.is_intact() && matched => consistency_since(dir, cp)?,
+        _ => None,
+    };
     let mut out = io::stdout().lock();
     if args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| CliError::output(e.into()))?;
+        let mut value = serde_json::to_value(&report).map_err(|e| CliError::output(e.into()))?;
+        if let (Some(object), Some(_)) = (value.as_object_mut(), &checkpoint) {
+            let proof =
+                serde_json::to_value(&consistency).map_err(|e| CliError::output(e.into()))?;
+            object.insert("consistency".into(), proof);
+        }
+        let text = serde_json::to_string_pretty(&value).map_err(|e| CliError::output(e.into()))?;
         writeln!(out, "{text}").map_err(CliError::output)?;
     } else {
         let mut lines = summary(&report);
@@ -207,9 +256,73 @@ pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
             }
             writeln!(out, "{line}").map_err(CliError::output)?;
         }
+        if let Some(proof) = &consistency {
+            let text = serde_json::to_string(proof).map_err(|e| CliError::output(e.into()))?;
+            writeln!(out, "{text}").map_err(CliError::output)?;
+        }
     }
     out.flush().map_err(CliError::output)?;
     Ok(if report.is_intact() && matched {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INTEGRITY)
+    })
+}
+
+/// Runs `chainlog verify --from s3://BUCKET/PREFIX`: the same report and
+/// exit codes as for a local log, plus the archive's manifest checks.
+#[cfg(feature = "s3")]
+fn run_from(global: &Global, url: &str, args: &VerifyArgs) -> Result<ExitCode, CliError> {
+    let checkpoint = match (&args.checkpoint, &args.public_key) {
+        (Some(checkpoint), Some(public_key)) => {
+            let verifier = load_verifier(public_key)?;
+            let checkpoint = open_checkpoint(checkpoint, &verifier)?;
+            Some((checkpoint, verifier))
+        }
+        _ => None,
+    };
+    let options = VerifyOptions {
+        threads: args
+            .threads
+            .unwrap_or_else(|| VerifyOptions::default().threads),
+        checkpoint: checkpoint.as_ref().map(|(c, _)| c.clone()),
+    };
+    let archived = crate::archive::verify_from(url, &args.archive_endpoint, &options)?;
+    let report = &archived.report;
+    let matched = report.checkpoint.as_ref().is_none_or(|c| c.matched);
+    let intact = archived.is_intact() && matched;
+    let mut out = io::stdout().lock();
+    if args.json {
+        let text =
+            serde_json::to_string_pretty(&archived).map_err(|e| CliError::output(e.into()))?;
+        writeln!(out, "{text}").map_err(CliError::output)?;
+    } else {
+        let mut lines = summary(report);
+        if let (Some((checkpoint, verifier)), Some(result)) = (&checkpoint, &report.checkpoint) {
+            lines.push(format!(
+                "checkpoint: {} the checkpoint signed by {}+{:08x} at size {} ({})",
+                if result.matched {
+                    "the archive matches"
+                } else {
+                    "the archive does NOT match"
+                },
+                verifier.name(),
+                verifier.id(),
+                checkpoint.size,
+                checkpoint.origin
+            ));
+        }
+        lines.extend(crate::archive::archive_lines(&archived));
+        for line in lines {
+            // --quiet keeps the problems and drops the all-clear and notes.
+            if global.quiet && (intact || line.starts_with("note:")) {
+                continue;
+            }
+            writeln!(out, "{line}").map_err(CliError::output)?;
+        }
+    }
+    out.flush().map_err(CliError::output)?;
+    Ok(if intact {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INTEGRITY)

@@ -4,18 +4,181 @@
 //
 //	notecheck note VERIFIER_KEY_FILE NOTE_FILE   prints the note's text if a signature verifies
 //	notecheck root < leaves                      prints the RFC 6962 root over hex leaf data, one per line
+//	notecheck inclusion PROOF_FILE [LOG_DIR]     checks a `chainlog prove inclusion` proof (JSON)
+//	notecheck consistency PROOF_FILE [LOG_DIR]   checks a `chainlog prove consistency` proof (JSON)
+//	notecheck tiles LOG_DIR < leaves             checks every tile file under LOG_DIR/tile
+//
+// inclusion and consistency check the proof with tlog.CheckRecord or
+// tlog.CheckTree, then make the same proof with tlog.ProveRecord or
+// tlog.ProveTree and require it to be identical. The hashes for that come
+// from the leaves on stdin, or, with LOG_DIR, from chainlog's tile files
+// read through tlog.TileHashReader, which authenticates every tile it reads
+// against the proof's (new) root. tiles recomputes each tile file's content
+// with tlog.ReadTileData from the leaves and compares it byte for byte.
+// Chainlog's tile paths are C2SP tlog-tiles paths: Go's tile paths without
+// the height element (tile/0/x001/234 for Go's tile/8/0/x001/234).
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
+
+type inclusionProof struct {
+	Seq      int64    `json:"seq"`
+	TreeSize int64    `json:"tree_size"`
+	Leaf     string   `json:"leaf"`
+	Root     string   `json:"root"`
+	Proof    []string `json:"proof"`
+}
+
+type consistencyProof struct {
+	OldSize int64    `json:"old_size"`
+	NewSize int64    `json:"new_size"`
+	OldRoot string   `json:"old_root"`
+	NewRoot string   `json:"new_root"`
+	Proof   []string `json:"proof"`
+}
+
+func hash(s string) tlog.Hash {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != tlog.HashSize {
+		fail(fmt.Errorf("bad hash %q", s))
+	}
+	var h tlog.Hash
+	copy(h[:], b)
+	return h
+}
+
+func hashList(list []string) []tlog.Hash {
+	out := make([]tlog.Hash, len(list))
+	for i, s := range list {
+		out[i] = hash(s)
+	}
+	return out
+}
+
+// readLeaves reads hex leaf data from stdin and returns the stored hashes
+// of the tree over them, and the number of leaves.
+func readLeaves() (hashes, int64) {
+	var stored hashes
+	n := int64(0)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		data, err := hex.DecodeString(strings.TrimSpace(in.Text()))
+		if err != nil {
+			fail(err)
+		}
+		hs, err := tlog.StoredHashes(n, data, stored)
+		if err != nil {
+			fail(err)
+		}
+		stored = append(stored, hs...)
+		n++
+	}
+	return stored, n
+}
+
+// c2spPath is a tile's path in chainlog's (C2SP) layout.
+func c2spPath(t tlog.Tile) string {
+	return strings.Replace(t.Path(), "tile/8/", "tile/", 1)
+}
+
+// tileDir reads chainlog's tile files.
+type tileDir string
+
+func (d tileDir) Height() int { return 8 }
+
+func (d tileDir) SaveTiles([]tlog.Tile, [][]byte) {}
+
+// ReadTiles serves each tile from the full tile or a partial one at least
+// as wide (a wider tile's prefix is the narrower tile).
+func (d tileDir) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
+	out := make([][]byte, len(tiles))
+	for i, t := range tiles {
+		full := t
+		full.W = 1 << 8
+		base := filepath.Join(string(d), c2spPath(full))
+		if b, err := os.ReadFile(base); err == nil && len(b) == 256*tlog.HashSize {
+			out[i] = b[:t.W*tlog.HashSize]
+			continue
+		}
+		entries, err := os.ReadDir(base + ".p")
+		if err != nil {
+			return nil, fmt.Errorf("tile %s: %v", c2spPath(t), err)
+		}
+		var widths []int
+		for _, e := range entries {
+			if w, err := strconv.Atoi(e.Name()); err == nil && w >= t.W && strconv.Itoa(w) == e.Name() {
+				widths = append(widths, w)
+			}
+		}
+		sort.Ints(widths)
+		if len(widths) == 0 {
+			return nil, fmt.Errorf("no tile %s", c2spPath(t))
+		}
+		b, err := os.ReadFile(filepath.Join(base+".p", strconv.Itoa(widths[0])))
+		if err != nil || len(b) != widths[0]*tlog.HashSize {
+			return nil, fmt.Errorf("bad tile %s", c2spPath(t))
+		}
+		out[i] = b[:t.W*tlog.HashSize]
+	}
+	return out, nil
+}
+
+// source returns where ProveRecord/ProveTree get hashes: the tiles under
+// LOG_DIR (authenticated against the tree), or the leaves on stdin.
+func source(size int64, root tlog.Hash) tlog.HashReader {
+	if len(os.Args) > 3 {
+		return tlog.TileHashReader(tlog.Tree{N: size, Hash: root}, tileDir(os.Args[3]))
+	}
+	stored, n := readLeaves()
+	if n < size {
+		fail(fmt.Errorf("%d leaves, the proof is for a tree of %d", n, size))
+	}
+	th, err := tlog.TreeHash(size, stored)
+	if err != nil {
+		fail(err)
+	}
+	if th != root {
+		fail(fmt.Errorf("the root of the first %d leaves is %v, not the proof's %v", size, th, root))
+	}
+	return stored
+}
+
+func sameHashes(a, b []tlog.Hash) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func readJSON(path string, v any) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fail(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		fail(err)
+	}
+}
 
 type hashes []tlog.Hash
 
@@ -76,6 +239,74 @@ func main() {
 			fail(err)
 		}
 		fmt.Println(hex.EncodeToString(th[:]))
+	case "inclusion":
+		var p inclusionProof
+		readJSON(os.Args[2], &p)
+		leaf, err := hex.DecodeString(p.Leaf)
+		if err != nil {
+			fail(err)
+		}
+		root, proof := hash(p.Root), tlog.RecordProof(hashList(p.Proof))
+		if err := tlog.CheckRecord(proof, p.TreeSize, root, p.Seq, tlog.RecordHash(leaf)); err != nil {
+			fail(fmt.Errorf("CheckRecord: %v", err))
+		}
+		ours, err := tlog.ProveRecord(p.TreeSize, p.Seq, source(p.TreeSize, root))
+		if err != nil {
+			fail(fmt.Errorf("ProveRecord: %v", err))
+		}
+		if !sameHashes(ours, proof) {
+			fail(fmt.Errorf("ProveRecord made a different proof: %v", ours))
+		}
+		fmt.Println("ok")
+	case "consistency":
+		var p consistencyProof
+		readJSON(os.Args[2], &p)
+		oldRoot, newRoot, proof := hash(p.OldRoot), hash(p.NewRoot), tlog.TreeProof(hashList(p.Proof))
+		if err := tlog.CheckTree(proof, p.NewSize, newRoot, p.OldSize, oldRoot); err != nil {
+			fail(fmt.Errorf("CheckTree: %v", err))
+		}
+		ours, err := tlog.ProveTree(p.NewSize, p.OldSize, source(p.NewSize, newRoot))
+		if err != nil {
+			fail(fmt.Errorf("ProveTree: %v", err))
+		}
+		if !sameHashes(ours, proof) {
+			fail(fmt.Errorf("ProveTree made a different proof: %v", ours))
+		}
+		fmt.Println("ok")
+	case "tiles":
+		stored, _ := readLeaves()
+		dir := os.Args[2]
+		checked := 0
+		err := filepath.WalkDir(filepath.Join(dir, "tile"), func(path string, e fs.DirEntry, err error) error {
+			if err != nil || e.IsDir() || strings.Contains(e.Name(), ".tmp") {
+				return err
+			}
+			rel, err := filepath.Rel(dir, path)
+			if err != nil {
+				return err
+			}
+			t, err := tlog.ParseTilePath(strings.Replace(filepath.ToSlash(rel), "tile/", "tile/8/", 1))
+			if err != nil {
+				return err
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			want, err := tlog.ReadTileData(t, stored)
+			if err != nil {
+				return fmt.Errorf("%s: %v", rel, err)
+			}
+			if !bytes.Equal(got, want) {
+				return fmt.Errorf("%s differs from Go's tile", rel)
+			}
+			checked++
+			return nil
+		})
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(checked)
 	default:
 		fail(fmt.Errorf("unknown mode %q", os.Args[1]))
 	}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in fuzz/ for SECONDS each (default 60), with
+# libFuzzer's memory limits, starting from the committed seeds in
+# fuzz/corpus/<target>/ (new inputs go to fuzz/target/corpus/<target>/, so
+# the committed seeds stay as they are). Exits non-zero if any target
+# crashes, and says where the crash input is.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+#
+# cargo-fuzz needs nightly features: RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain provide them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${1:-60}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(decode recovery model)
+fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+export RUSTC_BOOTSTRAP=1
+# A freed block waits in AddressSanitizer's quarantine (256 MiB by default)
+# before reuse; a smaller one keeps the RSS well under -rss_limit_mb.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=64}"
+
+# -rss_limit_mb / -malloc_limit_mb: a damaged length field must never make a
+# reader allocate by it; any single allocation over 128 MiB is a crash.
+# -timeout: one input running over a minute is a hang, and a crash too.
+limits=(-rss_limit_mb=512 -malloc_limit_mb=128 -timeout=60 -max_len=8192)
+
+cd fuzz
+for t in "${targets[@]}"; do
+    echo "fuzz: building $t"
+    cargo fuzz build "$t"
+done
+
+failed=()
+for t in "${targets[@]}"; do
+    work="target/corpus/$t"
+    mkdir -p "$work" "artifacts/$t"
+    log="target/fuzz-$t.log"
+    echo "fuzz: $t for ${seconds}s (seeds: fuzz/corpus/$t, log: fuzz/$log)"
+    status=0
+    cargo fuzz run "$t" "$work" "corpus/$t" -- \
+        -max_total_time="$seconds" "${limits[@]}" -print_final_stats=1 \
+        >"$log" 2>&1 || status=$?
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+    secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' || true)
+    if [ "$status" -ne 0 ]; then
+        failed+=("$t")
+        echo "fuzz: $t FAILED (exit $status); the end of its log:"
+        tail -n 40 "$log"
+        crash=$(grep -o 'Test unit written to [^ ]*' "$log" | tail -n 1 | sed 's/Test unit written to //' || true)
+        if [ -n "$crash" ]; then
+            echo "fuzz: $t crash input: fuzz/${crash#"$PWD"/}"
+            echo "fuzz: replay it with: CHAINLOG_FUZZ_REPLAY=fuzz/${crash#"$PWD"/} cargo test --test fuzz_regressions replay"
+        fi
+    else
+        echo "fuzz: $t ok: ${runs:-?} runs in ${secs:-?}s"
+    fi
+done
+
+if [ ${#failed[@]} -ne 0 ]; then
+    echo "fuzz: failed: ${failed[*]}"
+    exit 1
+fi
+echo "fuzz: all targets ran ${seconds}s without a crash"

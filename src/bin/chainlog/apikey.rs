@@ -1,0 +1,273 @@
+//! `chainlog apikey create|rotate|revoke|list`: the server's API keys
+//! (see `chainlog::server::keys`). Creating, rotating and revoking a key
+//! append an `apikey.*` event to the key's workspace log first.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chainlog::server::keys::{ChangedBy, KeyAudit, KeyError, KeyInfo, KeyStore, Scope};
+use chainlog::server::workspace::Workspaces;
+use chainlog::{Event, Receipt};
+use clap::{Args, Subcommand};
+
+use crate::error::CliError;
+
+/// The actor when neither `--actor` nor a user name is there.
+const DEFAULT_ACTOR: &str = "admin-cli";
+
+/// `chainlog apikey`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create a key for a workspace (creating the workspace if needed); the
+    /// key is printed once, alone on the last line.
+    Create {
+        #[command(flatten)]
+        data: DataArg,
+        /// The workspace: 1-63 of a-z, 0-9, '_', '-', starting with a letter or digit.
+        #[arg(long, value_name = "NAME")]
+        workspace: String,
+        /// append (POST events), read (GET events, export, verify,
+        /// checkpoint) or admin (both, and manage the workspace's keys).
+        #[arg(long, value_name = "SCOPE")]
+        scope: String,
+        #[command(flatten)]
+        actor: ActorArg,
+    },
+    /// Replace a key's secret; the old secret stops working at once. The new
+    /// key is printed once, alone on the last line.
+    Rotate {
+        #[command(flatten)]
+        data: DataArg,
+        /// The key's id (the 16 hex digits after `clk_`).
+        #[arg(value_name = "KEY_ID")]
+        id: String,
+        #[command(flatten)]
+        actor: ActorArg,
+    },
+    /// Revoke a key for good.
+    Revoke {
+        #[command(flatten)]
+        data: DataArg,
+        /// The key's id.
+        #[arg(value_name = "KEY_ID")]
+        id: String,
+        #[command(flatten)]
+        actor: ActorArg,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        data: DataArg,
+        /// Only this workspace's keys.
+        #[arg(long, value_name = "NAME")]
+        workspace: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--data DIR`.
+#[derive(Debug, Args)]
+pub struct DataArg {
+    /// The server's data directory.
+    #[arg(long, value_name = "DIR", env = "CHAINLOG_DATA")]
+    data: PathBuf,
+}
+
+/// `--actor A`.
+#[derive(Debug, Args)]
+pub struct ActorArg {
+    /// Who makes the change, recorded as the event's actor. Default: the
+    /// operating system's user name, or `admin-cli`.
+    #[arg(long, value_name = "ACTOR")]
+    actor: Option<String>,
+}
+
+impl ActorArg {
+    fn changed_by(&self) -> ChangedBy {
+        ChangedBy {
+            actor: self.actor.clone().unwrap_or_else(os_user_name),
+            ip: None::<IpAddr>,
+        }
+    }
+}
+
+/// `$USER`, `$LOGNAME` or the passwd entry of the real user id.
+fn os_user_name() -> String {
+    let valid = |n: &str| !n.is_empty() && n.len() <= 256 && !n.chars().any(char::is_control);
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(name) = std::env::var(var) {
+            if valid(&name) {
+                return name;
+            }
+        }
+    }
+    // The owner of /proc/self is the process's user.
+    let uid = match std::fs::metadata("/proc/self") {
+        Ok(m) => std::os::unix::fs::MetadataExt::uid(&m).to_string(),
+        Err(_) => return DEFAULT_ACTOR.to_string(),
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.len() > 2 && fields[2] == uid && valid(fields[0]))
+                    .then(|| fields[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| DEFAULT_ACTOR.to_string())
+}
+
+/// Appends key events to workspace logs, opened for the one event.
+struct CliAudit<'a> {
+    data: &'a Path,
+}
+
+impl KeyAudit for CliAudit<'_> {
+    fn record(&self, workspace: &str, create: bool, event: &Event) -> Result<Receipt, KeyError> {
+        let workspaces = Workspaces::new(self.data);
+        let fail = |reason: String| KeyError::Audit {
+            workspace: workspace.to_string(),
+            reason,
+        };
+        let log = match workspaces.open(workspace, create) {
+            Ok(Some(log)) => log,
+            Ok(None) => return Err(fail("the workspace has no log".into())),
+            Err(chainlog::Error::Locked(_)) => {
+                return Err(fail(format!(
+                    "its log is held by another writer, most likely a running `chainlog serve`; \
+                     change keys through the server's HTTP API with an admin key \
+                     (POST /v1/workspaces/{workspace}/keys, …/keys/ID/rotate, DELETE …/keys/ID), \
+                     or stop the server first"
+                )))
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let receipt = log.append(event).map_err(|e| fail(e.to_string()))?;
+        let failures = workspaces.close_all(std::time::Duration::from_secs(5));
+        if let Some((_, e)) = failures.into_iter().next() {
+            return Err(fail(e.to_string()));
+        }
+        Ok(receipt)
+    }
+}
+
+fn key_error(e: KeyError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+fn open_store(data: &Path) -> Result<KeyStore, CliError> {
+    KeyStore::open(data).map_err(key_error)
+}
+
+fn key_line(k: &KeyInfo) -> String {
+    let status = match (k.revoked_at, k.rotated_at) {
+        (Some(at), _) => format!("revoked {at}"),
+        (None, Some(at)) => format!("active (rotated {at})"),
+        (None, None) => "active".to_string(),
+    };
+    format!(
+        "{}  {:<20} {:<6}  created {} by {}  {}",
+        k.id, k.workspace, k.scope, k.created_at, k.created_by, status
+    )
+}
+
+/// Runs `chainlog apikey …`.
+pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
+    match command {
+        ApikeyCommand::Create {
+            data,
+            workspace,
+            scope,
+            actor,
+        } => {
+            let scope: Scope = scope.parse().map_err(key_error)?;
+            let store = open_store(&data.data)?;
+            let issued = store
+                .create(
+                    &workspace,
+                    scope,
+                    &actor.changed_by(),
+                    &CliAudit { data: &data.data },
+                )
+                .map_err(key_error)?;
+            if !quiet {
+                outln!(
+                    "created API key {} for workspace {} with scope {} (apikey.created is seq {} of the workspace's log)",
+                    issued.key.id,
+                    issued.key.workspace,
+                    issued.key.scope,
+                    issued.receipt.seq
+                )?;
+                outln!("the key is shown only now; send it as `Authorization: Bearer <key>`:")?;
+            }
+            outln!("{}", issued.text)?;
+        }
+        ApikeyCommand::Rotate { data, id, actor } => {
+            let store = open_store(&data.data)?;
+            let issued = store
+                .rotate(
+                    &id,
+                    None,
+                    &actor.changed_by(),
+                    &CliAudit { data: &data.data },
+                )
+                .map_err(key_error)?;
+            if !quiet {
+                outln!(
+                    "rotated API key {} of workspace {}: the old secret no longer works (apikey.rotated is seq {})",
+                    issued.key.id,
+                    issued.key.workspace,
+                    issued.receipt.seq
+                )?;
+                outln!("the new key is shown only now:")?;
+            }
+            outln!("{}", issued.text)?;
+        }
+        ApikeyCommand::Revoke { data, id, actor } => {
+            let store = open_store(&data.data)?;
+            let revoked = store
+                .revoke(
+                    &id,
+                    None,
+                    &actor.changed_by(),
+                    &CliAudit { data: &data.data },
+                )
+                .map_err(key_error)?;
+            outln!(
+                "revoked API key {} of workspace {} (apikey.revoked is seq {})",
+                revoked.key.id,
+                revoked.key.workspace,
+                revoked.receipt.seq
+            )?;
+        }
+        ApikeyCommand::List {
+            data,
+            workspace,
+            json,
+        } => {
+            let store = open_store(&data.data)?;
+            let keys = store.list(workspace.as_deref()).map_err(key_error)?;
+            if json {
+                let text = serde_json::to_string(&keys)
+                    .map_err(|e| CliError::Usage(format!("encoding the key list: {e}")))?;
+                outln!("{text}")?;
+            } else {
+                for k in &keys {
+                    outln!("{}", key_line(k))?;
+                }
+                if !quiet {
+                    outln!(
+                        "{} key{}",
+                        keys.len(),
+                        if keys.len() == 1 { "" } else { "s" }
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,328 @@
+//! `chainlog archive` and `chainlog restore`: sealed segments to and from
+//! S3-compatible object storage; the archive side of `chainlog verify
+//! --from` and `chainlog retention --only-archived`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chainlog::archive::{
+    self, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchiveTarget,
+};
+use chainlog::retention::RetentionPolicy;
+use chainlog::verify::VerifyOptions;
+use chainlog::{Log, Timestamp};
+use clap::Args;
+
+use crate::error::CliError;
+use crate::keys::load_signer;
+use crate::Global;
+
+/// Where the archive is, and how to reach it (shared by `archive`,
+/// `restore` and `verify --from`).
+#[derive(Debug, Args)]
+pub struct EndpointArgs {
+    /// The S3 endpoint URL (MinIO, Garage, Ceph: `http://127.0.0.1:9000`).
+    /// Default: AWS_ENDPOINT_URL, else AWS. Plain http is allowed for
+    /// loopback hosts (elsewhere with AWS_ALLOW_HTTP=true).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The bucket's region. Default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+impl EndpointArgs {
+    /// The target `url` reached this way.
+    pub fn target(&self, url: &str) -> Result<ArchiveTarget, CliError> {
+        Ok(ArchiveTarget::parse(url)
+            .map_err(|e| CliError::Usage(e.to_string()))?
+            .with_endpoint(self.endpoint.clone())
+            .with_region(self.region.clone()))
+    }
+}
+
+/// `chainlog archive`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The archive: s3://BUCKET/PREFIX. Credentials come from the AWS
+    /// environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    to: String,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    /// Sign a checkpoint of the archived records with this secret key (from
+    /// `chainlog keygen`) and upload it.
+    #[arg(long, value_name = "FILE", conflicts_with = "checkpoint")]
+    checkpoint_key: Option<PathBuf>,
+    /// Origin prefix of that checkpoint (`<PREFIX>/<log id>`).
+    #[arg(long, value_name = "PREFIX", default_value = "chainlog")]
+    origin: String,
+    /// Upload this signed checkpoint (from `chainlog checkpoint`).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Also download every object already archived and compare its SHA-256
+    /// with the manifest and the local segment (default: a LIST checks that
+    /// each is there with its size).
+    #[arg(long)]
+    verify_existing: bool,
+    /// For servers without conditional PUTs (If-None-Match): check with a
+    /// HEAD before each PUT instead. Two concurrent archivers could then
+    /// race; run one at a time.
+    #[arg(long)]
+    no_conditional_put: bool,
+    /// Keep archiving: run again every DURATION (30m, 12h, 24h, 7d), until
+    /// stopped. A failed run is reported and retried at the next one.
+    #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+    every: Option<Duration>,
+}
+
+/// `chainlog restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive: s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    from: String,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+}
+
+/// Parses `30m`, `12h`, `24h`, `7d`, `45s` (at least one second).
+fn parse_every(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: use a number and s, m, h or d, e.g. 24h");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(unit_secs) {
+        Some(0) => Err(format!("{text:?}: the interval must be at least 1s")),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!("{text:?} is too long")),
+    }
+}
+
+/// An archive error as the tool's error: tampering is exit code 1,
+/// everything else (network, credentials, usage) 2.
+pub fn cli_error(e: ArchiveError) -> CliError {
+    match e {
+        ArchiveError::Log(e) => CliError::Log(e),
+        e if e.is_tampering() => CliError::Integrity(e.to_string()),
+        e => CliError::Usage(e.to_string()),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+fn print_outcome(
+    global: &Global,
+    target: &ArchiveTarget,
+    outcome: &ArchiveOutcome,
+    secs: f64,
+) -> Result<(), CliError> {
+    if global.quiet {
+        return Ok(());
+    }
+    let held = outcome.archived_seqs.map_or_else(
+        || "nothing yet".to_string(),
+        |(a, b)| format!("seq {a}..={b}"),
+    );
+    if outcome.uploaded_segments.is_empty() {
+        outln!(
+            "nothing new to archive: {target} holds {held} ({} segments)",
+            outcome.already_archived
+        )?;
+    } else {
+        let first = outcome.uploaded_segments.first().copied().unwrap_or(0);
+        let last = outcome.archived_seqs.map_or(first, |(_, b)| b);
+        outln!(
+            "archived {} (seq {first}..={last}) to {target}: {}, {} in {secs:.2}s ({:.0} MiB/s); it now holds {held}",
+            plural(outcome.uploaded_segments.len() as u64, "segment"),
+            plural(outcome.uploaded_objects as u64, "object"),
+            mib(outcome.uploaded_bytes),
+            outcome.uploaded_bytes as f64 / (1 << 20) as f64 / secs.max(1e-9),
+        )?;
+    }
+    if !outcome.adopted_objects.is_empty() {
+        outln!(
+            "found {} already uploaded by an interrupted run, identical to the local files",
+            plural(outcome.adopted_objects.len() as u64, "object")
+        )?;
+    }
+    if outcome.verified_objects > 0 {
+        outln!(
+            "checked {} already archived against the manifest's SHA-256",
+            plural(outcome.verified_objects as u64, "object")
+        )?;
+    }
+    if let Some(manifest) = &outcome.manifest {
+        outln!("manifest: {manifest}")?;
+    }
+    if let Some((key, size)) = &outcome.checkpoint {
+        outln!("checkpoint: {key} (size {size})")?;
+    }
+    if let Some(active) = outcome.active_segment {
+        outln!("note: the newest segment (seq {active}..) is not sealed yet; it is archived once it is full")?;
+    }
+    Ok(())
+}
+
+/// Runs `chainlog archive`.
+pub fn run(global: &Global, args: ArchiveArgs) -> Result<ExitCode, CliError> {
+    let dir = global.dir()?;
+    let target = args.endpoint.target(&args.to)?;
+    let checkpoint_signer = args
+        .checkpoint_key
+        .as_deref()
+        .map(load_signer)
+        .transpose()?;
+    let checkpoint_note = match &args.checkpoint {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::io(format!("reading checkpoint {}", path.display()), e))?,
+        ),
+        None => None,
+    };
+    let options = ArchiveOptions {
+        verify_existing: args.verify_existing,
+        checkpoint_signer,
+        origin_prefix: args.origin.clone(),
+        checkpoint_note,
+        conditional_put: !args.no_conditional_put,
+    };
+    let Some(every) = args.every else {
+        let started = std::time::Instant::now();
+        let outcome = archive::archive_sealed(dir, &target, &options).map_err(cli_error)?;
+        print_outcome(global, &target, &outcome, started.elapsed().as_secs_f64())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    loop {
+        let started = std::time::Instant::now();
+        match archive::archive_sealed(dir, &target, &options) {
+            Ok(outcome) => {
+                print_outcome(global, &target, &outcome, started.elapsed().as_secs_f64())?
+            }
+            Err(e) => {
+                let e = cli_error(e);
+                eprintln!(
+                    "chainlog: {}: archive run failed (retrying in {}s): {e}",
+                    Timestamp::now(),
+                    every.as_secs()
+                );
+            }
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Runs `chainlog restore`.
+pub fn restore(global: &Global, args: RestoreArgs) -> Result<ExitCode, CliError> {
+    let dir = global.dir()?;
+    let target = args.endpoint.target(&args.from)?;
+    let started = std::time::Instant::now();
+    let outcome = archive::restore(&target, dir, &mut |_| {}).map_err(cli_error)?;
+    let secs = started.elapsed().as_secs_f64();
+    let intact = outcome.report.is_intact();
+    if !global.quiet || !intact {
+        outln!(
+            "restored {} ({}, {}) from {} into {} in {secs:.2}s",
+            plural(outcome.segments, "segment"),
+            plural(outcome.files, "file"),
+            mib(outcome.bytes),
+            outcome.manifest,
+            dir.display()
+        )?;
+        for line in crate::verify::summary(&outcome.report) {
+            outln!("{line}")?;
+        }
+        if let Some(checkpoint) = &outcome.checkpoint {
+            outln!("the archive's newest checkpoint: {checkpoint}")?;
+        }
+    }
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::error::EXIT_INTEGRITY)
+    })
+}
+
+/// `verify --from`: verifies the archive with `options`, printing the
+/// verifier's report as for a local log and the archive's own checks.
+pub fn verify_from(
+    url: &str,
+    endpoint: &EndpointArgs,
+    options: &VerifyOptions,
+) -> Result<ArchiveReport, CliError> {
+    let target = endpoint.target(url)?;
+    archive::verify_archive(&target, options, &mut |_| {}).map_err(cli_error)
+}
+
+/// The archive's lines after the verifier's summary.
+pub fn archive_lines(report: &ArchiveReport) -> Vec<String> {
+    let a = &report.archive;
+    let mut lines = Vec::new();
+    match &a.manifest {
+        Some(manifest) => lines.push(format!(
+            "archive: {} objects of {} checked against the SHA-256 in {}/{manifest}",
+            a.objects_checked,
+            plural(a.manifest_segments, "segment"),
+            a.target
+        )),
+        None => lines.push(format!("archive: {} has no manifest", a.target)),
+    }
+    for p in &a.problems {
+        let kind = match serde_json::to_value(p.kind) {
+            Ok(serde_json::Value::String(name)) => name,
+            _ => format!("{:?}", p.kind),
+        };
+        lines.push(format!("{kind}: {}: {}", p.object, p.detail));
+    }
+    lines
+}
+
+/// `retention --only-archived URL`: refuses (exit 2) unless every segment
+/// the policy would delete now has an exact archived copy at `url` (the
+/// local file's SHA-256 equals the manifest's, and the object is there).
+/// The log must be open for writing, so that the plan cannot change
+/// before `apply_retention` runs with the same `now`.
+pub fn require_archived(
+    log: &Log,
+    dir: &Path,
+    url: &str,
+    policy: &RetentionPolicy,
+    now: Timestamp,
+) -> Result<(), CliError> {
+    let target = ArchiveTarget::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
+    let planned = log.plan_retention(policy, now)?;
+    if planned.is_empty() {
+        return Ok(());
+    }
+    let bases: Vec<u64> = planned.iter().map(|s| s.base_seq).collect();
+    let archived = archive::confirm_archived(&target, dir, &bases).map_err(cli_error)?;
+    let missing: Vec<String> = planned
+        .iter()
+        .filter(|s| !archived.contains(&s.base_seq))
+        .map(|s| format!("{} (seq {}..={})", s.file, s.base_seq, s.last_seq))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "retention --only-archived: {} due for deletion {} not archived in {target}: {}; nothing was deleted (run `chainlog archive --to {target}` first)",
+        plural(missing.len() as u64, "segment"),
+        if missing.len() == 1 { "is" } else { "are" },
+        missing.join(", ")
+    )))
+}

@@ -1,0 +1,1302 @@
+//! The routes and their handlers.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::event::{encode_record, Event, Timestamp};
+use crate::export::{ExportError, ExportFormat, ExportOptions, Exporter};
+use crate::log::{Log, Receipt};
+use crate::query::Query;
+use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED};
+use crate::server::error::ApiError;
+use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope};
+use crate::server::params::{self, Endpoint};
+use crate::server::workspace::validate_workspace_name;
+use crate::server::AppState;
+use crate::storage::FsStorage;
+use crate::verify::{verify_dir_with, Report, VerifyOptions};
+
+/// The dashboard page: HTML, CSS and JS in one file.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+/// Largest body of a key management request.
+const MAX_KEY_REQUEST_BYTES: usize = 4096;
+/// Export chunks sent to the client at a time.
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks buffered between the export thread and the connection.
+const EXPORT_QUEUE_CHUNKS: usize = 4;
+/// Longest an export waits for a client that does not read.
+const EXPORT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Shared = Arc<AppState>;
+
+/// All routes, with the request timeout and common headers around them.
+pub(crate) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(dashboard).fallback(not_allowed("GET")))
+        .route("/healthz", get(healthz).fallback(not_allowed("GET")))
+        .route("/v1/key", get(whoami).fallback(not_allowed("GET")))
+        .route(
+            "/v1/workspaces/{w}/events",
+            get(get_events)
+                .post(post_events)
+                .fallback(events_not_editable("GET, POST")),
+        )
+        .route(
+            "/v1/workspaces/{w}/events/{seq}",
+            get(get_event).fallback(events_not_editable("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/export",
+            get(export).fallback(not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/verify",
+            get(verify).fallback(not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/checkpoint",
+            get(checkpoint).fallback(not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/keys",
+            get(list_keys)
+                .post(create_key)
+                .fallback(not_allowed("GET, POST")),
+        )
+        .route(
+            "/v1/workspaces/{w}/keys/{id}",
+            delete(revoke_key).fallback(not_allowed("DELETE")),
+        )
+        .route(
+            "/v1/workspaces/{w}/keys/{id}/rotate",
+            post(rotate_key).fallback(not_allowed("POST")),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Request timeout and headers every answer carries.
+async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let limit = state.limits.request_timeout;
+    let mut response = match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable(
+            "timeout",
+            format!(
+                "the request took longer than {} s and was abandoned; an append that had started may still complete",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        format!(
+            "no endpoint at {:?}; see the README's HTTP API section",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
+}
+
+fn not_allowed(
+    allow: &'static str,
+) -> impl Fn(Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
+    move |method: Method| {
+        std::future::ready(ApiError::method_not_allowed(
+            allow,
+            format!("{method} is not allowed here (allowed: {allow})"),
+        ))
+    }
+}
+
+fn events_not_editable(
+    allow: &'static str,
+) -> impl Fn(Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
+    move |method: Method| {
+        std::future::ready(ApiError::method_not_allowed(
+            allow,
+            format!("{method} is not allowed: events are append-only and can never be modified or deleted (allowed: {allow})"),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Who is asking
+
+/// The presented credentials.
+#[derive(Debug, Clone)]
+enum Bearer {
+    Missing,
+    Malformed,
+    Key(String),
+}
+
+/// The client: its address, the request line and its key.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    ip: IpAddr,
+    method: Method,
+    path: String,
+    bearer: Bearer,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let bearer = match parts.headers.get(header::AUTHORIZATION) {
+            None => Bearer::Missing,
+            Some(value) => match value.to_str().ok().and_then(|v| v.split_once(' ')) {
+                Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    Bearer::Key(key.trim().to_string())
+                }
+                _ => Bearer::Malformed,
+            },
+        };
+        Ok(Caller {
+            ip,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            bearer,
+        })
+    }
+}
+
+impl Caller {
+    fn changed_by(&self, key: &ApiKey) -> ChangedBy {
+        ChangedBy {
+            actor: format!("apikey:{}", key.id),
+            ip: Some(self.ip),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; invalid UTF-8 becomes U+FFFD (and so an invalid
+/// workspace name).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Path segment `index` of the request (`/v1/workspaces/{w}/…`: the
+/// workspace is 3), percent-decoded. Taken from the raw path so that a
+/// name that is not UTF-8 is refused (and audited) like any bad name.
+fn path_segment(caller: &Caller, index: usize) -> String {
+    caller
+        .path
+        .split('/')
+        .nth(index)
+        .map(percent_decode)
+        .unwrap_or_default()
+}
+
+/// Checks the caller's key for `workspace` (if any) and `needed` (if any).
+/// Every refusal is recorded before it is answered.
+async fn authorize(
+    state: &Shared,
+    caller: &Caller,
+    workspace: Option<&str>,
+    needed: Option<Scope>,
+) -> Result<ApiKey, ApiError> {
+    let refuse = |event_type, key_id: Option<String>, reason, extra: Map<String, Value>| Failure {
+        event_type,
+        ip: caller.ip,
+        key_id,
+        reason,
+        method: caller.method.to_string(),
+        path: caller.path.clone(),
+        extra,
+    };
+    let mut extra = Map::new();
+    if let Some(w) = workspace {
+        extra.insert(
+            "workspace".into(),
+            w.chars().take(100).collect::<String>().into(),
+        );
+    }
+    let text = match &caller.bearer {
+        Bearer::Key(text) => text,
+        Bearer::Missing => {
+            record_failure(
+                state,
+                workspace,
+                refuse(EVENT_AUTH_FAILED, None, "missing_key", extra),
+            )
+            .await;
+            return Err(ApiError::unauthorized(
+                "missing API key: send the header `Authorization: Bearer <key>`",
+            ));
+        }
+        Bearer::Malformed => {
+            record_failure(
+                state,
+                workspace,
+                refuse(EVENT_AUTH_FAILED, None, "malformed_authorization", extra),
+            )
+            .await;
+            return Err(ApiError::unauthorized(
+                "the Authorization header must be `Bearer <key>`",
+            ));
+        }
+    };
+    let (check, reload_error) = state.keys.check(text);
+    if let Some(e) = reload_error {
+        eprintln!("chainlog serve: re-reading the key file: {e} (using the keys as last read)");
+    }
+    let key = match check {
+        KeyCheck::Valid(key) => key,
+        KeyCheck::Invalid { key_id, reason } => {
+            record_failure(
+                state,
+                workspace,
+                refuse(EVENT_AUTH_FAILED, key_id, reason, extra),
+            )
+            .await;
+            return Err(ApiError::unauthorized(
+                "invalid API key: it is malformed, unknown, revoked or its secret is wrong",
+            ));
+        }
+    };
+    let key_id = Some(key.id.clone());
+    extra.insert("key_workspace".into(), key.workspace.clone().into());
+    extra.insert("key_scope".into(), key.scope.as_str().into());
+    if let Some(w) = workspace {
+        if let Err(e) = validate_workspace_name(w) {
+            record_failure(
+                state,
+                None,
+                refuse(EVENT_ACCESS_DENIED, key_id, "invalid_workspace_name", extra),
+            )
+            .await;
+            return Err(ApiError::bad_request("invalid_workspace", e.to_string()));
+        }
+        if key.workspace != w {
+            record_failure(
+                state,
+                workspace,
+                refuse(EVENT_ACCESS_DENIED, key_id, "other_workspace", extra),
+            )
+            .await;
+            return Err(ApiError::forbidden(
+                "this API key belongs to another workspace",
+            ));
+        }
+    }
+    if let Some(needed) = needed {
+        if !key.scope.allows(needed) {
+            extra.insert("required_scope".into(), needed.as_str().into());
+            record_failure(
+                state,
+                workspace,
+                refuse(EVENT_ACCESS_DENIED, key_id, "insufficient_scope", extra),
+            )
+            .await;
+            return Err(ApiError::forbidden(format!(
+                "this API key's scope `{}` does not allow this; it needs `{}` (or `admin`)",
+                key.scope, needed
+            )));
+        }
+    }
+    Ok(key)
+}
+
+/// Records a refused request in the named workspace's log, or the
+/// server's when there is no such workspace, unless the limiter only
+/// counts it.
+async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
+    let workspace = workspace
+        .filter(|w| validate_workspace_name(w).is_ok())
+        .map(str::to_string);
+    let log = match &workspace {
+        Some(w) => existing_log(state, w).await,
+        None => None,
+    };
+    let target = match (&log, workspace) {
+        (Some(_), Some(w)) => Target::Workspace(w),
+        _ => Target::Server,
+    };
+    if !state.failures.admit(&failure, &target, Instant::now()) {
+        return;
+    }
+    let state = state.clone();
+    let appended = tokio::task::spawn_blocking(move || {
+        let log = match log {
+            Some(log) => log,
+            None => state.workspaces.server_log()?,
+        };
+        log.append(&failure.to_event())
+    })
+    .await;
+    match appended {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!("chainlog serve: recording a refused request failed: {e}"),
+        Err(e) => eprintln!("chainlog serve: recording a refused request failed: {e}"),
+    }
+}
+
+/// Writes the summaries of failure windows that ended (all with `all`).
+pub(crate) async fn write_summaries(state: &Shared, all: bool) {
+    let due = state.failures.take_due(Instant::now(), all);
+    if due.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for summary in due {
+            let log = match &summary.target {
+                Target::Workspace(w) => state.workspaces.open(w, false).ok().flatten(),
+                Target::Server => None,
+            };
+            let log = match log {
+                Some(log) => Ok(log),
+                None => state.workspaces.server_log(),
+            };
+            if let Err(e) = log.and_then(|log| log.append(&summary.event)) {
+                eprintln!("chainlog serve: recording a failure summary failed: {e}");
+            }
+        }
+    })
+    .await;
+}
+
+/// Writes ended windows' summaries every second, until aborted.
+pub(crate) async fn write_summaries_every_second(state: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        write_summaries(&state, false).await;
+    }
+}
+
+/// The workspace's log if the workspace exists.
+async fn existing_log(state: &Shared, workspace: &str) -> Option<Arc<Log>> {
+    if let Some(log) = state.workspaces.cached(workspace) {
+        return Some(log);
+    }
+    let (state, w) = (state.clone(), workspace.to_string());
+    tokio::task::spawn_blocking(move || state.workspaces.open(&w, false))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+}
+
+/// The workspace's log for an authorized request; an admin key creates
+/// the workspace on first use.
+async fn workspace_log(
+    state: &Shared,
+    workspace: &str,
+    key: &ApiKey,
+) -> Result<Arc<Log>, ApiError> {
+    if let Some(log) = state.workspaces.cached(workspace) {
+        return Ok(log);
+    }
+    let create = key.scope == Scope::Admin;
+    let (st, w) = (state.clone(), workspace.to_string());
+    let opened = blocking(move || st.workspaces.open(&w, create)).await?;
+    match opened {
+        Ok(Some(log)) => Ok(log),
+        Ok(None) => Err(ApiError::not_found(
+            "workspace_not_found",
+            format!("workspace {workspace:?} has no log yet; an admin key of the workspace creates it on first use"),
+        )),
+        Err(e) => Err(ApiError::from_log("opening the workspace", &e)),
+    }
+}
+
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a blocking task", &e))
+}
+
+// ---------------------------------------------------------------------------
+// Plain pages
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The Content-Security-Policy of the dashboard: only its own inline
+/// script and style (by hash), requests only to this origin.
+fn dashboard_csp() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash_of = |open: &str, close: &str| {
+            let start = DASHBOARD_HTML.find(open).map(|i| i + open.len());
+            let body = start.and_then(|s| {
+                DASHBOARD_HTML[s..]
+                    .find(close)
+                    .map(|e| &DASHBOARD_HTML[s..s + e])
+            });
+            let digest = Sha256::digest(body.unwrap_or_default().as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash_of("<script>", "</script>"),
+            hash_of("<style>", "</style>")
+        )
+    })
+}
+
+async fn dashboard() -> Response {
+    let mut response = (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD_HTML,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(dashboard_csp()) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn whoami(State(state): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let key = authorize(&state, &caller, None, None).await?;
+    Ok(Json(json!({
+        "id": key.id,
+        "workspace": key.workspace,
+        "scope": key.scope,
+    })))
+}
+
+// ---------------------------------------------------------------------------
+// Appending
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    NdJson,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match media.as_deref() {
+        Some("application/json") => Ok(BodyKind::Json),
+        Some("application/x-ndjson") => Ok(BodyKind::NdJson),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type {} is not accepted: send application/json (one event object, or an array of them) or application/x-ndjson (one event per line)",
+                match other {
+                    Some(m) => format!("{:?}", m.chars().take(100).collect::<String>()),
+                    None => "(missing)".to_string(),
+                }
+            ),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!(
+            "the request body is over the limit of {limit} bytes; split it into several requests"
+        ),
+    )
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::with_capacity(declared.map_or(8192, |n| n as usize));
+    loop {
+        let next =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut stream), cx))
+                .await;
+        match next {
+            None => return Ok(out),
+            Some(Ok(chunk)) => {
+                if out.len() + chunk.len() > limit {
+                    return Err(too_large(limit));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Some(Err(_)) => {
+                return Err(ApiError::bad_request(
+                    "unreadable_body",
+                    "the request body could not be read (the connection broke or the encoding is wrong)",
+                ))
+            }
+        }
+    }
+}
+
+/// Deserializes a JSON array of events, stopping past `max`, and naming
+/// the index of a bad event.
+struct EventArray<'a> {
+    max: usize,
+    too_many: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for EventArray<'_> {
+    type Value = Vec<Event>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Event>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventArray<'_> {
+    type Value = Vec<Event>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Event>, A::Error> {
+        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(self.max));
+        loop {
+            if events.len() == self.max {
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    self.too_many.set(true);
+                    return Err(A::Error::custom("too many events"));
+                }
+                return Ok(events);
+            }
+            match seq.next_element::<Event>() {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => return Ok(events),
+                Err(e) => {
+                    return Err(A::Error::custom(format_args!(
+                        "event at index {}: {e}",
+                        events.len()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// A serde_json error's message without the position it appends, when
+/// the message already has one (the inner error's).
+fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(inner) if inner.contains(" at line ") => inner.to_string(),
+        _ => text,
+    }
+}
+
+fn json_error(prefix: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let code = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "malformed_json",
+        Category::Data => "invalid_event",
+    };
+    ApiError::bad_request(code, format!("{prefix}{}", json_message(e)))
+}
+
+fn too_many_events(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_events",
+        format!("a request holds at most {max} events; split the batch"),
+    )
+}
+
+/// Parses a request body into events.
+fn parse_events(bytes: &[u8], kind: BodyKind, max: usize) -> Result<Vec<Event>, ApiError> {
+    match kind {
+        BodyKind::Json => {
+            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+            match first {
+                Some(b'{') => serde_json::from_slice::<Event>(bytes)
+                    .map(|e| vec![e])
+                    .map_err(|e| json_error("", &e)),
+                Some(b'[') => {
+                    let too_many = std::cell::Cell::new(false);
+                    let mut de = serde_json::Deserializer::from_slice(bytes);
+                    let parsed = EventArray {
+                        max,
+                        too_many: &too_many,
+                    }
+                    .deserialize(&mut de)
+                    .and_then(|events| de.end().map(|()| events));
+                    parsed.map_err(|e| {
+                        if too_many.get() {
+                            return too_many_events(max);
+                        }
+                        // Name a syntax error by its own position, not as
+                        // a bad event.
+                        match serde_json::from_slice::<IgnoredAny>(bytes) {
+                            Err(syntax) => json_error("", &syntax),
+                            Ok(_) => ApiError::bad_request("invalid_event", json_message(&e)),
+                        }
+                    })
+                }
+                _ => Err(ApiError::bad_request(
+                    "malformed_json",
+                    "expected a JSON object (one event) or an array of events",
+                )),
+            }
+        }
+        BodyKind::NdJson => {
+            let mut events = Vec::new();
+            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if events.len() == max {
+                    return Err(too_many_events(max));
+                }
+                let event = serde_json::from_slice::<Event>(line)
+                    .map_err(|e| json_error(&format!("line {}: ", i + 1), &e))?;
+                events.push(event);
+            }
+            Ok(events)
+        }
+    }
+}
+
+/// The index and reason of the first event the library would refuse.
+fn first_invalid(events: &[Event]) -> Option<(usize, String)> {
+    let mut scratch = Vec::new();
+    events.iter().enumerate().find_map(|(i, e)| {
+        scratch.clear();
+        e.validate()
+            .and_then(|()| encode_record(e, &mut scratch))
+            .err()
+            .map(|err| (i, err.to_string()))
+    })
+}
+
+fn receipts_json(receipts: &[Receipt]) -> String {
+    let mut out = String::with_capacity(32 + receipts.len() * 90);
+    out.push_str("{\"receipts\":[");
+    for (i, r) in receipts.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"seq\":{},\"hash\":\"{}\"}}", r.seq, r.hash);
+    }
+    out.push_str("]}");
+    out
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn post_events(
+    State(state): State<Shared>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Append)).await?;
+    let kind = body_kind(&headers)?;
+    let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
+    let events = parse_events(&bytes, kind, state.limits.max_events_per_request)?;
+    drop(bytes);
+    if events.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_events",
+            "the request holds no events",
+        ));
+    }
+    let log = workspace_log(&state, &w, &key).await?;
+    let appended = blocking(move || match log.append_batch(&events) {
+        Ok(receipts) => Ok(receipts),
+        Err(crate::Error::InvalidEvent(e)) => Err(match first_invalid(&events) {
+            Some((i, why)) => ApiError::bad_request(
+                "invalid_event",
+                format!("event at index {i}: {why}; nothing was appended"),
+            ),
+            None => ApiError::bad_request("invalid_event", format!("{e}; nothing was appended")),
+        }),
+        Err(e) => Err(ApiError::from_log("appending", &e)),
+    })
+    .await??;
+    Ok(json_response(StatusCode::CREATED, receipts_json(&appended)))
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|_| {
+            ApiError::bad_request("invalid_parameter", "the query string cannot be decoded")
+        })
+}
+
+fn export_failed(e: ExportError) -> ApiError {
+    match e {
+        ExportError::Log(e) => ApiError::from_log("reading events", &e),
+        ExportError::BadRecord { seq, .. } => {
+            eprintln!("chainlog serve: {e}");
+            ApiError::unavailable(
+                "storage_error",
+                format!("record {seq} cannot be read: the log may be damaged; run GET …/verify"),
+            )
+        }
+        other => ApiError::internal("reading events", &other),
+    }
+}
+
+/// One page of matches as `{"events": [...], "count": n, "next_cursor": seq|null}`.
+fn page(log: &Log, query: &Query) -> Result<String, ApiError> {
+    let page_size = query.limit.unwrap_or(params::DEFAULT_PAGE_EVENTS);
+    let mut probe = query.clone();
+    probe.limit = Some(page_size + 1);
+    let mut exporter = Exporter::new(
+        Vec::with_capacity(4096),
+        ExportOptions::new(ExportFormat::Json),
+    )
+    .map_err(|e| ApiError::internal("reading events", &e))?;
+    let mut last = None;
+    let mut more = false;
+    let matches = log
+        .query(&probe)
+        .map_err(|e| ApiError::from_log("reading events", &e))?;
+    for m in matches {
+        let m = m.map_err(|e| ApiError::from_log("reading events", &e))?;
+        if exporter.rows() == page_size {
+            more = true;
+            break;
+        }
+        exporter.write(&m).map_err(export_failed)?;
+        last = Some(m.seq);
+    }
+    let count = exporter.rows();
+    let rows = exporter
+        .finish()
+        .map_err(|e| ApiError::internal("reading events", &e))?;
+    let rows = String::from_utf8(rows).map_err(|e| ApiError::internal("reading events", &e))?;
+    let cursor = match (more, last) {
+        (true, Some(seq)) => seq.to_string(),
+        _ => "null".to_string(),
+    };
+    Ok(format!(
+        "{{\"events\":{},\"count\":{count},\"next_cursor\":{cursor}}}",
+        rows.trim_end()
+    ))
+}
+
+async fn get_events(
+    State(state): State<Shared>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Events, Timestamp::now())?;
+    let log = workspace_log(&state, &w, &key).await?;
+    let body = blocking(move || page(&log, &parsed.query)).await??;
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn get_event(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let seq_text = path_segment(&caller, 5);
+    let seq: u64 = seq_text.parse().map_err(|_| {
+        ApiError::bad_request("invalid_parameter", "the event's seq must be a number")
+    })?;
+    let log = workspace_log(&state, &w, &key).await?;
+    let query = Query {
+        from_seq: Some(seq),
+        limit: Some(1),
+        ..Query::default()
+    };
+    let body = blocking(move || page(&log, &query)).await??;
+    let parsed: Value =
+        serde_json::from_str(&body).map_err(|e| ApiError::internal("reading an event", &e))?;
+    match parsed["events"].get(0) {
+        Some(row) if row["seq"].as_u64() == Some(seq) => {
+            Ok(Json(json!({ "event": row })).into_response())
+        }
+        _ => Err(ApiError::not_found(
+            "event_not_found",
+            format!("no event has seq {seq}"),
+        )),
+    }
+}
+
+/// Buffers export output and sends it to the connection in chunks,
+/// blocking (with a timeout) while the client is slow.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    buf: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ChannelWriter {
+    fn send(&mut self, chunk: Result<Bytes, io::Error>) -> io::Result<()> {
+        let tx = self.tx.clone();
+        let sent = self.runtime.block_on(async move {
+            tokio::time::timeout(EXPORT_STALL_TIMEOUT, tx.send(chunk)).await
+        });
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+        }
+    }
+
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096),
+        ));
+        self.send(Ok(chunk))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK_BYTES {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buffered()
+    }
+}
+
+/// The receiving end, as the body's stream.
+struct ChunkStream(mpsc::Receiver<Result<Bytes, io::Error>>);
+
+impl futures_core::Stream for ChunkStream {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().0.poll_recv(cx)
+    }
+}
+
+async fn export(
+    State(state): State<Shared>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Export, Timestamp::now())?;
+    let format = parsed.format.unwrap_or(ExportFormat::Json);
+    let log = workspace_log(&state, &w, &key).await?;
+    let permit = state
+        .export_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::unavailable(
+                "too_many_exports",
+                "the server is streaming as many exports as it allows; try again shortly",
+            )
+        })?;
+    let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
+    let runtime = tokio::runtime::Handle::current();
+    let query = parsed.query;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut writer = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096),
+            runtime,
+        };
+        let result = (|| -> Result<(), ExportError> {
+            let mut exporter = Exporter::new(&mut writer, ExportOptions::new(format))?;
+            let mut matches = log.query(&query)?;
+            matches.try_for_each_view(|seq, hash, view| exporter.write_view(seq, &hash, view))?;
+            exporter.finish()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {}
+            Err(ExportError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                eprintln!("chainlog serve: export cut short: {e}");
+                // An error item ends the body early, so the client sees an
+                // incomplete transfer, never a silently short export.
+                let _ = writer.send(Err(io::Error::other("export failed")));
+            }
+        }
+    });
+    let (content_type, extension) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
+        ExportFormat::Json => ("application/json", "json"),
+        ExportFormat::JsonLines => ("application/x-ndjson", "jsonl"),
+    };
+    let disposition = format!("attachment; filename=\"{w}-audit-log.{extension}\"");
+    let mut response = Body::from_stream(ChunkStream(rx)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct VerifyAnswer<'a> {
+    intact: bool,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+async fn verify(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let _log = workspace_log(&state, &w, &key).await?;
+    let dir = state.workspaces.dir(&w);
+    let permit = state
+        .verify_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::internal("verifying", &e))?;
+    let report = blocking(move || {
+        let _permit = permit;
+        let options = VerifyOptions {
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(2),
+            checkpoint: None,
+        };
+        verify_dir_with(&FsStorage, &dir, &options, &mut |_| {})
+    })
+    .await?
+    .map_err(|e| ApiError::from_log("verifying", &e))?;
+    Ok(Json(VerifyAnswer {
+        intact: report.is_intact(),
+        report: &report,
+    })
+    .into_response())
+}
+
+async fn checkpoint(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    if state.signer.is_none() {
+        return Err(ApiError::not_found(
+            "checkpoints_not_configured",
+            "this server signs no checkpoints: start it with --checkpoint-key FILE (a secret key from `chainlog keygen`)",
+        ));
+    }
+    let log = workspace_log(&state, &w, &key).await?;
+    let st = state.clone();
+    let answer = blocking(move || -> Result<Value, ApiError> {
+        let signer = st
+            .signer
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("signing", &"no signer"))?;
+        let checkpoint = log
+            .checkpoint(&st.checkpoint_origin)
+            .map_err(|e| ApiError::from_log("signing a checkpoint", &e))?;
+        let note = checkpoint
+            .sign(signer)
+            .map_err(|e| ApiError::internal("signing a checkpoint", &e))?;
+        Ok(json!({
+            "origin": checkpoint.origin,
+            "size": checkpoint.size,
+            "root": base64::engine::general_purpose::STANDARD.encode(checkpoint.root),
+            "head": checkpoint.head,
+            "key": signer.verifier().to_text(),
+            "note": note,
+        }))
+    })
+    .await??;
+    Ok(Json(answer).into_response())
+}
+
+// ---------------------------------------------------------------------------
+// Keys
+
+/// Records key changes made over HTTP in the workspace's log.
+struct ServerKeyAudit(Shared);
+
+impl KeyAudit for ServerKeyAudit {
+    fn record(&self, workspace: &str, create: bool, event: &Event) -> Result<Receipt, KeyError> {
+        let audit_err = |reason: String| KeyError::Audit {
+            workspace: workspace.to_string(),
+            reason,
+        };
+        let log = self
+            .0
+            .workspaces
+            .open(workspace, create)
+            .map_err(|e| audit_err(e.to_string()))?
+            .ok_or_else(|| audit_err("the workspace has no log".into()))?;
+        log.append(event).map_err(|e| audit_err(e.to_string()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKeyRequest {
+    scope: Scope,
+}
+
+fn issued_json(issued: &crate::server::keys::IssuedKey) -> Value {
+    json!({
+        "key": issued.text,
+        "id": issued.key.id,
+        "workspace": issued.key.workspace,
+        "scope": issued.key.scope,
+        "event_seq": issued.receipt.seq,
+    })
+}
+
+async fn list_keys(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let st = state.clone();
+    let keys: Vec<KeyInfo> = blocking(move || st.keys.list(Some(&w)))
+        .await?
+        .map_err(|e| ApiError::from_keys("listing keys", &e))?;
+    Ok(Json(json!({ "keys": keys })).into_response())
+}
+
+async fn create_key(
+    State(state): State<Shared>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    if body_kind(&headers)? != BodyKind::Json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json: {\"scope\": \"append\" | \"read\" | \"admin\"}",
+        ));
+    }
+    let bytes = read_body(body, &headers, MAX_KEY_REQUEST_BYTES).await?;
+    let request: CreateKeyRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "expected {{\"scope\": \"append\" | \"read\" | \"admin\"}}: {}",
+                json_message(&e)
+            ),
+        )
+    })?;
+    let by = caller.changed_by(&key);
+    let st = state.clone();
+    let issued = blocking(move || {
+        st.keys
+            .create(&w, request.scope, &by, &ServerKeyAudit(st.clone()))
+    })
+    .await?
+    .map_err(|e| ApiError::from_keys("creating a key", &e))?;
+    Ok((StatusCode::CREATED, Json(issued_json(&issued))).into_response())
+}
+
+async fn rotate_key(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let id = path_segment(&caller, 5);
+    let by = caller.changed_by(&key);
+    let st = state.clone();
+    let issued = blocking(move || {
+        st.keys
+            .rotate(&id, Some(&w), &by, &ServerKeyAudit(st.clone()))
+    })
+    .await?
+    .map_err(|e| ApiError::from_keys("rotating a key", &e))?;
+    Ok(Json(issued_json(&issued)).into_response())
+}
+
+async fn revoke_key(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let w = path_segment(&caller, 3);
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let id = path_segment(&caller, 5);
+    let by = caller.changed_by(&key);
+    let st = state.clone();
+    let revoked = blocking(move || {
+        st.keys
+            .revoke(&id, Some(&w), &by, &ServerKeyAudit(st.clone()))
+    })
+    .await?
+    .map_err(|e| ApiError::from_keys("revoking a key", &e))?;
+    Ok(Json(json!({
+        "id": revoked.key.id,
+        "revoked_at": revoked.key.revoked_at,
+        "event_seq": revoked.receipt.seq,
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("%2e%2e"), "..");
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("acme"), "acme");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn body_errors_name_the_event() {
+        let max = 3;
+        let bad_field = br#"[{"event":"a.b","actor":"x"},{"event":"a.b"}]"#;
+        let e = parse_events(bad_field, BodyKind::Json, max).unwrap_err();
+        assert_eq!(e.error, "invalid_event");
+        assert!(
+            e.detail
+                .starts_with("event at index 1: missing field `actor`"),
+            "{}",
+            e.detail
+        );
+        assert_eq!(e.detail.matches(" at line ").count(), 1, "{}", e.detail);
+
+        let e = parse_events(br#"[{"event":"a.b","actor":"x"},"#, BodyKind::Json, max).unwrap_err();
+        assert_eq!(e.error, "malformed_json");
+
+        let e =
+            parse_events(br#"[{"event":"a.b","actor":"x"}] x"#, BodyKind::Json, max).unwrap_err();
+        assert_eq!(e.error, "malformed_json");
+
+        let four = br#"[{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"}]"#;
+        assert_eq!(
+            parse_events(four, BodyKind::Json, max).unwrap_err().error,
+            "too_many_events"
+        );
+        assert_eq!(parse_events(four, BodyKind::Json, 4).unwrap().len(), 4);
+
+        let nd = b"{\"event\":\"a.b\",\"actor\":\"x\"}\r\n\n{\"event\":\"a.b\",\"actor\":\"x\",\"bogus\":1}\n";
+        let e = parse_events(nd, BodyKind::NdJson, max).unwrap_err();
+        assert!(
+            e.detail.starts_with("line 3: unknown field `bogus`"),
+            "{}",
+            e.detail
+        );
+
+        let e = parse_events(b"42", BodyKind::Json, max).unwrap_err();
+        assert_eq!(e.error, "malformed_json");
+    }
+}

@@ -1,0 +1,358 @@
+//! The HTTP API and the Audit Log dashboard (cargo feature `server`).
+//!
+//! `chainlog serve` runs a [`Server`]: axum on tokio, HTTP/1.1, optional
+//! TLS (rustls). It uses only the library's public API. A data directory
+//! holds:
+//!
+//! | path | what |
+//! |---|---|
+//! | `keys.json` | the API keys, as hashes ([`keys`]); mode 0600 |
+//! | `keys.lock` | taken while `keys.json` changes |
+//! | `workspaces/<name>/` | each workspace's log ([`workspace`]) |
+//! | `server-log/` | refused requests that name no existing workspace |
+//!
+//! Every workspace log is opened with [`crate::Durability::Always`]: an
+//! answer with receipts means the events are on disk, and concurrent
+//! requests share `fdatasync`s through the library's group commit. Appends,
+//! queries, exports and verification run on tokio's blocking threads.
+//!
+//! Every refused request (missing or invalid key, a key used on another
+//! workspace, a scope too small) becomes an `auth.failed` or
+//! `access.denied` event, with the client's address, in the log of the
+//! workspace it named, or in the server's log when that does not exist. A
+//! flood from one address is counted into summary events instead (see
+//! [`audit`]), so failures cannot grow a log without bound.
+//!
+//! On SIGTERM or Ctrl-C the server stops accepting, lets requests in
+//! flight finish (up to [`Limits::shutdown_grace`]), writes the pending
+//! failure summaries and closes every log, which syncs it.
+
+mod api;
+pub mod audit;
+pub mod error;
+pub mod keys;
+pub mod params;
+mod tls;
+pub mod workspace;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::checkpoint::NoteSigner;
+use crate::server::audit::FailureLimiter;
+use crate::server::keys::{KeyError, KeyStore};
+use crate::server::workspace::Workspaces;
+
+/// Bounds on what one request may ask for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body. Default 4 MiB.
+    pub max_body_bytes: usize,
+    /// Most events in one `POST`. Default 10,000 (the library allows
+    /// [`crate::limits::MAX_BATCH_EVENTS`]).
+    pub max_events_per_request: usize,
+    /// Longest a request may take until its answer starts (an export's
+    /// streamed body is not counted). Default 30 s.
+    pub request_timeout: Duration,
+    /// Longest the server waits for requests in flight when stopping.
+    /// Default 10 s.
+    pub shutdown_grace: Duration,
+    /// Exports streaming at once. Default 8.
+    pub max_concurrent_exports: usize,
+    /// Verifications running at once. Default 1.
+    pub max_concurrent_verifies: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 << 20,
+            max_events_per_request: 10_000,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            max_concurrent_exports: 8,
+            max_concurrent_verifies: 1,
+        }
+    }
+}
+
+/// Certificate and key files for TLS, in PEM.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Serve HTTPS with these files.
+    pub tls: Option<TlsFiles>,
+    /// Sign checkpoints on request with this key; without one,
+    /// `GET …/checkpoint` answers 404.
+    pub checkpoint_signer: Option<NoteSigner>,
+    /// Origin prefix of signed checkpoints (`<prefix>/<log id>`).
+    /// Default `chainlog`.
+    pub checkpoint_origin: String,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// A configuration with the default limits, no TLS and no signer.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen,
+            tls: None,
+            checkpoint_signer: None,
+            checkpoint_origin: "chainlog".into(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The key file is unusable.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+    /// Closing logs at shutdown failed: their last records may not be durable.
+    #[error("closing logs failed: {0}")]
+    Close(String),
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub keys: KeyStore,
+    pub workspaces: Workspaces,
+    pub failures: FailureLimiter,
+    pub limits: Limits,
+    pub signer: Option<NoteSigner>,
+    pub checkpoint_origin: String,
+    pub export_slots: Arc<Semaphore>,
+    pub verify_slots: Arc<Semaphore>,
+}
+
+enum Bound {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    state: Arc<AppState>,
+    listener: Bound,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Creates the data directory if needed, reads the keys and binds the
+    /// listening socket. Must run inside a tokio runtime.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let keys = KeyStore::open(&config.data_dir)?;
+        let tls_config = match &config.tls {
+            Some(files) => Some(tls::load_config(&files.cert, &files.key)?),
+            None => None,
+        };
+        let tcp = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let listener =
+            match tls_config {
+                Some(c) => Bound::Tls(tls::TlsListener::new(tcp, c).map_err(|source| {
+                    ServerError::Bind {
+                        addr: config.listen,
+                        source,
+                    }
+                })?),
+                None => Bound::Plain(tcp),
+            };
+        let limits = config.limits;
+        let state = Arc::new(AppState {
+            keys,
+            workspaces: Workspaces::new(&config.data_dir),
+            failures: FailureLimiter::new(),
+            export_slots: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
+            verify_slots: Arc::new(Semaphore::new(limits.max_concurrent_verifies.max(1))),
+            limits,
+            signer: config.checkpoint_signer,
+            checkpoint_origin: config.checkpoint_origin,
+        });
+        Ok(Server {
+            state,
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.listener, Bound::Tls(_))
+    }
+
+    /// Serves until `shutdown` completes, then stops as described in the
+    /// module docs.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let state = self.state;
+        let app = api::router(state.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
+        let grace = state.limits.shutdown_grace;
+        let served = match self.listener {
+            Bound::Plain(tcp) => {
+                let listener = tcp.tap_io(|stream| {
+                    let _ = stream.set_nodelay(true);
+                });
+                let serve = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future();
+                serve_until(serve, stop_rx, grace).await
+            }
+            Bound::Tls(tls) => {
+                let listener = tls.tap_io(|_| {});
+                let serve = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future();
+                serve_until(serve, stop_rx, grace).await
+            }
+        };
+        summaries.abort();
+        api::write_summaries(&state, true).await;
+        let closing = state.clone();
+        let failures = tokio::task::spawn_blocking(move || closing.workspaces.close_all(grace))
+            .await
+            .unwrap_or_default();
+        served.map_err(ServerError::Serve)?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ServerError::Close(
+                failures
+                    .iter()
+                    .map(|(name, e)| format!("{name}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ))
+        }
+    }
+}
+
+/// Completes once the stop flag is set.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs `serve` to its graceful end, or gives up `grace` after the stop
+/// signal (a client that keeps a streamed export open cannot hold the
+/// server up).
+async fn serve_until(
+    serve: impl Future<Output = std::io::Result<()>>,
+    stop_rx: watch::Receiver<bool>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    tokio::select! {
+        result = serve => result,
+        () = async {
+            stopped(stop_rx).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            eprintln!("chainlog serve: requests still open {grace:?} after the stop signal were cut off");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,212 @@
+//! Query parameters of `GET …/events` and `GET …/export`: the filters of
+//! `chainlog query`, each repeatable for OR, plus paging.
+
+use std::str::FromStr;
+
+use crate::event::{Outcome, Timestamp};
+use crate::export::ExportFormat;
+use crate::query::{parse_time, EventPattern, Filter, FilterError, IpNet, Query};
+use crate::server::error::ApiError;
+
+/// Events a page holds when `limit` is absent.
+pub const DEFAULT_PAGE_EVENTS: u64 = 100;
+/// Most events a page holds.
+pub const MAX_PAGE_EVENTS: u64 = 1000;
+/// Most values of one parameter.
+const MAX_VALUES_PER_PARAMETER: usize = 64;
+
+/// Which endpoint the parameters are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET …/events`: paged, `limit` 1..=1000, default 100.
+    Events,
+    /// `GET …/export`: `format` required, no default limit.
+    Export,
+}
+
+/// The parsed parameters.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The query (for `Events`, its limit is the page size).
+    pub query: Query,
+    /// The export format (`Export` only).
+    pub format: Option<ExportFormat>,
+}
+
+fn bad(detail: String) -> ApiError {
+    ApiError::bad_request("invalid_parameter", detail)
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(bad(format!(
+            "`{name}`: expected true or false, got {:?}",
+            cut(other)
+        ))),
+    }
+}
+
+fn cut(text: &str) -> String {
+    text.chars().take(100).collect()
+}
+
+/// Parses the (name, value) pairs of a query string; relative times count
+/// back from `now`.
+pub fn parse(
+    pairs: &[(String, String)],
+    endpoint: Endpoint,
+    now: Timestamp,
+) -> Result<Params, ApiError> {
+    let mut filter = Filter::default();
+    let mut query = Query::default();
+    let mut format = None;
+    let mut limit = None;
+    let mut since = None;
+    let mut until = None;
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    for (name, value) in pairs {
+        let count = counts.entry(name.as_str()).or_default();
+        *count += 1;
+        if *count > MAX_VALUES_PER_PARAMETER {
+            return Err(bad(format!(
+                "`{}` is given more than {MAX_VALUES_PER_PARAMETER} times",
+                cut(name)
+            )));
+        }
+        let filter_err = |e: FilterError| bad(format!("`{name}`: {e}"));
+        match name.as_str() {
+            "actor" => filter.actors.push(value.clone()),
+            "event" => filter
+                .event_types
+                .push(EventPattern::from_str(value).map_err(filter_err)?),
+            "node" => filter.nodes.push(value.clone()),
+            "resource" => filter.resources.push(value.clone()),
+            "ip" => filter.ips.push(IpNet::from_str(value).map_err(filter_err)?),
+            "outcome" => filter.outcomes.push(
+                Outcome::from_str(value)
+                    .map_err(|_| filter_err(FilterError::BadOutcome(cut(value))))?,
+            ),
+            "since" | "until" => {
+                let t = parse_time(value, now).map_err(filter_err)?;
+                let slot = if name == "since" { &mut since } else { &mut until };
+                if slot.replace(t).is_some() {
+                    return Err(bad(format!("`{name}` is given more than once")));
+                }
+            }
+            "limit" => {
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| bad(format!("`limit`: {:?} is not a number", cut(value))))?;
+                let max = match endpoint {
+                    Endpoint::Events => MAX_PAGE_EVENTS,
+                    Endpoint::Export => u64::MAX,
+                };
+                if n == 0 || n > max {
+                    return Err(bad(format!("`limit` must be between 1 and {max}, got {n}")));
+                }
+                limit = Some(n);
+            }
+            "cursor" => {
+                query.after = Some(value.parse().map_err(|_| {
+                    bad(format!(
+                        "`cursor`: {:?} is not a seq (pass the next_cursor of the previous page)",
+                        cut(value)
+                    ))
+                })?);
+            }
+            "reverse" => query.reverse = parse_bool("reverse", value)?,
+            "format" if endpoint == Endpoint::Export => {
+                format = Some(ExportFormat::from_str(value).map_err(|_| {
+                    bad(format!(
+                        "`format`: unknown export format {:?} (expected csv, json or jsonl)",
+                        cut(value)
+                    ))
+                })?);
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter `{}` (known: actor, event, node, resource, ip, outcome, since, until, limit, cursor, reverse{})",
+                    cut(other),
+                    if endpoint == Endpoint::Export { ", format" } else { "" }
+                )))
+            }
+        }
+    }
+    filter.since = since;
+    filter.until = until;
+    filter.validate().map_err(|e| bad(e.to_string()))?;
+    query.filter = filter;
+    query.limit = match endpoint {
+        Endpoint::Events => Some(limit.unwrap_or(DEFAULT_PAGE_EVENTS)),
+        Endpoint::Export => limit,
+    };
+    if endpoint == Endpoint::Export && format.is_none() {
+        return Err(bad("`format` is required: csv, json or jsonl".to_string()));
+    }
+    Ok(Params { query, format })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn filters_repeat_for_or() {
+        let now = Timestamp::parse_rfc3339("2026-03-09T12:00:00Z").unwrap();
+        let p = parse(
+            &pairs(&[
+                ("actor", "alice"),
+                ("actor", "bob"),
+                ("event", "pcap.*"),
+                ("since", "1h"),
+                ("reverse", "true"),
+                ("cursor", "42"),
+            ]),
+            Endpoint::Events,
+            now,
+        )
+        .unwrap();
+        assert_eq!(p.query.filter.actors, ["alice", "bob"]);
+        assert_eq!(
+            p.query.filter.since,
+            Some(Timestamp::parse_rfc3339("2026-03-09T11:00:00Z").unwrap())
+        );
+        assert!(p.query.reverse);
+        assert_eq!(p.query.after, Some(42));
+        assert_eq!(p.query.limit, Some(DEFAULT_PAGE_EVENTS));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let now = Timestamp::now();
+        for (items, needle) in [
+            (vec![("limit", "1001")], "`limit`"),
+            (vec![("limit", "0")], "`limit`"),
+            (vec![("since", "yesterday")], "`since`"),
+            (vec![("ip", "300.1.1.1")], "`ip`"),
+            (vec![("event", "Bad")], "`event`"),
+            (vec![("outcome", "maybe")], "`outcome`"),
+            (vec![("cursor", "-1")], "`cursor`"),
+            (vec![("nope", "1")], "unknown parameter `nope`"),
+            (vec![("format", "csv")], "unknown parameter `format`"),
+            (vec![("since", "1h"), ("until", "2h")], "not before"),
+        ] {
+            let e = parse(&pairs(&items), Endpoint::Events, now).unwrap_err();
+            assert!(e.detail.contains(needle), "{items:?}: {}", e.detail);
+        }
+        let e = parse(&[], Endpoint::Export, now).unwrap_err();
+        assert!(e.detail.contains("`format` is required"));
+        let p = parse(&pairs(&[("format", "csv")]), Endpoint::Export, now).unwrap();
+        assert_eq!(p.format, Some(ExportFormat::Csv));
+        assert_eq!(p.query.limit, None);
+    }
+}

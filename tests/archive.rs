@@ -1,0 +1,808 @@
+//! Archiving to S3-compatible object storage, end to end, against a real S3
+//! server on 127.0.0.1: `s3s-fs` (which checks request signatures), installed
+//! by `scripts/s3-server.sh install`. Each test starts its own server on a
+//! free loopback port with a fresh root directory, and kills it on drop.
+//!
+//! Without the `s3s-fs` binary the tests are skipped with a note, unless
+//! `CHAINLOG_REQUIRE_S3` is set (as `scripts/test.sh` does), when they fail.
+#![cfg(feature = "s3")]
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chainlog::archive::{self, ArchiveOptions, ArchiveTarget};
+use chainlog::storage::FsStorage;
+use chainlog::verify::{verify_dir, VerifyOptions};
+use chainlog::{Event, Log, Options, Timestamp};
+use tempfile::TempDir;
+
+const ACCESS_KEY: &str = "chainlog-test";
+const SECRET_KEY: &str = "chainlog-test-secret";
+const BUCKET: &str = "audit";
+const SEGMENT_BYTES: u64 = 128 * 1024;
+
+/// Where `s3s-fs` is: on PATH, or in cargo's bin directory.
+fn s3s_fs_binary() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("s3s-fs"))
+        .find(|p| p.is_file())
+}
+
+/// A running `s3s-fs` with its own root directory; killed on drop.
+struct S3Server {
+    binary: PathBuf,
+    root: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    /// Starts a server, or returns `None` (after a loud note) when the
+    /// binary is missing and `CHAINLOG_REQUIRE_S3` is unset.
+    fn start() -> Option<S3Server> {
+        let Some(binary) = s3s_fs_binary() else {
+            if std::env::var_os("CHAINLOG_REQUIRE_S3").is_some() {
+                panic!("s3s-fs is not installed and CHAINLOG_REQUIRE_S3 is set: run scripts/s3-server.sh install");
+            }
+            eprintln!(
+                "\n*** SKIPPED: s3s-fs is not installed, so the S3 archive tests did not run. ***\n*** Install it with scripts/s3-server.sh install (scripts/test.sh does). ***\n"
+            );
+            return None;
+        };
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let mut server = S3Server {
+            binary,
+            root,
+            port: 0,
+            child: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// (Re)starts the server on a free loopback port, on the same root.
+    fn restart(&mut self) {
+        self.kill();
+        for _ in 0..20 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new(&self.binary)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(self.root.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start s3s-fs");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                    self.port = port;
+                    self.child = Some(child);
+                    return;
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break; // the port was taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("s3s-fs did not start");
+    }
+
+    /// Kills the server (SIGKILL).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The directory holding the objects under `prefix`.
+    fn objects_dir(&self, prefix: &str) -> PathBuf {
+        self.root.path().join(BUCKET).join(prefix)
+    }
+
+    /// The object files under `prefix`, relative, sorted.
+    fn objects(&self, prefix: &str) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, base, out);
+                } else {
+                    out.push(
+                        path.strip_prefix(base)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        let base = self.objects_dir(prefix);
+        let mut out = Vec::new();
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+
+    fn target(&self, prefix: &str) -> ArchiveTarget {
+        ArchiveTarget::parse(&format!("s3://{BUCKET}/{prefix}"))
+            .unwrap()
+            .with_endpoint(Some(self.endpoint()))
+    }
+
+    /// `chainlog ARGS` with the server's endpoint and credentials in the
+    /// environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chainlog"));
+        command
+            .args(args)
+            .env_remove("CHAINLOG_DIR")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sets the credentials for library calls in this process (every test
+/// uses the same ones).
+fn library_credentials() {
+    // Every test sets the same values, so concurrent tests agree.
+    std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    std::env::set_var("AWS_REGION", "us-east-1");
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn expect_code(output: &Output, code: i32) -> String {
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&output.stderr)
+    );
+    stdout
+}
+
+/// A log of `records` events with `context_bytes` of context each, in
+/// segments of `segment_bytes`; `age_days` back in time.
+fn make_log(dir: &Path, records: u64, context_bytes: usize, segment_bytes: u64, age_days: i64) {
+    let log = Log::create(
+        dir,
+        Options {
+            segment_bytes,
+            durability: chainlog::Durability::None,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let start = Timestamp::now().unix_nanos() - age_days * 86_400_000_000_000;
+    let filler = "x".repeat(context_bytes);
+    // A batch must fit in one segment.
+    let batch_len = ((segment_bytes / 2) / (context_bytes as u64 + 400)).clamp(1, 512) as usize;
+    let mut batch = Vec::new();
+    for i in 0..records {
+        let ts = Timestamp::from_unix_nanos(start + i as i64 * 1_000_000);
+        let mut event = Event::new(ts, "auth.login", format!("user{}@acme.io", i % 17));
+        event.node = Some(format!("nyc-edge-{:02}", i % 5));
+        event.context.insert("i".into(), i.into());
+        event.context.insert("filler".into(), filler.clone().into());
+        batch.push(event);
+        if batch.len() == batch_len {
+            log.append_batch(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        log.append_batch(&batch).unwrap();
+    }
+    log.close().unwrap();
+}
+
+fn append_more(dir: &Path, records: u64) {
+    let log = Log::open(
+        dir,
+        Options {
+            segment_bytes: SEGMENT_BYTES,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let events: Vec<Event> = (0..records)
+        .map(|i| {
+            let mut event = Event::new(Timestamp::now(), "node.added", "deploy-bot");
+            event.context.insert("n".into(), i.into());
+            event
+        })
+        .collect();
+    for chunk in events.chunks(512) {
+        log.append_batch(chunk).unwrap();
+    }
+    log.close().unwrap();
+}
+
+fn sealed_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
+        .count()
+        - 1
+}
+
+fn dir_arg(dir: &Path) -> String {
+    dir.to_str().unwrap().to_string()
+}
+
+#[test]
+fn archive_verify_from_the_bucket_restore_and_rerun() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 1);
+    let sealed = sealed_segments(&log_dir);
+    assert!(
+        sealed >= 3,
+        "the test log should have several sealed segments"
+    );
+    let dir = dir_arg(&log_dir);
+    let url = format!("s3://{BUCKET}/prod/eu");
+
+    let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    assert!(
+        out.contains(&format!("archived {sealed} segments")),
+        "{out}"
+    );
+    let objects = server.objects("prod/eu");
+    // Each sealed segment and its index, and one manifest.
+    assert_eq!(objects.len(), 2 * sealed + 1, "{objects:?}");
+    assert!(
+        objects.iter().any(|o| o.starts_with("manifest/")),
+        "{objects:?}"
+    );
+
+    // Verify straight from the bucket: same report as a local verify.
+    let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
+    assert!(out.starts_with("intact: "), "{out}");
+    assert!(
+        out.contains(&format!(
+            "archive: {} objects of {sealed} segments",
+            2 * sealed
+        )),
+        "{out}"
+    );
+    let json = expect_code(&server.run(&["verify", "--from", &url, "--json"]), 0);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["segments"], sealed as u64);
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert_eq!(report["archive"]["objects_checked"], 2 * sealed as u64);
+
+    // A rerun uploads nothing.
+    let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    assert!(out.starts_with("nothing new to archive"), "{out}");
+    assert_eq!(server.objects("prod/eu"), objects);
+
+    // More records seal more segments: only those are uploaded, with a new manifest.
+    append_more(&log_dir, 1500);
+    let sealed_now = sealed_segments(&log_dir);
+    assert!(sealed_now > sealed);
+    let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    assert!(
+        out.contains(&format!("archived {} segment", sealed_now - sealed)),
+        "{out}"
+    );
+    let manifests = server.objects("prod/eu/manifest");
+    assert_eq!(
+        manifests.len(),
+        2,
+        "one manifest per run that archived something: {manifests:?}"
+    );
+
+    // A signed checkpoint of the archive, verified from the bucket.
+    let keygen = server.run(&[
+        "keygen",
+        "--secret-key",
+        work.path().join("k.key").to_str().unwrap(),
+        "--public-key",
+        work.path().join("k.pub").to_str().unwrap(),
+        "--name",
+        "archive.test",
+    ]);
+    expect_code(&keygen, 0);
+    let key = work.path().join("k.key");
+    let out = expect_code(
+        &server.run(&[
+            "--dir",
+            &dir,
+            "archive",
+            "--to",
+            &url,
+            "--checkpoint-key",
+            key.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert!(out.contains("checkpoint: checkpoint/"), "{out}");
+    let checkpoints = server.objects("prod/eu/checkpoint");
+    assert_eq!(checkpoints.len(), 1);
+    let checkpoint = server
+        .objects_dir("prod/eu/checkpoint")
+        .join(&checkpoints[0]);
+    let public = work.path().join("k.pub");
+    let out = expect_code(
+        &server.run(&[
+            "verify",
+            "--from",
+            &url,
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--public-key",
+            public.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert!(out.contains("checkpoint: the archive matches"), "{out}");
+
+    // Restore: the restored log opens, verifies, and holds the same records.
+    let restored = work.path().join("restored");
+    let out = expect_code(
+        &server.run(&["--dir", &dir_arg(&restored), "restore", "--from", &url]),
+        0,
+    );
+    assert!(out.contains("intact: "), "{out}");
+    let report = verify_dir(&FsStorage, &restored, &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    let original = Log::open(
+        &log_dir,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let copy = Log::open(
+        &restored,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let last = report.last_seq.unwrap();
+    let a: Vec<_> = original
+        .iter_from(0)
+        .take(last as usize + 1)
+        .map(|r| r.unwrap())
+        .collect();
+    let b: Vec<_> = copy.iter_from(0).map(|r| r.unwrap()).collect();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.seq, x.hash, &x.event), (y.seq, y.hash, &y.event));
+    }
+    drop(copy);
+    // ... and takes appends, continuing the chain.
+    append_more(&restored, 10);
+    assert!(verify_dir(&FsStorage, &restored, &mut |_| {})
+        .unwrap()
+        .is_intact());
+    // A non-empty directory is refused.
+    let out = server.run(&["--dir", &dir_arg(&restored), "restore", "--from", &url]);
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("is not empty"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_archive_interrupted_by_a_killed_server_completes_on_the_next_run() {
+    let Some(mut server) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    // About 40 segments of 2 MiB, so the upload takes long enough to interrupt.
+    make_log(&log_dir, 20_000, 4000, 2 << 20, 1);
+    let sealed = sealed_segments(&log_dir);
+    let dir = dir_arg(&log_dir);
+    let url = format!("s3://{BUCKET}/nightly");
+    let archiving = server
+        .command(&["--dir", &dir, "archive", "--to", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server once the first segments have landed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server
+        .objects("nightly")
+        .iter()
+        .filter(|o| o.ends_with(".seg"))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "nothing was uploaded");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.kill();
+    let out = archiving.wait_with_output().unwrap();
+    let uploaded = server.objects("nightly");
+    if out.status.success() {
+        eprintln!("note: the archive finished before the server was killed; the rerun below is then a no-op");
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            !uploaded.iter().any(|o| o.starts_with("manifest/")),
+            "the manifest is written last: {uploaded:?}"
+        );
+        assert!(uploaded.iter().filter(|o| o.ends_with(".seg")).count() < sealed);
+        // Nothing is readable as an archive yet.
+        let verify = server.run(&["verify", "--from", &url]);
+        assert_ne!(verify.status.code(), Some(0));
+    }
+    server.restart();
+    let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    assert!(out.contains("it now holds"), "{out}");
+    let objects = server.objects("nightly");
+    assert_eq!(objects.len(), 2 * sealed + 1, "{objects:?}");
+    let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
+    assert!(out.starts_with("intact: "), "{out}");
+    // And the run after that uploads nothing.
+    let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    assert!(out.starts_with("nothing new to archive"), "{out}");
+}
+
+#[test]
+fn changed_or_deleted_objects_are_reported_as_tampering() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 1);
+    let dir = dir_arg(&log_dir);
+    let url = format!("s3://{BUCKET}/tamper");
+    expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    let first = server
+        .objects_dir("tamper")
+        .join("00000000000000000000.seg");
+    let original = std::fs::read(&first).unwrap();
+
+    // One byte of a record changed on the server's disk.
+    let mut changed = original.clone();
+    changed[1000] ^= 0x20;
+    std::fs::write(&first, &changed).unwrap();
+    let out = server.run(&["verify", "--from", &url]);
+    let stdout = expect_code(&out, 1);
+    assert!(stdout.starts_with("NOT INTACT"), "{stdout}");
+    assert!(
+        stdout.contains("digest_mismatch: s3://audit/tamper/00000000000000000000.seg"),
+        "{stdout}"
+    );
+    // A rerun that compares contents reports it, and uploads nothing.
+    let before = server.objects("tamper");
+    let out = server.run(&["--dir", &dir, "archive", "--to", &url, "--verify-existing"]);
+    expect_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains("tampered"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(server.objects("tamper"), before);
+    // Restore refuses the object too.
+    let restored = work.path().join("restored");
+    let out = server.run(&["--dir", &dir_arg(&restored), "restore", "--from", &url]);
+    expect_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains("00000000000000000000.seg has SHA-256"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&first, &original).unwrap();
+    expect_code(&server.run(&["verify", "--from", &url]), 0);
+
+    // A segment deleted from the bucket: the chain has a gap, and a plain
+    // rerun (a LIST) notices.
+    let segment_objects: Vec<String> = server
+        .objects("tamper")
+        .into_iter()
+        .filter(|o| o.ends_with(".seg"))
+        .collect();
+    assert!(segment_objects.len() >= 3, "{segment_objects:?}");
+    let second_name = segment_objects[1].clone();
+    let second = server.objects_dir("tamper").join(&second_name);
+    let saved = std::fs::read(&second).unwrap();
+    std::fs::remove_file(&second).unwrap();
+    let stdout = expect_code(&server.run(&["verify", "--from", &url]), 1);
+    assert!(stdout.contains("object_missing"), "{stdout}");
+    assert!(
+        stdout.contains("missing_records") || stdout.contains("link_mismatch"),
+        "{stdout}"
+    );
+    let out = server.run(&["--dir", &dir, "archive", "--to", &url]);
+    expect_code(&out, 1);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{second_name} is missing")),
+        "{stderr}"
+    );
+
+    // The newest archived segment deleted: the chain alone cannot tell, the manifest can.
+    std::fs::write(&second, &saved).unwrap();
+    let newest = server
+        .objects_dir("tamper")
+        .join(segment_objects.last().unwrap());
+    std::fs::remove_file(&newest).unwrap();
+    let stdout = expect_code(&server.run(&["verify", "--from", &url]), 1);
+    assert!(stdout.contains("object_missing"), "{stdout}");
+}
+
+#[test]
+fn wrong_credentials_are_a_clear_error() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    make_log(&log_dir, 1500, 100, SEGMENT_BYTES, 1);
+    let url = format!("s3://{BUCKET}/creds");
+    for args in [
+        vec!["--dir", log_dir.to_str().unwrap(), "archive", "--to", &url],
+        vec!["verify", "--from", &url],
+    ] {
+        let out = server
+            .command(&args)
+            .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+            .output()
+            .unwrap();
+        expect_code(&out, 2);
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("refused the credentials"), "{stderr}");
+    }
+    assert!(server.objects("creds").is_empty());
+    // A bad URL is a usage error too.
+    let out = server.run(&["verify", "--from", "s3://NO/x"]);
+    expect_code(&out, 2);
+}
+
+#[test]
+fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    // Old events: every sealed segment is past a 90-day max age.
+    make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 200);
+    let sealed = sealed_segments(&log_dir);
+    let dir = dir_arg(&log_dir);
+    let url = format!("s3://{BUCKET}/retained");
+
+    // Nothing archived yet: refused, nothing deleted.
+    let out = server.run(&[
+        "--dir",
+        &dir,
+        "retention",
+        "--max-age",
+        "90d",
+        "--only-archived",
+        &url,
+    ]);
+    expect_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("not archived"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(sealed_segments(&log_dir), sealed);
+
+    expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    let out = expect_code(
+        &server.run(&[
+            "--dir",
+            &dir,
+            "retention",
+            "--max-age",
+            "90d",
+            "--only-archived",
+            &url,
+        ]),
+        0,
+    );
+    assert!(out.contains(&format!("deleted {sealed} segments")), "{out}");
+    assert!(!log_dir.join("00000000000000000000.seg").exists());
+
+    // The local log still verifies (a retention record accounts for its start)...
+    let out = expect_code(&server.run(&["--dir", &dir, "verify"]), 0);
+    assert!(out.starts_with("intact: "), "{out}");
+    // ... and the archive, from seq 0, too.
+    let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
+    assert!(out.contains(", seq 0..="), "{out}");
+    // Archiving goes on after retention.
+    expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    append_more(&log_dir, 1500);
+    let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    assert!(out.starts_with("archived "), "{out}");
+    expect_code(&server.run(&["verify", "--from", &url]), 0);
+}
+
+#[test]
+fn the_library_archives_and_lists_archived_segments() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    library_credentials();
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 1);
+    let target = server.target("lib");
+    assert!(archive::archived_bases(&target).unwrap().is_empty());
+    let outcome = archive::archive_sealed(&log_dir, &target, &ArchiveOptions::default()).unwrap();
+    let sealed = sealed_segments(&log_dir);
+    assert_eq!(outcome.uploaded_segments.len(), sealed);
+    assert_eq!(outcome.uploaded_objects, 2 * sealed + 1);
+    let bases = archive::archived_bases(&target).unwrap();
+    assert_eq!(
+        bases.into_iter().collect::<Vec<_>>(),
+        outcome.uploaded_segments
+    );
+    let confirmed =
+        archive::confirm_archived(&target, &log_dir, &outcome.uploaded_segments).unwrap();
+    assert_eq!(confirmed.len(), sealed);
+    let report = archive::verify_archive(&target, &VerifyOptions::default(), &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    // The segments' digests come from the verifier's own reads; only the
+    // indexes are downloaded on the side.
+    let segment_bytes: u64 = sealed as u64 * SEGMENT_BYTES;
+    assert!(report.archive.extra_bytes > 0 && report.archive.extra_bytes < segment_bytes);
+}
+
+/// Archive and verify-from-bucket throughput, next to a plain upload and
+/// download of the same bytes to the same server. Run with
+/// `cargo test --release --test archive -- --ignored --nocapture throughput`.
+#[test]
+#[ignore = "a measurement; run it on purpose (see docs/PERFORMANCE.md)"]
+fn throughput() {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::{ObjectStoreExt as _, PutPayload};
+
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    library_credentials();
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    let segment_bytes: u64 = 32 << 20;
+    let started = Instant::now();
+    make_log(&log_dir, 120_000, 2000, segment_bytes, 1);
+    eprintln!("built the log in {:.1}s", started.elapsed().as_secs_f64());
+    let segments: Vec<PathBuf> = {
+        let mut s: Vec<PathBuf> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        s.sort();
+        s.pop(); // the active segment is not archived
+        s
+    };
+    let bytes: u64 = segments
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let mib = bytes as f64 / (1 << 20) as f64;
+    let target = server.target("bench");
+
+    let t = Instant::now();
+    let outcome = archive::archive_sealed(&log_dir, &target, &ArchiveOptions::default()).unwrap();
+    let archive_secs = t.elapsed().as_secs_f64();
+    assert_eq!(outcome.uploaded_segments.len(), segments.len());
+
+    let t = Instant::now();
+    let options = VerifyOptions::default();
+    let report = archive::verify_archive(&target, &options, &mut |_| {}).unwrap();
+    let verify_secs = t.elapsed().as_secs_f64();
+    assert!(report.is_intact());
+
+    let t = Instant::now();
+    let local = verify_dir(&FsStorage, &log_dir, &mut |_| {}).unwrap();
+    let local_secs = t.elapsed().as_secs_f64();
+    assert!(local.is_intact());
+
+    // The plain baseline: the same segment files PUT and GET with object_store.
+    let store = AmazonS3Builder::new()
+        .with_bucket_name(BUCKET)
+        .with_endpoint(server.endpoint())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id(ACCESS_KEY)
+        .with_secret_access_key(SECRET_KEY)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    for (i, path) in segments.iter().enumerate() {
+        let data = std::fs::read(path).unwrap();
+        let location = object_store::path::Path::from(format!("plain/{i}.seg"));
+        runtime
+            .block_on(store.put(&location, PutPayload::from(data)))
+            .unwrap();
+    }
+    let put_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for i in 0..segments.len() {
+        let location = object_store::path::Path::from(format!("plain/{i}.seg"));
+        let got =
+            runtime.block_on(async { store.get(&location).await.unwrap().bytes().await.unwrap() });
+        assert!(!got.is_empty());
+    }
+    let get_secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{} segments, {mib:.0} MiB, s3s-fs on 127.0.0.1:",
+        segments.len()
+    );
+    eprintln!("  archive (read, SHA-256, create-only PUT with x-amz-checksum-sha256): {:.2}s, {:.0} MiB/s", archive_secs, mib / archive_secs);
+    eprintln!("  plain PUT of the same files (object_store, no checksum header):        {:.2}s, {:.0} MiB/s", put_secs, mib / put_secs);
+    eprintln!("  verify --from the bucket ({} threads, ranged GETs + manifest SHA-256): {:.2}s, {:.0} MiB/s", options.threads, verify_secs, mib / verify_secs);
+    eprintln!("  plain GET of the same files:                                           {:.2}s, {:.0} MiB/s", get_secs, mib / get_secs);
+    eprintln!("  local verify (1 thread):                                               {:.2}s, {:.0} MiB/s", local_secs, mib / local_secs);
+}

@@ -1,0 +1,171 @@
+//! Helpers shared by the server's tests: start `chainlog serve` on a free
+//! loopback port, create keys with `chainlog apikey`, raw HTTP requests.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `chainlog` binary.
+pub fn chainlog() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_chainlog"))
+}
+
+/// A running `chainlog serve`.
+pub struct TestServer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT` (or https).
+    pub url: String,
+    /// The listening address.
+    pub addr: SocketAddr,
+    /// The data directory.
+    pub data: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl TestServer {
+    /// Starts `chainlog serve --data DATA --listen 127.0.0.1:0 EXTRA…` and
+    /// waits for its "listening on" line.
+    pub fn start(data: &Path, extra: &[&str]) -> TestServer {
+        std::fs::create_dir_all(data).unwrap();
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stderr_path = data.with_extension(format!("stderr.{n}"));
+        let stderr = File::create(&stderr_path).unwrap();
+        let mut child = chainlog()
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("start chainlog serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "chainlog serve did not start: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+        };
+        let url = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_string();
+        let addr: SocketAddr = url.rsplit("://").next().unwrap().parse().unwrap();
+        TestServer {
+            child: Some(child),
+            url,
+            addr,
+            data: data.to_path_buf(),
+            stderr_path,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit; returns the
+    /// status and what the server wrote to stderr.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("chainlog serve did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, std::fs::read_to_string(&self.stderr_path).unwrap_or_default())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `chainlog apikey create`; returns the key (the last line of stdout).
+pub fn create_key(data: &Path, workspace: &str, scope: &str) -> String {
+    let out = chainlog()
+        .args(["apikey", "create", "--data"])
+        .arg(data)
+        .args(["--workspace", workspace, "--scope", scope, "--actor", "test-admin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apikey create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().to_string();
+    assert!(key.starts_with("clk_"), "{stdout}");
+    key
+}
+
+/// The key id inside a key's text.
+pub fn key_id(key: &str) -> &str {
+    &key[4..20]
+}
+
+/// Sends `request` as is over a new connection and returns the status and
+/// body (the request should say `Connection: close`).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The server may answer (413) and close before it read everything.
+    let _ = stream.write_all(request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+/// A GET with an optional key, as raw bytes.
+pub fn raw_get(addr: SocketAddr, path: &str, key: Option<&str>) -> (u16, String) {
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    raw_request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
