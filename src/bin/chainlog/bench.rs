@@ -45,6 +45,8 @@ const TARGET_PEAK_MIB: f64 = 64.0;
 const BATCH_EVENTS: usize = 256;
 /// Seed of the event generator: every run sees the same events.
 const SEED: u64 = 0x00c0_ffee;
+/// Steps of the progress bar: one per `Progress::done` in `measure_all`.
+const PROGRESS_STEPS: u64 = 9;
 /// The rare actor queried (one of `events::RARE_ACTORS`).
 const QUERIED_RARE_ACTOR: u64 = 4242;
 
@@ -280,7 +282,7 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, CliError> {
     let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let work = WorkDir::create(&parent)?;
     let show_progress = !global.quiet && io::stderr().is_terminal();
-    let progress = Progress::new(show_progress, 18);
+    let progress = Progress::new(show_progress, PROGRESS_STEPS);
     let result = measure_all(&args, &plan, &work, &progress);
     progress.finish();
     let (rows, context) = result?;
