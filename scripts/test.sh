@@ -18,5 +18,9 @@ export CHAINLOG_REQUIRE_GO=1
 # tests/archive.rs runs against a real S3 server on 127.0.0.1 (s3s-fs).
 scripts/s3-server.sh install
 export CHAINLOG_REQUIRE_S3=1
+# tests/dashboard.rs drives the dashboard in headless Chromium (Debian's
+# chromium and chromium-driver, which the test installs when missing); here a
+# browser that cannot be installed fails the test instead of skipping it.
+export CHAINLOG_REQUIRE_BROWSER=1
 cargo test --all-targets "$@"
 cargo test --doc

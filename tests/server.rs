@@ -89,10 +89,20 @@ fn seqs(rows: &Value) -> Vec<u64> {
 /// no Rust debug output.
 fn assert_clean_error(body: &Value, code: &str, data: &Path) {
     assert_eq!(body["error"], code, "{body}");
-    let detail = body["detail"].as_str().unwrap_or_else(|| panic!("no detail: {body}"));
+    let detail = body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail: {body}"));
     assert!(!detail.is_empty());
     let data = data.to_string_lossy();
-    for leak in [data.as_ref(), "/tmp", "Error {", "Os {", "kind:", "panicked", "src/"] {
+    for leak in [
+        data.as_ref(),
+        "/tmp",
+        "Error {",
+        "Os {",
+        "kind:",
+        "panicked",
+        "src/",
+    ] {
         assert!(!detail.contains(leak), "detail leaks {leak:?}: {detail}");
     }
 }
@@ -101,7 +111,12 @@ fn events_fixture() -> Vec<Value> {
     let mut events = Vec::new();
     for i in 0..40u32 {
         let actor = ["alice@acme.io", "bob@acme.io", "deploy-bot"][i as usize % 3];
-        let event = ["pcap.download", "pcap.delete", "incident.opened", "auth.login_failed"][i as usize % 4];
+        let event = [
+            "pcap.download",
+            "pcap.delete",
+            "incident.opened",
+            "auth.login_failed",
+        ][i as usize % 4];
         let node = format!("nyc-edge-{:02}", i % 5);
         events.push(json!({
             "timestamp": format!("2026-03-09T09:{:02}:{:02}Z", i / 60, i % 60),
@@ -131,7 +146,10 @@ async fn append_query_page_export_and_verify() {
     let (status, body) = post_json(&client, &events_url, &admin, fixture[0].clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["receipts"].as_array().unwrap().len(), 1);
-    assert_eq!(body["receipts"][0]["seq"], 1, "seq 0 is the apikey.created event");
+    assert_eq!(
+        body["receipts"][0]["seq"], 1,
+        "seq 0 is the apikey.created event"
+    );
     assert_eq!(body["receipts"][0]["hash"].as_str().unwrap().len(), 64);
     let (status, body) = post_json(&client, &events_url, &admin, json!(fixture[1..30])).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -175,21 +193,31 @@ async fn append_query_page_export_and_verify() {
     assert_eq!(page["count"], expected.len());
     assert_eq!(page["next_cursor"], Value::Null);
     let row = &page["events"][0];
-    for field in ["seq", "timestamp", "event", "actor", "node", "resource", "ip", "outcome", "context", "hash"] {
+    for field in [
+        "seq",
+        "timestamp",
+        "event",
+        "actor",
+        "node",
+        "resource",
+        "ip",
+        "outcome",
+        "context",
+        "hash",
+    ] {
         assert!(row.get(field).is_some(), "row lacks {field}: {row}");
     }
 
     // Time range and outcome.
     let (_, page) = get(
         &client,
-        &format!("{events_url}?since=2026-03-09T09:00:10Z&until=2026-03-09T09:00:20Z&outcome=failure"),
+        &format!(
+            "{events_url}?since=2026-03-09T09:00:10Z&until=2026-03-09T09:00:20Z&outcome=failure"
+        ),
         Some(&admin),
     )
     .await;
-    let expected: Vec<u64> = (10..20)
-        .filter(|i| i % 4 == 3)
-        .map(|i| i + 1)
-        .collect();
+    let expected: Vec<u64> = (10..20).filter(|i| i % 4 == 3).map(|i| i + 1).collect();
     assert_eq!(seqs(&page["events"]), expected);
 
     // Paging newest first with a cursor visits every record once.
@@ -223,27 +251,54 @@ async fn append_query_page_export_and_verify() {
     let expected: Vec<u64> = fixture
         .iter()
         .enumerate()
-        .filter(|(_, e)| e["actor"] == "bob@acme.io" && e["event"].as_str().unwrap().starts_with("pcap."))
+        .filter(|(_, e)| {
+            e["actor"] == "bob@acme.io" && e["event"].as_str().unwrap().starts_with("pcap.")
+        })
         .map(|(i, _)| i as u64 + 1)
         .collect();
-    let (status, csv) = get_text(&client, &format!("{base}/export?format=csv&{filter}"), &admin).await;
+    let (status, csv) = get_text(
+        &client,
+        &format!("{base}/export?format=csv&{filter}"),
+        &admin,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let mut lines = csv.split("\r\n");
-    assert_eq!(lines.next().unwrap(), "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash");
+    assert_eq!(
+        lines.next().unwrap(),
+        "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash"
+    );
     let csv_seqs: Vec<u64> = lines
         .filter(|l| !l.is_empty())
         .map(|l| l.split(',').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(csv_seqs, expected);
-    let (_, json_text) = get_text(&client, &format!("{base}/export?format=json&{filter}"), &admin).await;
+    let (_, json_text) = get_text(
+        &client,
+        &format!("{base}/export?format=json&{filter}"),
+        &admin,
+    )
+    .await;
     let rows: Value = serde_json::from_str(&json_text).unwrap();
     assert_eq!(seqs(&rows), expected);
-    let (_, jsonl) = get_text(&client, &format!("{base}/export?format=jsonl&{filter}&reverse=true"), &admin).await;
+    let (_, jsonl) = get_text(
+        &client,
+        &format!("{base}/export?format=jsonl&{filter}&reverse=true"),
+        &admin,
+    )
+    .await;
     let jsonl_seqs: Vec<u64> = jsonl
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(jsonl_seqs, expected.iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(
+        jsonl_seqs,
+        expected.iter().rev().copied().collect::<Vec<_>>()
+    );
     // A large export streams in many chunks and still parses.
     let many: Vec<Value> = (0..3000)
         .map(|i| json!({"event": "config.changed", "actor": "deploy-bot", "context": {"pad": "x".repeat(200), "i": i}}))
@@ -252,7 +307,14 @@ async fn append_query_page_export_and_verify() {
     assert_eq!(status, StatusCode::CREATED);
     let (_, all) = get_text(&client, &format!("{base}/export?format=json"), &admin).await;
     assert!(all.len() > 3 * 64 * 1024);
-    assert_eq!(serde_json::from_str::<Value>(&all).unwrap().as_array().unwrap().len(), 3041);
+    assert_eq!(
+        serde_json::from_str::<Value>(&all)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3041
+    );
 
     // Bad parameters are named.
     let (status, body) = get(&client, &format!("{events_url}?limit=5000"), Some(&admin)).await;
@@ -301,16 +363,31 @@ async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
     let event = json!({"event": "node.added", "actor": "ops", "node": "fra-01"});
 
     // append may only POST; read may only GET.
-    let (status, _) = post_json(&client, &format!("{acme}/events"), &acme_append, event.clone()).await;
+    let (status, _) = post_json(
+        &client,
+        &format!("{acme}/events"),
+        &acme_append,
+        event.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, body) = get(&client, &format!("{acme}/events"), Some(&acme_append)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_clean_error(&body, "forbidden", &data);
     let (status, _) = get(&client, &format!("{acme}/verify"), Some(&acme_append)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = post_json(&client, &format!("{acme}/events"), &acme_read, event.clone()).await;
+    let (status, body) = post_json(
+        &client,
+        &format!("{acme}/events"),
+        &acme_read,
+        event.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(body["detail"].as_str().unwrap().contains("`append`"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("`append`"),
+        "{body}"
+    );
     let (status, _) = get(&client, &format!("{acme}/events"), Some(&acme_read)).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = get(&client, &format!("{acme}/keys"), Some(&acme_read)).await;
@@ -333,14 +410,41 @@ async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     let unknown = format!("clk_0000000000000000_{}", "A".repeat(43));
-    assert_eq!(get(&client, &format!("{acme}/events"), Some(&unknown)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&client, &format!("{acme}/events"), Some(&unknown))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
     let mut wrong_secret = acme_admin.clone();
-    wrong_secret.replace_range(30..31, if &wrong_secret[30..31] == "x" { "y" } else { "x" });
-    assert_eq!(get(&client, &format!("{acme}/events"), Some(&wrong_secret)).await.0, StatusCode::UNAUTHORIZED);
+    wrong_secret.replace_range(
+        30..31,
+        if &wrong_secret[30..31] == "x" {
+            "y"
+        } else {
+            "x"
+        },
+    );
+    assert_eq!(
+        get(&client, &format!("{acme}/events"), Some(&wrong_secret))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
     // A workspace that does not exist: the refusal goes to the server log.
-    let (status, _) = get(&client, &format!("{}/v1/workspaces/initech/events", server.url), None).await;
+    let (status, _) = get(
+        &client,
+        &format!("{}/v1/workspaces/initech/events", server.url),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = get(&client, &format!("{}/v1/workspaces/initech/events", server.url), Some(&acme_read)).await;
+    let (status, body) = get(
+        &client,
+        &format!("{}/v1/workspaces/initech/events", server.url),
+        Some(&acme_read),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // The refusals, as the workspace's read key sees them.
@@ -351,7 +455,10 @@ async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
     )
     .await;
     let refusals = page["events"].as_array().unwrap();
-    let reasons: BTreeSet<&str> = refusals.iter().map(|e| e["context"]["reason"].as_str().unwrap()).collect();
+    let reasons: BTreeSet<&str> = refusals
+        .iter()
+        .map(|e| e["context"]["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(
         reasons,
         BTreeSet::from([
@@ -366,14 +473,26 @@ async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
     for e in refusals {
         assert_eq!(e["ip"], "127.0.0.1", "{e}");
         assert_eq!(e["outcome"], "failure");
-        assert!(e["context"]["method"].is_string() && e["context"]["path"].as_str().unwrap().starts_with("/v1/workspaces/acme/"));
+        assert!(
+            e["context"]["method"].is_string()
+                && e["context"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("/v1/workspaces/acme/")
+        );
     }
-    let denied = refusals.iter().find(|e| e["context"]["reason"] == "other_workspace").unwrap();
+    let denied = refusals
+        .iter()
+        .find(|e| e["context"]["reason"] == "other_workspace")
+        .unwrap();
     assert_eq!(denied["event"], "access.denied");
     assert_eq!(denied["actor"], format!("apikey:{}", key_id(&globex_read)));
     assert_eq!(denied["context"]["key_id"], key_id(&globex_read));
     assert_eq!(denied["context"]["key_workspace"], "globex");
-    let wrong = refusals.iter().find(|e| e["context"]["reason"] == "wrong_secret").unwrap();
+    let wrong = refusals
+        .iter()
+        .find(|e| e["context"]["reason"] == "wrong_secret")
+        .unwrap();
     assert_eq!(wrong["event"], "auth.failed");
     assert_eq!(wrong["context"]["key_id"], key_id(&acme_admin));
     // globex's log got nothing from these; the server log got the initech ones.
@@ -389,10 +508,19 @@ async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
     // The 11th refusal from this address within the minute was only
     // counted, and summarised at shutdown.
     assert_eq!(initech.len(), 1);
-    let summary = server_log.iter().find(|r| r.event.event_type == "auth.failed_summary").unwrap();
+    let summary = server_log
+        .iter()
+        .find(|r| r.event.event_type == "auth.failed_summary")
+        .unwrap();
     assert_eq!(summary.event.context["failures"], 1);
-    assert_eq!(summary.event.context["by_event"], json!({"access.denied": 1}));
-    assert_eq!(summary.event.context["last_path"], "/v1/workspaces/initech/events");
+    assert_eq!(
+        summary.event.context["by_event"],
+        json!({"access.denied": 1})
+    );
+    assert_eq!(
+        summary.event.context["last_path"],
+        "/v1/workspaces/initech/events"
+    );
     assert!(!data.join("workspaces/initech").exists());
 }
 
@@ -403,8 +531,13 @@ async fn keys_are_managed_over_http_and_the_cli() {
     let admin = create_key(&data, "acme", "admin");
     let keys_file = data.join("keys.json");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&keys_file).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(!std::fs::read_to_string(&keys_file).unwrap().contains(&admin[21..]));
+    assert_eq!(
+        std::fs::metadata(&keys_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!std::fs::read_to_string(&keys_file)
+        .unwrap()
+        .contains(&admin[21..]));
 
     let server = TestServer::start(&data, &[]);
     let client = Client::new();
@@ -412,25 +545,77 @@ async fn keys_are_managed_over_http_and_the_cli() {
 
     let (status, me) = get(&client, &format!("{}/v1/key", server.url), Some(&admin)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(me, json!({"id": key_id(&admin), "workspace": "acme", "scope": "admin"}));
+    assert_eq!(
+        me,
+        json!({"id": key_id(&admin), "workspace": "acme", "scope": "admin"})
+    );
 
     // Create, use, rotate, revoke over HTTP.
-    let (status, created) = post_json(&client, &format!("{acme}/keys"), &admin, json!({"scope": "read"})).await;
+    let (status, created) = post_json(
+        &client,
+        &format!("{acme}/keys"),
+        &admin,
+        json!({"scope": "read"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let read = created["key"].as_str().unwrap().to_string();
-    assert_eq!(get(&client, &format!("{acme}/events"), Some(&read)).await.0, StatusCode::OK);
-    let (status, rotated) = call(&client, Method::POST, &format!("{acme}/keys/{}/rotate", key_id(&read)), Some(&admin), None).await;
+    assert_eq!(
+        get(&client, &format!("{acme}/events"), Some(&read)).await.0,
+        StatusCode::OK
+    );
+    let (status, rotated) = call(
+        &client,
+        Method::POST,
+        &format!("{acme}/keys/{}/rotate", key_id(&read)),
+        Some(&admin),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let read2 = rotated["key"].as_str().unwrap().to_string();
     assert_eq!(key_id(&read2), key_id(&read));
-    assert_eq!(get(&client, &format!("{acme}/events"), Some(&read)).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(get(&client, &format!("{acme}/events"), Some(&read2)).await.0, StatusCode::OK);
-    let (status, revoked) = call(&client, Method::DELETE, &format!("{acme}/keys/{}", key_id(&read)), Some(&admin), None).await;
+    assert_eq!(
+        get(&client, &format!("{acme}/events"), Some(&read)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&client, &format!("{acme}/events"), Some(&read2))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, revoked) = call(
+        &client,
+        Method::DELETE,
+        &format!("{acme}/keys/{}", key_id(&read)),
+        Some(&admin),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{revoked}");
-    assert_eq!(get(&client, &format!("{acme}/events"), Some(&read2)).await.0, StatusCode::UNAUTHORIZED);
-    let (status, body) = call(&client, Method::DELETE, &format!("{acme}/keys/{}", key_id(&read)), Some(&admin), None).await;
+    assert_eq!(
+        get(&client, &format!("{acme}/events"), Some(&read2))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = call(
+        &client,
+        Method::DELETE,
+        &format!("{acme}/keys/{}", key_id(&read)),
+        Some(&admin),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, body) = post_json(&client, &format!("{acme}/keys"), &admin, json!({"scope": "root"})).await;
+    let (status, body) = post_json(
+        &client,
+        &format!("{acme}/keys"),
+        &admin,
+        json!({"scope": "root"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_clean_error(&body, "invalid_request", &data);
     let (_, list) = get(&client, &format!("{acme}/keys"), Some(&admin)).await;
@@ -439,12 +624,23 @@ async fn keys_are_managed_over_http_and_the_cli() {
     assert!(listed.iter().all(|k| k.get("secret_sha256").is_none()));
 
     // The changes are events with the admin key as actor and the client's address.
-    let (_, page) = get(&client, &format!("{acme}/events?event=apikey.*"), Some(&admin)).await;
+    let (_, page) = get(
+        &client,
+        &format!("{acme}/events?event=apikey.*"),
+        Some(&admin),
+    )
+    .await;
     let changes: Vec<(&str, &str, &str)> = page["events"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["event"].as_str().unwrap(), e["actor"].as_str().unwrap(), e["ip"].as_str().unwrap_or("")))
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["ip"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     let by_admin = format!("apikey:{}", key_id(&admin));
     assert_eq!(
@@ -466,7 +662,10 @@ async fn keys_are_managed_over_http_and_the_cli() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("chainlog serve") && stderr.contains("HTTP API"), "{stderr}");
+    assert!(
+        stderr.contains("chainlog serve") && stderr.contains("HTTP API"),
+        "{stderr}"
+    );
     // A new workspace's key made by the CLI works on the running server at once.
     let fresh = create_key(&data, "globex", "append");
     let (status, _) = post_json(
@@ -478,20 +677,38 @@ async fn keys_are_managed_over_http_and_the_cli() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
     // And a CLI revocation of a key the server has seen takes effect too.
-    let out = chainlog().args(["apikey", "list", "--json", "--data"]).arg(&data).output().unwrap();
+    let out = chainlog()
+        .args(["apikey", "list", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3);
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
     let out = chainlog()
-        .args(["apikey", "revoke", key_id(&fresh), "--actor", "carol", "--data"])
+        .args([
+            "apikey",
+            "revoke",
+            key_id(&fresh),
+            "--actor",
+            "carol",
+            "--data",
+        ])
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let globex = records(&data.join("workspaces/globex"));
     let last = globex.last().unwrap();
-    assert_eq!((last.event.event_type.as_str(), last.event.actor.as_str()), ("apikey.revoked", "carol"));
+    assert_eq!(
+        (last.event.event_type.as_str(), last.event.actor.as_str()),
+        ("apikey.revoked", "carol")
+    );
     assert_eq!(last.event.source_ip, None);
 }
 
@@ -503,7 +720,9 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
     let server = TestServer::start(&data, &["--max-body-bytes", "1048576"]);
     let client = Client::new();
     let events_url = format!("{}/v1/workspaces/acme/events", server.url);
-    let good: Vec<Value> = (0..50).map(|i| json!({"event": "pcap.download", "actor": "alice", "context": {"i": i}})).collect();
+    let good: Vec<Value> = (0..50)
+        .map(|i| json!({"event": "pcap.download", "actor": "alice", "context": {"i": i}}))
+        .collect();
     let (status, _) = post_json(&client, &events_url, &admin, json!(good)).await;
     assert_eq!(status, StatusCode::CREATED);
 
@@ -514,36 +733,68 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
     // Malformed JSON, wrong shapes, invalid events, unknown fields.
     for (body, code) in [
         (&b"{\"event\": \"a.b\", \"actor\": "[..], "malformed_json"),
-        (b"[{\"event\":\"a.b\",\"actor\":\"x\"}] trailing", "malformed_json"),
+        (
+            b"[{\"event\":\"a.b\",\"actor\":\"x\"}] trailing",
+            "malformed_json",
+        ),
         (b"\"just a string\"", "malformed_json"),
         (b"", "malformed_json"),
-        (b"{\"event\":\"Not A Type\",\"actor\":\"x\"}", "invalid_event"),
-        (b"{\"event\":\"a.b\",\"actor\":\"x\",\"extra\":1}", "invalid_event"),
-        (b"{\"event\":\"a.b\",\"actor\":\"x\",\"ip\":\"999.1.1.1\"}", "invalid_event"),
-        (b"{\"event\":\"a.b\",\"actor\":\"x\",\"timestamp\":\"yesterday\"}", "invalid_event"),
+        (
+            b"{\"event\":\"Not A Type\",\"actor\":\"x\"}",
+            "invalid_event",
+        ),
+        (
+            b"{\"event\":\"a.b\",\"actor\":\"x\",\"extra\":1}",
+            "invalid_event",
+        ),
+        (
+            b"{\"event\":\"a.b\",\"actor\":\"x\",\"ip\":\"999.1.1.1\"}",
+            "invalid_event",
+        ),
+        (
+            b"{\"event\":\"a.b\",\"actor\":\"x\",\"timestamp\":\"yesterday\"}",
+            "invalid_event",
+        ),
         (b"[]", "no_events"),
     ] {
         let (status, answer) = post_raw("application/json", body.to_vec()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {answer}", String::from_utf8_lossy(body));
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{}: {answer}",
+            String::from_utf8_lossy(body)
+        );
         assert_clean_error(&answer, code, &data);
     }
-    let long_actor = json!([{"event": "a.b", "actor": "ok"}, {"event": "a.b", "actor": "x".repeat(300)}]);
+    let long_actor =
+        json!([{"event": "a.b", "actor": "ok"}, {"event": "a.b", "actor": "x".repeat(300)}]);
     let (status, answer) = post_json(&client, &events_url, &admin, long_actor).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_clean_error(&answer, "invalid_event", &data);
-    assert!(answer["detail"].as_str().unwrap().contains("index 1"), "{answer}");
-    let big_context = json!({"event": "a.b", "actor": "x", "context": {"blob": "x".repeat(70_000)}});
+    assert!(
+        answer["detail"].as_str().unwrap().contains("index 1"),
+        "{answer}"
+    );
+    let big_context =
+        json!({"event": "a.b", "actor": "x", "context": {"blob": "x".repeat(70_000)}});
     let (status, answer) = post_json(&client, &events_url, &admin, big_context).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_clean_error(&answer, "invalid_event", &data);
     // Wrong content types.
-    for ctype in ["text/plain", "application/xml", "multipart/form-data; boundary=x"] {
+    for ctype in [
+        "text/plain",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+    ] {
         let (status, answer) = post_raw(ctype, b"{}".to_vec()).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ctype}");
         assert_clean_error(&answer, "unsupported_media_type", &data);
     }
     // Oversized bodies, declared or streamed, and too many events.
-    let huge = format!("[{}]", vec![r#"{"event":"a.b","actor":"x"}"#; 60_000].join(","));
+    let huge = format!(
+        "[{}]",
+        vec![r#"{"event":"a.b","actor":"x"}"#; 60_000].join(",")
+    );
     assert!(huge.len() > 1 << 20);
     let (status, answer) = post_raw("application/json", huge.into_bytes()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -558,7 +809,10 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
     request.extend_from_slice(b"0\r\n\r\n");
     let (status, body) = raw_request(server.addr, &request);
     assert_eq!(status, 413, "{body}");
-    let many = format!("[{}]", vec![r#"{"event":"a.b","actor":"x"}"#; 10_001].join(","));
+    let many = format!(
+        "[{}]",
+        vec![r#"{"event":"a.b","actor":"x"}"#; 10_001].join(",")
+    );
     let (status, answer) = post_raw("application/json", many.into_bytes()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_clean_error(&answer, "too_many_events", &data);
@@ -578,20 +832,37 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
     ] {
         let (status, body) = raw_get(server.addr, path, Some(&admin));
         assert_eq!(status, 400, "{path}: {body}");
-        let answer: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body:?}"));
+        let answer: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body:?}"));
         assert_clean_error(&answer, "invalid_workspace", &data);
         let (status, body) = raw_get(server.addr, path, None);
         assert_eq!(status, 401, "{path}: {body}");
     }
-    for path in ["/v1/workspaces//events", "/v1/workspaces/../keys.json", "/../../etc/passwd", "/keys.json"] {
+    for path in [
+        "/v1/workspaces//events",
+        "/v1/workspaces/../keys.json",
+        "/../../etc/passwd",
+        "/keys.json",
+    ] {
         let (status, body) = raw_get(server.addr, path, Some(&admin));
         assert!(status == 404 || status == 400, "{path}: {status} {body}");
-        assert!(body.starts_with('{') && !body.contains("\"format\""), "{path}: {body}");
+        assert!(
+            body.starts_with('{') && !body.contains("\"format\""),
+            "{path}: {body}"
+        );
     }
-    let mut entries: Vec<String> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut entries: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     entries.sort();
-    assert_eq!(entries, ["keys.json", "keys.lock", "server-log", "workspaces"]);
-    let workspaces: Vec<_> = std::fs::read_dir(data.join("workspaces")).unwrap().collect();
+    assert_eq!(
+        entries,
+        ["keys.json", "keys.lock", "server-log", "workspaces"]
+    );
+    let workspaces: Vec<_> = std::fs::read_dir(data.join("workspaces"))
+        .unwrap()
+        .collect();
     assert_eq!(workspaces.len(), 1);
 
     // A burst of bad keys from one address: each refused, at most 10
@@ -611,32 +882,65 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
     // The server is still up and serving.
     let (status, page) = get(&client, &format!("{events_url}?limit=1000"), Some(&admin)).await;
     assert_eq!(status, StatusCode::OK);
-    let auth_failed = page["events"].as_array().unwrap().iter().filter(|e| e["event"] == "auth.failed").count();
-    assert!(auth_failed <= 10, "{auth_failed} auth.failed events recorded one by one");
+    let auth_failed = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "auth.failed")
+        .count();
+    assert!(
+        auth_failed <= 10,
+        "{auth_failed} auth.failed events recorded one by one"
+    );
 
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
     let acme = records(&data.join("workspaces/acme"));
-    let individually: Vec<&Record> = acme.iter().filter(|r| r.event.event_type == "auth.failed").collect();
-    let summaries: Vec<&Record> = acme.iter().filter(|r| r.event.event_type == "auth.failed_summary").collect();
+    let individually: Vec<&Record> = acme
+        .iter()
+        .filter(|r| r.event.event_type == "auth.failed")
+        .collect();
+    let summaries: Vec<&Record> = acme
+        .iter()
+        .filter(|r| r.event.event_type == "auth.failed_summary")
+        .collect();
     // 20 unauthenticated path-trick requests came first in this minute, into the server log.
-    assert_eq!(individually.len(), 0, "the path-trick requests used up this address's 10");
+    assert_eq!(
+        individually.len(),
+        0,
+        "the path-trick requests used up this address's 10"
+    );
     assert_eq!(summaries.len(), 1, "{summaries:?}");
     assert_eq!(summaries[0].event.context["failures"], burst);
-    assert_eq!(summaries[0].event.source_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        summaries[0].event.source_ip,
+        Some("127.0.0.1".parse().unwrap())
+    );
     let good_seqs: Vec<u64> = acme
         .iter()
         .filter(|r| r.event.event_type == "pcap.download")
         .map(|r| r.seq)
         .collect();
-    assert_eq!(good_seqs, (1..=50).collect::<Vec<_>>(), "nothing appended was lost");
-    assert_eq!(acme.iter().filter(|r| r.event.event_type == "a.b").count(), 0, "no refused event was stored");
+    assert_eq!(
+        good_seqs,
+        (1..=50).collect::<Vec<_>>(),
+        "nothing appended was lost"
+    );
+    assert_eq!(
+        acme.iter().filter(|r| r.event.event_type == "a.b").count(),
+        0,
+        "no refused event was stored"
+    );
     for dir in [data.join("workspaces/acme"), data.join("server-log")] {
         let report = verify_dir(&FsStorage, &dir, &mut |_| {}).unwrap();
         assert!(report.is_intact(), "{dir:?}: {:?}", report.problems);
     }
     let server_log = records(&data.join("server-log"));
-    assert!(server_log.len() <= 10 + 2, "{} events in the server log", server_log.len());
+    assert!(
+        server_log.len() <= 10 + 2,
+        "{} events in the server log",
+        server_log.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,15 +967,9 @@ async fn sigterm_lets_in_flight_appends_finish_durably() {
                     .body(serde_json::to_vec(&batch).unwrap())
                     .send()
                     .await;
-                let response = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!("writer {w}: {e:?}");
-                        break;
-                    }
-                };
+                // Refused or cut off once the server stops.
+                let Ok(response) = sent else { break };
                 if response.status() != StatusCode::CREATED {
-                    eprintln!("writer {w}: {}", response.status());
                     break;
                 }
                 let Ok(text) = response.text().await else { break };
@@ -680,21 +978,35 @@ async fn sigterm_lets_in_flight_appends_finish_durably() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = acked.lock().unwrap().len();
-    assert!(before > 0);
-    let (status, stderr) = tokio::task::spawn_blocking(move || server.stop()).await.unwrap();
+    // Stop while the writers are busy: once a few batches were acknowledged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 8 * 20 * 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no appends acknowledged within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, stderr) = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
     assert!(status.success(), "{stderr}");
     for w in writers {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    let stored: BTreeSet<u64> = records(&data.join("workspaces/acme")).iter().map(|r| r.seq).collect();
+    let stored: BTreeSet<u64> = records(&data.join("workspaces/acme"))
+        .iter()
+        .map(|r| r.seq)
+        .collect();
     for seq in &acked {
         assert!(stored.contains(seq), "acknowledged seq {seq} is missing");
     }
     let report = verify_dir(&FsStorage, &data.join("workspaces/acme"), &mut |_| {}).unwrap();
-    assert!(report.is_intact() && report.torn_tail.is_none(), "{report:?}");
+    assert!(
+        report.is_intact() && report.torn_tail.is_none(),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,16 +1026,29 @@ async fn checkpoints_are_signed_on_request() {
 
     let plain = TestServer::start(&data, &[]);
     let client = Client::new();
-    let (status, body) = get(&client, &format!("{}/v1/workspaces/acme/checkpoint", plain.url), Some(&key)).await;
+    let (status, body) = get(
+        &client,
+        &format!("{}/v1/workspaces/acme/checkpoint", plain.url),
+        Some(&key),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_clean_error(&body, "checkpoints_not_configured", &data);
     plain.stop();
 
     let server = TestServer::start(&data, &["--checkpoint-key", secret.to_str().unwrap()]);
-    let (status, body) = get(&client, &format!("{}/v1/workspaces/acme/checkpoint", server.url), Some(&key)).await;
+    let (status, body) = get(
+        &client,
+        &format!("{}/v1/workspaces/acme/checkpoint", server.url),
+        Some(&key),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let verifier = chainlog::checkpoint::NoteVerifier::parse(std::fs::read_to_string(&public).unwrap().trim()).unwrap();
-    let checkpoint = chainlog::checkpoint::Checkpoint::open(body["note"].as_str().unwrap(), &verifier).unwrap();
+    let verifier =
+        chainlog::checkpoint::NoteVerifier::parse(std::fs::read_to_string(&public).unwrap().trim())
+            .unwrap();
+    let checkpoint =
+        chainlog::checkpoint::Checkpoint::open(body["note"].as_str().unwrap(), &verifier).unwrap();
     assert_eq!(checkpoint.size, 1);
     assert_eq!(body["size"], 1);
     assert!(checkpoint.origin.starts_with("chainlog/"));
@@ -740,7 +1065,11 @@ async fn checkpoints_are_signed_on_request() {
         .arg(&public)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -752,40 +1081,195 @@ async fn tls_serves_https() {
 
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    match made {
-        Ok(out) if out.status.success() => {}
-        other => {
-            eprintln!("NOTE: tls_serves_https skipped: the openssl command could not make a test certificate ({other:?})");
-            return;
+    let (ca_cert, ca_key, csr, ext) = (
+        tmp.path().join("ca.pem"),
+        tmp.path().join("ca.key"),
+        tmp.path().join("leaf.csr"),
+        tmp.path().join("leaf.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let steps: Vec<Vec<String>> = vec![
+        [
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=chainlog test CA",
+            ][..],
+            &ec[..],
+        ]
+        .concat()
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-keyout".into(), p(&ca_key), "-out".into(), p(&ca_cert)])
+        .collect(),
+        [&["req", "-subj", "/CN=localhost"][..], &ec[..]]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-keyout".into(), p(&key), "-out".into(), p(&csr)])
+            .collect(),
+        [
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&ca_cert),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&cert),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    ];
+    for step in steps {
+        match std::process::Command::new("openssl").args(&step).output() {
+            Ok(out) if out.status.success() => {}
+            other => {
+                eprintln!("NOTE: tls_serves_https skipped: the openssl command could not make a test certificate ({other:?})");
+                return;
+            }
         }
     }
     let data = tmp.path().join("data");
-    let server = TestServer::start(&data, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let server = TestServer::start(
+        &data,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
     assert!(server.url.starts_with("https://"));
     let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+    for c in CertificateDer::pem_file_iter(&ca_cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = Vec::new();
     let _ = tls.read_to_end(&mut response).await;
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with(r#"{"status":"ok"}"#), "{text}");
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_log_is_reported_not_exposed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let key = create_key(&data, "acme", "read");
+    let dir = data.join("workspaces/acme");
+    {
+        let log = Log::open(&dir, Options::default()).unwrap();
+        for i in 0..5 {
+            let mut e = chainlog::Event::new(chainlog::Timestamp::now(), "node.added", "ops");
+            e.context.insert("i".into(), i.into());
+            log.append(&e).unwrap();
+        }
+        log.close().unwrap();
+    }
+    // Break seq 2's CRC: a bad frame followed by good ones is corruption,
+    // which the log refuses to open (it never "repairs" by truncating).
+    let segment = dir.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mut at = chainlog::segment::HEADER_BYTES as usize;
+    loop {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) == 2 {
+            bytes[at] ^= 0xff;
+            break;
+        }
+        at += chainlog::frame::padded_len(len);
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let server = TestServer::start(&data, &[]);
+    let client = Client::new();
+    let base = format!("{}/v1/workspaces/acme", server.url);
+    let (status, body) = get(&client, &format!("{base}/events"), Some(&key)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_clean_error(&body, "storage_error", &data);
+    // The verifier still runs, and says where.
+    let (status, report) = get(&client, &format!("{base}/verify"), Some(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["problems"][0]["kind"], "frame_corrupt", "{report}");
+    assert_eq!(report["problems"][0]["offset"], at);
+    let (status, stderr) = server.stop();
+    assert!(status.success());
+    assert!(
+        stderr.contains("corrupt"),
+        "the cause is in the server's output: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_times_out_with_a_clean_error() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let key = create_key(&data, "acme", "append");
+    let server = TestServer::start(&data, &["--request-timeout", "1"]);
+    // Headers, then only part of the promised body, then nothing.
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/workspaces/acme/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"event\""
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains(r#""error":"timeout""#), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The server carries on.
+    let (status, _) = raw_get(server.addr, "/healthz", None);
+    assert_eq!(status, 200);
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
 }

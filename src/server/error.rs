@@ -94,6 +94,9 @@ impl ApiError {
                     "the workspace's log is held by another process; try again later",
                 )
             }
+            Error::NotFound(_) => {
+                ApiError::not_found("workspace_not_found", "the workspace has no log")
+            }
             Error::SeqOutOfRange { seq, first, next } => ApiError::bad_request(
                 "bad_cursor",
                 format!("seq {seq} is not in the log (retained range {first}..{next})"),

@@ -105,7 +105,10 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        (status, std::fs::read_to_string(&self.stderr_path).unwrap_or_default())
+        (
+            status,
+            std::fs::read_to_string(&self.stderr_path).unwrap_or_default(),
+        )
     }
 }
 
@@ -123,7 +126,14 @@ pub fn create_key(data: &Path, workspace: &str, scope: &str) -> String {
     let out = chainlog()
         .args(["apikey", "create", "--data"])
         .arg(data)
-        .args(["--workspace", workspace, "--scope", scope, "--actor", "test-admin"])
+        .args([
+            "--workspace",
+            workspace,
+            "--scope",
+            scope,
+            "--actor",
+            "test-admin",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -146,7 +156,9 @@ pub fn key_id(key: &str) -> &str {
 /// body (the request should say `Connection: close`).
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     // The server may answer (413) and close before it read everything.
     let _ = stream.write_all(request);
     let mut response = Vec::new();
@@ -157,7 +169,10 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 
@@ -166,6 +181,7 @@ pub fn raw_get(addr: SocketAddr, path: &str, key: Option<&str>) -> (u16, String)
     let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     raw_request(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
 }
