@@ -7,8 +7,8 @@
 //! - the cost of building tiles when segments seal: appending (and closing)
 //!   2,000,000 events with the tiles built in the background against the
 //!   same with tile building blocked (a regular file named `tile` in the log
-//!   directory), and the tile build alone (`Log::rebuild_tiles`) against the
-//!   append;
+//!   directory), best of three each; and the tile build alone
+//!   (`Log::rebuild_tiles`) against the append;
 //! - the tiles' size per million records;
 //! - inclusion and consistency proofs: tiles read per proof (a fresh prover
 //!   each) and time per proof;
@@ -16,7 +16,8 @@
 //!   actor filter) written with `bundle::export` and checked with
 //!   `bundle::check`, with peak memory.
 //!
-//! Under `cargo test` (no `--bench` argument) it runs the same code on a
+//! `CHAINLOG_BENCH_DIR` puts the logs in another directory (say, on a
+//! tmpfs). Under `cargo test` (no `--bench` argument) it runs the same code on a
 //! small log of 128 KiB segments, as a smoke test.
 
 use std::fs::File;
@@ -67,9 +68,26 @@ fn event(i: u64, n: u64) -> Event {
     } else {
         Outcome::Success
     };
-    e.context.insert("request_id".into(), format!("{i:016x}").into());
+    e.context
+        .insert("request_id".into(), format!("{i:016x}").into());
     e.context.insert("bytes".into(), (i % 100_000).into());
+    // Pads the record to 280 bytes on average (±15%), the size `chainlog
+    // bench` uses: the tiles cost the same per record whatever its size.
+    e.context
+        .insert("detail".into(), "x".repeat(120 + (i % 84) as usize).into());
     e
+}
+
+/// The average encoded size of the first events.
+fn average_record_bytes(n: u64) -> f64 {
+    let sample = n.min(10_000);
+    let mut total = 0;
+    for i in 0..sample {
+        let mut out = Vec::new();
+        chainlog::event::encode_record(&event(i, n), &mut out).expect("encode");
+        total += out.len();
+    }
+    total as f64 / sample as f64
 }
 
 fn peak_rss_reset() {
@@ -86,9 +104,40 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds this process has used, all threads (user + system), from
+/// /proc/self/stat (clock ticks of 10 ms).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 0, utime 11, stime 12.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds the calling thread has run, from /proc/thread-self/schedstat:
+/// unlike wall time, it does not count time other processes took.
+fn thread_cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |ns| ns / 1e9)
+}
+
 /// Appends `n` events to a new log in `dir` and closes it (which waits for
-/// the sealed segments' indexes and tiles); returns the seconds taken.
-fn append_all(dir: &Path, options: &Options, n: u64, block_tiles: bool) -> f64 {
+/// the sealed segments' indexes and tiles); returns the wall seconds and the
+/// process's CPU seconds (all threads) taken.
+fn append_all(dir: &Path, options: &Options, n: u64, block_tiles: bool) -> (f64, f64) {
     std::fs::create_dir_all(dir).expect("dir");
     if block_tiles {
         // A file where the tile directory would go: every tile build stops
@@ -96,9 +145,14 @@ fn append_all(dir: &Path, options: &Options, n: u64, block_tiles: bool) -> f64 {
         std::fs::write(dir.join("tile"), b"").expect("blocker");
     }
     let started = Instant::now();
+    let cpu = process_cpu_secs();
     let log = Log::create(dir, options.clone()).expect("create");
     // A batch goes into one segment: small segments take small batches.
-    let batch_len = if options.segment_bytes < 1 << 20 { 200 } else { 1000 };
+    let batch_len = if options.segment_bytes < 1 << 20 {
+        200
+    } else {
+        1000
+    };
     let mut batch = Vec::with_capacity(batch_len);
     for i in 0..n {
         batch.push(event(i, n));
@@ -109,7 +163,7 @@ fn append_all(dir: &Path, options: &Options, n: u64, block_tiles: bool) -> f64 {
     }
     log.append_batch(&batch).expect("append");
     log.close().expect("close");
-    started.elapsed().as_secs_f64()
+    (started.elapsed().as_secs_f64(), process_cpu_secs() - cpu)
 }
 
 fn dir_bytes(path: &Path) -> (u64, u64) {
@@ -129,6 +183,34 @@ fn dir_bytes(path: &Path) -> (u64, u64) {
         }
     }
     (files, bytes)
+}
+
+/// Microseconds to create one 8 KiB file under a temporary name and rename
+/// it into place, as a tile is written.
+fn file_create_us(dir: &Path) -> f64 {
+    let probe = dir.join("probe");
+    std::fs::create_dir_all(&probe).expect("probe dir");
+    let data = vec![7u8; 8192];
+    let count = 500;
+    let started = Instant::now();
+    for i in 0..count {
+        let temp = probe.join(format!("{i}.tmp"));
+        std::fs::write(&temp, &data).expect("write");
+        std::fs::rename(&temp, probe.join(i.to_string())).expect("rename");
+    }
+    started.elapsed().as_secs_f64() * 1e6 / count as f64
+}
+
+/// Nanoseconds per RFC 6962 node hash.
+fn node_hash_ns() -> f64 {
+    let mut h = [1u8; 32];
+    let count = 1_000_000;
+    let started = Instant::now();
+    for _ in 0..count {
+        h = chainlog::merkle::node_hash(&h, &h);
+    }
+    std::hint::black_box(h);
+    started.elapsed().as_secs_f64() * 1e9 / count as f64
 }
 
 /// A tiny deterministic generator (xorshift64*), so runs are comparable.
@@ -154,42 +236,64 @@ fn main() {
         segment_bytes: if full { 64 << 20 } else { MIN_SEGMENT_BYTES },
         ..Options::default()
     };
-    let work = tempfile::tempdir().expect("temp dir");
+    // CHAINLOG_BENCH_DIR puts the logs on another file system (say, a tmpfs).
+    let work = match std::env::var_os("CHAINLOG_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .expect("temp dir");
+    let files_us = file_create_us(work.path());
+    println!(
+        "events           {:.0} bytes per encoded record on average",
+        average_record_bytes(n)
+    );
+    println!(
+        "machine          creating an 8 KiB file (temporary name, write, rename) takes {files_us:.0} us here; SHA-256 of a 65-byte node {:.0} ns",
+        node_hash_ns()
+    );
 
     // 1. Tile building at seal: the same appends with and without it.
     let k = if full { 2_000_000.min(n) } else { n };
-    let (mut with_tiles, mut without) = (f64::MAX, f64::MAX);
-    for round in 0..2 {
+    let (mut with_tiles, mut without) = ((f64::MAX, f64::MAX), (f64::MAX, f64::MAX));
+    let best = |a: (f64, f64), b: (f64, f64)| (a.0.min(b.0), a.1.min(b.1));
+    for round in 0..3 {
         let a = work.path().join(format!("blocked{round}"));
-        without = without.min(append_all(&a, &options, k, true));
+        without = best(without, append_all(&a, &options, k, true));
         let b = work.path().join(format!("tiles{round}"));
-        with_tiles = with_tiles.min(append_all(&b, &options, k, false));
+        with_tiles = best(with_tiles, append_all(&b, &options, k, false));
     }
     // (Nothing is deleted until the end: on ext4, creating files right after
     // deleting many is several times slower, which would skew what follows.)
     // The tile build alone, on the log that has none.
-    let bare = work.path().join("blocked1");
+    let bare = work.path().join("blocked2");
     std::fs::remove_file(bare.join("tile")).expect("unblock");
     let log = Log::open(&bare, options.clone()).expect("open");
     let started = Instant::now();
+    let cpu = thread_cpu_secs();
     let rebuilt = log.rebuild_tiles().expect("rebuild tiles");
     let build_secs = started.elapsed().as_secs_f64();
+    let build_cpu = thread_cpu_secs() - cpu;
     drop(log);
     println!(
-        "tiles at seal    {k} events: append+close {without:.3} s without tiles, {with_tiles:.3} s with them in the background: {:+.1}%",
-        100.0 * (with_tiles / without - 1.0)
+        "tiles at seal    {k} events, best of 3: append+close {:.3} s wall, {:.2} s CPU without tiles; {:.3} s wall, {:.2} s CPU with them built in the background: {:+.1}% wall, {:+.1}% CPU",
+        without.0,
+        without.1,
+        with_tiles.0,
+        with_tiles.1,
+        100.0 * (with_tiles.0 / without.0 - 1.0),
+        100.0 * (with_tiles.1 / without.1 - 1.0)
     );
     println!(
-        "tile build alone {build_secs:.3} s for {} records ({} tiles) = {:.1}% of the append's time ({:.0} ns per record)",
+        "tile build alone {build_secs:.3} s wall, {build_cpu:.3} s CPU for {} records ({} tiles) = {:.1}% of the append's CPU ({:.0} ns of CPU per record)",
         rebuilt.records,
         rebuilt.tiles_written,
-        100.0 * build_secs / without,
-        build_secs * 1e9 / rebuilt.records.max(1) as f64
+        100.0 * build_cpu / without.1,
+        build_cpu * 1e9 / rebuilt.records.max(1) as f64
     );
 
     // 2. The big log.
     let dir = work.path().join("log");
-    let append_secs = append_all(&dir, &options, n, false);
+    let (append_secs, _) = append_all(&dir, &options, n, false);
     let (segment_files, _) = {
         let segs = std::fs::read_dir(&dir)
             .expect("list")
@@ -285,20 +389,24 @@ fn main() {
         let path = work.path().join(format!("{name}.bundle.json"));
         peak_rss_reset();
         let started = Instant::now();
+        let cpu = thread_cpu_secs();
         let out = BufWriter::new(File::create(&path).expect("create"));
         let summary = bundle::export(&log, &query, &note, out, &mut |_| {}).expect("export");
         let export_secs = started.elapsed().as_secs_f64();
+        let export_cpu = thread_cpu_secs() - cpu;
         let export_peak = peak_rss_mib();
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
         peak_rss_reset();
         let started = Instant::now();
+        let cpu = thread_cpu_secs();
         let report =
             bundle::check(File::open(&path).expect("open"), &signer.verifier()).expect("check");
         let check_secs = started.elapsed().as_secs_f64();
+        let check_cpu = thread_cpu_secs() - cpu;
         assert!(report.is_intact());
         assert_eq!(report.rows, summary.rows);
         println!(
-            "bundle {name:<10} {} rows ({:.1} MiB) written in {export_secs:.3} s ({} tiles read, peak RSS {export_peak:.0} MiB), checked offline in {check_secs:.3} s (peak RSS {:.0} MiB)",
+            "bundle {name:<10} {} rows ({:.1} MiB) written in {export_secs:.3} s ({export_cpu:.3} s CPU; {} tiles read, peak RSS {export_peak:.0} MiB), checked offline in {check_secs:.3} s ({check_cpu:.3} s CPU, peak RSS {:.0} MiB)",
             summary.rows,
             bytes as f64 / 1048576.0,
             summary.proofs.tiles_read,

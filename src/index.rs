@@ -379,6 +379,15 @@ impl IndexReader {
                 u32_at(&b, entry + 8),
             );
         }
+        // Every section must lie inside the file: a damaged table must not
+        // make a reader allocate by a length field.
+        let file_len = file.size().map_err(|e| Error::io(name, e))?;
+        if sections
+            .iter()
+            .any(|&(at, len, _)| u64::from(at) + u64::from(len) > file_len)
+        {
+            return Err(corrupt("a section lies past the end of the file"));
+        }
         let blocks = header.block_count as u64;
         let sizes_ok = u64::from(sections[Section::Offsets as usize].1) == blocks * 4
             && u64::from(sections[Section::FirstSeqs as usize].1) == blocks * 4

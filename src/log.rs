@@ -990,10 +990,24 @@ impl Inner {
         } else {
             HEADER_BYTES
         };
-        if a.write_at > from {
-            let _ = a
-                .file
-                .write_all_at(&vec![0; (a.write_at - from) as usize], from);
+        // Zero from the end backwards, in pieces smaller than the smallest
+        // frame: if a write fails part-way (a full disk), what is left is
+        // valid frames, then at most a fragment of one frame, then zeros,
+        // which the next open reads as a torn tail, never as a hole before
+        // valid frames.
+        const PIECE: u64 = 64;
+        const _: () = assert!(PIECE < frame::padded_len(1) as u64 + 24);
+        let zeros = [0u8; PIECE as usize];
+        let mut end = a.write_at;
+        while end > from {
+            let start = end.saturating_sub(PIECE).max(from);
+            if a.file
+                .write_all_at(&zeros[..(end - start) as usize], start)
+                .is_err()
+            {
+                break;
+            }
+            end = start;
         }
         let _ = a
             .file

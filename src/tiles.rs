@@ -421,8 +421,14 @@ struct OpenSegment {
     header: SegmentHeader,
     trailer: segment::SegmentTrailer,
     /// Block offsets and first seqs, from the segment's index.
-    blocks: Option<(Vec<u64>, Vec<u64>)>,
+    blocks: Option<Arc<Blocks>>,
 }
+
+/// A segment's block offsets and each block's first seq.
+type Blocks = (Vec<u64>, Vec<u64>);
+
+/// Segments a reader keeps open (with their block tables).
+const OPEN_SEGMENTS: usize = 64;
 
 /// Reads the stored chain hashes of records in sealed segments.
 struct SegmentHashes {
@@ -432,7 +438,9 @@ struct SegmentHashes {
     bases: Vec<u64>,
     block_bytes: u32,
     write_index: bool,
-    open: Option<OpenSegment>,
+    open: HashMap<u64, OpenSegment>,
+    /// The segment [`SegmentHashes::segment_for`] returned last.
+    current: u64,
     bytes_read: u64,
 }
 
@@ -453,7 +461,7 @@ impl SegmentHashes {
                 "record {seq} was deleted by retention"
             )));
         };
-        if self.open.as_ref().is_none_or(|s| s.base != base) {
+        if !self.open.contains_key(&base) {
             let name = segment::file_name(base);
             let path = self.dir.join(&name);
             let file = self
@@ -469,32 +477,39 @@ impl SegmentHashes {
                         reason: "a segment before the newest has no trailer".into(),
                     }
                 })?;
-            self.open = Some(OpenSegment {
+            if self.open.len() >= OPEN_SEGMENTS {
+                self.open.clear();
+            }
+            self.open.insert(
                 base,
-                file,
-                name,
-                header,
-                trailer,
-                blocks: None,
-            });
+                OpenSegment {
+                    base,
+                    file,
+                    name,
+                    header,
+                    trailer,
+                    blocks: None,
+                },
+            );
         }
+        self.current = base;
         self.open
-            .as_mut()
+            .get_mut(&base)
             .ok_or_else(|| TileError::Unavailable("no segment".into()))
     }
 
     /// The block offsets and first seqs of the open segment, from its index
     /// (rebuilt when missing or damaged).
-    fn blocks(&mut self) -> Result<(Vec<u64>, Vec<u64>)> {
+    fn blocks(&mut self) -> Result<Arc<Blocks>> {
         let (storage, dir) = (&*self.storage, self.dir.as_path());
         let (block_bytes, write) = (self.block_bytes, self.write_index);
-        let Some(seg) = self.open.as_mut() else {
-            return Ok((Vec::new(), Vec::new()));
+        let Some(seg) = self.open.get_mut(&self.current) else {
+            return Ok(Arc::default());
         };
         if let Some(blocks) = &seg.blocks {
             return Ok(blocks.clone());
         }
-        let load = |rebuild: bool| -> Result<(Vec<u64>, Vec<u64>)> {
+        let load = |rebuild: bool| -> Result<Blocks> {
             let mut reader = if rebuild {
                 index::rebuild(
                     storage,
@@ -518,10 +533,10 @@ impl SegmentHashes {
             };
             Ok((reader.offsets()?, reader.first_seqs()?))
         };
-        let blocks = match load(false) {
+        let blocks = Arc::new(match load(false) {
             Err(e) if e.is_corruption() => load(true)?,
             other => other?,
-        };
+        });
         seg.blocks = Some(blocks.clone());
         Ok(blocks)
     }
@@ -553,7 +568,8 @@ impl SegmentHashes {
             }
             // Seek with the index, and read only up to the block that ends the range.
             let (start, limit) = if trust_index {
-                let (offsets, firsts) = self.blocks()?;
+                let blocks = self.blocks()?;
+                let (offsets, firsts) = (&blocks.0, &blocks.1);
                 let first_block = firsts.partition_point(|&s| s <= seq).saturating_sub(1);
                 let end_block = firsts.partition_point(|&s| s < hi.min(last_seq + 1));
                 (
@@ -604,6 +620,17 @@ impl SegmentHashes {
             trust_index = true;
         }
         Ok(())
+    }
+
+    /// The link block's frontier of the sealed segment holding record `seq`:
+    /// the tree of the records before that segment.
+    fn start_frontier(&mut self, seq: u64) -> std::result::Result<Frontier, TileError> {
+        let seg = self.segment_for(seq)?;
+        Ok(segment::read_start_frontier(
+            &*seg.file,
+            &seg.name,
+            &seg.header,
+        )?)
     }
 
     fn hash_at(&mut self, seq: u64) -> std::result::Result<ChainHash, TileError> {
@@ -1074,6 +1101,34 @@ impl ActiveTree {
     }
 }
 
+/// A perfect subtree from the active segment's link block and records
+/// alone (`None` if it needs anything else).
+fn edge_subtree(
+    frontier_sealed: &HashMap<(u8, u64), Hash>,
+    active: &ActiveTree,
+    sealed_end: u64,
+    level: u8,
+    index: u64,
+) -> Option<Hash> {
+    let lo = u128::from(index) << level;
+    let hi = lo + (1u128 << level);
+    if lo >= u128::from(sealed_end) {
+        active.subtree(level, index)
+    } else if hi <= u128::from(sealed_end) {
+        frontier_sealed.get(&(level, index)).copied()
+    } else {
+        let left = edge_subtree(frontier_sealed, active, sealed_end, level - 1, 2 * index)?;
+        let right = edge_subtree(
+            frontier_sealed,
+            active,
+            sealed_end,
+            level - 1,
+            2 * index + 1,
+        )?;
+        Some(node_hash(&left, &right))
+    }
+}
+
 /// Generates inclusion and consistency proofs for one view of a log, from
 /// its tiles; see the module docs. Get one from [`Log::prover`] and keep it
 /// for many proofs (a bundle): tiles read are cached.
@@ -1120,7 +1175,6 @@ impl Prover {
         let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
         // The active segment's records, as `Log::tree_head` reads them.
         let mut chain = Vec::new();
-        let mut frontier = start_frontier.clone();
         let mut scan = Scanner::new(file.clone(), &name, HEADER_BYTES, snap.active_end);
         loop {
             match scan.next_step()? {
@@ -1133,7 +1187,6 @@ impl Prover {
                             reason: format!("frame has seq {}, expected {expected}", frame.seq),
                         });
                     }
-                    frontier.push(&frame.hash.0);
                     chain.push(frame.hash);
                 }
                 Step::End { .. } => break,
@@ -1146,17 +1199,43 @@ impl Prover {
                 }
             }
         }
-        if frontier.size() != snap.next_seq {
+        let covered = sealed_end + chain.len() as u64;
+        if covered != snap.next_seq {
             return Err(Error::Corrupted {
                 file: name,
                 offset: snap.active_end,
                 reason: format!(
-                    "the tree covers {} records, the log has {}",
-                    frontier.size(),
+                    "the tree covers {covered} records, the log has {}",
                     snap.next_seq
                 ),
             });
         }
+        let frontier_sealed = frontier_map(&start_frontier);
+        let active = ActiveTree::new(sealed_end, chain);
+        // The current root from the link block and the active segment's
+        // records alone, as `Log::tree_head` computes it: each subtree of the
+        // tree's decomposition is one of the link block's, or in the active
+        // segment, or the node hash of two such halves.
+        let mut parts = Vec::new();
+        for level in (0..64u8).rev() {
+            if (snap.next_seq >> level) & 1 == 1 {
+                let index = (snap.next_seq >> level) - 1;
+                let part = edge_subtree(&frontier_sealed, &active, sealed_end, level, index)
+                    .ok_or_else(|| Error::Corrupted {
+                        file: name.clone(),
+                        offset: 0,
+                        reason: "the link block does not cover the tree".into(),
+                    })?;
+                parts.push(part);
+            }
+        }
+        let root = match parts.split_last() {
+            None => crate::merkle::empty_root(),
+            Some((last, rest)) => rest
+                .iter()
+                .rev()
+                .fold(*last, |acc, left| node_hash(left, &acc)),
+        };
         let first_seq = snap.segments.first().copied().unwrap_or(sealed_end);
         let frontier_first = if first_seq == sealed_end {
             frontier_map(&start_frontier)
@@ -1169,7 +1248,8 @@ impl Prover {
             let header = segment::read_header(&*file, &name)?;
             frontier_map(&segment::read_start_frontier(&*file, &name, &header)?)
         };
-        let head = chain
+        let head = active
+            .chain
             .last()
             .copied()
             .or_else(|| (snap.next_seq > 0).then_some(header.prev_hash));
@@ -1184,11 +1264,14 @@ impl Prover {
                 bases: snap.segments.clone(),
                 block_bytes: snap.index_block_bytes,
                 write_index: !snap.read_only,
-                open: None,
+                open: HashMap::new(),
+                current: 0,
                 bytes_read: 0,
             },
             sealed_end,
             first_seq,
+            // Tiles are derived: even a read-only open writes back the ones
+            // it had to rebuild (atomically), so later readers need not.
             write_tiles: true,
             cache: HashMap::new(),
             fresh: HashSet::new(),
@@ -1200,14 +1283,14 @@ impl Prover {
         Ok(Prover {
             log_id,
             size: snap.next_seq,
-            root: frontier.root(),
+            root,
             head,
             sealed_end,
             active_prev: header.prev_hash,
             first_seq,
-            frontier_sealed: frontier_map(&start_frontier),
+            frontier_sealed,
             frontier_first,
-            active: ActiveTree::new(sealed_end, chain),
+            active,
             store,
             checked_roots: HashSet::new(),
         })
@@ -1313,18 +1396,79 @@ impl Prover {
         if self.checked_roots.contains(&(size, *root)) {
             return Ok(());
         }
-        let matched = self.with_repairs(|p| {
-            let ours = proof::tree_root(p, size)?;
-            Ok((ours == *root).then_some(()))
-        })?;
-        if matched.is_none() {
-            return Err(ProveError::Mismatch(format!(
+        let mismatch = || {
+            ProveError::Mismatch(format!(
                 "forked or rewritten: at size {size} the log's tree root is not {}",
                 hash_to_hex(root)
-            )));
+            ))
+        };
+        // The tiles first (O(log n) of them); a root they do not give is
+        // recomputed from what the log trusts, so that a damaged tile costs
+        // only that, and a wrong root no rebuilding at all.
+        self.store.used.clear();
+        if proof::tree_root(self, size).is_ok_and(|ours| ours == *root) {
+            self.checked_roots.insert((size, *root));
+            return Ok(());
+        }
+        match self.trusted_root(size)? {
+            Some(trusted) if trusted == *root => {}
+            Some(_) => return Err(mismatch()),
+            None => {
+                // Before the oldest retained record only the tiles are left.
+                let matched = self.with_repairs(|p| {
+                    let ours = proof::tree_root(p, size)?;
+                    Ok((ours == *root).then_some(()))
+                })?;
+                if matched.is_none() {
+                    return Err(mismatch());
+                }
+            }
         }
         self.checked_roots.insert((size, *root));
         Ok(())
+    }
+
+    /// The root of the tree of `size` records as a checkpoint is checked:
+    /// from the link block of the segment that holds record `size` (or the
+    /// last one) and the stored hashes after it, reading at most one
+    /// segment and no tile. `None` when that segment was deleted by retention.
+    fn trusted_root(&mut self, size: u64) -> std::result::Result<Option<Hash>, ProveError> {
+        if size >= self.sealed_end {
+            // Every subtree of the decomposition is in the active segment's
+            // link block, or in its records, or made of those.
+            let mut parts = Vec::new();
+            for level in (0..64u8).rev() {
+                if (size >> level) & 1 == 1 {
+                    let index = (size >> level) - 1;
+                    match edge_subtree(
+                        &self.frontier_sealed,
+                        &self.active,
+                        self.sealed_end,
+                        level,
+                        index,
+                    ) {
+                        Some(h) => parts.push(h),
+                        None => return Ok(None),
+                    }
+                }
+            }
+            return Ok(Some(match parts.split_last() {
+                None => crate::merkle::empty_root(),
+                Some((last, rest)) => rest
+                    .iter()
+                    .rev()
+                    .fold(*last, |acc, left| node_hash(left, &acc)),
+            }));
+        }
+        if size < self.first_seq {
+            return Ok(None);
+        }
+        let mut frontier = self.store.segments.start_frontier(size)?;
+        let from = frontier.size();
+        self.store
+            .segments
+            .for_each(from, size, &mut |_, h| frontier.push(&h.0))?;
+        Ok(Some(frontier.root()))
     }
 
     /// Checks a checkpoint against the log: its origin names this log, and
@@ -1342,7 +1486,11 @@ impl Prover {
         }
         self.check_root(checkpoint.size, &checkpoint.root)?;
         if let Some(head) = checkpoint.head {
-            if let Some(last) = checkpoint.size.checked_sub(1).filter(|&l| l >= self.first_seq) {
+            if let Some(last) = checkpoint
+                .size
+                .checked_sub(1)
+                .filter(|&l| l >= self.first_seq)
+            {
                 if self.stored_hash(last)? != head {
                     return Err(ProveError::Mismatch(format!(
                         "forked or rewritten: record {last}'s hash is not the checkpoint's chain head {head}"
@@ -1555,7 +1703,8 @@ pub(crate) fn build_sealed(
             bases: bases.clone(),
             block_bytes,
             write_index: true,
-            open: None,
+            open: HashMap::new(),
+            current: 0,
             bytes_read: 0,
         },
         sealed_end: base,
@@ -1743,7 +1892,8 @@ impl Log {
             bases: snap.segments.clone(),
             block_bytes: snap.index_block_bytes,
             write_index: !snap.read_only,
-            open: None,
+            open: HashMap::new(),
+            current: 0,
             bytes_read: 0,
         };
         let mut builder = TileBuilder::new(first, TILE_LEVELS - 1);

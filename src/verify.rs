@@ -587,7 +587,8 @@ impl SegmentCheck {
         }
         // Continue from what is stored, so one bad record is one problem.
         self.head = stored;
-        self.expected_seq = seq + 1;
+        // A forged seq of u64::MAX must be reported, not overflow.
+        self.expected_seq = seq.saturating_add(1);
         self.r.records += 1;
         self.r.last_seq = Some(seq);
         self.r.last_hash = Some(stored);
@@ -765,7 +766,7 @@ impl Linker {
         }
         if let Some(h) = &r.header {
             match (r.last_seq, r.last_hash) {
-                (Some(seq), Some(hash)) => self.expected = Some((seq + 1, hash)),
+                (Some(seq), Some(hash)) => self.expected = Some((seq.saturating_add(1), hash)),
                 _ => self.expected = Some((h.base_seq, h.prev_hash)),
             }
         }
@@ -884,7 +885,7 @@ impl Linker {
         let size = self
             .report
             .last_seq
-            .map_or(self.report.first_seq.unwrap_or(0), |s| s + 1);
+            .map_or(self.report.first_seq.unwrap_or(0), |s| s.saturating_add(1));
         if size < cp.size {
             let detail = format!(
                 "truncated: the log has {size} records, the checkpoint was signed at {}",

@@ -102,12 +102,14 @@ fn build(dir: &Path, jsonl: &str) {
     append(dir, jsonl);
 }
 
-/// Every file in the log directory and its bytes.
+/// Every file in the log directory and its bytes (files only: the Merkle
+/// tiles live in the `tile/` subdirectory).
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
         .map(|e| {
-            let e = e.unwrap();
             (
                 e.file_name().into_string().unwrap(),
                 std::fs::read(e.path()).unwrap(),
@@ -579,7 +581,8 @@ fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        if entry.file_name() != "chainlog.lock" {
+        // Files only: the tiles in `tile/` are derived and rebuilt when needed.
+        if entry.file_name() != "chainlog.lock" && entry.file_type().unwrap().is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
     }

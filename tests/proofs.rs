@@ -111,7 +111,13 @@ fn tile_files(dir: &Path) -> Vec<String> {
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
-                out.push(path.strip_prefix(root).unwrap().to_str().unwrap().to_string());
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string(),
+                );
             }
         }
     }
@@ -155,10 +161,8 @@ fn go() -> Option<PathBuf> {
         eprintln!("note: Go not installed; skipping the outside-implementation check (run scripts/test.sh)");
         return None;
     }
-    let out = std::env::temp_dir().join(format!(
-        "chainlog-notecheck-proofs-{}",
-        std::process::id()
-    ));
+    let out =
+        std::env::temp_dir().join(format!("chainlog-notecheck-proofs-{}", std::process::id()));
     let status = Command::new("go")
         .args(["build", "-o"])
         .arg(&out)
@@ -267,7 +271,12 @@ fn proofs_from_tiles_match_rfc6962_and_gos_tlog() {
     assert_eq!(prover.stats().tiles_rebuilt, 0, "{:?}", prover.stats());
 
     // One proof reads O(log n) tiles: at most two per tile level.
-    for (seq, size) in [(12_345, n), (100, sealed_end), (65_535, 65_537), (69_000, n)] {
+    for (seq, size) in [
+        (12_345, n),
+        (100, sealed_end),
+        (65_535, 65_537),
+        (69_000, n),
+    ] {
         let mut fresh = log.prover().unwrap();
         let r = root(&mut tree, size);
         fresh.inclusion(seq, size, &r).unwrap();
@@ -525,6 +534,8 @@ fn a_log_that_does_not_match_gives_no_proof() {
         prover.consistency(1000, &wrong, 3000, &root(&mut tree, 3000)),
         Err(ProveError::Mismatch(_))
     ));
+    // A wrong root is found without rebuilding anything.
+    assert_eq!(prover.stats().tiles_rebuilt, 0);
     // A tree larger than the log: truncated.
     assert!(matches!(
         prover.inclusion(10, 3001, &root(&mut tree, 3000)),
@@ -641,7 +652,10 @@ fn proofs_for_the_records_retention_kept_still_work() {
     // ... and the old checkpoint's consistency proof now needs hashes that are gone.
     match log.prove_consistency(&early, None) {
         Err(ProveError::Unavailable(_)) => {}
-        Ok(p) => assert_eq!(p.proof, proof::consistency_proof(&mut tree, 2000, n).unwrap()),
+        Ok(p) => assert_eq!(
+            p.proof,
+            proof::consistency_proof(&mut tree, 2000, n).unwrap()
+        ),
         Err(e) => panic!("{e}"),
     }
 }
@@ -802,12 +816,16 @@ fn bundles_check_out_offline_and_every_kind_of_tampering_is_named() {
     let ok = fx.check(&bundle_path);
     assert_eq!(ok.code, 0, "{ok:?}");
     assert!(
-        ok.stdout.contains(&format!("bundle intact: {} rows", rows.len())),
+        ok.stdout
+            .contains(&format!("bundle intact: {} rows", rows.len())),
         "{ok:?}"
     );
     // The library's checker agrees.
-    let report =
-        bundle::check(std::fs::File::open(&bundle_path).unwrap(), &signer().verifier()).unwrap();
+    let report = bundle::check(
+        std::fs::File::open(&bundle_path).unwrap(),
+        &signer().verifier(),
+    )
+    .unwrap();
     assert!(report.is_intact());
     assert_eq!(report.rows, rows.len() as u64);
     assert_eq!(report.tree_size, 2500);
@@ -988,13 +1006,16 @@ fn verify_against_an_old_checkpoint_prints_the_consistency_proof() {
     let out = cli(&json_args, None);
     assert_eq!(out.code, 0, "{out:?}");
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
-    let again: ConsistencyProof =
-        serde_json::from_value(report["consistency"].clone()).unwrap();
+    let again: ConsistencyProof = serde_json::from_value(report["consistency"].clone()).unwrap();
     assert_eq!(again, p);
 
     // `prove consistency` with two checkpoints gives the same proof.
     let new = fx.path("new.checkpoint");
-    std::fs::write(&new, log.checkpoint("chainlog").unwrap().sign(&signer()).unwrap()).unwrap();
+    std::fs::write(
+        &new,
+        log.checkpoint("chainlog").unwrap().sign(&signer()).unwrap(),
+    )
+    .unwrap();
     let out = cli(
         &[
             "--dir",

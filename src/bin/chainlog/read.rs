@@ -118,14 +118,21 @@ struct Stats {
     max_timestamp: Option<Timestamp>,
 }
 
-/// The size of every file in the log directory: segments, indexes and all.
+/// The size of every file in the log directory and below it: segments,
+/// indexes, Merkle tiles and all.
 fn directory_bytes(dir: &Path) -> Result<u64, CliError> {
     let io = |e| CliError::io(format!("listing {}", dir.display()), e);
     let mut total = 0;
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let metadata = entry.and_then(|e| e.metadata()).map_err(io)?;
-        if metadata.is_file() {
-            total += metadata.len();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let metadata = entry.metadata().map_err(io)?;
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            } else if metadata.is_file() {
+                total += metadata.len();
+            }
         }
     }
     Ok(total)

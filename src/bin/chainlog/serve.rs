@@ -73,7 +73,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
         .thread_name("chainlog-serve")
         .build()
         .map_err(|e| CliError::io("starting the server's runtime", e))?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let server = Server::bind(config)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -96,5 +96,9 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             outln!("stopped: requests in flight finished, logs synced and closed")?;
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // The logs are closed by now; a verification or export still running on
+    // a blocking thread only reads, so do not wait long for it.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
