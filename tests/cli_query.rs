@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use chainlog::frame::FRAME_HEADER_BYTES;
 use chainlog::segment::HEADER_BYTES;
-use chainlog::{Event, Log, Options, Outcome, Timestamp};
+use chainlog::{Event, Log, Options, Timestamp};
 use serde_json::{json, Map, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chainlog");
@@ -1270,83 +1270,9 @@ fn a_corrupt_record_met_by_a_query_exits_1() {
 
 // --- CloudTrail: real data -------------------------------------------------
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloudtrail")
-}
-
-fn cloudtrail_records() -> Vec<Map<String, Value>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    let mut records = Vec::new();
-    for file in files {
-        let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        for r in doc["Records"].as_array().unwrap() {
-            records.push(r.as_object().unwrap().clone());
-        }
-    }
-    records
-}
-
-/// The mapping of tests/cloudtrail.rs (copied): `GetObject` -> `get_object`.
-fn snake_case(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::new();
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            let prev = chars[i - 1];
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            if prev.is_ascii_lowercase()
-                || prev.is_ascii_digit()
-                || (prev.is_ascii_uppercase() && next_lower)
-            {
-                out.push('_');
-            }
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
-}
-
-fn event_part(text: &str) -> String {
-    text.chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
-            _ => '_',
-        })
-        .collect()
-}
-
-fn to_event(record: &Map<String, Value>) -> Event {
-    let text = |k: &str| record[k].as_str().unwrap();
-    let source = text("eventSource");
-    let category = source.strip_suffix(".amazonaws.com").unwrap_or(source);
-    let event_type = format!(
-        "{}.{}",
-        event_part(category),
-        event_part(&snake_case(text("eventName")))
-    );
-    let identity = record["userIdentity"].as_object().unwrap();
-    let actor = ["arn", "invokedBy", "type"]
-        .iter()
-        .find_map(|k| identity.get(*k).and_then(Value::as_str))
-        .unwrap();
-    let mut event = Event::new(
-        Timestamp::parse_rfc3339(text("eventTime")).unwrap(),
-        event_type,
-        actor,
-    );
-    event.node = Some(text("awsRegion").to_string());
-    event.source_ip = text("sourceIPAddress").parse::<IpAddr>().ok();
-    if record.contains_key("errorCode") {
-        event.outcome = Outcome::Failure;
-    }
-    event.context = record.clone();
-    event
-}
+#[path = "support/cloudtrail.rs"]
+mod mapping;
+use mapping::{cloudtrail_records, to_event};
 
 #[test]
 fn cloudtrail_queries_match_the_fixture() {
