@@ -224,7 +224,15 @@ impl Bucket {
         match put {
             Ok(_) => Ok(Created::New),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyThere),
-            Err(e) => Err(ArchiveError::store(doing(), e)),
+            // A server may answer 412 before reading the body and close the
+            // connection while the body is still being sent, and a response
+            // may be lost after the object was written: the failure alone
+            // does not say whether the object is there, so ask. The caller
+            // compares an object found this way with its own bytes.
+            Err(e) => match self.head(name) {
+                Ok(Some(_)) => Ok(Created::AlreadyThere),
+                _ => Err(ArchiveError::store(doing(), e)),
+            },
         }
     }
 }
