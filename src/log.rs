@@ -22,6 +22,7 @@ use crate::segment::{
     MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TEMP_SUFFIX, TRAILER_BYTES,
 };
 use crate::storage::{DirLock, FsStorage, Storage, StorageFile};
+use crate::tiles::SegmentTree;
 
 /// When an append is acknowledged, relative to `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +175,9 @@ struct Active {
     max_ts: Timestamp,
     /// Sealed (trailer written); the next append must roll first.
     sealed: bool,
-    /// The Merkle frontier over every record before this segment.
-    start_frontier: Frontier,
+    /// The Merkle tree before and including this segment's records, kept in
+    /// step with the appends.
+    tree: SegmentTree,
 }
 
 impl Active {
@@ -189,7 +191,7 @@ impl Active {
             min_ts: Timestamp::default(),
             max_ts: Timestamp::default(),
             sealed: false,
-            start_frontier,
+            tree: SegmentTree::new(start_frontier),
         }
     }
 
@@ -699,6 +701,7 @@ fn recover_active(
                     reason: format!("record at seq {expected}: {e}"),
                 })?;
                 active.note_timestamp(view.timestamp);
+                active.tree.push(&frame.hash);
                 head = frame.hash;
             }
             Step::End { offset } | Step::Bad { offset, .. } => break offset,
@@ -744,23 +747,19 @@ fn recover_active(
     Ok((active, head))
 }
 
-/// The segment's start frontier extended by the stored hashes of its
-/// records up to `end`, and the last of those hashes.
-fn extend_frontier(active: &Active, end: u64) -> Result<(Frontier, Option<ChainHash>)> {
-    let name = active.name();
-    let mut frontier = active.start_frontier.clone();
-    let mut last = None;
-    let mut scan = Scanner::new(active.file.clone(), &name, HEADER_BYTES, end);
+/// The segment's start frontier (its link block) extended by the stored
+/// hashes of its records up to `end`.
+fn read_frontier(file: Arc<dyn StorageFile>, name: &str, end: u64) -> Result<Frontier> {
+    let header = segment::read_header(&*file, name)?;
+    let mut frontier = segment::read_start_frontier(&*file, name, &header)?;
+    let mut scan = Scanner::new(file, name, HEADER_BYTES, end);
     loop {
         match scan.next_step()? {
-            Step::Frame { frame, .. } => {
-                frontier.push(&frame.hash.0);
-                last = Some(frame.hash);
-            }
-            Step::End { .. } => return Ok((frontier, last)),
+            Step::Frame { frame, .. } => frontier.push(&frame.hash.0),
+            Step::End { .. } => return Ok(frontier),
             Step::Bad { offset, error } => {
                 return Err(Error::Corrupted {
-                    file: name,
+                    file: name.to_string(),
                     offset,
                     reason: error.to_string(),
                 })
@@ -839,8 +838,9 @@ impl Inner {
             self.after_failed_write(&w, write_at, len, &e);
             return Err(Error::io(self.dir.join(name), e));
         }
-        for event in events {
+        for (event, receipt) in events.iter().zip(&receipts) {
             w.active.note_timestamp(event.timestamp);
+            w.active.tree.push(&receipt.hash);
         }
         w.active.write_at += len;
         w.next_seq += events.len() as u64;
@@ -881,7 +881,7 @@ impl Inner {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if !w.active.sealed {
             self.seal(w)?;
-            self.index_in_background(&w.active);
+            self.index_in_background(&mut w.active);
         }
         let header = SegmentHeader {
             log_id: self.log_id,
@@ -890,8 +890,7 @@ impl Inner {
             segment_bytes: self.options.segment_bytes,
             created_at: Timestamp::now(),
         };
-        // The tree is extended here, once per segment, not on every append.
-        let start_frontier = extend_frontier(&w.active, w.active.write_at)?.0;
+        let start_frontier = w.active.tree.frontier().clone();
         // A failed create leaves at most a temporary file, removed on the
         // next attempt or open: the log itself is unchanged.
         let file = segment::create(&*self.storage, &self.dir, &header, &start_frontier)?;
@@ -901,31 +900,29 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes the index file of a segment just sealed, off the append path.
-    /// A failure only costs a rebuild when the segment is first queried.
-    fn index_in_background(&self, sealed: &Active) {
+    /// Writes the index file and the Merkle tiles of a segment just sealed,
+    /// off the append path, after those of the previous seal (whose partial
+    /// tiles this one's continue). A failure only costs a rebuild when the
+    /// segment is first queried or proved.
+    fn index_in_background(&self, sealed: &mut Active) {
         let (storage, dir, file) = (self.storage.clone(), self.dir.clone(), sealed.file.clone());
         let (base, data_end, count) = (sealed.header.base_seq, sealed.write_at, sealed.count);
         let block_bytes = self.options.index_block_bytes;
+        let tree = sealed.tree.take_hashes();
         let mut indexers = self.indexers.lock();
         indexers.retain(|h| !h.is_finished());
+        let previous = indexers.pop();
         indexers.push(std::thread::spawn(move || {
-            let tile_file = file.clone();
             let mut builder = IndexBuilder::new(base, block_bytes);
             let built = builder.extend_from(file, &segment::file_name(base), data_end);
             if built.is_ok() && builder.records() == count {
                 let _ = index::write_file(&*storage, &dir, base, &builder.encode());
             }
+            if let Some(previous) = previous {
+                let _ = previous.join();
+            }
             // The Merkle tree's tiles: derived too, rebuilt when missing.
-            let _ = crate::tiles::build_sealed(
-                storage,
-                dir,
-                tile_file,
-                base,
-                data_end,
-                count,
-                block_bytes,
-            );
+            let _ = crate::tiles::build_sealed(storage, dir, &tree, block_bytes);
         }));
     }
 
@@ -1188,10 +1185,7 @@ impl Inner {
             .storage
             .open(&path, false)
             .map_err(|e| Error::io(&path, e))?;
-        let header = segment::read_header(&*file, &name)?;
-        let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
-        let active = Active::new(file, header, start_frontier);
-        let (frontier, _) = extend_frontier(&active, end)?;
+        let frontier = read_frontier(file, &name, end)?;
         if frontier.size() != next_seq {
             return Err(Error::Corrupted {
                 file: name,

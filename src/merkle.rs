@@ -90,13 +90,27 @@ impl Frontier {
 
     /// Appends a leaf whose data is `data` (a chain hash).
     pub fn push(&mut self, data: &[u8]) {
+        self.push_with(data, |_, _| {});
+    }
+
+    /// Appends a leaf like [`Frontier::push`], and calls `completed(height,
+    /// hash)` for each subtree the leaf completes, smallest first: the leaf
+    /// hash itself (height 0), then each node its carries make. Over a run
+    /// of pushes this yields every node of the tree exactly once, in order
+    /// within each height: the node with index `i` at height `h` (leaves
+    /// `i·2^h ..` up to `(i+1)·2^h`) when its last leaf is pushed.
+    pub fn push_with(&mut self, data: &[u8], mut completed: impl FnMut(u32, &Hash)) {
         let mut hash = leaf_hash(data);
+        completed(0, &hash);
         // Merging follows the carries of size + 1: one per trailing one bit.
         let mut size = self.size;
+        let mut height = 0;
         while size & 1 == 1 {
             if let Some(left) = self.hashes.pop() {
                 hash = node_hash(&left, &hash);
             }
+            height += 1;
+            completed(height, &hash);
             size >>= 1;
         }
         self.hashes.push(hash);
@@ -178,6 +192,40 @@ mod tests {
         for n in 1..=leaves.len() {
             f.push(&leaves[n - 1]);
             assert_eq!(f.root(), mth(&leaves[..n]), "n = {n}");
+        }
+        let again = Frontier::from_parts(f.size(), f.hashes().to_vec()).unwrap();
+        assert_eq!(again, f);
+        assert!(Frontier::from_parts(3, vec![[0; 32]]).is_err());
+    }
+
+    #[test]
+    fn push_with_reports_every_node_once_in_order() {
+        let leaves: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        // Start in the middle, from a frontier, as a segment does.
+        let start = 77;
+        let mut f = Frontier::new();
+        for leaf in &leaves[..start] {
+            f.push(leaf);
+        }
+        let mut by_height: Vec<Vec<Hash>> = vec![Vec::new(); 10];
+        for leaf in &leaves[start..] {
+            f.push_with(leaf, |h, hash| by_height[h as usize].push(*hash));
+        }
+        for (h, got) in by_height.iter().enumerate() {
+            let first = start >> h;
+            let end = leaves.len() >> h;
+            let want: Vec<Hash> = (first..end)
+                .map(|i| mth(&leaves[i << h..(i + 1) << h]))
+                .collect();
+            assert_eq!(got, &want, "height {h}");
+        }
+    }
+
+    #[test]
+    fn a_frontier_rebuilt_from_parts_is_the_same() {
+        let mut f = Frontier::new();
+        for i in 0..300u32 {
+            f.push(&i.to_le_bytes());
         }
         let again = Frontier::from_parts(f.size(), f.hashes().to_vec()).unwrap();
         assert_eq!(again, f);

@@ -5,9 +5,13 @@
 //! Its interior is stored in *tiles*: tile `(L, N)` holds the hashes at tree
 //! level `8L`, positions `256N ..= 256N + 255` (level 0: leaf hashes). A tile
 //! whose positions are not all in the tree yet is *partial* and is stored
-//! under its width (`.p/W`). Tiles live under `DIR/tile/` and are written in
-//! the background when a segment is sealed, so appends never wait for them.
-//! `docs/FORMAT.md` ("Tiles") has the layout.
+//! under its width (`.p/W`). Tiles live under `DIR/tile/`; level-0 tiles are
+//! packed 256 to a file (`tile/leaves/P`), since a file per 256 records made
+//! file creation the largest cost of appending. The writer collects the
+//! tiles' hashes as it appends ([`SegmentTree`]), and a background thread
+//! writes them when the segment is sealed, so appends never wait for them
+//! and nothing is read or hashed twice. `docs/FORMAT.md` ("Tiles") has the
+//! layout.
 //!
 //! Tiles are derived data, like the indexes: a missing tile is rebuilt from
 //! the segments' stored chain hashes (level 0) or from the tiles below it,
@@ -33,7 +37,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainHash;
@@ -57,27 +60,47 @@ pub const TILE_DIR: &str = "tile";
 /// Tile levels used: level `L` holds tree level `8L`, and level 7 (tree
 /// level 56) is the highest a tree of up to 2^64 leaves has.
 pub const TILE_LEVELS: u8 = 8;
+/// The directory of the leaf packs, inside [`TILE_DIR`].
+pub const LEAF_PACK_DIR: &str = "leaves";
+/// Level-0 tiles per leaf pack.
+pub const PACK_TILES: u64 = 256;
 /// Tiles a prover keeps in memory (with their inner levels, 16 KiB each).
 const CACHE_TILES: usize = 1024;
 /// Seqs read from the segments per step of a deep rebuild.
 const REBUILD_CHUNK: u64 = 1 << 16;
 
-/// The path of a tile, relative to the log's directory: `tile/<L>/<N>` for a
-/// full tile and `tile/<L>/<N>.p/<W>` for a partial one of `W` hashes, with
 /// `N` written in groups of three digits, all but the last prefixed with `x`
-/// (`1234067` is `x001/x234/067`).
-pub fn tile_path(level: u8, index: u64, width: usize) -> String {
+/// (`1234067` is `x001/x234/067`), as tile paths spell tile indexes.
+fn index_path(index: u64) -> String {
     let mut n = index;
     let mut digits = format!("{:03}", n % 1000);
     while n >= 1000 {
         n /= 1000;
         digits = format!("x{:03}/{digits}", n % 1000);
     }
+    digits
+}
+
+/// The path of a tile of level 1 or more, relative to the log's directory:
+/// `tile/<L>/<N>` for a full tile and `tile/<L>/<N>.p/<W>` for a partial one
+/// of `W` hashes, with `N` written in groups of three digits, all but the
+/// last prefixed with `x` (`1234067` is `x001/x234/067`). Level-0 tiles are
+/// packed, 256 to a file: see [`leaf_pack_path`].
+pub fn tile_path(level: u8, index: u64, width: usize) -> String {
+    let digits = index_path(index);
     if width < TILE_WIDTH {
         format!("{TILE_DIR}/{level}/{digits}.p/{width}")
     } else {
         format!("{TILE_DIR}/{level}/{digits}")
     }
+}
+
+/// The path of leaf pack `pack`, relative to the log's directory:
+/// `tile/leaves/<P>`, which holds level-0 tiles `256P ..= 256P + 255` one
+/// after the other (tile `(0, N)` at byte `8192 × (N mod 256)`), as far as
+/// they are known.
+pub fn leaf_pack_path(pack: u64) -> String {
+    format!("{TILE_DIR}/{LEAF_PACK_DIR}/{}", index_path(pack))
 }
 
 /// Parses a tile path as written by [`tile_path`] (and only that spelling):
@@ -90,6 +113,24 @@ pub fn parse_tile_path(path: &str) -> Option<(u8, u64, usize)> {
         Some((digits, width)) => (digits, width.parse::<usize>().ok()?),
         None => (rest, TILE_WIDTH),
     };
+    let index = parse_index_path(digits)?;
+    ((1..=TILE_WIDTH).contains(&width) && tile_path(level, index, width) == path)
+        .then_some((level, index, width))
+}
+
+/// Parses a leaf pack path as written by [`leaf_pack_path`]: the pack's number.
+pub fn parse_leaf_pack_path(path: &str) -> Option<u64> {
+    let digits = path
+        .strip_prefix(TILE_DIR)?
+        .strip_prefix('/')?
+        .strip_prefix(LEAF_PACK_DIR)?
+        .strip_prefix('/')?;
+    let pack = parse_index_path(digits)?;
+    (leaf_pack_path(pack) == path).then_some(pack)
+}
+
+/// The number [`index_path`] spells, or `None`.
+fn parse_index_path(digits: &str) -> Option<u64> {
     let mut index: u64 = 0;
     for group in digits.split('/') {
         let group = group.strip_prefix('x').unwrap_or(group);
@@ -100,8 +141,7 @@ pub fn parse_tile_path(path: &str) -> Option<(u8, u64, usize)> {
             .checked_mul(1000)?
             .checked_add(group.parse::<u64>().ok()?)?;
     }
-    ((1..=TILE_WIDTH).contains(&width) && tile_path(level, index, width) == path)
-        .then_some((level, index, width))
+    Some(index)
 }
 
 /// The root of a perfect subtree over `hashes` (a power of two of them).
@@ -239,6 +279,24 @@ struct TileFiles {
     dir: PathBuf,
 }
 
+/// `count` hashes at byte `offset` of `file`, or `None` if they are not all there.
+fn read_hashes(file: &dyn StorageFile, offset: u64, count: usize) -> Option<Vec<Hash>> {
+    let mut bytes = vec![0; count * 32];
+    if read_full_at(file, &mut bytes, offset).ok()? != bytes.len() {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(32)
+            .map(|c| {
+                let mut h = [0; 32];
+                h.copy_from_slice(c);
+                h
+            })
+            .collect(),
+    )
+}
+
 /// Distinguishes temporary tile files written at the same time.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -252,25 +310,15 @@ impl TileFiles {
         if file.size().ok()? != (width * 32) as u64 {
             return None;
         }
-        let mut bytes = vec![0; width * 32];
-        if read_full_at(&*file, &mut bytes, 0).ok()? != bytes.len() {
-            return None;
-        }
-        Some(
-            bytes
-                .chunks_exact(32)
-                .map(|c| {
-                    let mut h = [0; 32];
-                    h.copy_from_slice(c);
-                    h
-                })
-                .collect(),
-        )
+        read_hashes(&*file, 0, width)
     }
 
     /// The widest stored version of tile `(level, index)` with at least
     /// `min_width` hashes: the full tile, or a partial one.
     fn read(&self, level: u8, index: u64, min_width: usize) -> Option<Vec<Hash>> {
+        if level == 0 {
+            return self.read_leaves(index, min_width);
+        }
         if let Some(h) = self.read_exact(&self.path(level, index, TILE_WIDTH), TILE_WIDTH) {
             return Some(h);
         }
@@ -297,9 +345,68 @@ impl TileFiles {
             .find_map(|w| self.read_exact(&partials.join(w.to_string()), w))
     }
 
-    /// Writes a tile under a temporary name and renames it into place. Not
-    /// synced: a lost or torn tile is rebuilt.
+    /// Level-0 tile `index` from its leaf pack: as many of its hashes as
+    /// the pack holds (at least `min_width`).
+    fn read_leaves(&self, index: u64, min_width: usize) -> Option<Vec<Hash>> {
+        let path = self.dir.join(leaf_pack_path(index / PACK_TILES));
+        let file = self.storage.open(&path, false).ok()?;
+        let start = (index % PACK_TILES) * FULL_TILE_BYTES as u64;
+        let stored = file.size().ok()?.saturating_sub(start) / 32;
+        let width = stored.min(TILE_WIDTH as u64) as usize;
+        if width < min_width.max(1) {
+            return None;
+        }
+        read_hashes(&*file, start, width)
+    }
+
+    /// Writes a tile: into its leaf pack for level 0, else as its own file.
+    /// Not synced: a lost or torn tile is rebuilt.
     fn write(&self, level: u8, index: u64, hashes: &[Hash]) -> Result<()> {
+        if level == 0 {
+            self.write_leaves(index * TILE_WIDTH as u64, hashes)
+        } else {
+            self.write_file(level, index, hashes)
+        }
+    }
+
+    /// Writes the leaf hashes of positions `first ..` into their leaf packs,
+    /// in place (one write per pack). A pack is written without a temporary
+    /// file: a reader that sees part of a write gets hashes that fail the
+    /// root check, and rebuilds them.
+    fn write_leaves(&self, first: u64, hashes: &[Hash]) -> Result<()> {
+        const PACK_LEAVES: u64 = PACK_TILES * TILE_WIDTH as u64;
+        let mut at = 0;
+        while at < hashes.len() {
+            let pos = first + at as u64;
+            let in_pack = (PACK_LEAVES - pos % PACK_LEAVES) as usize;
+            let run = &hashes[at..hashes.len().min(at + in_pack)];
+            let path = self.dir.join(leaf_pack_path(pos / PACK_LEAVES));
+            let io = |e| Error::io(&path, e);
+            let file = match self.storage.open(&path, true) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(parent) = path.parent() {
+                        self.storage.create_dir_all(parent).map_err(io)?;
+                    }
+                    match self.storage.create_new(&path) {
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            self.storage.open(&path, true).map_err(io)?
+                        }
+                        other => other.map_err(io)?,
+                    }
+                }
+                Err(e) => return Err(io(e)),
+            };
+            let bytes: Vec<u8> = run.iter().flatten().copied().collect();
+            file.write_all_at(&bytes, (pos % PACK_LEAVES) * 32)
+                .map_err(io)?;
+            at += run.len();
+        }
+        Ok(())
+    }
+
+    /// Writes a tile file under a temporary name and renames it into place.
+    fn write_file(&self, level: u8, index: u64, hashes: &[Hash]) -> Result<()> {
         let path = self.path(level, index, hashes.len());
         let io = |e| Error::io(&path, e);
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
@@ -341,8 +448,7 @@ struct TileBuilder {
 
 impl TileBuilder {
     /// A builder for a tree that has `size` leaves so far, emitting tiles up
-    /// to `max_level`. The tiles under way are unknown until
-    /// [`TileBuilder::set_prefix`] gives their first hashes.
+    /// to `max_level`. The tiles under way are unknown (and not emitted).
     fn new(size: u64, max_level: u8) -> Self {
         // An unknown prefix is held as zeros, so that tiles complete where they should.
         let levels: Vec<Vec<Hash>> = (0..=max_level)
@@ -357,14 +463,6 @@ impl TileBuilder {
             known,
             max_level,
         }
-    }
-
-    /// The first hashes of the level's tile under way.
-    fn set_prefix(&mut self, level: u8, prefix: Vec<Hash>) {
-        let l = usize::from(level);
-        debug_assert_eq!(prefix.len(), partial_width(self.size, level));
-        self.levels[l] = prefix;
-        self.known[l] = true;
     }
 
     /// Adds the next leaf; `emit(level, index, hashes)` gets each tile it completes.
@@ -671,6 +769,70 @@ struct TileStore {
 }
 
 impl TileStore {
+    /// A store over the sealed segments of `dir` below `sealed_end`, that
+    /// writes the tiles it rebuilds.
+    fn for_sealed(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        sealed_end: u64,
+        block_bytes: u32,
+    ) -> Result<TileStore> {
+        let mut bases: Vec<u64> = storage
+            .list(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .iter()
+            .filter_map(|n| segment::parse_file_name(n))
+            .collect();
+        bases.sort_unstable();
+        Ok(TileStore::new(
+            storage,
+            dir,
+            bases,
+            block_bytes,
+            true,
+            sealed_end,
+        ))
+    }
+
+    /// A store over the segments `bases` (ascending) of `dir`, whose sealed
+    /// part ends at `sealed_end`; `write_index` lets it write the index
+    /// files it rebuilds. Tiles are derived: even a read-only open writes
+    /// back the ones it had to rebuild, so later readers need not.
+    fn new(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        bases: Vec<u64>,
+        block_bytes: u32,
+        write_index: bool,
+        sealed_end: u64,
+    ) -> TileStore {
+        TileStore {
+            files: TileFiles {
+                storage: storage.clone(),
+                dir: dir.clone(),
+            },
+            first_seq: bases.first().copied().unwrap_or(sealed_end),
+            segments: SegmentHashes {
+                storage,
+                dir,
+                bases,
+                block_bytes,
+                write_index,
+                open: HashMap::new(),
+                current: 0,
+                bytes_read: 0,
+            },
+            sealed_end,
+            write_tiles: true,
+            cache: HashMap::new(),
+            fresh: HashSet::new(),
+            solid: HashSet::new(),
+            blocked: HashSet::new(),
+            used: BTreeSet::new(),
+            stats: ProofStats::default(),
+        }
+    }
+
     /// The most hashes tile `(level, index)` has below `sealed_end`.
     fn max_width(&self, level: u8, index: u64) -> usize {
         let available = self.sealed_end >> (TILE_HEIGHT * u32::from(level));
@@ -1253,33 +1415,14 @@ impl Prover {
             .last()
             .copied()
             .or_else(|| (snap.next_seq > 0).then_some(header.prev_hash));
-        let store = TileStore {
-            files: TileFiles {
-                storage: storage.clone(),
-                dir: dir.clone(),
-            },
-            segments: SegmentHashes {
-                storage,
-                dir,
-                bases: snap.segments.clone(),
-                block_bytes: snap.index_block_bytes,
-                write_index: !snap.read_only,
-                open: HashMap::new(),
-                current: 0,
-                bytes_read: 0,
-            },
+        let store = TileStore::new(
+            storage,
+            dir,
+            snap.segments.clone(),
+            snap.index_block_bytes,
+            !snap.read_only,
             sealed_end,
-            first_seq,
-            // Tiles are derived: even a read-only open writes back the ones
-            // it had to rebuild (atomically), so later readers need not.
-            write_tiles: true,
-            cache: HashMap::new(),
-            fresh: HashSet::new(),
-            solid: HashSet::new(),
-            blocked: HashSet::new(),
-            used: BTreeSet::new(),
-            stats: ProofStats::default(),
-        };
+        );
         Ok(Prover {
             log_id,
             size: snap.next_seq,
@@ -1664,111 +1807,138 @@ impl SubtreeSource for Prover {
     }
 }
 
-/// Builds the tiles of a segment just sealed: the tiles its records complete
-/// and the partial tiles at its end. Runs in the background after the seal
-/// (see [`Log`]'s indexer); one at a time per process, so that each seal
-/// usually finds the previous one's partial tiles.
+/// The Merkle tree as a segment is appended: the frontier over every record
+/// so far, and the hashes this segment's records complete at the tile levels
+/// (tree levels 0, 8, 16, ...), kept for the segment's tiles. The writer
+/// pushes each record's chain hash as it appends, so that a seal needs
+/// neither a second read of the segment nor a second hashing of its tree.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentTree {
+    /// The tree before the segment (its link block).
+    start: Frontier,
+    /// The tree including the segment's records so far.
+    frontier: Frontier,
+    /// `levels[L]`: the hashes at tree level `8L` that this segment's
+    /// records completed, in order; the first has index `start.size() >> 8L`.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl SegmentTree {
+    /// The tree of a segment with no records yet, after `start`.
+    pub(crate) fn new(start: Frontier) -> Self {
+        SegmentTree {
+            frontier: start.clone(),
+            start,
+            levels: Vec::new(),
+        }
+    }
+
+    /// Adds the next record's chain hash.
+    pub(crate) fn push(&mut self, hash: &ChainHash) {
+        let levels = &mut self.levels;
+        self.frontier.push_with(&hash.0, |height, node| {
+            if height % TILE_HEIGHT == 0 {
+                let level = (height / TILE_HEIGHT) as usize;
+                if levels.len() <= level {
+                    levels.resize_with(level + 1, Vec::new);
+                }
+                levels[level].push(*node);
+            }
+        });
+    }
+
+    /// The tree including the segment's records so far.
+    pub(crate) fn frontier(&self) -> &Frontier {
+        &self.frontier
+    }
+
+    /// Takes the tile-level hashes out (for [`build_sealed`]), leaving the
+    /// frontiers.
+    pub(crate) fn take_hashes(&mut self) -> SegmentTree {
+        SegmentTree {
+            start: self.start.clone(),
+            frontier: self.frontier.clone(),
+            levels: std::mem::take(&mut self.levels),
+        }
+    }
+}
+
+/// Writes the tiles of a segment just sealed from the hashes its appends
+/// collected (see [`SegmentTree`]): its leaf hashes into the leaf packs, and
+/// at each higher level the tiles its records complete and the partial tile
+/// at its end. A tile that began before the segment gets its first hashes
+/// from the stored partial tile, checked against the segment's link block
+/// (and rebuilt when it does not match). Runs in the background after the
+/// seal (see [`Log`]'s indexer), after the previous seal's build.
 pub(crate) fn build_sealed(
     storage: Arc<dyn Storage>,
     dir: PathBuf,
-    file: Arc<dyn StorageFile>,
-    base: u64,
-    data_end: u64,
-    count: u64,
+    tree: &SegmentTree,
     block_bytes: u32,
 ) -> Result<()> {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _serial = ONE_AT_A_TIME.lock();
+    let base = tree.start.size();
     let tile_dir = dir.join(TILE_DIR);
     storage
         .create_dir_all(&tile_dir)
         .map_err(|e| Error::io(&tile_dir, e))?;
-    let name = segment::file_name(base);
-    let header = segment::read_header(&*file, &name)?;
-    let frontier = frontier_map(&segment::read_start_frontier(&*file, &name, &header)?);
-    let names = storage.list(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut bases: Vec<u64> = names
-        .iter()
-        .filter_map(|n| segment::parse_file_name(n))
-        .collect();
-    bases.sort_unstable();
-    let mut store = TileStore {
-        files: TileFiles {
-            storage: storage.clone(),
-            dir: dir.clone(),
-        },
-        segments: SegmentHashes {
-            storage,
-            dir,
-            bases: bases.clone(),
-            block_bytes,
-            write_index: true,
-            open: HashMap::new(),
-            current: 0,
-            bytes_read: 0,
-        },
-        sealed_end: base,
-        first_seq: bases.first().copied().unwrap_or(base),
-        write_tiles: true,
-        cache: HashMap::new(),
-        fresh: HashSet::new(),
-        solid: HashSet::new(),
-        blocked: HashSet::new(),
-        used: BTreeSet::new(),
-        stats: ProofStats::default(),
+    let files = TileFiles {
+        storage: storage.clone(),
+        dir: dir.clone(),
     };
-    let mut builder = TileBuilder::new(base, TILE_LEVELS - 1);
-    for level in 0..TILE_LEVELS {
-        let width = partial_width(base, level);
-        if width == 0 {
-            continue;
-        }
-        let index = base >> (TILE_HEIGHT * (u32::from(level) + 1));
-        if let Some(prefix) = verified_prefix(&mut store, level, index, width, base, &frontier)? {
-            builder.set_prefix(level, prefix);
-        }
-    }
-    let files = &store.files;
-    let mut scan = Scanner::new(file, &name, HEADER_BYTES, data_end);
-    let mut seen = 0u64;
     let mut failed = None;
-    let mut write = |level: u8, index: u64, hashes: &[Hash]| {
-        if let Err(e) = files.write(level, index, hashes) {
+    if let Some(leaves) = tree.levels.first() {
+        if let Err(e) = files.write_leaves(base, leaves) {
             failed.get_or_insert(e);
         }
-    };
-    loop {
-        match scan.next_step()? {
-            Step::Frame { offset, frame } => {
-                if frame.seq != base + seen {
-                    return Err(Error::Corrupted {
-                        file: name,
-                        offset,
-                        reason: format!("frame has seq {}, expected {}", frame.seq, base + seen),
-                    });
-                }
-                builder.push(leaf_hash(&frame.hash.0), &mut write);
-                seen += 1;
+    }
+    let frontier = frontier_map(&tree.start);
+    let mut store = None;
+    for (level, hashes) in tree.levels.iter().enumerate().skip(1) {
+        let Ok(level) = u8::try_from(level) else {
+            break;
+        };
+        if hashes.is_empty() || level >= TILE_LEVELS {
+            continue;
+        }
+        let first = base >> (TILE_HEIGHT * u32::from(level));
+        let mut index = first >> TILE_HEIGHT;
+        let width = partial_width(base, level);
+        let mut tile = if width == 0 {
+            Some(Vec::with_capacity(TILE_WIDTH))
+        } else {
+            let store = match &mut store {
+                Some(store) => store,
+                None => store.insert(TileStore::for_sealed(
+                    storage.clone(),
+                    dir.clone(),
+                    base,
+                    block_bytes,
+                )?),
+            };
+            verified_prefix(store, level, index, width, base, &frontier)?
+        };
+        let mut pos = first;
+        for hash in hashes {
+            // A tile whose first hashes cannot be had is left to be rebuilt.
+            if let Some(t) = &mut tile {
+                t.push(*hash);
             }
-            Step::End { .. } => break,
-            Step::Bad { offset, error } => {
-                return Err(Error::Corrupted {
-                    file: name,
-                    offset,
-                    reason: error.to_string(),
-                })
+            pos += 1;
+            if pos % TILE_WIDTH as u64 == 0 {
+                if let Some(t) = tile.take() {
+                    if let Err(e) = files.write(level, index, &t) {
+                        failed.get_or_insert(e);
+                    }
+                }
+                tile = Some(Vec::with_capacity(TILE_WIDTH));
+                index += 1;
             }
         }
-    }
-    if seen != count {
-        return Err(Error::Corrupted {
-            file: name,
-            offset: data_end,
-            reason: format!("{seen} records scanned, the seal says {count}"),
-        });
-    }
-    for (level, index, hashes) in builder.partial_tiles() {
-        write(level, index, hashes);
+        if let Some(t) = tile.filter(|t| !t.is_empty()) {
+            if let Err(e) = files.write(level, index, &t) {
+                failed.get_or_insert(e);
+            }
+        }
     }
     failed.map_or(Ok(()), Err)
 }
@@ -1960,6 +2130,17 @@ mod tests {
         ] {
             assert_eq!(parse_tile_path(bad), None, "{bad}");
         }
+        assert_eq!(leaf_pack_path(0), "tile/leaves/000");
+        assert_eq!(leaf_pack_path(4321), "tile/leaves/x004/321");
+        assert_eq!(parse_leaf_pack_path("tile/leaves/x004/321"), Some(4321));
+        for bad in [
+            "tile/leaves/1",
+            "tile/leaves/x000/001",
+            "tile/0/000",
+            "tile/leaves/",
+        ] {
+            assert_eq!(parse_leaf_pack_path(bad), None, "{bad}");
+        }
     }
 
     fn leaves(n: u64) -> Vec<[u8; 32]> {
@@ -1977,25 +2158,14 @@ mod tests {
         let data = leaves(70_000);
         let mut tree = MemoryTree::new(&data);
         let mut tiles: HashMap<(u8, u64), Vec<Hash>> = HashMap::new();
-        // Built in pieces, each resumed from the previous piece's partial tiles.
-        let cuts = [0u64, 1, 300, 513, 65_535, 65_536, 65_800, 70_000];
-        for w in cuts.windows(2) {
-            let mut b = TileBuilder::new(w[0], TILE_LEVELS - 1);
-            for level in 0..TILE_LEVELS {
-                let width = partial_width(w[0], level);
-                if width > 0 {
-                    let index = w[0] >> (8 * (u32::from(level) + 1));
-                    b.set_prefix(level, tiles[&(level, index)][..width].to_vec());
-                }
-            }
-            for leaf in &data[w[0] as usize..w[1] as usize] {
-                b.push(leaf_hash(leaf), &mut |l, i, h| {
-                    tiles.insert((l, i), h.to_vec());
-                });
-            }
-            for (l, i, h) in b.partial_tiles() {
+        let mut b = TileBuilder::new(0, TILE_LEVELS - 1);
+        for leaf in &data {
+            b.push(leaf_hash(leaf), &mut |l, i, h| {
                 tiles.insert((l, i), h.to_vec());
-            }
+            });
+        }
+        for (l, i, h) in b.partial_tiles() {
+            tiles.insert((l, i), h.to_vec());
         }
         for (&(l, i), hashes) in &tiles {
             for (k, h) in hashes.iter().enumerate() {
@@ -2006,6 +2176,59 @@ mod tests {
         assert_eq!(tiles[&(0, 273)].len(), 70_000 % 256);
         assert_eq!(tiles[&(1, 1)].len(), 273 - 256);
         assert_eq!(tiles[&(2, 0)].len(), 1);
+    }
+
+    /// Segments sealed one after another, each building its tiles from the
+    /// hashes its appends collected and the previous seal's partial tiles.
+    #[test]
+    fn sealed_segments_build_the_trees_tiles() {
+        let data = leaves(140_000);
+        let mut tree = MemoryTree::new(&data);
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::FsStorage);
+        let cuts = [0u64, 1, 300, 513, 65_535, 65_536, 65_800, 131_071, 140_000];
+        let mut start = Frontier::new();
+        for w in cuts.windows(2) {
+            let mut seg = SegmentTree::new(start.clone());
+            for leaf in &data[w[0] as usize..w[1] as usize] {
+                seg.push(&ChainHash(*leaf));
+            }
+            start = seg.frontier().clone();
+            let sealed = seg.take_hashes();
+            build_sealed(storage.clone(), dir.path().to_path_buf(), &sealed, 4096).unwrap();
+        }
+        let mut whole = Frontier::new();
+        for leaf in &data {
+            whole.push(leaf);
+        }
+        assert_eq!(start, whole);
+        let files = TileFiles {
+            storage,
+            dir: dir.path().to_path_buf(),
+        };
+        let n = data.len() as u64;
+        for level in 0..3u8 {
+            let hashes_at_level = n >> (8 * u32::from(level));
+            for index in 0..=hashes_at_level / 256 {
+                let width = (hashes_at_level - index * 256).min(256) as usize;
+                if width == 0 {
+                    continue;
+                }
+                let got = files.read(level, index, width).unwrap_or_else(|| {
+                    panic!("tile ({level}, {index}) of width {width} is missing")
+                });
+                assert_eq!(got.len(), width, "tile ({level}, {index})");
+                for (k, h) in got.iter().enumerate() {
+                    let want = tree.subtree(8 * level, index * 256 + k as u64).unwrap();
+                    assert_eq!(*h, want, "tile ({level}, {index}) hash {k}");
+                }
+            }
+        }
+        // 140,000 leaves: three leaf packs, the last one partial.
+        let pack = |p| std::fs::metadata(dir.path().join(leaf_pack_path(p))).map(|m| m.len());
+        assert_eq!(pack(0).unwrap(), 65_536 * 32);
+        assert_eq!(pack(2).unwrap(), (140_000 - 131_072) * 32);
+        assert!(pack(3).is_err());
     }
 
     #[test]

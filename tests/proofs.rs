@@ -127,9 +127,23 @@ fn tile_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// What tile `path` must hold, from the in-memory tree.
-fn expected_tile(tree: &mut MemoryTree, path: &str) -> Vec<u8> {
+/// Leaf hashes in a full leaf pack.
+const PACK_LEAVES: u64 = 256 * 256;
+
+/// What tile file `path` must hold, from the in-memory tree (`len` bytes of
+/// it for a leaf pack, which holds leaf hashes as far as they are known).
+fn expected_tile(tree: &mut MemoryTree, path: &str, len: usize) -> Vec<u8> {
+    if let Some(pack) = tiles::parse_leaf_pack_path(path) {
+        assert!(
+            len % 32 == 0 && len as u64 <= PACK_LEAVES * 32,
+            "{path}: {len} bytes"
+        );
+        return (0..len as u64 / 32)
+            .flat_map(|k| tree.subtree(0, pack * PACK_LEAVES + k).unwrap())
+            .collect();
+    }
     let (level, index, width) = tiles::parse_tile_path(path).expect(path);
+    assert!(level > 0, "level-0 tiles are packed: {path}");
     (0..width as u64)
         .flat_map(|k| tree.subtree(8 * level, index * 256 + k).unwrap())
         .collect()
@@ -140,9 +154,34 @@ fn check_tiles_on_disk(dir: &Path, tree: &mut MemoryTree) -> usize {
     for f in &files {
         assert!(!f.contains(".tmp"), "a temporary tile was left: {f}");
         let got = std::fs::read(dir.join(f)).unwrap();
-        assert!(got == expected_tile(tree, f), "tile {f} is wrong");
+        assert!(
+            got == expected_tile(tree, f, got.len()),
+            "tile {f} is wrong"
+        );
     }
     files.len()
+}
+
+/// Leaf hashes stored in the leaf packs.
+fn packed_leaves(dir: &Path) -> u64 {
+    tile_files(dir)
+        .iter()
+        .filter(|f| tiles::parse_leaf_pack_path(f).is_some())
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len() / 32)
+        .sum()
+}
+
+/// The byte range of level-0 tile `index` in its leaf pack, and the pack.
+fn leaf_tile(dir: &Path, index: u64) -> (PathBuf, std::ops::Range<usize>) {
+    let pack = dir.join(tiles::leaf_pack_path(index / 256));
+    let start = (index % 256) as usize * 8192;
+    (pack, start..start + 8192)
+}
+
+/// Flips a byte of level-0 tile `index`, `at` bytes into it.
+fn flip_leaf_tile(dir: &Path, index: u64, at: usize) {
+    let (pack, range) = leaf_tile(dir, index);
+    flip(&pack, range.start + at);
 }
 
 // ---------------------------------------------------------------------------
@@ -216,7 +255,13 @@ fn proofs_from_tiles_match_rfc6962_and_gos_tlog() {
     let sealed_end = *bases.last().unwrap();
     // The tiles the seals wrote are exactly the tree's stored hashes.
     let count = check_tiles_on_disk(dir.path(), &mut tree);
-    assert!(count > (sealed_end / 256) as usize, "{count} tile files");
+    assert_eq!(
+        packed_leaves(dir.path()),
+        sealed_end,
+        "every sealed leaf is packed"
+    );
+    // Two leaf packs, level-1 tile 0 full and 1 partial, level 2 partial.
+    assert!(count >= 5, "{count} tile files");
     assert!(dir.path().join("tile/2/000.p/1").exists());
 
     let log = Log::open(dir.path(), read_only()).unwrap();
@@ -408,7 +453,7 @@ fn missing_or_damaged_tiles_are_rebuilt_and_never_give_a_wrong_proof() {
     assert_eq!(all_proofs_are_right(&log, &mut tree, n, 0), 0);
 
     // Each kind of damage, then every proof again: right, and the tiles rebuilt.
-    let full0 = d.join("tile/0/010");
+    let (pack0, tile10) = leaf_tile(d, 10);
     // The widest partial level-1 tile: the one proofs read.
     let partial1 = tile_files(d)
         .into_iter()
@@ -417,12 +462,16 @@ fn missing_or_damaged_tiles_are_rebuilt_and_never_give_a_wrong_proof() {
         .unwrap();
     type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
     let damages: Vec<Damage> = vec![
-        ("a level-0 tile changed", Box::new(|| flip(&full0, 100))),
+        (
+            "a level-0 tile changed",
+            Box::new(|| flip_leaf_tile(d, 10, 100)),
+        ),
         (
             "every level-0 tile changed",
             Box::new(|| {
-                for f in tile_files(d).iter().filter(|f| f.starts_with("tile/0/")) {
-                    flip(&d.join(f), 31);
+                let len = std::fs::metadata(&pack0).unwrap().len() as usize;
+                for at in (31..len).step_by(8192) {
+                    flip(&pack0, at);
                 }
             }),
         ),
@@ -433,24 +482,25 @@ fn missing_or_damaged_tiles_are_rebuilt_and_never_give_a_wrong_proof() {
         (
             "level-0 and level-1 tiles changed together",
             Box::new(|| {
-                flip(&d.join("tile/0/003"), 7);
+                flip_leaf_tile(d, 3, 7);
                 flip(&d.join(&partial1), 3 * 32 + 1);
             }),
         ),
         (
-            "a tile truncated",
+            "a leaf pack truncated in the middle of a tile",
             Box::new(|| {
-                let bytes = std::fs::read(&full0).unwrap();
-                std::fs::write(&full0, &bytes[..1000]).unwrap();
+                let bytes = std::fs::read(&pack0).unwrap();
+                std::fs::write(&pack0, &bytes[..tile10.start + 1000]).unwrap();
             }),
         ),
         (
-            "two tiles swapped",
+            "two level-0 tiles swapped",
             Box::new(|| {
-                let a = std::fs::read(d.join("tile/0/004")).unwrap();
-                let b = std::fs::read(d.join("tile/0/005")).unwrap();
-                std::fs::write(d.join("tile/0/004"), b).unwrap();
-                std::fs::write(d.join("tile/0/005"), a).unwrap();
+                let mut bytes = std::fs::read(&pack0).unwrap();
+                let (_, four) = leaf_tile(d, 4);
+                let (first, second) = bytes[four.start..].split_at_mut(8192);
+                first.swap_with_slice(&mut second[..8192]);
+                std::fs::write(&pack0, bytes).unwrap();
             }),
         ),
         (
@@ -486,8 +536,10 @@ fn missing_or_damaged_tiles_are_rebuilt_and_never_give_a_wrong_proof() {
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("cp"), cp.sign(&signer()).unwrap()).unwrap();
     std::fs::write(files.path().join("key.pub"), signer().verifier().to_text()).unwrap();
-    flip(&d.join("tile/0/020"), 64);
-    std::fs::remove_file(d.join("tile/0/021")).unwrap();
+    flip_leaf_tile(d, 20, 64);
+    // Tiles 21 and after are cut off.
+    let bytes = std::fs::read(&pack0).unwrap();
+    std::fs::write(&pack0, &bytes[..leaf_tile(d, 21).1.start]).unwrap();
     for seq in [5120u64, 5400, 8999] {
         let out = cli(
             &[
@@ -584,6 +636,7 @@ fn proofs_for_the_records_retention_kept_still_work() {
         }
     };
     let tiles_before = tile_files(d);
+    let packed_before = packed_leaves(d);
     let policy = RetentionPolicy {
         max_age: None,
         max_bytes: Some(4 * MIN_SEGMENT_BYTES),
@@ -599,8 +652,9 @@ fn proofs_for_the_records_retention_kept_still_work() {
     assert!(first > 5000, "retention kept from seq {first}");
     // Retention deletes segments, not tiles.
     let after = tile_files(d);
-    assert!(tiles_before.len() > 40);
+    assert!(packed_before > 10_000, "{packed_before} leaves packed");
     assert!(tiles_before.iter().all(|f| after.contains(f)));
+    assert!(packed_leaves(d) >= packed_before);
 
     let mut tree = reference(&hashes);
     let log = Log::open(d, options()).unwrap();
@@ -625,6 +679,13 @@ fn proofs_for_the_records_retention_kept_still_work() {
     // Without the tiles over the deleted records, the remaining records'
     // proofs come from the link block of the oldest segment.
     for f in &after {
+        if tiles::parse_leaf_pack_path(f).is_some() {
+            // Packs cannot lose a prefix: zero the level-0 tiles instead.
+            let mut bytes = std::fs::read(d.join(f)).unwrap();
+            bytes[..(first as usize / 256) * 8192].fill(0);
+            std::fs::write(d.join(f), bytes).unwrap();
+            continue;
+        }
         let (level, index, _) = tiles::parse_tile_path(f).unwrap();
         let span = 1u64 << (8 * (u32::from(level) + 1));
         if (index + 1) * span <= first + 256 {
@@ -639,8 +700,8 @@ fn proofs_for_the_records_retention_kept_still_work() {
     // wrong proof. (The tiles are back first, as retention left them.)
     std::fs::remove_dir_all(d.join("tile")).unwrap();
     copy_tree(&saved.path().join("tile"), &d.join("tile"));
-    flip(&d.join(tiles::tile_path(0, first / 256, 256)), 5);
-    flip(&d.join(tiles::tile_path(0, first / 256 - 1, 256)), 5);
+    flip_leaf_tile(d, first / 256, 5);
+    flip_leaf_tile(d, first / 256 - 1, 5);
     let level1 = tile_files(d)
         .into_iter()
         .filter(|f| f.starts_with("tile/1/000"))
@@ -1090,15 +1151,14 @@ fn tiles_are_written_when_segments_seal_beside_an_open_log() {
     let hashes = append(&log, 0, 5000);
     let bases: Vec<u64> = segment_bases(dir.path());
     let sealed_end = *bases.last().unwrap();
-    // Written in the background: wait for the last seal's partial tile.
-    let last = dir.path().join(tiles::tile_path(
-        0,
-        sealed_end / 256,
-        (sealed_end % 256) as usize,
-    ));
+    // Written in the background: wait for the last seal's leaf hashes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !last.exists() {
-        assert!(std::time::Instant::now() < deadline, "no tile {last:?}");
+    while packed_leaves(dir.path()) < sealed_end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} leaves packed, {sealed_end} sealed",
+            packed_leaves(dir.path())
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     // Proofs from the open log, as it grows (some records in the active segment).

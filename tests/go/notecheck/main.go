@@ -16,7 +16,10 @@
 // against the proof's (new) root. tiles recomputes each tile file's content
 // with tlog.ReadTileData from the leaves and compares it byte for byte.
 // Chainlog's tile paths are C2SP tlog-tiles paths: Go's tile paths without
-// the height element (tile/0/x001/234 for Go's tile/8/0/x001/234).
+// the height element (tile/1/x001/234 for Go's tile/8/1/x001/234), except
+// that level-0 tiles are packed 256 to a file: tile/leaves/P holds tiles
+// 256P ..= 256P+255 one after the other, 8192 bytes each, as far as known
+// (P spelled as a tile index is: tile/leaves/x001/234).
 package main
 
 import (
@@ -96,6 +99,12 @@ func c2spPath(t tlog.Tile) string {
 	return strings.Replace(t.Path(), "tile/8/", "tile/", 1)
 }
 
+// packPath is the path of the leaf pack holding level-0 tile n.
+func packPath(n int64) string {
+	pack := tlog.Tile{H: 8, L: 0, N: n / 256, W: 256}
+	return strings.Replace(pack.Path(), "tile/8/0/", "tile/leaves/", 1)
+}
+
 // tileDir reads chainlog's tile files.
 type tileDir string
 
@@ -108,6 +117,15 @@ func (d tileDir) SaveTiles([]tlog.Tile, [][]byte) {}
 func (d tileDir) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
+		if t.L == 0 {
+			b, err := os.ReadFile(filepath.Join(string(d), packPath(t.N)))
+			start := int(t.N%256) * 256 * tlog.HashSize
+			if err != nil || len(b) < start+t.W*tlog.HashSize {
+				return nil, fmt.Errorf("tile %s: not in %s", c2spPath(t), packPath(t.N))
+			}
+			out[i] = b[start : start+t.W*tlog.HashSize]
+			continue
+		}
 		full := t
 		full.W = 1 << 8
 		base := filepath.Join(string(d), c2spPath(full))
@@ -188,6 +206,37 @@ func (h hashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		out[i] = h[x]
 	}
 	return out, nil
+}
+
+// checkPack compares each level-0 tile in a leaf pack with Go's.
+func checkPack(name, path string, stored hashes) error {
+	p, err := tlog.ParseTilePath("tile/8/0/" + name)
+	if err != nil || p.W != 256 || packPath(p.N*256) != "tile/leaves/"+name {
+		return fmt.Errorf("not a leaf pack path")
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if len(got) == 0 || len(got)%tlog.HashSize != 0 || len(got) > 256*256*tlog.HashSize {
+		return fmt.Errorf("%d bytes", len(got))
+	}
+	for k := 0; k*256*tlog.HashSize < len(got); k++ {
+		end := (k + 1) * 256 * tlog.HashSize
+		if end > len(got) {
+			end = len(got)
+		}
+		chunk := got[k*256*tlog.HashSize : end]
+		t := tlog.Tile{H: 8, L: 0, N: p.N*256 + int64(k), W: len(chunk) / tlog.HashSize}
+		want, err := tlog.ReadTileData(t, stored)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(chunk, want) {
+			return fmt.Errorf("tile %s differs from Go's", c2spPath(t))
+		}
+	}
+	return nil
 }
 
 func fail(err error) {
@@ -284,6 +333,13 @@ func main() {
 			rel, err := filepath.Rel(dir, path)
 			if err != nil {
 				return err
+			}
+			if slash := filepath.ToSlash(rel); strings.HasPrefix(slash, "tile/leaves/") {
+				if err := checkPack(strings.TrimPrefix(slash, "tile/leaves/"), path, stored); err != nil {
+					return fmt.Errorf("%s: %v", rel, err)
+				}
+				checked++
+				return nil
 			}
 			t, err := tlog.ParseTilePath(strings.Replace(filepath.ToSlash(rel), "tile/", "tile/8/", 1))
 			if err != nil {
