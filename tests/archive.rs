@@ -246,7 +246,8 @@ fn make_log(dir: &Path, records: u64, context_bytes: usize, segment_bytes: u64, 
     log.close().unwrap();
 }
 
-fn append_more(dir: &Path, records: u64) {
+/// Appends `records` events dated `age_days` back.
+fn append_more(dir: &Path, records: u64, age_days: i64) {
     let log = Log::open(
         dir,
         Options {
@@ -257,7 +258,8 @@ fn append_more(dir: &Path, records: u64) {
     .unwrap();
     let events: Vec<Event> = (0..records)
         .map(|i| {
-            let mut event = Event::new(Timestamp::now(), "node.added", "deploy-bot");
+            let ts = Timestamp::now().unix_nanos() - age_days * 86_400_000_000_000;
+            let mut event = Event::new(Timestamp::from_unix_nanos(ts), "node.added", "deploy-bot");
             event.context.insert("n".into(), i.into());
             event
         })
@@ -337,7 +339,7 @@ fn archive_verify_from_the_bucket_restore_and_rerun() {
     assert_eq!(server.objects("prod/eu"), objects);
 
     // More records seal more segments: only those are uploaded, with a new manifest.
-    append_more(&log_dir, 1500);
+    append_more(&log_dir, 1500, 0);
     let sealed_now = sealed_segments(&log_dir);
     assert!(sealed_now > sealed);
     let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
@@ -435,7 +437,7 @@ fn archive_verify_from_the_bucket_restore_and_rerun() {
     }
     drop(copy);
     // ... and takes appends, continuing the chain.
-    append_more(&restored, 10);
+    append_more(&restored, 10, 0);
     assert!(verify_dir(&FsStorage, &restored, &mut |_| {})
         .unwrap()
         .is_intact());
@@ -649,6 +651,22 @@ fn wrong_credentials_are_a_clear_error() {
     expect_code(&out, 2);
 }
 
+/// The segment files of the log in `dir`, sorted (oldest first).
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// "1 segment", "3 segments".
+fn plural_segments(n: usize) -> String {
+    format!("{n} segment{}", if n == 1 { "" } else { "s" })
+}
+
 #[test]
 fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
     let Some(server) = S3Server::start() else {
@@ -661,28 +679,8 @@ fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
     let sealed = sealed_segments(&log_dir);
     let dir = dir_arg(&log_dir);
     let url = format!("s3://{BUCKET}/retained");
-
-    // Nothing archived yet: refused, nothing deleted.
-    let out = server.run(&[
-        "--dir",
-        &dir,
-        "retention",
-        "--max-age",
-        "90d",
-        "--only-archived",
-        &url,
-    ]);
-    expect_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("not archived"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert_eq!(sealed_segments(&log_dir), sealed);
-
-    expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
-    let out = expect_code(
-        &server.run(&[
+    let retention = || {
+        server.run(&[
             "--dir",
             &dir,
             "retention",
@@ -690,11 +688,79 @@ fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
             "90d",
             "--only-archived",
             &url,
-        ]),
-        0,
+        ])
+    };
+
+    // Nothing archived yet: every due segment is kept, and named.
+    let out = expect_code(&retention(), 0);
+    assert!(
+        out.starts_with("deleted nothing under max age 90d"),
+        "{out}"
     );
+    assert!(
+        out.contains(&format!("kept {sealed} segments (seq 0..=")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "00000000000000000000.seg is not archived in {url} yet"
+        )),
+        "{out}"
+    );
+    assert_eq!(sealed_segments(&log_dir), sealed);
+
+    // Archived, then more old records seal segments that are due too, but
+    // not archived: only the archived prefix is deleted.
+    expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    append_more(&log_dir, 1500, 200);
+    let files = segment_files(&log_dir);
+    let unarchived = files.len() - 1 - sealed;
+    assert!(unarchived >= 1, "{files:?}");
+    let first_kept = &files[sealed];
+    let first_kept_seq: u64 = first_kept.trim_end_matches(".seg").parse().unwrap();
+    let dry = server.run(&[
+        "--dir",
+        &dir,
+        "retention",
+        "--dry-run",
+        "--max-age",
+        "90d",
+        "--only-archived",
+        &url,
+    ]);
+    let dry = expect_code(&dry, 0);
+    assert!(
+        dry.starts_with(&format!("dry run: would delete {sealed} segments")),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(&format!(
+            "dry run: would keep {} (seq {first_kept_seq}..=",
+            plural_segments(unarchived)
+        )) && dry.contains(&format!(
+            " due for deletion: {first_kept} is not archived in {url} yet"
+        )),
+        "{dry}"
+    );
+    assert_eq!(segment_files(&log_dir), files, "a dry run deletes nothing");
+    let out = expect_code(&retention(), 0);
     assert!(out.contains(&format!("deleted {sealed} segments")), "{out}");
-    assert!(!log_dir.join("00000000000000000000.seg").exists());
+    assert!(
+        out.contains(&format!(
+            "kept {} (seq {first_kept_seq}..=",
+            plural_segments(unarchived)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            " due for deletion: {first_kept} is not archived in {url} yet"
+        )),
+        "{out}"
+    );
+    for (i, name) in files.iter().enumerate() {
+        assert_eq!(log_dir.join(name).exists(), i >= sealed, "{name}: {out}");
+    }
 
     // The local log still verifies (a retention record accounts for its start)...
     let out = expect_code(&server.run(&["--dir", &dir, "verify"]), 0);
@@ -702,12 +768,21 @@ fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
     // ... and the archive, from seq 0, too.
     let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
     assert!(out.contains(", seq 0..="), "{out}");
-    // Archiving goes on after retention.
+
+    // Once archived, the kept segments go too.
     expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
-    append_more(&log_dir, 1500);
+    let out = expect_code(&retention(), 0);
+    assert!(out.starts_with("deleted "), "{out}");
+    assert!(!out.contains("kept"), "{out}");
+    assert!(!log_dir.join(first_kept).exists());
+    expect_code(&server.run(&["--dir", &dir, "verify"]), 0);
+
+    // Archiving goes on after retention.
+    append_more(&log_dir, 1500, 0);
     let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
     assert!(out.starts_with("archived "), "{out}");
-    expect_code(&server.run(&["verify", "--from", &url]), 0);
+    let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
+    assert!(out.contains(", seq 0..="), "{out}");
 }
 
 #[test]

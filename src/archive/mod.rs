@@ -60,7 +60,8 @@ pub use manifest::{
 };
 pub use restore::{restore, RestoreOutcome};
 pub use upload::{
-    archive_sealed, archived_bases, confirm_archived, ArchiveOptions, ArchiveOutcome,
+    apply_retention_archived, archive_sealed, archived_bases, confirm_archived, ArchiveOptions,
+    ArchiveOutcome,
 };
 pub use verify::{verify_archive, ArchiveProblem, ArchiveProblemKind, ArchiveReport};
 

@@ -14,6 +14,8 @@ use super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket};
 use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::event::Timestamp;
 use crate::index::{self, IndexReader, MemoryFile};
+use crate::log::Log;
+use crate::retention::{RetentionOutcome, RetentionPolicy};
 use crate::segment::{self, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES};
 use crate::storage::{read_exact_at, FsStorage, Storage, StorageFile};
 use crate::Error;
@@ -581,9 +583,9 @@ fn note_put(outcome: &mut ArchiveOutcome, entry: &ObjectEntry, wrote: bool) {
 /// The base seqs of the segments archived at `target`: named by its newest
 /// manifest and present in the bucket with their recorded size.
 ///
-/// Retention uses it to delete only archived segments (`chainlog retention
-/// --only-archived`), after [`confirm_archived`] on the segments it plans
-/// to delete.
+/// Retention that deletes only archived segments
+/// ([`apply_retention_archived`], `chainlog retention --only-archived`)
+/// uses [`confirm_archived`] instead, which also compares the local files.
 pub fn archived_bases(target: &ArchiveTarget) -> Result<BTreeSet<u64>, ArchiveError> {
     archived(target, None)
 }
@@ -600,6 +602,25 @@ pub fn confirm_archived(
     bases: &[u64],
 ) -> Result<BTreeSet<u64>, ArchiveError> {
     archived(target, Some((log_dir, bases)))
+}
+
+/// Applies `policy` to `log` ([`Log::apply_retention_filtered`]), deleting
+/// only segments with an exact archived copy at `target`
+/// ([`confirm_archived`], reading the local segments from `log.dir()` on
+/// the file system): the due segments from the oldest up to the first one
+/// that is not archived. That one and every due segment after it are kept
+/// and listed in [`RetentionOutcome::kept`]. Open `log` for writing, so
+/// that nothing else changes its segments meanwhile.
+pub fn apply_retention_archived(
+    log: &Log,
+    target: &ArchiveTarget,
+    policy: &RetentionPolicy,
+    now: Timestamp,
+) -> Result<RetentionOutcome, ArchiveError> {
+    log.apply_retention_filtered(policy, now, |due| {
+        let bases: Vec<u64> = due.iter().map(|s| s.base_seq).collect();
+        confirm_archived(target, log.dir(), &bases)
+    })
 }
 
 fn archived(

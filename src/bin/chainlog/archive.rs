@@ -9,7 +9,7 @@ use std::time::Duration;
 use chainlog::archive::{
     self, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchiveTarget,
 };
-use chainlog::retention::RetentionPolicy;
+use chainlog::retention::{self, DeletedSegment, RetentionOutcome, RetentionPolicy};
 use chainlog::verify::VerifyOptions;
 use chainlog::{Log, Timestamp};
 use clap::Args;
@@ -292,37 +292,25 @@ pub fn archive_lines(report: &ArchiveReport) -> Vec<String> {
     lines
 }
 
-/// `retention --only-archived URL`: refuses (exit 2) unless every segment
-/// the policy would delete now has an exact archived copy at `url` (the
-/// local file's SHA-256 equals the manifest's, and the object is there).
-/// The log must be open for writing, so that the plan cannot change
-/// before `apply_retention` runs with the same `now`.
-pub fn require_archived(
+/// `retention --only-archived URL`: applies `policy`, deleting due segments
+/// from the oldest up to the first without an exact archived copy at `url`
+/// (the local file's SHA-256 equals the manifest's, and the object is
+/// there); the rest stay, listed in the outcome's `kept`.
+pub fn apply_retention_archived(
     log: &Log,
-    dir: &Path,
     url: &str,
     policy: &RetentionPolicy,
     now: Timestamp,
-) -> Result<(), CliError> {
+) -> Result<RetentionOutcome, CliError> {
     let target = ArchiveTarget::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
-    let planned = log.plan_retention(policy, now)?;
-    if planned.is_empty() {
-        return Ok(());
-    }
-    let bases: Vec<u64> = planned.iter().map(|s| s.base_seq).collect();
+    archive::apply_retention_archived(log, &target, policy, now).map_err(cli_error)
+}
+
+/// `retention --dry-run --only-archived URL`: how many of `due` (oldest
+/// first) a real run would delete, the archive as it is now.
+pub fn archived_prefix(dir: &Path, url: &str, due: &[DeletedSegment]) -> Result<usize, CliError> {
+    let target = ArchiveTarget::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
+    let bases: Vec<u64> = due.iter().map(|s| s.base_seq).collect();
     let archived = archive::confirm_archived(&target, dir, &bases).map_err(cli_error)?;
-    let missing: Vec<String> = planned
-        .iter()
-        .filter(|s| !archived.contains(&s.base_seq))
-        .map(|s| format!("{} (seq {}..={})", s.file, s.base_seq, s.last_seq))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(CliError::Usage(format!(
-        "retention --only-archived: {} due for deletion {} not archived in {target}: {}; nothing was deleted (run `chainlog archive --to {target}` first)",
-        plural(missing.len() as u64, "segment"),
-        if missing.len() == 1 { "is" } else { "are" },
-        missing.join(", ")
-    )))
+    Ok(retention::deletable_prefix(due, &archived))
 }
