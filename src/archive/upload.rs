@@ -10,7 +10,7 @@ use super::manifest::{
     checkpoint_key, manifest_key, newest_manifest, Manifest, ObjectEntry, SegmentEntry,
     MANIFEST_FORMAT,
 };
-use super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket};
+use super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket, ObjectLock};
 use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::event::Timestamp;
 use crate::index::{self, IndexReader, MemoryFile};
@@ -43,6 +43,12 @@ pub struct ArchiveOptions {
     /// conditional PUTs; that leaves a window in which two concurrent
     /// writers could both write.
     pub conditional_put: bool,
+    /// Write every object of the run (segments, indexes, manifest,
+    /// checkpoint) with S3 Object Lock: this mode, until this many days
+    /// after the run starts. The bucket must have Object Lock enabled; S3
+    /// refuses the PUTs otherwise. Default none: objects get the bucket's
+    /// default retention, if it has one.
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl Default for ArchiveOptions {
@@ -53,6 +59,7 @@ impl Default for ArchiveOptions {
             origin_prefix: "chainlog".into(),
             checkpoint_note: None,
             conditional_put: true,
+            object_lock: None,
         }
     }
 }
@@ -84,6 +91,9 @@ pub struct ArchiveOutcome {
     pub archived_seqs: Option<(u64, u64)>,
     /// The local segment that is not sealed yet (archived once it is).
     pub active_segment: Option<u64>,
+    /// The retain-until date (RFC 3339) of the objects this run wrote,
+    /// with [`ArchiveOptions::object_lock`].
+    pub locked_until: Option<String>,
 }
 
 /// A sealed local segment.
@@ -402,7 +412,16 @@ pub fn archive_sealed(
             segment::read_header(&*file, &name)?.log_id.to_string()
         }
     };
-    let bucket = Bucket::connect(target, options.conditional_put)?;
+    let mut bucket = Bucket::connect(target, options.conditional_put)?;
+    // One date for the whole run, so that its objects expire together.
+    let locked_until = match &options.object_lock {
+        Some(lock) => {
+            let until = lock.retain_until(Timestamp::now())?;
+            bucket = bucket.with_object_lock(lock.mode, &until)?;
+            Some(until)
+        }
+        None => None,
+    };
     let previous = newest_manifest(&bucket)?;
     let mut segments = Vec::new();
     let mut tampered = Vec::new();
@@ -471,6 +490,7 @@ pub fn archive_sealed(
         checkpoint: None,
         archived_seqs: None,
         active_segment: active,
+        locked_until,
     };
     for seg in &new {
         let name = segment::file_name(seg.base_seq);
