@@ -12,6 +12,7 @@
 //! events in the chain (`log.hold_set`, `log.hold_released`), and the
 //! verifier reports a retention record that falls inside a hold.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -156,8 +157,22 @@ pub struct LegalHold {
 pub struct RetentionOutcome {
     /// The segments deleted, oldest first (empty when nothing was due).
     pub deleted: Vec<DeletedSegment>,
+    /// Segments due under the policy but kept because the filter of
+    /// [`Log::apply_retention_filtered`] did not let them go: the first it
+    /// refused and every due segment after it, oldest first. Always empty
+    /// for [`Log::apply_retention`].
+    pub kept: Vec<DeletedSegment>,
     /// The `log.retention` record appended before deleting.
     pub record: Option<Receipt>,
+}
+
+/// How many of `due` (oldest first) to delete: the longest run from the
+/// front whose base seqs are all in `may_delete`. Deletion stays a prefix,
+/// so the retained log has no gap.
+pub fn deletable_prefix(due: &[DeletedSegment], may_delete: &BTreeSet<u64>) -> usize {
+    due.iter()
+        .take_while(|s| may_delete.contains(&s.base_seq))
+        .count()
 }
 
 impl Log {
@@ -218,18 +233,54 @@ impl Log {
         policy: &RetentionPolicy,
         now: Timestamp,
     ) -> Result<RetentionOutcome> {
+        self.apply_retention_filtered(policy, now, |due| {
+            Ok(due.iter().map(|s| s.base_seq).collect())
+        })
+    }
+
+    /// [`Log::apply_retention`], deleting only segments that `may_delete`
+    /// lets go. It is called once, with the segments due under `policy`
+    /// (oldest first, never empty), and returns the base seqs of those that
+    /// may be deleted, such as those confirmed archived
+    /// (`archive::apply_retention_archived`, with the cargo feature `s3`).
+    /// The due segments are deleted from the oldest up to the first one it
+    /// does not return; that one and all due after it are kept
+    /// ([`RetentionOutcome::kept`]), as deleting past it would leave a gap
+    /// in the log.
+    ///
+    /// A legal hold refuses the run before `may_delete` is called, and an
+    /// error from `may_delete` ends the run with nothing deleted. It runs
+    /// while other retention runs and hold changes wait.
+    pub fn apply_retention_filtered<E, F>(
+        &self,
+        policy: &RetentionPolicy,
+        now: Timestamp,
+        may_delete: F,
+    ) -> std::result::Result<RetentionOutcome, E>
+    where
+        E: From<Error>,
+        F: FnOnce(&[DeletedSegment]) -> std::result::Result<BTreeSet<u64>, E>,
+    {
         let _running = self.retention_lock();
         if let Some(hold) = self.hold()? {
             return Err(Error::LegalHold {
                 actor: hold.actor,
                 reason: hold.reason,
                 since: hold.since,
-            });
+            }
+            .into());
         }
-        let deleted = self.plan_retention(policy, now)?;
+        let mut deleted = self.plan_retention(policy, now)?;
+        let kept = if deleted.is_empty() {
+            Vec::new()
+        } else {
+            let count = deletable_prefix(&deleted, &may_delete(&deleted)?);
+            deleted.split_off(count)
+        };
         let Some(last) = deleted.last() else {
             return Ok(RetentionOutcome {
                 deleted,
+                kept,
                 record: None,
             });
         };
@@ -246,9 +297,9 @@ impl Log {
         event.context = match serde_json::to_value(&record) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => {
-                return Err(Error::InvalidOptions(
-                    "retention record does not serialize".into(),
-                ))
+                return Err(
+                    Error::InvalidOptions("retention record does not serialize".into()).into(),
+                )
             }
         };
         let receipt = self.append(&event)?;
@@ -259,7 +310,7 @@ impl Log {
             match storage.remove(&index) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(index, e)),
+                Err(e) => return Err(Error::io(index, e).into()),
             }
             let path = snap.dir.join(&seg.file);
             storage.remove(&path).map_err(|e| Error::io(&path, e))?;
@@ -270,6 +321,7 @@ impl Log {
             .map_err(|e| Error::io(&snap.dir, e))?;
         Ok(RetentionOutcome {
             deleted,
+            kept,
             record: Some(receipt),
         })
     }
@@ -407,6 +459,21 @@ mod tests {
             3,
             "never more than the sealed ones"
         );
+    }
+
+    #[test]
+    fn deletion_stops_at_the_first_segment_not_allowed() {
+        let due = [seg(0, 1, 1), seg(10, 2, 1), seg(20, 3, 1), seg(30, 4, 1)];
+        let allow = |bases: &[u64]| bases.iter().copied().collect::<BTreeSet<u64>>();
+        assert_eq!(deletable_prefix(&due, &allow(&[0, 10, 20, 30, 40])), 4);
+        assert_eq!(
+            deletable_prefix(&due, &allow(&[0, 10, 30])),
+            2,
+            "30 is allowed, but deleting it would leave a gap at 20"
+        );
+        assert_eq!(deletable_prefix(&due, &allow(&[10, 20])), 0);
+        assert_eq!(deletable_prefix(&due, &allow(&[])), 0);
+        assert_eq!(deletable_prefix(&[], &allow(&[0])), 0);
     }
 
     #[test]

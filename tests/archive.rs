@@ -7,9 +7,11 @@
 //! `CHAINLOG_REQUIRE_S3` is set (as `scripts/test.sh` does), when they fail.
 #![cfg(feature = "s3")]
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chainlog::archive::{self, ArchiveOptions, ArchiveTarget};
@@ -186,6 +188,176 @@ impl Drop for S3Server {
     }
 }
 
+/// What a client sent on one connection through a [`RecordingProxy`].
+#[derive(Default)]
+struct Sent {
+    bytes: Vec<u8>,
+    /// The client closed its side (or the connection failed).
+    done: bool,
+}
+
+/// A TCP proxy in front of the S3 server that records every byte clients
+/// send. s3s-fs accepts the Object Lock headers but ignores them, so the
+/// tests read them off the wire.
+struct RecordingProxy {
+    port: u16,
+    connections: Arc<Mutex<Vec<Arc<Mutex<Sent>>>>>,
+}
+
+/// One request head seen by a [`RecordingProxy`].
+#[derive(Debug)]
+struct SentRequest {
+    method: String,
+    target: String,
+    /// Names in lowercase.
+    headers: Vec<(String, String)>,
+}
+
+impl SentRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The header names listed in `SignedHeaders=` of the SigV4
+    /// Authorization header.
+    fn signed_headers(&self) -> Vec<&str> {
+        let auth = self.header("authorization").unwrap_or("");
+        auth.split("SignedHeaders=")
+            .nth(1)
+            .and_then(|rest| rest.split([',', ' ']).next())
+            .map(|list| list.split(';').collect())
+            .unwrap_or_default()
+    }
+
+    fn is_list(&self) -> bool {
+        self.method == "GET" && self.target.contains("list-type=2")
+    }
+}
+
+impl RecordingProxy {
+    fn start(upstream: u16) -> RecordingProxy {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections: Arc<Mutex<Vec<Arc<Mutex<Sent>>>>> = Arc::default();
+        let recorded = connections.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)) else {
+                    continue; // dropping the client closes it: it sees a failed connection
+                };
+                let sent = Arc::new(Mutex::new(Sent::default()));
+                recorded.lock().unwrap().push(sent.clone());
+                let (client_in, server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || forward(client_in, server_out, Some(sent)));
+                std::thread::spawn(move || forward(server, client, None));
+            }
+        });
+        RecordingProxy { port, connections }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The requests sent since the last call, once every client that sent
+    /// them has closed its connection (call it after the client exited).
+    fn take_requests(&self) -> Vec<SentRequest> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let taken: Vec<Arc<Mutex<Sent>>> = loop {
+            {
+                let mut connections = self.connections.lock().unwrap();
+                if connections.iter().all(|c| c.lock().unwrap().done) {
+                    break std::mem::take(&mut *connections);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a proxied connection stayed open"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut requests = Vec::new();
+        for sent in taken {
+            parse_requests(&sent.lock().unwrap().bytes, &mut requests);
+        }
+        requests
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, recording the bytes in `sent`.
+fn forward(mut from: TcpStream, mut to: TcpStream, sent: Option<Arc<Mutex<Sent>>>) {
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(sent) = &sent {
+            sent.lock().unwrap().bytes.extend_from_slice(&buf[..n]);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    if let Some(sent) = sent {
+        sent.lock().unwrap().done = true;
+    }
+}
+
+/// The HTTP/1.1 request heads in `bytes`, skipping their bodies
+/// (Content-Length or chunked). Stops at a request cut off part-way.
+fn parse_requests(mut bytes: &[u8], out: &mut Vec<SentRequest>) {
+    fn find(bytes: &[u8], what: &[u8]) -> Option<usize> {
+        bytes.windows(what.len()).position(|w| w == what)
+    }
+    while let Some(end) = find(bytes, b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let request = SentRequest {
+            method: request_line.next().unwrap_or("").to_string(),
+            target: request_line.next().unwrap_or("").to_string(),
+            headers: lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect(),
+        };
+        let mut rest = &bytes[end + 4..];
+        if request
+            .header("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let Some(line_end) = find(rest, b"\r\n") else {
+                    out.push(request);
+                    return;
+                };
+                let size_text = String::from_utf8_lossy(&rest[..line_end]);
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+                let skip = line_end + 2 + size + 2;
+                rest = rest.get(skip..).unwrap_or(&[]);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            let len: usize = request
+                .header("content-length")
+                .map_or(0, |l| l.parse().unwrap());
+            rest = rest.get(len..).unwrap_or(&[]);
+        }
+        out.push(request);
+        bytes = rest;
+    }
+}
+
 /// Sets the credentials for library calls in this process (every test
 /// uses the same ones).
 fn library_credentials() {
@@ -246,7 +418,8 @@ fn make_log(dir: &Path, records: u64, context_bytes: usize, segment_bytes: u64, 
     log.close().unwrap();
 }
 
-fn append_more(dir: &Path, records: u64) {
+/// Appends `records` events dated `age_days` back.
+fn append_more(dir: &Path, records: u64, age_days: i64) {
     let log = Log::open(
         dir,
         Options {
@@ -257,7 +430,8 @@ fn append_more(dir: &Path, records: u64) {
     .unwrap();
     let events: Vec<Event> = (0..records)
         .map(|i| {
-            let mut event = Event::new(Timestamp::now(), "node.added", "deploy-bot");
+            let ts = Timestamp::now().unix_nanos() - age_days * 86_400_000_000_000;
+            let mut event = Event::new(Timestamp::from_unix_nanos(ts), "node.added", "deploy-bot");
             event.context.insert("n".into(), i.into());
             event
         })
@@ -337,7 +511,7 @@ fn archive_verify_from_the_bucket_restore_and_rerun() {
     assert_eq!(server.objects("prod/eu"), objects);
 
     // More records seal more segments: only those are uploaded, with a new manifest.
-    append_more(&log_dir, 1500);
+    append_more(&log_dir, 1500, 0);
     let sealed_now = sealed_segments(&log_dir);
     assert!(sealed_now > sealed);
     let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
@@ -435,7 +609,7 @@ fn archive_verify_from_the_bucket_restore_and_rerun() {
     }
     drop(copy);
     // ... and takes appends, continuing the chain.
-    append_more(&restored, 10);
+    append_more(&restored, 10, 0);
     assert!(verify_dir(&FsStorage, &restored, &mut |_| {})
         .unwrap()
         .is_intact());
@@ -649,6 +823,22 @@ fn wrong_credentials_are_a_clear_error() {
     expect_code(&out, 2);
 }
 
+/// The segment files of the log in `dir`, sorted (oldest first).
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// "1 segment", "3 segments".
+fn plural_segments(n: usize) -> String {
+    format!("{n} segment{}", if n == 1 { "" } else { "s" })
+}
+
 #[test]
 fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
     let Some(server) = S3Server::start() else {
@@ -661,28 +851,8 @@ fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
     let sealed = sealed_segments(&log_dir);
     let dir = dir_arg(&log_dir);
     let url = format!("s3://{BUCKET}/retained");
-
-    // Nothing archived yet: refused, nothing deleted.
-    let out = server.run(&[
-        "--dir",
-        &dir,
-        "retention",
-        "--max-age",
-        "90d",
-        "--only-archived",
-        &url,
-    ]);
-    expect_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("not archived"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert_eq!(sealed_segments(&log_dir), sealed);
-
-    expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
-    let out = expect_code(
-        &server.run(&[
+    let retention = || {
+        server.run(&[
             "--dir",
             &dir,
             "retention",
@@ -690,11 +860,79 @@ fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
             "90d",
             "--only-archived",
             &url,
-        ]),
-        0,
+        ])
+    };
+
+    // Nothing archived yet: every due segment is kept, and named.
+    let out = expect_code(&retention(), 0);
+    assert!(
+        out.starts_with("deleted nothing under max age 90d"),
+        "{out}"
     );
+    assert!(
+        out.contains(&format!("kept {sealed} segments (seq 0..=")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "00000000000000000000.seg is not archived in {url} yet"
+        )),
+        "{out}"
+    );
+    assert_eq!(sealed_segments(&log_dir), sealed);
+
+    // Archived, then more old records seal segments that are due too, but
+    // not archived: only the archived prefix is deleted.
+    expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
+    append_more(&log_dir, 1500, 200);
+    let files = segment_files(&log_dir);
+    let unarchived = files.len() - 1 - sealed;
+    assert!(unarchived >= 1, "{files:?}");
+    let first_kept = &files[sealed];
+    let first_kept_seq: u64 = first_kept.trim_end_matches(".seg").parse().unwrap();
+    let dry = server.run(&[
+        "--dir",
+        &dir,
+        "retention",
+        "--dry-run",
+        "--max-age",
+        "90d",
+        "--only-archived",
+        &url,
+    ]);
+    let dry = expect_code(&dry, 0);
+    assert!(
+        dry.starts_with(&format!("dry run: would delete {sealed} segments")),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(&format!(
+            "dry run: would keep {} (seq {first_kept_seq}..=",
+            plural_segments(unarchived)
+        )) && dry.contains(&format!(
+            " due for deletion: {first_kept} is not archived in {url} yet"
+        )),
+        "{dry}"
+    );
+    assert_eq!(segment_files(&log_dir), files, "a dry run deletes nothing");
+    let out = expect_code(&retention(), 0);
     assert!(out.contains(&format!("deleted {sealed} segments")), "{out}");
-    assert!(!log_dir.join("00000000000000000000.seg").exists());
+    assert!(
+        out.contains(&format!(
+            "kept {} (seq {first_kept_seq}..=",
+            plural_segments(unarchived)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            " due for deletion: {first_kept} is not archived in {url} yet"
+        )),
+        "{out}"
+    );
+    for (i, name) in files.iter().enumerate() {
+        assert_eq!(log_dir.join(name).exists(), i >= sealed, "{name}: {out}");
+    }
 
     // The local log still verifies (a retention record accounts for its start)...
     let out = expect_code(&server.run(&["--dir", &dir, "verify"]), 0);
@@ -702,12 +940,241 @@ fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
     // ... and the archive, from seq 0, too.
     let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
     assert!(out.contains(", seq 0..="), "{out}");
-    // Archiving goes on after retention.
+
+    // Once archived, the kept segments go too.
     expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
-    append_more(&log_dir, 1500);
+    let out = expect_code(&retention(), 0);
+    assert!(out.starts_with("deleted "), "{out}");
+    assert!(!out.contains("kept"), "{out}");
+    assert!(!log_dir.join(first_kept).exists());
+    expect_code(&server.run(&["--dir", &dir, "verify"]), 0);
+
+    // Archiving goes on after retention.
+    append_more(&log_dir, 1500, 0);
     let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
     assert!(out.starts_with("archived "), "{out}");
-    expect_code(&server.run(&["verify", "--from", &url]), 0);
+    let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
+    assert!(out.contains(", seq 0..="), "{out}");
+}
+
+/// Checks the PUTs of one archive run: each carries the Object Lock headers
+/// (`mode`, one retain-until date about `days` days ahead), signed, and an
+/// x-amz-checksum-sha256. Returns the date and the number of PUTs.
+#[track_caller]
+fn assert_locked_puts(requests: &[SentRequest], mode: &str, days: i64) -> (String, usize) {
+    let puts: Vec<&SentRequest> = requests.iter().filter(|r| r.method == "PUT").collect();
+    assert!(!puts.is_empty(), "{requests:#?}");
+    let until = puts[0]
+        .header("x-amz-object-lock-retain-until-date")
+        .unwrap_or_else(|| panic!("no retain-until date: {:#?}", puts[0]))
+        .to_string();
+    // RFC 3339 in UTC, whole seconds: 2027-02-25T09:30:00Z.
+    assert!(until.len() == 20 && until.ends_with('Z'), "{until}");
+    let ahead =
+        Timestamp::parse_rfc3339(&until).unwrap().unix_nanos() - Timestamp::now().unix_nanos();
+    let day = 86_400_000_000_000;
+    assert!(
+        (days * day - day / 24..=days * day + 1_000_000_000).contains(&ahead),
+        "{until} is not {days} days ahead"
+    );
+    for put in &puts {
+        assert_eq!(put.header("x-amz-object-lock-mode"), Some(mode), "{put:#?}");
+        assert_eq!(
+            put.header("x-amz-object-lock-retain-until-date"),
+            Some(until.as_str()),
+            "one date per run: {put:#?}"
+        );
+        assert!(put.header("x-amz-checksum-sha256").is_some(), "{put:#?}");
+        let signed = put.signed_headers();
+        for name in [
+            "x-amz-object-lock-mode",
+            "x-amz-object-lock-retain-until-date",
+        ] {
+            assert!(signed.contains(&name), "{name} is not signed: {put:#?}");
+        }
+    }
+    assert_no_lock_on_reads(requests);
+    (until, puts.len())
+}
+
+#[track_caller]
+fn assert_no_lock_on_reads(requests: &[SentRequest]) {
+    for request in requests.iter().filter(|r| r.method != "PUT") {
+        assert!(
+            !request
+                .headers
+                .iter()
+                .any(|(n, _)| n.starts_with("x-amz-object-lock-")),
+            "{request:#?}"
+        );
+    }
+}
+
+#[test]
+fn object_lock_headers_are_sent_and_signed_on_every_put_and_only_there() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let proxy = RecordingProxy::start(server.port);
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 1);
+    let sealed = sealed_segments(&log_dir);
+    let dir = dir_arg(&log_dir);
+    let url = format!("s3://{BUCKET}/locked");
+    let key = work.path().join("k.key");
+    expect_code(
+        &server.run(&[
+            "keygen",
+            "--secret-key",
+            key.to_str().unwrap(),
+            "--public-key",
+            work.path().join("k.pub").to_str().unwrap(),
+            "--name",
+            "archive.test",
+        ]),
+        0,
+    );
+
+    // Segments, indexes, the manifest and a checkpoint, in compliance mode
+    // (the default) for 30 days.
+    let out = expect_code(
+        &server.run(&[
+            "--dir",
+            &dir,
+            "archive",
+            "--to",
+            &url,
+            "--endpoint",
+            &proxy.endpoint(),
+            "--object-lock-days",
+            "30",
+            "--checkpoint-key",
+            key.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let requests = proxy.take_requests();
+    let (until, puts) = assert_locked_puts(&requests, "COMPLIANCE", 30);
+    assert_eq!(puts, 2 * sealed + 2, "{requests:#?}");
+    assert!(requests.iter().any(SentRequest::is_list), "{requests:#?}");
+    assert!(
+        out.contains(&format!(
+            "object lock: the objects written are retained in compliance mode until {until}"
+        )),
+        "{out}"
+    );
+
+    // A second run in governance mode, with a HEAD before each PUT: the
+    // GET of the manifest and the HEADs carry no lock headers.
+    append_more(&log_dir, 1500, 0);
+    let sealed_now = sealed_segments(&log_dir);
+    expect_code(
+        &server.run(&[
+            "--dir",
+            &dir,
+            "archive",
+            "--to",
+            &url,
+            "--endpoint",
+            &proxy.endpoint(),
+            "--object-lock-days",
+            "7",
+            "--object-lock-mode",
+            "governance",
+            "--no-conditional-put",
+        ]),
+        0,
+    );
+    let requests = proxy.take_requests();
+    let (_, puts) = assert_locked_puts(&requests, "GOVERNANCE", 7);
+    assert_eq!(puts, 2 * (sealed_now - sealed) + 1, "{requests:#?}");
+    for method in ["HEAD", "GET"] {
+        assert!(
+            requests.iter().any(|r| r.method == method && !r.is_list()),
+            "no {method}: {requests:#?}"
+        );
+    }
+
+    // s3s-fs took every locked PUT: the archive verifies, read through the
+    // proxy without lock headers.
+    let out = expect_code(
+        &server.run(&["verify", "--from", &url, "--endpoint", &proxy.endpoint()]),
+        0,
+    );
+    assert!(out.starts_with("intact: "), "{out}");
+    let requests = proxy.take_requests();
+    assert!(requests.iter().any(|r| r.method == "GET"), "{requests:#?}");
+    assert_no_lock_on_reads(&requests);
+    assert_eq!(server.objects("locked").len(), 2 * sealed_now + 3);
+}
+
+#[test]
+fn bad_object_lock_settings_are_refused_before_anything_is_uploaded() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("log");
+    make_log(&log_dir, 1500, 100, SEGMENT_BYTES, 1);
+    let dir = dir_arg(&log_dir);
+    let url = format!("s3://{BUCKET}/badlock");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--object-lock-days", "0"],
+            "must be 1 to 36500 days, not 0",
+        ),
+        (&["--object-lock-days", "36501"], "must be 1 to 36500 days"),
+        (&["--object-lock-days", "thirty"], "--object-lock-days"),
+        (
+            &[
+                "--object-lock-days",
+                "30",
+                "--object-lock-mode",
+                "legal-hold",
+            ],
+            "unknown mode \"legal-hold\": use compliance or governance",
+        ),
+        (&["--object-lock-mode", "governance"], "--object-lock-days"),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["--dir", &dir, "archive", "--to", &url];
+        args.extend_from_slice(flags);
+        let out = server.run(&args);
+        expect_code(&out, 2);
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+    }
+    // With --every the settings are checked once, up front, not retried.
+    let mut child = server
+        .command(&[
+            "--dir",
+            &dir,
+            "archive",
+            "--to",
+            &url,
+            "--every",
+            "1s",
+            "--object-lock-days",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("archive --every kept running with a bad lock");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(2));
+    assert!(server.objects("badlock").is_empty());
 }
 
 #[test]

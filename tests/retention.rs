@@ -179,6 +179,59 @@ fn size_retention_and_the_active_segment_is_never_deleted() {
     assert_intact(&verify_dir(&disk, Path::new("/log"), &mut |_| {}).unwrap());
 }
 
+/// A filter (such as "archived") lets retention delete the due segments up
+/// to the first it refuses; that one and the due ones after it are kept,
+/// even those it would allow, so the retained log has no gap.
+#[test]
+fn a_filtered_run_deletes_the_allowed_prefix_and_keeps_the_rest() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/log");
+    let log = build(Arc::new(disk.clone()), dir);
+    let policy = RetentionPolicy::default();
+    let due = log.plan_retention(&policy, now()).unwrap();
+    assert!(due.len() >= 4, "{} due", due.len());
+    let refused = due[2].base_seq;
+
+    // An error from the filter: nothing is deleted or recorded.
+    let before = log.state();
+    let failed = log.apply_retention_filtered(&policy, now(), |_| {
+        Err::<std::collections::BTreeSet<u64>, _>(Error::InvalidOptions("archive down".into()))
+    });
+    assert!(
+        matches!(failed, Err(Error::InvalidOptions(_))),
+        "{failed:?}"
+    );
+    assert_eq!(log.state().segments, before.segments);
+    assert!(retention_records(&log).is_empty());
+
+    let outcome = log
+        .apply_retention_filtered(&policy, now(), |planned| {
+            assert_eq!(planned, &due[..]);
+            Ok::<_, Error>(
+                planned
+                    .iter()
+                    .map(|s| s.base_seq)
+                    .filter(|&b| b != refused)
+                    .collect(),
+            )
+        })
+        .unwrap();
+    assert_eq!(outcome.deleted, due[..2]);
+    assert_eq!(outcome.kept, due[2..]);
+    assert_eq!(log.state().first_seq, refused);
+    let records = retention_records(&log);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].1.deleted, outcome.deleted);
+    assert_eq!(records[0].1.first_retained_seq, refused);
+
+    // Allowed later, the kept segments go.
+    let outcome = log.apply_retention(&policy, now()).unwrap();
+    assert_eq!(outcome.deleted, due[2..]);
+    assert!(outcome.kept.is_empty());
+    drop(log);
+    assert_intact(&verify_dir(&disk, dir, &mut |_| {}).unwrap());
+}
+
 #[test]
 fn legal_hold_blocks_retention_and_is_recorded() {
     let disk = SimDisk::new();

@@ -19,13 +19,14 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig,
+    ClientOptions, HeaderMap, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 
-use super::{hex, ArchiveError, ArchiveTarget};
+use super::object_lock::lock_headers;
+use super::{hex, ArchiveError, ArchiveTarget, ObjectLockMode};
 use crate::storage::{DirLock, Storage, StorageFile};
 
 /// Hosts for which a plain `http://` endpoint is allowed without
@@ -58,7 +59,11 @@ pub enum Created {
 #[derive(Debug)]
 pub struct Bucket {
     target: ArchiveTarget,
+    /// For HEAD, GET and LIST.
     store: AmazonS3,
+    /// For PUT: `store`, or a client that adds Object Lock headers to each
+    /// request ([`Bucket::with_object_lock`]). GETs must not carry them.
+    writer: AmazonS3,
     runtime: tokio::runtime::Runtime,
     /// Use `If-None-Match: *` (true) or HEAD-then-PUT (false).
     conditional_put: bool,
@@ -70,28 +75,7 @@ impl Bucket {
     /// endpoint and region. `conditional_put` false falls back to a HEAD
     /// before each PUT, for servers without `If-None-Match` on PUT.
     pub fn connect(target: &ArchiveTarget, conditional_put: bool) -> Result<Bucket, ArchiveError> {
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&target.bucket)
-            .with_checksum_algorithm(Checksum::SHA256)
-            .with_retry(RetryConfig {
-                max_retries: MAX_RETRIES,
-                retry_timeout: RETRY_TIMEOUT,
-                ..RetryConfig::default()
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_allow_http(allow_http(target)),
-            );
-        if let Some(endpoint) = &target.endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        if let Some(region) = &target.region {
-            builder = builder.with_region(region);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| ArchiveError::InvalidTarget(format!("{target}: {e}")))?;
+        let store = build_store(target, None)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("chainlog-s3")
@@ -100,10 +84,24 @@ impl Bucket {
             .map_err(|e| ArchiveError::io("starting the S3 client's runtime", e))?;
         Ok(Bucket {
             target: target.clone(),
+            writer: store.clone(),
             store,
             runtime,
             conditional_put,
         })
+    }
+
+    /// The same connection, writing every object with S3 Object Lock in
+    /// `mode` until `retain_until`, an RFC 3339 date such as
+    /// [`ObjectLock::retain_until`](super::ObjectLock::retain_until) makes.
+    /// Reads (HEAD, GET, LIST) do not carry the lock headers.
+    pub fn with_object_lock(
+        mut self,
+        mode: ObjectLockMode,
+        retain_until: &str,
+    ) -> Result<Bucket, ArchiveError> {
+        self.writer = build_store(&self.target, Some(lock_headers(mode, retain_until)?))?;
+        Ok(self)
     }
 
     /// The target this connection reaches.
@@ -202,7 +200,8 @@ impl Bucket {
 
     /// Writes `bytes` as `name` unless an object of that name exists:
     /// `If-None-Match: *` on the PUT, or a HEAD first when conditional PUTs
-    /// are off. Never overwrites an object that was there before.
+    /// are off. Never overwrites an object that was there before. With
+    /// [`Bucket::with_object_lock`], the object written is locked.
     pub fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<Created, ArchiveError> {
         let path = self.path(name);
         let doing = || format!("uploading {}", self.url(name));
@@ -218,9 +217,11 @@ impl Bucket {
             mode,
             ..PutOptions::default()
         };
-        let put =
-            self.runtime
-                .block_on(self.store.put_opts(&path, PutPayload::from(bytes), options));
+        let put = self.runtime.block_on(self.writer.put_opts(
+            &path,
+            PutPayload::from(bytes),
+            options,
+        ));
         match put {
             Ok(_) => Ok(Created::New),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyThere),
@@ -235,6 +236,44 @@ impl Bucket {
             },
         }
     }
+}
+
+/// An S3 client for `target`, adding `headers` (signed) to every request.
+fn build_store(
+    target: &ArchiveTarget,
+    headers: Option<HeaderMap>,
+) -> Result<AmazonS3, ArchiveError> {
+    let mut client = ClientOptions::new()
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_allow_http(allow_http(target));
+    if let Some(headers) = headers {
+        // object_store puts default headers on the request before SigV4
+        // signs it (`S3Client::request`), so they are signed, as S3
+        // requires of every x-amz-* header. They also go on this client's
+        // own credential requests (STS, instance metadata), if it makes any.
+        client = client.with_default_headers(headers);
+    }
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&target.bucket)
+        // Every PUT carries x-amz-checksum-sha256: an end-to-end check, and
+        // the integrity header S3 requires on PUTs with Object Lock headers
+        // (Content-MD5 or an x-amz-checksum-*).
+        .with_checksum_algorithm(Checksum::SHA256)
+        .with_retry(RetryConfig {
+            max_retries: MAX_RETRIES,
+            retry_timeout: RETRY_TIMEOUT,
+            ..RetryConfig::default()
+        })
+        .with_client_options(client);
+    if let Some(endpoint) = &target.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(region) = &target.region {
+        builder = builder.with_region(region);
+    }
+    builder
+        .build()
+        .map_err(|e| ArchiveError::InvalidTarget(format!("{target}: {e}")))
 }
 
 fn short_read(bucket: &Bucket, name: &str) -> ArchiveError {

@@ -27,6 +27,10 @@
 //! object), and an archived object that was changed or deleted is reported
 //! as tampering ([`ArchiveError::Tampered`]).
 //!
+//! With [`ArchiveOptions::object_lock`], every object a run writes is also
+//! locked with S3 Object Lock until one retain-until date ([`ObjectLock`]);
+//! reads never carry the lock headers.
+//!
 //! The functions here block: each connection drives its requests on a small
 //! tokio runtime of its own. From async code, call them inside
 //! `tokio::task::spawn_blocking`.
@@ -46,6 +50,7 @@
 
 mod bucket;
 mod manifest;
+mod object_lock;
 mod restore;
 mod upload;
 mod verify;
@@ -58,9 +63,11 @@ pub use manifest::{
     checkpoint_key, manifest_key, segment_key, Manifest, ObjectEntry, SegmentEntry, CHECKPOINT_DIR,
     MANIFEST_DIR, MANIFEST_FORMAT,
 };
+pub use object_lock::{ObjectLock, ObjectLockMode};
 pub use restore::{restore, RestoreOutcome};
 pub use upload::{
-    archive_sealed, archived_bases, confirm_archived, ArchiveOptions, ArchiveOutcome,
+    apply_retention_archived, archive_sealed, archived_bases, confirm_archived, ArchiveOptions,
+    ArchiveOutcome,
 };
 pub use verify::{verify_archive, ArchiveProblem, ArchiveProblemKind, ArchiveReport};
 
@@ -165,6 +172,10 @@ pub enum ArchiveError {
     /// The `s3://` URL or an option is malformed.
     #[error("invalid archive target {0}")]
     InvalidTarget(String),
+    /// The Object Lock settings are malformed (an unknown mode, a
+    /// retention of 0 days or over [`ObjectLock::MAX_DAYS`]).
+    #[error("invalid object lock: {0}")]
+    InvalidObjectLock(String),
     /// A request to the object store failed (network, server, credentials).
     #[error("{doing}: {source}{}", store_hint(.source))]
     Store {

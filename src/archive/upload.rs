@@ -10,10 +10,12 @@ use super::manifest::{
     checkpoint_key, manifest_key, newest_manifest, Manifest, ObjectEntry, SegmentEntry,
     MANIFEST_FORMAT,
 };
-use super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket};
+use super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket, ObjectLock};
 use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::event::Timestamp;
 use crate::index::{self, IndexReader, MemoryFile};
+use crate::log::Log;
+use crate::retention::{RetentionOutcome, RetentionPolicy};
 use crate::segment::{self, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES};
 use crate::storage::{read_exact_at, FsStorage, Storage, StorageFile};
 use crate::Error;
@@ -41,6 +43,12 @@ pub struct ArchiveOptions {
     /// conditional PUTs; that leaves a window in which two concurrent
     /// writers could both write.
     pub conditional_put: bool,
+    /// Write every object of the run (segments, indexes, manifest,
+    /// checkpoint) with S3 Object Lock: this mode, until this many days
+    /// after the run starts. The bucket must have Object Lock enabled; S3
+    /// refuses the PUTs otherwise. Default none: objects get the bucket's
+    /// default retention, if it has one.
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl Default for ArchiveOptions {
@@ -51,6 +59,7 @@ impl Default for ArchiveOptions {
             origin_prefix: "chainlog".into(),
             checkpoint_note: None,
             conditional_put: true,
+            object_lock: None,
         }
     }
 }
@@ -82,6 +91,9 @@ pub struct ArchiveOutcome {
     pub archived_seqs: Option<(u64, u64)>,
     /// The local segment that is not sealed yet (archived once it is).
     pub active_segment: Option<u64>,
+    /// The retain-until date (RFC 3339) of the objects this run wrote,
+    /// with [`ArchiveOptions::object_lock`].
+    pub locked_until: Option<String>,
 }
 
 /// A sealed local segment.
@@ -400,7 +412,16 @@ pub fn archive_sealed(
             segment::read_header(&*file, &name)?.log_id.to_string()
         }
     };
-    let bucket = Bucket::connect(target, options.conditional_put)?;
+    let mut bucket = Bucket::connect(target, options.conditional_put)?;
+    // One date for the whole run, so that its objects expire together.
+    let locked_until = match &options.object_lock {
+        Some(lock) => {
+            let until = lock.retain_until(Timestamp::now())?;
+            bucket = bucket.with_object_lock(lock.mode, &until)?;
+            Some(until)
+        }
+        None => None,
+    };
     let previous = newest_manifest(&bucket)?;
     let mut segments = Vec::new();
     let mut tampered = Vec::new();
@@ -469,6 +490,7 @@ pub fn archive_sealed(
         checkpoint: None,
         archived_seqs: None,
         active_segment: active,
+        locked_until,
     };
     for seg in &new {
         let name = segment::file_name(seg.base_seq);
@@ -581,9 +603,9 @@ fn note_put(outcome: &mut ArchiveOutcome, entry: &ObjectEntry, wrote: bool) {
 /// The base seqs of the segments archived at `target`: named by its newest
 /// manifest and present in the bucket with their recorded size.
 ///
-/// Retention uses it to delete only archived segments (`chainlog retention
-/// --only-archived`), after [`confirm_archived`] on the segments it plans
-/// to delete.
+/// Retention that deletes only archived segments
+/// ([`apply_retention_archived`], `chainlog retention --only-archived`)
+/// uses [`confirm_archived`] instead, which also compares the local files.
 pub fn archived_bases(target: &ArchiveTarget) -> Result<BTreeSet<u64>, ArchiveError> {
     archived(target, None)
 }
@@ -600,6 +622,25 @@ pub fn confirm_archived(
     bases: &[u64],
 ) -> Result<BTreeSet<u64>, ArchiveError> {
     archived(target, Some((log_dir, bases)))
+}
+
+/// Applies `policy` to `log` ([`Log::apply_retention_filtered`]), deleting
+/// only segments with an exact archived copy at `target`
+/// ([`confirm_archived`], reading the local segments from `log.dir()` on
+/// the file system): the due segments from the oldest up to the first one
+/// that is not archived. That one and every due segment after it are kept
+/// and listed in [`RetentionOutcome::kept`]. Open `log` for writing, so
+/// that nothing else changes its segments meanwhile.
+pub fn apply_retention_archived(
+    log: &Log,
+    target: &ArchiveTarget,
+    policy: &RetentionPolicy,
+    now: Timestamp,
+) -> Result<RetentionOutcome, ArchiveError> {
+    log.apply_retention_filtered(policy, now, |due| {
+        let bases: Vec<u64> = due.iter().map(|s| s.base_seq).collect();
+        confirm_archived(target, log.dir(), &bases)
+    })
 }
 
 fn archived(

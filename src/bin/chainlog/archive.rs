@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chainlog::archive::{
-    self, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchiveTarget,
+    self, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchiveTarget, ObjectLock,
+    ObjectLockMode,
 };
-use chainlog::retention::RetentionPolicy;
+use chainlog::retention::{self, DeletedSegment, RetentionOutcome, RetentionPolicy};
 use chainlog::verify::VerifyOptions;
 use chainlog::{Log, Timestamp};
 use clap::Args;
@@ -76,6 +77,23 @@ pub struct ArchiveArgs {
     /// stopped. A failed run is reported and retried at the next one.
     #[arg(long, value_name = "DURATION", value_parser = parse_every)]
     every: Option<Duration>,
+    /// Write each object with S3 Object Lock, retained for N days (1 to
+    /// 36500) from the start of each run: S3 refuses to delete or overwrite
+    /// it before then (see --object-lock-mode). The bucket must have Object
+    /// Lock enabled.
+    #[arg(long, value_name = "N")]
+    object_lock_days: Option<u32>,
+    /// The Object Lock mode: compliance (nobody, not even the root account,
+    /// can shorten the retention) or governance (users with
+    /// s3:BypassGovernanceRetention can).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "compliance",
+        requires = "object_lock_days",
+        value_parser = parse_lock_mode
+    )]
+    object_lock_mode: ObjectLockMode,
 }
 
 /// `chainlog restore`.
@@ -108,6 +126,10 @@ fn parse_every(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_lock_mode(text: &str) -> Result<ObjectLockMode, String> {
+    text.parse().map_err(|e: ArchiveError| e.to_string())
+}
+
 /// An archive error as the tool's error: tampering is exit code 1,
 /// everything else (network, credentials, usage) 2.
 pub fn cli_error(e: ArchiveError) -> CliError {
@@ -129,6 +151,7 @@ fn plural(n: u64, word: &str) -> String {
 fn print_outcome(
     global: &Global,
     target: &ArchiveTarget,
+    options: &ArchiveOptions,
     outcome: &ArchiveOutcome,
     secs: f64,
 ) -> Result<(), CliError> {
@@ -167,6 +190,14 @@ fn print_outcome(
             plural(outcome.verified_objects as u64, "object")
         )?;
     }
+    if let (Some(until), Some(lock)) = (&outcome.locked_until, &options.object_lock) {
+        if outcome.uploaded_objects > 0 {
+            outln!(
+                "object lock: the objects written are retained in {} mode until {until}",
+                lock.mode
+            )?;
+        }
+    }
     if let Some(manifest) = &outcome.manifest {
         outln!("manifest: {manifest}")?;
     }
@@ -195,25 +226,41 @@ pub fn run(global: &Global, args: ArchiveArgs) -> Result<ExitCode, CliError> {
         ),
         None => None,
     };
+    let object_lock = args
+        .object_lock_days
+        .map(|days| ObjectLock::new(args.object_lock_mode, days))
+        .transpose()
+        .map_err(cli_error)?;
     let options = ArchiveOptions {
         verify_existing: args.verify_existing,
         checkpoint_signer,
         origin_prefix: args.origin.clone(),
         checkpoint_note,
         conditional_put: !args.no_conditional_put,
+        object_lock,
     };
     let Some(every) = args.every else {
         let started = std::time::Instant::now();
         let outcome = archive::archive_sealed(dir, &target, &options).map_err(cli_error)?;
-        print_outcome(global, &target, &outcome, started.elapsed().as_secs_f64())?;
+        print_outcome(
+            global,
+            &target,
+            &options,
+            &outcome,
+            started.elapsed().as_secs_f64(),
+        )?;
         return Ok(ExitCode::SUCCESS);
     };
     loop {
         let started = std::time::Instant::now();
         match archive::archive_sealed(dir, &target, &options) {
-            Ok(outcome) => {
-                print_outcome(global, &target, &outcome, started.elapsed().as_secs_f64())?
-            }
+            Ok(outcome) => print_outcome(
+                global,
+                &target,
+                &options,
+                &outcome,
+                started.elapsed().as_secs_f64(),
+            )?,
             Err(e) => {
                 let e = cli_error(e);
                 eprintln!(
@@ -292,37 +339,25 @@ pub fn archive_lines(report: &ArchiveReport) -> Vec<String> {
     lines
 }
 
-/// `retention --only-archived URL`: refuses (exit 2) unless every segment
-/// the policy would delete now has an exact archived copy at `url` (the
-/// local file's SHA-256 equals the manifest's, and the object is there).
-/// The log must be open for writing, so that the plan cannot change
-/// before `apply_retention` runs with the same `now`.
-pub fn require_archived(
+/// `retention --only-archived URL`: applies `policy`, deleting due segments
+/// from the oldest up to the first without an exact archived copy at `url`
+/// (the local file's SHA-256 equals the manifest's, and the object is
+/// there); the rest stay, listed in the outcome's `kept`.
+pub fn apply_retention_archived(
     log: &Log,
-    dir: &Path,
     url: &str,
     policy: &RetentionPolicy,
     now: Timestamp,
-) -> Result<(), CliError> {
+) -> Result<RetentionOutcome, CliError> {
     let target = ArchiveTarget::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
-    let planned = log.plan_retention(policy, now)?;
-    if planned.is_empty() {
-        return Ok(());
-    }
-    let bases: Vec<u64> = planned.iter().map(|s| s.base_seq).collect();
+    archive::apply_retention_archived(log, &target, policy, now).map_err(cli_error)
+}
+
+/// `retention --dry-run --only-archived URL`: how many of `due` (oldest
+/// first) a real run would delete, the archive as it is now.
+pub fn archived_prefix(dir: &Path, url: &str, due: &[DeletedSegment]) -> Result<usize, CliError> {
+    let target = ArchiveTarget::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
+    let bases: Vec<u64> = due.iter().map(|s| s.base_seq).collect();
     let archived = archive::confirm_archived(&target, dir, &bases).map_err(cli_error)?;
-    let missing: Vec<String> = planned
-        .iter()
-        .filter(|s| !archived.contains(&s.base_seq))
-        .map(|s| format!("{} (seq {}..={})", s.file, s.base_seq, s.last_seq))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(CliError::Usage(format!(
-        "retention --only-archived: {} due for deletion {} not archived in {target}: {}; nothing was deleted (run `chainlog archive --to {target}` first)",
-        plural(missing.len() as u64, "segment"),
-        if missing.len() == 1 { "is" } else { "are" },
-        missing.join(", ")
-    )))
+    Ok(retention::deletable_prefix(due, &archived))
 }

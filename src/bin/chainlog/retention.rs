@@ -44,8 +44,9 @@ pub struct RetentionArgs {
     dry_run: bool,
     /// Delete only segments archived in s3://BUCKET/PREFIX (by `chainlog
     /// archive`; endpoint and credentials from the AWS environment
-    /// variables): if any segment due for deletion has no exact archived
-    /// copy, nothing is deleted (exit 2).
+    /// variables): due segments are deleted oldest first up to the first
+    /// one without an exact archived copy; it and the due segments after it
+    /// are kept and listed.
     #[cfg(feature = "s3")]
     #[arg(long, value_name = "s3://BUCKET/PREFIX")]
     only_archived: Option<String>,
@@ -194,46 +195,79 @@ pub fn run(global: &Global, args: RetentionArgs) -> Result<ExitCode, CliError> {
         (max_age, max_bytes) => RetentionPolicy { max_age, max_bytes },
     };
     let now = Timestamp::now();
+    #[cfg(feature = "s3")]
+    let only_archived = args.only_archived.as_deref();
+    #[cfg(not(feature = "s3"))]
+    let only_archived: Option<&str> = None;
     if args.dry_run {
-        return dry_run(global, dir, &policy, now);
+        return dry_run(global, dir, &policy, now, only_archived);
     }
     let log = open_for_writing(dir)?;
     #[cfg(feature = "s3")]
-    if let Some(url) = &args.only_archived {
-        crate::archive::require_archived(&log, dir, url, &policy, now)?;
-    }
-    let outcome = match log.apply_retention(&policy, now) {
+    let applied = match only_archived {
+        Some(url) => crate::archive::apply_retention_archived(&log, url, &policy, now),
+        None => log.apply_retention(&policy, now).map_err(CliError::from),
+    };
+    #[cfg(not(feature = "s3"))]
+    let applied = log.apply_retention(&policy, now).map_err(CliError::from);
+    let outcome = match applied {
         Ok(outcome) => outcome,
-        Err(chainlog::Error::LegalHold {
+        Err(CliError::Log(chainlog::Error::LegalHold {
             actor,
             reason,
             since,
-        }) => {
+        })) => {
             return Err(CliError::Usage(format!(
                 "retention blocked by a legal hold set by {actor} at {since}: {reason}; nothing was deleted (release it with `chainlog hold release`)"
             )))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     log.close()?;
-    let Some(record) = outcome.record else {
-        if !global.quiet {
-            outln!("nothing to delete under {}", policy_summary(&policy, now))?;
+    match &outcome.record {
+        None if !global.quiet => {
+            let what = if outcome.kept.is_empty() {
+                "nothing to delete"
+            } else {
+                "deleted nothing"
+            };
+            outln!("{what} under {}", policy_summary(&policy, now))?;
         }
-        return Ok(ExitCode::SUCCESS);
-    };
-    if !global.quiet {
-        outln!(
-            "deleted {} under {}:",
-            segments_summary(&outcome.deleted),
-            policy_summary(&policy, now)
-        )?;
+        None => {}
+        Some(record) => {
+            if !global.quiet {
+                outln!(
+                    "deleted {} under {}:",
+                    segments_summary(&outcome.deleted),
+                    policy_summary(&policy, now)
+                )?;
+            }
+            for seg in &outcome.deleted {
+                outln!("{}", segment_line(seg))?;
+            }
+            outln!("retention record: seq {}, hash {}", record.seq, record.hash)?;
+        }
     }
-    for seg in &outcome.deleted {
+    if let Some(url) = only_archived {
+        print_kept(url, &outcome.kept, "kept")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The due segments kept because the first of them is not archived.
+fn print_kept(url: &str, kept: &[DeletedSegment], verb: &str) -> Result<(), CliError> {
+    let Some(first) = kept.first() else {
+        return Ok(());
+    };
+    outln!(
+        "{verb} {} due for deletion: {} is not archived in {url} yet, and deletion stops there (run `chainlog archive --to {url}` first):",
+        segments_summary(kept),
+        first.file
+    )?;
+    for seg in kept {
         outln!("{}", segment_line(seg))?;
     }
-    outln!("retention record: seq {}, hash {}", record.seq, record.hash)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn dry_run(
@@ -241,9 +275,19 @@ fn dry_run(
     dir: &Path,
     policy: &RetentionPolicy,
     now: Timestamp,
+    only_archived: Option<&str>,
 ) -> Result<ExitCode, CliError> {
     let log = open_read_only(dir)?;
     let planned = log.plan_retention(policy, now)?;
+    let (planned, kept) = match only_archived {
+        #[cfg(feature = "s3")]
+        Some(url) if !planned.is_empty() => {
+            let count = crate::archive::archived_prefix(dir, url, &planned)?;
+            let (deleted, kept) = planned.split_at(count);
+            (deleted.to_vec(), kept.to_vec())
+        }
+        _ => (planned, Vec::new()),
+    };
     let hold = log.hold()?;
     if !global.quiet {
         if planned.is_empty() {
@@ -261,6 +305,9 @@ fn dry_run(
     }
     for seg in &planned {
         outln!("{}", segment_line(seg))?;
+    }
+    if let Some(url) = only_archived {
+        print_kept(url, &kept, "dry run: would keep")?;
     }
     if let Some(hold) = hold {
         if !global.quiet {
