@@ -255,6 +255,9 @@ struct Inner {
     view: RwLock<View>,
     sync: Mutex<SyncState>,
     sync_done: Condvar,
+    /// Signalled when a leader's `fdatasync` returns (a seal waits for it;
+    /// appenders wait on `sync_done`, so that each sync wakes them once).
+    fsync_over: Condvar,
     flusher_wake: Condvar,
     poison: Mutex<Option<String>>,
     closing: AtomicBool,
@@ -433,6 +436,7 @@ impl Log {
             view: RwLock::new(view),
             sync: Mutex::new(sync),
             sync_done: Condvar::new(),
+            fsync_over: Condvar::new(),
             flusher_wake: Condvar::new(),
             poison: Mutex::new(None),
             closing: AtomicBool::new(false),
@@ -954,7 +958,7 @@ impl Inner {
         // that sync is over and did not fail (a failure poisons first).
         let mut sync = self.sync.lock();
         while sync.fsync_running {
-            self.sync_done.wait(&mut sync);
+            self.fsync_over.wait(&mut sync);
         }
         let poisoned = self.poison.lock().clone();
         if let Some(why) = poisoned {
@@ -1086,7 +1090,7 @@ impl Inner {
                 self.set_poison(format!("fdatasync of {name} failed: {e}"));
             }
         }
-        self.sync_done.notify_all();
+        self.fsync_over.notify_all();
         if let Err(e) = result {
             let w = self.writer.lock();
             self.after_failed_sync(&w, &e);
