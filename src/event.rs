@@ -274,12 +274,21 @@ pub fn validate_event_type(event_type: &str) -> Result<(), EventError> {
             max: MAX_EVENT_TYPE_BYTES,
         });
     }
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    };
-    if event_type.split('.').count() < 2 || !event_type.split('.').all(part_ok) {
+    // One pass over the bytes (this runs on every append): parts of
+    // `[a-z0-9_-]+` separated by single dots, at least two of them.
+    let mut dots = 0;
+    let mut part_len = 0;
+    for b in event_type.bytes() {
+        match b {
+            b'.' if part_len > 0 => {
+                dots += 1;
+                part_len = 0;
+            }
+            b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => part_len += 1,
+            _ => return Err(EventError::BadEventType(event_type.to_string())),
+        }
+    }
+    if dots == 0 || part_len == 0 {
         return Err(EventError::BadEventType(event_type.to_string()));
     }
     Ok(())
@@ -296,7 +305,9 @@ fn validate_text(field: &'static str, value: &str, max: usize) -> Result<(), Eve
             max,
         });
     }
-    if value.chars().any(char::is_control) {
+    // Printable ASCII, the usual case, needs no UTF-8 decoding.
+    let printable_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable_ascii && value.chars().any(char::is_control) {
         return Err(EventError::ControlCharacter(field));
     }
     Ok(())
@@ -563,6 +574,29 @@ mod tests {
                 matches!(validate_event_type(bad), Err(EventError::BadEventType(_))),
                 "{bad}"
             );
+        }
+        // The one-pass check agrees with the rule as written, on every string
+        // of up to 6 bytes over a small alphabet.
+        let reference = |t: &str| {
+            let part_ok = |p: &str| {
+                !p.is_empty()
+                    && p.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    })
+            };
+            t.split('.').count() >= 2 && t.split('.').all(part_ok)
+        };
+        let alphabet = ["a", "9", "_", "-", ".", "A", " "];
+        let mut strings = vec![String::new()];
+        for _ in 0..6 {
+            let longer: Vec<String> = strings
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            for t in &longer {
+                assert_eq!(validate_event_type(t).is_ok(), reference(t), "{t:?}");
+            }
+            strings = longer;
         }
         let long = format!("a.{}", "b".repeat(MAX_EVENT_TYPE_BYTES));
         assert!(matches!(
