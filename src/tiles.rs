@@ -8,7 +8,7 @@
 //! under its width (`.p/W`). Tiles live under `DIR/tile/`; level-0 tiles are
 //! packed 256 to a file (`tile/leaves/P`), since a file per 256 records made
 //! file creation the largest cost of appending. The writer collects the
-//! tiles' hashes as it appends ([`SegmentTree`]), and a background thread
+//! tiles' hashes as it appends (`SegmentTree`), and a background thread
 //! writes them when the segment is sealed, so appends never wait for them
 //! and nothing is read or hashed twice. `docs/FORMAT.md` ("Tiles") has the
 //! layout.

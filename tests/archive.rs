@@ -1302,3 +1302,137 @@ fn throughput() {
     eprintln!("  plain GET of the same files:                                           {:.2}s, {:.0} MiB/s", get_secs, mib / get_secs);
     eprintln!("  local verify (1 thread):                                               {:.2}s, {:.0} MiB/s", local_secs, mib / local_secs);
 }
+
+/// `chainlog serve --archive-to` archives every workspace's log when it
+/// starts and again every `--archive-every`, each under its own prefix, and
+/// the archives verify from the bucket alone.
+#[test]
+fn the_server_archives_every_workspace_on_a_schedule() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    // Two workspaces whose logs already have sealed segments (the server
+    // opens logs with 64 MiB segments; these were made with small ones).
+    for name in ["acme", "beta"] {
+        make_log(
+            &data.join("workspaces").join(name),
+            2000,
+            100,
+            SEGMENT_BYTES,
+            1,
+        );
+    }
+    let mut serve = server
+        .command(&[
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--archive-to",
+            &format!("s3://{BUCKET}/srv"),
+            "--archive-every",
+            "1s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (stderr, mut pipe) = (stderr.clone(), serve.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let wait_for = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !what() {
+            assert!(
+                Instant::now() < deadline,
+                "{why}: {:?}\n{}",
+                server.objects("srv"),
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let manifests = |name: &str| {
+        server
+            .objects(&format!("srv/workspaces/{name}"))
+            .into_iter()
+            .filter(|o| o.starts_with("manifest/"))
+            .count()
+    };
+    wait_for(
+        &|| manifests("acme") == 1 && manifests("beta") == 1,
+        "the first run archived nothing",
+    );
+    // The schedule keeps running: the next run checks the archive again and
+    // reports an object deleted from the bucket.
+    let first = "00000000000000000000.seg";
+    std::fs::remove_file(server.objects_dir("srv/workspaces/beta").join(first)).unwrap();
+    wait_for(
+        &|| {
+            stderr.lock().unwrap().contains(&format!(
+                "archiving workspaces/beta to s3://{BUCKET}/srv/workspaces/beta failed"
+            ))
+        },
+        "no later run reported the deleted object",
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().unwrap();
+    let stderr = stderr.lock().unwrap().clone();
+    assert_eq!(serve.wait().unwrap().code(), Some(0), "{stderr}");
+    assert!(stderr.contains(first), "{stderr}");
+    for name in ["acme", "beta"] {
+        assert!(
+            stderr.contains(&format!(
+                "segment(s) of workspaces/{name} to s3://{BUCKET}/srv/workspaces/{name}"
+            )),
+            "{stderr}"
+        );
+        // Later runs found nothing new to archive: still one manifest.
+        assert_eq!(manifests(name), 1, "{:?}", server.objects("srv"));
+    }
+    let out = expect_code(
+        &server.run(&[
+            "verify",
+            "--from",
+            &format!("s3://{BUCKET}/srv/workspaces/acme"),
+        ]),
+        0,
+    );
+    assert!(out.starts_with("intact: "), "{out}");
+    assert!(
+        !stderr.contains("workspaces/acme to s3://audit/srv/workspaces/acme failed"),
+        "{stderr}"
+    );
+
+    // Archive flags without --archive-to are refused.
+    let out = server.run(&[
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--archive-every",
+        "1h",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

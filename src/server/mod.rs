@@ -23,11 +23,16 @@
 //! flood from one address is counted into summary events instead (see
 //! [`audit`]), so failures cannot grow a log without bound.
 //!
+//! With [`ServerConfig::archive`] (cargo feature `s3`), a background thread
+//! archives every log to S3-compatible storage on a schedule ([`archiving`]).
+//!
 //! On SIGTERM or Ctrl-C the server stops accepting, lets requests in
 //! flight finish (up to [`Limits::shutdown_grace`]), writes the pending
 //! failure summaries and closes every log, which syncs it.
 
 mod api;
+#[cfg(feature = "s3")]
+pub mod archiving;
 pub mod audit;
 pub mod error;
 pub mod keys;
@@ -109,6 +114,10 @@ pub struct ServerConfig {
     pub checkpoint_origin: String,
     /// Request limits.
     pub limits: Limits,
+    /// Archive every log to S3-compatible storage on this schedule.
+    /// Default none.
+    #[cfg(feature = "s3")]
+    pub archive: Option<archiving::ArchiveSchedule>,
 }
 
 impl ServerConfig {
@@ -121,6 +130,8 @@ impl ServerConfig {
             checkpoint_signer: None,
             checkpoint_origin: "chainlog".into(),
             limits: Limits::default(),
+            #[cfg(feature = "s3")]
+            archive: None,
         }
     }
 }
@@ -184,6 +195,9 @@ pub struct Server {
     state: Arc<AppState>,
     listener: Bound,
     local_addr: SocketAddr,
+    /// The data directory and the archive schedule, when archiving.
+    #[cfg(feature = "s3")]
+    archive: Option<(PathBuf, archiving::ArchiveSchedule)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -228,6 +242,8 @@ impl Server {
                 None => Bound::Plain(tcp),
             };
         let limits = config.limits;
+        #[cfg(feature = "s3")]
+        let archive = config.archive.map(|a| (config.data_dir.clone(), a));
         let state = Arc::new(AppState {
             keys,
             workspaces: Workspaces::new(&config.data_dir),
@@ -242,6 +258,8 @@ impl Server {
             state,
             listener,
             local_addr,
+            #[cfg(feature = "s3")]
+            archive,
         })
     }
 
@@ -262,6 +280,10 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let state = self.state;
+        #[cfg(feature = "s3")]
+        let archiver = self
+            .archive
+            .map(|(dir, schedule)| archiving::Archiver::start(dir, schedule));
         let app = api::router(state.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -295,6 +317,10 @@ impl Server {
             }
         };
         summaries.abort();
+        #[cfg(feature = "s3")]
+        if let Some(archiver) = archiver {
+            archiver.stop();
+        }
         api::write_summaries(&state, true).await;
         let closing = state.clone();
         let failures = tokio::task::spawn_blocking(move || closing.workspaces.close_all(grace))

@@ -107,7 +107,7 @@ pub struct RestoreArgs {
 }
 
 /// Parses `30m`, `12h`, `24h`, `7d`, `45s` (at least one second).
-fn parse_every(text: &str) -> Result<Duration, String> {
+pub fn parse_every(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration: use a number and s, m, h or d, e.g. 24h");
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (digits, unit) = text.split_at(split);
@@ -126,7 +126,7 @@ fn parse_every(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_lock_mode(text: &str) -> Result<ObjectLockMode, String> {
+pub fn parse_lock_mode(text: &str) -> Result<ObjectLockMode, String> {
     text.parse().map_err(|e: ArchiveError| e.to_string())
 }
 

@@ -40,6 +40,78 @@ pub struct ServeArgs {
     /// Longest a request may take until its answer starts, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     request_timeout: u64,
+    /// Archive every workspace's log, and the server's, to
+    /// s3://BUCKET/PREFIX (under PREFIX/workspaces/<name> and
+    /// PREFIX/server-log): when the server starts, then every
+    /// --archive-every. Credentials from the AWS environment variables.
+    #[cfg(feature = "s3")]
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    archive_to: Option<String>,
+    /// Time between archive runs (30m, 12h, 24h, 7d).
+    #[cfg(feature = "s3")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "24h",
+        requires = "archive_to",
+        value_parser = crate::archive::parse_every
+    )]
+    archive_every: Duration,
+    /// The archive's S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS).
+    #[cfg(feature = "s3")]
+    #[arg(long, value_name = "URL", requires = "archive_to")]
+    archive_endpoint: Option<String>,
+    /// The archive bucket's region (default: AWS_REGION, else us-east-1).
+    #[cfg(feature = "s3")]
+    #[arg(long, value_name = "REGION", requires = "archive_to")]
+    archive_region: Option<String>,
+    /// Write archived objects with S3 Object Lock for N days (1 to 36500),
+    /// as `chainlog archive --object-lock-days`.
+    #[cfg(feature = "s3")]
+    #[arg(long, value_name = "N", requires = "archive_to")]
+    archive_object_lock_days: Option<u32>,
+    /// The Object Lock mode: compliance or governance.
+    #[cfg(feature = "s3")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "compliance",
+        requires = "archive_object_lock_days",
+        value_parser = crate::archive::parse_lock_mode
+    )]
+    archive_object_lock_mode: chainlog::archive::ObjectLockMode,
+}
+
+/// The archive schedule the arguments ask for, if any. Archived checkpoints
+/// are signed with the server's checkpoint key, when it has one.
+#[cfg(feature = "s3")]
+fn archive_schedule(
+    args: &ServeArgs,
+    signer: Option<&chainlog::checkpoint::NoteSigner>,
+) -> Result<Option<chainlog::server::archiving::ArchiveSchedule>, CliError> {
+    use chainlog::archive::{ArchiveOptions, ArchiveTarget, ObjectLock};
+    let Some(url) = &args.archive_to else {
+        return Ok(None);
+    };
+    let target = ArchiveTarget::parse(url)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .with_endpoint(args.archive_endpoint.clone())
+        .with_region(args.archive_region.clone());
+    let object_lock = args
+        .archive_object_lock_days
+        .map(|days| ObjectLock::new(args.archive_object_lock_mode, days))
+        .transpose()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Some(chainlog::server::archiving::ArchiveSchedule {
+        target,
+        every: args.archive_every,
+        options: ArchiveOptions {
+            checkpoint_signer: signer.cloned(),
+            origin_prefix: args.checkpoint_origin.clone(),
+            object_lock,
+            ..ArchiveOptions::default()
+        },
+    }))
 }
 
 /// Runs `chainlog serve` until SIGTERM or Ctrl-C.
@@ -53,6 +125,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             "--request-timeout must be at least 1 second".into(),
         ));
     }
+    #[cfg(feature = "s3")]
+    let archive = archive_schedule(&args, signer.as_ref())?;
     let config = ServerConfig {
         data_dir: args.data.clone(),
         listen: args.listen,
@@ -67,6 +141,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             request_timeout: Duration::from_secs(args.request_timeout),
             ..Limits::default()
         },
+        #[cfg(feature = "s3")]
+        archive,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
