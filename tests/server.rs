@@ -756,6 +756,8 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
             "invalid_event",
         ),
         (b"[]", "no_events"),
+        // A body that is not UTF-8 (JSON text must be), even inside a string.
+        (b"{\"event\":\"a.b\",\"actor\":\"x\xff\"}", "malformed_json"),
     ] {
         let (status, answer) = post_raw("application/json", body.to_vec()).await;
         assert_eq!(
@@ -766,6 +768,18 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
         );
         assert_clean_error(&answer, code, &data);
     }
+    let (_, answer) = post_raw(
+        "application/json",
+        b"[{\"event\":\"a.b\",\"actor\":\"\xc3\"}]".to_vec(),
+    )
+    .await;
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not UTF-8 (invalid bytes at byte 25)"),
+        "{answer}"
+    );
     let long_actor =
         json!([{"event": "a.b", "actor": "ok"}, {"event": "a.b", "actor": "x".repeat(300)}]);
     let (status, answer) = post_json(&client, &events_url, &admin, long_actor).await;

@@ -677,16 +677,27 @@ fn too_many_events(max: usize) -> ApiError {
 
 /// Parses a request body into events.
 fn parse_events(bytes: &[u8], kind: BodyKind, max: usize) -> Result<Vec<Event>, ApiError> {
+    // JSON text is UTF-8 (RFC 8259). Checking the whole body at once is
+    // cheaper than the parser checking every string of it again.
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!(
+                "the body is not UTF-8 (invalid bytes at byte {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
     match kind {
         BodyKind::Json => {
-            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+            let first = text.bytes().find(|b| !b.is_ascii_whitespace());
             match first {
-                Some(b'{') => serde_json::from_slice::<Event>(bytes)
+                Some(b'{') => serde_json::from_str::<Event>(text)
                     .map(|e| vec![e])
                     .map_err(|e| json_error("", &e)),
                 Some(b'[') => {
                     let too_many = std::cell::Cell::new(false);
-                    let mut de = serde_json::Deserializer::from_slice(bytes);
+                    let mut de = serde_json::Deserializer::from_str(text);
                     let parsed = EventArray {
                         max,
                         too_many: &too_many,
@@ -699,7 +710,7 @@ fn parse_events(bytes: &[u8], kind: BodyKind, max: usize) -> Result<Vec<Event>, 
                         }
                         // Name a syntax error by its own position, not as
                         // a bad event.
-                        match serde_json::from_slice::<IgnoredAny>(bytes) {
+                        match serde_json::from_str::<IgnoredAny>(text) {
                             Err(syntax) => json_error("", &syntax),
                             Ok(_) => ApiError::bad_request("invalid_event", json_message(&e)),
                         }
@@ -713,15 +724,15 @@ fn parse_events(bytes: &[u8], kind: BodyKind, max: usize) -> Result<Vec<Event>, 
         }
         BodyKind::NdJson => {
             let mut events = Vec::new();
-            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.iter().all(u8::is_ascii_whitespace) {
+            for (i, line) in text.split('\n').enumerate() {
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if line.bytes().all(|b| b.is_ascii_whitespace()) {
                     continue;
                 }
                 if events.len() == max {
                     return Err(too_many_events(max));
                 }
-                let event = serde_json::from_slice::<Event>(line)
+                let event = serde_json::from_str::<Event>(line)
                     .map_err(|e| json_error(&format!("line {}: ", i + 1), &e))?;
                 events.push(event);
             }
