@@ -470,6 +470,26 @@ impl Log {
         }
     }
 
+    /// The size of the newest segment in `dir`: what the log there was last
+    /// writing with, or `None` when `dir` holds no segment. Pass it as
+    /// [`Options::segment_bytes`] to [`Log::open`] to keep the log's segment
+    /// size (the option applies to the segments created from then on).
+    pub fn newest_segment_bytes(dir: impl AsRef<Path>) -> Result<Option<u64>> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let Some(&base) = list_segments(&FsStorage, dir)?.last() else {
+            return Ok(None);
+        };
+        let name = segment::file_name(base);
+        let path = dir.join(&name);
+        let file = FsStorage
+            .open(&path, false)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Some(segment::read_header(&*file, &name)?.segment_bytes))
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

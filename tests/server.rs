@@ -1287,3 +1287,54 @@ async fn a_stalled_request_times_out_with_a_clean_error() {
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
 }
+
+/// A workspace log made with small segments (`chainlog init
+/// --segment-bytes`) keeps them when the server appends to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_keeps_its_segment_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = data.join("workspaces/acme");
+    let small = chainlog::segment::MIN_SEGMENT_BYTES;
+    Log::create(
+        &dir,
+        Options {
+            segment_bytes: small,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+    .close()
+    .unwrap();
+    let key = create_key(&data, "acme", "append");
+    let server = TestServer::start(&data, &[]);
+    let client = Client::new();
+    let url = format!("{}/v1/workspaces/acme/events", server.url);
+    // About 300 KiB of events: more than two small segments.
+    for i in 0..10 {
+        let batch: Vec<Value> = (0..100)
+            .map(|j| json!({"event": "pcap.download", "actor": "alice", "context": {"i": i, "j": j, "pad": "x".repeat(200)}}))
+            .collect();
+        let (status, body) = post_json(&client, &url, &key, json!(batch)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, stderr) = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    let segments: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            chainlog::segment::parse_file_name(e.file_name().to_str()?)
+                .map(|_| e.metadata().unwrap().len())
+        })
+        .collect();
+    assert!(segments.len() >= 3, "{segments:?}");
+    assert!(segments.iter().all(|&len| len == small), "{segments:?}");
+    assert_eq!(Log::newest_segment_bytes(&dir).unwrap(), Some(small));
+    assert_eq!(
+        Log::newest_segment_bytes(tmp.path().join("none")).unwrap(),
+        None
+    );
+}

@@ -62,11 +62,18 @@ pub struct Workspaces {
     opening: Mutex<()>,
 }
 
-fn options() -> Options {
-    Options {
+/// How the server opens (or creates) the log in `dir`: durably, and with
+/// the segment size the log already has (one made with `chainlog init
+/// --segment-bytes` keeps its size).
+fn options(dir: &Path) -> Result<Options, Error> {
+    let mut options = Options {
         durability: Durability::Always,
         ..Options::default()
+    };
+    if let Some(bytes) = Log::newest_segment_bytes(dir)? {
+        options.segment_bytes = bytes;
     }
+    Ok(options)
 }
 
 impl Workspaces {
@@ -112,14 +119,14 @@ impl Workspaces {
         // Only look in a directory that exists: opening takes a lock file,
         // which would create an empty directory's worth of litter.
         let log = if dir.is_dir() {
-            match Log::open(&dir, options()) {
+            match Log::open(&dir, options(&dir)?) {
                 Ok(log) => Some(log),
-                Err(Error::NotFound(_)) if create => Some(Log::create(&dir, options())?),
+                Err(Error::NotFound(_)) if create => Some(Log::create(&dir, options(&dir)?)?),
                 Err(Error::NotFound(_)) => None,
                 Err(e) => return Err(e),
             }
         } else if create {
-            Some(Log::create(&dir, options())?)
+            Some(Log::create(&dir, options(&dir)?)?)
         } else {
             None
         };
@@ -140,9 +147,9 @@ impl Workspaces {
             return Ok(log);
         }
         let dir = self.server_log_dir();
-        let log = match Log::open(&dir, options()) {
+        let log = match Log::open(&dir, options(&dir)?) {
             Ok(log) => log,
-            Err(Error::NotFound(_)) => Log::create(&dir, options())?,
+            Err(Error::NotFound(_)) => Log::create(&dir, options(&dir)?)?,
             Err(e) => return Err(e),
         };
         let log = Arc::new(log);

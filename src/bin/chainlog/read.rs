@@ -28,14 +28,7 @@ pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CliError> {
 
 /// The segment size the newest segment was created with, if there is one.
 pub fn newest_segment_bytes(dir: &Path) -> Result<Option<u64>, CliError> {
-    let Some((base, path)) = segment_files(dir)?.pop() else {
-        return Ok(None);
-    };
-    let file = FsStorage
-        .open(&path, false)
-        .map_err(|e| CliError::io(format!("opening {}", path.display()), e))?;
-    let header = read_header(&*file, &segment::file_name(base))?;
-    Ok(Some(header.segment_bytes))
+    Ok(Log::newest_segment_bytes(dir)?)
 }
 
 /// Opens the log without the writer lock, so it works beside an appender.
