@@ -353,11 +353,7 @@ pub fn encode_record(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError>
     let len_at = out.len();
     out.extend_from_slice(&[0; 4]);
     let context_start = out.len();
-    // Writing a Map into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, &event.context).is_err() {
-        out.truncate(start);
-        return Err(EventError::Malformed("context does not serialize"));
-    }
+    crate::context_json::write_object(&event.context, out);
     let context_len = out.len() - context_start;
     if context_len > MAX_CONTEXT_BYTES {
         out.truncate(start);

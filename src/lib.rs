@@ -47,6 +47,7 @@ pub mod archive;
 pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
+mod context_json;
 pub mod error;
 pub mod event;
 pub mod export;
