@@ -85,7 +85,8 @@ fn index_path(index: u64) -> String {
 /// `tile/<L>/<N>` for a full tile and `tile/<L>/<N>.p/<W>` for a partial one
 /// of `W` hashes, with `N` written in groups of three digits, all but the
 /// last prefixed with `x` (`1234067` is `x001/x234/067`). Level-0 tiles are
-/// packed, 256 to a file: see [`leaf_pack_path`].
+/// stored packed, 256 to a file ([`leaf_pack_path`]); for them this is only
+/// the C2SP name, which messages use.
 pub fn tile_path(level: u8, index: u64, width: usize) -> String {
     let digits = index_path(index);
     if width < TILE_WIDTH {

@@ -20,6 +20,10 @@ use chainlog::verify::{verify_dir, VerifyOptions};
 use chainlog::{Event, Log, Options, Timestamp};
 use tempfile::TempDir;
 
+#[cfg(feature = "server")]
+#[path = "support/server.rs"]
+mod support;
+
 const ACCESS_KEY: &str = "chainlog-test";
 const SECRET_KEY: &str = "chainlog-test-secret";
 const BUCKET: &str = "audit";
@@ -169,12 +173,19 @@ impl S3Server {
             .env_remove("CHAINLOG_DIR")
             .env_remove("AWS_SESSION_TOKEN")
             .env_remove("AWS_PROFILE")
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .envs(self.env())
             .stdin(Stdio::null());
         command
+    }
+
+    /// The credentials, region and endpoint a `chainlog` process needs.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+        ]
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -1306,6 +1317,7 @@ fn throughput() {
 /// `chainlog serve --archive-to` archives every workspace's log when it
 /// starts and again every `--archive-every`, each under its own prefix, and
 /// the archives verify from the bucket alone.
+#[cfg(feature = "server")]
 #[test]
 fn the_server_archives_every_workspace_on_a_schedule() {
     let Some(server) = S3Server::start() else {
@@ -1324,35 +1336,12 @@ fn the_server_archives_every_workspace_on_a_schedule() {
             1,
         );
     }
-    let mut serve = server
-        .command(&[
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--archive-to",
-            &format!("s3://{BUCKET}/srv"),
-            "--archive-every",
-            "1s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let (stderr, mut pipe) = (stderr.clone(), serve.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                stderr
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
+    let url = format!("s3://{BUCKET}/srv");
+    let serve = support::TestServer::start_with_env(
+        &data,
+        &["--archive-to", &url, "--archive-every", "1s"],
+        &server.env(),
+    );
     let wait_for = |what: &dyn Fn() -> bool, why: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !what() {
@@ -1360,7 +1349,7 @@ fn the_server_archives_every_workspace_on_a_schedule() {
                 Instant::now() < deadline,
                 "{why}: {:?}\n{}",
                 server.objects("srv"),
-                stderr.lock().unwrap()
+                serve.stderr()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -1382,30 +1371,19 @@ fn the_server_archives_every_workspace_on_a_schedule() {
     std::fs::remove_file(server.objects_dir("srv/workspaces/beta").join(first)).unwrap();
     wait_for(
         &|| {
-            stderr.lock().unwrap().contains(&format!(
-                "archiving workspaces/beta to s3://{BUCKET}/srv/workspaces/beta failed"
+            serve.stderr().contains(&format!(
+                "archiving workspaces/beta to {url}/workspaces/beta failed"
             ))
         },
         "no later run reported the deleted object",
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while serve.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    reader.join().unwrap();
-    let stderr = stderr.lock().unwrap().clone();
-    assert_eq!(serve.wait().unwrap().code(), Some(0), "{stderr}");
+    let (status, stderr) = serve.stop();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains(first), "{stderr}");
     for name in ["acme", "beta"] {
         assert!(
             stderr.contains(&format!(
-                "segment(s) of workspaces/{name} to s3://{BUCKET}/srv/workspaces/{name}"
+                "segment(s) of workspaces/{name} to {url}/workspaces/{name}"
             )),
             "{stderr}"
         );
@@ -1413,16 +1391,12 @@ fn the_server_archives_every_workspace_on_a_schedule() {
         assert_eq!(manifests(name), 1, "{:?}", server.objects("srv"));
     }
     let out = expect_code(
-        &server.run(&[
-            "verify",
-            "--from",
-            &format!("s3://{BUCKET}/srv/workspaces/acme"),
-        ]),
+        &server.run(&["verify", "--from", &format!("{url}/workspaces/acme")]),
         0,
     );
     assert!(out.starts_with("intact: "), "{out}");
     assert!(
-        !stderr.contains("workspaces/acme to s3://audit/srv/workspaces/acme failed"),
+        !stderr.contains(&format!("workspaces/acme to {url}/workspaces/acme failed")),
         "{stderr}"
     );
 

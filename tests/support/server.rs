@@ -31,6 +31,11 @@ impl TestServer {
     /// Starts `chainlog serve --data DATA --listen 127.0.0.1:0 EXTRA…` and
     /// waits for its "listening on" line.
     pub fn start(data: &Path, extra: &[&str]) -> TestServer {
+        TestServer::start_with_env(data, extra, &[])
+    }
+
+    /// [`TestServer::start`] with these environment variables set.
+    pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, String)]) -> TestServer {
         std::fs::create_dir_all(data).unwrap();
         static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -41,6 +46,7 @@ impl TestServer {
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -80,6 +86,11 @@ impl TestServer {
         }
     }
 
+    /// What the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
@@ -105,10 +116,7 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        (
-            status,
-            std::fs::read_to_string(&self.stderr_path).unwrap_or_default(),
-        )
+        (status, self.stderr())
     }
 }
 
