@@ -317,6 +317,25 @@ const IP_NONE: u8 = 0;
 const IP_V4: u8 = 4;
 const IP_V6: u8 = 6;
 
+/// Something [`crate::Log::append_batch`] can append: it validates itself
+/// and writes its record bytes (the layout in `docs/FORMAT.md`).
+///
+/// [`Event`] is the usual one; a caller that already holds an event in
+/// another form (a parsed request body, say) can implement it to append
+/// without building an owned [`Event`] first. The bytes written must be
+/// exactly what [`encode_record`] writes for the equivalent [`Event`].
+pub trait EncodeRecord {
+    /// Validates and appends the record bytes to `out`; on error `out` is
+    /// left as it was.
+    fn encode_record(&self, out: &mut Vec<u8>) -> Result<(), EventError>;
+}
+
+impl EncodeRecord for Event {
+    fn encode_record(&self, out: &mut Vec<u8>) -> Result<(), EventError> {
+        encode_record(self, out)
+    }
+}
+
 /// Validates `event` and appends its record bytes to `out`.
 ///
 /// On error `out` is left as it was.
@@ -366,6 +385,15 @@ pub fn encode_record(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError>
     out[len_at..context_start].copy_from_slice(&(context_len as u32).to_le_bytes());
     debug_assert!(out.len() - start <= MAX_RECORD_BYTES);
     Ok(())
+}
+
+/// The timestamp of encoded record bytes (their first 8 bytes), without
+/// decoding the rest; the epoch for bytes too short to hold one.
+pub fn record_timestamp(record: &[u8]) -> Timestamp {
+    match record.first_chunk::<8>() {
+        Some(nanos) => Timestamp(i64::from_le_bytes(*nanos)),
+        None => Timestamp(0),
+    }
 }
 
 /// A decoded record, borrowing its strings from the stored bytes.

@@ -70,5 +70,5 @@ pub mod verify;
 
 pub use chain::{ChainHash, LogId};
 pub use error::{Error, Result};
-pub use event::{Event, Outcome, Timestamp};
+pub use event::{EncodeRecord, Event, Outcome, Timestamp};
 pub use log::{Durability, Log, LogState, Options, Receipt, Record, Records, TreeHead};

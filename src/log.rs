@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::chain::{ChainHash, LogId};
 use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::error::{Error, Result};
-use crate::event::{encode_record, Event, RecordView, Timestamp};
+use crate::event::{self, EncodeRecord, Event, RecordView, Timestamp};
 use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::index::{self, IndexBuilder};
 use crate::limits::MAX_BATCH_EVENTS;
@@ -517,7 +517,10 @@ impl Log {
     /// Appends events as one batch: all are validated first (an invalid
     /// event appends nothing), then written with one write into one segment,
     /// then made durable as the policy says. Returns a receipt per event.
-    pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Receipt>> {
+    ///
+    /// `events` are usually [`Event`]s; anything that implements
+    /// [`EncodeRecord`] can be appended.
+    pub fn append_batch<E: EncodeRecord>(&self, events: &[E]) -> Result<Vec<Receipt>> {
         if events.len() > MAX_BATCH_EVENTS {
             return Err(Error::BatchTooLarge {
                 len: events.len() as u64,
@@ -532,7 +535,7 @@ impl Log {
         let mut frames = Vec::with_capacity(events.len() * 320);
         for event in events {
             let start = frame::begin(&mut frames);
-            encode_record(event, &mut frames)?;
+            event.encode_record(&mut frames)?;
             frame::finish(&mut frames, start);
         }
         let capacity = data_end_limit(self.inner.options.segment_bytes) - HEADER_BYTES;
@@ -543,7 +546,7 @@ impl Log {
                 unit: "bytes (one segment)",
             });
         }
-        let (receipts, bytes_written) = self.inner.write_batch(&mut frames, events)?;
+        let (receipts, bytes_written) = self.inner.write_batch(&mut frames, events.len())?;
         let next = receipts.last().map_or(0, |r| r.seq + 1);
         self.inner.after_write(next, bytes_written)?;
         if let Some(policy) = &self.inner.options.retention {
@@ -829,7 +832,7 @@ impl Inner {
     /// Assigns seqs and hashes, rolls if the batch does not fit, and writes
     /// the batch with one write. Returns the receipts and the writer's byte
     /// count after the write.
-    fn write_batch(&self, frames: &mut [u8], events: &[Event]) -> Result<(Vec<Receipt>, u64)> {
+    fn write_batch(&self, frames: &mut [u8], count: usize) -> Result<(Vec<Receipt>, u64)> {
         let mut w = self.writer.lock();
         self.check_poison()?;
         let len = frames.len() as u64;
@@ -846,10 +849,10 @@ impl Inner {
             }
             self.roll(&mut w)?;
         }
-        let mut receipts = Vec::with_capacity(events.len());
+        let mut receipts = Vec::with_capacity(count);
         let mut head = w.head;
         let mut at = 0;
-        for (i, _) in events.iter().enumerate() {
+        for i in 0..count {
             let seq = w.next_seq + i as u64;
             let frame_len = frame::built_len(&frames[at..]);
             head = frame::link(&mut frames[at..at + frame_len], seq, &head);
@@ -862,12 +865,15 @@ impl Inner {
             self.after_failed_write(&w, write_at, len, &e);
             return Err(Error::io(self.dir.join(name), e));
         }
-        for (event, receipt) in events.iter().zip(&receipts) {
-            w.active.note_timestamp(event.timestamp);
+        let mut at = 0;
+        for receipt in &receipts {
+            w.active
+                .note_timestamp(event::record_timestamp(frame::built_record(&frames[at..])));
             w.active.tree.push(&receipt.hash);
+            at += frame::built_len(&frames[at..]);
         }
         w.active.write_at += len;
-        w.next_seq += events.len() as u64;
+        w.next_seq += count as u64;
         w.head = head;
         w.bytes_written += len;
         self.sync
