@@ -71,4 +71,6 @@ pub mod verify;
 pub use chain::{ChainHash, LogId};
 pub use error::{Error, Result};
 pub use event::{EncodeRecord, Event, Outcome, Timestamp};
-pub use log::{Durability, Log, LogState, Options, Receipt, Record, Records, TreeHead};
+pub use log::{
+    Durability, Log, LogState, Options, Receipt, Record, Records, TreeHead, WriteBehind,
+};

@@ -30,7 +30,8 @@ pub enum Durability {
     /// `append` returns only after the record is on stable storage.
     /// Concurrent appenders share one `fdatasync` (group commit).
     Always,
-    /// `append` returns once the record is written to the OS; a background
+    /// `append` returns once the record is written to the OS (or, with
+    /// [`Options::write_behind`], to the log's write buffer); a background
     /// thread syncs within `max_delay` of the first unsynced append, and an
     /// append that leaves `max_bytes` or more unsynced syncs at once. A crash
     /// can lose at most the records of the last `max_delay` (and under
@@ -41,11 +42,58 @@ pub enum Durability {
         /// Most bytes left unsynced.
         max_bytes: u64,
     },
-    /// `append` returns once the record is written to the OS; syncs happen
+    /// `append` returns once the record is written to the OS (or, with
+    /// [`Options::write_behind`], to the log's write buffer); syncs happen
     /// only when a segment is sealed, on [`Log::sync`] and on close. A crash
     /// can lose everything since the last of those.
     None,
 }
+
+/// Write-behind under the relaxed policies ([`Durability::Batch`] and
+/// [`Durability::None`]): an append copies its frames into the log's write
+/// buffer and returns, and a background thread writes the buffer to the OS
+/// with one write, so that one `pwrite` carries many appends and the copy
+/// into the page cache runs on another core than the hashing.
+///
+/// A buffered record is visible to readers of the same [`Log`] at once (a
+/// read first writes the buffer out), and to other processes once written:
+/// within `max_delay`, or sooner once `buffer_bytes` are waiting. A process
+/// that dies (kill -9) loses what was still buffered, which these policies
+/// already allow for a crash. Under [`Durability::Always`] appends are
+/// coalesced the same way, but the group commit leader writes them, right
+/// before its `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBehind {
+    /// Wake the background writer once this many bytes are buffered.
+    /// Default 256 KiB; between 4 KiB and 64 MiB. An append waits for the
+    /// writer when four times this much is buffered.
+    pub buffer_bytes: u32,
+    /// Longest time a record stays buffered before it is written. Default
+    /// 1 ms.
+    pub max_delay: Duration,
+}
+
+impl Default for WriteBehind {
+    fn default() -> Self {
+        WriteBehind {
+            buffer_bytes: 256 << 10,
+            max_delay: Duration::from_millis(1),
+        }
+    }
+}
+
+impl WriteBehind {
+    const BUFFER_BYTES_RANGE: std::ops::RangeInclusive<u32> = 4 << 10..=64 << 20;
+
+    /// Buffered bytes at which an append waits for the background writer.
+    fn full_bytes(&self) -> usize {
+        self.buffer_bytes as usize * 4
+    }
+}
+
+/// A batch at least this large is written straight from the caller's
+/// buffer (after whatever is buffered), not copied into the write buffer.
+const DIRECT_WRITE_BYTES: usize = 256 << 10;
 
 /// How a log is created or opened.
 #[derive(Debug, Clone)]
@@ -67,6 +115,10 @@ pub struct Options {
     pub retention: Option<RetentionPolicy>,
     /// Write signed checkpoints on a schedule. Default none.
     pub checkpoints: Option<CheckpointSchedule>,
+    /// Under the relaxed policies, buffer appends and write them from a
+    /// background thread. Default `Some(WriteBehind::default())`; `None`
+    /// writes every append to the OS before it returns.
+    pub write_behind: Option<WriteBehind>,
 }
 
 /// Signed checkpoints written automatically by a running log.
@@ -94,6 +146,7 @@ impl Default for Options {
             index_block_bytes: index::DEFAULT_BLOCK_BYTES,
             retention: None,
             checkpoints: None,
+            write_behind: Some(WriteBehind::default()),
         }
     }
 }
@@ -120,6 +173,22 @@ impl Options {
             if max_delay.is_zero() {
                 return Err(Error::InvalidOptions(
                     "Batch max_delay must be positive".into(),
+                ));
+            }
+        }
+        if let Some(wb) = &self.write_behind {
+            let range = WriteBehind::BUFFER_BYTES_RANGE;
+            if !range.contains(&wb.buffer_bytes) {
+                return Err(Error::InvalidOptions(format!(
+                    "write_behind buffer_bytes must be between {} and {}, not {}",
+                    range.start(),
+                    range.end(),
+                    wb.buffer_bytes
+                )));
+            }
+            if wb.max_delay.is_zero() {
+                return Err(Error::InvalidOptions(
+                    "write_behind max_delay must be positive".into(),
                 ));
             }
         }
@@ -170,6 +239,9 @@ struct Active {
     header: SegmentHeader,
     /// Offset of the next frame.
     write_at: u64,
+    /// Frames below this offset have been taken out of the write buffer
+    /// (written, or being written); `Writer::pending` holds the rest.
+    written_at: u64,
     count: u64,
     min_ts: Timestamp,
     max_ts: Timestamp,
@@ -187,6 +259,7 @@ impl Active {
             file,
             header,
             write_at: HEADER_BYTES,
+            written_at: HEADER_BYTES,
             count: 0,
             min_ts: Timestamp::default(),
             max_ts: Timestamp::default(),
@@ -215,8 +288,45 @@ struct Writer {
     active: Active,
     next_seq: u64,
     head: ChainHash,
-    /// Frame bytes written since open (for the Batch byte trigger).
+    /// Frame bytes appended since open (for the Batch byte trigger).
     bytes_written: u64,
+    /// Linked frames of the active segment that belong at
+    /// `active.written_at..active.write_at` and are not yet written.
+    pending: Vec<u8>,
+}
+
+/// Where frames taken out of the write buffer go.
+struct TakenFrames {
+    file: Arc<dyn StorageFile>,
+    base: u64,
+    at: u64,
+}
+
+/// Moves the write buffer's frames into `slot` (empty), for one write.
+fn take_pending(w: &mut Writer, slot: &mut Vec<u8>) -> Option<TakenFrames> {
+    debug_assert!(slot.is_empty());
+    if w.pending.is_empty() {
+        return None;
+    }
+    std::mem::swap(&mut w.pending, slot);
+    let at = w.active.written_at;
+    w.active.written_at += slot.len() as u64;
+    Some(TakenFrames {
+        file: w.active.file.clone(),
+        base: w.active.header.base_seq,
+        at,
+    })
+}
+
+/// What an append left for its caller to do, outside the writer lock.
+#[derive(Default)]
+struct Appended {
+    /// `Writer::bytes_written` after the append.
+    bytes_written: u64,
+    /// The append started an empty write buffer.
+    started_buffer: bool,
+    /// The append took the write buffer past `WriteBehind::buffer_bytes`.
+    filled_buffer: bool,
 }
 
 /// What readers may see: records below `next_seq`.
@@ -228,6 +338,9 @@ struct View {
     active_base: u64,
     /// End of visible data in the active segment.
     active_end: u64,
+    /// End of the data written to the active segment's file; below
+    /// `active_end` while visible records are still in the write buffer.
+    written_end: u64,
 }
 
 struct SyncState {
@@ -246,6 +359,16 @@ struct SyncState {
     unsynced_since: Option<Instant>,
 }
 
+/// What the write-behind thread is asked to do.
+#[derive(Default)]
+struct BehindState {
+    /// When the oldest buffered frame was appended: write by then plus the
+    /// delay.
+    since: Option<Instant>,
+    /// The buffer reached `buffer_bytes`: write now.
+    full: bool,
+}
+
 struct Inner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
@@ -255,6 +378,17 @@ struct Inner {
     view: RwLock<View>,
     sync: Mutex<SyncState>,
     sync_done: Condvar,
+    /// The frames being written to the active segment, taken out of
+    /// `Writer::pending`; empty between writes. Held for the length of a
+    /// write, and taken while the writer lock is held, so writes happen one
+    /// at a time and in the order the frames were appended.
+    write_slot: Mutex<Vec<u8>>,
+    /// Wakes the write-behind thread.
+    behind: Mutex<BehindState>,
+    behind_wake: Condvar,
+    /// Signalled (with the writer lock) when the write buffer is taken, for
+    /// appenders waiting because it was full.
+    pending_taken: Condvar,
     /// Signalled when a leader's `fdatasync` returns (a seal waits for it;
     /// appenders wait on `sync_done`, so that each sync wakes them once).
     fsync_over: Condvar,
@@ -278,6 +412,7 @@ struct Inner {
 /// reading threads. See the crate docs for an example.
 pub struct Log {
     inner: Arc<Inner>,
+    write_behind: Option<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
 }
@@ -414,6 +549,7 @@ impl Log {
             head,
             active_base: active.header.base_seq,
             active_end: active.write_at,
+            written_end: active.write_at,
         };
         let sync = SyncState {
             durable_next: next_seq,
@@ -432,10 +568,15 @@ impl Log {
                 next_seq,
                 head,
                 bytes_written: 0,
+                pending: Vec::new(),
             }),
             view: RwLock::new(view),
             sync: Mutex::new(sync),
             sync_done: Condvar::new(),
+            write_slot: Mutex::new(Vec::new()),
+            behind: Mutex::new(BehindState::default()),
+            behind_wake: Condvar::new(),
+            pending_taken: Condvar::new(),
             fsync_over: Condvar::new(),
             flusher_wake: Condvar::new(),
             poison: Mutex::new(None),
@@ -447,6 +588,13 @@ impl Log {
             options,
             _lock: lock,
         });
+        let write_behind = match inner.write_behind() {
+            Some(wb) => {
+                let inner = inner.clone();
+                Some(std::thread::spawn(move || inner.run_write_behind(wb)))
+            }
+            None => None,
+        };
         let flusher = match inner.options.durability {
             Durability::Batch { max_delay, .. } if !inner.options.read_only => {
                 let inner = inner.clone();
@@ -465,6 +613,7 @@ impl Log {
         };
         Log {
             inner,
+            write_behind,
             flusher,
             checkpointer,
         }
@@ -546,9 +695,10 @@ impl Log {
                 unit: "bytes (one segment)",
             });
         }
-        let (receipts, bytes_written) = self.inner.write_batch(&mut frames, events.len())?;
+        let (receipts, appended) = self.inner.write_batch(&mut frames, events.len())?;
+        self.inner.after_append(&appended);
         let next = receipts.last().map_or(0, |r| r.seq + 1);
-        self.inner.after_write(next, bytes_written)?;
+        self.inner.after_write(next, appended.bytes_written)?;
         if let Some(policy) = &self.inner.options.retention {
             let first = receipts.first().map_or(0, |r| r.seq);
             if self.inner.view.read().active_base == first {
@@ -619,6 +769,13 @@ impl Log {
         {
             let _guard = self.inner.sync.lock();
             self.inner.flusher_wake.notify_all();
+        }
+        {
+            let _guard = self.inner.behind.lock();
+            self.inner.behind_wake.notify_all();
+        }
+        if let Some(writer) = self.write_behind.take() {
+            let _ = writer.join();
         }
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
@@ -735,6 +892,7 @@ fn recover_active(
         }
     };
     active.write_at = end;
+    active.written_at = end;
     let (later, damage_end) = scan.find_valid_after(base + active.count)?;
     if let Some((offset, seq)) = later {
         return Err(Error::Corrupted {
@@ -829,10 +987,11 @@ impl Inner {
         }
     }
 
-    /// Assigns seqs and hashes, rolls if the batch does not fit, and writes
-    /// the batch with one write. Returns the receipts and the writer's byte
-    /// count after the write.
-    fn write_batch(&self, frames: &mut [u8], count: usize) -> Result<(Vec<Receipt>, u64)> {
+    /// Assigns seqs and hashes, rolls if the batch does not fit, and
+    /// appends the batch: into the write buffer, or (write-through, or a
+    /// large batch) with one write after what is buffered. Returns the
+    /// receipts and what the caller must do next.
+    fn write_batch(&self, frames: &mut [u8], count: usize) -> Result<(Vec<Receipt>, Appended)> {
         let mut w = self.writer.lock();
         self.check_poison()?;
         let len = frames.len() as u64;
@@ -859,11 +1018,16 @@ impl Inner {
             receipts.push(Receipt { seq, hash: head });
             at += frame_len;
         }
-        let write_at = w.active.write_at;
-        if let Err(e) = w.active.file.write_all_at(frames, write_at) {
-            let name = w.active.name();
-            self.after_failed_write(&w, write_at, len, &e);
-            return Err(Error::io(self.dir.join(name), e));
+        let write_behind = self.write_behind();
+        let buffered_before = w.pending.len();
+        let buffer = match self.options.durability {
+            Durability::Always => frames.len() < DIRECT_WRITE_BYTES,
+            _ => write_behind.is_some() && frames.len() < DIRECT_WRITE_BYTES,
+        };
+        if buffer {
+            w.pending.extend_from_slice(frames);
+        } else {
+            self.write_direct(&mut w, frames)?;
         }
         let mut at = 0;
         for receipt in &receipts {
@@ -883,16 +1047,195 @@ impl Inner {
         if self.options.durability != Durability::Always {
             self.publish(&w);
         }
-        Ok((receipts, w.bytes_written))
+        let mut appended = Appended {
+            bytes_written: w.bytes_written,
+            ..Appended::default()
+        };
+        if let Some(wb) = write_behind.filter(|_| buffer) {
+            let threshold = wb.buffer_bytes as usize;
+            appended.started_buffer = buffered_before == 0;
+            appended.filled_buffer = buffered_before < threshold && w.pending.len() >= threshold;
+            if w.pending.len() >= wb.full_bytes() {
+                // The writer is behind: wait until it takes the buffer.
+                while w.pending.len() >= wb.full_bytes() && self.poison.lock().is_none() {
+                    self.wake_write_behind(false, true);
+                    self.pending_taken
+                        .wait_for(&mut w, Duration::from_millis(10));
+                }
+                // The write failed: these records will not be written.
+                self.check_poison()?;
+            }
+        }
+        Ok((receipts, appended))
+    }
+
+    /// Writes the buffered frames, then `frames`, holding the writer lock:
+    /// write-through appends and batches too large to copy. A failed write of
+    /// `frames` changes nothing once its range is zeroed (the writer state is
+    /// updated only after it); a failed write of buffered frames, which were
+    /// acknowledged, poisons the handle.
+    fn write_direct(&self, w: &mut Writer, frames: &[u8]) -> Result<()> {
+        let mut slot = self.write_slot.lock();
+        if let Some(taken) = take_pending(w, &mut slot) {
+            self.write_taken(&mut slot, taken)?;
+        }
+        let at = w.active.written_at;
+        if let Err(e) = w.active.file.write_all_at(frames, at) {
+            let name = w.active.name();
+            self.after_failed_write(&w.active, at, frames.len() as u64, &e);
+            return Err(Error::io(self.dir.join(name), e));
+        }
+        w.active.written_at += frames.len() as u64;
+        self.note_written(w.active.header.base_seq, w.active.written_at);
+        Ok(())
+    }
+
+    /// Writes what is in the write buffer, holding the writer lock (a seal
+    /// does this before its trailer).
+    fn write_pending(&self, w: &mut Writer) -> Result<()> {
+        let mut slot = self.write_slot.lock();
+        match take_pending(w, &mut slot) {
+            Some(taken) => self.write_taken(&mut slot, taken),
+            None => self.check_poison(),
+        }
+    }
+
+    /// Takes the write buffer and writes it after releasing the writer lock,
+    /// so that appends go on meanwhile. Returns once everything buffered
+    /// when it was called is written (an earlier write still under way is
+    /// waited for).
+    fn write_pending_released(&self, mut w: parking_lot::MutexGuard<'_, Writer>) -> Result<()> {
+        let mut slot = self.write_slot.lock();
+        let taken = take_pending(&mut w, &mut slot);
+        if taken.is_some() {
+            self.pending_taken.notify_all();
+        }
+        drop(w);
+        match taken {
+            Some(taken) => self.write_taken(&mut slot, taken),
+            None => self.check_poison(),
+        }
+    }
+
+    /// Writes frames taken out of the write buffer. A failure poisons the
+    /// handle: the frames were acknowledged, and no later frame may be
+    /// written after a hole.
+    fn write_taken(&self, slot: &mut Vec<u8>, taken: TakenFrames) -> Result<()> {
+        let len = slot.len() as u64;
+        let result = match self.check_poison() {
+            Ok(()) => taken.file.write_all_at(slot, taken.at),
+            Err(e) => {
+                slot.clear();
+                return Err(e);
+            }
+        };
+        slot.clear();
+        if slot.capacity() > 2 * DIRECT_WRITE_BYTES.max(self.buffer_bytes()) {
+            slot.shrink_to(DIRECT_WRITE_BYTES);
+        }
+        let name = segment::file_name(taken.base);
+        match result {
+            Ok(()) => {
+                self.note_written(taken.base, taken.at + len);
+                Ok(())
+            }
+            Err(e) => {
+                let zeros = vec![0; len as usize];
+                let _ = taken.file.write_all_at(&zeros, taken.at);
+                self.set_poison(format!("write to {name} failed: {e}"));
+                self.pending_taken.notify_all();
+                Err(Error::io(self.dir.join(name), e))
+            }
+        }
+    }
+
+    /// Readers may now read the active segment `base` up to `end`.
+    fn note_written(&self, base: u64, end: u64) {
+        let mut view = self.view.write();
+        if view.active_base == base && end > view.written_end {
+            view.written_end = end;
+        }
+    }
+
+    /// Before a read: writes buffered frames that readers can see.
+    fn write_visible(&self) -> Result<()> {
+        {
+            let view = self.view.read();
+            if view.written_end >= view.active_end {
+                return Ok(());
+            }
+        }
+        self.write_pending_released(self.writer.lock())
+    }
+
+    fn write_behind(&self) -> Option<WriteBehind> {
+        match self.options.durability {
+            Durability::Always => None,
+            _ if self.options.read_only => None,
+            _ => self.options.write_behind,
+        }
+    }
+
+    fn buffer_bytes(&self) -> usize {
+        self.write_behind()
+            .map_or(DIRECT_WRITE_BYTES, |wb| wb.buffer_bytes as usize)
+    }
+
+    /// Tells the write-behind thread about a buffer just started (arm the
+    /// delay) or just filled (write now).
+    fn wake_write_behind(&self, started: bool, full: bool) {
+        let mut state = self.behind.lock();
+        if started {
+            state.since.get_or_insert_with(Instant::now);
+        }
+        state.full |= full;
+        self.behind_wake.notify_one();
+    }
+
+    /// After an append: wakes the write-behind thread when it has work.
+    fn after_append(&self, appended: &Appended) {
+        if appended.started_buffer || appended.filled_buffer {
+            self.wake_write_behind(appended.started_buffer, appended.filled_buffer);
+        }
+    }
+
+    /// The write-behind thread: writes the buffer once it is full, or once
+    /// its oldest frame has waited `max_delay`. A failed write poisons the
+    /// handle (appenders see it), and the thread ends.
+    fn run_write_behind(&self, wb: WriteBehind) {
+        let mut state = self.behind.lock();
+        while !self.closing.load(Ordering::SeqCst) {
+            let due = match state.since {
+                None if !state.full => {
+                    self.behind_wake.wait(&mut state);
+                    continue;
+                }
+                None => Instant::now(),
+                Some(since) => since + wb.max_delay,
+            };
+            if !state.full && Instant::now() < due {
+                self.behind_wake.wait_until(&mut state, due);
+                continue;
+            }
+            // Cleared before the buffer is taken: a frame appended after the
+            // take arms the delay again.
+            *state = BehindState::default();
+            drop(state);
+            let result = self.write_pending_released(self.writer.lock());
+            if result.is_err() {
+                return;
+            }
+            state = self.behind.lock();
+        }
     }
 
     /// A failed write may have left part of the batch on disk: zero that
     /// range so nothing partial is ever read back. If even that fails, the
     /// state of the file is unknown and the handle is poisoned.
-    fn after_failed_write(&self, w: &Writer, at: u64, len: u64, error: &std::io::Error) {
+    fn after_failed_write(&self, active: &Active, at: u64, len: u64, error: &std::io::Error) {
         let zeros = vec![0; len as usize];
-        if w.active.file.write_all_at(&zeros, at).is_err() {
-            self.set_poison(format!("write to {} failed: {error}", w.active.name()));
+        if active.file.write_all_at(&zeros, at).is_err() {
+            self.set_poison(format!("write to {} failed: {error}", active.name()));
         }
     }
 
@@ -900,6 +1243,10 @@ impl Inner {
     fn publish(&self, w: &Writer) {
         let mut view = self.view.write();
         if w.next_seq >= view.next_seq {
+            if view.active_base != w.active.header.base_seq {
+                // A segment just created: nothing in it is written yet.
+                view.written_end = HEADER_BYTES;
+            }
             view.next_seq = w.next_seq;
             view.head = w.head;
             view.active_base = w.active.header.base_seq;
@@ -956,8 +1303,10 @@ impl Inner {
         }));
     }
 
-    /// Writes the trailer and syncs: the segment is complete and durable.
+    /// Writes the buffered frames and the trailer, and syncs: the segment is
+    /// complete and durable.
     fn seal(&self, w: &mut Writer) -> Result<()> {
+        self.write_pending(w)?;
         let a = &w.active;
         debug_assert!(a.count > 0, "an empty segment is never sealed");
         let trailer = SegmentTrailer {
@@ -1010,6 +1359,9 @@ impl Inner {
     /// trailer so a reopen recovers to the last truly durable record and
     /// never builds on a hole; then poison the handle.
     fn after_failed_sync(&self, w: &Writer, error: &std::io::Error) {
+        // No buffered frame may be written while (or after) this zeroes.
+        let _slot = self.write_slot.lock();
+        self.set_poison(format!("fdatasync of {} failed: {error}", w.active.name()));
         let a = &w.active;
         let durable_at = self.sync.lock().durable_at;
         let from = if durable_at.0 == a.header.base_seq {
@@ -1039,7 +1391,6 @@ impl Inner {
         let _ = a
             .file
             .write_all_at(&[0; TRAILER_BYTES], data_end_limit(a.header.segment_bytes));
-        self.set_poison(format!("fdatasync of {} failed: {error}", a.name()));
     }
 
     /// Applies the durability policy after a write that took the writer's
@@ -1087,26 +1438,37 @@ impl Inner {
         }
     }
 
-    /// One `fdatasync` of the active segment, covering everything written
-    /// before it started (earlier segments were synced when sealed).
+    /// Writes the buffered frames, then one `fdatasync` of the active
+    /// segment, covering everything appended before it started (earlier
+    /// segments were synced when sealed).
     fn sync_leader(&self) -> Result<()> {
         let started = Instant::now();
-        let (file, name, target, at, head, bytes) = {
-            let w = self.writer.lock();
-            // Until this sync's result is known, a seal must not trust its
-            // own sync of the same file (see `seal`).
-            self.sync.lock().fsync_running = true;
-            let a = &w.active;
-            let at = (a.header.base_seq, a.write_at);
-            (
-                a.file.clone(),
-                a.name(),
-                w.next_seq,
-                at,
-                w.head,
-                w.bytes_written,
-            )
+        let mut w = self.writer.lock();
+        // Until this sync's result is known, a seal must not trust its own
+        // sync of the same file (see `seal`).
+        self.sync.lock().fsync_running = true;
+        let mut slot = self.write_slot.lock();
+        let taken = take_pending(&mut w, &mut slot);
+        let a = &w.active;
+        let at = (a.header.base_seq, a.write_at);
+        let (file, name, target, head, bytes) = (
+            a.file.clone(),
+            a.name(),
+            w.next_seq,
+            w.head,
+            w.bytes_written,
+        );
+        drop(w);
+        let written = match taken {
+            Some(taken) => self.write_taken(&mut slot, taken),
+            None => self.check_poison(),
         };
+        drop(slot);
+        if let Err(e) = written {
+            self.sync.lock().fsync_running = false;
+            self.fsync_over.notify_all();
+            return Err(e);
+        }
         let result = file.sync_data();
         {
             let mut sync = self.sync.lock();
@@ -1205,6 +1567,7 @@ impl Log {
 
 impl Inner {
     fn tree_head(&self) -> Result<TreeHead> {
+        self.write_visible()?;
         let (next_seq, head, base, end) = {
             let view = self.view.read();
             (view.next_seq, view.head, view.active_base, view.active_end)
@@ -1348,9 +1711,11 @@ impl Log {
             .retain(|b| !bases.contains(b));
     }
 
-    pub(crate) fn snapshot(&self) -> Snapshot {
+    /// What readers can see now (buffered frames are written first).
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        self.inner.write_visible()?;
         let view = self.inner.view.read();
-        Snapshot {
+        Ok(Snapshot {
             dir: self.inner.dir.clone(),
             storage: self.inner.storage.clone(),
             segments: view.segments.clone(),
@@ -1360,7 +1725,7 @@ impl Log {
             index_block_bytes: self.inner.options.index_block_bytes,
             read_only: self.inner.options.read_only,
             log: LogRef(self.inner.clone()),
-        }
+        })
     }
 }
 
@@ -1398,6 +1763,10 @@ impl Records {
     fn step(&mut self) -> Result<Option<Record>> {
         loop {
             if self.next >= self.visible_next {
+                if self.next >= self.inner.view.read().next_seq {
+                    return Ok(None);
+                }
+                self.inner.write_visible()?;
                 let view = self.inner.view.read();
                 self.visible_next = view.next_seq;
                 if self.next >= self.visible_next {

@@ -358,7 +358,7 @@ const MAX_RANGE_BLOCKS: u64 = 64;
 impl Log {
     /// Runs `query`, returning matches as they are found.
     pub fn query(&self, query: &Query) -> Result<QueryIter> {
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot()?;
         let (seq_lo, seq_hi, empty) = match query.seq_range() {
             Some((lo, hi)) => (
                 lo,

@@ -182,7 +182,7 @@ impl Log {
         policy: &RetentionPolicy,
         now: Timestamp,
     ) -> Result<Vec<DeletedSegment>> {
-        let snap = self.snapshot();
+        let snap = self.snapshot()?;
         let mut sealed = Vec::new();
         let mut total_bytes = 0;
         for &base in &snap.segments {
@@ -284,7 +284,7 @@ impl Log {
                 record: None,
             });
         };
-        let snap = self.snapshot();
+        let snap = self.snapshot()?;
         let first_retained_seq = last.last_seq + 1;
         let record = RetentionRecord {
             first_retained_seq,
@@ -328,7 +328,7 @@ impl Log {
 
     /// The legal hold in force, if any.
     pub fn hold(&self) -> Result<Option<LegalHold>> {
-        let snap = self.snapshot();
+        let snap = self.snapshot()?;
         let path = snap.dir.join(HOLD_FILE_NAME);
         let file = match snap.storage.open(&path, false) {
             Ok(f) => f,
@@ -371,7 +371,7 @@ impl Log {
             since: event.timestamp,
         };
         let bytes = serde_json::to_vec(&hold).map_err(|e| Error::InvalidOptions(e.to_string()))?;
-        let snap = self.snapshot();
+        let snap = self.snapshot()?;
         write_file_atomic(&*snap.storage, &snap.dir, HOLD_FILE_NAME, &bytes)?;
         let receipt = self.append(&event)?;
         self.sync()?;
@@ -389,7 +389,7 @@ impl Log {
         event.context.insert("reason".into(), reason.into());
         let receipt = self.append(&event)?;
         self.sync()?;
-        let snap = self.snapshot();
+        let snap = self.snapshot()?;
         let path = snap.dir.join(HOLD_FILE_NAME);
         snap.storage
             .remove(&path)

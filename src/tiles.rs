@@ -1992,7 +1992,7 @@ impl Log {
     /// A prover over the log as it is now (see [`Prover`]). Reads the active
     /// segment's records once, as [`Log::tree_head`] does.
     pub fn prover(&self) -> Result<Prover> {
-        Prover::new(self.snapshot(), self.log_id())
+        Prover::new(self.snapshot()?, self.log_id())
     }
 
     /// The inclusion proof of record `seq` in the tree a checkpoint signs
@@ -2050,7 +2050,7 @@ impl Log {
     /// hashes, overwriting what is there (the tiles that straddle the oldest
     /// retained record are kept as they are: their first hashes are gone).
     pub fn rebuild_tiles(&self) -> Result<RebuildStats> {
-        let snap = self.snapshot();
+        let snap = self.snapshot()?;
         let first = snap.segments.first().copied().unwrap_or(snap.active_base);
         let sealed_end = snap.active_base;
         let files = TileFiles {

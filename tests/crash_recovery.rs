@@ -27,7 +27,7 @@ use chainlog::segment::{self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES};
 use chainlog::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
 use chainlog::verify::{verify_dir, ProblemKind, Report};
-use chainlog::{Durability, Error, Event, Log, Options, Receipt, Record, Timestamp};
+use chainlog::{Durability, Error, Event, Log, Options, Receipt, Record, Timestamp, WriteBehind};
 use serde_json::Value;
 
 const DIR: &str = "/log";
@@ -36,12 +36,25 @@ fn dir() -> &'static Path {
     Path::new(DIR)
 }
 
+/// Write-through: every append reaches the disk before it returns, as
+/// these tests tear the writes of each step.
 fn options(durability: Durability) -> Options {
     Options {
         segment_bytes: MIN_SEGMENT_BYTES,
         durability,
+        write_behind: None,
         ..Options::default()
     }
+}
+
+/// Write-behind that never fires on its own: buffered frames are written
+/// only by a sync, a seal, a read or a close, on the calling thread, so a
+/// step's storage operations are the same from run to run.
+fn buffered() -> Option<WriteBehind> {
+    Some(WriteBehind {
+        buffer_bytes: 64 << 20,
+        max_delay: Duration::from_secs(3600),
+    })
 }
 
 /// Bytes of frames one segment holds.
@@ -370,6 +383,8 @@ enum Step {
 struct Case {
     name: &'static str,
     durability: Durability,
+    /// Under the relaxed policies: write-through (`None`) or [`buffered`].
+    write_behind: Option<WriteBehind>,
     base: &'static Snapshot,
     /// Events appended (unsynced under the relaxed policies) before the step.
     pre: Vec<Event>,
@@ -381,8 +396,15 @@ impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} under {:?}, step {:?}",
-            self.name, self.durability, self.step
+            "{} under {:?}{}, step {:?}",
+            self.name,
+            self.durability,
+            if self.write_behind.is_some() {
+                " (buffered)"
+            } else {
+                ""
+            },
+            self.step
         )
     }
 }
@@ -465,10 +487,24 @@ impl Case {
         Case {
             name,
             durability,
+            write_behind: None,
             base,
             pre,
             step,
             step_events,
+        }
+    }
+
+    /// The same case with writes buffered ([`buffered`]).
+    fn buffered(mut self) -> Case {
+        self.write_behind = buffered();
+        self
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            write_behind: self.write_behind,
+            ..options(self.durability)
         }
     }
 
@@ -488,7 +524,7 @@ impl Case {
             disk: disk.clone(),
             switch: switch.clone(),
         };
-        let log = Log::open_in(Arc::new(storage), DIR, options(self.durability)).unwrap();
+        let log = Log::open_in(Arc::new(storage), DIR, self.options()).unwrap();
         for e in &self.pre {
             log.append(e).unwrap();
         }
@@ -543,7 +579,7 @@ impl Case {
         }
         let must_have = promised.max(outcome.durable_claim) as usize;
         let disk = &outcome.disk;
-        let log = Log::open_in(Arc::new(disk.clone()), DIR, options(self.durability))
+        let log = Log::open_in(Arc::new(disk.clone()), DIR, self.options())
             .unwrap_or_else(|e| panic!("{self:?} {at}: open failed: {e}"));
         // Read the records the step may have touched; the chain check of
         // `verify_dir` below and the head check cover the ones before.
@@ -747,6 +783,24 @@ fn crash_at_every_byte_batch() {
 #[test]
 fn crash_at_every_byte_none() {
     crash_everywhere(&all_cases(Durability::None), false);
+}
+
+/// The relaxed policies with write-behind: the appends before the step and
+/// the step's own stay in the write buffer until the step syncs or seals,
+/// which then writes them all at once.
+#[test]
+fn crash_at_every_byte_buffered() {
+    let batch = Durability::Batch {
+        max_delay: Duration::from_secs(3600),
+        max_bytes: 3 * small_frame(),
+    };
+    let mut cases: Vec<Case> = all_cases(Durability::None)
+        .into_iter()
+        .map(Case::buffered)
+        .collect();
+    cases.push(Case::new("roomy", batch, roomy(), 2, Step::Single).buffered());
+    cases.push(Case::new("full", batch, full(), 2, Step::Single).buffered());
+    crash_everywhere(&cases, false);
 }
 
 // ---------------------------------------------------------------------------

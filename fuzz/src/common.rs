@@ -14,7 +14,7 @@ use chainlog::merkle::Frontier;
 use chainlog::segment::{self, SegmentHeader, MIN_SEGMENT_BYTES};
 use chainlog::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
-use chainlog::{Durability, Event, Options, Outcome, Timestamp};
+use chainlog::{Durability, Event, Options, Outcome, Timestamp, WriteBehind};
 
 /// The log directory on every simulated disk.
 pub const DIR: &str = "/log";
@@ -136,12 +136,28 @@ pub fn chain_hashes(events: &[Event]) -> Vec<ChainHash> {
         .collect()
 }
 
-/// Options with the smallest segments, so that a few dozen records roll.
+/// Options with the smallest segments, so that a few dozen records roll,
+/// writing every append through (no write-behind thread: an input replays
+/// to the same storage operations every time).
 pub fn options(durability: Durability) -> Options {
     Options {
         segment_bytes: MIN_SEGMENT_BYTES,
         durability,
+        write_behind: None,
         ..Options::default()
+    }
+}
+
+/// [`options`] with write-behind that never fires on its own: buffered
+/// frames are written only by a sync, a seal, a read or a close, on the
+/// calling thread, so an input still replays to the same operations.
+pub fn buffered_options(durability: Durability) -> Options {
+    Options {
+        write_behind: Some(WriteBehind {
+            buffer_bytes: 64 << 20,
+            max_delay: std::time::Duration::from_secs(3600),
+        }),
+        ..options(durability)
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Up to 120 operations: append, append a batch, sync, power loss (losing every
 //! unsynced write, or at an input-chosen byte of the pending writes), clean
-//! reopen (with an input-chosen policy), read from a seq, and two faults:
+//! reopen (with an input-chosen policy, writing appends through or
+//! buffering them), read from a seq, and two faults:
 //! the next `fdatasync` fails (EIO), or writes run out of space (ENOSPC)
 //! after an input-chosen number of bytes.
 //!
@@ -16,6 +17,10 @@
 //!   appended that is at least as long as what was durable. Durable means:
 //!   acknowledged under `Always`, or appended before a successful sync or
 //!   close, or below the handle's own `durable_next_seq` claim;
+//! - with buffered appends, a failed write of the buffer surfaces at the
+//!   next call that writes it (a read, a sync, a seal inside an append) or
+//!   after it (an append on the poisoned handle); the buffered records were
+//!   not durable, so recovery may lose them;
 //! - a failed append may leave its records behind (a write cut short by a
 //!   full disk can leave whole frames), at the seqs they were given; a
 //!   later power loss may resurrect them in place of records appended
@@ -29,7 +34,9 @@ use chainlog::sim::SimDisk;
 use chainlog::verify::verify_dir;
 use chainlog::{Durability, Error, Event, Log, Record};
 
-use super::common::{dir, empty_log_disk, event, options, record_bytes, storage, Input, LOG_ID};
+use super::common::{
+    buffered_options, dir, empty_log_disk, event, options, record_bytes, storage, Input, LOG_ID,
+};
 
 /// Prints each step when `CHAINLOG_FUZZ_TRACE` is set (for replaying a
 /// crash input: `CHAINLOG_FUZZ_TRACE=1 CHAINLOG_FUZZ_REPLAY=… cargo test
@@ -73,6 +80,9 @@ struct Model {
     /// bounded by the rules above until the next recovery.
     degraded: bool,
     durability: Durability,
+    /// Appends go into the write buffer (written at a sync, seal, read or
+    /// close) instead of straight to the disk.
+    buffered: bool,
 }
 
 impl Model {
@@ -140,8 +150,10 @@ impl Model {
     }
 }
 
-fn durability(input: &mut Input<'_>) -> Durability {
-    match input.u8() % 3 {
+/// The policy, and whether appends are buffered (ignored under Always).
+fn durability(input: &mut Input<'_>) -> (Durability, bool) {
+    let choice = input.u8() % 6;
+    let durability = match choice % 3 {
         0 => Durability::Always,
         1 => Durability::None,
         // A delay no fuzz run reaches: only the byte bound syncs, at a point
@@ -150,12 +162,24 @@ fn durability(input: &mut Input<'_>) -> Durability {
             max_delay: std::time::Duration::from_secs(3600),
             max_bytes: 1 + u64::from(input.u16()) * 4,
         },
-    }
+    };
+    (durability, choice >= 3)
 }
 
-fn open(disk: &SimDisk, durability: Durability) -> Log {
-    Log::open_in(storage(disk), dir(), options(durability))
+fn open(disk: &SimDisk, model: &Model) -> Log {
+    let options = if model.buffered {
+        buffered_options(model.durability)
+    } else {
+        options(model.durability)
+    };
+    Log::open_in(storage(disk), dir(), options)
         .unwrap_or_else(|e| panic!("opening the log failed: {e}"))
+}
+
+/// A relaxed policy with buffered appends: a write failure can surface at
+/// any later call.
+fn failures_surface_late(model: &Model) -> bool {
+    model.buffered && model.durability != Durability::Always
 }
 
 fn assert_intact(disk: &SimDisk, when: &str) {
@@ -214,6 +238,7 @@ fn append(log: &Log, model: &mut Model, events: Vec<Event>) {
                 "a rejected batch changed the log"
             );
         }
+        Err(Error::Poisoned(_)) if failures_surface_late(model) => model.degraded = true,
         Err(Error::Poisoned(_)) => {
             assert!(model.degraded, "a healthy handle claims to be poisoned")
         }
@@ -230,9 +255,18 @@ fn append(log: &Log, model: &mut Model, events: Vec<Event>) {
     }
 }
 
-fn read(log: &Log, model: &Model, from: u64) {
+fn read(log: &Log, model: &mut Model, from: u64) {
     let records: Vec<Result<Record, Error>> = log.iter_from(from).take(32).collect();
     if model.degraded {
+        return;
+    }
+    if failures_surface_late(model)
+        && records
+            .iter()
+            .any(|r| matches!(r, Err(Error::Io { .. } | Error::Poisoned(_))))
+    {
+        // Writing the buffer before the read failed.
+        model.degraded = true;
         return;
     }
     let from = from as usize;
@@ -255,9 +289,13 @@ fn read(log: &Log, model: &Model, from: u64) {
 fn recover(disk: &SimDisk, log: Log, model: &mut Model, input: &mut Input<'_>) -> Log {
     drop(log);
     assert_intact(disk, "after a power loss");
-    model.durability = durability(input);
-    trace!("recover under {:?}", model.durability);
-    let log = open(disk, model.durability);
+    (model.durability, model.buffered) = durability(input);
+    trace!(
+        "recover under {:?}, buffered {}",
+        model.durability,
+        model.buffered
+    );
+    let log = open(disk, model);
     let records: Vec<Record> = log
         .iter_from(0)
         .collect::<Result<_, _>>()
@@ -272,16 +310,22 @@ fn recover(disk: &SimDisk, log: Log, model: &mut Model, input: &mut Input<'_>) -
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let disk = empty_log_disk();
+    let (policy, buffered) = durability(&mut input);
     let mut model = Model {
         events: Vec::new(),
         hashes: Vec::new(),
         durable: 0,
         ghosts: Vec::new(),
         degraded: false,
-        durability: durability(&mut input),
+        durability: policy,
+        buffered,
     };
-    trace!("open under {:?}", model.durability);
-    let mut log = open(&disk, model.durability);
+    trace!(
+        "open under {:?}, buffered {}",
+        model.durability,
+        model.buffered
+    );
+    let mut log = open(&disk, &model);
     let mut steps = 0;
     while !input.is_empty() && steps < MAX_STEPS {
         steps += 1;
@@ -314,6 +358,9 @@ pub fn run(data: &[u8]) {
                     // everything it acknowledged.
                     Ok(()) => model.durable = model.events.len(),
                     Err(Error::Io { .. }) => model.degraded = true,
+                    Err(Error::Poisoned(_)) if failures_surface_late(&model) => {
+                        model.degraded = true
+                    }
                     Err(Error::Poisoned(_)) => {
                         assert!(model.degraded, "a healthy handle claims to be poisoned")
                     }
@@ -347,8 +394,8 @@ pub fn run(data: &[u8]) {
                 if !degraded {
                     model.durable = model.events.len();
                 }
-                model.durability = durability(&mut input);
-                log = open(&disk, model.durability);
+                (model.durability, model.buffered) = durability(&mut input);
+                log = open(&disk, &model);
                 let records: Vec<Record> = log
                     .iter_from(0)
                     .collect::<Result<_, _>>()
@@ -366,7 +413,7 @@ pub fn run(data: &[u8]) {
             7 => {
                 let from = input.below(model.events.len() as u64 + 2);
                 trace!("read from seq {from}");
-                read(&log, &model, from);
+                read(&log, &mut model, from);
             }
             // One fault at a time. A failed fdatasync followed by a full disk
             // that also stops the cleanup after it is outside what a single
@@ -397,7 +444,8 @@ pub fn run(data: &[u8]) {
     if !degraded {
         model.durable = model.events.len();
     }
-    let log = open(&disk, Durability::Always);
+    model.durability = Durability::Always;
+    let log = open(&disk, &model);
     let records: Vec<Record> = log
         .iter_from(0)
         .collect::<Result<_, _>>()
