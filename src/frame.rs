@@ -162,6 +162,11 @@ pub fn built_len(buf: &[u8]) -> usize {
     padded_len(u32_at(buf, LEN_AT) as usize)
 }
 
+/// The chain hash of a frame that [`link`] linked.
+pub fn linked_hash(buf: &[u8]) -> ChainHash {
+    ChainHash(crate::le::array_at(buf, HASH_AT))
+}
+
 /// The record bytes of a frame built by [`finish`].
 pub fn built_record(buf: &[u8]) -> &[u8] {
     &buf[RECORD_AT..RECORD_AT + u32_at(buf, LEN_AT) as usize]

@@ -1,7 +1,7 @@
 //! The log: open and recover, append with group commit, roll segments, read.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -247,14 +247,20 @@ struct Active {
     max_ts: Timestamp,
     /// Sealed (trailer written); the next append must roll first.
     sealed: bool,
-    /// The Merkle tree before and including this segment's records, kept in
-    /// step with the appends.
+}
+
+/// The newest segment as open or create leaves it: where appends go on.
+struct Newest {
+    active: Active,
+    /// The chain head.
+    head: ChainHash,
+    /// The Merkle tree before and including the segment's records.
     tree: SegmentTree,
 }
 
 impl Active {
     /// A segment with no records yet looked at: frames start at the header's end.
-    fn new(file: Arc<dyn StorageFile>, header: SegmentHeader, start_frontier: Frontier) -> Self {
+    fn new(file: Arc<dyn StorageFile>, header: SegmentHeader) -> Self {
         Active {
             file,
             header,
@@ -264,7 +270,6 @@ impl Active {
             min_ts: Timestamp::default(),
             max_ts: Timestamp::default(),
             sealed: false,
-            tree: SegmentTree::new(start_frontier),
         }
     }
 
@@ -295,6 +300,16 @@ struct Writer {
     pending: Vec<u8>,
 }
 
+/// What a write of the active segment works with (see `Inner::write_slot`).
+struct WriteSlot {
+    /// The frames being written, taken out of `Writer::pending`; empty
+    /// between writes.
+    frames: Vec<u8>,
+    /// The Merkle tree before and including the segment's written records:
+    /// whoever writes frames pushes their hashes, off the appenders' path.
+    tree: SegmentTree,
+}
+
 /// Where frames taken out of the write buffer go.
 struct TakenFrames {
     file: Arc<dyn StorageFile>,
@@ -303,7 +318,8 @@ struct TakenFrames {
 }
 
 /// Moves the write buffer's frames into `slot` (empty), for one write.
-fn take_pending(w: &mut Writer, slot: &mut Vec<u8>) -> Option<TakenFrames> {
+fn take_pending(w: &mut Writer, slot: &mut WriteSlot) -> Option<TakenFrames> {
+    let slot = &mut slot.frames;
     debug_assert!(slot.is_empty());
     if w.pending.is_empty() {
         return None;
@@ -316,6 +332,14 @@ fn take_pending(w: &mut Writer, slot: &mut Vec<u8>) -> Option<TakenFrames> {
         base: w.active.header.base_seq,
         at,
     })
+}
+
+/// Pushes the chain hashes of linked frames into the Merkle tree.
+fn push_hashes(tree: &mut SegmentTree, mut frames: &[u8]) {
+    while !frames.is_empty() {
+        tree.push(&frame::linked_hash(frames));
+        frames = &frames[frame::built_len(frames)..];
+    }
 }
 
 /// What an append left for its caller to do, outside the writer lock.
@@ -377,20 +401,25 @@ struct Inner {
     writer: Mutex<Writer>,
     view: RwLock<View>,
     sync: Mutex<SyncState>,
-    sync_done: Condvar,
-    /// The frames being written to the active segment, taken out of
-    /// `Writer::pending`; empty between writes. Held for the length of a
-    /// write, and taken while the writer lock is held, so writes happen one
-    /// at a time and in the order the frames were appended.
-    write_slot: Mutex<Vec<u8>>,
+    /// `SyncState::durable_next`, readable without the lock.
+    durable_next: AtomicU64,
+    /// `Writer::next_seq`, readable without the writer lock.
+    appended_next: AtomicU64,
+    /// Appenders waiting for a sync under way: the seq each waits for (its
+    /// records are below it) and its thread, so that a sync wakes only the
+    /// appenders it covers, all at once, without a mutex to pass around.
+    durable_waiters: Mutex<Vec<(u64, std::thread::Thread)>>,
+    /// Held for the length of a write of the active segment, and taken
+    /// while the writer lock is held, so writes happen one at a time and in
+    /// the order the frames were appended.
+    write_slot: Mutex<WriteSlot>,
     /// Wakes the write-behind thread.
     behind: Mutex<BehindState>,
     behind_wake: Condvar,
     /// Signalled (with the writer lock) when the write buffer is taken, for
     /// appenders waiting because it was full.
     pending_taken: Condvar,
-    /// Signalled when a leader's `fdatasync` returns (a seal waits for it;
-    /// appenders wait on `sync_done`, so that each sync wakes them once).
+    /// Signalled when a leader's `fdatasync` returns (a seal waits for it).
     fsync_over: Condvar,
     flusher_wake: Condvar,
     poison: Mutex<Option<String>>,
@@ -476,15 +505,17 @@ impl Log {
             created_at: Timestamp::now(),
         };
         let file = segment::create(&*storage, &dir, &header, &Frontier::new())?;
-        let active = Active::new(file, header, Frontier::new());
-        let head = header.prev_hash;
+        let newest = Newest {
+            active: Active::new(file, header),
+            head: header.prev_hash,
+            tree: SegmentTree::new(Frontier::new()),
+        };
         Ok(Log::start(
             storage,
             dir,
             options,
             vec![0],
-            active,
-            head,
+            newest,
             Some(lock),
         ))
     }
@@ -529,8 +560,8 @@ impl Log {
         let Some(&last) = bases.last() else {
             return Err(Error::NotFound(dir));
         };
-        let (active, head) = recover_active(&*storage, &dir, last, options.read_only)?;
-        Ok(Log::start(storage, dir, options, bases, active, head, lock))
+        let newest = recover_active(&*storage, &dir, last, options.read_only)?;
+        Ok(Log::start(storage, dir, options, bases, newest, lock))
     }
 
     fn start(
@@ -538,10 +569,10 @@ impl Log {
         dir: PathBuf,
         options: Options,
         segments: Vec<u64>,
-        active: Active,
-        head: ChainHash,
+        newest: Newest,
         lock: Option<Box<dyn DirLock>>,
     ) -> Log {
+        let Newest { active, head, tree } = newest;
         let next_seq = active.header.base_seq + active.count;
         let view = View {
             segments,
@@ -572,8 +603,13 @@ impl Log {
             }),
             view: RwLock::new(view),
             sync: Mutex::new(sync),
-            sync_done: Condvar::new(),
-            write_slot: Mutex::new(Vec::new()),
+            durable_next: AtomicU64::new(next_seq),
+            appended_next: AtomicU64::new(next_seq),
+            durable_waiters: Mutex::new(Vec::new()),
+            write_slot: Mutex::new(WriteSlot {
+                frames: Vec::new(),
+                tree,
+            }),
             behind: Mutex::new(BehindState::default()),
             behind_wake: Condvar::new(),
             pending_taken: Condvar::new(),
@@ -810,13 +846,13 @@ fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
 
 /// Opens the newest segment and finds where its data ends.
 /// Returns it with the chain head (the last record's stored hash, or the
-/// segment's link hash when it has no records).
+/// segment's link hash when it has no records) and its Merkle tree.
 fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
     read_only: bool,
-) -> Result<(Active, ChainHash)> {
+) -> Result<Newest> {
     let name = segment::file_name(base);
     let path = dir.join(&name);
     let file = storage
@@ -858,7 +894,8 @@ fn recover_active(
         Err(e) => return Err(e),
     };
     let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
-    let mut active = Active::new(file.clone(), header, start_frontier);
+    let mut active = Active::new(file.clone(), header);
+    let mut tree = SegmentTree::new(start_frontier);
     let mut head = header.prev_hash;
     if let Some(t) = &trailer {
         check_trailer_bounds(t, &header, &name)?;
@@ -885,7 +922,7 @@ fn recover_active(
                     reason: format!("record at seq {expected}: {e}"),
                 })?;
                 active.note_timestamp(view.timestamp);
-                active.tree.push(&frame.hash);
+                tree.push(&frame.hash);
                 head = frame.hash;
             }
             Step::End { offset } | Step::Bad { offset, .. } => break offset,
@@ -929,7 +966,7 @@ fn recover_active(
         // appended after it.
         file.sync_data().map_err(|e| Error::io(&path, e))?;
     }
-    Ok((active, head))
+    Ok(Newest { active, head, tree })
 }
 
 /// The segment's start frontier (its link block) extended by the stored
@@ -1030,14 +1067,14 @@ impl Inner {
             self.write_direct(&mut w, frames)?;
         }
         let mut at = 0;
-        for receipt in &receipts {
+        for _ in 0..count {
             w.active
                 .note_timestamp(event::record_timestamp(frame::built_record(&frames[at..])));
-            w.active.tree.push(&receipt.hash);
             at += frame::built_len(&frames[at..]);
         }
         w.active.write_at += len;
         w.next_seq += count as u64;
+        self.appended_next.store(w.next_seq, Ordering::Release);
         w.head = head;
         w.bytes_written += len;
         self.sync
@@ -1086,6 +1123,7 @@ impl Inner {
             return Err(Error::io(self.dir.join(name), e));
         }
         w.active.written_at += frames.len() as u64;
+        push_hashes(&mut slot.tree, frames);
         self.note_written(w.active.header.base_seq, w.active.written_at);
         Ok(())
     }
@@ -1120,18 +1158,22 @@ impl Inner {
     /// Writes frames taken out of the write buffer. A failure poisons the
     /// handle: the frames were acknowledged, and no later frame may be
     /// written after a hole.
-    fn write_taken(&self, slot: &mut Vec<u8>, taken: TakenFrames) -> Result<()> {
-        let len = slot.len() as u64;
+    fn write_taken(&self, slot: &mut WriteSlot, taken: TakenFrames) -> Result<()> {
+        let frames = &mut slot.frames;
+        let len = frames.len() as u64;
         let result = match self.check_poison() {
-            Ok(()) => taken.file.write_all_at(slot, taken.at),
+            Ok(()) => taken.file.write_all_at(frames, taken.at),
             Err(e) => {
-                slot.clear();
+                frames.clear();
                 return Err(e);
             }
         };
-        slot.clear();
-        if slot.capacity() > 2 * DIRECT_WRITE_BYTES.max(self.buffer_bytes()) {
-            slot.shrink_to(DIRECT_WRITE_BYTES);
+        if result.is_ok() {
+            push_hashes(&mut slot.tree, frames);
+        }
+        frames.clear();
+        if frames.capacity() > 2 * DIRECT_WRITE_BYTES.max(self.buffer_bytes()) {
+            frames.shrink_to(DIRECT_WRITE_BYTES);
         }
         let name = segment::file_name(taken.base);
         match result {
@@ -1258,7 +1300,8 @@ impl Inner {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if !w.active.sealed {
             self.seal(w)?;
-            self.index_in_background(&mut w.active);
+            let tree = self.write_slot.lock().tree.take_hashes();
+            self.index_in_background(&w.active, tree);
         }
         let header = SegmentHeader {
             log_id: self.log_id,
@@ -1267,11 +1310,16 @@ impl Inner {
             segment_bytes: self.options.segment_bytes,
             created_at: Timestamp::now(),
         };
-        let start_frontier = w.active.tree.frontier().clone();
+        // The seal wrote every frame, and nothing is taken for writing
+        // without the writer lock: the tree holds the whole segment.
+        let mut slot = self.write_slot.lock();
+        let start_frontier = slot.tree.frontier().clone();
         // A failed create leaves at most a temporary file, removed on the
         // next attempt or open: the log itself is unchanged.
         let file = segment::create(&*self.storage, &self.dir, &header, &start_frontier)?;
-        w.active = Active::new(file, header, start_frontier);
+        slot.tree = SegmentTree::new(start_frontier);
+        drop(slot);
+        w.active = Active::new(file, header);
         self.view.write().segments.push(header.base_seq);
         self.publish(w);
         Ok(())
@@ -1281,11 +1329,10 @@ impl Inner {
     /// off the append path, after those of the previous seal (whose partial
     /// tiles this one's continue). A failure only costs a rebuild when the
     /// segment is first queried or proved.
-    fn index_in_background(&self, sealed: &mut Active) {
+    fn index_in_background(&self, sealed: &Active, tree: SegmentTree) {
         let (storage, dir, file) = (self.storage.clone(), self.dir.clone(), sealed.file.clone());
         let (base, data_end, count) = (sealed.header.base_seq, sealed.write_at, sealed.count);
         let block_bytes = self.options.index_block_bytes;
-        let tree = sealed.tree.take_hashes();
         let mut indexers = self.indexers.lock();
         indexers.retain(|h| !h.is_finished());
         let previous = indexers.pop();
@@ -1343,11 +1390,12 @@ impl Inner {
         }
         w.active.sealed = true;
         sync.durable_next = w.next_seq;
+        self.durable_next.store(w.next_seq, Ordering::Release);
         sync.durable_at = (w.active.header.base_seq, w.active.write_at);
         sync.synced_bytes = w.bytes_written;
         sync.unsynced_since = None;
         drop(sync);
-        self.sync_done.notify_all();
+        self.wake_durable();
         // Under Always, records become visible once durable: they are now.
         self.publish(w);
         Ok(())
@@ -1413,28 +1461,86 @@ impl Inner {
     }
 
     /// Group commit: returns once records below `next` are durable. One
-    /// caller at a time (the leader) runs `fdatasync` for everything written
-    /// so far; the others wait for it and usually find their records covered.
+    /// caller at a time (the leader) writes the buffered frames and runs
+    /// `fdatasync` for everything appended so far; the others park until a
+    /// sync covers them, and are woken, all at once, by the sync that does.
     fn sync_until(&self, next: u64) -> Result<()> {
-        let mut sync = self.sync.lock();
         loop {
+            if self.durable_next.load(Ordering::Acquire) >= next {
+                return Ok(());
+            }
+            let mut sync = self.sync.lock();
             if sync.durable_next >= next {
                 return Ok(());
             }
             if let Some(why) = &*self.poison.lock() {
                 return Err(Error::Poisoned(why.clone()));
             }
-            if sync.syncing {
-                self.sync_done.wait(&mut sync);
-                continue;
+            if !sync.syncing {
+                sync.syncing = true;
+                drop(sync);
+                return self.lead(next);
             }
-            sync.syncing = true;
+            // Registered under the sync lock while a leader syncs: the
+            // leader looks at the waiters only after it stops syncing, so it
+            // cannot miss this one.
+            self.durable_waiters
+                .lock()
+                .push((next, std::thread::current()));
             drop(sync);
-            let result = self.sync_leader();
-            sync = self.sync.lock();
-            sync.syncing = false;
-            self.sync_done.notify_all();
-            result?;
+            // A spurious wake-up just checks again.
+            std::thread::park();
+        }
+    }
+
+    /// Syncs as the group-commit leader until records below `next` are
+    /// durable, and then, while appenders wait on records appended during
+    /// its sync, up to `LEADER_ROUNDS` syncs in all (the disk need not wait
+    /// for a new leader to wake up, and no appender leads for long). Then it
+    /// hands over to one waiting appender, if any.
+    fn lead(&self, next: u64) -> Result<()> {
+        const LEADER_ROUNDS: u32 = 4;
+        let mut rounds = 0;
+        let result = loop {
+            if let Err(e) = self.sync_leader() {
+                break Err(e);
+            }
+            rounds += 1;
+            self.wake_durable();
+            let durable = self.durable_next.load(Ordering::Acquire);
+            let waiting = self.appended_next.load(Ordering::Acquire) > durable
+                && !self.durable_waiters.lock().is_empty();
+            if durable >= next && (rounds >= LEADER_ROUNDS || !waiting) {
+                break Ok(());
+            }
+        };
+        self.sync.lock().syncing = false;
+        let mut waiters = self.durable_waiters.lock();
+        if result.is_err() {
+            // Every waiter must learn of the failure (the handle is poisoned).
+            for (_, thread) in waiters.drain(..) {
+                thread.unpark();
+            }
+        } else if !waiters.is_empty() {
+            // The oldest waiter leads next.
+            waiters.remove(0).1.unpark();
+        }
+        result
+    }
+
+    /// Wakes the appenders whose records are now durable.
+    fn wake_durable(&self) {
+        let durable = self.durable_next.load(Ordering::Acquire);
+        let mut woken = Vec::new();
+        self.durable_waiters.lock().retain(|(next, thread)| {
+            let covered = *next <= durable;
+            if covered {
+                woken.push(thread.clone());
+            }
+            !covered
+        });
+        for thread in woken {
+            thread.unpark();
         }
     }
 
@@ -1484,15 +1590,16 @@ impl Inner {
             self.after_failed_sync(&w, &e);
             return Err(Error::io(self.dir.join(name), e));
         }
-        let w = self.writer.lock();
         let mut sync = self.sync.lock();
         if target > sync.durable_next {
             sync.durable_next = target;
+            self.durable_next.store(target, Ordering::Release);
             sync.durable_at = at;
             sync.synced_bytes = bytes;
         }
-        // Records written since the snapshot were written after `started`.
-        sync.unsynced_since = (w.next_seq > sync.durable_next).then_some(started);
+        // Records appended since the snapshot were appended after `started`.
+        let appended = self.appended_next.load(Ordering::Acquire);
+        sync.unsynced_since = (appended > sync.durable_next).then_some(started);
         drop(sync);
         if self.options.durability == Durability::Always {
             let mut view = self.view.write();
