@@ -16,7 +16,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decode recovery model)
+    targets=(decode recovery model ingest)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -36,9 +36,9 @@ limits=(-rss_limit_mb=512 -malloc_limit_mb=128 -timeout=60 -max_len=8192)
 cd fuzz
 # decode runs under AddressSanitizer, whose allocator hooks let libFuzzer
 # enforce -malloc_limit_mb: that is the target where a length field read from
-# damaged bytes could size an allocation. recovery and model exercise the
-# engine's logic on whole logs (and the crate forbids unsafe code); without a
-# sanitizer they run about four times as many inputs in the same time. Their
+# damaged bytes could size an allocation. recovery, model and ingest exercise
+# the engine's logic (and the crate forbids unsafe code); without a sanitizer
+# they run about four times as many inputs in the same time. Their
 # builds go to a separate target directory, so neither build undoes the other.
 flags_for() {
     case "$1" in

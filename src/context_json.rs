@@ -82,7 +82,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
     words.remainder().iter().any(|&b| is_escaped(b))
 }
 
-fn write_str(text: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_str(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     out.push(b'"');
     if !needs_escape(bytes) {

@@ -294,7 +294,11 @@ pub fn validate_event_type(event_type: &str) -> Result<(), EventError> {
     Ok(())
 }
 
-fn validate_text(field: &'static str, value: &str, max: usize) -> Result<(), EventError> {
+pub(crate) fn validate_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), EventError> {
     if value.is_empty() {
         return Err(EventError::Empty(field));
     }
@@ -313,9 +317,9 @@ fn validate_text(field: &'static str, value: &str, max: usize) -> Result<(), Eve
     Ok(())
 }
 
-const IP_NONE: u8 = 0;
-const IP_V4: u8 = 4;
-const IP_V6: u8 = 6;
+pub(crate) const IP_NONE: u8 = 0;
+pub(crate) const IP_V4: u8 = 4;
+pub(crate) const IP_V6: u8 = 6;
 
 /// Something [`crate::Log::append_batch`] can append: it validates itself
 /// and writes its record bytes (the layout in `docs/FORMAT.md`).

@@ -34,7 +34,8 @@
 //! # }
 //! ```
 //!
-//! Layers, each using only those below it: [`event`], [`chain`], [`storage`]
+//! Layers, each using only those below it: [`event`] (and [`event_ref`],
+//! events read straight from JSON text), [`chain`], [`storage`]
 //! (with the simulated disk in [`sim`]); [`frame`], [`merkle`],
 //! [`checkpoint`]; [`segment`]; [`index`], [`verify`]; [`log`]; [`query`],
 //! [`export`], [`retention`]. The on-disk format is specified in
@@ -48,8 +49,10 @@ pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 mod context_json;
+mod context_text;
 pub mod error;
 pub mod event;
+pub mod event_ref;
 pub mod export;
 pub mod frame;
 pub mod index;

@@ -40,11 +40,12 @@ fn run_target(target: &str, data: &[u8]) {
         "decode" => chainlog_fuzz::decode::run(data),
         "recovery" => chainlog_fuzz::recovery::run(data),
         "model" => chainlog_fuzz::model::run(data),
+        "ingest" => chainlog_fuzz::ingest::run(data),
         other => panic!("no fuzz target {other}"),
     }
 }
 
-const TARGETS: [&str; 3] = ["decode", "recovery", "model"];
+const TARGETS: [&str; 4] = ["decode", "recovery", "model", "ingest"];
 
 /// Every committed seed passes its target's checks.
 #[test]
@@ -83,6 +84,30 @@ fn replay() {
         .expect("the input lies in a directory named after its target")
         .to_string();
     run_target(&target, &std::fs::read(&path).unwrap());
+}
+
+/// The `ingest` seeds that are events in the usual form reach the borrowed
+/// parser (so the fuzzer starts from inputs where the two paths meet),
+/// and the rest are declined.
+#[test]
+fn ingest_seeds_reach_the_borrowed_parser() {
+    for (seed, taken) in [
+        ("usual", true),
+        ("escapes", true),
+        ("numbers", false),
+        ("duplicate-keys", false),
+        ("deep-and-private", false),
+        ("invalid", false),
+        ("unknown-field", false),
+    ] {
+        let text = std::fs::read_to_string(corpus_dir("ingest").join(seed)).unwrap();
+        assert_eq!(chainlog_fuzz::ingest::compare(&text), taken, "{seed}");
+    }
+    let numbers = std::fs::read_to_string(corpus_dir("ingest").join("numbers")).unwrap();
+    // Without the one number serde_json refuses, the rest is taken.
+    assert!(chainlog_fuzz::ingest::compare(
+        &numbers.replace(",1e400", "")
+    ));
 }
 
 // ---------------------------------------------------------------------------

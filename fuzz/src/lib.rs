@@ -4,5 +4,6 @@
 
 pub mod common;
 pub mod decode;
+pub mod ingest;
 pub mod model;
 pub mod recovery;

@@ -24,12 +24,13 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::event::{encode_record, Event, Timestamp};
+use crate::event::{EncodeRecord, Event, Timestamp};
 use crate::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use crate::log::{Log, Receipt};
 use crate::query::Query;
 use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED};
 use crate::server::error::ApiError;
+use crate::server::ingest;
 use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope};
 use crate::server::params::{self, Endpoint};
 use crate::server::workspace::validate_workspace_name;
@@ -525,9 +526,12 @@ async fn whoami(State(state): State<Shared>, caller: Caller) -> Result<Json<Valu
 // ---------------------------------------------------------------------------
 // Appending
 
+/// How a request body holds its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
+pub(super) enum BodyKind {
+    /// One JSON event object, or an array of them.
     Json,
+    /// One event object per line.
     NdJson,
 }
 
@@ -675,11 +679,11 @@ fn too_many_events(max: usize) -> ApiError {
     )
 }
 
-/// Parses a request body into events.
-fn parse_events(bytes: &[u8], kind: BodyKind, max: usize) -> Result<Vec<Event>, ApiError> {
-    // JSON text is UTF-8 (RFC 8259). Checking the whole body at once is
-    // cheaper than the parser checking every string of it again.
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+/// The body as text: JSON text is UTF-8 (RFC 8259). Checking the whole
+/// body at once is cheaper than the parser checking every string of it
+/// again.
+fn body_text(bytes: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(bytes).map_err(|e| {
         ApiError::bad_request(
             "malformed_json",
             format!(
@@ -687,7 +691,12 @@ fn parse_events(bytes: &[u8], kind: BodyKind, max: usize) -> Result<Vec<Event>, 
                 e.valid_up_to()
             ),
         )
-    })?;
+    })
+}
+
+/// Parses a request body into owned events: the path that gives every
+/// answer about a body the borrowed path (`ingest`) declines.
+fn parse_events(text: &str, kind: BodyKind, max: usize) -> Result<Vec<Event>, ApiError> {
     match kind {
         BodyKind::Json => {
             let first = text.bytes().find(|b| !b.is_ascii_whitespace());
@@ -742,15 +751,36 @@ fn parse_events(bytes: &[u8], kind: BodyKind, max: usize) -> Result<Vec<Event>, 
 }
 
 /// The index and reason of the first event the library would refuse.
-fn first_invalid(events: &[Event]) -> Option<(usize, String)> {
+fn first_invalid<E: EncodeRecord>(events: &[E]) -> Option<(usize, String)> {
     let mut scratch = Vec::new();
     events.iter().enumerate().find_map(|(i, e)| {
         scratch.clear();
-        e.validate()
-            .and_then(|()| encode_record(e, &mut scratch))
+        e.encode_record(&mut scratch)
             .err()
             .map(|err| (i, err.to_string()))
     })
+}
+
+/// Appends a request's events (durable when it returns) and answers with
+/// their receipts.
+fn append_events<E: EncodeRecord>(log: &Log, events: &[E]) -> Result<String, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_events",
+            "the request holds no events",
+        ));
+    }
+    match log.append_batch(events) {
+        Ok(receipts) => Ok(receipts_json(&receipts)),
+        Err(crate::Error::InvalidEvent(e)) => Err(match first_invalid(events) {
+            Some((i, why)) => ApiError::bad_request(
+                "invalid_event",
+                format!("event at index {i}: {why}; nothing was appended"),
+            ),
+            None => ApiError::bad_request("invalid_event", format!("{e}; nothing was appended")),
+        }),
+        Err(e) => Err(ApiError::from_log("appending", &e)),
+    }
 }
 
 fn receipts_json(receipts: &[Receipt]) -> String {
@@ -793,26 +823,12 @@ async fn post_events(
     // Parsing a large body takes milliseconds: do it off the async workers,
     // with the append, so other connections are not held up.
     let appended = blocking(move || {
-        let events = parse_events(&bytes, kind, max_events)?;
-        drop(bytes);
-        if events.is_empty() {
-            return Err(ApiError::bad_request(
-                "no_events",
-                "the request holds no events",
-            ));
-        }
-        match log.append_batch(&events) {
-            Ok(receipts) => Ok(receipts_json(&receipts)),
-            Err(crate::Error::InvalidEvent(e)) => Err(match first_invalid(&events) {
-                Some((i, why)) => ApiError::bad_request(
-                    "invalid_event",
-                    format!("event at index {i}: {why}; nothing was appended"),
-                ),
-                None => {
-                    ApiError::bad_request("invalid_event", format!("{e}; nothing was appended"))
-                }
-            }),
-            Err(e) => Err(ApiError::from_log("appending", &e)),
+        let text = body_text(&bytes)?;
+        // The usual bodies are appended as borrowed events; the owned path
+        // reads the rest and answers every malformed body.
+        match ingest::borrowed_events(text, kind, max_events) {
+            Some(events) => append_events(&log, &events),
+            None => append_events(&log, &parse_events(text, kind, max_events)?),
         }
     })
     .await??;
@@ -1257,6 +1273,8 @@ async fn revoke_key(State(state): State<Shared>, caller: Caller) -> Result<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_ref::cases::{any_event, encoded, EventCase};
+    use proptest::prelude::*;
 
     #[test]
     fn percent_decoding() {
@@ -1271,7 +1289,7 @@ mod tests {
     #[test]
     fn body_errors_name_the_event() {
         let max = 3;
-        let bad_field = br#"[{"event":"a.b","actor":"x"},{"event":"a.b"}]"#;
+        let bad_field = r#"[{"event":"a.b","actor":"x"},{"event":"a.b"}]"#;
         let e = parse_events(bad_field, BodyKind::Json, max).unwrap_err();
         assert_eq!(e.error, "invalid_event");
         assert!(
@@ -1282,21 +1300,21 @@ mod tests {
         );
         assert_eq!(e.detail.matches(" at line ").count(), 1, "{}", e.detail);
 
-        let e = parse_events(br#"[{"event":"a.b","actor":"x"},"#, BodyKind::Json, max).unwrap_err();
+        let e = parse_events(r#"[{"event":"a.b","actor":"x"},"#, BodyKind::Json, max).unwrap_err();
         assert_eq!(e.error, "malformed_json");
 
         let e =
-            parse_events(br#"[{"event":"a.b","actor":"x"}] x"#, BodyKind::Json, max).unwrap_err();
+            parse_events(r#"[{"event":"a.b","actor":"x"}] x"#, BodyKind::Json, max).unwrap_err();
         assert_eq!(e.error, "malformed_json");
 
-        let four = br#"[{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"}]"#;
+        let four = r#"[{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"},{"event":"a.b","actor":"x"}]"#;
         assert_eq!(
             parse_events(four, BodyKind::Json, max).unwrap_err().error,
             "too_many_events"
         );
         assert_eq!(parse_events(four, BodyKind::Json, 4).unwrap().len(), 4);
 
-        let nd = b"{\"event\":\"a.b\",\"actor\":\"x\"}\r\n\n{\"event\":\"a.b\",\"actor\":\"x\",\"bogus\":1}\n";
+        let nd = "{\"event\":\"a.b\",\"actor\":\"x\"}\r\n\n{\"event\":\"a.b\",\"actor\":\"x\",\"bogus\":1}\n";
         let e = parse_events(nd, BodyKind::NdJson, max).unwrap_err();
         assert!(
             e.detail.starts_with("line 3: unknown field `bogus`"),
@@ -1304,7 +1322,109 @@ mod tests {
             e.detail
         );
 
-        let e = parse_events(b"42", BodyKind::Json, max).unwrap_err();
+        let e = parse_events("42", BodyKind::Json, max).unwrap_err();
         assert_eq!(e.error, "malformed_json");
+    }
+
+    /// A body of `cases` as `kind` holds them, separators drawn from `seed`.
+    fn body_of(cases: &[EventCase], kind: BodyKind, seed: u64) -> String {
+        let pick = |i: usize, choices: &[&'static str]| {
+            choices[(seed >> (i % 60)) as usize % choices.len()]
+        };
+        match kind {
+            BodyKind::Json if cases.len() == 1 && seed % 2 == 0 => cases[0].text.clone(),
+            BodyKind::Json => {
+                let items: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+                format!(
+                    "{}[{}]{}",
+                    pick(0, &["", " ", "\n"]),
+                    items.join(pick(1, &[",", " , ", ",\r\n"])),
+                    pick(2, &["", "\n", " "])
+                )
+            }
+            // A line holds one event: no newlines inside.
+            BodyKind::NdJson => cases
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.text.replace('\n', " ") + pick(i, &["\n", "\r\n", "\n\n", "\n \n"]))
+                .collect(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// The borrowed path takes a body exactly when the owned path
+        /// parses it (and nothing in it is declined), and then appends the
+        /// same records or fails on the same event with the same error.
+        #[test]
+        fn the_borrowed_path_appends_what_the_owned_path_does(
+            cases in prop::collection::vec(any_event(), 0..6),
+            ndjson in any::<bool>(),
+            max in 0usize..8,
+            seed in any::<u64>(),
+        ) {
+            let kind = if ndjson { BodyKind::NdJson } else { BodyKind::Json };
+            let body = body_of(&cases, kind, seed);
+            let before = Timestamp::now();
+            let owned = parse_events(&body, kind, max);
+            let borrowed = ingest::borrowed_events(&body, kind, max);
+            let after = Timestamp::now();
+            match borrowed {
+                Some(mut borrowed) => {
+                    let owned = owned.unwrap_or_else(|e| panic!("owned path refused ({e}) {body:?}"));
+                    prop_assert_eq!(borrowed.len(), owned.len());
+                    let now = before..=after;
+                    for (b, o) in borrowed.iter_mut().zip(&owned) {
+                        if now.contains(&b.timestamp) && now.contains(&o.timestamp) {
+                            b.timestamp = o.timestamp;
+                        }
+                        prop_assert_eq!(
+                            encoded(|out| b.encode_record(out)),
+                            encoded(|out| o.encode_record(out)),
+                            "{:?}", body
+                        );
+                    }
+                    prop_assert_eq!(first_invalid(&borrowed), first_invalid(&owned));
+                }
+                None => prop_assert!(
+                    owned.is_err() || cases.iter().any(|c| !c.takeable),
+                    "declined a body the owned path takes: {:?}", body
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_usual_bodies_go_the_borrowed_way() {
+        let event = r#"{"event":"pcap.download","actor":"client-1@acme.io","node":"nyc-edge-01","resource":"a3f7c2b1","ip":"203.0.113.42","context":{"bytes":18231,"i":7}}"#;
+        let array = format!("[{}]", vec![event; 1000].join(","));
+        let taken =
+            |body: &str, kind, max| ingest::borrowed_events(body, kind, max).map(|e| e.len());
+        assert_eq!(taken(&array, BodyKind::Json, 1000), Some(1000));
+        assert_eq!(taken(event, BodyKind::Json, 1), Some(1));
+        assert_eq!(
+            taken(&format!(" \n{event}\r\n"), BodyKind::Json, 1),
+            Some(1)
+        );
+        assert_eq!(taken(" [ ] ", BodyKind::Json, 1), Some(0));
+        let lines = format!("{event}\r\n\n  \n{event}\n{event}");
+        assert_eq!(taken(&lines, BodyKind::NdJson, 3), Some(3));
+        assert_eq!(taken("", BodyKind::NdJson, 3), Some(0));
+        // Over the limit, or anything amiss: the owned path answers.
+        assert_eq!(taken(&array, BodyKind::Json, 999), None);
+        assert_eq!(taken(&lines, BodyKind::NdJson, 2), None);
+        for bad in [
+            format!("[{event},]"),
+            format!("[{event}] x"),
+            format!("[{event}"),
+            format!("[{event},1]"),
+            format!("[,{event}]"),
+            format!("{event} {event}"),
+            "[".to_string(),
+            "42".to_string(),
+        ] {
+            assert_eq!(taken(&bad, BodyKind::Json, 10), None, "{bad}");
+            assert!(parse_events(&bad, BodyKind::Json, 10).is_err(), "{bad}");
+        }
     }
 }

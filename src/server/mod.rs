@@ -35,6 +35,7 @@ mod api;
 pub mod archiving;
 pub mod audit;
 pub mod error;
+mod ingest;
 pub mod keys;
 pub mod params;
 mod tls;
