@@ -847,12 +847,7 @@ fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
 /// Opens the newest segment and finds where its data ends.
 /// Returns it with the chain head (the last record's stored hash, or the
 /// segment's link hash when it has no records) and its Merkle tree.
-fn recover_active(
-    storage: &dyn Storage,
-    dir: &Path,
-    base: u64,
-    read_only: bool,
-) -> Result<Newest> {
+fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool) -> Result<Newest> {
     let name = segment::file_name(base);
     let path = dir.join(&name);
     let file = storage

@@ -1688,3 +1688,71 @@ fn concurrent_appenders_lose_nothing_on_power_loss() {
     let report = verify(&disk);
     assert!(report.is_intact(), "{:#?}", report.problems);
 }
+
+#[test]
+fn a_failed_sync_wakes_every_waiting_appender() {
+    // Sixteen appenders under Always, most of them parked waiting for a
+    // sync; one fdatasync fails. Every appender must return (none may wait
+    // for a wake-up that never comes), those after the failure with an
+    // error, and every acknowledged record must survive a power loss.
+    for round in 0..10u64 {
+        let disk = SimDisk::new();
+        let log = Arc::new(
+            Log::create_in(Arc::new(disk.clone()), DIR, options(Durability::Always)).unwrap(),
+        );
+        let start = Arc::new(std::sync::Barrier::new(17));
+        let threads: Vec<_> = (0..16u64)
+            .map(|t| {
+                let (log, start) = (log.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    // Until the failure stops them (the cap only guards
+                    // against a failure that never arrives).
+                    let mut acked = Vec::new();
+                    for i in 0..100_000u64 {
+                        match log.append(&small_event(t * 100_000 + i)) {
+                            Ok(r) => acked.push(r),
+                            Err(Error::Io { .. } | Error::Poisoned(_)) => return acked,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                    panic!("the failed sync never reached appender {t}");
+                })
+            })
+            .collect();
+        start.wait();
+        std::thread::sleep(Duration::from_millis(round));
+        disk.fail_next_syncs(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let acked: Vec<Receipt> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            let _ = tx.send(acked);
+        });
+        let mut acked = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("round {round}: appenders still waiting a minute later"));
+        assert!(
+            matches!(log.append(&small_event(999_999)), Err(Error::Poisoned(_))),
+            "round {round}: the failed sync did not poison the handle"
+        );
+        disk.crash();
+        drop(log);
+        acked.sort_by_key(|r| r.seq);
+        let log = Log::open_in(Arc::new(disk.clone()), DIR, options(Durability::Always)).unwrap();
+        let records = read_all(&log);
+        assert!(
+            records.len() >= acked.len(),
+            "round {round}: acknowledged records lost"
+        );
+        for r in &acked {
+            assert_eq!(
+                records[r.seq as usize].hash, r.hash,
+                "round {round}: seq {}",
+                r.seq
+            );
+        }
+    }
+}
