@@ -91,6 +91,13 @@ impl WriteBehind {
     }
 }
 
+thread_local! {
+    /// Each appending thread's buffer for encoding frames (see
+    /// `Log::append_batch`); a batch that needed more than
+    /// `DIRECT_WRITE_BYTES` is not kept.
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A batch at least this large is written straight from the caller's
 /// buffer (after whatever is buffered), not copied into the write buffer.
 const DIRECT_WRITE_BYTES: usize = 256 << 10;
@@ -716,8 +723,12 @@ impl Log {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // Encode outside the lock; only seq, hash and CRC are filled in under it.
-        let mut frames = Vec::with_capacity(events.len() * 320);
+        // Encode outside the lock; only seq, hash and CRC are filled in
+        // under it. The buffer is the thread's own, reused, so that an
+        // append neither allocates nor touches fresh memory.
+        let mut frames = ENCODE_BUFFER.with_borrow_mut(std::mem::take);
+        frames.clear();
+        frames.reserve(events.len() * 320);
         for event in events {
             let start = frame::begin(&mut frames);
             event.encode_record(&mut frames)?;
@@ -732,6 +743,9 @@ impl Log {
             });
         }
         let (receipts, appended) = self.inner.write_batch(&mut frames, events.len())?;
+        if frames.capacity() <= DIRECT_WRITE_BYTES {
+            ENCODE_BUFFER.with_borrow_mut(|kept| *kept = frames);
+        }
         self.inner.after_append(&appended);
         let next = receipts.last().map_or(0, |r| r.seq + 1);
         self.inner.after_write(next, appended.bytes_written)?;
