@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::chain::{ChainHash, LogId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::event::{RecordView, Timestamp};
+use crate::event::{RecordSummary, Timestamp};
 use crate::merkle::{self, Frontier};
 use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
 use crate::segment::{
@@ -562,19 +562,25 @@ impl SegmentCheck {
             let detail = format!("stored hash {stored}, recomputed {computed}");
             self.problem(ProblemKind::HashMismatch, Some(seq), offset, detail);
         }
-        match RecordView::decode(record) {
-            Ok(view) => {
-                let ts = view.timestamp;
+        match RecordSummary::decode(record) {
+            Ok(summary) => {
+                let ts = summary.timestamp;
                 self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
                 self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
-                match view.event_type {
-                    RETENTION_EVENT => {
-                        let parsed = serde_json::from_str::<RetentionRecord>(view.context_json)
-                            .map_err(|e| e.to_string());
+                match summary.event_type {
+                    t if t == RETENTION_EVENT.as_bytes() => {
+                        // The same parse as from the text: the context is valid UTF-8.
+                        let parsed =
+                            serde_json::from_slice::<RetentionRecord>(summary.context_json)
+                                .map_err(|e| e.to_string());
                         self.r.events.push((seq, LogEvent::Retention(parsed)));
                     }
-                    HOLD_SET_EVENT => self.r.events.push((seq, LogEvent::Hold(true))),
-                    HOLD_RELEASED_EVENT => self.r.events.push((seq, LogEvent::Hold(false))),
+                    t if t == HOLD_SET_EVENT.as_bytes() => {
+                        self.r.events.push((seq, LogEvent::Hold(true)));
+                    }
+                    t if t == HOLD_RELEASED_EVENT.as_bytes() => {
+                        self.r.events.push((seq, LogEvent::Hold(false)));
+                    }
                     _ => {}
                 }
             }
