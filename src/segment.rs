@@ -541,27 +541,10 @@ impl Scanner {
     /// The next step, advancing past a valid frame. After `Bad` or `End` the
     /// position stays put.
     pub fn next_step(&mut self) -> Result<Step<'_>> {
-        if self.pos + FRAME_HEADER_BYTES as u64 > self.limit {
-            return Ok(Step::End { offset: self.pos });
-        }
-        let mut have = self.fill(FRAME_HEADER_BYTES)?;
-        if have < FRAME_HEADER_BYTES {
-            return Ok(Step::Bad {
-                offset: self.pos,
-                error: FrameError::Truncated {
-                    needed: FRAME_HEADER_BYTES,
-                    available: have,
-                },
-            });
-        }
-        let start = (self.pos - self.buf_at) as usize;
-        let needed = match frame::decode(&self.buf[start..start + have]) {
-            Err(FrameError::Truncated { needed, .. }) => needed,
-            _ => have,
+        let have = match self.buffer_frame()? {
+            Ok(have) => have,
+            Err(step) => return Ok(step),
         };
-        if needed > have {
-            have = self.fill(needed)?;
-        }
         let offset = self.pos;
         let start = (self.pos - self.buf_at) as usize;
         match frame::decode(&self.buf[start..start + have]) {
@@ -572,6 +555,29 @@ impl Scanner {
             Ok(None) => Ok(Step::End { offset }),
             Err(error) => Ok(Step::Bad { offset, error }),
         }
+    }
+
+    /// Buffers the frame at the position (as much of it as there is before
+    /// the limit); returns how many of its bytes are buffered, or the step
+    /// when no frame header fits.
+    fn buffer_frame(&mut self) -> Result<std::result::Result<usize, Step<'static>>> {
+        if self.pos + FRAME_HEADER_BYTES as u64 > self.limit {
+            return Ok(Err(Step::End { offset: self.pos }));
+        }
+        let have = self.fill(FRAME_HEADER_BYTES)?;
+        if have < FRAME_HEADER_BYTES {
+            return Ok(Err(Step::Bad {
+                offset: self.pos,
+                error: FrameError::Truncated {
+                    needed: FRAME_HEADER_BYTES,
+                    available: have,
+                },
+            }));
+        }
+        // The whole frame its header declares, so that it is decoded once.
+        let start = (self.pos - self.buf_at) as usize;
+        let needed = frame::declared_len(&self.buf[start..]).unwrap_or(FRAME_HEADER_BYTES);
+        Ok(Ok(self.fill(needed)?))
     }
 
     /// Looks past a bad frame or the end marker for any valid frame with a
