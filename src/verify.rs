@@ -32,6 +32,7 @@ use crate::chain::{ChainHash, LogId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{RecordSummary, Timestamp};
+use crate::frame::Frame;
 use crate::merkle::{self, Frontier};
 use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
 use crate::segment::{
@@ -496,13 +497,25 @@ impl SegmentCheck {
         let name = self.r.name.clone();
         let mut scan = Scanner::new(file, &name, HEADER_BYTES, limit);
         loop {
-            let (offset, bad) = match scan.next_step()? {
-                Step::Frame { offset, frame } => {
-                    self.frame(offset, frame.seq, frame.hash, frame.record);
+            let (offset, bad) = match scan.next_pair()? {
+                (Step::Frame { offset, frame }, Some((next_offset, next))) => {
+                    // The second record chains from the first's stored hash,
+                    // as `frame` continues from it, so both hash at once.
+                    let (computed, next_computed) = ChainHash::next_pair(
+                        (&self.head, frame.seq, frame.record),
+                        (&frame.hash, next.seq, next.record),
+                    );
+                    self.frame(offset, &frame, computed);
+                    self.frame(next_offset, &next, next_computed);
                     continue;
                 }
-                Step::End { offset } => (offset, None),
-                Step::Bad { offset, error } => (offset, Some(error)),
+                (Step::Frame { offset, frame }, None) => {
+                    let computed = self.head.next(frame.seq, frame.record);
+                    self.frame(offset, &frame, computed);
+                    continue;
+                }
+                (Step::End { offset }, _) => (offset, None),
+                (Step::Bad { offset, error }, _) => (offset, Some(error)),
             };
             // The end marker or a bad frame: anything non-zero after it?
             let (found, damage_end) = scan.find_valid_after(0)?;
@@ -544,7 +557,10 @@ impl SegmentCheck {
         }
     }
 
-    fn frame(&mut self, offset: u64, seq: u64, stored: ChainHash, record: &[u8]) {
+    /// Checks a valid frame whose chain hash, recomputed from the previous
+    /// frame's stored hash, is `computed`.
+    fn frame(&mut self, offset: u64, frame: &Frame<'_>, computed: ChainHash) {
+        let (seq, stored, record) = (frame.seq, frame.hash, frame.record);
         let expected = self.expected_seq;
         if seq != expected {
             let detail = if seq < expected {
@@ -557,7 +573,6 @@ impl SegmentCheck {
             };
             self.problem(ProblemKind::SeqMismatch, Some(seq), offset, detail);
         }
-        let computed = self.head.next(seq, record);
         if computed != stored {
             let detail = format!("stored hash {stored}, recomputed {computed}");
             self.problem(ProblemKind::HashMismatch, Some(seq), offset, detail);
