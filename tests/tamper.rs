@@ -20,7 +20,7 @@ use chainlog::segment::{
 };
 use chainlog::sim::SimDisk;
 use chainlog::storage::{DirLock, FsStorage, Storage, StorageFile};
-use chainlog::verify::{verify_dir, Problem, ProblemKind, Report};
+use chainlog::verify::{verify_dir, verify_dir_with, Problem, ProblemKind, Report, VerifyOptions};
 use chainlog::{Durability, Event, Log, Options, Outcome, Receipt, Timestamp};
 use serde_json::Value;
 
@@ -223,7 +223,16 @@ fn put(disk: &SimDisk, path: &Path, image: &[u8]) {
 }
 
 fn verify(storage: &dyn Storage) -> Report {
-    verify_dir(storage, dir(), &mut |_| {}).unwrap()
+    let report = verify_dir(storage, dir(), &mut |_| {}).unwrap();
+    // With a spare thread per segment, each segment's frames are checked in
+    // two halves at once: every damage must read the same that way.
+    let options = VerifyOptions {
+        threads: 8,
+        checkpoint: None,
+    };
+    let split = verify_dir_with(storage, dir(), &options, &mut |_| {}).unwrap();
+    assert_eq!(split, report, "verified in halves");
+    report
 }
 
 /// Applies `damage` to a copy of segment `segment` and verifies.
