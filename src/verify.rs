@@ -9,7 +9,10 @@
 //! each base seq right after the previous segment's last record, each link
 //! hash equal to the previous segment's last hash. Because segments are
 //! independent until that last step, they are verified in parallel
-//! ([`VerifyOptions::threads`]) with the same report as one thread.
+//! ([`VerifyOptions::threads`]) with the same report as one thread. Each
+//! frame is checked against the hash stored in the frame before it, so a
+//! segment's frames can be checked from any frame on: with a thread to
+//! spare per segment, each segment is checked in two halves at once.
 //!
 //! A log that starts after seq 0 must be accounted for by a `log.retention`
 //! record in the chain, and no retention record may fall inside a legal
