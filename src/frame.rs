@@ -81,6 +81,15 @@ impl Frame<'_> {
     }
 }
 
+/// The padded length that the frame header at the start of `header` (at
+/// least [`FRAME_HEADER_BYTES`]) declares, when its length field is in range.
+pub fn declared_len(header: &[u8]) -> Option<usize> {
+    let len = u32_at(header, LEN_AT) as usize;
+    (1..=MAX_RECORD_BYTES)
+        .contains(&len)
+        .then(|| padded_len(len))
+}
+
 /// Decodes the frame at the start of `buf`.
 ///
 /// `Ok(None)` is the end-of-data marker (a zero header). `buf` must hold at
@@ -93,11 +102,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<Frame<'_>>, FrameError> {
             available: buf.len(),
         });
     }
-    let header = &buf[..FRAME_HEADER_BYTES];
-    if header.iter().all(|&b| b == 0) {
+    let len = u32_at(buf, LEN_AT);
+    // Only a zero length can be the all-zero end marker.
+    if len == 0 && buf[..FRAME_HEADER_BYTES].iter().all(|&b| b == 0) {
         return Ok(None);
     }
-    let len = u32_at(buf, LEN_AT);
     if len == 0 || len as usize > MAX_RECORD_BYTES {
         return Err(FrameError::BadLength(len));
     }
@@ -197,6 +206,7 @@ mod tests {
             assert_eq!(frame.record, &record[..]);
             assert_eq!(frame.padded_len(), buf.len());
             assert_eq!(built_len(&buf), buf.len());
+            assert_eq!(declared_len(&buf), Some(buf.len()));
         }
     }
 
@@ -227,6 +237,8 @@ mod tests {
         let mut huge = buf.clone();
         huge[LEN_AT..SEQ_AT].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&huge), Err(FrameError::BadLength(u32::MAX)));
+        assert_eq!(declared_len(&huge), None);
+        assert_eq!(declared_len(&[0; 48]), None);
     }
 
     #[test]

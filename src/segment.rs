@@ -541,27 +541,10 @@ impl Scanner {
     /// The next step, advancing past a valid frame. After `Bad` or `End` the
     /// position stays put.
     pub fn next_step(&mut self) -> Result<Step<'_>> {
-        if self.pos + FRAME_HEADER_BYTES as u64 > self.limit {
-            return Ok(Step::End { offset: self.pos });
-        }
-        let mut have = self.fill(FRAME_HEADER_BYTES)?;
-        if have < FRAME_HEADER_BYTES {
-            return Ok(Step::Bad {
-                offset: self.pos,
-                error: FrameError::Truncated {
-                    needed: FRAME_HEADER_BYTES,
-                    available: have,
-                },
-            });
-        }
-        let start = (self.pos - self.buf_at) as usize;
-        let needed = match frame::decode(&self.buf[start..start + have]) {
-            Err(FrameError::Truncated { needed, .. }) => needed,
-            _ => have,
+        let have = match self.buffer_frame()? {
+            Ok(have) => have,
+            Err(step) => return Ok(step),
         };
-        if needed > have {
-            have = self.fill(needed)?;
-        }
         let offset = self.pos;
         let start = (self.pos - self.buf_at) as usize;
         match frame::decode(&self.buf[start..start + have]) {
@@ -572,6 +555,62 @@ impl Scanner {
             Ok(None) => Ok(Step::End { offset }),
             Err(error) => Ok(Step::Bad { offset, error }),
         }
+    }
+
+    /// [`Scanner::next_step`], and when that is a frame, also the frame after
+    /// it (with its offset) if that one is valid and already buffered,
+    /// advancing past both. The second frame is the one `next_step` would
+    /// return next; when there is none, `next_step` reads on from there as
+    /// usual. Lets the verifier hash two records at once.
+    pub fn next_pair(&mut self) -> Result<(Step<'_>, Option<(u64, Frame<'_>)>)> {
+        let have = match self.buffer_frame()? {
+            Ok(have) => have,
+            Err(step) => return Ok((step, None)),
+        };
+        let offset = self.pos;
+        let start = (self.pos - self.buf_at) as usize;
+        let frame = match frame::decode(&self.buf[start..start + have]) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok((Step::End { offset }, None)),
+            Err(error) => return Ok((Step::Bad { offset, error }, None)),
+        };
+        self.pos += frame.padded_len() as u64;
+        let second_at = self.pos;
+        let buffered_end = (self.buf_at + self.buf.len() as u64).min(self.limit);
+        let mut second = None;
+        if second_at + FRAME_HEADER_BYTES as u64 <= buffered_end {
+            let start = (second_at - self.buf_at) as usize;
+            let end = (buffered_end - self.buf_at) as usize;
+            // `decode` reads only the bytes its header declares.
+            if let Ok(Some(next)) = frame::decode(&self.buf[start..end]) {
+                self.pos += next.padded_len() as u64;
+                second = Some((second_at, next));
+            }
+        }
+        Ok((Step::Frame { offset, frame }, second))
+    }
+
+    /// Buffers the frame at the position (as much of it as there is before
+    /// the limit); returns how many of its bytes are buffered, or the step
+    /// when no frame header fits.
+    fn buffer_frame(&mut self) -> Result<std::result::Result<usize, Step<'static>>> {
+        if self.pos + FRAME_HEADER_BYTES as u64 > self.limit {
+            return Ok(Err(Step::End { offset: self.pos }));
+        }
+        let have = self.fill(FRAME_HEADER_BYTES)?;
+        if have < FRAME_HEADER_BYTES {
+            return Ok(Err(Step::Bad {
+                offset: self.pos,
+                error: FrameError::Truncated {
+                    needed: FRAME_HEADER_BYTES,
+                    available: have,
+                },
+            }));
+        }
+        // The whole frame its header declares, so that it is decoded once.
+        let start = (self.pos - self.buf_at) as usize;
+        let needed = frame::declared_len(&self.buf[start..]).unwrap_or(FRAME_HEADER_BYTES);
+        Ok(Ok(self.fill(needed)?))
     }
 
     /// Looks past a bad frame or the end marker for any valid frame with a
@@ -712,6 +751,84 @@ mod tests {
         assert_eq!(parse_file_name("1042.seg"), None);
         assert_eq!(parse_file_name("0000000000000000104x.seg"), None);
         assert!(file_name(9) < file_name(10));
+    }
+
+    type Seen = (u64, std::result::Result<(u64, ChainHash, Vec<u8>), String>);
+
+    /// What a scan saw (and how many frames came second in a pair): each step's offset and frame (seq, hash, record) or
+    /// error, moving past damage as the verifier does.
+    fn walk(scan: &mut Scanner, pairs: bool) -> (Vec<Seen>, usize) {
+        let mut seen = Vec::new();
+        let mut paired = 0;
+        loop {
+            let (step, second) = if pairs {
+                scan.next_pair().unwrap()
+            } else {
+                (scan.next_step().unwrap(), None)
+            };
+            match step {
+                Step::Frame { offset, frame } => {
+                    seen.push((offset, Ok((frame.seq, frame.hash, frame.record.to_vec()))));
+                    if let Some((offset, frame)) = second {
+                        paired += 1;
+                        seen.push((offset, Ok((frame.seq, frame.hash, frame.record.to_vec()))));
+                    }
+                    continue;
+                }
+                Step::End { offset } => seen.push((offset, Err("end".into()))),
+                Step::Bad { offset, error } => seen.push((offset, Err(error.to_string()))),
+            }
+            match scan.find_valid_after(0).unwrap() {
+                (Some((next, _)), _) => scan.seek(next),
+                (None, _) => return (seen, paired),
+            }
+        }
+    }
+
+    #[test]
+    fn frame_pairs_are_the_frames_one_at_a_time() {
+        let disk = SimDisk::new();
+        let mut h = header();
+        h.segment_bytes = 4 * SCAN_CHUNK_BYTES as u64;
+        let mut frontier = Frontier::new();
+        for i in 0..h.base_seq {
+            frontier.push(&i.to_le_bytes());
+        }
+        let file = create(&disk, Path::new("/log"), &h, &frontier).unwrap();
+        // Frames of many sizes, some large, so that frames straddle the
+        // scanner's reads; then a bad CRC, a zeroed frame and a torn tail.
+        let mut buf = Vec::new();
+        let mut starts = Vec::new();
+        let mut prev = h.prev_hash;
+        let mut seq = h.base_seq;
+        while buf.len() < 3 * SCAN_CHUNK_BYTES {
+            let len = [1, 7, 300, 4096, 40_000, crate::limits::MAX_RECORD_BYTES][seq as usize % 6];
+            let start = frame::begin(&mut buf);
+            starts.push(start);
+            buf.extend((0..len).map(|i| (i as u64 ^ seq) as u8));
+            frame::finish(&mut buf, start);
+            prev = frame::link(&mut buf[start..], seq, &prev);
+            seq += 1;
+        }
+        buf[starts[20] + 60] ^= 1;
+        let zeroed = starts[31]..starts[32];
+        buf[zeroed].fill(0);
+        let torn = buf.len() - 20;
+        buf.truncate(torn);
+        file.write_all_at(&buf, HEADER_BYTES).unwrap();
+        let limit = data_end_limit(h.segment_bytes);
+        let (one, _) = walk(
+            &mut Scanner::new(file.clone(), "x", HEADER_BYTES, limit),
+            false,
+        );
+        let (two, paired) = walk(
+            &mut Scanner::new(file.clone(), "x", HEADER_BYTES, limit),
+            true,
+        );
+        assert!(paired > 20, "{paired} frames came in pairs");
+        assert!(one.len() > 60, "{} steps", one.len());
+        assert_eq!(one.iter().filter(|(_, s)| s.is_err()).count(), 3);
+        assert!(one == two, "the paired scan differs");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! each base seq right after the previous segment's last record, each link
 //! hash equal to the previous segment's last hash. Because segments are
 //! independent until that last step, they are verified in parallel
-//! ([`VerifyOptions::threads`]) with the same report as one thread.
+//! ([`VerifyOptions::threads`]) with the same report as one thread. Each
+//! frame is checked against the hash stored in the frame before it, so a
+//! segment's frames can be checked from any frame on: with a thread to
+//! spare per segment, each segment is checked in two halves at once.
 //!
 //! A log that starts after seq 0 must be accounted for by a `log.retention`
 //! record in the chain, and no retention record may fall inside a legal
@@ -31,7 +34,8 @@ use serde::Serialize;
 use crate::chain::{ChainHash, LogId};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::event::{RecordView, Timestamp};
+use crate::event::{RecordSummary, Timestamp};
+use crate::frame::{Frame, FRAME_ALIGN, MAX_FRAME_BYTES};
 use crate::merkle::{self, Frontier};
 use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
 use crate::segment::{
@@ -251,13 +255,17 @@ fn run_batch(
     tree_size: Option<u64>,
     threads: usize,
 ) -> Result<Vec<SegmentResult>> {
+    // With a thread to spare for each segment (a small log, or the last
+    // batch), each segment's frames are checked in two halves at once. The
+    // tree of a checkpoint check is built in order, so it is not split.
+    let split = tree_size.is_none() && jobs.len() * 2 <= threads;
     let verify_one = |&(index, base): &(usize, u64)| -> Result<SegmentResult> {
         let name = segment::file_name(base);
         let path = dir.join(&name);
         let file = storage
             .open(&path, false)
             .map_err(|e| Error::io(&path, e))?;
-        SegmentCheck::run(file, &name, base, index == last, tree_size)
+        SegmentCheck::run(file, &name, base, index == last, tree_size, split)
     };
     if threads == 1 || jobs.len() == 1 {
         return jobs.iter().map(verify_one).collect();
@@ -324,18 +332,11 @@ struct SegmentCheck {
 }
 
 impl SegmentCheck {
-    fn run(
-        file: Arc<dyn StorageFile>,
-        name: &str,
-        base: u64,
-        last: bool,
-        tree_size: Option<u64>,
-    ) -> Result<SegmentResult> {
-        let len = file.size().map_err(|e| Error::io(name, e))?;
-        let mut check = SegmentCheck {
+    fn new(name: &str, bytes: u64, base: u64, tree_size: Option<u64>) -> Self {
+        SegmentCheck {
             r: SegmentResult {
                 name: name.to_string(),
-                bytes: len,
+                bytes,
                 header: None,
                 problems: Vec::new(),
                 records: 0,
@@ -353,7 +354,19 @@ impl SegmentCheck {
             max_ts: None,
             tree: None,
             tree_size,
-        };
+        }
+    }
+
+    fn run(
+        file: Arc<dyn StorageFile>,
+        name: &str,
+        base: u64,
+        last: bool,
+        tree_size: Option<u64>,
+        split: bool,
+    ) -> Result<SegmentResult> {
+        let len = file.size().map_err(|e| Error::io(name, e))?;
+        let mut check = SegmentCheck::new(name, len, base, tree_size);
         let mut raw = [0; HEADER_BYTES as usize];
         let read = read_full_at(&*file, &mut raw, 0).map_err(|e| Error::io(name, e))?;
         let header = if read < raw.len() {
@@ -406,7 +419,21 @@ impl SegmentCheck {
             check.note_tree_size();
         }
         let sealed = !matches!(trailer, Ok(None));
-        let end = check.frames(file, data_end_limit(header.segment_bytes), last && !sealed)?;
+        let limit = data_end_limit(header.segment_bytes);
+        let may_be_torn = last && !sealed;
+        let split_at = if split {
+            find_split(&file, name, limit)?
+        } else {
+            None
+        };
+        let end = match split_at {
+            Some(at) => check.frames_in_halves(file, limit, may_be_torn, at)?,
+            None => {
+                check
+                    .frames(file, HEADER_BYTES, limit, may_be_torn, None)?
+                    .0
+            }
+        };
         check.check_trailer(&header, trailer, end, last);
         check.r.end_frontier = check.tree.take();
         Ok(check.r)
@@ -491,18 +518,112 @@ impl SegmentCheck {
         }
     }
 
-    /// Checks every frame; returns the offset where the data ends.
-    fn frames(&mut self, file: Arc<dyn StorageFile>, limit: u64, may_be_torn: bool) -> Result<u64> {
+    /// Checks the frames in two halves at once: this thread from the start
+    /// up to and including the frame at `split`, another from the frame
+    /// after it, starting from that frame's stored hash and seq, which is
+    /// where checking the frame at `split` leaves this one. Returns the
+    /// offset where the data ends. If this half never meets a frame at
+    /// `split` (it lies inside a frame, or damage skips it), this half
+    /// checks the rest itself and the other's work is dropped.
+    fn frames_in_halves(
+        &mut self,
+        file: Arc<dyn StorageFile>,
+        limit: u64,
+        may_be_torn: bool,
+        split: SplitPoint,
+    ) -> Result<u64> {
+        let (first, second) = std::thread::scope(|scope| {
+            let file_b = file.clone();
+            let name = self.r.name.clone();
+            let second = scope.spawn(move || {
+                let mut rest = SegmentCheck::new(&name, 0, split.seq, None);
+                rest.head = split.hash;
+                rest.expected_seq = split.seq.saturating_add(1);
+                let end = rest.frames(file_b, split.end, limit, may_be_torn, None)?;
+                Ok((rest, end.0))
+            });
+            let first = self.frames(file, HEADER_BYTES, limit, may_be_torn, Some(split.at));
+            (first, second.join())
+        });
+        let (end, met) = first?;
+        let second: Result<(SegmentCheck, u64)> = second
+            .unwrap_or_else(|_| Err(Error::InvalidOptions("a verifier thread stopped".into())));
+        if !met {
+            return Ok(end);
+        }
+        let (rest, end) = second?;
+        self.absorb(rest);
+        Ok(end)
+    }
+
+    /// Appends what checking the frames after this half found.
+    fn absorb(&mut self, rest: SegmentCheck) {
+        for p in rest.r.problems {
+            if self.r.problems.len() < MAX_REPORTED_PROBLEMS {
+                self.r.problems.push(p);
+            }
+        }
+        self.r.records += rest.r.records;
+        if rest.r.last_seq.is_some() {
+            self.r.last_seq = rest.r.last_seq;
+            self.r.last_hash = rest.r.last_hash;
+        }
+        self.r.torn_tail = rest.r.torn_tail;
+        self.r.events.extend(rest.r.events);
+        self.min_ts = match (self.min_ts, rest.min_ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_ts = self.max_ts.max(rest.max_ts);
+        self.expected_seq = rest.expected_seq;
+        self.head = rest.head;
+    }
+
+    /// Checks every frame from `start`; returns the offset where the data
+    /// ends, or, with `stop_at`, where it stopped right after checking a
+    /// frame at that offset (and whether it did).
+    fn frames(
+        &mut self,
+        file: Arc<dyn StorageFile>,
+        start: u64,
+        limit: u64,
+        may_be_torn: bool,
+        stop_at: Option<u64>,
+    ) -> Result<(u64, bool)> {
         let name = self.r.name.clone();
-        let mut scan = Scanner::new(file, &name, HEADER_BYTES, limit);
+        let mut scan = Scanner::new(file, &name, start, limit);
         loop {
-            let (offset, bad) = match scan.next_step()? {
-                Step::Frame { offset, frame } => {
-                    self.frame(offset, frame.seq, frame.hash, frame.record);
+            // At the stop, the frame there alone, not the one after it too.
+            let step = if stop_at == Some(scan.position()) {
+                (scan.next_step()?, None)
+            } else {
+                scan.next_pair()?
+            };
+            let (offset, bad) = match step {
+                (Step::Frame { offset, frame }, Some((next_offset, next))) => {
+                    // The second record chains from the first's stored hash,
+                    // as `frame` continues from it, so both hash at once.
+                    let (computed, next_computed) = ChainHash::next_pair(
+                        (&self.head, frame.seq, frame.record),
+                        (&frame.hash, next.seq, next.record),
+                    );
+                    self.frame(offset, &frame, computed);
+                    self.frame(next_offset, &next, next_computed);
+                    if stop_at == Some(next_offset) {
+                        return Ok((scan.position(), true));
+                    }
                     continue;
                 }
-                Step::End { offset } => (offset, None),
-                Step::Bad { offset, error } => (offset, Some(error)),
+                (Step::Frame { offset, frame }, None) => {
+                    let computed = self.head.next(frame.seq, frame.record);
+                    self.frame(offset, &frame, computed);
+                    if stop_at == Some(offset) {
+                        return Ok((scan.position(), true));
+                    }
+                    continue;
+                }
+                (Step::End { offset }, _) => (offset, None),
+                (Step::Bad { offset, error }, _) => (offset, Some(error)),
             };
             // The end marker or a bad frame: anything non-zero after it?
             let (found, damage_end) = scan.find_valid_after(0)?;
@@ -537,14 +658,17 @@ impl SegmentCheck {
                         };
                         self.problem(kind, Some(self.expected_seq), offset, detail);
                     }
-                    return Ok(offset);
+                    return Ok((offset, false));
                 }
-                None => return Ok(offset),
+                None => return Ok((offset, false)),
             }
         }
     }
 
-    fn frame(&mut self, offset: u64, seq: u64, stored: ChainHash, record: &[u8]) {
+    /// Checks a valid frame whose chain hash, recomputed from the previous
+    /// frame's stored hash, is `computed`.
+    fn frame(&mut self, offset: u64, frame: &Frame<'_>, computed: ChainHash) {
+        let (seq, stored, record) = (frame.seq, frame.hash, frame.record);
         let expected = self.expected_seq;
         if seq != expected {
             let detail = if seq < expected {
@@ -557,24 +681,29 @@ impl SegmentCheck {
             };
             self.problem(ProblemKind::SeqMismatch, Some(seq), offset, detail);
         }
-        let computed = self.head.next(seq, record);
         if computed != stored {
             let detail = format!("stored hash {stored}, recomputed {computed}");
             self.problem(ProblemKind::HashMismatch, Some(seq), offset, detail);
         }
-        match RecordView::decode(record) {
-            Ok(view) => {
-                let ts = view.timestamp;
+        match RecordSummary::decode(record) {
+            Ok(summary) => {
+                let ts = summary.timestamp;
                 self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
                 self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
-                match view.event_type {
-                    RETENTION_EVENT => {
-                        let parsed = serde_json::from_str::<RetentionRecord>(view.context_json)
-                            .map_err(|e| e.to_string());
+                match summary.event_type {
+                    t if t == RETENTION_EVENT.as_bytes() => {
+                        // The same parse as from the text: the context is valid UTF-8.
+                        let parsed =
+                            serde_json::from_slice::<RetentionRecord>(summary.context_json)
+                                .map_err(|e| e.to_string());
                         self.r.events.push((seq, LogEvent::Retention(parsed)));
                     }
-                    HOLD_SET_EVENT => self.r.events.push((seq, LogEvent::Hold(true))),
-                    HOLD_RELEASED_EVENT => self.r.events.push((seq, LogEvent::Hold(false))),
+                    t if t == HOLD_SET_EVENT.as_bytes() => {
+                        self.r.events.push((seq, LogEvent::Hold(true)));
+                    }
+                    t if t == HOLD_RELEASED_EVENT.as_bytes() => {
+                        self.r.events.push((seq, LogEvent::Hold(false)));
+                    }
                     _ => {}
                 }
             }
@@ -652,6 +781,42 @@ impl SegmentCheck {
             self.problem(ProblemKind::TrailerMismatch, self.r.last_seq, at, detail);
         }
     }
+}
+
+/// Where a segment's frames are split between two threads: a valid frame
+/// near the middle of the data area.
+#[derive(Debug, Clone, Copy)]
+struct SplitPoint {
+    /// The frame's offset.
+    at: u64,
+    /// Just past it, where the second half starts.
+    end: u64,
+    seq: u64,
+    hash: ChainHash,
+}
+
+/// The first valid frame at or after the middle of the data area, looking
+/// no further than one largest frame. Any valid-looking frame will do (it
+/// may even lie inside a record): the first half only stops there if it
+/// meets a frame at that offset itself.
+fn find_split(file: &Arc<dyn StorageFile>, name: &str, limit: u64) -> Result<Option<SplitPoint>> {
+    let middle = (HEADER_BYTES + limit) / 2 / FRAME_ALIGN as u64 * FRAME_ALIGN as u64;
+    let search_end = limit.min(middle + MAX_FRAME_BYTES as u64);
+    let mut scan = Scanner::new(file.clone(), name, middle, limit);
+    let mut at = middle;
+    while at < search_end {
+        scan.seek(at);
+        if let Step::Frame { frame, .. } = scan.next_step()? {
+            return Ok(Some(SplitPoint {
+                at,
+                end: at + frame.padded_len() as u64,
+                seq: frame.seq,
+                hash: frame.hash,
+            }));
+        }
+        at += FRAME_ALIGN as u64;
+    }
+    Ok(None)
 }
 
 /// Links per-segment results in log order.
@@ -917,5 +1082,159 @@ impl Linker {
             return mismatch(self, Some(cp.size - 1), detail);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame;
+    use crate::sim::SimDisk;
+    use crate::storage::Storage;
+    use crate::{Event, Log, Options};
+
+    type Damage<'a> = dyn Fn(&mut Vec<u8>) + 'a;
+
+    /// What a check of a segment's frames found, for comparing two checks.
+    type Found = (
+        Vec<Problem>,
+        u64,
+        Option<u64>,
+        Option<ChainHash>,
+        Option<TornTail>,
+        u64,
+    );
+
+    fn found(check: SegmentCheck, end: u64) -> Found {
+        let r = check.r;
+        (
+            r.problems,
+            r.records,
+            r.last_seq,
+            r.last_hash,
+            r.torn_tail,
+            end,
+        )
+    }
+
+    /// A one-segment log (unsealed, so that damage at its end is a torn tail).
+    fn segment() -> (SegmentHeader, Vec<u8>) {
+        let disk = SimDisk::new();
+        let dir = Path::new("/log");
+        let options = Options {
+            segment_bytes: segment::MIN_SEGMENT_BYTES,
+            ..Options::default()
+        };
+        let log = Log::create_in(Arc::new(disk.clone()), dir, options).unwrap();
+        for i in 0..150 {
+            let mut e = Event::new(Timestamp::from_unix_nanos(i), "test.event", "alice");
+            e.context
+                .insert("pad".into(), "x".repeat(i as usize * 7 % 400).into());
+            log.append(&e).unwrap();
+        }
+        log.close().unwrap();
+        let path = dir.join(segment::file_name(0));
+        let image = disk.read_file(&path).unwrap();
+        let file = disk.open(&path, false).unwrap();
+        let header = segment::read_header(&*file, "s").unwrap();
+        (header, image)
+    }
+
+    fn frame_offsets(image: &[u8], limit: u64) -> Vec<u64> {
+        let mut at = HEADER_BYTES;
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = frame::decode(&image[at as usize..limit as usize]) {
+            out.push(at);
+            at += f.padded_len() as u64;
+        }
+        out
+    }
+
+    fn check_serial(file: &Arc<dyn StorageFile>, h: &SegmentHeader, limit: u64) -> Found {
+        let mut check = SegmentCheck::new("s", 0, h.base_seq, None);
+        check.head = h.prev_hash;
+        let (end, _) = check
+            .frames(file.clone(), HEADER_BYTES, limit, true, None)
+            .unwrap();
+        found(check, end)
+    }
+
+    fn check_halves(
+        file: &Arc<dyn StorageFile>,
+        h: &SegmentHeader,
+        limit: u64,
+        split: SplitPoint,
+    ) -> Found {
+        let mut check = SegmentCheck::new("s", 0, h.base_seq, None);
+        check.head = h.prev_hash;
+        let end = check
+            .frames_in_halves(file.clone(), limit, true, split)
+            .unwrap();
+        found(check, end)
+    }
+
+    #[test]
+    fn halves_agree_with_one_pass_wherever_the_split_falls() {
+        let (h, clean) = segment();
+        let limit = data_end_limit(h.segment_bytes);
+        let offsets = frame_offsets(&clean, limit);
+        assert!(offsets.len() > 100);
+        let mid = offsets.len() / 2;
+        // Damage: none; a bad CRC before, at and after the split; a zeroed
+        // frame; a torn tail.
+        let damages: Vec<Box<Damage<'_>>> = vec![
+            Box::new(|_| {}),
+            Box::new(|img| img[offsets[mid - 3] as usize + 60] ^= 1),
+            Box::new(|img| img[offsets[mid] as usize + 60] ^= 1),
+            Box::new(|img| img[offsets[mid + 1] as usize + 60] ^= 1),
+            Box::new(|img| img[offsets[mid - 1] as usize..offsets[mid] as usize].fill(0)),
+            Box::new(|img| {
+                let last = offsets[offsets.len() - 1] as usize;
+                img[last + 20..last + 30].fill(0xee);
+            }),
+        ];
+        for (d, damage) in damages.iter().enumerate() {
+            let mut image = clean.clone();
+            damage(&mut image);
+            let disk = SimDisk::new();
+            let file = disk.create_new(Path::new("/s")).unwrap();
+            file.write_all_at(&image, 0).unwrap();
+            let serial = check_serial(&file, &h, limit);
+            if d > 0 {
+                assert!(
+                    !serial.0.is_empty() || serial.4.is_some(),
+                    "damage {d} unseen"
+                );
+            }
+            // Splits at frames (met) and inside them (never met: the first
+            // half checks everything), with the seq and hash a split search
+            // would have read there.
+            for at in [
+                offsets[mid - 1],
+                offsets[mid],
+                offsets[mid] + 8,
+                offsets[mid + 2] + 48,
+            ] {
+                let split = match frame::decode(&image[at as usize..limit as usize]) {
+                    Ok(Some(f)) => SplitPoint {
+                        at,
+                        end: at + f.padded_len() as u64,
+                        seq: f.seq,
+                        hash: f.hash,
+                    },
+                    _ => SplitPoint {
+                        at,
+                        end: at + 8,
+                        seq: 7,
+                        hash: ChainHash([9; 32]),
+                    },
+                };
+                assert_eq!(
+                    check_halves(&file, &h, limit, split),
+                    serial,
+                    "damage {d}, split at {at}"
+                );
+            }
+        }
     }
 }

@@ -323,6 +323,41 @@ fn retention_inside_a_hold_is_reported_by_the_verifier() {
 }
 
 #[test]
+fn a_retention_record_that_does_not_parse_is_reported_with_the_parser_error() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/log");
+    let log = build(Arc::new(disk.clone()), dir);
+    // ASCII contexts take the verifier's fast record check, non-ASCII ones
+    // the full decode; both report serde's message for the text.
+    let contexts = [
+        r#"{"first_retained_seq":"x"}"#,
+        r#"{"first_retained_seq":1,"deleted":[]}"#,
+        r#"{"politique":"é"}"#,
+    ];
+    for context in contexts {
+        let mut e = Event::new(now(), RETENTION_EVENT, "system");
+        e.context = serde_json::from_str(context).unwrap();
+        log.append(&e).unwrap();
+    }
+    drop(log);
+    let report = verify_dir(&disk, dir, &mut |_| {}).unwrap();
+    let details: Vec<&str> = report
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::RecordMalformed)
+        .map(|p| p.detail.as_str())
+        .collect();
+    let expected: Vec<String> = contexts
+        .iter()
+        .map(|c| {
+            let e = serde_json::from_str::<RetentionRecord>(c).unwrap_err();
+            format!("log.retention record with a malformed context: {e}")
+        })
+        .collect();
+    assert_eq!(details, expected, "{:#?}", report.problems);
+}
+
+#[test]
 fn automatic_retention_after_a_roll() {
     let disk = SimDisk::new();
     let dir = Path::new("/log");

@@ -20,7 +20,7 @@ use chainlog::segment::{
 };
 use chainlog::sim::SimDisk;
 use chainlog::storage::{DirLock, FsStorage, Storage, StorageFile};
-use chainlog::verify::{verify_dir, Problem, ProblemKind, Report};
+use chainlog::verify::{verify_dir, verify_dir_with, Problem, ProblemKind, Report, VerifyOptions};
 use chainlog::{Durability, Event, Log, Options, Outcome, Receipt, Timestamp};
 use serde_json::Value;
 
@@ -223,7 +223,16 @@ fn put(disk: &SimDisk, path: &Path, image: &[u8]) {
 }
 
 fn verify(storage: &dyn Storage) -> Report {
-    verify_dir(storage, dir(), &mut |_| {}).unwrap()
+    let report = verify_dir(storage, dir(), &mut |_| {}).unwrap();
+    // With a spare thread per segment, each segment's frames are checked in
+    // two halves at once: every damage must read the same that way.
+    let options = VerifyOptions {
+        threads: 8,
+        checkpoint: None,
+    };
+    let split = verify_dir_with(storage, dir(), &options, &mut |_| {}).unwrap();
+    assert_eq!(split, report, "verified in halves");
+    report
 }
 
 /// Applies `damage` to a copy of segment `segment` and verifies.
@@ -541,6 +550,63 @@ fn forged_record_with_a_correct_hash_still_breaks_the_chain_after_it() {
         at,
     );
     assert!(has(&report, ProblemKind::HashMismatch, Some(f.seq)));
+}
+
+#[test]
+fn damage_to_any_of_consecutive_frames_is_reported_alike() {
+    // The verifier hashes frames two at a time: damage to the first or the
+    // second of a pair, or to a frame hashed alone, must read the same.
+    let b = built();
+    let f = frames(&b.image(1));
+    let name = b.name(1);
+    let last = f[f.len() - 1];
+    let trailer_at = data_end_limit(MIN_SEGMENT_BYTES);
+    for k in f.len() / 2..f.len() / 2 + 4 {
+        let (at, next) = (f[k], f[k + 1]);
+        // A changed record with a fixed CRC: only its hash is wrong.
+        let report = verify_damaged(1, |img| {
+            img[at.offset + FRAME_HEADER_BYTES + 20] ^= 0x01;
+            fix_crc(img, at.offset);
+        });
+        assert_eq!(
+            report.problems.len(),
+            1,
+            "frame {k}: {:#?}",
+            report.problems
+        );
+        assert_problem(
+            &report.problems[0],
+            ProblemKind::HashMismatch,
+            Some(at.seq),
+            &name,
+            at.offset as u64,
+        );
+        // A broken CRC: the frame is corrupt, the next one, checked against
+        // the last good frame, misses a seq and a link, and the trailer
+        // counts a frame more than the valid ones.
+        let report = verify_damaged(1, |img| {
+            img[at.offset + FRAME_HEADER_BYTES + 20] ^= 0x01;
+        });
+        let seen: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| (p.kind, p.seq, p.offset))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (ProblemKind::FrameCorrupt, Some(at.seq), at.offset as u64),
+                (ProblemKind::SeqMismatch, Some(next.seq), next.offset as u64),
+                (
+                    ProblemKind::HashMismatch,
+                    Some(next.seq),
+                    next.offset as u64
+                ),
+                (ProblemKind::TrailerMismatch, Some(last.seq), trailer_at),
+            ],
+            "frame {k}"
+        );
+    }
 }
 
 #[test]
