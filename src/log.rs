@@ -315,6 +315,8 @@ struct WriteSlot {
     /// The Merkle tree before and including the segment's written records:
     /// whoever writes frames pushes their hashes, off the appenders' path.
     tree: SegmentTree,
+    /// Writeback was started for the segment's frames below this offset.
+    writeback_at: u64,
 }
 
 /// Where frames taken out of the write buffer go.
@@ -580,6 +582,7 @@ impl Log {
         lock: Option<Box<dyn DirLock>>,
     ) -> Log {
         let Newest { active, head, tree } = newest;
+        let next_end = active.write_at;
         let next_seq = active.header.base_seq + active.count;
         let view = View {
             segments,
@@ -616,6 +619,7 @@ impl Log {
             write_slot: Mutex::new(WriteSlot {
                 frames: Vec::new(),
                 tree,
+                writeback_at: next_end,
             }),
             behind: Mutex::new(BehindState::default()),
             behind_wake: Condvar::new(),
@@ -1133,6 +1137,7 @@ impl Inner {
         }
         w.active.written_at += frames.len() as u64;
         push_hashes(&mut slot.tree, frames);
+        self.start_writeback(&mut slot, &*w.active.file, w.active.written_at);
         self.note_written(w.active.header.base_seq, w.active.written_at);
         Ok(())
     }
@@ -1187,6 +1192,7 @@ impl Inner {
         let name = segment::file_name(taken.base);
         match result {
             Ok(()) => {
+                self.start_writeback(slot, &*taken.file, taken.at + len);
                 self.note_written(taken.base, taken.at + len);
                 Ok(())
             }
@@ -1197,6 +1203,20 @@ impl Inner {
                 self.pending_taken.notify_all();
                 Err(Error::io(self.dir.join(name), e))
             }
+        }
+    }
+
+    /// Under the relaxed policies, starts writeback of what is written up to
+    /// `end` once enough has gathered: the seal's `fdatasync` (on the
+    /// appenders' path) then finds the segment almost clean. Under `Always`
+    /// every write is synced at once anyway.
+    fn start_writeback(&self, slot: &mut WriteSlot, file: &dyn StorageFile, end: u64) {
+        const WRITEBACK_BYTES: u64 = 256 << 10;
+        if self.options.durability != Durability::Always
+            && end >= slot.writeback_at + WRITEBACK_BYTES
+        {
+            file.start_writeback(slot.writeback_at, end - slot.writeback_at);
+            slot.writeback_at = end;
         }
     }
 
@@ -1327,6 +1347,7 @@ impl Inner {
         // next attempt or open: the log itself is unchanged.
         let file = segment::create(&*self.storage, &self.dir, &header, &start_frontier)?;
         slot.tree = SegmentTree::new(start_frontier);
+        slot.writeback_at = HEADER_BYTES;
         drop(slot);
         w.active = Active::new(file, header);
         self.view.write().segments.push(header.base_seq);

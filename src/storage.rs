@@ -25,6 +25,13 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn size(&self) -> io::Result<u64>;
     /// Extends the file to `len` bytes, reserving the space (reads return zeros).
     fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Asks the OS to start writing `len` bytes at `offset` to the device
+    /// now, without waiting, so that a later [`StorageFile::sync_data`] has
+    /// little left to do. Only a hint: durability still takes `sync_data`,
+    /// which reports any failure. The default does nothing.
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 /// An exclusive writer lock on a log directory, released on drop.
@@ -134,6 +141,24 @@ impl StorageFile for FsFile {
         Ok(self.0.metadata()?.len())
     }
 
+    #[cfg(target_os = "linux")]
+    #[expect(
+        unsafe_code,
+        reason = "sync_file_range has no safe wrapper in std, rustix or nix; it takes the seal's fdatasync from ~42 ms to under 1 ms (docs/PERFORMANCE.md)"
+    )]
+    fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: the descriptor belongs to `self.0`, open for as long as
+        // `self` is, and the call takes no pointers. Its result is only a
+        // hint's: a failure here shows again in the next `sync_data`.
+        let _ = unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+    }
+
     fn allocate(&self, len: u64) -> io::Result<()> {
         // Reserve real blocks so later appends do not fail on a full disk and
         // fdatasync does not have to allocate; fall back to a sparse extension
@@ -206,5 +231,28 @@ impl Storage for FsStorage {
         rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(io::Error::from)?;
         Ok(Box::new(FsLock(file)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writeback_hints_leave_the_data_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FsStorage.create_new(&dir.path().join("f")).unwrap();
+        file.allocate(1 << 20).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all_at(&data, 4096).unwrap();
+        file.start_writeback(4096, data.len() as u64);
+        // Ranges past the end, empty or beyond i64 are hints to ignore.
+        file.start_writeback(1 << 30, 4096);
+        file.start_writeback(0, 0);
+        file.start_writeback(u64::MAX, u64::MAX);
+        file.sync_data().unwrap();
+        let mut back = vec![0; data.len()];
+        read_exact_at(&*file, &mut back, 4096).unwrap();
+        assert_eq!(back, data);
     }
 }

@@ -139,36 +139,48 @@ fn readers_see_buffered_records_at_once() {
     log.close().unwrap();
 }
 
-/// Writes of frames wait while the gate is closed (other writes go on).
-#[derive(Debug)]
-struct Gate {
+/// A simulated disk that holds writes of frames while its gate is closed
+/// (other writes go on), and records the writeback hints of segment files.
+#[derive(Debug, Clone, Default)]
+struct Probe {
     disk: SimDisk,
     closed: Arc<AtomicBool>,
     writes_waiting: Arc<std::sync::atomic::AtomicU64>,
+    /// (segment file, offset, length) of each `start_writeback`.
+    writeback: Arc<parking_lot::Mutex<Vec<(String, u64, u64)>>>,
 }
 
 #[derive(Debug)]
-struct GatedFile {
+struct ProbedFile {
     inner: Arc<dyn StorageFile>,
-    segment: bool,
-    closed: Arc<AtomicBool>,
-    writes_waiting: Arc<std::sync::atomic::AtomicU64>,
+    /// The segment's final name, for a segment file.
+    segment: Option<String>,
+    probe: Probe,
 }
 
-impl StorageFile for GatedFile {
+impl StorageFile for ProbedFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.inner.read_at(buf, offset)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         // Frames only: not the header, nor the link block at the end.
-        if self.segment && (segment::HEADER_BYTES..1 << 20).contains(&offset) {
-            self.writes_waiting.fetch_add(1, Ordering::SeqCst);
-            while self.closed.load(Ordering::SeqCst) {
+        if self.segment.is_some() && (segment::HEADER_BYTES..1 << 20).contains(&offset) {
+            let probe = &self.probe;
+            probe.writes_waiting.fetch_add(1, Ordering::SeqCst);
+            while probe.closed.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            self.writes_waiting.fetch_sub(1, Ordering::SeqCst);
+            probe.writes_waiting.fetch_sub(1, Ordering::SeqCst);
         }
         self.inner.write_all_at(buf, offset)
+    }
+    fn start_writeback(&self, offset: u64, len: u64) {
+        if let Some(name) = &self.segment {
+            self.probe
+                .writeback
+                .lock()
+                .push((name.clone(), offset, len));
+        }
     }
     fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data()
@@ -181,24 +193,24 @@ impl StorageFile for GatedFile {
     }
 }
 
-impl Gate {
+impl Probe {
     fn wrap(&self, path: &Path, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
         // Segments are created under a temporary name, then renamed.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let segment = match name.strip_suffix(segment::TEMP_SUFFIX) {
-            Some(digits) => digits.len() == 20,
-            None => segment::parse_file_name(name).is_some(),
+            Some(digits) if digits.len() == 20 => Some(format!("{digits}.seg")),
+            Some(_) => None,
+            None => segment::parse_file_name(name).map(|_| name.to_string()),
         };
-        Arc::new(GatedFile {
+        Arc::new(ProbedFile {
             inner: file,
             segment,
-            closed: self.closed.clone(),
-            writes_waiting: self.writes_waiting.clone(),
+            probe: self.clone(),
         })
     }
 }
 
-impl Storage for Gate {
+impl Storage for Probe {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.disk.create_dir_all(dir)
     }
@@ -227,12 +239,9 @@ impl Storage for Gate {
 
 #[test]
 fn a_full_buffer_holds_appenders_back_until_the_writer_catches_up() {
-    let disk = SimDisk::new();
-    let gate = Gate {
-        disk: disk.clone(),
-        closed: Arc::new(AtomicBool::new(true)),
-        writes_waiting: Arc::default(),
-    };
+    let gate = Probe::default();
+    gate.closed.store(true, Ordering::SeqCst);
+    let disk = gate.disk.clone();
     let closed = gate.closed.clone();
     let waiting = gate.writes_waiting.clone();
     // Segments the test cannot fill: the buffer, not a roll, is what stops.
@@ -417,5 +426,53 @@ fn write_behind_options_are_checked() {
         )
         .unwrap_err();
         assert!(matches!(err, Error::InvalidOptions(_)), "{err}");
+    }
+}
+
+#[test]
+fn writeback_is_started_behind_the_writes_under_the_relaxed_policies_only() {
+    for durability in [Durability::None, Durability::Always] {
+        let probe = Probe::default();
+        let log = Log::create_in(
+            Arc::new(probe.clone()),
+            DIR,
+            Options {
+                segment_bytes: 4 << 20,
+                ..options(durability, 64 << 10, Duration::from_millis(1))
+            },
+        )
+        .unwrap();
+        // About 9 MiB: two sealed segments and part of a third.
+        let batch: Vec<Event> = (0..1_000).map(event).collect();
+        for _ in 0..90 {
+            log.append_batch(&batch).unwrap();
+        }
+        log.close().unwrap();
+        let hints = probe.writeback.lock().clone();
+        if durability == Durability::Always {
+            assert!(hints.is_empty(), "Always syncs every write: {hints:?}");
+            continue;
+        }
+        let mut files: Vec<String> = hints.iter().map(|(f, ..)| f.clone()).collect();
+        files.dedup();
+        assert!(files.len() >= 3, "hints for {files:?}");
+        for file in &files {
+            let ranges: Vec<(u64, u64)> = hints
+                .iter()
+                .filter(|(f, ..)| f == file)
+                .map(|&(_, at, len)| (at, len))
+                .collect();
+            // Contiguous from the first frame, each at least 256 KiB.
+            let mut next = segment::HEADER_BYTES;
+            for &(at, len) in &ranges {
+                assert_eq!(at, next, "{file}: {ranges:?}");
+                assert!(len >= 256 << 10, "{file}: {ranges:?}");
+                next = at + len;
+            }
+            assert!(
+                next > 3 << 20 || file == files.last().unwrap(),
+                "{file}: {ranges:?}"
+            );
+        }
     }
 }
