@@ -33,7 +33,9 @@ pub enum Durability {
     /// `append` returns once the record is written to the OS (or, with
     /// [`Options::write_behind`], to the log's write buffer); a background
     /// thread syncs within `max_delay` of the first unsynced append, and an
-    /// append that leaves `max_bytes` or more unsynced syncs at once. A crash
+    /// append that leaves `max_bytes` or more unsynced syncs at once. With
+    /// write-behind, the background thread also syncs once half of
+    /// `max_bytes` is unsynced, so that appends seldom have to. A crash
     /// can lose at most the records of the last `max_delay` (and under
     /// `max_bytes` of them).
     Batch {
@@ -356,6 +358,9 @@ fn push_hashes(tree: &mut SegmentTree, mut frames: &[u8]) {
 struct Appended {
     /// `Writer::bytes_written` after the append.
     bytes_written: u64,
+    /// Nothing was unsynced before the append (the Batch flusher's delay
+    /// starts).
+    started_unsynced: bool,
     /// The append started an empty write buffer.
     started_buffer: bool,
     /// The append took the write buffer past `WriteBehind::buffer_bytes`.
@@ -390,6 +395,9 @@ struct SyncState {
     synced_bytes: u64,
     /// When the oldest unsynced record was written (Batch).
     unsynced_since: Option<Instant>,
+    /// The write-behind thread found half of `max_bytes` unsynced: the
+    /// Batch flusher syncs now.
+    flush_requested: bool,
 }
 
 /// What the write-behind thread is asked to do.
@@ -599,6 +607,7 @@ impl Log {
             fsync_running: false,
             synced_bytes: 0,
             unsynced_since: None,
+            flush_requested: false,
         };
         let inner = Arc::new(Inner {
             dir,
@@ -752,7 +761,7 @@ impl Log {
         }
         self.inner.after_append(&appended);
         let next = receipts.last().map_or(0, |r| r.seq + 1);
-        self.inner.after_write(next, appended.bytes_written)?;
+        self.inner.after_write(next, &appended)?;
         if let Some(policy) = &self.inner.options.retention {
             let first = receipts.first().map_or(0, |r| r.seq);
             if self.inner.view.read().active_base == first {
@@ -1090,15 +1099,18 @@ impl Inner {
         self.appended_next.store(w.next_seq, Ordering::Release);
         w.head = head;
         w.bytes_written += len;
-        self.sync
-            .lock()
-            .unsynced_since
-            .get_or_insert_with(Instant::now);
+        let started_unsynced = {
+            let mut sync = self.sync.lock();
+            let started = sync.unsynced_since.is_none();
+            sync.unsynced_since.get_or_insert_with(Instant::now);
+            started
+        };
         if self.options.durability != Durability::Always {
             self.publish(&w);
         }
         let mut appended = Appended {
             bytes_written: w.bytes_written,
+            started_unsynced,
             ..Appended::default()
         };
         if let Some(wb) = write_behind.filter(|_| buffer) {
@@ -1296,6 +1308,7 @@ impl Inner {
             if result.is_err() {
                 return;
             }
+            self.request_batch_flush();
             state = self.behind.lock();
         }
     }
@@ -1471,22 +1484,43 @@ impl Inner {
             .write_all_at(&[0; TRAILER_BYTES], data_end_limit(a.header.segment_bytes));
     }
 
-    /// Applies the durability policy after a write that took the writer's
-    /// byte count to `bytes_written` and the log to `next` records.
-    fn after_write(&self, next: u64, bytes_written: u64) -> Result<()> {
+    /// Applies the durability policy after an append that took the log to
+    /// `next` records. Under Batch, an append that leaves `max_bytes`
+    /// unsynced syncs before it returns.
+    fn after_write(&self, next: u64, appended: &Appended) -> Result<()> {
         match self.options.durability {
             Durability::Always => self.sync_until(next),
             Durability::Batch { max_bytes, .. } => {
                 let sync = self.sync.lock();
-                if bytes_written.saturating_sub(sync.synced_bytes) >= max_bytes {
+                if appended.bytes_written.saturating_sub(sync.synced_bytes) >= max_bytes {
                     drop(sync);
-                    self.sync_until(next)
-                } else {
-                    self.flusher_wake.notify_one();
-                    Ok(())
+                    return self.sync_until(next);
                 }
+                drop(sync);
+                // The flusher waits for the oldest unsynced record's
+                // deadline: only the append that starts the wait moves it.
+                if appended.started_unsynced {
+                    self.flusher_wake.notify_one();
+                }
+                Ok(())
             }
             Durability::None => Ok(()),
+        }
+    }
+
+    /// Under Batch, after the write-behind thread wrote: once half of
+    /// `max_bytes` is unsynced, the flusher syncs at once, off the
+    /// appenders' path, so that an append seldom reaches `max_bytes` and
+    /// has to sync itself.
+    fn request_batch_flush(&self) {
+        let Durability::Batch { max_bytes, .. } = self.options.durability else {
+            return;
+        };
+        let appended = self.writer.lock().bytes_written;
+        let mut sync = self.sync.lock();
+        if !sync.flush_requested && appended.saturating_sub(sync.synced_bytes) >= max_bytes / 2 {
+            sync.flush_requested = true;
+            self.flusher_wake.notify_one();
         }
     }
 
@@ -1643,11 +1677,15 @@ impl Inner {
         Ok(())
     }
 
-    /// The Batch policy's background syncer.
+    /// The Batch policy's background syncer: syncs once the oldest unsynced
+    /// record has waited `max_delay`, or when asked to.
     fn run_flusher(&self, max_delay: Duration) {
         let mut sync = self.sync.lock();
         while !self.closing.load(Ordering::SeqCst) {
-            let deadline = sync.unsynced_since.map(|t| t + max_delay);
+            let deadline = match sync.flush_requested {
+                true => Some(Instant::now()),
+                false => sync.unsynced_since.map(|t| t + max_delay),
+            };
             match deadline {
                 None => {
                     self.flusher_wake.wait_for(&mut sync, max_delay);
@@ -1656,6 +1694,7 @@ impl Inner {
                     self.flusher_wake.wait_until(&mut sync, deadline);
                 }
                 Some(_) => {
+                    sync.flush_requested = false;
                     drop(sync);
                     let next = self.writer.lock().next_seq;
                     // A failure poisons the log; appenders see it.

@@ -476,3 +476,41 @@ fn writeback_is_started_behind_the_writes_under_the_relaxed_policies_only() {
         }
     }
 }
+
+#[test]
+fn under_batch_half_of_max_bytes_written_behind_is_synced_by_the_flusher() {
+    let disk = SimDisk::new();
+    let log = Log::create_in(
+        Arc::new(disk.clone()),
+        DIR,
+        options(
+            Durability::Batch {
+                max_delay: HOUR,
+                max_bytes: 64 << 10,
+            },
+            4 << 10,
+            HOUR,
+        ),
+    )
+    .unwrap();
+    // About 40 KiB of frames: over half of max_bytes, under all of it, so
+    // no append syncs and the delay never ends; only the request can.
+    let (mut n, mut bytes) = (0, 0);
+    while bytes < 40 << 10 {
+        log.append(&event(n)).unwrap();
+        bytes += frame_bytes(&event(n));
+        n += 1;
+    }
+    eventually("the flusher syncs half of max_bytes", || {
+        log.state().durable_next_seq > 0
+    });
+    assert!(disk.stats().syncs > 0);
+    drop(log);
+}
+
+/// Bytes of `e`'s frame.
+fn frame_bytes(e: &Event) -> u64 {
+    let mut record = Vec::new();
+    chainlog::event::encode_record(e, &mut record).unwrap();
+    chainlog::frame::padded_len(record.len()) as u64
+}
