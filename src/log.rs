@@ -1198,8 +1198,12 @@ impl Inner {
             push_hashes(&mut slot.tree, frames);
         }
         frames.clear();
-        if frames.capacity() > 2 * DIRECT_WRITE_BYTES.max(self.buffer_bytes()) {
-            frames.shrink_to(DIRECT_WRITE_BYTES);
+        // The two buffers trade places at every take; one that a burst
+        // grew far past what the buffer holds in steady state gives the
+        // memory back, and only then (regrowing it touches fresh pages).
+        let steady = self.steady_buffer_bytes();
+        if frames.capacity() > 2 * steady {
+            frames.shrink_to(steady);
         }
         let name = segment::file_name(taken.base);
         match result {
@@ -1259,9 +1263,13 @@ impl Inner {
         }
     }
 
-    fn buffer_bytes(&self) -> usize {
+    /// The most the write buffer holds while the writer keeps up: up to the
+    /// point where appends wait for it, plus one batch small enough to be
+    /// buffered (under Always, a few waiting appenders' batches).
+    fn steady_buffer_bytes(&self) -> usize {
         self.write_behind()
-            .map_or(DIRECT_WRITE_BYTES, |wb| wb.buffer_bytes as usize)
+            .map_or(4 * DIRECT_WRITE_BYTES, |wb| wb.full_bytes())
+            + DIRECT_WRITE_BYTES
     }
 
     /// Tells the write-behind thread about a buffer just started (arm the
