@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::chain::{ChainHash, LogId};
 use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::error::{Error, Result};
-use crate::event::{self, EncodeRecord, Event, RecordView, Timestamp};
+use crate::event::{self, EncodeRecord, Event, RecordSummary, RecordView, Timestamp};
 use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::index::{self, IndexBuilder};
 use crate::limits::MAX_BATCH_EVENTS;
@@ -938,12 +938,15 @@ fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool)
                         reason: format!("frame has seq {}, expected {expected}", frame.seq),
                     });
                 }
-                let view = RecordView::decode(frame.record).map_err(|e| Error::Corrupted {
-                    file: name.clone(),
-                    offset,
-                    reason: format!("record at seq {expected}: {e}"),
-                })?;
-                active.note_timestamp(view.timestamp);
+                // The same checks as a full decode, without building the
+                // fields: open only needs the timestamp.
+                let summary =
+                    RecordSummary::decode(frame.record).map_err(|e| Error::Corrupted {
+                        file: name.clone(),
+                        offset,
+                        reason: format!("record at seq {expected}: {e}"),
+                    })?;
+                active.note_timestamp(summary.timestamp);
                 tree.push(&frame.hash);
                 head = frame.hash;
             }
