@@ -340,18 +340,23 @@ impl EncodeRecord for Event {
     }
 }
 
-/// Validates `event` and appends its record bytes to `out`.
-///
-/// On error `out` is left as it was.
-pub fn encode_record(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError> {
-    event.validate()?;
-    let start = out.len();
-    out.extend_from_slice(&event.timestamp.unix_nanos().to_le_bytes());
-    out.push(match event.outcome {
+/// Writes a record's fields before its context (the layout in
+/// `docs/FORMAT.md`): timestamp, outcome, source IP, and the event type,
+/// actor, node and resource, each with its length. The texts must already be
+/// validated (each under 65,536 bytes).
+pub(crate) fn encode_fields(
+    out: &mut Vec<u8>,
+    timestamp: Timestamp,
+    outcome: Outcome,
+    source_ip: Option<IpAddr>,
+    texts: [Option<&str>; 4],
+) {
+    out.extend_from_slice(&timestamp.unix_nanos().to_le_bytes());
+    out.push(match outcome {
         Outcome::Success => 0,
         Outcome::Failure => 1,
     });
-    match event.source_ip {
+    match source_ip {
         None => out.push(IP_NONE),
         Some(IpAddr::V4(v4)) => {
             out.push(IP_V4);
@@ -362,17 +367,32 @@ pub fn encode_record(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError>
             out.extend_from_slice(&v6.octets());
         }
     }
-    // Lengths fit in u16: validate() bounded them well below 65,536.
-    for text in [
-        Some(event.event_type.as_str()),
-        Some(event.actor.as_str()),
-        event.node.as_deref(),
-        event.resource.as_deref(),
-    ] {
+    for text in texts {
         let bytes = text.unwrap_or("").as_bytes();
         out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
         out.extend_from_slice(bytes);
     }
+}
+
+/// Validates `event` and appends its record bytes to `out`.
+///
+/// On error `out` is left as it was.
+pub fn encode_record(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError> {
+    event.validate()?;
+    let start = out.len();
+    // Lengths fit in u16: validate() bounded them well below 65,536.
+    encode_fields(
+        out,
+        event.timestamp,
+        event.outcome,
+        event.source_ip,
+        [
+            Some(event.event_type.as_str()),
+            Some(event.actor.as_str()),
+            event.node.as_deref(),
+            event.resource.as_deref(),
+        ],
+    );
     let len_at = out.len();
     out.extend_from_slice(&[0; 4]);
     let context_start = out.len();

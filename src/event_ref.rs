@@ -37,8 +37,7 @@ use std::net::IpAddr;
 
 use crate::context_text;
 use crate::event::{
-    validate_event_type, validate_text, EncodeRecord, EventError, Outcome, Timestamp, IP_NONE,
-    IP_V4, IP_V6,
+    encode_fields, validate_event_type, validate_text, EncodeRecord, EventError, Outcome, Timestamp,
 };
 use crate::limits::{MAX_ACTOR_BYTES, MAX_CONTEXT_BYTES, MAX_NODE_BYTES, MAX_RESOURCE_BYTES};
 
@@ -234,33 +233,19 @@ impl EncodeRecord for EventRef<'_> {
                 max: MAX_CONTEXT_BYTES,
             });
         }
-        out.extend_from_slice(&self.timestamp.unix_nanos().to_le_bytes());
-        out.push(match self.outcome {
-            Outcome::Success => 0,
-            Outcome::Failure => 1,
-        });
-        match self.source_ip {
-            None => out.push(IP_NONE),
-            Some(IpAddr::V4(v4)) => {
-                out.push(IP_V4);
-                out.extend_from_slice(&v4.octets());
-            }
-            Some(IpAddr::V6(v6)) => {
-                out.push(IP_V6);
-                out.extend_from_slice(&v6.octets());
-            }
-        }
         // Lengths fit in u16: validated well below 65,536 above.
-        for text in [
-            Some(&*self.event_type),
-            Some(&*self.actor),
-            self.node.as_deref(),
-            self.resource.as_deref(),
-        ] {
-            let bytes = text.unwrap_or("").as_bytes();
-            out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-            out.extend_from_slice(bytes);
-        }
+        encode_fields(
+            out,
+            self.timestamp,
+            self.outcome,
+            self.source_ip,
+            [
+                Some(&*self.event_type),
+                Some(&*self.actor),
+                self.node.as_deref(),
+                self.resource.as_deref(),
+            ],
+        );
         out.extend_from_slice(&(context.len() as u32).to_le_bytes());
         out.extend_from_slice(context);
         Ok(())
