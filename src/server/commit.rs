@@ -180,9 +180,23 @@ impl Drop for Committer {
     }
 }
 
+/// Closes the queue when the committer's thread ends, however it ends: if
+/// it panicked, the requests still queued are answered `Lost` (their
+/// replies dropped) and later ones `Closed`, instead of waiting forever.
+struct CloseOnExit<'a>(&'a Shared);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue.lock();
+        queue.closed = true;
+        queue.waiting.clear();
+    }
+}
+
 /// The committer's loop: until closed and drained, take what is queued and
 /// append it.
 fn run(shared: &Shared, log: &Log, max_bytes: u64) {
+    let _close = CloseOnExit(shared);
     loop {
         let batch = {
             let mut queue = shared.queue.lock();
@@ -281,10 +295,12 @@ mod tests {
         assert!(records.push(&bad).is_err());
         assert_eq!(records.len(), 5);
         let encoded: Vec<Encoded<'_>> = records.iter().collect();
-        assert_eq!(
-            direct.append_batch(&events).unwrap(),
-            queued.append_batch(&encoded).unwrap()
-        );
+        direct.append_batch(&events).unwrap();
+        queued.append_batch(&encoded).unwrap();
+        let stored =
+            |log: &Log| -> Vec<Event> { log.iter_from(0).map(|r| r.unwrap().event).collect() };
+        assert_eq!(stored(&direct), events);
+        assert_eq!(stored(&queued), events);
     }
 
     #[test]
