@@ -15,8 +15,8 @@
 //! answer with receipts means the events are on disk. `POST …/events`
 //! goes through the workspace's commit queue ([`commit`]), which appends
 //! every request waiting at once with one append and one `fdatasync`.
-//! Parsing, appends, queries, exports and verification run on tokio's
-//! blocking threads.
+//! Parsing (of all but small bodies), queries, exports and verification
+//! run on tokio's blocking threads.
 //!
 //! Every refused request (missing or invalid key, a key used on another
 //! workspace, a scope too small) becomes an `auth.failed` or
