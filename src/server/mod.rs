@@ -12,9 +12,11 @@
 //! | `server-log/` | refused requests that name no existing workspace |
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
-//! answer with receipts means the events are on disk, and concurrent
-//! requests share `fdatasync`s through the library's group commit. Appends,
-//! queries, exports and verification run on tokio's blocking threads.
+//! answer with receipts means the events are on disk. `POST …/events`
+//! goes through the workspace's commit queue ([`commit`]), which appends
+//! every request waiting at once with one append and one `fdatasync`.
+//! Parsing (of all but small bodies), queries, exports and verification
+//! run on tokio's blocking threads.
 //!
 //! Every refused request (missing or invalid key, a key used on another
 //! workspace, a scope too small) becomes an `auth.failed` or
@@ -28,12 +30,14 @@
 //!
 //! On SIGTERM or Ctrl-C the server stops accepting, lets requests in
 //! flight finish (up to [`Limits::shutdown_grace`]), writes the pending
-//! failure summaries and closes every log, which syncs it.
+//! failure summaries, drains every commit queue and closes every log,
+//! which syncs it.
 
 mod api;
 #[cfg(feature = "s3")]
 pub mod archiving;
 pub mod audit;
+mod commit;
 pub mod error;
 mod ingest;
 pub mod keys;

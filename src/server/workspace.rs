@@ -4,7 +4,9 @@
 //!
 //! Logs are opened on first use and kept open (with
 //! [`Durability::Always`]): concurrent appends to a workspace share its
-//! `fdatasync`s through the library's group commit.
+//! `fdatasync`s through the library's group commit. Each open workspace
+//! log has its [`Committer`], started with it and stopped before it
+//! closes, through which `POST …/events` appends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::log::{Durability, Log, Options};
+use crate::server::commit::Committer;
 
 /// The folder under the data directory that holds the workspaces.
 pub const WORKSPACES_DIR_NAME: &str = "workspaces";
@@ -51,11 +54,18 @@ pub fn validate_workspace_name(name: &str) -> Result<(), WorkspaceNameError> {
     }
 }
 
+/// An open workspace: its log and the commit queue in front of it.
+#[derive(Debug, Clone)]
+struct Open {
+    log: Arc<Log>,
+    committer: Arc<Committer>,
+}
+
 /// The open logs of a data directory.
 #[derive(Debug)]
 pub struct Workspaces {
     data_dir: PathBuf,
-    logs: Mutex<HashMap<String, Arc<Log>>>,
+    logs: Mutex<HashMap<String, Open>>,
     server_log: Mutex<Option<Arc<Log>>>,
     /// Held while a log is opened or created, so two requests never race
     /// to create the same one.
@@ -99,21 +109,45 @@ impl Workspaces {
 
     /// The workspace's log when it is open already (no I/O).
     pub fn cached(&self, name: &str) -> Option<Arc<Log>> {
-        self.logs.lock().get(name).cloned()
+        self.logs.lock().get(name).map(|open| open.log.clone())
     }
 
     /// The workspace's log, opened if needed; `None` when the workspace
     /// does not exist (and `create` is false). Blocking.
     pub fn open(&self, name: &str, create: bool) -> Result<Option<Arc<Log>>, Error> {
-        if let Some(log) = self.cached(name) {
-            return Ok(Some(log));
+        Ok(self.open_workspace(name, create)?.map(|open| open.log))
+    }
+
+    /// The commit queue of the workspace's log when it is open already.
+    pub(crate) fn cached_committer(&self, name: &str) -> Option<Arc<Committer>> {
+        self.logs
+            .lock()
+            .get(name)
+            .map(|open| open.committer.clone())
+    }
+
+    /// The commit queue of the workspace's log, opening the log if needed;
+    /// `None` as for [`Workspaces::open`]. Blocking.
+    pub(crate) fn committer(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<Arc<Committer>>, Error> {
+        Ok(self
+            .open_workspace(name, create)?
+            .map(|open| open.committer))
+    }
+
+    fn open_workspace(&self, name: &str, create: bool) -> Result<Option<Open>, Error> {
+        if let Some(open) = self.logs.lock().get(name) {
+            return Ok(Some(open.clone()));
         }
         if validate_workspace_name(name).is_err() {
             return Ok(None);
         }
         let _opening = self.opening.lock();
-        if let Some(log) = self.cached(name) {
-            return Ok(Some(log));
+        if let Some(open) = self.logs.lock().get(name) {
+            return Ok(Some(open.clone()));
         }
         let dir = self.dir(name);
         // Only look in a directory that exists: opening takes a lock file,
@@ -130,11 +164,14 @@ impl Workspaces {
         } else {
             None
         };
-        Ok(log.map(|log| {
-            let log = Arc::new(log);
-            self.logs.lock().insert(name.to_string(), log.clone());
-            log
-        }))
+        let Some(log) = log else { return Ok(None) };
+        let log = Arc::new(log);
+        let open = Open {
+            committer: Arc::new(Committer::start(name, log.clone())?),
+            log,
+        };
+        self.logs.lock().insert(name.to_string(), open.clone());
+        Ok(Some(open))
     }
 
     /// The server's own log, created on first use. Blocking.
@@ -160,8 +197,18 @@ impl Workspaces {
     /// Closes every open log (syncing it), waiting up to `grace` for
     /// requests still holding one. A log still in use after that is synced
     /// instead. Returns what failed, by log. Blocking.
+    ///
+    /// Each commit queue is closed first: what it holds is appended (and
+    /// synced) and its thread lets go of the log.
     pub fn close_all(&self, grace: Duration) -> Vec<(String, Error)> {
-        let mut logs: Vec<(String, Arc<Log>)> = self.logs.lock().drain().collect();
+        let open: Vec<(String, Open)> = self.logs.lock().drain().collect();
+        for (_, workspace) in &open {
+            workspace.committer.close();
+        }
+        let mut logs: Vec<(String, Arc<Log>)> = open
+            .into_iter()
+            .map(|(name, workspace)| (name, workspace.log))
+            .collect();
         if let Some(log) = self.server_log.lock().take() {
             logs.push((SERVER_LOG_DIR_NAME.to_string(), log));
         }
