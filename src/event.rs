@@ -253,16 +253,32 @@ impl Event {
 
     /// Checks every field against the rules and limits in [`crate::limits`].
     pub fn validate(&self) -> Result<(), EventError> {
-        validate_event_type(&self.event_type)?;
-        validate_text("actor", &self.actor, MAX_ACTOR_BYTES)?;
-        if let Some(node) = &self.node {
-            validate_text("node", node, MAX_NODE_BYTES)?;
-        }
-        if let Some(resource) = &self.resource {
-            validate_text("resource", resource, MAX_RESOURCE_BYTES)?;
-        }
-        Ok(())
+        validate_texts(
+            &self.event_type,
+            &self.actor,
+            self.node.as_deref(),
+            self.resource.as_deref(),
+        )
     }
+}
+
+/// Checks an event's text fields (all but the context), in the order every
+/// encoder reports them.
+pub(crate) fn validate_texts(
+    event_type: &str,
+    actor: &str,
+    node: Option<&str>,
+    resource: Option<&str>,
+) -> Result<(), EventError> {
+    validate_event_type(event_type)?;
+    validate_text("actor", actor, MAX_ACTOR_BYTES)?;
+    if let Some(node) = node {
+        validate_text("node", node, MAX_NODE_BYTES)?;
+    }
+    if let Some(resource) = resource {
+        validate_text("resource", resource, MAX_RESOURCE_BYTES)?;
+    }
+    Ok(())
 }
 
 /// Checks an event type: `category.action`, lowercase, bounded.

@@ -36,10 +36,8 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::context_text;
-use crate::event::{
-    encode_fields, validate_event_type, validate_text, EncodeRecord, EventError, Outcome, Timestamp,
-};
-use crate::limits::{MAX_ACTOR_BYTES, MAX_CONTEXT_BYTES, MAX_NODE_BYTES, MAX_RESOURCE_BYTES};
+use crate::event::{encode_fields, validate_texts, EncodeRecord, EventError, Outcome, Timestamp};
+use crate::limits::MAX_CONTEXT_BYTES;
 
 /// An event borrowing its text from the JSON it was read from; see the
 /// [module docs](self). The fields mean what [`Event`](crate::Event)'s do.
@@ -217,14 +215,12 @@ impl EncodeRecord for EventRef<'_> {
     /// The checks and layout of [`encode_record`](crate::event::encode_record),
     /// in its order; the tests compare the two byte for byte.
     fn encode_record(&self, out: &mut Vec<u8>) -> Result<(), EventError> {
-        validate_event_type(&self.event_type)?;
-        validate_text("actor", &self.actor, MAX_ACTOR_BYTES)?;
-        if let Some(node) = &self.node {
-            validate_text("node", node, MAX_NODE_BYTES)?;
-        }
-        if let Some(resource) = &self.resource {
-            validate_text("resource", resource, MAX_RESOURCE_BYTES)?;
-        }
+        validate_texts(
+            &self.event_type,
+            &self.actor,
+            self.node.as_deref(),
+            self.resource.as_deref(),
+        )?;
         let context = self.context_json.as_bytes();
         if context.len() > MAX_CONTEXT_BYTES {
             return Err(EventError::TooLong {
@@ -260,6 +256,7 @@ mod tests {
     use super::cases::{any_event, encoded, parse_both_and_compare};
     use super::*;
     use crate::event::{encode_record, Event};
+    use crate::limits::MAX_ACTOR_BYTES;
     use proptest::prelude::*;
 
     /// The load test's event (tests/server_load.rs).
