@@ -16,7 +16,9 @@ use chainlog::verify::verify_dir;
 use chainlog::{Log, Options, Record};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use support::{chainlog, create_key, key_id, raw_get, raw_request, TestServer};
+use support::{
+    chainlog, create_key, key_id, raw_get, raw_request, small_segment_workspace, TestServer,
+};
 
 async fn call(
     client: &Client,
@@ -1295,17 +1297,7 @@ async fn a_workspace_keeps_its_segment_size() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dir = data.join("workspaces/acme");
-    let small = chainlog::segment::MIN_SEGMENT_BYTES;
-    Log::create(
-        &dir,
-        Options {
-            segment_bytes: small,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .close()
-    .unwrap();
+    let small = small_segment_workspace(&data, "acme");
     let key = create_key(&data, "acme", "append");
     let server = TestServer::start(&data, &[]);
     let client = Client::new();

@@ -17,7 +17,7 @@ use chainlog::verify::verify_dir;
 use chainlog::{Log, Options, Record};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use support::{create_key, TestServer};
+use support::{create_key, small_segment_workspace, TestServer};
 
 async fn post(client: &Client, url: &str, key: &str, body: &Value) -> (StatusCode, Value) {
     let response = client
@@ -69,6 +69,15 @@ fn records(dir: &Path) -> BTreeMap<u64, Record> {
         .collect()
 }
 
+/// A server over `data` and an append key of workspace `acme`; returns
+/// them with the workspace's events URL.
+fn serve_acme(data: &Path) -> (TestServer, String, String) {
+    let key = create_key(data, "acme", "append");
+    let server = TestServer::start(data, &[]);
+    let url = format!("{}/v1/workspaces/acme/events", server.url);
+    (server, key, url)
+}
+
 fn stop(server: TestServer) {
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
@@ -95,9 +104,7 @@ fn assert_own_receipts(
 async fn concurrent_posts_get_exactly_their_own_receipts() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let key = create_key(&data, "acme", "append");
-    let server = TestServer::start(&data, &[]);
-    let url = format!("{}/v1/workspaces/acme/events", server.url);
+    let (server, key, url) = serve_acme(&data);
     let client = Client::new();
     let answers = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -145,9 +152,7 @@ async fn concurrent_posts_get_exactly_their_own_receipts() {
 async fn an_invalid_event_refuses_only_its_request() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let key = create_key(&data, "acme", "append");
-    let server = TestServer::start(&data, &[]);
-    let url = format!("{}/v1/workspaces/acme/events", server.url);
+    let (server, key, url) = serve_acme(&data);
     let client = Client::new();
     let answers = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -211,20 +216,8 @@ async fn large_requests_go_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dir = data.join("workspaces/acme");
-    let small = chainlog::segment::MIN_SEGMENT_BYTES;
-    Log::create(
-        &dir,
-        Options {
-            segment_bytes: small,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .close()
-    .unwrap();
-    let key = create_key(&data, "acme", "append");
-    let server = TestServer::start(&data, &[]);
-    let url = format!("{}/v1/workspaces/acme/events", server.url);
+    small_segment_workspace(&data, "acme");
+    let (server, key, url) = serve_acme(&data);
     let client = Client::new();
     // About `events` × 330 bytes in a segment.
     let batch = |actor: &str, events: usize| {
@@ -282,9 +275,7 @@ async fn large_requests_go_alone() {
 async fn sigterm_loses_no_acknowledged_single_event() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let key = create_key(&data, "acme", "append");
-    let server = TestServer::start(&data, &[]);
-    let url = format!("{}/v1/workspaces/acme/events", server.url);
+    let (server, key, url) = serve_acme(&data);
     let client = Client::new();
     let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
     let mut writers = Vec::new();

@@ -129,6 +129,21 @@ impl Drop for TestServer {
     }
 }
 
+/// Creates workspace `workspace`'s log under `data` with the smallest
+/// segments, so that a test fills several of them; returns the segment size.
+pub fn small_segment_workspace(data: &Path, workspace: &str) -> u64 {
+    let small = ::chainlog::segment::MIN_SEGMENT_BYTES;
+    let options = ::chainlog::Options {
+        segment_bytes: small,
+        ..::chainlog::Options::default()
+    };
+    ::chainlog::Log::create(data.join("workspaces").join(workspace), options)
+        .unwrap()
+        .close()
+        .unwrap();
+    small
+}
+
 /// `chainlog apikey create`; returns the key (the last line of stdout).
 pub fn create_key(data: &Path, workspace: &str, scope: &str) -> String {
     let out = chainlog()
