@@ -30,12 +30,12 @@ use crate::limits::MAX_BATCH_EVENTS;
 use crate::log::{Log, Receipt};
 use crate::query::Query;
 use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED};
-use crate::server::commit::{CommitError, Committer, Records};
+use crate::server::commit::{CommitError, Records};
 use crate::server::error::ApiError;
 use crate::server::ingest;
 use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope};
 use crate::server::params::{self, Endpoint};
-use crate::server::workspace::validate_workspace_name;
+use crate::server::workspace::{validate_workspace_name, Open};
 use crate::server::AppState;
 use crate::storage::FsStorage;
 use crate::verify::{verify_dir_with, Report, VerifyOptions};
@@ -443,37 +443,17 @@ async fn workspace_log(
     workspace: &str,
     key: &ApiKey,
 ) -> Result<Arc<Log>, ApiError> {
-    if let Some(log) = state.workspaces.cached(workspace) {
-        return Ok(log);
+    Ok(open_workspace(state, workspace, key).await?.log)
+}
+
+/// The workspace's log and its commit queue, opened as by [`workspace_log`].
+async fn open_workspace(state: &Shared, workspace: &str, key: &ApiKey) -> Result<Open, ApiError> {
+    if let Some(open) = state.workspaces.cached_open(workspace) {
+        return Ok(open);
     }
     let create = key.scope == Scope::Admin;
     let (st, w) = (state.clone(), workspace.to_string());
-    opened(
-        workspace,
-        blocking(move || st.workspaces.open(&w, create)).await?,
-    )
-}
-
-/// The commit queue of the workspace's log, opened as by [`workspace_log`].
-async fn workspace_committer(
-    state: &Shared,
-    workspace: &str,
-    key: &ApiKey,
-) -> Result<Arc<Committer>, ApiError> {
-    if let Some(committer) = state.workspaces.cached_committer(workspace) {
-        return Ok(committer);
-    }
-    let create = key.scope == Scope::Admin;
-    let (st, w) = (state.clone(), workspace.to_string());
-    opened(
-        workspace,
-        blocking(move || st.workspaces.committer(&w, create)).await?,
-    )
-}
-
-/// The answer for opening a workspace: what was opened, or why not.
-fn opened<T>(workspace: &str, opened: Result<Option<T>, crate::Error>) -> Result<T, ApiError> {
-    match opened {
+    match blocking(move || st.workspaces.open_workspace(&w, create)).await? {
         Ok(Some(open)) => Ok(open),
         Ok(None) => Err(ApiError::not_found(
             "workspace_not_found",
@@ -846,7 +826,7 @@ async fn post_events(
     let key = authorize(&state, &caller, Some(&w), Some(Scope::Append)).await?;
     let kind = body_kind(&headers)?;
     let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
-    let committer = workspace_committer(&state, &w, &key).await?;
+    let committer = open_workspace(&state, &w, &key).await?.committer;
     let max_events = state.limits.max_events_per_request;
     let small = bytes.len() <= INLINE_ENCODE_BYTES;
     let encode = move || {

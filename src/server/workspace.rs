@@ -56,9 +56,9 @@ pub fn validate_workspace_name(name: &str) -> Result<(), WorkspaceNameError> {
 
 /// An open workspace: its log and the commit queue in front of it.
 #[derive(Debug, Clone)]
-struct Open {
-    log: Arc<Log>,
-    committer: Arc<Committer>,
+pub(crate) struct Open {
+    pub(crate) log: Arc<Log>,
+    pub(crate) committer: Arc<Committer>,
 }
 
 /// The open logs of a data directory.
@@ -118,36 +118,23 @@ impl Workspaces {
         Ok(self.open_workspace(name, create)?.map(|open| open.log))
     }
 
-    /// The commit queue of the workspace's log when it is open already.
-    pub(crate) fn cached_committer(&self, name: &str) -> Option<Arc<Committer>> {
-        self.logs
-            .lock()
-            .get(name)
-            .map(|open| open.committer.clone())
+    /// The workspace's log and commit queue when they are open already.
+    pub(crate) fn cached_open(&self, name: &str) -> Option<Open> {
+        self.logs.lock().get(name).cloned()
     }
 
-    /// The commit queue of the workspace's log, opening the log if needed;
+    /// The workspace's log and commit queue, opening the log if needed;
     /// `None` as for [`Workspaces::open`]. Blocking.
-    pub(crate) fn committer(
-        &self,
-        name: &str,
-        create: bool,
-    ) -> Result<Option<Arc<Committer>>, Error> {
-        Ok(self
-            .open_workspace(name, create)?
-            .map(|open| open.committer))
-    }
-
-    fn open_workspace(&self, name: &str, create: bool) -> Result<Option<Open>, Error> {
-        if let Some(open) = self.logs.lock().get(name) {
-            return Ok(Some(open.clone()));
+    pub(crate) fn open_workspace(&self, name: &str, create: bool) -> Result<Option<Open>, Error> {
+        if let Some(open) = self.cached_open(name) {
+            return Ok(Some(open));
         }
         if validate_workspace_name(name).is_err() {
             return Ok(None);
         }
         let _opening = self.opening.lock();
-        if let Some(open) = self.logs.lock().get(name) {
-            return Ok(Some(open.clone()));
+        if let Some(open) = self.cached_open(name) {
+            return Ok(Some(open));
         }
         let dir = self.dir(name);
         // Only look in a directory that exists: opening takes a lock file,
