@@ -25,10 +25,10 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use chainlog::bundle;
-use chainlog::checkpoint::NoteSigner;
+use chainlog::format::segment::MIN_SEGMENT_BYTES;
+use chainlog::hash::checkpoint::NoteSigner;
+use chainlog::query::bundle;
 use chainlog::query::{Filter, Query};
-use chainlog::segment::MIN_SEGMENT_BYTES;
 use chainlog::{Durability, Event, Log, Options, Outcome, Timestamp};
 
 const START_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
@@ -207,7 +207,7 @@ fn node_hash_ns() -> f64 {
     let count = 1_000_000;
     let started = Instant::now();
     for _ in 0..count {
-        h = chainlog::merkle::node_hash(&h, &h);
+        h = chainlog::hash::merkle::node_hash(&h, &h);
     }
     std::hint::black_box(h);
     started.elapsed().as_secs_f64() * 1e9 / count as f64
@@ -330,7 +330,7 @@ fn main() {
         let size = seq + 1 + rng.below(n - seq);
         let root = {
             let mut p = log.prover().expect("prover");
-            chainlog::proof::tree_root(&mut p, size).expect("root")
+            chainlog::hash::proof::tree_root(&mut p, size).expect("root")
         };
         fresh.inclusion(seq, size, &root).expect("inclusion");
         let stats = fresh.stats();
@@ -351,7 +351,7 @@ fn main() {
     let consistency_proofs = proofs / 10;
     for _ in 0..consistency_proofs {
         let old = 1 + rng.below(n - 1);
-        let old_root = chainlog::proof::tree_root(&mut prover, old).expect("root");
+        let old_root = chainlog::hash::proof::tree_root(&mut prover, old).expect("root");
         let p = prover
             .consistency(old, &old_root, head.size, &head.root)
             .expect("consistency");

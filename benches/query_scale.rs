@@ -12,7 +12,7 @@
 use std::io;
 use std::time::Instant;
 
-use chainlog::export::{ExportFormat, ExportOptions, Exporter};
+use chainlog::query::export::{ExportFormat, ExportOptions, Exporter};
 use chainlog::query::{Filter, Query, QueryStats};
 use chainlog::storage::FsStorage;
 use chainlog::verify::{verify_dir_with, VerifyOptions};

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chainlog::event::encode_record;
-use chainlog::export::{ExportFormat, ExportOptions, Exporter};
+use chainlog::query::export::{ExportFormat, ExportOptions, Exporter};
 use chainlog::query::{Filter, Query};
 use chainlog::storage::FsStorage;
 use chainlog::verify::{verify_dir_with, VerifyOptions};

@@ -20,10 +20,10 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::chain::ChainHash;
 use crate::error::{Error, Result};
 use crate::event::{RecordView, Timestamp};
-use crate::segment::{self, Scanner, SegmentTrailer, Step, HEADER_BYTES};
+use crate::format::segment::{self, Scanner, SegmentTrailer, Step, HEADER_BYTES};
+use crate::hash::chain::ChainHash;
 use crate::storage::{read_exact_at, Storage, StorageFile};
 
 /// Magic at the start of an index file.

@@ -5,7 +5,7 @@
 //! before it, so a modified, deleted, inserted or reordered record breaks the
 //! chain at a reported seq; each frame also carries a CRC-32C so that a write
 //! torn by a crash is told apart from a forged record. Signed checkpoints
-//! ([`checkpoint`]) close what a chain alone cannot: truncation of the newest
+//! ([`hash::checkpoint`]) close what a chain alone cannot: truncation of the newest
 //! records and a wholesale rewrite.
 //!
 //! ```
@@ -34,46 +34,34 @@
 //! # }
 //! ```
 //!
-//! Layers, each using only those below it: [`event`] (and [`event_ref`],
-//! events read straight from JSON text), [`chain`], [`storage`]
-//! (with the simulated disk in [`sim`]); [`frame`], [`merkle`],
-//! [`checkpoint`]; [`segment`]; [`index`], [`verify`]; [`log`]; [`query`],
-//! [`export`], [`retention`]. The on-disk format is specified in
+//! Layers, each using only those below it: [`event`], [`error`],
+//! [`hash`], [`storage`], [`format`](mod@format), [`index`], [`tiles`], [`verify`],
+//! [`log`], [`query`], [`retention`]. The on-disk format is specified in
 //! `docs/FORMAT.md`; the fault model in `docs/RELIABILITY.md`.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "s3")]
 pub mod archive;
-pub mod bundle;
-pub mod chain;
-pub mod checkpoint;
-mod context_json;
-mod context_text;
 pub mod error;
 pub mod event;
-pub mod event_ref;
-pub mod export;
-pub mod frame;
+pub mod format;
+pub mod hash;
 pub mod index;
 mod le;
 pub mod limits;
 pub mod log;
-pub mod merkle;
-pub mod proof;
 pub mod query;
 pub mod retention;
-pub mod segment;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod sim;
 pub mod storage;
 pub mod tiles;
 pub mod verify;
 
-pub use chain::{ChainHash, LogId};
 pub use error::{Error, Result};
 pub use event::{EncodeRecord, Event, Outcome, Timestamp};
+pub use hash::chain::{ChainHash, LogId};
 pub use log::{
     Durability, Log, LogState, Options, Receipt, Record, Records, TreeHead, WriteBehind,
 };

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::ChainHash;
 use crate::error::{Error, Result};
 use crate::event::{Event, Timestamp};
+use crate::format::segment;
+use crate::hash::chain::ChainHash;
 use crate::index;
 use crate::log::{Log, Receipt};
-use crate::segment;
 use crate::storage::{read_exact_at, write_file_atomic};
 
 /// Event type of the retention checkpoint record.

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chainlog::checkpoint::{Checkpoint, NoteSigner};
-use chainlog::merkle::Frontier;
-use chainlog::segment::{HEADER_BYTES, MIN_SEGMENT_BYTES};
+use chainlog::format::segment::{HEADER_BYTES, MIN_SEGMENT_BYTES};
+use chainlog::hash::checkpoint::{Checkpoint, NoteSigner};
+use chainlog::hash::merkle::Frontier;
 use chainlog::storage::FsStorage;
 use chainlog::verify::{verify_dir_with, ProblemKind, Report, VerifyOptions};
 use chainlog::{ChainHash, Durability, Event, Log, Options, Timestamp};
@@ -179,18 +179,19 @@ fn rewrite_with_log_id(dir: &Path, log_id: chainlog::LogId, events: &[Event]) ->
         let mut bytes = std::fs::read(path).unwrap();
         let mut header_bytes = [0u8; 128];
         header_bytes.copy_from_slice(&bytes[..128]);
-        let mut header = chainlog::segment::SegmentHeader::decode(&header_bytes, "x").unwrap();
+        let mut header =
+            chainlog::format::segment::SegmentHeader::decode(&header_bytes, "x").unwrap();
         header.log_id = log_id;
         header.prev_hash = prev;
         bytes[..128].copy_from_slice(&header.encode());
         let link_at = (header.segment_bytes - 4096) as usize + 96;
-        let link = chainlog::segment::encode_link_block(&frontier);
+        let link = chainlog::format::segment::encode_link_block(&frontier);
         bytes[link_at..link_at + link.len()].copy_from_slice(&link);
         let mut at = HEADER_BYTES as usize;
         let mut last = None;
-        while let Ok(Some(frame)) = chainlog::frame::decode(&bytes[at..]) {
+        while let Ok(Some(frame)) = chainlog::format::frame::decode(&bytes[at..]) {
             let (seq, len) = (frame.seq, frame.padded_len());
-            prev = chainlog::frame::link(&mut bytes[at..], seq, &prev);
+            prev = chainlog::format::frame::link(&mut bytes[at..], seq, &prev);
             frontier.push(&prev.0);
             last = Some(prev);
             at += len;
@@ -198,7 +199,9 @@ fn rewrite_with_log_id(dir: &Path, log_id: chainlog::LogId, events: &[Event]) ->
         let trailer_at = (header.segment_bytes - 4096) as usize;
         let mut raw = [0u8; 96];
         raw.copy_from_slice(&bytes[trailer_at..trailer_at + 96]);
-        if let Some(mut t) = chainlog::segment::SegmentTrailer::decode(&raw, "x", 0).unwrap() {
+        if let Some(mut t) =
+            chainlog::format::segment::SegmentTrailer::decode(&raw, "x", 0).unwrap()
+        {
             t.last_hash = last.unwrap();
             bytes[trailer_at..trailer_at + 96].copy_from_slice(&t.encode());
         }

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use chainlog::frame::FRAME_HEADER_BYTES;
-use chainlog::segment::HEADER_BYTES;
+use chainlog::format::frame::FRAME_HEADER_BYTES;
+use chainlog::format::segment::HEADER_BYTES;
 use chainlog::{Event, Log, Options, Timestamp};
 use serde_json::{json, Map, Value};
 

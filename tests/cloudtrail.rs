@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use chainlog::event::{encode_record, validate_event_type};
-use chainlog::frame::padded_len;
-use chainlog::segment::{data_end_limit, HEADER_BYTES};
+use chainlog::format::frame::padded_len;
+use chainlog::format::segment::{data_end_limit, HEADER_BYTES};
 use chainlog::storage::FsStorage;
 use chainlog::verify::verify_dir;
 use chainlog::{Durability, Event, Log, Options, Outcome, Receipt};

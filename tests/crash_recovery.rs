@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chainlog::chain::{ChainHash, LogId};
 use chainlog::event::encode_record;
-use chainlog::frame::padded_len;
-use chainlog::segment::{self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES};
-use chainlog::sim::SimDisk;
+use chainlog::format::frame::padded_len;
+use chainlog::format::segment::{self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES};
+use chainlog::hash::chain::{ChainHash, LogId};
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
 use chainlog::verify::{verify_dir, ProblemKind, Report};
 use chainlog::{Durability, Error, Event, Log, Options, Receipt, Record, Timestamp, WriteBehind};

@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use chainlog::frame::{padded_len, FRAME_HEADER_BYTES};
-use chainlog::segment::HEADER_BYTES;
+use chainlog::format::frame::{padded_len, FRAME_HEADER_BYTES};
+use chainlog::format::segment::HEADER_BYTES;
 use chainlog::{Event, Log, Options, Outcome, Timestamp};
 use reqwest::Client;
 use serde_json::{json, Value};

@@ -19,10 +19,10 @@ mod chainlog_fuzz;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chainlog::checkpoint::{Checkpoint, NoteSigner};
 use chainlog::event::encode_record;
+use chainlog::format::segment::{self, data_end_limit, SegmentTrailer, Step, HEADER_BYTES};
+use chainlog::hash::checkpoint::{Checkpoint, NoteSigner};
 use chainlog::index;
-use chainlog::segment::{self, data_end_limit, SegmentTrailer, Step, HEADER_BYTES};
 use chainlog::storage::Storage;
 use chainlog::{Durability, Event, Log, Timestamp};
 
@@ -130,7 +130,7 @@ fn sample_index() -> Vec<u8> {
         let mut record = Vec::new();
         encode_record(&e, &mut record).unwrap();
         let view = chainlog::event::RecordView::decode(&record).unwrap();
-        let frame_len = chainlog::frame::padded_len(record.len()) as u64;
+        let frame_len = chainlog::format::frame::padded_len(record.len()) as u64;
         builder.add(
             offset,
             frame_len,
@@ -193,7 +193,7 @@ fn failed_sync_then_a_failed_zeroing_leaves_a_log_that_opens() {
     let frame_len = |e: &Event| {
         let mut r = Vec::new();
         encode_record(e, &mut r).unwrap();
-        chainlog::frame::padded_len(r.len()) as u64
+        chainlog::format::frame::padded_len(r.len()) as u64
     };
     let batch_bytes: u64 = batch.iter().map(frame_len).sum();
     disk.set_write_budget(Some(batch_bytes + frame_len(&batch[0])));
@@ -317,7 +317,7 @@ fn retained_segment() -> Vec<u8> {
     };
     let log_id = chainlog_fuzz::common::LOG_ID;
     let mut head = chainlog::ChainHash::genesis(&log_id);
-    let mut frontier = chainlog::merkle::Frontier::new();
+    let mut frontier = chainlog::hash::merkle::Frontier::new();
     for seq in 0..5 {
         head = head.next(seq, format!("deleted record {seq}").as_bytes());
         frontier.push(&head.0);
@@ -329,7 +329,7 @@ fn retained_segment() -> Vec<u8> {
         segment_bytes: segment::MIN_SEGMENT_BYTES,
         created_at: Timestamp::from_unix_nanos(1_773_049_934_000_000_000),
     };
-    let disk = chainlog::sim::SimDisk::new();
+    let disk = chainlog::storage::sim::SimDisk::new();
     segment::create(&disk, dir(), &header, &frontier).unwrap();
     let log = Log::open_in(storage(&disk), dir(), options(Durability::Always)).unwrap();
     let at = Timestamp::from_unix_nanos(1_773_049_935_000_000_000);
@@ -386,7 +386,7 @@ fn write_seed_corpus() {
     write_seed("decode", "segment-active", &compact(&file));
 
     let seg = disk.open(&path, false).unwrap();
-    let limit = data_end_limit(chainlog::segment::MIN_SEGMENT_BYTES);
+    let limit = data_end_limit(chainlog::format::segment::MIN_SEGMENT_BYTES);
     let mut scan = segment::Scanner::new(seg.clone(), "seed", HEADER_BYTES, limit);
     let mut times = Vec::new();
     let data_end = loop {
@@ -420,7 +420,7 @@ fn write_seed_corpus() {
                 disk.read_file(&path).unwrap()
             }
         );
-        let disk = chainlog::sim::SimDisk::new();
+        let disk = chainlog::storage::sim::SimDisk::new();
         let f = disk.create_new(&path).unwrap();
         f.write_all_at(&expand(&bytes), 0).unwrap();
         let report = chainlog::verify::verify_dir(&disk, dir(), &mut |_| {}).unwrap();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chainlog::sim::SimDisk;
+use chainlog::storage::sim::SimDisk;
 use chainlog::verify::verify_dir;
 use chainlog::{Durability, Event, Log, Options, Outcome, Timestamp};
 
@@ -29,7 +29,7 @@ fn event(i: u64) -> Event {
 
 fn small(durability: Durability) -> Options {
     Options {
-        segment_bytes: chainlog::segment::MIN_SEGMENT_BYTES,
+        segment_bytes: chainlog::format::segment::MIN_SEGMENT_BYTES,
         durability,
         ..Options::default()
     }

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use chainlog::chain::ChainHash;
 use chainlog::event::encode_record;
-use chainlog::segment::MIN_SEGMENT_BYTES;
+use chainlog::format::segment::MIN_SEGMENT_BYTES;
+use chainlog::hash::chain::ChainHash;
 use chainlog::storage::FsStorage;
 use chainlog::verify::{verify_dir, Report};
 use chainlog::{Durability, Event, Log, Options, Receipt, Timestamp};

@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use chainlog::bundle::{self, RowProblemKind};
-use chainlog::checkpoint::{Checkpoint, NoteSigner};
 use chainlog::event::{encode_record, RecordView};
-use chainlog::export::{ExportFormat, ExportOptions, Exporter};
-use chainlog::merkle::{Frontier, Hash};
-use chainlog::proof::{self, MemoryTree, SubtreeSource};
+use chainlog::format::segment::MIN_SEGMENT_BYTES;
+use chainlog::hash::checkpoint::{Checkpoint, NoteSigner};
+use chainlog::hash::merkle::{Frontier, Hash};
+use chainlog::hash::proof::{self, MemoryTree, SubtreeSource};
+use chainlog::query::bundle::{self, RowProblemKind};
+use chainlog::query::export::{ExportFormat, ExportOptions, Exporter};
 use chainlog::retention::RetentionPolicy;
-use chainlog::segment::MIN_SEGMENT_BYTES;
 use chainlog::tiles::{self, ConsistencyProof, InclusionProof, ProveError};
 use chainlog::{ChainHash, Durability, Event, Log, Options, Timestamp};
 use serde_json::Value;
@@ -93,7 +93,7 @@ fn segment_bases(dir: &Path) -> Vec<u64> {
         .unwrap()
         .filter_map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
-            chainlog::segment::parse_file_name(&name)
+            chainlog::format::segment::parse_file_name(&name)
         })
         .collect();
     bases.sort_unstable();

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chainlog::chain::ChainHash;
 use chainlog::event::encode_record;
-use chainlog::frame::{self, FRAME_HEADER_BYTES};
+use chainlog::format::frame::{self, FRAME_HEADER_BYTES};
+use chainlog::format::segment::{self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES};
+use chainlog::hash::chain::ChainHash;
 use chainlog::limits::{MAX_ACTOR_BYTES, MAX_EVENT_TYPE_BYTES, MAX_NODE_BYTES};
-use chainlog::segment::{self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES};
-use chainlog::sim::SimDisk;
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
 use chainlog::verify::{verify_dir, Report};
 use chainlog::{Durability, Event, Log, Options, Outcome, Record, Timestamp};

@@ -57,7 +57,7 @@ fn event(i: u64, skew: u64) -> Event {
 
 fn options() -> Options {
     Options {
-        segment_bytes: chainlog::segment::MIN_SEGMENT_BYTES,
+        segment_bytes: chainlog::format::segment::MIN_SEGMENT_BYTES,
         durability: Durability::None,
         index_block_bytes: 1024,
         ..Options::default()

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chainlog::format::segment::MIN_SEGMENT_BYTES;
 use chainlog::retention::{RetentionPolicy, RetentionRecord, RETENTION_EVENT};
-use chainlog::segment::MIN_SEGMENT_BYTES;
-use chainlog::sim::SimDisk;
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
 use chainlog::verify::{verify_dir, ProblemKind, Report};
 use chainlog::{Durability, Error, Event, Log, Options, Timestamp};

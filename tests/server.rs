@@ -1060,11 +1060,13 @@ async fn checkpoints_are_signed_on_request() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let verifier =
-        chainlog::checkpoint::NoteVerifier::parse(std::fs::read_to_string(&public).unwrap().trim())
-            .unwrap();
+    let verifier = chainlog::hash::checkpoint::NoteVerifier::parse(
+        std::fs::read_to_string(&public).unwrap().trim(),
+    )
+    .unwrap();
     let checkpoint =
-        chainlog::checkpoint::Checkpoint::open(body["note"].as_str().unwrap(), &verifier).unwrap();
+        chainlog::hash::checkpoint::Checkpoint::open(body["note"].as_str().unwrap(), &verifier)
+            .unwrap();
     assert_eq!(checkpoint.size, 1);
     assert_eq!(body["size"], 1);
     assert!(checkpoint.origin.starts_with("chainlog/"));
@@ -1228,14 +1230,14 @@ async fn a_damaged_log_is_reported_not_exposed() {
     // which the log refuses to open (it never "repairs" by truncating).
     let segment = dir.join("00000000000000000000.seg");
     let mut bytes = std::fs::read(&segment).unwrap();
-    let mut at = chainlog::segment::HEADER_BYTES as usize;
+    let mut at = chainlog::format::segment::HEADER_BYTES as usize;
     loop {
         let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
         if u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) == 2 {
             bytes[at] ^= 0xff;
             break;
         }
-        at += chainlog::frame::padded_len(len);
+        at += chainlog::format::frame::padded_len(len);
     }
     std::fs::write(&segment, &bytes).unwrap();
 
@@ -1318,7 +1320,7 @@ async fn a_workspace_keeps_its_segment_size() {
         .unwrap()
         .filter_map(|e| {
             let e = e.unwrap();
-            chainlog::segment::parse_file_name(e.file_name().to_str()?)
+            chainlog::format::segment::parse_file_name(e.file_name().to_str()?)
                 .map(|_| e.metadata().unwrap().len())
         })
         .collect();

@@ -24,7 +24,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chainlog::event_ref::EventRef;
+use chainlog::event::EventRef;
 use chainlog::storage::FsStorage;
 use chainlog::verify::verify_dir;
 use chainlog::{Durability, Event, Log, Options};

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use chainlog::chain::{ChainHash, LogId};
 use chainlog::event::encode_record;
-use chainlog::frame::{self, FRAME_HEADER_BYTES};
-use chainlog::segment::{
+use chainlog::format::frame::{self, FRAME_HEADER_BYTES};
+use chainlog::format::segment::{
     self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES, TRAILER_AREA_BYTES, TRAILER_BYTES,
 };
-use chainlog::sim::SimDisk;
+use chainlog::hash::chain::{ChainHash, LogId};
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{DirLock, FsStorage, Storage, StorageFile};
 use chainlog::verify::{verify_dir, verify_dir_with, Problem, ProblemKind, Report, VerifyOptions};
 use chainlog::{Durability, Event, Log, Options, Outcome, Receipt, Timestamp};

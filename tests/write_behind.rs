@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chainlog::segment::{self, MIN_SEGMENT_BYTES};
-use chainlog::sim::SimDisk;
+use chainlog::format::segment::{self, MIN_SEGMENT_BYTES};
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
 use chainlog::verify::verify_dir;
 use chainlog::{Durability, Error, Event, Log, Options, Timestamp, WriteBehind};
@@ -64,7 +64,7 @@ fn frames_on_disk(disk: &SimDisk) -> usize {
         .unwrap_or_default();
     let mut at = segment::HEADER_BYTES as usize;
     let mut n = 0;
-    while let Ok(Some(frame)) = chainlog::frame::decode(&bytes[at..]) {
+    while let Ok(Some(frame)) = chainlog::format::frame::decode(&bytes[at..]) {
         at += frame.padded_len();
         n += 1;
     }
@@ -512,5 +512,5 @@ fn under_batch_half_of_max_bytes_written_behind_is_synced_by_the_flusher() {
 fn frame_bytes(e: &Event) -> u64 {
     let mut record = Vec::new();
     chainlog::event::encode_record(e, &mut record).unwrap();
-    chainlog::frame::padded_len(record.len()) as u64
+    chainlog::format::frame::padded_len(record.len()) as u64
 }

@@ -7,12 +7,12 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use chainlog::chain::{ChainHash, LogId};
 use chainlog::event::encode_record;
-use chainlog::frame::padded_len;
-use chainlog::merkle::Frontier;
-use chainlog::segment::{self, SegmentHeader, MIN_SEGMENT_BYTES};
-use chainlog::sim::SimDisk;
+use chainlog::format::frame::padded_len;
+use chainlog::format::segment::{self, SegmentHeader, MIN_SEGMENT_BYTES};
+use chainlog::hash::chain::{ChainHash, LogId};
+use chainlog::hash::merkle::Frontier;
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
 use chainlog::{Durability, Event, Options, Outcome, Timestamp, WriteBehind};
 

@@ -9,16 +9,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chainlog::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
 use chainlog::event::{encode_record, RecordView};
-use chainlog::frame::{self, FRAME_ALIGN, FRAME_HEADER_BYTES};
-use chainlog::index::{self, Field, IndexReader, MemoryFile};
-use chainlog::limits::MAX_RECORD_BYTES;
-use chainlog::segment::{
+use chainlog::format::frame::{self, FRAME_ALIGN, FRAME_HEADER_BYTES};
+use chainlog::format::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
     MIN_SEGMENT_BYTES, TRAILER_AREA_BYTES, TRAILER_BYTES,
 };
-use chainlog::sim::SimDisk;
+use chainlog::hash::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
+use chainlog::index::{self, Field, IndexReader, MemoryFile};
+use chainlog::limits::MAX_RECORD_BYTES;
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{Storage, StorageFile};
 use chainlog::verify::{verify_dir, Report};
 use chainlog::{Error, Log, Options};

@@ -1,5 +1,5 @@
 //! The `ingest` target: arbitrary text through the borrowed event parser
-//! the HTTP server appends with (`chainlog::event_ref`) and through serde's
+//! the HTTP server appends with (`chainlog::event`) and through serde's
 //! `Event`, the owned path.
 //!
 //! Whenever the borrowed parser takes a text, serde_json must take it too,
@@ -7,8 +7,8 @@
 //! the same error. (When it declines, the server reads the body the owned
 //! way: nothing to compare.)
 
+use chainlog::event::EventRef;
 use chainlog::event::{encode_record, EventError};
-use chainlog::event_ref::EventRef;
 use chainlog::{EncodeRecord, Event, Timestamp};
 
 /// Compares the two paths on `data`, when it is UTF-8 (the server checks a

@@ -29,8 +29,8 @@
 //! - the verifier finds the log intact after every power loss (a torn
 //!   tail is not a problem) and after every recovery.
 
-use chainlog::chain::ChainHash;
-use chainlog::sim::SimDisk;
+use chainlog::hash::chain::ChainHash;
+use chainlog::storage::sim::SimDisk;
 use chainlog::verify::verify_dir;
 use chainlog::{Durability, Error, Event, Log, Record};
 

@@ -22,10 +22,10 @@
 
 use std::path::Path;
 
-use chainlog::chain::ChainHash;
-use chainlog::frame;
-use chainlog::segment::{data_end_limit, Scanner, Step, HEADER_BYTES, MIN_SEGMENT_BYTES};
-use chainlog::sim::SimDisk;
+use chainlog::format::frame;
+use chainlog::format::segment::{data_end_limit, Scanner, Step, HEADER_BYTES, MIN_SEGMENT_BYTES};
+use chainlog::hash::chain::ChainHash;
+use chainlog::storage::sim::SimDisk;
 use chainlog::storage::Storage;
 use chainlog::verify::{verify_dir, Report};
 use chainlog::{Durability, Error, Event, Log, Record, Timestamp};

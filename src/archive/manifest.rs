@@ -9,9 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ArchiveError, Bucket};
-use crate::chain::ChainHash;
 use crate::event::Timestamp;
-use crate::{index, segment};
+use crate::hash::chain::ChainHash;
+use crate::{format::segment, index};
 
 /// The `format` field of every manifest this build writes and reads.
 pub const MANIFEST_FORMAT: &str = "chainlog-archive-manifest/1";

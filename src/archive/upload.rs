@@ -11,12 +11,12 @@ use super::manifest::{
     MANIFEST_FORMAT,
 };
 use super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket, ObjectLock};
-use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::event::Timestamp;
+use crate::format::segment::{self, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES};
+use crate::hash::checkpoint::{Checkpoint, NoteSigner};
 use crate::index::{self, IndexReader, MemoryFile};
 use crate::log::Log;
 use crate::retention::{RetentionOutcome, RetentionPolicy};
-use crate::segment::{self, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES};
 use crate::storage::{read_exact_at, FsStorage, Storage, StorageFile};
 use crate::Error;
 

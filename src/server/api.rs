@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::event::{EncodeRecord, Event, Timestamp};
-use crate::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use crate::limits::MAX_BATCH_EVENTS;
 use crate::log::{Log, Receipt};
+use crate::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use crate::query::Query;
 use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED};
 use crate::server::commit::{CommitError, Records};
@@ -1296,7 +1296,7 @@ async fn revoke_key(State(state): State<Shared>, caller: Caller) -> Result<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event_ref::cases::{any_event, encoded, EventCase};
+    use crate::event::json::cases::{any_event, encoded, EventCase};
     use proptest::prelude::*;
 
     #[test]

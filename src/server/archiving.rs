@@ -88,7 +88,7 @@ fn has_sealed_segment(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| crate::segment::parse_file_name(n).is_some())
+            .filter(|n| crate::format::segment::parse_file_name(n).is_some())
             .nth(1)
             .is_some()
     })

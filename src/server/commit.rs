@@ -21,10 +21,10 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::event::{EncodeRecord, EventError};
-use crate::frame;
+use crate::format::frame;
+use crate::format::segment::{data_end_limit, HEADER_BYTES};
 use crate::limits::MAX_BATCH_EVENTS;
 use crate::log::{Log, Receipt};
-use crate::segment::{data_end_limit, HEADER_BYTES};
 
 /// One request's events, validated and encoded as records.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn a_request_too_large_for_a_segment_fails_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let log = always(dir.path(), crate::segment::MIN_SEGMENT_BYTES);
+        let log = always(dir.path(), crate::format::segment::MIN_SEGMENT_BYTES);
         let committer = Committer::start("acme", log.clone()).unwrap();
         let mut huge = Records::with_capacity(600);
         for i in 0..600 {
@@ -389,7 +389,7 @@ mod tests {
             event.resource = Some("x".repeat(250));
             huge.push(&event).unwrap();
         }
-        assert!(huge.framed_bytes > crate::segment::MIN_SEGMENT_BYTES);
+        assert!(huge.framed_bytes > crate::format::segment::MIN_SEGMENT_BYTES);
         let requests = vec![records_of("before", 2), huge, records_of("after", 2)];
         let answers: Vec<Answer> = queue_at_once(&committer, requests, false)
             .into_iter()

@@ -8,7 +8,7 @@
 //! errors included, as it always has. What this path appends is byte for
 //! byte what the owned path would append.
 
-use crate::event_ref::EventRef;
+use crate::event::EventRef;
 use crate::server::api::BodyKind;
 
 /// The events of a body (already checked as UTF-8), or `None` when the

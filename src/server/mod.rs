@@ -55,7 +55,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::checkpoint::NoteSigner;
+use crate::hash::checkpoint::NoteSigner;
 use crate::server::audit::FailureLimiter;
 use crate::server::keys::{KeyError, KeyStore};
 use crate::server::workspace::Workspaces;

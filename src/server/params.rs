@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use crate::event::{Outcome, Timestamp};
-use crate::export::ExportFormat;
+use crate::query::export::ExportFormat;
 use crate::query::{parse_time, EventPattern, Filter, FilterError, IpNet, Query};
 use crate::server::error::ApiError;
 

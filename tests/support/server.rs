@@ -132,7 +132,7 @@ impl Drop for TestServer {
 /// Creates workspace `workspace`'s log under `data` with the smallest
 /// segments, so that a test fills several of them; returns the segment size.
 pub fn small_segment_workspace(data: &Path, workspace: &str) -> u64 {
-    let small = ::chainlog::segment::MIN_SEGMENT_BYTES;
+    let small = ::chainlog::format::segment::MIN_SEGMENT_BYTES;
     let options = ::chainlog::Options {
         segment_bytes: small,
         ..::chainlog::Options::default()

@@ -12,9 +12,9 @@ use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::Path;
 
 use chainlog::event::encode_record;
-use chainlog::frame::padded_len;
+use chainlog::format::frame::padded_len;
+use chainlog::format::segment::{data_end_limit, HEADER_BYTES};
 use chainlog::limits::MAX_INPUT_LINE_BYTES;
-use chainlog::segment::{data_end_limit, HEADER_BYTES};
 use chainlog::{Event, Log, Options, Receipt};
 
 use crate::error::CliError;

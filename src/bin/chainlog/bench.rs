@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chainlog::export::{ExportError, ExportFormat, ExportOptions, Exporter};
-use chainlog::frame::padded_len;
+use chainlog::format::frame::padded_len;
+use chainlog::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use chainlog::query::{Filter, Query};
 use chainlog::storage::{FsStorage, Storage};
 use chainlog::verify::{verify_dir_with, VerifyOptions};

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chainlog::export::{ExportError, ExportFormat, ExportOptions, Exporter};
-use chainlog::frame::{padded_len, FRAME_HEADER_BYTES};
+use chainlog::format::frame::{padded_len, FRAME_HEADER_BYTES};
+use chainlog::format::segment::{self, HEADER_BYTES, MIN_SEGMENT_BYTES};
+use chainlog::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use chainlog::query::{Filter, Query};
-use chainlog::segment::{self, HEADER_BYTES, MIN_SEGMENT_BYTES};
 use chainlog::verify::ProblemKind;
 use chainlog::{Event, Log, Options, Outcome};
 use serde_json::json;

@@ -13,7 +13,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chainlog::checkpoint::{Checkpoint, CheckpointError, NoteSigner, NoteVerifier};
+use chainlog::hash::checkpoint::{Checkpoint, CheckpointError, NoteSigner, NoteVerifier};
 use chainlog::storage::{write_file_atomic, FsStorage};
 use chainlog::{Log, Options};
 use clap::Args;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chainlog::bundle::{self, BundleError, BundleExportError};
-use chainlog::checkpoint::{Checkpoint, NoteVerifier};
+use chainlog::hash::checkpoint::{Checkpoint, NoteVerifier};
+use chainlog::query::bundle::{self, BundleError, BundleExportError};
 use chainlog::query::Query;
 use chainlog::tiles::ProveError;
 use chainlog::{Log, Options};

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chainlog::event::RecordView;
-use chainlog::export::{ExportError, ExportFormat, ExportOptions, Exporter};
+use chainlog::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use chainlog::query::{parse_time, EventPattern, Filter, FilterError, IpNet, Query, QueryStats};
 use chainlog::ChainHash;
 use chainlog::{Event, Log, Options, Outcome, Timestamp};

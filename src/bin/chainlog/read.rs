@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chainlog::segment::{self, read_header, read_trailer};
+use chainlog::format::segment::{self, read_header, read_trailer};
 use chainlog::storage::{FsStorage, Storage};
 use chainlog::{ChainHash, Event, Log, Options, Timestamp};
 use serde::Serialize;

@@ -87,7 +87,7 @@ pub struct ServeArgs {
 #[cfg(feature = "s3")]
 fn archive_schedule(
     args: &ServeArgs,
-    signer: Option<&chainlog::checkpoint::NoteSigner>,
+    signer: Option<&chainlog::hash::checkpoint::NoteSigner>,
 ) -> Result<Option<chainlog::server::archiving::ArchiveSchedule>, CliError> {
     use chainlog::archive::{ArchiveOptions, ArchiveTarget, ObjectLock};
     let Some(url) = &args.archive_to else {

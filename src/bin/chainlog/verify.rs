@@ -171,7 +171,7 @@ pub fn summary(report: &Report) -> Vec<String> {
 /// tree, when the log has grown since.
 fn consistency_since(
     dir: &Path,
-    checkpoint: &chainlog::checkpoint::Checkpoint,
+    checkpoint: &chainlog::hash::checkpoint::Checkpoint,
 ) -> Result<Option<chainlog::tiles::ConsistencyProof>, CliError> {
     let log = chainlog::Log::open(
         dir,

@@ -18,9 +18,9 @@
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use crate::chain::ChainHash;
 use crate::error::Error;
 use crate::event::RecordView;
+use crate::hash::chain::ChainHash;
 use crate::query::Match;
 
 /// Export formats.
@@ -252,8 +252,8 @@ fn csv_cell(out: &mut Vec<u8>, value: &str, formula_guard: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::ChainHash;
     use crate::event::{encode_record, Event, Outcome, Timestamp};
+    use crate::hash::chain::ChainHash;
 
     fn row(actor: &str, context: serde_json::Value) -> Match {
         let mut e = Event::new(

@@ -26,7 +26,7 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::chain::ChainHash;
+use crate::hash::chain::ChainHash;
 
 /// The signature type byte for Ed25519 in signed notes.
 const ALG_ED25519: u8 = 0x01;

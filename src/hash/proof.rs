@@ -3,10 +3,10 @@
 //! Generation works over any [`SubtreeSource`], which answers "the root of
 //! the perfect subtree of 2^level leaves starting at leaf index × 2^level"
 //! (stored tiles, or hashes in memory); verification is pure, with no I/O and
-//! no dependency beyond `sha2` (through [`crate::merkle`]), so an auditor's
+//! no dependency beyond `sha2` (through [`crate::hash::merkle`]), so an auditor's
 //! tool can use it alone.
 
-use crate::merkle::{leaf_hash, node_hash, Hash};
+use crate::hash::merkle::{leaf_hash, node_hash, Hash};
 
 /// Where proof generation gets subtree hashes.
 pub trait SubtreeSource {
@@ -48,7 +48,7 @@ fn subtree_root<S: SubtreeSource>(src: &mut S, lo: u64, hi: u64) -> Result<Hash,
 /// The root of the tree of `size` leaves.
 pub fn tree_root<S: SubtreeSource>(src: &mut S, size: u64) -> Result<Hash, S::Error> {
     if size == 0 {
-        return Ok(crate::merkle::empty_root());
+        return Ok(crate::hash::merkle::empty_root());
     }
     subtree_root(src, 0, size)
 }

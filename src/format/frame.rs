@@ -13,7 +13,7 @@
 //! All integers little-endian. A frame whose first 48 bytes are all zero marks
 //! the end of the data (segments are preallocated with zeros).
 
-use crate::chain::ChainHash;
+use crate::hash::chain::ChainHash;
 use crate::le::{u32_at, u64_at};
 use crate::limits::MAX_RECORD_BYTES;
 

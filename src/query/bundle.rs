@@ -20,14 +20,14 @@ use base64::Engine;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::ChainHash;
-use crate::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
 use crate::error::Error;
 use crate::event::RecordView;
-use crate::export::{ExportFormat, ExportOptions, Exporter};
+use crate::hash::chain::ChainHash;
+use crate::hash::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
+use crate::hash::merkle::Hash;
+use crate::hash::proof::verify_inclusion;
 use crate::log::Log;
-use crate::merkle::Hash;
-use crate::proof::verify_inclusion;
+use crate::query::export::{ExportFormat, ExportOptions, Exporter};
 use crate::query::Query;
 use crate::tiles::{hash_to_hex, ProofStats, ProveError};
 

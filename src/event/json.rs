@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use chainlog::event::encode_record;
-//! use chainlog::event_ref::EventRef;
+//! use chainlog::event::EventRef;
 //! use chainlog::{EncodeRecord, Event};
 //!
 //! let text = r#"{"timestamp":"2026-03-09T09:52:14Z","event":"pcap.download",
@@ -35,7 +35,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use crate::context_text;
+use crate::event::context_text;
 use crate::event::{encode_fields, validate_texts, EncodeRecord, EventError, Outcome, Timestamp};
 use crate::limits::MAX_CONTEXT_BYTES;
 

@@ -8,17 +8,20 @@
 //! filtered record by record, so the answer is always exactly what a full
 //! scan would give: the index only decides what to skip.
 
+pub mod bundle;
+pub mod export;
+
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::chain::ChainHash;
 use crate::error::{Error, Result};
 use crate::event::{validate_event_type, Outcome, RecordView, Timestamp};
+use crate::format::segment::{self, Scanner, Step};
+use crate::hash::chain::ChainHash;
 use crate::index::{self, Field, IndexReader};
 use crate::log::{Log, Record};
-use crate::segment::{self, Scanner, Step};
 use crate::storage::StorageFile;
 
 /// A filter value that does not parse.

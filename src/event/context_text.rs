@@ -1,5 +1,5 @@
 //! A context given as JSON text, checked and brought to its stored form
-//! without building a map: the bytes [`crate::context_json::write_object`]
+//! without building a map: the bytes [`crate::event::context_json::write_object`]
 //! writes for the `serde_json::Map` that serde_json (with this crate's
 //! `preserve_order` and `float_roundtrip`) parses from the same text.
 //!
@@ -176,7 +176,7 @@ impl<'a> Compactor<'a> {
         let (value, end) = string(self.text, at)?;
         if let Cow::Owned(unescaped) = &value {
             self.scratch.clear();
-            crate::context_json::write_str(unescaped, &mut self.scratch);
+            crate::event::context_json::write_str(unescaped, &mut self.scratch);
             self.replace_by_scratch(at, end)?;
         }
         Some((value, end))
@@ -330,7 +330,7 @@ mod tests {
     fn stored_by_serde(text: &str) -> Option<String> {
         let map: Map<String, Value> = serde_json::from_str(text).ok()?;
         let mut out = Vec::new();
-        crate::context_json::write_object(&map, &mut out);
+        crate::event::context_json::write_object(&map, &mut out);
         String::from_utf8(out).ok()
     }
 

@@ -31,17 +31,17 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::chain::{ChainHash, LogId};
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{RecordSummary, Timestamp};
-use crate::frame::{Frame, FRAME_ALIGN, MAX_FRAME_BYTES};
-use crate::merkle::{self, Frontier};
-use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
-use crate::segment::{
+use crate::format::frame::{Frame, FRAME_ALIGN, MAX_FRAME_BYTES};
+use crate::format::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
     LINK_BLOCK_AT, TRAILER_BYTES,
 };
+use crate::hash::chain::{ChainHash, LogId};
+use crate::hash::checkpoint::Checkpoint;
+use crate::hash::merkle::{self, Frontier};
+use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
 use crate::storage::{read_full_at, Storage, StorageFile};
 
 /// Problems kept in a report; more are only counted.
@@ -1089,8 +1089,8 @@ impl Linker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame;
-    use crate::sim::SimDisk;
+    use crate::format::frame;
+    use crate::storage::sim::SimDisk;
     use crate::storage::Storage;
     use crate::{Event, Log, Options};
 

@@ -8,19 +8,19 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::chain::{ChainHash, LogId};
-use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::error::{Error, Result};
 use crate::event::{self, EncodeRecord, Event, RecordSummary, RecordView, Timestamp};
-use crate::frame::{self, FRAME_HEADER_BYTES};
-use crate::index::{self, IndexBuilder};
-use crate::limits::MAX_BATCH_EVENTS;
-use crate::merkle::Frontier;
-use crate::retention::RetentionPolicy;
-use crate::segment::{
+use crate::format::frame::{self, FRAME_HEADER_BYTES};
+use crate::format::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
     MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TEMP_SUFFIX, TRAILER_BYTES,
 };
+use crate::hash::chain::{ChainHash, LogId};
+use crate::hash::checkpoint::{Checkpoint, NoteSigner};
+use crate::hash::merkle::Frontier;
+use crate::index::{self, IndexBuilder};
+use crate::limits::MAX_BATCH_EVENTS;
+use crate::retention::RetentionPolicy;
 use crate::storage::{DirLock, FsStorage, Storage, StorageFile};
 use crate::tiles::SegmentTree;
 

@@ -1,10 +1,12 @@
 //! All file I/O goes through [`Storage`] and [`StorageFile`], so the same
 //! engine runs on the real disk ([`FsStorage`]) and on the simulated disk
-//! ([`crate::sim::SimDisk`]) that tests crash and fail at will.
+//! ([`crate::storage::sim::SimDisk`]) that tests crash and fail at will.
 //!
 //! The traits are deliberately small: positional reads and writes,
 //! `fdatasync`, preallocation, and the few directory operations a
 //! segmented log needs (list, create, rename, remove, sync).
+
+pub mod sim;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -227,7 +229,7 @@ impl Storage for FsStorage {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(crate::segment::LOCK_FILE_NAME))?;
+            .open(dir.join(crate::format::segment::LOCK_FILE_NAME))?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(io::Error::from)?;
         Ok(Box::new(FsLock(file)))

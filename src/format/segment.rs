@@ -10,11 +10,13 @@ use crate::le::{array_at, u16_at, u32_at, u64_at};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::chain::{ChainHash, LogId};
 use crate::error::{Error, Result};
 use crate::event::Timestamp;
-use crate::frame::{self, Frame, FrameError, FRAME_ALIGN, FRAME_HEADER_BYTES, MAX_FRAME_BYTES};
-use crate::merkle::{Frontier, Hash};
+use crate::format::frame::{
+    self, Frame, FrameError, FRAME_ALIGN, FRAME_HEADER_BYTES, MAX_FRAME_BYTES,
+};
+use crate::hash::chain::{ChainHash, LogId};
+use crate::hash::merkle::{Frontier, Hash};
 use crate::storage::{read_exact_at, read_full_at, Storage, StorageFile};
 
 /// The on-disk format version this build writes and reads.
@@ -673,7 +675,7 @@ impl Scanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::SimDisk;
+    use crate::storage::sim::SimDisk;
 
     fn header() -> SegmentHeader {
         SegmentHeader {

@@ -1,7 +1,7 @@
 //! Merkle tree tiles beside the segments (the C2SP `tlog-tiles` layout), and
 //! inclusion and consistency proofs generated from them.
 //!
-//! The tree is RFC 6962's over the records' chain hashes (see [`crate::merkle`]).
+//! The tree is RFC 6962's over the records' chain hashes (see [`crate::hash::merkle`]).
 //! Its interior is stored in *tiles*: tile `(L, N)` holds the hashes at tree
 //! level `8L`, positions `256N ..= 256N + 255` (level 0: leaf hashes). A tile
 //! whose positions are not all in the tree yet is *partial* and is stored
@@ -39,14 +39,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::ChainHash;
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::format::segment::{self, Scanner, SegmentHeader, Step, HEADER_BYTES};
+use crate::hash::chain::ChainHash;
+use crate::hash::checkpoint::Checkpoint;
+use crate::hash::merkle::{leaf_hash, node_hash, Frontier, Hash};
+use crate::hash::proof::{self, ProofError, SubtreeSource};
 use crate::index;
 use crate::log::{Log, Snapshot, TreeHead};
-use crate::merkle::{leaf_hash, node_hash, Frontier, Hash};
-use crate::proof::{self, ProofError, SubtreeSource};
-use crate::segment::{self, Scanner, SegmentHeader, Step, HEADER_BYTES};
 use crate::storage::{read_full_at, Storage, StorageFile};
 
 /// Tree levels one tile spans: a full tile holds 2^8 hashes.
@@ -1098,16 +1098,18 @@ impl From<ProofError<TileError>> for ProveError {
 mod hex_hashes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::merkle::Hash;
+    use crate::hash::merkle::Hash;
 
     /// 64 lowercase hex digits.
     pub fn encode(h: &Hash) -> String {
-        crate::chain::ChainHash(*h).to_hex()
+        crate::hash::chain::ChainHash(*h).to_hex()
     }
 
     /// A hash from 64 hex digits.
     pub fn decode(text: &str) -> Option<Hash> {
-        text.parse::<crate::chain::ChainHash>().ok().map(|h| h.0)
+        text.parse::<crate::hash::chain::ChainHash>()
+            .ok()
+            .map(|h| h.0)
     }
 
     pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
@@ -1123,7 +1125,7 @@ mod hex_hashes {
         use serde::ser::SerializeSeq;
         use serde::{Deserialize, Deserializer, Serializer};
 
-        use crate::merkle::Hash;
+        use crate::hash::merkle::Hash;
 
         pub fn serialize<S: Serializer>(hashes: &[Hash], s: S) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(Some(hashes.len()))?;
@@ -1296,7 +1298,7 @@ fn edge_subtree(
 /// its tiles; see the module docs. Get one from [`Log::prover`] and keep it
 /// for many proofs (a bundle): tiles read are cached.
 pub struct Prover {
-    log_id: crate::chain::LogId,
+    log_id: crate::hash::chain::LogId,
     /// Records in this view of the log.
     size: u64,
     root: Hash,
@@ -1326,7 +1328,7 @@ impl std::fmt::Debug for Prover {
 }
 
 impl Prover {
-    fn new(snap: Snapshot, log_id: crate::chain::LogId) -> Result<Self> {
+    fn new(snap: Snapshot, log_id: crate::hash::chain::LogId) -> Result<Self> {
         let (storage, dir) = (snap.storage.clone(), snap.dir.clone());
         let sealed_end = snap.active_base;
         let name = segment::file_name(sealed_end);
@@ -1393,7 +1395,7 @@ impl Prover {
             }
         }
         let root = match parts.split_last() {
-            None => crate::merkle::empty_root(),
+            None => crate::hash::merkle::empty_root(),
             Some((last, rest)) => rest
                 .iter()
                 .rev()
@@ -1597,7 +1599,7 @@ impl Prover {
                 }
             }
             return Ok(Some(match parts.split_last() {
-                None => crate::merkle::empty_root(),
+                None => crate::hash::merkle::empty_root(),
                 Some((last, rest)) => rest
                     .iter()
                     .rev()
@@ -2104,7 +2106,7 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proof::MemoryTree;
+    use crate::hash::proof::MemoryTree;
 
     #[test]
     fn tile_paths_follow_c2sp() {

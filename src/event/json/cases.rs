@@ -417,7 +417,8 @@ pub(crate) fn any_event() -> impl Strategy<Value = EventCase> {
                 .any(|(_, v)| matches!(v, Node::Token(t) if t.starts_with("{\"failure\"")));
             let context_declined = entries.iter().any(|(k, v)| {
                 k.value().as_deref() == Some("context")
-                    && (v.has_declined_keys() || v.nesting() > crate::context_text::MAX_NESTING)
+                    && (v.has_declined_keys()
+                        || v.nesting() > crate::event::context_text::MAX_NESTING)
             });
             let mut ws = Whitespace(spacing | 1);
             let mut text = String::new();

@@ -4,6 +4,12 @@
 //! (see `docs/FORMAT.md`, "Record"). [`RecordView`] decodes them without copying,
 //! so filters can look at the actor or event type without parsing the context.
 
+pub(crate) mod context_json;
+pub(crate) mod context_text;
+pub mod json;
+
+pub use json::EventRef;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -412,7 +418,7 @@ pub fn encode_record(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError>
     let len_at = out.len();
     out.extend_from_slice(&[0; 4]);
     let context_start = out.len();
-    crate::context_json::write_object(&event.context, out);
+    crate::event::context_json::write_object(&event.context, out);
     let context_len = out.len() - context_start;
     if context_len > MAX_CONTEXT_BYTES {
         out.truncate(start);

@@ -1,0 +1,10 @@
+//! The tamper evidence as pure functions over bytes: the hash chain
+//! ([`chain`]), RFC 6962 Merkle tree hashing ([`merkle`]), proof checking
+//! ([`proof`]) and signed checkpoints ([`checkpoint`]).
+//!
+//! Uses only [`crate::event`], [`crate::error`] and the leaves; no I/O.
+
+pub mod chain;
+pub mod checkpoint;
+pub mod merkle;
+pub mod proof;
