@@ -1,7 +1,9 @@
-//! The bytes of a segment file: frames ([`frame`]) and the segment's header,
-//! trailer, link block and record scanner ([`segment`]).
+//! The bytes of a segment file: frames ([`frame`]), the segment's header,
+//! trailer, link block and record scanner ([`segment`]), and the one rule
+//! that tells crash debris from corruption ([`damage`]).
 //!
 //! Uses [`crate::hash`], [`crate::storage`] and the layers below them.
 
+pub mod damage;
 pub mod frame;
 pub mod segment;

@@ -615,6 +615,19 @@ impl Scanner {
         Ok(Ok(self.fill(needed)?))
     }
 
+    /// Reads `out.len()` bytes at `at` (below the limit), without moving the
+    /// position; returns how many there were.
+    pub fn peek(&mut self, at: u64, out: &mut [u8]) -> Result<usize> {
+        let resume = self.pos;
+        self.pos = at;
+        let have = self.fill(out.len());
+        self.pos = resume;
+        let have = have?;
+        let s = (at - self.buf_at) as usize;
+        out[..have].copy_from_slice(&self.buf[s..s + have]);
+        Ok(have)
+    }
+
     /// Looks past a bad frame or the end marker for any valid frame with a
     /// seq of at least `min_seq`, at every aligned offset after the current
     /// position up to the limit. Returns its offset and seq, and the offset
