@@ -1,5 +1,7 @@
 //! The log: open and recover, append with group commit, roll segments, read.
 
+pub mod cut;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -472,7 +474,7 @@ impl std::fmt::Debug for Log {
     }
 }
 
-fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
+pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
     let names = storage.list(dir).map_err(|e| Error::io(dir, e))?;
     let mut bases: Vec<u64> = names
         .iter()

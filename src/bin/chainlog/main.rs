@@ -29,6 +29,7 @@ mod keys;
 mod prove;
 mod query;
 mod read;
+mod recover;
 mod retention;
 #[cfg(feature = "server")]
 mod serve;
@@ -111,6 +112,10 @@ enum Command {
     /// Set, release or show the legal hold that blocks retention.
     #[command(subcommand)]
     Hold(retention::HoldCommand),
+    /// Cut corruption off the newest segment at a frame boundary, keeping
+    /// the cut bytes in quarantine/ and recording the cut in the chain
+    /// (`log.recovery_cut`). Without --yes, only shows what the cut drops.
+    Recover(recover::RecoverArgs),
     /// Create an Ed25519 key pair for signing checkpoints.
     Keygen(keys::KeygenArgs),
     /// Sign a checkpoint (log id, size, tree root, chain head) of the log.
@@ -224,6 +229,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Verify(args) => verify::run(&global, args),
         Command::Retention(args) => retention::run(&global, args),
         Command::Hold(command) => retention::hold(&global, command),
+        Command::Recover(args) => recover::run(&global, args),
         Command::Keygen(args) => keys::keygen(&global, args),
         Command::Checkpoint(args) => keys::checkpoint(&global, args),
         #[cfg(feature = "s3")]
