@@ -831,24 +831,50 @@ fn seg_path(base: u64) -> PathBuf {
 fn assert_refused(disk: &SimDisk, bad_offset: u64, what: &str) {
     let path = seg_path(0);
     let before = disk.read_file(&path).unwrap();
-    for read_only in [false, true] {
-        let opts = Options {
-            read_only,
-            ..options(Durability::Always)
-        };
-        match Log::open_in(Arc::new(disk.clone()), DIR, opts) {
-            Err(Error::Corrupted { file, offset, .. }) => {
-                assert_eq!(file, segment::file_name(0), "{what}");
-                assert_eq!(offset, bad_offset, "{what}");
-            }
-            Err(e) => panic!("{what}: expected Corrupted, got {e}"),
-            Ok(_) => panic!("{what}: a damaged segment was opened (read_only {read_only})"),
+    match Log::open_in(Arc::new(disk.clone()), DIR, options(Durability::Always)) {
+        Err(Error::Corrupted {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(file, segment::file_name(0), "{what}");
+            assert_eq!(offset, bad_offset, "{what}");
+            assert!(
+                reason.contains(&format!("chainlog recover --cut-at {bad_offset}")),
+                "{what}: {reason}"
+            );
         }
-        assert!(
-            disk.read_file(&path).unwrap() == before,
-            "{what}: open changed the file"
-        );
+        Err(e) => panic!("{what}: expected Corrupted, got {e}"),
+        Ok(_) => panic!("{what}: a damaged segment was opened for writing"),
     }
+    assert!(
+        disk.read_file(&path).unwrap() == before,
+        "{what}: open changed the file"
+    );
+    // A reader reads the valid prefix and says where it stops.
+    let opts = Options {
+        read_only: true,
+        ..options(Durability::Always)
+    };
+    let log = Log::open_in(Arc::new(disk.clone()), DIR, opts).unwrap();
+    let damage = log
+        .damage()
+        .unwrap_or_else(|| panic!("{what}: no damage noted"));
+    assert_eq!(
+        (damage.segment.as_str(), damage.offset),
+        (segment::file_name(0).as_str(), bad_offset),
+        "{what}"
+    );
+    let records = read_all(&log);
+    assert!(
+        records.iter().enumerate().all(|(i, r)| r.seq == i as u64),
+        "{what}"
+    );
+    drop(log);
+    assert!(
+        disk.read_file(&path).unwrap() == before,
+        "{what}: a read-only open changed the file"
+    );
     // The verifier agrees on where.
     let report = verify(disk);
     let first = &report.problems[0];
@@ -960,7 +986,8 @@ fn torn_tail_is_cut() {
     let (disk, receipts, offsets) = small_log(6, Durability::Always);
     let end = offsets[5] + frame;
     let image = disk.read_file(&seg_path(0)).unwrap();
-    let half = image[offsets[5] as usize..(offsets[5] + frame / 2) as usize].to_vec();
+    let mut half = image[offsets[5] as usize..(offsets[5] + frame / 2) as usize].to_vec();
+    half[8..16].copy_from_slice(&6u64.to_le_bytes()); // what the write of seq 6 began
     disk.tamper(&seg_path(0), end, &half).unwrap();
     assert_tail_cut(&disk, &receipts, end, frame / 2, "half a frame");
 
@@ -976,7 +1003,10 @@ fn torn_tail_is_cut() {
     // Random garbage, and a stray byte far after the data.
     let (disk, receipts, offsets) = small_log(6, Durability::Always);
     let end = offsets[5] + frame;
-    let garbage: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8 | 1).collect();
+    // (A seq field of neither zeros nor seq 6 would be an overwritten
+    // record's remains, not a crash: see tests/damage.rs.)
+    let mut garbage: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8 | 1).collect();
+    garbage[8..16].copy_from_slice(&6u64.to_le_bytes());
     disk.tamper(&seg_path(0), end, &garbage).unwrap();
     disk.tamper(&seg_path(0), end + 5000, &[0xee]).unwrap();
     assert_tail_cut(&disk, &receipts, end, 5001, "garbage");

@@ -210,9 +210,7 @@ pub fn apply_cut(storage: &dyn Storage, dir: &Path, plan: &CutPlan) -> Result<Cu
         ));
     }
     let path = dir.join(&plan.segment);
-    let file = storage
-        .open(&path, true)
-        .map_err(|e| Error::io(&path, e))?;
+    let file = storage.open(&path, true).map_err(|e| Error::io(&path, e))?;
     let mut cut = vec![0; plan.cut_bytes() as usize];
     read_full_at(&*file, &mut cut, plan.cut_at).map_err(|e| Error::io(&path, e))?;
     let sha = hex(&Sha256::digest(&cut));
@@ -316,7 +314,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Says where a refusal to open points the operator.
-pub(crate) fn refusal_hint(file: &str, at: u64) -> String {
+pub(super) fn refusal_hint(file: &str, at: u64) -> String {
     format!(
         "recovery will not cut it: look at the damage, then `chainlog recover --cut-at {at}` (newest segment {file}) cuts it with a record of what was dropped"
     )

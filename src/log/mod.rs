@@ -1,6 +1,9 @@
 //! The log: open and recover, append with group commit, roll segments, read.
 
 pub mod cut;
+mod recover;
+
+pub use recover::Damage;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,8 +14,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::event::{self, EncodeRecord, Event, RecordSummary, RecordView, Timestamp};
-use crate::format::frame::{self, FRAME_HEADER_BYTES};
+use crate::event::{self, EncodeRecord, Event, RecordView, Timestamp};
+use crate::format::frame;
 use crate::format::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
     MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, TEMP_SUFFIX, TRAILER_BYTES,
@@ -414,6 +417,8 @@ struct BehindState {
 
 struct Inner {
     dir: PathBuf,
+    /// Read-only: where damage in the newest segment stops the reading.
+    damage: Mutex<Option<Damage>>,
     storage: Arc<dyn Storage>,
     options: Options,
     log_id: LogId,
@@ -579,8 +584,10 @@ impl Log {
         let Some(&last) = bases.last() else {
             return Err(Error::NotFound(dir));
         };
-        let newest = recover_active(&*storage, &dir, last, options.read_only)?;
-        Ok(Log::start(storage, dir, options, bases, newest, lock))
+        let (newest, damage) = recover::recover_active(&*storage, &dir, last, options.read_only)?;
+        let log = Log::start(storage, dir, options, bases, newest, lock);
+        *log.inner.damage.lock() = damage;
+        Ok(log)
     }
 
     fn start(
@@ -643,6 +650,7 @@ impl Log {
             indexers: Mutex::new(Vec::new()),
             maintenance: Mutex::new(None),
             retention_lock: Mutex::new(()),
+            damage: Mutex::new(None),
             options,
             _lock: lock,
         });
@@ -873,129 +881,6 @@ fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
     })
 }
 
-/// Opens the newest segment and finds where its data ends.
-/// Returns it with the chain head (the last record's stored hash, or the
-/// segment's link hash when it has no records) and its Merkle tree.
-fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool) -> Result<Newest> {
-    let name = segment::file_name(base);
-    let path = dir.join(&name);
-    let file = storage
-        .open(&path, !read_only)
-        .map_err(|e| Error::io(&path, e))?;
-    let header = segment::read_header(&*file, &name)?;
-    if header.base_seq != base {
-        return Err(Error::Corrupted {
-            file: name,
-            offset: 0,
-            reason: format!(
-                "header says base seq {}, the name says {base}",
-                header.base_seq
-            ),
-        });
-    }
-    let len = file.size().map_err(|e| Error::io(&path, e))?;
-    if len < header.segment_bytes {
-        return Err(Error::Corrupted {
-            file: name,
-            offset: len,
-            reason: format!(
-                "file is {len} bytes, its header says {}",
-                header.segment_bytes
-            ),
-        });
-    }
-    let trailer_at = data_end_limit(header.segment_bytes);
-    // A damaged trailer on the newest segment is a seal torn by a crash; the
-    // frames say everything it would have said. It is zeroed only once the
-    // frames are known good: a refused open changes nothing.
-    let mut torn_trailer = false;
-    let trailer = match segment::read_trailer(&*file, &name, header.segment_bytes) {
-        Ok(t) => t,
-        Err(e) if e.is_corruption() => {
-            torn_trailer = true;
-            None
-        }
-        Err(e) => return Err(e),
-    };
-    let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
-    let mut active = Active::new(file.clone(), header);
-    let mut tree = SegmentTree::new(start_frontier);
-    let mut head = header.prev_hash;
-    if let Some(t) = &trailer {
-        check_trailer_bounds(t, &header, &name)?;
-    }
-    // The frames are read even when the segment is sealed: a trailer can
-    // reach the disk without the frames it describes (a seal whose
-    // `fdatasync` was torn by a crash, or undermined by an earlier failed
-    // one), and then the frames are the truth.
-    let mut scan = Scanner::new(file.clone(), &name, HEADER_BYTES, trailer_at);
-    let end = loop {
-        match scan.next_step()? {
-            Step::Frame { offset, frame } => {
-                let expected = base + active.count;
-                if frame.seq != expected {
-                    return Err(Error::Corrupted {
-                        file: name,
-                        offset,
-                        reason: format!("frame has seq {}, expected {expected}", frame.seq),
-                    });
-                }
-                // The same checks as a full decode, without building the
-                // fields: open only needs the timestamp.
-                let summary =
-                    RecordSummary::decode(frame.record).map_err(|e| Error::Corrupted {
-                        file: name.clone(),
-                        offset,
-                        reason: format!("record at seq {expected}: {e}"),
-                    })?;
-                active.note_timestamp(summary.timestamp);
-                tree.push(&frame.hash);
-                head = frame.hash;
-            }
-            Step::End { offset } | Step::Bad { offset, .. } => break offset,
-        }
-    };
-    active.write_at = end;
-    active.written_at = end;
-    let (later, damage_end) = scan.find_valid_after(base + active.count)?;
-    if let Some((offset, seq)) = later {
-        return Err(Error::Corrupted {
-            file: name,
-            offset: end,
-            reason: format!(
-                "invalid frame followed by a valid frame (seq {seq} at byte {offset}); refusing to truncate valid records"
-            ),
-        });
-    }
-    match trailer {
-        Some(t) if t.record_count == active.count && t.data_end == end && t.last_hash == head => {
-            active.sealed = true;
-        }
-        Some(_) => torn_trailer = true,
-        None => {}
-    }
-    if !active.sealed && !read_only {
-        if damage_end > end {
-            // Cut the torn tail: zero it so that new frames never sit before
-            // stale bytes.
-            let zeros = vec![0; (damage_end - end) as usize];
-            file.write_all_at(&zeros, end)
-                .map_err(|e| Error::io(&path, e))?;
-        }
-        if torn_trailer {
-            file.write_all_at(&[0; TRAILER_BYTES], trailer_at)
-                .map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    if !read_only {
-        // Whatever recovery accepted (even what a failed sync of an earlier
-        // handle left in the page cache) is made durable before anything is
-        // appended after it.
-        file.sync_data().map_err(|e| Error::io(&path, e))?;
-    }
-    Ok(Newest { active, head, tree })
-}
-
 /// The segment's start frontier (its link block) extended by the stored
 /// hashes of its records up to `end`.
 fn read_frontier(file: Arc<dyn StorageFile>, name: &str, end: u64) -> Result<Frontier> {
@@ -1014,22 +899,6 @@ fn read_frontier(file: Arc<dyn StorageFile>, name: &str, end: u64) -> Result<Fro
                 })
             }
         }
-    }
-}
-
-fn check_trailer_bounds(t: &SegmentTrailer, header: &SegmentHeader, name: &str) -> Result<()> {
-    let ok = t.record_count > 0
-        && t.last_seq == header.base_seq + t.record_count - 1
-        && t.data_end >= HEADER_BYTES + FRAME_HEADER_BYTES as u64
-        && t.data_end <= data_end_limit(header.segment_bytes);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Corrupted {
-            file: name.to_string(),
-            offset: data_end_limit(header.segment_bytes),
-            reason: "trailer counts do not fit the segment".into(),
-        })
     }
 }
 
@@ -1745,6 +1614,12 @@ impl Log {
     /// `<origin_prefix>/<log id>`.
     pub fn checkpoint(&self, origin_prefix: &str) -> Result<Checkpoint> {
         self.inner.checkpoint(origin_prefix)
+    }
+
+    /// Where a read-only open stopped reading because the newest segment
+    /// is corrupt (a writer's open refuses instead); `None` when intact.
+    pub fn damage(&self) -> Option<Damage> {
+        self.inner.damage.lock().clone()
     }
 
     /// The last error of automatic maintenance (retention after a roll,
