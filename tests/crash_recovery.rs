@@ -24,6 +24,7 @@ use chainlog::event::encode_record;
 use chainlog::format::frame::padded_len;
 use chainlog::format::segment::{self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES};
 use chainlog::hash::chain::{ChainHash, LogId};
+use chainlog::log::cut;
 use chainlog::storage::sim::SimDisk;
 use chainlog::storage::{DirLock, Storage, StorageFile};
 use chainlog::verify::{verify_dir, ProblemKind, Report};
@@ -1355,11 +1356,10 @@ fn failed_sync_racing_a_seal_never_builds_on_a_hole() {
 }
 
 #[test]
-fn sealed_newest_segment_missing_frames_recovers_from_the_frames() {
-    // A trailer made durable without the last frame it describes (a seal
-    // torn by power loss mid-fdatasync, or one whose fdatasync followed a
-    // failed one), and a crash before the next segment was created: the
-    // newest segment says it is sealed, but its frames end earlier.
+fn sealed_newest_segment_missing_frames_is_refused_until_cut() {
+    // A trailer on disk without the last frame it describes, and no
+    // segment after it: the newest segment says it is sealed, but its
+    // frames end earlier.
     let base = full2();
     let disk = base.restore();
     let log = Log::open_in(Arc::new(disk.clone()), DIR, options(Durability::Always)).unwrap();
@@ -1393,20 +1393,42 @@ fn sealed_newest_segment_missing_frames_recovers_from_the_frames() {
     )
     .unwrap();
 
-    let log = Log::open_in(Arc::new(disk.clone()), DIR, options(Durability::Always)).unwrap();
-    // The frames are the truth: the record whose frame is gone is gone, and
-    // the log does not chain from its hash.
-    assert_eq!(log.state().next_seq, n + 1);
-    assert_eq!(log.state().head, receipts[0].hash);
-    let r = log.append(&small_event(n + 7)).unwrap();
-    assert_eq!(r.seq, n + 1);
-    assert_eq!(
-        r.hash,
-        receipts[0]
-            .hash
-            .next(n + 1, &record_bytes(&small_event(n + 7)))
+    // The engine syncs the frames before it writes a seal, so a whole seal
+    // ahead of its frames is no crash: verify and recovery agree it is
+    // corruption, and the open changes nothing.
+    let before = disk.read_file(&sealed).unwrap();
+    let report = verify(&disk);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::TrailerMismatch),
+        "{report:#?}"
     );
-    log.append(&small_event(n + 8)).unwrap(); // rolls again
+    let frames_end = end - small_frame();
+    match Log::open_in(Arc::new(disk.clone()), DIR, options(Durability::Always)) {
+        Err(Error::Corrupted { reason, .. }) => assert!(
+            reason.contains(&format!("--cut-at {frames_end}")),
+            "{reason}"
+        ),
+        Err(e) => panic!("expected Corrupted, got {e}"),
+        Ok(_) => panic!("a seal ahead of its frames was cut without the operator"),
+    }
+    assert!(
+        disk.read_file(&sealed).unwrap() == before,
+        "open changed the file"
+    );
+
+    // The operator's recorded cut at the end of the frames gets it going:
+    // the record whose frame is gone is gone, and the cut record takes its seq.
+    let plan = cut::plan_cut(&disk, dir(), frames_end).unwrap();
+    assert!(plan.trailer && plan.dropped.is_empty() && plan.cut_bytes() == 0);
+    let done = cut::apply_cut(&disk, dir(), &plan).unwrap();
+    assert_eq!(done.seq, n + 1);
+    let log = Log::open_in(Arc::new(disk.clone()), DIR, options(Durability::Always)).unwrap();
+    assert_eq!(log.state().next_seq, n + 2);
+    assert_eq!(log.state().head, done.hash);
+    log.append(&small_event(n + 7)).unwrap(); // rolls
     drop(log);
     disk.crash();
     let report = verify(&disk);

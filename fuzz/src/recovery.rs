@@ -16,7 +16,9 @@
 //! Recovery must then either open the log with exactly a prefix of what was
 //! appended (never losing a durable record that lies before the damage,
 //! never inventing one), or refuse with a corruption error, and only when a
-//! valid frame follows the damage. The verifier must agree: intact after a
+//! valid frame follows the damage or the seq field at the damage holds
+//! bytes of neither zero nor the expected seq (an overwritten record's
+//! remains, not a torn write). The verifier must agree: intact after a
 //! successful open of a torn log, not intact when open refused. Whatever
 //! opens must take a new append that continues the chain.
 
@@ -67,6 +69,16 @@ fn valid_frame_in(bytes: &[u8], from: u64, to: u64, min_seq: u64) -> bool {
         word(bytes, at) != 0
             && matches!(frame::decode(&bytes[at..to as usize]), Ok(Some(f)) if f.seq >= min_seq)
     })
+}
+
+/// Does the seq field of a frame at `at` hold a byte that is neither zero
+/// nor the byte of `expected` (what no torn write of seq `expected` leaves)?
+fn foreign_seq(bytes: &[u8], at: u64, expected: u64) -> bool {
+    let field = word(bytes, at as usize + 8).to_le_bytes();
+    field
+        .iter()
+        .zip(expected.to_le_bytes())
+        .any(|(&got, want)| got != 0 && got != want)
 }
 
 fn word(bytes: &[u8], at: usize) -> u64 {
@@ -238,8 +250,10 @@ fn garbage_tail(disk: &SimDisk, input: &mut Input<'_>, events: Vec<Event>) {
     }
     let image = disk.read_file(&path).expect("the segment survives");
     // Recovery refuses exactly when a valid frame with a seq it could be
-    // cutting off lies past the end of the data.
+    // cutting off lies past the end of the data, or the debris cannot be a
+    // torn write of the next record.
     let tail_has_frame = valid_frame_in(&image, end, limit, n);
+    let seq_ok = !foreign_seq(&image, end, n);
     let before = verify(disk);
     match reopen(disk) {
         Ok(records) => {
@@ -253,6 +267,7 @@ fn garbage_tail(disk: &SimDisk, input: &mut Input<'_>, events: Vec<Event>) {
                     !tail_has_frame,
                     "a valid frame after the torn tail was cut off"
                 );
+                assert!(seq_ok, "recovery cut the remains of another record");
                 assert!(
                     before.is_intact(),
                     "a torn tail is not a problem: {:?}",
@@ -272,7 +287,7 @@ fn garbage_tail(disk: &SimDisk, input: &mut Input<'_>, events: Vec<Event>) {
         Err(e) => {
             assert!(e.is_corruption(), "open failed with {e:?}");
             assert!(
-                tail_has_frame,
+                tail_has_frame || !seq_ok,
                 "open refused a log with only a torn tail: {e}"
             );
             assert!(!before.is_intact(), "open refused, verify says intact");
@@ -378,7 +393,8 @@ fn tamper(disk: &SimDisk, input: &mut Input<'_>, events: Vec<Event>) {
             assert!(!before.is_intact(), "open refused, verify says intact: {e}");
             assert!(
                 !in_tail
-                    || valid_frame_in(&image, end, data_end_limit(MIN_SEGMENT_BYTES), n as u64),
+                    || valid_frame_in(&image, end, data_end_limit(MIN_SEGMENT_BYTES), n as u64)
+                    || foreign_seq(&image, end, n as u64),
                 "open refused a log whose only damage is after the data: {e}"
             );
             assert_eq!(

@@ -11,7 +11,9 @@
 
 use crate::error::Result;
 use crate::format::frame::FRAME_ALIGN;
-use crate::format::segment::{Scanner, SegmentTrailer, TRAILER_BYTES};
+#[cfg(test)]
+use crate::format::segment::SegmentTrailer;
+use crate::format::segment::{Scanner, TRAILER_BYTES};
 
 /// Offset of the seq field within a frame.
 const SEQ_FIELD_AT: u64 = 8;
@@ -194,9 +196,8 @@ pub enum SealState {
     /// Exactly the trailer the frames imply.
     Sealed,
     /// Newest segment only: a seal a crash interrupted. Each byte is zero
-    /// or the byte the frames imply; or a complete, valid trailer that
-    /// reached the disk ahead of frames it describes (same `fdatasync`, torn
-    /// by power loss), counting more records and data than there are.
+    /// or the byte the frames imply. (A whole trailer never reaches the disk
+    /// ahead of its frames: the engine syncs the frames before writing it.)
     /// Verify notes it; recovery zeroes it.
     TornSeal,
     /// Anything else: verify reports `trailer_mismatch`; recovery refuses.
@@ -212,12 +213,11 @@ impl SealState {
 }
 
 /// Classifies the trailer bytes `found` of a segment whose valid frames imply
-/// the trailer `implied` (`None`: no records, so no seal can be right) and
-/// end at `frames_end`. Only the newest segment can have a torn seal.
+/// the trailer `implied` (`None`: no records, so no seal can be right). Only
+/// the newest segment can have a torn seal.
 pub fn classify_seal(
     found: &[u8; TRAILER_BYTES],
     implied: Option<&[u8; TRAILER_BYTES]>,
-    frames_end: u64,
     newest: bool,
 ) -> SealState {
     if found.iter().all(|&b| b == 0) {
@@ -229,23 +229,13 @@ pub fn classify_seal(
     if !newest {
         return SealState::Mismatch;
     }
-    if let Some(implied) = implied {
-        if found
-            .iter()
-            .zip(implied)
-            .all(|(&got, &want)| got == 0 || got == want)
+    match implied {
+        Some(implied)
+            if found
+                .iter()
+                .zip(implied)
+                .all(|(&got, &want)| got == 0 || got == want) =>
         {
-            return SealState::TornSeal;
-        }
-    }
-    // A whole trailer ahead of its frames: it claims more records and data
-    // than there are (what is missing is torn or zeroed, which the data
-    // classification decides on its own).
-    let implied_count = implied
-        .and_then(|b| SegmentTrailer::decode(b, "", 0).ok().flatten())
-        .map_or(0, |t| t.record_count);
-    match SegmentTrailer::decode(found, "", 0) {
-        Ok(Some(t)) if t.data_end > frames_end && t.record_count > implied_count => {
             SealState::TornSeal
         }
         _ => SealState::Mismatch,
@@ -332,11 +322,11 @@ mod tests {
         let implied = trailer(3, 400);
         let zero = [0; TRAILER_BYTES];
         assert_eq!(
-            classify_seal(&zero, Some(&implied), 400, true),
+            classify_seal(&zero, Some(&implied), true),
             SealState::Unsealed
         );
         assert_eq!(
-            classify_seal(&implied, Some(&implied), 400, false),
+            classify_seal(&implied, Some(&implied), false),
             SealState::Sealed
         );
         // Any prefix, and any scattering, of the implied bytes.
@@ -344,11 +334,11 @@ mod tests {
             let mut torn = implied;
             torn[cut..].fill(0);
             assert_eq!(
-                classify_seal(&torn, Some(&implied), 400, true),
+                classify_seal(&torn, Some(&implied), true),
                 SealState::TornSeal
             );
             assert_eq!(
-                classify_seal(&torn, Some(&implied), 400, false),
+                classify_seal(&torn, Some(&implied), false),
                 SealState::Mismatch
             );
             let mut scattered = zero;
@@ -358,32 +348,27 @@ mod tests {
             } else {
                 SealState::TornSeal
             };
-            assert_eq!(classify_seal(&scattered, Some(&implied), 400, true), want);
+            assert_eq!(classify_seal(&scattered, Some(&implied), true), want);
         }
         // One byte that is neither: tampering.
         let mut wrong = implied;
         wrong[20] ^= 0x40;
         assert_eq!(
-            classify_seal(&wrong, Some(&implied), 400, true),
+            classify_seal(&wrong, Some(&implied), true),
             SealState::Mismatch
         );
-        // A whole seal ahead of its frames (the last frame never reached the disk).
-        assert_eq!(
-            classify_seal(&trailer(4, 480), Some(&implied), 400, true),
-            SealState::TornSeal
-        );
-        assert_eq!(
-            classify_seal(&trailer(4, 480), None, 128, true),
-            SealState::TornSeal
-        );
-        // A valid trailer claiming fewer records than there are is not a crash.
-        assert_eq!(
-            classify_seal(&trailer(2, 320), Some(&implied), 400, true),
-            SealState::Mismatch
-        );
+        // A whole seal that counts more or fewer frames than there are is
+        // no crash: the engine syncs the frames before it writes the seal.
+        for other in [trailer(4, 480), trailer(2, 320)] {
+            assert_eq!(
+                classify_seal(&other, Some(&implied), true),
+                SealState::Mismatch
+            );
+            assert_eq!(classify_seal(&other, None, true), SealState::Mismatch);
+        }
         // No records: nothing can be torn towards.
         let mut stray = zero;
         stray[3] = 1;
-        assert_eq!(classify_seal(&stray, None, 128, true), SealState::Mismatch);
+        assert_eq!(classify_seal(&stray, None, true), SealState::Mismatch);
     }
 }

@@ -15,10 +15,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::event::{encode_record, Event, RecordView, Timestamp};
+use crate::event::{encode_record, Event, RecordSummary, RecordView, Timestamp};
 use crate::format::damage::{self, DataEnd};
 use crate::format::frame::{self, FRAME_ALIGN};
-use crate::format::segment::{self, data_end_limit, Scanner, Step, HEADER_BYTES, TRAILER_BYTES};
+use crate::format::segment::{
+    self, data_end_limit, Scanner, SegmentTrailer, Step, HEADER_BYTES, TRAILER_BYTES,
+};
 use crate::hash::chain::ChainHash;
 use crate::retention::SYSTEM_ACTOR;
 use crate::storage::{read_full_at, Storage};
@@ -196,7 +198,8 @@ fn frames_in(
 /// writer's lock): keeps the cut bytes in the quarantine folder (file and
 /// folder synced), then writes the `log.recovery_cut` record at the cut
 /// followed by zeros over the rest of the old bytes (and the trailer), and
-/// syncs.
+/// syncs. When the record does not fit after the cut, the kept frames are
+/// sealed and the record is the first of a new segment.
 pub fn apply_cut(storage: &dyn Storage, dir: &Path, plan: &CutPlan) -> Result<CutOutcome> {
     let _lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
@@ -272,22 +275,39 @@ pub fn apply_cut(storage: &dyn Storage, dir: &Path, plan: &CutPlan) -> Result<Cu
     })?;
     frame::finish(&mut buf, start);
     let hash = frame::link(&mut buf, plan.record_seq, &plan.prev_hash);
-    let limit = data_end_limit(segment::read_header(&*file, &plan.segment)?.segment_bytes);
-    if plan.cut_at + buf.len() as u64 > limit {
-        return Err(Error::InvalidOptions(format!(
-            "no room for the cut record at byte {} of {}",
-            plan.cut_at, plan.segment
-        )));
-    }
-    // The record and the zeros after it in one write, then the trailer.
-    let cover = (plan.cut_bytes() as usize).max(buf.len());
-    buf.resize(cover, 0);
+    let header = segment::read_header(&*file, &plan.segment)?;
+    let limit = data_end_limit(header.segment_bytes);
     let io = |e| Error::io(&path, e);
-    file.write_all_at(&buf, plan.cut_at).map_err(io)?;
+    let fits = plan.cut_at + buf.len() as u64 <= limit;
+    // The record and the zeros after it in one write (or zeros alone when
+    // the record goes to a new segment), then the trailer.
+    let mut cover = if fits { buf.clone() } else { Vec::new() };
+    cover.resize(cover.len().max(plan.cut_bytes() as usize), 0);
+    file.write_all_at(&cover, plan.cut_at).map_err(io)?;
     if plan.trailer {
         file.write_all_at(&[0; TRAILER_BYTES], limit).map_err(io)?;
     }
     file.sync_data().map_err(io)?;
+    if !fits {
+        // No room after the cut: the kept frames are sealed, and the record
+        // starts the next segment (chained and linked as any roll).
+        let (trailer, frontier) = kept_prefix(&file, &plan.segment, &header, plan.cut_at)?;
+        file.write_all_at(&trailer.encode(), limit).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        let next = segment::SegmentHeader {
+            log_id: header.log_id,
+            base_seq: plan.record_seq,
+            prev_hash: plan.prev_hash,
+            segment_bytes: header.segment_bytes,
+            created_at: Timestamp::now(),
+        };
+        let new_file = segment::create(storage, dir, &next, &frontier)?;
+        let new_path = dir.join(segment::file_name(plan.record_seq));
+        new_file
+            .write_all_at(&buf, HEADER_BYTES)
+            .and_then(|()| new_file.sync_data())
+            .map_err(|e| Error::io(&new_path, e))?;
+    }
     // A sealed segment's derived index described the old frames.
     let index = dir.join(crate::index::file_name(
         segment::parse_file_name(&plan.segment).unwrap_or(0),
@@ -303,6 +323,51 @@ pub fn apply_cut(storage: &dyn Storage, dir: &Path, plan: &CutPlan) -> Result<Cu
         seq: plan.record_seq,
         hash,
     })
+}
+
+/// The trailer sealing the frames before `cut_at` (at least one), and the
+/// Merkle frontier after them.
+fn kept_prefix(
+    file: &Arc<dyn crate::storage::StorageFile>,
+    name: &str,
+    header: &segment::SegmentHeader,
+    cut_at: u64,
+) -> Result<(SegmentTrailer, crate::hash::merkle::Frontier)> {
+    let mut frontier = segment::read_start_frontier(&**file, name, header)?;
+    let mut scan = Scanner::new(file.clone(), name, HEADER_BYTES, cut_at);
+    let mut t: Option<SegmentTrailer> = None;
+    while let Step::Frame { offset, frame } = scan.next_step()? {
+        let ts = RecordSummary::decode(frame.record)
+            .map_err(|e| Error::Corrupted {
+                file: name.to_string(),
+                offset,
+                reason: e.to_string(),
+            })?
+            .timestamp;
+        frontier.push(&frame.hash.0);
+        let end = offset + frame.padded_len() as u64;
+        t = Some(match t {
+            None => SegmentTrailer {
+                record_count: 1,
+                last_seq: frame.seq,
+                last_hash: frame.hash,
+                min_timestamp: ts,
+                max_timestamp: ts,
+                data_end: end,
+            },
+            Some(t) => SegmentTrailer {
+                record_count: t.record_count + 1,
+                last_seq: frame.seq,
+                last_hash: frame.hash,
+                min_timestamp: t.min_timestamp.min(ts),
+                max_timestamp: t.max_timestamp.max(ts),
+                data_end: end,
+            },
+        });
+    }
+    let t =
+        t.ok_or_else(|| Error::InvalidOptions(format!("no room for the cut record in {name}")))?;
+    Ok((t, frontier))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1275,8 +1275,8 @@ impl Inner {
         }));
     }
 
-    /// Writes the buffered frames and the trailer, and syncs: the segment is
-    /// complete and durable.
+    /// Writes the buffered frames, syncs, then writes the trailer and syncs:
+    /// the segment is complete and durable.
     fn seal(&self, w: &mut Writer) -> Result<()> {
         self.write_pending(w)?;
         let a = &w.active;
@@ -1291,6 +1291,19 @@ impl Inner {
         };
         let at = data_end_limit(a.header.segment_bytes);
         let name = self.dir.join(a.name());
+        // The frames are made durable before the trailer is written, so a
+        // trailer on disk always has its frames there: a crash can tear the
+        // seal, never put a whole one ahead of its frames (which recovery
+        // could not tell from tampering).
+        if let Err(e) = a.file.sync_data() {
+            self.after_failed_sync(w, &e);
+            return Err(Error::io(name, e));
+        }
+        // A group-commit leader may be in, or just out of, an `fdatasync` of
+        // this file that failed: the kernel then drops the dirty pages, and
+        // this later `fdatasync` succeeds without them. Trust it only once
+        // that sync is over and did not fail (a failure poisons first).
+        drop(self.frames_synced_or_poisoned(w)?);
         let result = a
             .file
             .write_all_at(&trailer.encode(), at)
@@ -1299,20 +1312,7 @@ impl Inner {
             self.after_failed_sync(w, &e);
             return Err(Error::io(name, e));
         }
-        // A group-commit leader may be in, or just out of, an `fdatasync` of
-        // this file that failed: the kernel then drops the dirty pages, and
-        // this later `fdatasync` succeeds without them. Trust it only once
-        // that sync is over and did not fail (a failure poisons first).
-        let mut sync = self.sync.lock();
-        while sync.fsync_running {
-            self.fsync_over.wait(&mut sync);
-        }
-        let poisoned = self.poison.lock().clone();
-        if let Some(why) = poisoned {
-            drop(sync);
-            self.after_failed_sync(w, &std::io::Error::other(why.clone()));
-            return Err(Error::Poisoned(why));
-        }
+        let mut sync = self.frames_synced_or_poisoned(w)?;
         w.active.sealed = true;
         sync.durable_next = w.next_seq;
         self.durable_next.store(w.next_seq, Ordering::Release);
@@ -1324,6 +1324,25 @@ impl Inner {
         // Under Always, records become visible once durable: they are now.
         self.publish(w);
         Ok(())
+    }
+
+    /// Waits out a group-commit leader's `fdatasync` under way; errs (after
+    /// undoing what may not be durable) if any sync failed.
+    fn frames_synced_or_poisoned(
+        &self,
+        w: &Writer,
+    ) -> Result<parking_lot::MutexGuard<'_, SyncState>> {
+        let mut sync = self.sync.lock();
+        while sync.fsync_running {
+            self.fsync_over.wait(&mut sync);
+        }
+        let poisoned = self.poison.lock().clone();
+        if let Some(why) = poisoned {
+            drop(sync);
+            self.after_failed_sync(w, &std::io::Error::other(why.clone()));
+            return Err(Error::Poisoned(why));
+        }
+        Ok(sync)
     }
 
     /// After a failed `fdatasync` nothing since the last good sync can be

@@ -132,7 +132,7 @@ pub(super) fn recover_active(
     };
     active.write_at = end;
     active.written_at = end;
-    let seal = damage::classify_seal(&found_trailer, implied.as_ref(), end, true);
+    let seal = damage::classify_seal(&found_trailer, implied.as_ref(), true);
     let data = match &stopped {
         Some(_) => None,
         None => {
@@ -161,8 +161,10 @@ pub(super) fn recover_active(
     };
     if let Some((offset, reason)) = corruption {
         if !read_only {
+            // A cut starts at a frame boundary: for a bad trailer, the data's end.
+            let cut_at = offset.min(end);
             return Err(Error::Corrupted {
-                reason: format!("{reason}; {}", refusal_hint(&name, offset)),
+                reason: format!("{reason}; {}", refusal_hint(&name, cut_at)),
                 file: name,
                 offset,
             });

@@ -33,7 +33,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::event::{RecordSummary, Timestamp};
-use crate::format::frame::{Frame, FRAME_ALIGN, MAX_FRAME_BYTES};
+use crate::format::damage::{self, Corruption, DataEnd, SealState};
+use crate::format::frame::{Frame, FrameError, FRAME_ALIGN, MAX_FRAME_BYTES};
 use crate::format::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
     LINK_BLOCK_AT, TRAILER_BYTES,
@@ -121,6 +122,18 @@ pub struct TornTail {
     pub bytes: u64,
 }
 
+/// A seal (trailer) of the newest segment that a crash interrupted: every
+/// byte is zero or what the frames imply, or a whole trailer reached the disk
+/// ahead of frames it counts. Cut on the next open. Not tampering, so not a
+/// problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TornSeal {
+    /// The segment file.
+    pub segment: String,
+    /// Where the trailer starts.
+    pub offset: u64,
+}
+
 /// How the log compared with a signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckpointResult {
@@ -149,6 +162,8 @@ pub struct Report {
     pub head: Option<ChainHash>,
     /// A torn tail in the newest segment, if any.
     pub torn_tail: Option<TornTail>,
+    /// A torn seal of the newest segment, if any.
+    pub torn_seal: Option<TornSeal>,
     /// The checkpoint comparison, when one was given.
     pub checkpoint: Option<CheckpointResult>,
     /// Problems found, in file order.
@@ -302,6 +317,7 @@ struct SegmentResult {
     last_seq: Option<u64>,
     last_hash: Option<ChainHash>,
     torn_tail: Option<TornTail>,
+    torn_seal: Option<TornSeal>,
     /// The link block's frontier (tree over the records before the segment).
     start_frontier: Option<Frontier>,
     /// The start frontier extended by this segment's records (checkpoint mode).
@@ -329,6 +345,11 @@ struct SegmentCheck {
     max_ts: Option<Timestamp>,
     tree: Option<Frontier>,
     tree_size: Option<u64>,
+    /// Debris after the frames that is a torn tail if the segment may have
+    /// one (decided once the seal is classified): (offset, end, frame error).
+    tail: Option<(u64, u64, Option<FrameError>)>,
+    /// The trailer's bytes as found.
+    trailer_bytes: [u8; TRAILER_BYTES],
 }
 
 impl SegmentCheck {
@@ -343,6 +364,7 @@ impl SegmentCheck {
                 last_seq: None,
                 last_hash: None,
                 torn_tail: None,
+                torn_seal: None,
                 start_frontier: None,
                 end_frontier: None,
                 at_checkpoint: None,
@@ -354,6 +376,8 @@ impl SegmentCheck {
             max_ts: None,
             tree: None,
             tree_size,
+            tail: None,
+            trailer_bytes: [0; TRAILER_BYTES],
         }
     }
 
@@ -418,21 +442,15 @@ impl SegmentCheck {
             check.tree = check.r.start_frontier.clone();
             check.note_tree_size();
         }
-        let sealed = !matches!(trailer, Ok(None));
         let limit = data_end_limit(header.segment_bytes);
-        let may_be_torn = last && !sealed;
         let split_at = if split {
             find_split(&file, name, limit)?
         } else {
             None
         };
         let end = match split_at {
-            Some(at) => check.frames_in_halves(file, limit, may_be_torn, at)?,
-            None => {
-                check
-                    .frames(file, HEADER_BYTES, limit, may_be_torn, None)?
-                    .0
-            }
+            Some(at) => check.frames_in_halves(file, limit, at)?,
+            None => check.frames(file, HEADER_BYTES, limit, None)?.0,
         };
         check.check_trailer(&header, trailer, end, last);
         check.r.end_frontier = check.tree.take();
@@ -464,6 +482,7 @@ impl SegmentCheck {
         area.truncate(n);
         let mut raw = [0; TRAILER_BYTES];
         raw.copy_from_slice(&area[..TRAILER_BYTES]);
+        self.trailer_bytes = raw;
         let trailer = SegmentTrailer::decode(&raw, &self.r.name, at);
         let link_at = at + LINK_BLOCK_AT as u64;
         match segment::decode_link_block(&area[LINK_BLOCK_AT..], &self.r.name, link_at) {
@@ -529,7 +548,6 @@ impl SegmentCheck {
         &mut self,
         file: Arc<dyn StorageFile>,
         limit: u64,
-        may_be_torn: bool,
         split: SplitPoint,
     ) -> Result<u64> {
         let (first, second) = std::thread::scope(|scope| {
@@ -539,10 +557,10 @@ impl SegmentCheck {
                 let mut rest = SegmentCheck::new(&name, 0, split.seq, None);
                 rest.head = split.hash;
                 rest.expected_seq = split.seq.saturating_add(1);
-                let end = rest.frames(file_b, split.end, limit, may_be_torn, None)?;
+                let end = rest.frames(file_b, split.end, limit, None)?;
                 Ok((rest, end.0))
             });
-            let first = self.frames(file, HEADER_BYTES, limit, may_be_torn, Some(split.at));
+            let first = self.frames(file, HEADER_BYTES, limit, Some(split.at));
             (first, second.join())
         });
         let (end, met) = first?;
@@ -569,7 +587,7 @@ impl SegmentCheck {
             self.r.last_seq = rest.r.last_seq;
             self.r.last_hash = rest.r.last_hash;
         }
-        self.r.torn_tail = rest.r.torn_tail;
+        self.tail = rest.tail;
         self.r.events.extend(rest.r.events);
         self.min_ts = match (self.min_ts, rest.min_ts) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -588,7 +606,6 @@ impl SegmentCheck {
         file: Arc<dyn StorageFile>,
         start: u64,
         limit: u64,
-        may_be_torn: bool,
         stop_at: Option<u64>,
     ) -> Result<(u64, bool)> {
         let name = self.r.name.clone();
@@ -626,42 +643,33 @@ impl SegmentCheck {
                 (Step::End { offset }, _) => (offset, None),
                 (Step::Bad { offset, error }, _) => (offset, Some(error)),
             };
-            // The end marker or a bad frame: anything non-zero after it?
-            let (found, damage_end) = scan.find_valid_after(0)?;
-            match found {
-                Some((next_offset, next_seq)) => {
-                    let detail = match &bad {
-                        Some(e) => format!("{e}; valid frames resume at byte {next_offset} (seq {next_seq})"),
-                        None => format!("zeroed frame; valid frames resume at byte {next_offset} (seq {next_seq})"),
-                    };
-                    self.problem(
-                        ProblemKind::FrameCorrupt,
-                        Some(self.expected_seq),
-                        offset,
-                        detail,
-                    );
-                    scan.seek(next_offset);
-                }
-                None if damage_end > offset => {
-                    if may_be_torn {
-                        self.r.torn_tail = Some(TornTail {
-                            segment: name.clone(),
-                            offset,
-                            bytes: damage_end - offset,
-                        });
-                    } else {
-                        let (kind, detail) = match &bad {
-                            Some(e) => (ProblemKind::FrameCorrupt, format!("{e}; no valid frame follows")),
-                            None => (
-                                ProblemKind::UnexpectedBytes,
-                                format!("non-zero bytes after the end of the data, up to byte {damage_end}"),
-                            ),
-                        };
-                        self.problem(kind, Some(self.expected_seq), offset, detail);
-                    }
+            // The end marker or a bad frame: what follows is classified by
+            // the rule recovery uses too. Whether debris may be a torn tail
+            // depends on the seal, known only after the frames.
+            let expected = self.expected_seq;
+            let scanned = damage::scan_data_end(&mut scan, expected)?;
+            let what = bad
+                .as_ref()
+                .map_or_else(|| "zeroed frame".to_string(), |e| e.to_string());
+            match damage::classify_data(&scanned, expected, true) {
+                DataEnd::Clean { .. } => return Ok((offset, false)),
+                DataEnd::TornTail { at, end } => {
+                    self.tail = Some((at, end, bad));
                     return Ok((offset, false));
                 }
-                None => return Ok((offset, false)),
+                DataEnd::Corrupt {
+                    cause: cause @ Corruption::ValidFramesResume { offset: next, .. },
+                    ..
+                } => {
+                    let detail = format!("{what}; {cause}");
+                    self.problem(ProblemKind::FrameCorrupt, Some(expected), offset, detail);
+                    scan.seek(next);
+                }
+                DataEnd::Corrupt { cause, .. } => {
+                    let detail = format!("{what}; {cause}");
+                    self.problem(ProblemKind::FrameCorrupt, Some(expected), offset, detail);
+                    return Ok((offset, false));
+                }
             }
         }
     }
@@ -728,6 +736,8 @@ impl SegmentCheck {
         }
     }
 
+    /// Classifies the seal and the debris after the frames together, by the
+    /// rule recovery uses ([`damage`]).
     fn check_trailer(
         &mut self,
         header: &SegmentHeader,
@@ -736,6 +746,51 @@ impl SegmentCheck {
         last: bool,
     ) {
         let at = data_end_limit(header.segment_bytes);
+        let implied = match (self.r.last_seq, self.r.last_hash, self.min_ts, self.max_ts) {
+            (Some(last_seq), Some(last_hash), Some(min_timestamp), Some(max_timestamp)) => Some(
+                SegmentTrailer {
+                    record_count: self.r.records,
+                    last_seq,
+                    last_hash,
+                    min_timestamp,
+                    max_timestamp,
+                    data_end: end,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        let seal = damage::classify_seal(&self.trailer_bytes, implied.as_ref(), last);
+        if let Some((offset, tail_end, bad)) = self.tail.take() {
+            if last && seal.allows_torn_tail() {
+                self.r.torn_tail = Some(TornTail {
+                    segment: self.r.name.clone(),
+                    offset,
+                    bytes: tail_end - offset,
+                });
+            } else {
+                let cause = Corruption::NotTornable { end: tail_end };
+                let (kind, detail) = match &bad {
+                    Some(e) => (ProblemKind::FrameCorrupt, format!("{e}; {cause}")),
+                    None => (
+                        ProblemKind::UnexpectedBytes,
+                        format!("non-zero bytes after the end of the data; {cause}"),
+                    ),
+                };
+                self.problem(kind, Some(self.expected_seq), offset, detail);
+            }
+        }
+        match seal {
+            SealState::Sealed => return,
+            SealState::TornSeal => {
+                self.r.torn_seal = Some(TornSeal {
+                    segment: self.r.name.clone(),
+                    offset: at,
+                });
+                return;
+            }
+            SealState::Unsealed | SealState::Mismatch => {}
+        }
         let t = match trailer {
             Ok(Some(t)) => t,
             Ok(None) => {
@@ -777,10 +832,11 @@ impl SegmentCheck {
         if t.data_end != end {
             wrong.push(format!("data end {}", t.data_end));
         }
-        if !wrong.is_empty() {
-            let detail = format!("trailer disagrees with the frames: {}", wrong.join(", "));
-            self.problem(ProblemKind::TrailerMismatch, self.r.last_seq, at, detail);
+        if wrong.is_empty() {
+            wrong.push("its bytes are not the trailer the frames imply".to_string());
         }
+        let detail = format!("trailer disagrees with the frames: {}", wrong.join(", "));
+        self.problem(ProblemKind::TrailerMismatch, self.r.last_seq, at, detail);
     }
 }
 
@@ -848,6 +904,7 @@ impl Linker {
                 last_seq: None,
                 head: None,
                 torn_tail: None,
+                torn_seal: None,
                 checkpoint: None,
                 problems: Vec::new(),
                 problems_omitted: 0,
@@ -929,6 +986,9 @@ impl Linker {
         }
         if r.torn_tail.is_some() {
             self.report.torn_tail = r.torn_tail;
+        }
+        if r.torn_seal.is_some() {
+            self.report.torn_seal = r.torn_seal;
         }
         if let Some(h) = &r.header {
             match (r.last_seq, r.last_hash) {
@@ -1025,7 +1085,19 @@ impl Linker {
             self.problem(ProblemKind::MissingRecords, Some(0), &name, 0, detail);
         }
         if let Some(cp) = self.checkpoint.take() {
-            let matched = self.check_checkpoint(&cp);
+            // The tree is only as good as every link block it went through:
+            // no match beside a tree, link or checkpoint problem.
+            let tree_problem = self.report.problems_omitted > 0
+                || self.report.problems.iter().any(|p| {
+                    matches!(
+                        p.kind,
+                        ProblemKind::TreeMismatch
+                            | ProblemKind::LinkMismatch
+                            | ProblemKind::MissingRecords
+                            | ProblemKind::CheckpointMismatch
+                    )
+                });
+            let matched = self.check_checkpoint(&cp) && !tree_problem;
             self.report.checkpoint = Some(CheckpointResult {
                 size: cp.size,
                 matched,
@@ -1102,7 +1174,7 @@ mod tests {
         u64,
         Option<u64>,
         Option<ChainHash>,
-        Option<TornTail>,
+        Option<(u64, u64, Option<FrameError>)>,
         u64,
     );
 
@@ -1113,7 +1185,7 @@ mod tests {
             r.records,
             r.last_seq,
             r.last_hash,
-            r.torn_tail,
+            check.tail,
             end,
         )
     }
@@ -1155,7 +1227,7 @@ mod tests {
         let mut check = SegmentCheck::new("s", 0, h.base_seq, None);
         check.head = h.prev_hash;
         let (end, _) = check
-            .frames(file.clone(), HEADER_BYTES, limit, true, None)
+            .frames(file.clone(), HEADER_BYTES, limit, None)
             .unwrap();
         found(check, end)
     }
@@ -1168,9 +1240,7 @@ mod tests {
     ) -> Found {
         let mut check = SegmentCheck::new("s", 0, h.base_seq, None);
         check.head = h.prev_hash;
-        let end = check
-            .frames_in_halves(file.clone(), limit, true, split)
-            .unwrap();
+        let end = check.frames_in_halves(file.clone(), limit, split).unwrap();
         found(check, end)
     }
 
