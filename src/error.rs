@@ -28,6 +28,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Verification of the log found problems, so the operation that needs
+    /// a verified log (signing a checkpoint) was refused.
+    #[error("{dir}: verification found {problems} problem(s) (first: {first}); refusing to sign a checkpoint of an unverified log")]
+    Unverified {
+        /// The log directory.
+        dir: PathBuf,
+        /// How many problems verification found.
+        problems: u64,
+        /// The first one, for people.
+        first: String,
+    },
     /// An earlier write or sync failed; the handle refuses writes until reopened.
     #[error("the log handle is poisoned by an earlier I/O failure ({0}); reopen the log")]
     Poisoned(String),

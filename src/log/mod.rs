@@ -1630,7 +1630,10 @@ impl Log {
     }
 
     /// An unsigned checkpoint of the visible log, with origin
-    /// `<origin_prefix>/<log id>`.
+    /// `<origin_prefix>/<log id>`. The whole log is verified first and its
+    /// Merkle tree rebuilt from the records: problems, or a tree that
+    /// differs from the log's own, fail with [`Error::Unverified`]. (It reads
+    /// the whole log: a cost proportional to its size.)
     pub fn checkpoint(&self, origin_prefix: &str) -> Result<Checkpoint> {
         self.inner.checkpoint(origin_prefix)
     }
@@ -1679,8 +1682,41 @@ impl Inner {
         })
     }
 
+    /// A checkpoint signs only a root computed by hashing the records: the
+    /// log is verified, its tree rebuilt from the oldest retained segment's
+    /// link block, and both must agree with the log's own tree head.
     fn checkpoint(&self, origin_prefix: &str) -> Result<Checkpoint> {
         let tree = self.tree_head()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (report, verified) =
+            crate::verify::verified_tree_head(&*self.storage, &self.dir, tree.size, threads)?;
+        let refuse = |problems: u64, first: String| Error::Unverified {
+            dir: self.dir.clone(),
+            problems,
+            first,
+        };
+        if !report.is_intact() {
+            let first = report.problems.first().map_or_else(String::new, |p| {
+                format!(
+                    "{:?} in {} at byte {}: {}",
+                    p.kind, p.segment, p.offset, p.detail
+                )
+            });
+            return Err(refuse(
+                report.problems.len() as u64 + report.problems_omitted,
+                first,
+            ));
+        }
+        match verified {
+            Some((root, head)) if root == tree.root && (tree.size == 0 || head == tree.head) => {}
+            _ => return Err(refuse(
+                1,
+                format!(
+                    "the tree rebuilt from the records differs from the log's tree head at size {}",
+                    tree.size
+                ),
+            )),
+        }
         Ok(Checkpoint {
             origin: format!("{origin_prefix}/{}", self.log_id),
             size: tree.size,

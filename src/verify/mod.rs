@@ -228,6 +228,41 @@ pub fn verify_dir_with(
     options: &VerifyOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Report> {
+    let tree_size = options.checkpoint.as_ref().map(|c| c.size);
+    Ok(check_segments(storage, dir, options, tree_size, progress)?.finish())
+}
+
+/// The Merkle tree head of the log in `dir` at `size` records, computed by
+/// hashing the records from the oldest retained segment's link block on, in
+/// a full verification. `Ok(None)` for the head when the tree never reached
+/// `size` (it is beyond the log, or before its first retained record).
+/// A caller must not use the head unless the report is intact.
+pub fn verified_tree_head(
+    storage: &dyn Storage,
+    dir: &Path,
+    size: u64,
+    threads: usize,
+) -> Result<(Report, Option<([u8; 32], Option<ChainHash>)>)> {
+    let options = VerifyOptions {
+        threads,
+        checkpoint: None,
+    };
+    let linker = check_segments(storage, dir, &options, Some(size), &mut |_| {})?;
+    let at = if size == 0 {
+        Some((merkle::empty_root(), None))
+    } else {
+        linker.at_checkpoint
+    };
+    Ok((linker.finish(), at))
+}
+
+fn check_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &VerifyOptions,
+    tree_size: Option<u64>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Linker> {
     let names = storage.list(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound(dir.to_path_buf()),
         _ => Error::io(dir, e),
@@ -241,7 +276,6 @@ pub fn verify_dir_with(
         return Err(Error::NotFound(dir.to_path_buf()));
     }
     let threads = options.threads.max(1);
-    let tree_size = options.checkpoint.as_ref().map(|c| c.size);
     let mut linker = Linker::new(options.checkpoint.clone());
     let last = bases.len() - 1;
     // Segments are verified a batch at a time so memory stays bounded by the
@@ -259,7 +293,7 @@ pub fn verify_dir_with(
             progress(linker.report.bytes);
         }
     }
-    Ok(linker.finish())
+    Ok(linker)
 }
 
 fn run_batch(

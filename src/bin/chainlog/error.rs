@@ -52,7 +52,9 @@ impl CliError {
             CliError::Log(e) | CliError::AfterAppending { error: e, .. } if e.is_corruption() => {
                 EXIT_INTEGRITY
             }
-            CliError::Integrity(_) => EXIT_INTEGRITY,
+            CliError::Integrity(_) | CliError::Log(chainlog::Error::Unverified { .. }) => {
+                EXIT_INTEGRITY
+            }
             _ => EXIT_USAGE,
         }
     }
@@ -105,7 +107,9 @@ fn write_log_error(f: &mut fmt::Formatter<'_>, e: &chainlog::Error) -> fmt::Resu
     write!(f, "{e}")?;
     match e {
         chainlog::Error::NotFound(_) => f.write_str(" (create one with `chainlog init`)"),
-        chainlog::Error::Corrupted { .. } | chainlog::Error::ChecksumMismatch { .. } => {
+        chainlog::Error::Corrupted { .. }
+        | chainlog::Error::ChecksumMismatch { .. }
+        | chainlog::Error::Unverified { .. } => {
             f.write_str(" (run `chainlog verify` for a full report)")
         }
         _ => Ok(()),

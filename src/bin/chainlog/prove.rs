@@ -15,7 +15,7 @@ use chainlog::hash::checkpoint::{Checkpoint, NoteVerifier};
 use chainlog::query::bundle::{self, BundleError, BundleExportError};
 use chainlog::query::Query;
 use chainlog::tiles::ProveError;
-use chainlog::{Log, Options};
+use chainlog::Log;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -82,13 +82,7 @@ pub struct CheckBundleArgs {
 
 /// Opens the log without the writer lock, so proofs work beside an appender.
 fn open_read_only(dir: &Path) -> Result<Log, CliError> {
-    Ok(Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?)
+    crate::read::open_read_only(dir)
 }
 
 /// The CLI error for a proof that cannot be made.

@@ -23,7 +23,7 @@ use chainlog::event::RecordView;
 use chainlog::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use chainlog::query::{parse_time, EventPattern, Filter, FilterError, IpNet, Query, QueryStats};
 use chainlog::ChainHash;
-use chainlog::{Event, Log, Options, Outcome, Timestamp};
+use chainlog::{Event, Log, Outcome, Timestamp};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -246,13 +246,7 @@ fn export_error(path: Option<&Path>, e: ExportError) -> CliError {
 
 /// Opens the log without the writer lock, so it works beside an appender.
 fn open_read_only(dir: &Path) -> Result<Log, CliError> {
-    Ok(Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?)
+    crate::read::open_read_only(dir)
 }
 
 /// How a query run ended: rows written, and whether --limit cut it short.

@@ -178,13 +178,7 @@ fn open_for_writing(dir: &Path) -> Result<Log, CliError> {
 }
 
 fn open_read_only(dir: &Path) -> Result<Log, CliError> {
-    Ok(Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?)
+    crate::read::open_read_only(dir)
 }
 
 /// Runs `chainlog retention`.

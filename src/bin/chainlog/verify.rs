@@ -164,6 +164,12 @@ pub fn summary(report: &Report) -> Vec<String> {
             torn.segment, torn.offset, torn.bytes
         ));
     }
+    if let Some(seal) = &report.torn_seal {
+        lines.push(format!(
+            "note: torn seal in {} at byte {}: a trailer write interrupted by a crash, not tampering; the next open for writing cuts it",
+            seal.segment, seal.offset
+        ));
+    }
     lines
 }
 
