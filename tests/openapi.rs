@@ -10,7 +10,8 @@
 //! `.venv-tests` by scripts/python-tools.sh (the test runs it when they are
 //! missing). If they cannot be installed the test is skipped with a loud
 //! note, unless CHAINLOG_REQUIRE_OPENAPI is set (scripts/test.sh sets it), in
-//! which case it fails.
+//! which case it fails. CHAINLOG_OPENAPI_EXCHANGES=FILE keeps the recorded
+//! exchanges, to run `tests/openapi/check.py docs/openapi.yaml FILE` by hand.
 #![cfg(feature = "server")]
 
 #[path = "support/server.rs"]
@@ -1040,6 +1041,10 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
     let exchanges: Vec<Value> = r.exchanges.into_iter().chain(r2.exchanges).collect();
     let recorded = tmp.path().join("exchanges.json");
     std::fs::write(&recorded, serde_json::to_vec_pretty(&exchanges).unwrap()).unwrap();
+    // To rerun check.py by hand: CHAINLOG_OPENAPI_EXCHANGES=FILE keeps them.
+    if let Some(keep) = std::env::var_os("CHAINLOG_OPENAPI_EXCHANGES") {
+        std::fs::copy(&recorded, keep).unwrap();
+    }
 
     let started = std::time::Instant::now();
     let (ok, text) = run_check(&python, Path::new(DOC), Some(&recorded));
@@ -1053,6 +1058,11 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
             "a row field the server sends is not documented",
             "        hash: { $ref: \"#/components/schemas/Hash\" }\n    KeyInfo:",
             "    KeyInfo:",
+        ),
+        (
+            "the 401 error code is misspelt",
+            "error: { const: unauthorized }",
+            "error: { const: unauthorised }",
         ),
         (
             "the receipt hash is upper case",
