@@ -3,7 +3,7 @@
 //! Phase 1: C concurrent keep-alive clients each POST single events, at
 //! Durability::Always (every answer means the event is on disk).
 //! Phase 2: fewer clients POST batches of events.
-//! Phase 3: phase 1 again with A idle attackers connected (sockets that
+//! Phase 1b: phase 1 again with A idle attackers connected (sockets that
 //! never send a byte), to compare the legitimate clients' p99 latency.
 //! Baseline: the same batches appended directly to a `Log` by as many
 //! threads, in the same run, on the same disk.
@@ -288,7 +288,7 @@ struct Plan {
     batch: usize,
     batch_requests: usize,
     duration: Duration,
-    /// Idle connections held open during phase 3 (0: no phase 3).
+    /// Idle connections held open during phase 1b (0: no phase 1b).
     attackers: usize,
 }
 
@@ -296,7 +296,8 @@ async fn run(plan: Plan) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let key = create_key(&data, "load", "append");
-    let server = TestServer::start(&data, &[]);
+    // Phase 1b's idle attackers must outlive their phase.
+    let server = TestServer::start(&data, &["--idle-timeout", "120s"]);
 
     let single = phase(
         server.addr,
@@ -307,17 +308,8 @@ async fn run(plan: Plan) {
         plan.duration,
     )
     .await;
-    let batched = phase(
-        server.addr,
-        &key,
-        plan.batch_clients,
-        plan.batch,
-        plan.batch_requests,
-        plan.duration,
-    )
-    .await;
-    // Under attack: idle sockets stay open (the idle timeout, 60 s, is
-    // longer than the phase) while the same single-event clients run.
+    // Under attack: idle sockets stay open (the idle timeout is longer
+    // than the phase) while the same single-event clients run.
     let attacked = if plan.attackers > 0 {
         let mut idle = Vec::with_capacity(plan.attackers);
         for _ in 0..plan.attackers {
@@ -344,6 +336,15 @@ async fn run(plan: Plan) {
     } else {
         None
     };
+    let batched = phase(
+        server.addr,
+        &key,
+        plan.batch_clients,
+        plan.batch,
+        plan.batch_requests,
+        plan.duration,
+    )
+    .await;
     let (status, stderr) = tokio::task::spawn_blocking(move || server.stop())
         .await
         .unwrap();

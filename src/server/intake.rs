@@ -12,7 +12,8 @@
 //!   key was checked, and gives it back when the answer is ready. A body
 //!   that cannot get its share before its own deadline is answered 503;
 //! - every answer says `Cache-Control: no-store` (some carry a new key's
-//!   secret), and under TLS `Strict-Transport-Security`.
+//!   secret) unless its route chose otherwise (the dashboard page), and
+//!   under TLS `Strict-Transport-Security`.
 
 use std::future::Future;
 use std::io;
@@ -98,7 +99,10 @@ async fn intake_layer(State(intake): State<Arc<Intake>>, request: Request, next:
         }
     };
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The dashboard page sets its own (no-cache: it holds no secret).
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     if intake.tls {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
