@@ -34,10 +34,29 @@
 //! # }
 //! ```
 //!
-//! Layers, each using only those below it: [`event`], [`error`],
-//! [`hash`], [`storage`], [`format`](mod@format), [`index`], [`tiles`], [`verify`],
-//! [`log`], [`query`], [`retention`]. The on-disk format is specified in
-//! `docs/FORMAT.md`; the fault model in `docs/RELIABILITY.md`.
+//! # Layers
+//!
+//! Each module uses only modules of a lower rank (`tests/layers.rs` checks
+//! it, from the same table):
+//!
+//! | rank | modules | owns |
+//! |---|---|---|
+//! | 0 | [`limits`], `le` | limits on every input; little-endian reads |
+//! | 1 | [`event`] | the event, its record bytes, reading it from JSON |
+//! | 2 | [`error`] | the library's error type |
+//! | 3 | [`hash`] | hash chain, Merkle hashing, proofs, checkpoints (no I/O) |
+//! | 4 | [`storage`] | the I/O trait, the file system, the simulated disk |
+//! | 5 | [`format`](mod@format) | frames and segment files |
+//! | 6 | [`index`], [`retention`] | `.idx` files; retention policy and record |
+//! | 7 | [`tiles`] | the Merkle tree's tiles on disk |
+//! | 8 | [`verify`] | checking a log's files without trusting them |
+//! | 9 | [`log`] | the log: open, recover, append, read, retain |
+//! | 10 | [`query`] | filters, exports, proofs and bundles over a log |
+//! | 11 | `archive` | sealed segments to object storage (feature `s3`) |
+//! | 12 | `server` | the HTTP API (feature `server`) |
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`; the fault model in
+//! `docs/RELIABILITY.md`.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

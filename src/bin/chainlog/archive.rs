@@ -10,7 +10,8 @@ use chainlog::archive::{
     self, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchiveTarget, ObjectLock,
     ObjectLockMode,
 };
-use chainlog::retention::{self, DeletedSegment, RetentionOutcome, RetentionPolicy};
+use chainlog::log::RetentionOutcome;
+use chainlog::retention::{self, DeletedSegment, RetentionPolicy};
 use chainlog::verify::VerifyOptions;
 use chainlog::{Log, Timestamp};
 use clap::Args;

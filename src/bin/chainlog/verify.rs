@@ -172,7 +172,7 @@ pub fn summary(report: &Report) -> Vec<String> {
 fn consistency_since(
     dir: &Path,
     checkpoint: &chainlog::hash::checkpoint::Checkpoint,
-) -> Result<Option<chainlog::tiles::ConsistencyProof>, CliError> {
+) -> Result<Option<chainlog::query::proofs::ConsistencyProof>, CliError> {
     let log = chainlog::Log::open(
         dir,
         chainlog::Options {
