@@ -55,6 +55,24 @@
 //! | 11 | `archive` | sealed segments to object storage (feature `s3`) |
 //! | 12 | `server` | the HTTP API (feature `server`) |
 //!
+//! # A log on disk
+//!
+//! ```text
+//! DIR/
+//! ├── chainlog.lock                  the writer's flock (storage::LOCK_FILE_NAME)
+//! ├── 00000000000000000000.seg       a sealed segment: header, frames, trailer (format::segment)
+//! ├── 00000000000000000000.idx       its sparse index, derived, rebuilt when missing (index)
+//! ├── 00000000000000004096.seg       the active segment (base seq in the name)
+//! ├── 00000000000000004096.seg.tmp   only while a segment is being created
+//! ├── legal-hold.json                only while a legal hold is set (retention)
+//! └── tile/                          the Merkle tree's tiles, derived (tiles)
+//!     ├── leaves/000                 level-0 tiles, 256 to a pack file
+//!     └── 1/000, 1/000.p/17, …       higher levels; `.p/W` is a partial tile
+//! ```
+//!
+//! Signed checkpoints ([`log::CheckpointSchedule`]) go to a directory of
+//! their own, outside the log's.
+//!
 //! The on-disk format is specified in `docs/FORMAT.md`; the fault model in
 //! `docs/RELIABILITY.md`.
 #![deny(clippy::unwrap_used, clippy::expect_used)]

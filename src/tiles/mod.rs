@@ -529,7 +529,7 @@ impl TileBuilder {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::hash::chain::ChainHash;
     use crate::hash::merkle::leaf_hash;

@@ -292,7 +292,7 @@ pub fn restore(global: &Global, args: RestoreArgs) -> Result<ExitCode, CliError>
             outcome.manifest,
             dir.display()
         )?;
-        for line in crate::verify::summary(&outcome.report) {
+        for line in crate::report::summary(&outcome.report) {
             outln!("{line}")?;
         }
         if let Some(checkpoint) = &outcome.checkpoint {
