@@ -13,7 +13,7 @@
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
 //! answer with receipts means the events are on disk. `POST …/events`
-//! goes through the workspace's commit queue ([`commit`]), which appends
+//! goes through the workspace's commit queue (`commit`), which appends
 //! every request waiting at once with one append and one `fdatasync`.
 //! Parsing (of all but small bodies), queries, exports and verification
 //! run on tokio's blocking threads.
