@@ -1,11 +1,15 @@
 //! The real file system: [`FsStorage`], with `fdatasync`, preallocation,
-//! write-back hints and an `flock` on the log directory's lock file.
+//! write-back hints, and the writer lock: an `flock` on the log directory
+//! itself and on its lock file.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
+
+use rustix::fs::{FlockOperation, Mode, OFlags};
 
 use super::{DirLock, Storage, StorageFile, LOCK_FILE_NAME};
 
@@ -65,10 +69,67 @@ impl StorageFile for FsFile {
     }
 }
 
+/// An exclusive `flock` on one open file or directory, undone on drop.
 #[derive(Debug)]
-struct FsLock(#[allow(dead_code, reason = "held for its flock until dropped")] File);
+struct Flock(OwnedFd);
+
+impl Flock {
+    fn take(fd: OwnedFd) -> io::Result<Flock> {
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
+        Ok(Flock(fd))
+    }
+}
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        // Unlock explicitly instead of leaving it to `close`: a process
+        // another thread is spawning holds a copy of this descriptor between
+        // its fork and its exec, and until then the lock would outlive the
+        // `Log` (a reopen right after a close was refused as "locked").
+        let _ = rustix::fs::flock(&self.0, FlockOperation::Unlock);
+    }
+}
+
+/// The writer lock on a log directory: a `flock` on the directory itself,
+/// which deleting or replacing a file in it cannot undo, and one on its
+/// `chainlog.lock` file, which is what older versions of chainlog lock.
+#[derive(Debug)]
+struct FsLock {
+    /// Declared first, so unlocked first: the directory lock covers the
+    /// whole life of the file lock.
+    _file: Flock,
+    _dir: Flock,
+}
 
 impl DirLock for FsLock {}
+
+impl FsLock {
+    fn take(dir: &Path) -> io::Result<FsLock> {
+        let dir_lock = Flock::take(rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)?;
+        // The lock file is opened relative to the directory just locked, and
+        // a symbolic link in its place is refused, not followed.
+        let file_fd = rustix::fs::openat(
+            &dir_lock.0,
+            LOCK_FILE_NAME,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP => io::Error::other(format!(
+                "{LOCK_FILE_NAME} is a symbolic link; the writer lock does not follow it"
+            )),
+            e => e.into(),
+        })?;
+        Ok(FsLock {
+            _file: Flock::take(file_fd)?,
+            _dir: dir_lock,
+        })
+    }
+}
 
 impl Storage for FsStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -114,15 +175,7 @@ impl Storage for FsStorage {
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(LOCK_FILE_NAME))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(io::Error::from)?;
-        Ok(Box::new(FsLock(file)))
+        Ok(Box::new(FsLock::take(dir)?))
     }
 }
 
@@ -130,6 +183,25 @@ impl Storage for FsStorage {
 mod tests {
     use super::*;
     use crate::storage::read_exact_at;
+
+    /// Regression (issue 14): a copy of the lock's descriptors, as a process
+    /// spawned by another thread holds between its fork and its exec, kept
+    /// the log locked after its `Log` was dropped.
+    #[test]
+    fn dropping_the_lock_releases_it_while_copies_of_its_descriptors_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = FsLock::take(dir.path()).unwrap();
+        let err = FsStorage.lock_dir(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // `dup` shares the open file description, as a fork does.
+        let copies = (
+            lock._file.0.try_clone().unwrap(),
+            lock._dir.0.try_clone().unwrap(),
+        );
+        drop(lock);
+        let again = FsStorage.lock_dir(dir.path()).unwrap();
+        drop((again, copies));
+    }
 
     #[test]
     fn writeback_hints_leave_the_data_as_written() {

@@ -61,7 +61,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes the exclusive writer lock on `dir`, failing with
-    /// `io::ErrorKind::WouldBlock` when another writer holds it.
+    /// `io::ErrorKind::WouldBlock` when another writer holds it. Deleting or
+    /// replacing files in `dir` must not release it, and dropping it must
+    /// release it at once.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
 }
 
