@@ -2,8 +2,13 @@
 
 pub mod cut;
 mod recover;
+mod retention;
 
 pub use recover::Damage;
+pub use retention::RetentionOutcome;
+pub use tiles::RebuildStats;
+
+mod tiles;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -30,6 +30,7 @@ mod prove;
 mod query;
 mod read;
 mod recover;
+mod report;
 mod retention;
 #[cfg(feature = "server")]
 mod serve;
