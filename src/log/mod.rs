@@ -1714,13 +1714,15 @@ impl Inner {
         }
         match verified {
             Some((root, head)) if root == tree.root && (tree.size == 0 || head == tree.head) => {}
-            _ => return Err(refuse(
-                1,
-                format!(
+            _ => {
+                return Err(refuse(
+                    1,
+                    format!(
                     "the tree rebuilt from the records differs from the log's tree head at size {}",
                     tree.size
                 ),
-            )),
+                ))
+            }
         }
         Ok(Checkpoint {
             origin: format!("{origin_prefix}/{}", self.log_id),
