@@ -1713,7 +1713,7 @@ impl Inner {
             ));
         }
         match verified {
-            Some((root, head)) if root == tree.root && (tree.size == 0 || head == tree.head) => {}
+            Some(v) if v.root == tree.root && (tree.size == 0 || v.head == tree.head) => {}
             _ => {
                 return Err(refuse(
                     1,

@@ -232,6 +232,15 @@ pub fn verify_dir_with(
     Ok(check_segments(storage, dir, options, tree_size, progress)?.finish())
 }
 
+/// A tree head rebuilt by hashing the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuiltHead {
+    /// RFC 6962 root over the first `size` chain hashes.
+    pub root: [u8; 32],
+    /// The chain hash of record `size - 1` (none at size 0).
+    pub head: Option<ChainHash>,
+}
+
 /// The Merkle tree head of the log in `dir` at `size` records, computed by
 /// hashing the records from the oldest retained segment's link block on, in
 /// a full verification. `Ok(None)` for the head when the tree never reached
@@ -242,7 +251,7 @@ pub fn verified_tree_head(
     dir: &Path,
     size: u64,
     threads: usize,
-) -> Result<(Report, Option<([u8; 32], Option<ChainHash>)>)> {
+) -> Result<(Report, Option<RebuiltHead>)> {
     let options = VerifyOptions {
         threads,
         checkpoint: None,
@@ -253,6 +262,7 @@ pub fn verified_tree_head(
     } else {
         linker.at_checkpoint
     };
+    let at = at.map(|(root, head)| RebuiltHead { root, head });
     Ok((linker.finish(), at))
 }
 
