@@ -46,8 +46,9 @@ pub enum Durability {
     /// append that leaves `max_bytes` or more unsynced syncs at once. With
     /// write-behind, the background thread also syncs once half of
     /// `max_bytes` is unsynced, so that appends seldom have to. A crash
-    /// can lose at most the records of the last `max_delay` (and under
-    /// `max_bytes` of them).
+    /// can lose at most the records of the last `max_delay` plus the
+    /// duration of one `fdatasync` (a record acknowledged just after a sync
+    /// began waits for the next), and under `max_bytes` of them.
     Batch {
         /// Longest time a record stays unsynced.
         max_delay: Duration,
