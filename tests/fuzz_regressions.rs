@@ -323,6 +323,7 @@ fn retained_segment() -> Vec<u8> {
         frontier.push(&head.0);
     }
     let header = segment::SegmentHeader {
+        version: segment::FORMAT_VERSION,
         log_id,
         base_seq: 5,
         prev_hash: head,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::event::{self, EncodeRecord, Event, RecordSummary, RecordView, Timestamp};
+use crate::event::record::{self, Origin};
+use crate::event::{self, EncodeRecord, EngineEvent, Event, RecordSummary, RecordView, Timestamp};
 use crate::format::frame::{self, FRAME_HEADER_BYTES};
 use crate::format::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
@@ -128,6 +129,24 @@ pub struct Options {
     /// background thread. Default `Some(WriteBehind::default())`; `None`
     /// writes every append to the OS before it returns.
     pub write_behind: Option<WriteBehind>,
+    /// Who appends: recorded in every record this handle appends (the
+    /// record's `appender`), unless a record names its own
+    /// ([`EncodeRecord::appender`]). 1..=256 bytes, no control or invisible
+    /// format character. Default: the operating-system user (`$USER`, else
+    /// `$LOGNAME`, else `$USERNAME`), or `chainlog` when none is set or
+    /// valid; see [`default_appender`].
+    pub appender: String,
+}
+
+/// The default [`Options::appender`]: the operating-system user name from
+/// `$USER`, `$LOGNAME` or `$USERNAME` (the first one set and valid), else
+/// `chainlog`.
+pub fn default_appender() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|user| event::record::check_appender(user).is_ok())
+        .unwrap_or_else(|| "chainlog".to_string())
 }
 
 /// Signed checkpoints written automatically by a running log.
@@ -156,12 +175,15 @@ impl Default for Options {
             retention: None,
             checkpoints: None,
             write_behind: Some(WriteBehind::default()),
+            appender: default_appender(),
         }
     }
 }
 
 impl Options {
     fn validate(&self) -> Result<()> {
+        event::record::check_appender(&self.appender)
+            .map_err(|e| Error::InvalidOptions(format!("appender: {e}")))?;
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes)
             || self.segment_bytes % 8 != 0
         {
@@ -223,6 +245,30 @@ pub struct Record {
     pub hash: ChainHash,
     /// The event.
     pub event: Event,
+    /// When the engine received it (`None` for a version 1 record).
+    pub received_at: Option<Timestamp>,
+    /// Who wrote it: a client, the engine, or unrecorded (version 1).
+    pub origin: event::Origin,
+    /// Who appended it (`None` for a version 1 record).
+    pub appender: Option<String>,
+}
+
+impl Record {
+    /// The owned record from its decoded bytes, parsing the context.
+    pub(crate) fn from_view(
+        seq: u64,
+        hash: ChainHash,
+        view: &RecordView<'_>,
+    ) -> Result<Self, event::EventError> {
+        Ok(Record {
+            seq,
+            hash,
+            event: view.to_event()?,
+            received_at: view.received_at,
+            origin: view.origin,
+            appender: view.appender.map(str::to_string),
+        })
+    }
 }
 
 /// A summary of the log as the handle sees it.
@@ -254,6 +300,9 @@ struct Active {
     count: u64,
     min_ts: Timestamp,
     max_ts: Timestamp,
+    /// The received_at of the newest record (version 2; the epoch before
+    /// the first and in a version 1 segment).
+    last_received_at: Timestamp,
     /// Sealed (trailer written); the next append must roll first.
     sealed: bool,
 }
@@ -278,6 +327,7 @@ impl Active {
             count: 0,
             min_ts: Timestamp::default(),
             max_ts: Timestamp::default(),
+            last_received_at: Timestamp::default(),
             sealed: false,
         }
     }
@@ -307,6 +357,8 @@ struct Writer {
     /// Linked frames of the active segment that belong at
     /// `active.written_at..active.write_at` and are not yet written.
     pending: Vec<u8>,
+    /// The received_at of the newest record: the next one gets at least it.
+    last_received_at: Timestamp,
 }
 
 /// What a write of the active segment works with (see `Inner::write_slot`).
@@ -515,6 +567,7 @@ impl Log {
         }
         let log_id = LogId::random().map_err(|e| Error::io(&dir, e))?;
         let header = SegmentHeader {
+            version: segment::FORMAT_VERSION,
             log_id,
             base_seq: 0,
             prev_hash: ChainHash::genesis(&log_id),
@@ -614,6 +667,7 @@ impl Log {
             storage,
             log_id: active.header.log_id,
             writer: Mutex::new(Writer {
+                last_received_at: active.last_received_at,
                 active,
                 next_seq,
                 head,
@@ -726,6 +780,26 @@ impl Log {
     /// `events` are usually [`Event`]s; anything that implements
     /// [`EncodeRecord`] can be appended.
     pub fn append_batch<E: EncodeRecord>(&self, events: &[E]) -> Result<Vec<Receipt>> {
+        self.append_with_origin(events, Origin::Client)
+    }
+
+    /// Appends a record the engine writes about itself (retention, legal
+    /// holds, recovery cuts, migration): origin `engine`, which no public
+    /// append path can write, and a reserved (`log.*`) type allowed.
+    pub(crate) fn append_engine(&self, event: &Event) -> Result<Receipt> {
+        let receipts =
+            self.append_with_origin(std::slice::from_ref(&EngineEvent(event)), Origin::Engine)?;
+        receipts
+            .into_iter()
+            .next()
+            .ok_or(Error::InvalidOptions("empty batch".into()))
+    }
+
+    fn append_with_origin<E: EncodeRecord>(
+        &self,
+        events: &[E],
+        origin: Origin,
+    ) -> Result<Vec<Receipt>> {
         if events.len() > MAX_BATCH_EVENTS {
             return Err(Error::BatchTooLarge {
                 len: events.len() as u64,
@@ -742,8 +816,12 @@ impl Log {
         let mut frames = ENCODE_BUFFER.with_borrow_mut(std::mem::take);
         frames.clear();
         frames.reserve(events.len() * 320);
+        let default_appender = self.inner.options.appender.as_str();
         for event in events {
             let start = frame::begin(&mut frames);
+            // received_at is filled in under the writer lock.
+            let appender = event.appender().unwrap_or(default_appender);
+            record::encode_provenance(Timestamp::default(), origin, appender, &mut frames)?;
             event.encode_record(&mut frames)?;
             frame::finish(&mut frames, start);
         }
@@ -881,6 +959,14 @@ fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool)
         .open(&path, !read_only)
         .map_err(|e| Error::io(&path, e))?;
     let header = segment::read_header(&*file, &name)?;
+    // Appends write the current record layout: an older newest segment
+    // needs `chainlog migrate` first (before recovery changes anything).
+    if !read_only && header.version != segment::FORMAT_VERSION {
+        return Err(Error::MigrationNeeded {
+            dir: dir.to_path_buf(),
+            version: header.version,
+        });
+    }
     if header.base_seq != base {
         return Err(Error::Corrupted {
             file: name,
@@ -927,6 +1013,7 @@ fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool)
     // `fdatasync` was torn by a crash, or undermined by an earlier failed
     // one), and then the frames are the truth.
     let mut scan = Scanner::new(file.clone(), &name, HEADER_BYTES, trailer_at);
+    let version = header.version;
     let end = loop {
         match scan.next_step()? {
             Step::Frame { offset, frame } => {
@@ -941,12 +1028,15 @@ fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool)
                 // The same checks as a full decode, without building the
                 // fields: open only needs the timestamp.
                 let summary =
-                    RecordSummary::decode(frame.record).map_err(|e| Error::Corrupted {
+                    RecordSummary::decode(version, frame.record).map_err(|e| Error::Corrupted {
                         file: name.clone(),
                         offset,
                         reason: format!("record at seq {expected}: {e}"),
                     })?;
                 active.note_timestamp(summary.timestamp);
+                if let Some(received_at) = summary.received_at {
+                    active.last_received_at = received_at;
+                }
                 tree.push(&frame.hash);
                 head = frame.hash;
             }
@@ -1070,12 +1160,25 @@ impl Inner {
             }
             self.roll(&mut w)?;
         }
+        if w.active.header.version != segment::FORMAT_VERSION {
+            // Open refuses an older newest segment, and rolls write the
+            // current version; this is a guard, not a path.
+            return Err(Error::MigrationNeeded {
+                dir: self.dir.clone(),
+                version: w.active.header.version,
+            });
+        }
+        // The engine's clock, never going back along the chain.
+        let received_at = Timestamp::now().max(w.last_received_at);
         let mut receipts = Vec::with_capacity(count);
         let mut head = w.head;
         let mut at = 0;
         for i in 0..count {
             let seq = w.next_seq + i as u64;
             let frame_len = frame::built_len(&frames[at..]);
+            let record = frame::built_record_mut(&mut frames[at..]);
+            record[record::RECEIVED_AT_OFFSET..record::RECEIVED_AT_OFFSET + 8]
+                .copy_from_slice(&received_at.unix_nanos().to_le_bytes());
             head = frame::link(&mut frames[at..at + frame_len], seq, &head);
             receipts.push(Receipt { seq, hash: head });
             at += frame_len;
@@ -1093,10 +1196,13 @@ impl Inner {
         }
         let mut at = 0;
         for _ in 0..count {
+            let record = frame::built_record(&frames[at..]);
             w.active
-                .note_timestamp(event::record_timestamp(frame::built_record(&frames[at..])));
+                .note_timestamp(event::record_timestamp(segment::FORMAT_VERSION, record));
             at += frame::built_len(&frames[at..]);
         }
+        w.active.last_received_at = received_at;
+        w.last_received_at = received_at;
         w.active.write_at += len;
         w.next_seq += count as u64;
         self.appended_next.store(w.next_seq, Ordering::Release);
@@ -1357,6 +1463,7 @@ impl Inner {
             self.index_in_background(&w.active, tree);
         }
         let header = SegmentHeader {
+            version: segment::FORMAT_VERSION,
             log_id: self.log_id,
             base_seq: w.next_seq,
             prev_hash: w.head,
@@ -1417,6 +1524,7 @@ impl Inner {
             min_timestamp: a.min_ts,
             max_timestamp: a.max_ts,
             data_end: a.write_at,
+            last_received_at: a.last_received_at,
         };
         let at = data_end_limit(a.header.segment_bytes);
         let name = self.dir.join(a.name());
@@ -1927,6 +2035,8 @@ pub struct Records {
 
 struct Cursor {
     base: u64,
+    /// The segment's format version: its records' layout.
+    version: u16,
     scanner: Scanner,
     name: String,
     /// Where frames end once the segment is sealed.
@@ -1987,13 +2097,8 @@ impl Records {
                         let reason = format!("expected seq {}, found {}", self.next, frame.seq);
                         return Err(self.corrupt(offset, reason));
                     }
-                    let record = RecordView::decode(frame.record)
-                        .and_then(|v| v.to_event())
-                        .map(|event| Record {
-                            seq: frame.seq,
-                            hash: frame.hash,
-                            event,
-                        });
+                    let record = event::decode_record(cursor.version, frame.record)
+                        .and_then(|v| Record::from_view(frame.seq, frame.hash, &v));
                     let record = record.map_err(|e| self.corrupt(offset, e.to_string()))?;
                     self.next += 1;
                     return Ok(Some(record));
@@ -2057,6 +2162,7 @@ impl Records {
         };
         Ok(Cursor {
             base,
+            version: header.version,
             scanner: Scanner::new(file, &name, HEADER_BYTES, limit),
             name,
             sealed_limit,

@@ -686,7 +686,9 @@ impl SegmentCheck {
             let detail = format!("stored hash {stored}, recomputed {computed}");
             self.problem(ProblemKind::HashMismatch, Some(seq), offset, detail);
         }
-        match RecordSummary::decode(record) {
+        // Frames are read only after the header was (it gives their layout).
+        let version = self.r.header.map_or(0, |h| h.version);
+        match RecordSummary::decode(version, record) {
             Ok(summary) => {
                 let ts = summary.timestamp;
                 self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
