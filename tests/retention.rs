@@ -468,6 +468,9 @@ impl Storage for CrashAfter {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.disk.create_dir_all(dir)
     }
+    fn now(&self) -> chainlog::Timestamp {
+        self.disk.now()
+    }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.disk.list(dir)
     }

@@ -132,21 +132,24 @@ pub struct Options {
     /// Who appends: recorded in every record this handle appends (the
     /// record's `appender`), unless a record names its own
     /// ([`EncodeRecord::appender`]). 1..=256 bytes, no control or invisible
-    /// format character. Default: the operating-system user (`$USER`, else
-    /// `$LOGNAME`, else `$USERNAME`), or `chainlog` when none is set or
-    /// valid; see [`default_appender`].
+    /// format character. Default [`DEFAULT_APPENDER`]: an embedding program
+    /// should name its principal; the CLI names the operating-system user
+    /// ([`os_user_appender`]). The default is a constant, not the user, so
+    /// that the bytes a program writes do not depend on who runs it.
     pub appender: String,
 }
 
-/// The default [`Options::appender`]: the operating-system user name from
-/// `$USER`, `$LOGNAME` or `$USERNAME` (the first one set and valid), else
-/// `chainlog`.
-pub fn default_appender() -> String {
+/// The default [`Options::appender`].
+pub const DEFAULT_APPENDER: &str = "chainlog";
+
+/// The operating-system user name from `$USER`, `$LOGNAME` or `$USERNAME`
+/// (the first one set and a valid appender), else [`DEFAULT_APPENDER`].
+pub fn os_user_appender() -> String {
     ["USER", "LOGNAME", "USERNAME"]
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .find(|user| event::record::check_appender(user).is_ok())
-        .unwrap_or_else(|| "chainlog".to_string())
+        .unwrap_or_else(|| DEFAULT_APPENDER.to_string())
 }
 
 /// Signed checkpoints written automatically by a running log.
@@ -175,7 +178,7 @@ impl Default for Options {
             retention: None,
             checkpoints: None,
             write_behind: Some(WriteBehind::default()),
-            appender: default_appender(),
+            appender: DEFAULT_APPENDER.to_string(),
         }
     }
 }
@@ -1169,7 +1172,7 @@ impl Inner {
             });
         }
         // The engine's clock, never going back along the chain.
-        let received_at = Timestamp::now().max(w.last_received_at);
+        let received_at = self.storage.now().max(w.last_received_at);
         let mut receipts = Vec::with_capacity(count);
         let mut head = w.head;
         let mut at = 0;
