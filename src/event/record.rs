@@ -176,6 +176,12 @@ pub fn encode_provenance(
     Ok(())
 }
 
+/// Bytes of the provenance prefix for `appender`: what a version 2 record
+/// adds to its event body.
+pub fn provenance_len(appender: &str) -> usize {
+    8 + 1 + 2 + appender.len()
+}
+
 /// Checks an appender name: 1..=256 bytes, no control or format character.
 pub fn check_appender(appender: &str) -> Result<(), EventError> {
     if appender.is_empty() {

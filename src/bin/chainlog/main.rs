@@ -74,6 +74,12 @@ enum Command {
         /// Print {"seq":N,"hash":"<hex>"} for each record once it is durable.
         #[arg(long)]
         receipts: bool,
+        /// Who appends, recorded in every record (its `appender`): 1 to 256
+        /// bytes, no control or invisible characters. Default: the
+        /// operating-system user ($USER, $LOGNAME or $USERNAME), else
+        /// `chainlog`.
+        #[arg(long, value_name = "NAME")]
+        appender: Option<String>,
         /// JSON Lines input; stdin when absent or `-`.
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
@@ -218,8 +224,9 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Append {
             durability,
             receipts,
+            appender,
             file,
-        } => append::run(&global, durability, receipts, file.as_deref()),
+        } => append::run(&global, durability, receipts, appender, file.as_deref()),
         Command::Cat { from, limit } => read::cat(&global, from, limit),
         Command::Verify(args) => verify::run(&global, args),
         Command::Retention(args) => retention::run(&global, args),
