@@ -69,12 +69,10 @@ impl Records {
 
     fn iter(&self) -> impl Iterator<Item = Encoded<'_>> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .map(|(start, &end)| Encoded {
-                body: &self.bytes[start..end],
-                appender: &self.appender,
-            })
+        starts.zip(&self.ends).map(|(start, &end)| Encoded {
+            body: &self.bytes[start..end],
+            appender: &self.appender,
+        })
     }
 }
 
