@@ -34,10 +34,47 @@
 //! # }
 //! ```
 //!
-//! Layers, each using only those below it: [`event`], [`error`],
-//! [`hash`], [`storage`], [`format`](mod@format), [`index`], [`tiles`], [`verify`],
-//! [`log`], [`query`], [`retention`]. The on-disk format is specified in
-//! `docs/FORMAT.md`; the fault model in `docs/RELIABILITY.md`.
+//! # Layers
+//!
+//! Each module uses only modules of a lower rank (`tests/layers.rs` checks
+//! it, from the same table):
+//!
+//! | rank | modules | owns |
+//! |---|---|---|
+//! | 0 | [`limits`], `le` | limits on every input; little-endian reads |
+//! | 1 | [`event`] | the event, its record bytes, reading it from JSON |
+//! | 2 | [`error`] | the library's error type |
+//! | 3 | [`hash`] | hash chain, Merkle hashing, proofs, checkpoints (no I/O) |
+//! | 4 | [`storage`] | the I/O trait, the file system, the simulated disk |
+//! | 5 | [`format`](mod@format) | frames and segment files |
+//! | 6 | [`index`], [`retention`] | `.idx` files; retention policy and record |
+//! | 7 | [`tiles`] | the Merkle tree's tiles on disk |
+//! | 8 | [`verify`] | checking a log's files without trusting them |
+//! | 9 | [`log`] | the log: open, recover, append, read, retain |
+//! | 10 | [`query`] | filters, exports, proofs and bundles over a log |
+//! | 11 | `archive` | sealed segments to object storage (feature `s3`) |
+//! | 12 | `server` | the HTTP API (feature `server`) |
+//!
+//! # A log on disk
+//!
+//! ```text
+//! DIR/
+//! ├── chainlog.lock                  the writer's flock (storage::LOCK_FILE_NAME)
+//! ├── 00000000000000000000.seg       a sealed segment: header, frames, trailer (format::segment)
+//! ├── 00000000000000000000.idx       its sparse index, derived, rebuilt when missing (index)
+//! ├── 00000000000000004096.seg       the active segment (base seq in the name)
+//! ├── 00000000000000004096.seg.tmp   only while a segment is being created
+//! ├── legal-hold.json                only while a legal hold is set (retention)
+//! └── tile/                          the Merkle tree's tiles, derived (tiles)
+//!     ├── leaves/000                 level-0 tiles, 256 to a pack file
+//!     └── 1/000, 1/000.p/17, …       higher levels; `.p/W` is a partial tile
+//! ```
+//!
+//! Signed checkpoints ([`log::CheckpointSchedule`]) go to a directory of
+//! their own, outside the log's.
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`; the fault model in
+//! `docs/RELIABILITY.md`.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -17,8 +17,9 @@ use chainlog::hash::merkle::{Frontier, Hash};
 use chainlog::hash::proof::{self, MemoryTree, SubtreeSource};
 use chainlog::query::bundle::{self, RowProblemKind};
 use chainlog::query::export::{ExportFormat, ExportOptions, Exporter};
+use chainlog::query::proofs::{ConsistencyProof, InclusionProof, ProveError};
 use chainlog::retention::RetentionPolicy;
-use chainlog::tiles::{self, ConsistencyProof, InclusionProof, ProveError};
+use chainlog::tiles;
 use chainlog::{ChainHash, Durability, Event, Log, Options, Timestamp};
 use serde_json::Value;
 

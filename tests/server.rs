@@ -17,7 +17,8 @@ use chainlog::{Log, Options, Record};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use support::{
-    chainlog, create_key, key_id, raw_get, raw_request, small_segment_workspace, TestServer,
+    chainlog, create_key, key_id, raw_get, raw_request, small_segment_workspace, test_certificate,
+    TestCertificate, TestServer,
 };
 
 async fn call(
@@ -1106,84 +1107,14 @@ async fn checkpoints_are_signed_on_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_https() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-    use tokio_rustls::rustls::{self, RootCertStore};
 
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    let (ca_cert, ca_key, csr, ext) = (
-        tmp.path().join("ca.pem"),
-        tmp.path().join("ca.key"),
-        tmp.path().join("leaf.csr"),
-        tmp.path().join("leaf.ext"),
-    );
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let steps: Vec<Vec<String>> = vec![
-        [
-            &[
-                "req",
-                "-x509",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=chainlog test CA",
-            ][..],
-            &ec[..],
-        ]
-        .concat()
-        .iter()
-        .map(|s| s.to_string())
-        .chain(["-keyout".into(), p(&ca_key), "-out".into(), p(&ca_cert)])
-        .collect(),
-        [&["req", "-subj", "/CN=localhost"][..], &ec[..]]
-            .concat()
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["-keyout".into(), p(&key), "-out".into(), p(&csr)])
-            .collect(),
-        [
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            &p(&csr),
-            "-CA",
-            &p(&ca_cert),
-            "-CAkey",
-            &p(&ca_key),
-            "-CAcreateserial",
-            "-extfile",
-            &p(&ext),
-            "-out",
-            &p(&cert),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    ];
-    for step in steps {
-        match std::process::Command::new("openssl").args(&step).output() {
-            Ok(out) if out.status.success() => {}
-            other => {
-                eprintln!("NOTE: tls_serves_https skipped: the openssl command could not make a test certificate ({other:?})");
-                return;
-            }
-        }
-    }
+    let Some(TestCertificate { ca_cert, cert, key }) = test_certificate(tmp.path()) else {
+        eprintln!(
+            "NOTE: tls_serves_https skipped: the openssl command could not make a test certificate"
+        );
+        return;
+    };
     let data = tmp.path().join("data");
     let server = TestServer::start(
         &data,
@@ -1195,23 +1126,7 @@ async fn tls_serves_https() {
         ],
     );
     assert!(server.url.starts_with("https://"));
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&ca_cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = support::tls_connect(server.addr, &ca_cert).await;
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

@@ -3,6 +3,8 @@
 //! Phase 1: C concurrent keep-alive clients each POST single events, at
 //! Durability::Always (every answer means the event is on disk).
 //! Phase 2: fewer clients POST batches of events.
+//! Phase 1b: phase 1 again with A idle attackers connected (sockets that
+//! never send a byte), to compare the legitimate clients' p99 latency.
 //! Baseline: the same batches appended directly to a `Log` by as many
 //! threads, in the same run, on the same disk.
 //!
@@ -286,13 +288,16 @@ struct Plan {
     batch: usize,
     batch_requests: usize,
     duration: Duration,
+    /// Idle connections held open during phase 1b (0: no phase 1b).
+    attackers: usize,
 }
 
 async fn run(plan: Plan) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let key = create_key(&data, "load", "append");
-    let server = TestServer::start(&data, &[]);
+    // Phase 1b's idle attackers must outlive their phase.
+    let server = TestServer::start(&data, &["--idle-timeout", "120s"]);
 
     let single = phase(
         server.addr,
@@ -303,6 +308,34 @@ async fn run(plan: Plan) {
         plan.duration,
     )
     .await;
+    // Under attack: idle sockets stay open (the idle timeout is longer
+    // than the phase) while the same single-event clients run.
+    let attacked = if plan.attackers > 0 {
+        let mut idle = Vec::with_capacity(plan.attackers);
+        for _ in 0..plan.attackers {
+            idle.push(TcpStream::connect(server.addr).await.unwrap());
+        }
+        let attacked = phase(
+            server.addr,
+            &key,
+            plan.single_clients,
+            1,
+            plan.single_requests,
+            plan.duration,
+        )
+        .await;
+        // Every idle socket is still open: none was refused or timed out.
+        for stream in &idle {
+            let mut byte = [0u8; 1];
+            assert!(
+                matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "an idle attacker's connection was closed during the phase"
+            );
+        }
+        Some(attacked)
+    } else {
+        None
+    };
     let batched = phase(
         server.addr,
         &key,
@@ -316,6 +349,7 @@ async fn run(plan: Plan) {
         .await
         .unwrap();
     assert!(status.success(), "{stderr}");
+    let attacked_events = attacked.as_ref().map_or(0, |a| a.events);
 
     // Nothing acknowledged is missing, and the chain is intact.
     let dir = data.join("workspaces/load");
@@ -323,7 +357,7 @@ async fn run(plan: Plan) {
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(
         report.records,
-        1 + single.events + batched.events,
+        1 + single.events + batched.events + attacked_events,
         "apikey.created + every acknowledged event"
     );
 
@@ -353,6 +387,17 @@ async fn run(plan: Plan) {
         single.percentile_ms(0.99),
         single.percentile_ms(1.0),
     );
+    if let Some(attacked) = &attacked {
+        println!(
+            "  single-event POSTs, {} clients, with {} idle attackers connected: {:.0} durable events/s; latency p99 {:.2} ms (without attackers {:.2} ms), max {:.2} ms",
+            plan.single_clients,
+            plan.attackers,
+            attacked.rate(),
+            attacked.percentile_ms(0.99),
+            single.percentile_ms(0.99),
+            attacked.percentile_ms(1.0),
+        );
+    }
     println!(
         "  batched POSTs ({} events each), {} clients: {} events in {} requests, {:.2} s = {:.0} durable events/s; latency p50 {:.2} ms, p99 {:.2} ms",
         plan.batch,
@@ -387,6 +432,7 @@ async fn quick_load_loses_nothing() {
         batch: 100,
         batch_requests: 5,
         duration: Duration::from_secs(60),
+        attackers: 50,
     })
     .await;
 }
@@ -402,6 +448,7 @@ async fn full_load() {
         batch: 1_000,
         batch_requests: 200,
         duration: Duration::from_secs(10),
+        attackers: 500,
     })
     .await;
 }

@@ -16,7 +16,8 @@ use crate::format::segment::{self, Scanner, SegmentHeader, SegmentTrailer, Step,
 use crate::hash::checkpoint::{Checkpoint, NoteSigner};
 use crate::index::{self, IndexReader, MemoryFile};
 use crate::log::Log;
-use crate::retention::{RetentionOutcome, RetentionPolicy};
+use crate::log::RetentionOutcome;
+use crate::retention::RetentionPolicy;
 use crate::storage::{read_exact_at, FsStorage, Storage, StorageFile};
 use crate::Error;
 

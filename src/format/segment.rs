@@ -48,8 +48,6 @@ pub const MAX_SEGMENT_BYTES: u64 = 4 << 30;
 pub const SEGMENT_SUFFIX: &str = ".seg";
 /// Suffix of a segment being created (renamed into place once complete).
 pub const TEMP_SUFFIX: &str = ".seg.tmp";
-/// The writer's lock file in a log directory.
-pub const LOCK_FILE_NAME: &str = "chainlog.lock";
 
 const _: () =
     assert!(MIN_SEGMENT_BYTES >= HEADER_BYTES + TRAILER_AREA_BYTES + MAX_FRAME_BYTES as u64);
@@ -111,7 +109,10 @@ const _: () =
 impl SegmentHeader {
     /// The header's 128 bytes.
     pub fn encode(&self) -> [u8; HEADER_BYTES as usize] {
-        use header_at::*;
+        use header_at::{
+            BASE_SEQ, CRC, CREATED_AT, HEADER_LEN, LOG_ID, MAGIC, PREV_HASH, RESERVED,
+            SEGMENT_BYTES, TRAILER_AREA_LEN, VERSION,
+        };
         let mut b = [0; HEADER_BYTES as usize];
         b[MAGIC..VERSION].copy_from_slice(&SEGMENT_MAGIC);
         b[VERSION..HEADER_LEN].copy_from_slice(&self.version.to_le_bytes());
@@ -130,7 +131,10 @@ impl SegmentHeader {
 
     /// Decodes and checks a header read from the file named `file`.
     pub fn decode(b: &[u8; HEADER_BYTES as usize], file: &str) -> Result<Self> {
-        use header_at::*;
+        use header_at::{
+            BASE_SEQ, CRC, CREATED_AT, HEADER_LEN, LOG_ID, MAGIC, PREV_HASH, RESERVED,
+            SEGMENT_BYTES, TRAILER_AREA_LEN, VERSION,
+        };
         let corrupt = |offset: usize, reason: &str| Error::Corrupted {
             file: file.to_string(),
             offset: offset as u64,
@@ -223,7 +227,10 @@ const _: () =
 impl SegmentTrailer {
     /// The trailer's 96 bytes.
     pub fn encode(&self) -> [u8; TRAILER_BYTES] {
-        use trailer_at::*;
+        use trailer_at::{
+            CRC, DATA_END, LAST_HASH, LAST_RECEIVED_AT, LAST_SEQ, MAGIC, MAX_TS, MIN_TS,
+            RECORD_COUNT, RESERVED,
+        };
         let mut b = [0; TRAILER_BYTES];
         b[MAGIC..RECORD_COUNT].copy_from_slice(&TRAILER_MAGIC);
         b[RECORD_COUNT..LAST_SEQ].copy_from_slice(&self.record_count.to_le_bytes());
@@ -242,7 +249,10 @@ impl SegmentTrailer {
     /// Decodes a trailer area's first bytes. `Ok(None)` when the area is
     /// unwritten (all zero): the segment is not sealed.
     pub fn decode(b: &[u8; TRAILER_BYTES], file: &str, offset: u64) -> Result<Option<Self>> {
-        use trailer_at::*;
+        use trailer_at::{
+            CRC, DATA_END, LAST_HASH, LAST_RECEIVED_AT, LAST_SEQ, MAGIC, MAX_TS, MIN_TS,
+            RECORD_COUNT, RESERVED,
+        };
         if b.iter().all(|&x| x == 0) {
             return Ok(None);
         }

@@ -1,5 +1,12 @@
 //! The log: open and recover, append with group commit, roll segments, read.
 
+mod retention;
+
+pub use retention::RetentionOutcome;
+pub use tiles::RebuildStats;
+
+mod tiles;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

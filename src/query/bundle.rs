@@ -28,8 +28,8 @@ use crate::hash::merkle::Hash;
 use crate::hash::proof::verify_inclusion;
 use crate::log::Log;
 use crate::query::export::{ExportFormat, ExportOptions, Exporter};
+use crate::query::proofs::{hash_to_hex, ProofStats, ProveError};
 use crate::query::Query;
-use crate::tiles::{hash_to_hex, ProofStats, ProveError};
 
 /// The value of a bundle's `format` member.
 pub const BUNDLE_FORMAT: &str = "chainlog-bundle/v1";

@@ -10,6 +10,8 @@
 
 pub mod bundle;
 pub mod export;
+pub mod proofs;
+pub mod prover;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;

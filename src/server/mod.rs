@@ -1,7 +1,7 @@
 //! The HTTP API and the Audit Log dashboard (cargo feature `server`).
 //!
-//! `chainlog serve` runs a [`Server`]: axum on tokio, HTTP/1.1, optional
-//! TLS (rustls). It uses only the library's public API. A data directory
+//! `chainlog serve` runs a [`Server`]: an axum router served by hyper on
+//! tokio ([`conn`]), HTTP/1.1, optional TLS (rustls). It uses only the library's public API. A data directory
 //! holds:
 //!
 //! | path | what |
@@ -13,7 +13,7 @@
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
 //! answer with receipts means the events are on disk. `POST …/events`
-//! goes through the workspace's commit queue ([`commit`]), which appends
+//! goes through the workspace's commit queue (`commit`), which appends
 //! every request waiting at once with one append and one `fdatasync`.
 //! Parsing (of all but small bodies), queries, exports and verification
 //! run on tokio's blocking threads.
@@ -38,20 +38,21 @@ mod api;
 pub mod archiving;
 pub mod audit;
 mod commit;
+mod conn;
 pub mod error;
 mod ingest;
+mod intake;
 pub mod keys;
 pub mod params;
 mod tls;
 pub mod workspace;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -78,6 +79,25 @@ pub struct Limits {
     pub max_concurrent_exports: usize,
     /// Verifications running at once. Default 1.
     pub max_concurrent_verifies: usize,
+    /// Longest a client may take to send a request's headers, counted from
+    /// their first byte; also the longest a TLS handshake may take. The
+    /// connection is closed. Default 10 s.
+    pub header_timeout: Duration,
+    /// Longest a request body may take to arrive, counted from the end of
+    /// the headers; the answer is 408 and the connection is closed.
+    /// Default 30 s.
+    pub body_timeout: Duration,
+    /// Longest a connection may stay open with no request in it (before the
+    /// first, or between two). Default 60 s.
+    pub idle_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are
+    /// accepted. Capped below the process's file descriptor limit
+    /// (`RLIMIT_NOFILE`), which also has to cover the logs. Default 1,024.
+    pub max_connections: usize,
+    /// Bytes of request bodies being read at once, across all connections
+    /// (at least `max_body_bytes`); a body that finds no room within its
+    /// `body_timeout` is answered 503. Default 64 MiB.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -89,6 +109,11 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             max_concurrent_exports: 8,
             max_concurrent_verifies: 1,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_body_bytes_in_flight: 64 << 20,
         }
     }
 }
@@ -190,15 +215,10 @@ pub(crate) struct AppState {
     pub verify_slots: Arc<Semaphore>,
 }
 
-enum Bound {
-    Plain(TcpListener),
-    Tls(tls::TlsListener),
-}
-
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     state: Arc<AppState>,
-    listener: Bound,
+    listener: conn::Listener,
     local_addr: SocketAddr,
     /// The data directory and the archive schedule, when archiving.
     #[cfg(feature = "s3")]
@@ -236,16 +256,10 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let listener =
-            match tls_config {
-                Some(c) => Bound::Tls(tls::TlsListener::new(tcp, c).map_err(|source| {
-                    ServerError::Bind {
-                        addr: config.listen,
-                        source,
-                    }
-                })?),
-                None => Bound::Plain(tcp),
-            };
+        let listener = conn::Listener {
+            tcp,
+            tls: tls_config.map(tokio_rustls::TlsAcceptor::from),
+        };
         let limits = config.limits;
         #[cfg(feature = "s3")]
         let archive = config.archive.map(|a| (config.data_dir.clone(), a));
@@ -275,7 +289,7 @@ impl Server {
 
     /// Whether it serves HTTPS.
     pub fn is_tls(&self) -> bool {
-        matches!(self.listener, Bound::Tls(_))
+        self.listener.tls.is_some()
     }
 
     /// Serves until `shutdown` completes, then stops as described in the
@@ -289,7 +303,11 @@ impl Server {
         let archiver = self
             .archive
             .map(|(dir, schedule)| archiving::Archiver::start(dir, schedule));
-        let app = api::router(state.clone());
+        let app = intake::wrap(
+            api::router(state.clone()),
+            &state.limits,
+            self.listener.tls.is_some(),
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -297,30 +315,7 @@ impl Server {
         });
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
         let grace = state.limits.shutdown_grace;
-        let served = match self.listener {
-            Bound::Plain(tcp) => {
-                let listener = tcp.tap_io(|stream| {
-                    let _ = stream.set_nodelay(true);
-                });
-                let serve = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future();
-                serve_until(serve, stop_rx, grace).await
-            }
-            Bound::Tls(tls) => {
-                let listener = tls.tap_io(|_| {});
-                let serve = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future();
-                serve_until(serve, stop_rx, grace).await
-            }
-        };
+        conn::serve(self.listener, app, &state.limits, stop_rx, grace).await;
         summaries.abort();
         #[cfg(feature = "s3")]
         if let Some(archiver) = archiver {
@@ -331,7 +326,6 @@ impl Server {
         let failures = tokio::task::spawn_blocking(move || closing.workspaces.close_all(grace))
             .await
             .unwrap_or_default();
-        served.map_err(ServerError::Serve)?;
         if failures.is_empty() {
             Ok(())
         } else {
@@ -349,26 +343,6 @@ impl Server {
 /// Completes once the stop flag is set.
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Runs `serve` to its graceful end, or gives up `grace` after the stop
-/// signal (a client that keeps a streamed export open cannot hold the
-/// server up).
-async fn serve_until(
-    serve: impl Future<Output = std::io::Result<()>>,
-    stop_rx: watch::Receiver<bool>,
-    grace: Duration,
-) -> std::io::Result<()> {
-    tokio::select! {
-        result = serve => result,
-        () = async {
-            stopped(stop_rx).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            eprintln!("chainlog serve: requests still open {grace:?} after the stop signal were cut off");
-            Ok(())
-        }
-    }
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).

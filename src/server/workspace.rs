@@ -5,7 +5,7 @@
 //! Logs are opened on first use and kept open (with
 //! [`Durability::Always`]): concurrent appends to a workspace share its
 //! `fdatasync`s through the library's group commit. Each open workspace
-//! log has its [`Committer`], started with it and stopped before it
+//! log has its `Committer`, started with it and stopped before it
 //! closes, through which `POST …/events` appends.
 
 use std::collections::HashMap;

@@ -208,3 +208,119 @@ pub fn raw_get(addr: SocketAddr, path: &str, key: Option<&str>) -> (u16, String)
             .as_bytes(),
     )
 }
+
+/// A certificate for `localhost` and 127.0.0.1, signed by a test CA.
+pub struct TestCertificate {
+    /// The CA's certificate, for the client's roots.
+    pub ca_cert: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+/// Makes a [`TestCertificate`] under `dir` with the `openssl` command;
+/// `None` (after saying why on stderr) where that command cannot.
+pub fn test_certificate(dir: &Path) -> Option<TestCertificate> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (ca_cert, ca_key, csr, ext) = (
+        dir.join("ca.pem"),
+        dir.join("ca.key"),
+        dir.join("leaf.csr"),
+        dir.join("leaf.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let steps: Vec<Vec<String>> = vec![
+        [
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=chainlog test CA",
+            ][..],
+            &ec[..],
+        ]
+        .concat()
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-keyout".into(), p(&ca_key), "-out".into(), p(&ca_cert)])
+        .collect(),
+        [&["req", "-subj", "/CN=localhost"][..], &ec[..]]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-keyout".into(), p(&key), "-out".into(), p(&csr)])
+            .collect(),
+        [
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&ca_cert),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&cert),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    ];
+    for step in steps {
+        match Command::new("openssl").args(&step).output() {
+            Ok(out) if out.status.success() => {}
+            other => {
+                eprintln!("NOTE: openssl could not make a test certificate ({other:?})");
+                return None;
+            }
+        }
+    }
+    Some(TestCertificate { ca_cert, cert, key })
+}
+
+/// A TLS connection to `addr` as `localhost`, trusting only `ca_cert`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca_cert: &Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{self, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}

@@ -10,7 +10,8 @@ use chainlog::archive::{
     self, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveReport, ArchiveTarget, ObjectLock,
     ObjectLockMode,
 };
-use chainlog::retention::{self, DeletedSegment, RetentionOutcome, RetentionPolicy};
+use chainlog::log::RetentionOutcome;
+use chainlog::retention::{self, DeletedSegment, RetentionPolicy};
 use chainlog::verify::VerifyOptions;
 use chainlog::{Log, Timestamp};
 use clap::Args;
@@ -291,7 +292,7 @@ pub fn restore(global: &Global, args: RestoreArgs) -> Result<ExitCode, CliError>
             outcome.manifest,
             dir.display()
         )?;
-        for line in crate::verify::summary(&outcome.report) {
+        for line in crate::report::summary(&outcome.report) {
             outln!("{line}")?;
         }
         if let Some(checkpoint) = &outcome.checkpoint {

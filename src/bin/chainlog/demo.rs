@@ -18,7 +18,8 @@ use serde_json::json;
 use crate::error::CliError;
 use crate::query::{count_line, event_cells, query_table, table_lines};
 use crate::read::segment_files;
-use crate::verify::{problem_line, summary, verify_with_progress};
+use crate::report::{problem_line, summary};
+use crate::verify::verify_with_progress;
 
 /// The record the demo tampers with: a failed login, turned into a success.
 const TAMPERED_SEQ: u64 = 4;

@@ -29,6 +29,7 @@ mod keys;
 mod prove;
 mod query;
 mod read;
+mod report;
 mod retention;
 #[cfg(feature = "server")]
 mod serve;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use chainlog::hash::checkpoint::{Checkpoint, NoteVerifier};
 use chainlog::query::bundle::{self, BundleError, BundleExportError};
+use chainlog::query::proofs::ProveError;
 use chainlog::query::Query;
-use chainlog::tiles::ProveError;
 use chainlog::{Log, Options};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

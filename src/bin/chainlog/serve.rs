@@ -40,6 +40,29 @@ pub struct ServeArgs {
     /// Longest a request may take until its answer starts, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     request_timeout: u64,
+    /// Longest a client may take to send a request's headers, from their
+    /// first byte (and a TLS handshake, from the connection's start); then
+    /// the connection is closed. A number of seconds, or with ms/s/m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: Duration,
+    /// Longest a request body may take to arrive after the headers; then
+    /// the answer is 408 and the connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    body_timeout: Duration,
+    /// Longest a connection may stay open with no request in it (before
+    /// the first, or between two); then it is closed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    idle_timeout: Duration,
+    /// Connections open at once. A connection over the limit is closed as
+    /// soon as it is accepted, unread. Capped so that a quarter of the file
+    /// descriptor limit (ulimit -n; at least 32) stays free for the logs.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Bytes of request bodies being read at once, across all connections
+    /// (at least --max-body-bytes). A body that finds no room before its
+    /// --body-timeout is answered 503 with Retry-After.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_body_bytes_in_flight: usize,
     /// Archive every workspace's log, and the server's, to
     /// s3://BUCKET/PREFIX (under PREFIX/workspaces/<name> and
     /// PREFIX/server-log): when the server starts, then every
@@ -114,6 +137,51 @@ fn archive_schedule(
     }))
 }
 
+/// A timeout: seconds, or a number with ms, s or m; at least 1 ms and at
+/// most a day.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a timeout: use seconds, or a number with ms, s or m (300ms, 10s, 2m)"
+        )
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        _ => return Err(bad()),
+    };
+    match millis {
+        Some(0) => Err(format!("{text:?}: a timeout must be at least 1ms")),
+        Some(ms) if ms <= 86_400_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("{text:?}: a timeout can be at most a day")),
+    }
+}
+
+/// Raises the soft file descriptor limit to the hard one (as Go programs
+/// do), so that --max-connections is not capped by a low default `ulimit
+/// -n`; on failure the server runs with the limit it has.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            let _ = setrlimit(
+                Resource::Nofile,
+                rustix::process::Rlimit {
+                    current: Some(maximum),
+                    maximum: Some(maximum),
+                },
+            );
+        }
+    }
+}
+
 /// Runs `chainlog serve` until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
     let signer = match &args.checkpoint_key {
@@ -139,11 +207,17 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             request_timeout: Duration::from_secs(args.request_timeout),
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+            max_body_bytes_in_flight: args.max_body_bytes_in_flight,
             ..Limits::default()
         },
         #[cfg(feature = "s3")]
         archive,
     };
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("chainlog-serve")
