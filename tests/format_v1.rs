@@ -192,3 +192,183 @@ fn opening_a_v1_log_for_writing_asks_for_a_migration() {
         "a refused append changed files"
     );
 }
+
+#[test]
+fn migrate_keeps_the_chain_and_the_log_takes_v2_records() {
+    let log = copy_of_log();
+    let cp = fixture().join("cp.note");
+    let pk = fixture().join("pk");
+    let migration = Log::migrate(log.path(), Options::default()).unwrap();
+    assert_eq!(migration.from_version, 1);
+    let record = migration.record.unwrap();
+    assert_eq!(record.seq, 1863);
+
+    // A v2 log now: appends work, and take the current layout.
+    let handle = Log::open(log.path(), Options::default()).unwrap();
+    let mut e = chainlog::Event::new(chainlog::Timestamp::now(), "auth.login", "alice@acme.io");
+    e.context.insert("after".into(), "migration".into());
+    let appended = handle.append(&e).unwrap();
+    assert_eq!(appended.seq, 1864);
+    let records: Vec<_> = handle.iter_from(1862).collect::<Result<_, _>>().unwrap();
+    drop(handle);
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0].origin, Origin::Legacy);
+    let migrated = &records[1];
+    assert_eq!(migrated.event.event_type, "log.migrated");
+    assert_eq!(migrated.origin, Origin::Engine);
+    assert_eq!(migrated.event.context["from_version"], 1);
+    assert_eq!(migrated.hash, record.hash);
+    assert!(migrated.received_at.is_some());
+    assert_eq!(records[2].origin, Origin::Client);
+    assert_eq!(records[2].event, e);
+    assert_eq!(records[2].appender.as_deref(), Some("chainlog"));
+    assert!(records[2].received_at >= migrated.received_at);
+    // The newest v1 segment was sealed; the migration record starts a v2 one.
+    let names: Vec<String> = contents(log.path())
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "00000000000000000604.seg",
+            "00000000000000001202.seg",
+            "00000000000000001802.seg",
+            "00000000000000001863.seg"
+        ]
+    );
+
+    // Intact, and still what the checkpoint signed before the migration.
+    let report = verify_dir(&FsStorage, log.path(), &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 1259 + 2);
+    let r = chainlog(
+        log.path(),
+        &[
+            "verify",
+            "--json",
+            "--checkpoint",
+            cp.to_str().unwrap(),
+            "--public-key",
+            pk.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ours: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(ours["checkpoint"]["matched"], true, "{ours}");
+    // The records the v1 binary wrote export as they did.
+    let r = chainlog(log.path(), &["export", "--format", "jsonl"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let expected = std::fs::read_to_string(fixture().join("export.jsonl")).unwrap();
+    assert!(r.stdout.starts_with(&expected), "the v1 rows changed");
+    assert_eq!(r.stdout.lines().count(), 1259 + 2);
+}
+
+#[test]
+fn chainlog_migrate_then_append_then_migrate_again() {
+    let log = copy_of_log();
+    let dir = log.path().to_str().unwrap();
+    let r = Command::new(BIN)
+        .args(["migrate", dir])
+        .env_remove("CHAINLOG_DIR")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = String::from_utf8(r.stdout).unwrap();
+    assert!(out.contains("from format version 1 to 2"), "{out}");
+
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), "{\"event\":\"a.b\",\"actor\":\"x\"}\n").unwrap();
+    let r = chainlog(
+        log.path(),
+        &[
+            "append",
+            "--appender",
+            "ops-bot",
+            input.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let handle = Log::open(
+        log.path(),
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let last = handle.iter_from(1864).next().unwrap().unwrap();
+    assert_eq!(last.appender.as_deref(), Some("ops-bot"));
+    drop(handle);
+
+    let r = chainlog(log.path(), &["migrate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);
+    let report = verify_dir(&FsStorage, log.path(), &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 1259 + 2);
+}
+
+#[test]
+fn a_damaged_v1_log_is_not_migrated() {
+    let log = copy_of_log();
+    // Change one byte of a record in the oldest segment (its CRC then fails).
+    let seg = log.path().join("00000000000000000604.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[128 + 48 + 20] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = contents(log.path());
+    let err = Log::migrate(log.path(), Options::default()).unwrap_err();
+    assert!(err.is_corruption(), "{err:?}");
+    assert!(err.to_string().contains("nothing was migrated"), "{err}");
+    assert!(
+        before == contents(log.path()),
+        "a refused migration changed files"
+    );
+    // And it still refuses writes.
+    assert!(matches!(
+        Log::open(log.path(), Options::default()),
+        Err(Error::MigrationNeeded { .. })
+    ));
+}
+
+#[test]
+fn an_empty_v1_log_is_replaced_by_a_v2_segment() {
+    use chainlog::format::segment::{self, SegmentHeader, MIN_SEGMENT_BYTES};
+    use chainlog::hash::merkle::Frontier;
+    use chainlog::storage::sim::SimDisk;
+    use chainlog::storage::Storage;
+    use chainlog::{ChainHash, LogId};
+    // What `chainlog init` of version 1 left: one empty version 1 segment.
+    let disk = SimDisk::new();
+    let dir = Path::new("/log");
+    let log_id = LogId([7; 16]);
+    let header = SegmentHeader {
+        version: 1,
+        log_id,
+        base_seq: 0,
+        prev_hash: ChainHash::genesis(&log_id),
+        segment_bytes: MIN_SEGMENT_BYTES,
+        created_at: chainlog::Timestamp::from_unix_nanos(1),
+    };
+    segment::create(&disk, dir, &header, &Frontier::new()).unwrap();
+    let storage = std::sync::Arc::new(disk.clone());
+    assert!(matches!(
+        Log::open_in(storage.clone(), dir, Options::default()),
+        Err(Error::MigrationNeeded { version: 1, .. })
+    ));
+    let migration = Log::migrate_in(storage.clone(), dir, Options::default()).unwrap();
+    assert_eq!(migration.record.unwrap().seq, 0);
+    let file = disk.open(&dir.join(segment::file_name(0)), false).unwrap();
+    let replaced = segment::read_header(&*file, "x").unwrap();
+    assert_eq!(replaced.version, segment::FORMAT_VERSION);
+    assert_eq!(
+        (replaced.log_id, replaced.base_seq, replaced.prev_hash),
+        (log_id, 0, header.prev_hash)
+    );
+    let report = verify_dir(&disk, dir, &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 1);
+    assert_eq!(report.segments, 1);
+}

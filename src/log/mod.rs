@@ -1,6 +1,9 @@
 //! The log: open and recover, append with group commit, roll segments, read.
 
+mod migrate;
 mod retention;
+
+pub use migrate::Migration;
 
 pub use retention::RetentionOutcome;
 pub use tiles::RebuildStats;
@@ -612,7 +615,18 @@ impl Log {
         dir: impl AsRef<Path>,
         options: Options,
     ) -> Result<Log> {
-        let dir = dir.as_ref().to_path_buf();
+        Log::open_for(storage, dir.as_ref(), options, false)
+    }
+
+    /// [`Log::open_in`]; `migrating` accepts an older newest segment for
+    /// writing (only [`Log::migrate`] does, and it appends nothing to it).
+    fn open_for(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: Options,
+        migrating: bool,
+    ) -> Result<Log> {
+        let dir = dir.to_path_buf();
         options.validate()?;
         let lock = if options.read_only {
             None
@@ -640,7 +654,8 @@ impl Log {
         let Some(&last) = bases.last() else {
             return Err(Error::NotFound(dir));
         };
-        let newest = recover_active(&*storage, &dir, last, options.read_only)?;
+        let refuse_older = !options.read_only && !migrating;
+        let newest = recover_active(&*storage, &dir, last, options.read_only, refuse_older)?;
         Ok(Log::start(storage, dir, options, bases, newest, lock))
     }
 
@@ -962,7 +977,13 @@ fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn DirLock>> {
 /// Opens the newest segment and finds where its data ends.
 /// Returns it with the chain head (the last record's stored hash, or the
 /// segment's link hash when it has no records) and its Merkle tree.
-fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool) -> Result<Newest> {
+fn recover_active(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    read_only: bool,
+    refuse_older: bool,
+) -> Result<Newest> {
     let name = segment::file_name(base);
     let path = dir.join(&name);
     let file = storage
@@ -971,7 +992,7 @@ fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, read_only: bool)
     let header = segment::read_header(&*file, &name)?;
     // Appends write the current record layout: an older newest segment
     // needs `chainlog migrate` first (before recovery changes anything).
-    if !read_only && header.version != segment::FORMAT_VERSION {
+    if refuse_older && header.version != segment::FORMAT_VERSION {
         return Err(Error::MigrationNeeded {
             dir: dir.to_path_buf(),
             version: header.version,

@@ -85,6 +85,16 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Migrate a log written by an older chainlog (format version 1) to the
+    /// current format, so that it can be appended to: recover it, verify
+    /// all of it (a damaged log is refused), seal its newest segment, and
+    /// record the migration. The chain is unchanged: checkpoints signed
+    /// before it still verify.
+    Migrate {
+        /// The log's directory (default: --dir).
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Print stored records as JSON Lines.
     Cat {
         /// First seq to print.
@@ -228,6 +238,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
             appender,
             file,
         } => append::run(&global, durability, receipts, appender, file.as_deref()),
+        Command::Migrate { dir } => read::migrate(&global, dir.as_deref()),
         Command::Cat { from, limit } => read::cat(&global, from, limit),
         Command::Verify(args) => verify::run(&global, args),
         Command::Retention(args) => retention::run(&global, args),
