@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use chainlog::event::{encode_record, RecordView};
+use chainlog::event::encode_record;
 use chainlog::storage::FsStorage;
 use chainlog::verify::{verify_dir_with, VerifyOptions};
 use chainlog::{ChainHash, Durability, Event, Log, LogId, Options, Outcome};
@@ -325,7 +325,7 @@ impl SqliteApp {
                 self.record.clear();
                 encode_record(event, &mut self.record).unwrap();
                 let hash = self.head.next(self.next_seq, &self.record);
-                let v = RecordView::decode(&self.record).unwrap();
+                let v = chainlog::event::decode_record(1, &self.record).unwrap();
                 insert
                     .execute(params![
                         self.next_seq as i64,

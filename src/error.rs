@@ -67,7 +67,9 @@ pub enum Error {
         got: u32,
     },
     /// The file's format version is not one this build can read.
-    #[error("{file}: unsupported format version {found} (this build reads version {supported})")]
+    #[error(
+        "{file}: unsupported format version {found} (this build reads versions 1 to {supported})"
+    )]
     UnsupportedVersion {
         /// The file, by name.
         file: String,
@@ -75,6 +77,15 @@ pub enum Error {
         found: u16,
         /// The version this build reads and writes.
         supported: u16,
+    },
+    /// The log's newest segment has an older format version: it can be
+    /// read, but appending needs a migration first.
+    #[error("the log in {dir} has format version {version}; run `chainlog migrate {dir}` before writing to it", dir = dir.display())]
+    MigrationNeeded {
+        /// The log directory.
+        dir: PathBuf,
+        /// The newest segment's format version.
+        version: u16,
     },
     /// An event failed validation; nothing was appended.
     #[error("invalid event: {0}")]

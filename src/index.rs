@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::event::{RecordView, Timestamp};
+use crate::event::{decode_record, RecordView, Timestamp};
 use crate::format::segment::{self, Scanner, SegmentTrailer, Step, HEADER_BYTES};
 use crate::hash::chain::ChainHash;
 use crate::storage::{read_exact_at, Storage, StorageFile};
@@ -188,15 +188,18 @@ impl IndexBuilder {
         name: &str,
         limit: u64,
     ) -> Result<()> {
+        // The records' layout is the segment's version (a 128-byte read).
+        let version = segment::read_header(&*file, name)?.version;
         let mut scan = Scanner::new(file, name, self.end, limit);
         loop {
             match scan.next_step()? {
                 Step::Frame { offset, frame } => {
-                    let view = RecordView::decode(frame.record).map_err(|e| Error::Corrupted {
-                        file: name.to_string(),
-                        offset,
-                        reason: e.to_string(),
-                    })?;
+                    let view =
+                        decode_record(version, frame.record).map_err(|e| Error::Corrupted {
+                            file: name.to_string(),
+                            offset,
+                            reason: e.to_string(),
+                        })?;
                     self.add(
                         offset,
                         frame.padded_len() as u64,
@@ -709,7 +712,7 @@ mod tests {
             e.node = (i % 3 == 0).then(|| "nyc-edge-01".to_string());
             let mut buf = Vec::new();
             encode_record(&e, &mut buf).unwrap();
-            let view = RecordView::decode(&buf).unwrap();
+            let view = decode_record(1, &buf).unwrap();
             b.add(offset, 256, 100 + i, ChainHash([i as u8; 32]), &view);
             offset += 256;
         }

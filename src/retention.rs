@@ -32,6 +32,9 @@ pub const HOLD_SET_EVENT: &str = "log.hold_set";
 pub const HOLD_RELEASED_EVENT: &str = "log.hold_released";
 /// Actor of the records the log writes itself.
 pub const SYSTEM_ACTOR: &str = "system";
+/// Event type of the first record after a migration to the current format
+/// (`{"from_version":1}`), the first record of the first version 2 segment.
+pub const MIGRATED_EVENT: &str = "log.migrated";
 /// The file in a log directory that holds the current legal hold.
 pub const HOLD_FILE_NAME: &str = "legal-hold.json";
 

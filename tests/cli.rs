@@ -461,6 +461,16 @@ fn bad_input_names_the_line_exits_2_and_appends_nothing() {
             r#"{"event":"a.b","actor":"#.into(),
             "EOF while parsing",
         ),
+        (
+            "reserved event type",
+            r#"{"event":"log.retention","actor":"system"}"#.into(),
+            "reserved for the log's own records",
+        ),
+        (
+            "invisible character",
+            r#"{"event":"a.b","actor":"adm\u200bin"}"#.into(),
+            "invisible format character U+200B",
+        ),
     ];
     for (name, bad, reason) in cases {
         let tmp = tempfile::tempdir().unwrap();

@@ -34,6 +34,13 @@ fn batches(events: &[Event]) -> Vec<&[Event]> {
     let mut scratch = Vec::new();
     for (i, e) in events.iter().enumerate() {
         scratch.clear();
+        chainlog::event::record::encode_provenance(
+            chainlog::storage::sim::SIM_CLOCK_START,
+            chainlog::event::Origin::Client,
+            chainlog::log::DEFAULT_APPENDER,
+            &mut scratch,
+        )
+        .unwrap();
         encode_record(e, &mut scratch).unwrap();
         let frame = padded_len(scratch.len());
         if bytes + frame > capacity || i - start == 500 {

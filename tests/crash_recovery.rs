@@ -61,7 +61,7 @@ fn buffered() -> Option<WriteBehind> {
 /// Bytes of frames one segment holds.
 const CAPACITY: u64 = data_end_limit(MIN_SEGMENT_BYTES) - HEADER_BYTES;
 
-/// A small event: every one encodes to 31 bytes, an 80-byte frame, so
+/// A small event: every one encodes to 50 bytes (with the provenance prefix), a 104-byte frame, so
 /// that tearing every byte of a few of them stays quick.
 fn small_event(i: u64) -> Event {
     let mut e = Event::new(
@@ -79,6 +79,13 @@ fn small_event(i: u64) -> Event {
 
 fn record_bytes(e: &Event) -> Vec<u8> {
     let mut out = Vec::new();
+    chainlog::event::record::encode_provenance(
+        chainlog::storage::sim::SIM_CLOCK_START,
+        chainlog::event::Origin::Client,
+        chainlog::log::DEFAULT_APPENDER,
+        &mut out,
+    )
+    .unwrap();
     encode_record(e, &mut out).unwrap();
     out
 }
@@ -340,6 +347,9 @@ impl Killable {
 impl Storage for Killable {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.disk.create_dir_all(dir)
+    }
+    fn now(&self) -> chainlog::Timestamp {
+        self.disk.now()
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.disk.list(dir)
@@ -1249,6 +1259,9 @@ impl StorageFile for GatedFile {
 impl Storage for Gated {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.disk.create_dir_all(dir)
+    }
+    fn now(&self) -> chainlog::Timestamp {
+        self.disk.now()
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.disk.list(dir)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use chainlog::event::RecordView;
+use chainlog::event::record::decode_record;
 use chainlog::format::frame;
 use chainlog::format::segment::{
     self, data_end_limit, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT, MIN_SEGMENT_BYTES,
@@ -94,7 +94,8 @@ impl Image {
             let f = frame::decode(&self.bytes[at as usize..(at + len) as usize])
                 .unwrap()
                 .unwrap();
-            let ts = RecordView::decode(f.record).unwrap().timestamp;
+            let view = decode_record(2, f.record).unwrap();
+            let (ts, received) = (view.timestamp, view.received_at.unwrap());
             let prev = t.take();
             t = Some(SegmentTrailer {
                 record_count: prev.map_or(0, |p| p.record_count) + 1,
@@ -103,6 +104,7 @@ impl Image {
                 min_timestamp: prev.map_or(ts, |p| p.min_timestamp.min(ts)),
                 max_timestamp: prev.map_or(ts, |p| p.max_timestamp.max(ts)),
                 data_end: at + len,
+                last_received_at: received,
             });
         }
         t.unwrap().encode()

@@ -308,7 +308,12 @@ fn tamper(dir: &Path, seq: u64) -> u64 {
         assert!(len > 0, "seq {seq} not found");
         let frame_seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
         if frame_seq == seq {
-            let outcome = at + FRAME_HEADER_BYTES + 8;
+            // After the provenance prefix (received_at, origin, the
+            // u16-prefixed appender) and the event's timestamp.
+            let record = at + FRAME_HEADER_BYTES;
+            let appender_len =
+                usize::from(u16::from_le_bytes([bytes[record + 9], bytes[record + 10]]));
+            let outcome = record + 11 + appender_len + 8;
             assert_eq!(bytes[outcome], 1, "seq {seq} is not a failure");
             bytes[outcome] = 0;
             let crc = crc32c::crc32c(&bytes[at + 4..at + FRAME_HEADER_BYTES + len]);

@@ -129,7 +129,7 @@ fn sample_index() -> Vec<u8> {
         let e = sample_event(i);
         let mut record = Vec::new();
         encode_record(&e, &mut record).unwrap();
-        let view = chainlog::event::RecordView::decode(&record).unwrap();
+        let view = chainlog::event::decode_record(1, &record).unwrap();
         let frame_len = chainlog::format::frame::padded_len(record.len()) as u64;
         builder.add(
             offset,
@@ -192,6 +192,13 @@ fn failed_sync_then_a_failed_zeroing_leaves_a_log_that_opens() {
     let batch: Vec<Event> = (5..12).map(sample_event).collect();
     let frame_len = |e: &Event| {
         let mut r = Vec::new();
+        chainlog::event::record::encode_provenance(
+            chainlog::storage::sim::SIM_CLOCK_START,
+            chainlog::event::Origin::Client,
+            chainlog::log::DEFAULT_APPENDER,
+            &mut r,
+        )
+        .unwrap();
         encode_record(e, &mut r).unwrap();
         chainlog::format::frame::padded_len(r.len()) as u64
     };
@@ -323,6 +330,7 @@ fn retained_segment() -> Vec<u8> {
         frontier.push(&head.0);
     }
     let header = segment::SegmentHeader {
+        version: segment::FORMAT_VERSION,
         log_id,
         base_seq: 5,
         prev_hash: head,
@@ -389,11 +397,13 @@ fn write_seed_corpus() {
     let limit = data_end_limit(chainlog::format::segment::MIN_SEGMENT_BYTES);
     let mut scan = segment::Scanner::new(seg.clone(), "seed", HEADER_BYTES, limit);
     let mut times = Vec::new();
+    let mut last_received_at = Timestamp::default();
     let data_end = loop {
         match scan.next_step().unwrap() {
             Step::Frame { frame, .. } => {
-                let view = chainlog::event::RecordView::decode(frame.record).unwrap();
+                let view = chainlog::event::decode_record(2, frame.record).unwrap();
                 times.push(view.timestamp);
+                last_received_at = view.received_at.unwrap();
             }
             Step::End { offset } => break offset,
             Step::Bad { offset, error } => panic!("bad frame at {offset}: {error}"),
@@ -406,6 +416,7 @@ fn write_seed_corpus() {
         min_timestamp: *times.iter().min().unwrap(),
         max_timestamp: *times.iter().max().unwrap(),
         data_end,
+        last_received_at,
     };
     let at = limit as usize;
     file[at..at + segment::TRAILER_BYTES].copy_from_slice(&trailer.encode());

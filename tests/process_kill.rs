@@ -128,8 +128,16 @@ fn verify(dir: &Path) -> Report {
     verify_dir(&FsStorage, dir, &mut |_| {}).unwrap()
 }
 
-fn record_bytes(e: &Event) -> Vec<u8> {
+/// The stored bytes of `e` appended by a default-options log at `received_at`.
+fn record_bytes(e: &Event, received_at: Timestamp) -> Vec<u8> {
     let mut out = Vec::new();
+    chainlog::event::record::encode_provenance(
+        received_at,
+        chainlog::event::Origin::Client,
+        chainlog::log::DEFAULT_APPENDER,
+        &mut out,
+    )
+    .unwrap();
     encode_record(e, &mut out).unwrap();
     out
 }
@@ -231,9 +239,12 @@ fn check_after_kill(
     );
     let receipt = log.append(&e).unwrap();
     assert_eq!(receipt.seq, state.next_seq, "round {round}: the next seq");
+    // The engine's clock stamped it: read when, to know its bytes.
+    let stored = log.iter_from(receipt.seq).next().unwrap().unwrap();
+    let received_at = stored.received_at.unwrap();
     assert_eq!(
         receipt.hash,
-        state.head.next(receipt.seq, &record_bytes(&e)),
+        state.head.next(receipt.seq, &record_bytes(&e, received_at)),
         "round {round}: the append after the kill does not chain from the head"
     );
     log.close().unwrap();

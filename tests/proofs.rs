@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use chainlog::event::{encode_record, RecordView};
+use chainlog::event::encode_record;
 use chainlog::format::segment::MIN_SEGMENT_BYTES;
 use chainlog::hash::checkpoint::{Checkpoint, NoteSigner};
 use chainlog::hash::merkle::{Frontier, Hash};
@@ -63,7 +63,7 @@ fn append(log: &Log, from: u64, to: u64) -> Vec<ChainHash> {
     let mut hashes = Vec::new();
     let mut i = from;
     while i < to {
-        let end = (i + 1000).min(to);
+        let end = (i + 500).min(to);
         let batch: Vec<Event> = (i..end).map(event).collect();
         hashes.extend(log.append_batch(&batch).unwrap().iter().map(|r| r.hash));
         i = end;
@@ -822,7 +822,7 @@ impl Fixture {
 
 /// The export row fields of `record` at `seq` with `hash`, as JSON.
 fn event_json(seq: u64, hash: &ChainHash, record: &[u8]) -> Value {
-    let view = RecordView::decode(record).unwrap();
+    let view = chainlog::event::decode_record(2, record).unwrap();
     let mut out = Vec::new();
     let mut ex = Exporter::new(&mut out, ExportOptions::new(ExportFormat::JsonLines)).unwrap();
     ex.write_view(seq, hash, &view).unwrap();
@@ -938,6 +938,13 @@ fn bundles_check_out_offline_and_every_kind_of_tampering_is_named() {
     fake.actor = "ops1@acme.io".into();
     fake.context.insert("forged".into(), true.into());
     let mut bytes = Vec::new();
+    chainlog::event::record::encode_provenance(
+        Timestamp::from_unix_nanos(1),
+        chainlog::event::Origin::Client,
+        "forger",
+        &mut bytes,
+    )
+    .unwrap();
     encode_record(&fake, &mut bytes).unwrap();
     let hash = prev.next(seq7, &bytes);
     forged["rows"][7]["record"] = b64(&bytes).into();

@@ -38,6 +38,13 @@ fn options(durability: Durability) -> Options {
 
 fn record_bytes(e: &Event) -> Vec<u8> {
     let mut out = Vec::new();
+    chainlog::event::record::encode_provenance(
+        chainlog::storage::sim::SIM_CLOCK_START,
+        chainlog::event::Origin::Client,
+        chainlog::log::DEFAULT_APPENDER,
+        &mut out,
+    )
+    .unwrap();
     encode_record(e, &mut out).unwrap();
     out
 }
@@ -63,6 +70,9 @@ fn refuse_non_segment(path: &Path) -> io::Result<()> {
 impl Storage for SegmentsOnly {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.0.create_dir_all(dir)
+    }
+    fn now(&self) -> chainlog::Timestamp {
+        self.0.now()
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.0.list(dir)

@@ -80,7 +80,7 @@ fn brute_force(log: &Log, q: &Query) -> Vec<u64> {
         .filter(|r| {
             let mut bytes = Vec::new();
             chainlog::event::encode_record(&r.event, &mut bytes).unwrap();
-            let view = chainlog::event::RecordView::decode(&bytes).unwrap();
+            let view = chainlog::event::decode_record(1, &bytes).unwrap();
             q.filter.matches(&view)
         })
         .map(|r| r.seq)

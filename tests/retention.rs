@@ -322,6 +322,48 @@ fn retention_inside_a_hold_is_reported_by_the_verifier() {
     );
 }
 
+/// Writes `events` as engine records (origin 1) after the last frame of
+/// the only segment in `dir`, chained from `head`, as a writer with the
+/// disk could: the verifier must judge them by their content.
+fn append_engine_records(
+    disk: &SimDisk,
+    dir: &Path,
+    next_seq: u64,
+    head: chainlog::ChainHash,
+    events: &[Event],
+) {
+    use chainlog::event::record::{encode_provenance, Origin};
+    use chainlog::format::{frame, segment};
+    let path = dir.join(segment::file_name(0));
+    let file = disk.open(&path, true).unwrap();
+    let mut bytes = vec![0; file.size().unwrap() as usize];
+    chainlog::storage::read_exact_at(&*file, &mut bytes, 0).unwrap();
+    let mut at = segment::HEADER_BYTES as usize;
+    while let Ok(Some(f)) = frame::decode(&bytes[at..]) {
+        at += f.padded_len();
+    }
+    let (mut seq, mut head) = (next_seq, head);
+    for e in events {
+        // A client type of the same length, then the reserved name.
+        let mut client = e.clone();
+        client.event_type = e.event_type.replacen("log.", "lxg.", 1);
+        let mut out = Vec::new();
+        let start = frame::begin(&mut out);
+        encode_provenance(now(), Origin::Engine, "chainlog", &mut out).unwrap();
+        let body = out.len();
+        chainlog::event::encode_record(&client, &mut out).unwrap();
+        let type_at = body + 8 + 1 + 1 + 2;
+        assert_eq!(&out[type_at..type_at + 4], b"lxg.");
+        out[type_at + 1] = b'o';
+        frame::finish(&mut out, start);
+        head = frame::link(&mut out, seq, &head);
+        file.write_all_at(&out, at as u64).unwrap();
+        at += out.len();
+        seq += 1;
+    }
+    file.sync_data().unwrap();
+}
+
 #[test]
 fn a_retention_record_that_does_not_parse_is_reported_with_the_parser_error() {
     let disk = SimDisk::new();
@@ -334,12 +376,23 @@ fn a_retention_record_that_does_not_parse_is_reported_with_the_parser_error() {
         r#"{"first_retained_seq":1,"deleted":[]}"#,
         r#"{"politique":"é"}"#,
     ];
+    let mut forged = Vec::new();
     for context in contexts {
         let mut e = Event::new(now(), RETENTION_EVENT, "system");
         e.context = serde_json::from_str(context).unwrap();
-        log.append(&e).unwrap();
+        // No append path takes a client's `log.*` record ...
+        assert!(matches!(
+            log.append(&e),
+            Err(Error::InvalidEvent(
+                chainlog::event::EventError::ReservedEventType(_)
+            ))
+        ));
+        forged.push(e);
     }
+    // ... so they are written as the engine would, behind the log's back.
+    let state = log.state();
     drop(log);
+    append_engine_records(&disk, dir, state.next_seq, state.head, &forged);
     let report = verify_dir(&disk, dir, &mut |_| {}).unwrap();
     let details: Vec<&str> = report
         .problems
@@ -467,6 +520,9 @@ impl CrashAfter {
 impl Storage for CrashAfter {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.disk.create_dir_all(dir)
+    }
+    fn now(&self) -> chainlog::Timestamp {
+        self.disk.now()
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.disk.list(dir)

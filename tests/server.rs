@@ -758,6 +758,19 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
             b"{\"event\":\"a.b\",\"actor\":\"x\",\"timestamp\":\"yesterday\"}",
             "invalid_event",
         ),
+        // The engine's own types, and invisible characters, are refused.
+        (
+            b"{\"event\":\"log.hold_set\",\"actor\":\"x\"}",
+            "invalid_event",
+        ),
+        (
+            b"[{\"event\":\"a.b\",\"actor\":\"x\"},{\"event\":\"log.retention\",\"actor\":\"x\"}]",
+            "invalid_event",
+        ),
+        (
+            b"{\"event\":\"a.b\",\"actor\":\"adm\\u200bin\"}",
+            "invalid_event",
+        ),
         (b"[]", "no_events"),
         // A body that is not UTF-8 (JSON text must be), even inside a string.
         (b"{\"event\":\"a.b\",\"actor\":\"x\xff\"}", "malformed_json"),

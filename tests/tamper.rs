@@ -498,6 +498,13 @@ fn inserted_forged_record_is_detected() {
     // made-up hash.
     let mut forged = Vec::new();
     let start = frame::begin(&mut forged);
+    chainlog::event::record::encode_provenance(
+        chainlog::storage::sim::SIM_CLOCK_START,
+        chainlog::event::Origin::Client,
+        chainlog::log::DEFAULT_APPENDER,
+        &mut forged,
+    )
+    .unwrap();
     encode_record(&event(1_000_000), &mut forged).unwrap();
     frame::finish(&mut forged, start);
     frame::link(&mut forged, f.seq, &ChainHash([0x42; 32]));
@@ -533,6 +540,13 @@ fn forged_record_with_a_correct_hash_still_breaks_the_chain_after_it() {
     let prev = b.receipts[f.seq as usize - 1].hash;
     let mut forged = Vec::new();
     let start = frame::begin(&mut forged);
+    chainlog::event::record::encode_provenance(
+        chainlog::storage::sim::SIM_CLOCK_START,
+        chainlog::event::Origin::Client,
+        chainlog::log::DEFAULT_APPENDER,
+        &mut forged,
+    )
+    .unwrap();
     encode_record(&event(1_000_000), &mut forged).unwrap();
     frame::finish(&mut forged, start);
     frame::link(&mut forged, f.seq, &prev);
@@ -1068,6 +1082,9 @@ impl StorageFile for MeteredFile {
 impl Storage for Metered {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.disk.create_dir_all(dir)
+    }
+    fn now(&self) -> chainlog::Timestamp {
+        self.disk.now()
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.disk.list(dir)

@@ -214,6 +214,9 @@ impl Storage for Probe {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.disk.create_dir_all(dir)
     }
+    fn now(&self) -> chainlog::Timestamp {
+        self.disk.now()
+    }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.disk.list(dir)
     }
@@ -511,6 +514,13 @@ fn under_batch_half_of_max_bytes_written_behind_is_synced_by_the_flusher() {
 /// Bytes of `e`'s frame.
 fn frame_bytes(e: &Event) -> u64 {
     let mut record = Vec::new();
+    chainlog::event::record::encode_provenance(
+        chainlog::storage::sim::SIM_CLOCK_START,
+        chainlog::event::Origin::Client,
+        chainlog::log::DEFAULT_APPENDER,
+        &mut record,
+    )
+    .unwrap();
     chainlog::event::encode_record(e, &mut record).unwrap();
     chainlog::format::frame::padded_len(record.len()) as u64
 }

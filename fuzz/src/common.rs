@@ -114,6 +114,13 @@ pub fn event(input: &mut Input<'_>, i: u64, max_pad: usize) -> Event {
 /// The stored record bytes of `event`.
 pub fn record_bytes(event: &Event) -> Vec<u8> {
     let mut out = Vec::new();
+    chainlog::event::record::encode_provenance(
+        chainlog::storage::sim::SIM_CLOCK_START,
+        chainlog::event::Origin::Client,
+        chainlog::log::DEFAULT_APPENDER,
+        &mut out,
+    )
+    .expect("a valid appender");
     encode_record(event, &mut out).expect("the fuzz targets make only valid events");
     out
 }
@@ -166,6 +173,7 @@ pub fn buffered_options(durability: Durability) -> Options {
 pub fn empty_log_disk() -> SimDisk {
     let disk = SimDisk::new();
     let header = SegmentHeader {
+        version: segment::FORMAT_VERSION,
         log_id: LOG_ID,
         base_seq: 0,
         prev_hash: ChainHash::genesis(&LOG_ID),
@@ -209,6 +217,9 @@ fn refused(path: &Path) -> io::Result<()> {
 impl Storage for NoIndexFiles {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.0.create_dir_all(dir)
+    }
+    fn now(&self) -> chainlog::Timestamp {
+        self.0.now()
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.0.list(dir)

@@ -46,7 +46,7 @@ pub(crate) fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
 /// bytes at a time. In each word test the lowest flagged byte is exact
 /// (a false flag needs a borrow from a flagged byte below it), so the
 /// lowest flag of the three tests is the first such byte.
-fn find_quote_escape_or_control(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn find_quote_escape_or_control(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;

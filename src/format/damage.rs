@@ -313,6 +313,7 @@ mod tests {
             min_timestamp: Timestamp::from_unix_nanos(1),
             max_timestamp: Timestamp::from_unix_nanos(2),
             data_end,
+            last_received_at: Timestamp::from_unix_nanos(3),
         }
         .encode()
     }

@@ -181,6 +181,13 @@ pub fn built_record(buf: &[u8]) -> &[u8] {
     &buf[RECORD_AT..RECORD_AT + u32_at(buf, LEN_AT) as usize]
 }
 
+/// The record bytes of a frame built by [`finish`], to fill in a field
+/// before [`link`] (the engine's `received_at`).
+pub fn built_record_mut(buf: &mut [u8]) -> &mut [u8] {
+    let len = u32_at(buf, LEN_AT) as usize;
+    &mut buf[RECORD_AT..RECORD_AT + len]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,11 @@ use crate::hash::chain::{ChainHash, LogId};
 use crate::hash::merkle::{Frontier, Hash};
 use crate::storage::{read_exact_at, read_full_at, Storage, StorageFile};
 
-/// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The on-disk format version this build writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads (version 1 logs stay
+/// readable; writing to one needs `chainlog migrate`).
+pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CHLOGSEG";
 /// Magic at the start of a sealed segment's trailer.
@@ -72,6 +75,9 @@ pub const fn data_end_limit(segment_bytes: u64) -> u64 {
 /// The first 128 bytes of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The segment's format version, which is also its records' layout
+    /// (see [`crate::event::record`]); new segments get [`FORMAT_VERSION`].
+    pub version: u16,
     /// The log this segment belongs to.
     pub log_id: LogId,
     /// Seq of the segment's first record.
@@ -109,7 +115,7 @@ impl SegmentHeader {
         };
         let mut b = [0; HEADER_BYTES as usize];
         b[MAGIC..VERSION].copy_from_slice(&SEGMENT_MAGIC);
-        b[VERSION..HEADER_LEN].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[VERSION..HEADER_LEN].copy_from_slice(&self.version.to_le_bytes());
         b[HEADER_LEN..TRAILER_AREA_LEN].copy_from_slice(&(HEADER_BYTES as u16).to_le_bytes());
         b[TRAILER_AREA_LEN..SEGMENT_BYTES]
             .copy_from_slice(&(TRAILER_AREA_BYTES as u32).to_le_bytes());
@@ -138,7 +144,7 @@ impl SegmentHeader {
             return Err(corrupt(MAGIC, "not a chainlog segment (bad magic)"));
         }
         let version = u16_at(b, VERSION);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 file: file.to_string(),
                 found: version,
@@ -173,6 +179,7 @@ impl SegmentHeader {
             return Err(corrupt(RESERVED, "reserved header bytes are not zero"));
         }
         Ok(SegmentHeader {
+            version,
             log_id: LogId(array_at(b, LOG_ID)),
             base_seq: u64_at(b, BASE_SEQ),
             prev_hash: ChainHash(array_at(b, PREV_HASH)),
@@ -197,6 +204,9 @@ pub struct SegmentTrailer {
     pub max_timestamp: Timestamp,
     /// Byte offset just past the last frame.
     pub data_end: u64,
+    /// When the engine received the segment's last record (version 2; the
+    /// epoch, as zero bytes, in a version 1 trailer, where they are reserved).
+    pub last_received_at: Timestamp,
 }
 
 mod trailer_at {
@@ -207,7 +217,8 @@ mod trailer_at {
     pub const MIN_TS: usize = LAST_HASH + 32;
     pub const MAX_TS: usize = MIN_TS + 8;
     pub const DATA_END: usize = MAX_TS + 8;
-    pub const RESERVED: usize = DATA_END + 8;
+    pub const LAST_RECEIVED_AT: usize = DATA_END + 8;
+    pub const RESERVED: usize = LAST_RECEIVED_AT + 8;
     pub const CRC: usize = 92;
 }
 const _: () =
@@ -217,7 +228,8 @@ impl SegmentTrailer {
     /// The trailer's 96 bytes.
     pub fn encode(&self) -> [u8; TRAILER_BYTES] {
         use trailer_at::{
-            CRC, DATA_END, LAST_HASH, LAST_SEQ, MAGIC, MAX_TS, MIN_TS, RECORD_COUNT, RESERVED,
+            CRC, DATA_END, LAST_HASH, LAST_RECEIVED_AT, LAST_SEQ, MAGIC, MAX_TS, MIN_TS,
+            RECORD_COUNT, RESERVED,
         };
         let mut b = [0; TRAILER_BYTES];
         b[MAGIC..RECORD_COUNT].copy_from_slice(&TRAILER_MAGIC);
@@ -226,7 +238,9 @@ impl SegmentTrailer {
         b[LAST_HASH..MIN_TS].copy_from_slice(&self.last_hash.0);
         b[MIN_TS..MAX_TS].copy_from_slice(&self.min_timestamp.unix_nanos().to_le_bytes());
         b[MAX_TS..DATA_END].copy_from_slice(&self.max_timestamp.unix_nanos().to_le_bytes());
-        b[DATA_END..RESERVED].copy_from_slice(&self.data_end.to_le_bytes());
+        b[DATA_END..LAST_RECEIVED_AT].copy_from_slice(&self.data_end.to_le_bytes());
+        b[LAST_RECEIVED_AT..RESERVED]
+            .copy_from_slice(&self.last_received_at.unix_nanos().to_le_bytes());
         let crc = crc32c::crc32c(&b[..CRC]);
         b[CRC..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -236,7 +250,8 @@ impl SegmentTrailer {
     /// unwritten (all zero): the segment is not sealed.
     pub fn decode(b: &[u8; TRAILER_BYTES], file: &str, offset: u64) -> Result<Option<Self>> {
         use trailer_at::{
-            CRC, DATA_END, LAST_HASH, LAST_SEQ, MAGIC, MAX_TS, MIN_TS, RECORD_COUNT, RESERVED,
+            CRC, DATA_END, LAST_HASH, LAST_RECEIVED_AT, LAST_SEQ, MAGIC, MAX_TS, MIN_TS,
+            RECORD_COUNT, RESERVED,
         };
         if b.iter().all(|&x| x == 0) {
             return Ok(None);
@@ -269,6 +284,7 @@ impl SegmentTrailer {
             min_timestamp: Timestamp::from_unix_nanos(u64_at(b, MIN_TS) as i64),
             max_timestamp: Timestamp::from_unix_nanos(u64_at(b, MAX_TS) as i64),
             data_end: u64_at(b, DATA_END),
+            last_received_at: Timestamp::from_unix_nanos(u64_at(b, LAST_RECEIVED_AT) as i64),
         }))
     }
 }
@@ -700,6 +716,7 @@ mod tests {
 
     fn header() -> SegmentHeader {
         SegmentHeader {
+            version: FORMAT_VERSION,
             log_id: LogId([3; 16]),
             base_seq: 1042,
             prev_hash: ChainHash([5; 32]),
@@ -718,12 +735,20 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(SegmentHeader::decode(&bad, "x").is_err(), "byte {i}");
         }
-        let mut future = b;
-        future[8] = 2;
-        assert!(matches!(
-            SegmentHeader::decode(&future, "x"),
-            Err(Error::UnsupportedVersion { found: 2, .. })
-        ));
+        for version in [0u16, 3, 0x100] {
+            let mut other = b;
+            other[8..10].copy_from_slice(&version.to_le_bytes());
+            assert!(
+                matches!(
+                    SegmentHeader::decode(&other, "x"),
+                    Err(Error::UnsupportedVersion { found, .. }) if found == version
+                ),
+                "version {version}"
+            );
+        }
+        // Version 1 headers (v1 logs) are read, and say so.
+        let v1 = SegmentHeader { version: 1, ..h };
+        assert_eq!(SegmentHeader::decode(&v1.encode(), "x").unwrap(), v1);
     }
 
     #[test]
@@ -735,8 +760,10 @@ mod tests {
             min_timestamp: Timestamp::from_unix_nanos(-3),
             max_timestamp: Timestamp::from_unix_nanos(99),
             data_end: 4096,
+            last_received_at: Timestamp::from_unix_nanos(1_770_000_000_000_000_007),
         };
         let b = t.encode();
+        assert_eq!(b[80..88], 1_770_000_000_000_000_007i64.to_le_bytes());
         assert_eq!(SegmentTrailer::decode(&b, "x", 0).unwrap(), Some(t));
         assert_eq!(
             SegmentTrailer::decode(&[0; TRAILER_BYTES], "x", 0).unwrap(),

@@ -15,7 +15,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::event::{encode_record, Event, RecordSummary, RecordView, Timestamp};
+use crate::event::record::{self, Origin};
+use crate::event::{EncodeRecord, EngineEvent, Event, RecordSummary, Timestamp};
 use crate::format::damage::{self, DataEnd};
 use crate::format::frame::{self, FRAME_ALIGN};
 use crate::format::segment::{
@@ -152,7 +153,7 @@ pub fn plan_cut(storage: &dyn Storage, dir: &Path, offset: u64) -> Result<CutPla
             "nothing to cut in {name} from byte {offset}: only zeros follow"
         )));
     }
-    let dropped = frames_in(&file, &name, offset, cut_end)?;
+    let dropped = frames_in(&file, &name, header.version, offset, cut_end)?;
     Ok(CutPlan {
         segment: name,
         cut_at: offset,
@@ -169,6 +170,7 @@ pub fn plan_cut(storage: &dyn Storage, dir: &Path, offset: u64) -> Result<CutPla
 fn frames_in(
     file: &Arc<dyn crate::storage::StorageFile>,
     name: &str,
+    version: u16,
     from: u64,
     to: u64,
 ) -> Result<Vec<DroppedRecord>> {
@@ -178,7 +180,7 @@ fn frames_in(
     while at < to {
         scan.seek(at);
         if let Step::Frame { frame, .. } = scan.next_step()? {
-            let view = RecordView::decode(frame.record).ok();
+            let view = record::decode_record(version, frame.record).ok();
             found.push(DroppedRecord {
                 offset: at,
                 seq: frame.seq,
@@ -258,24 +260,36 @@ pub fn apply_cut(storage: &dyn Storage, dir: &Path, plan: &CutPlan) -> Result<Cu
         "dropped": dropped,
     });
     let mut event = Event::new(Timestamp::now(), RECOVERY_CUT_EVENT, SYSTEM_ACTOR);
-    // NOTE for the lead: written with the v1 record codec. Once the record v2
-    // codec (branch `record`) is in, this must be an engine record (origin 1),
-    // which no public append path can write.
     event.context = match context {
         serde_json::Value::Object(map) => map,
         _ => return Err(Error::InvalidOptions("cut record context".into())),
     };
+    let header = segment::read_header(&*file, &plan.segment)?;
     let mut buf = Vec::new();
     let start = frame::begin(&mut buf);
-    encode_record(&event, &mut buf).map_err(|e| {
+    let too_many = |e| {
         Error::InvalidOptions(format!(
             "the cut drops too many records to list in one record ({} frames): {e}",
             plan.dropped.len()
         ))
-    })?;
+    };
+    if header.version >= 2 {
+        // An engine record, which no public append path can write; its time
+        // of receipt never goes back from the records it follows.
+        let received_at = storage.now().max(last_received_at(
+            &file,
+            &plan.segment,
+            &header,
+            plan.cut_at,
+        )?);
+        record::encode_provenance(received_at, Origin::Engine, SYSTEM_ACTOR, &mut buf)
+            .map_err(too_many)?;
+    }
+    EngineEvent(&event)
+        .encode_record(&mut buf)
+        .map_err(too_many)?;
     frame::finish(&mut buf, start);
     let hash = frame::link(&mut buf, plan.record_seq, &plan.prev_hash);
-    let header = segment::read_header(&*file, &plan.segment)?;
     let limit = data_end_limit(header.segment_bytes);
     let io = |e| Error::io(&path, e);
     let fits = plan.cut_at + buf.len() as u64 <= limit;
@@ -295,6 +309,7 @@ pub fn apply_cut(storage: &dyn Storage, dir: &Path, plan: &CutPlan) -> Result<Cu
         file.write_all_at(&trailer.encode(), limit).map_err(io)?;
         file.sync_data().map_err(io)?;
         let next = segment::SegmentHeader {
+            version: header.version,
             log_id: header.log_id,
             base_seq: plan.record_seq,
             prev_hash: plan.prev_hash,
@@ -337,13 +352,13 @@ fn kept_prefix(
     let mut scan = Scanner::new(file.clone(), name, HEADER_BYTES, cut_at);
     let mut t: Option<SegmentTrailer> = None;
     while let Step::Frame { offset, frame } = scan.next_step()? {
-        let ts = RecordSummary::decode(frame.record)
-            .map_err(|e| Error::Corrupted {
+        let summary =
+            RecordSummary::decode(header.version, frame.record).map_err(|e| Error::Corrupted {
                 file: name.to_string(),
                 offset,
                 reason: e.to_string(),
-            })?
-            .timestamp;
+            })?;
+        let (ts, received) = (summary.timestamp, summary.received_at.unwrap_or_default());
         frontier.push(&frame.hash.0);
         let end = offset + frame.padded_len() as u64;
         t = Some(match t {
@@ -354,6 +369,7 @@ fn kept_prefix(
                 min_timestamp: ts,
                 max_timestamp: ts,
                 data_end: end,
+                last_received_at: received,
             },
             Some(t) => SegmentTrailer {
                 record_count: t.record_count + 1,
@@ -362,12 +378,35 @@ fn kept_prefix(
                 min_timestamp: t.min_timestamp.min(ts),
                 max_timestamp: t.max_timestamp.max(ts),
                 data_end: end,
+                last_received_at: received,
             },
         });
     }
     let t =
         t.ok_or_else(|| Error::InvalidOptions(format!("no room for the cut record in {name}")))?;
     Ok((t, frontier))
+}
+
+/// The time of receipt of the last frame before `cut_at` (the epoch when
+/// there is none, or in a version 1 segment).
+fn last_received_at(
+    file: &Arc<dyn crate::storage::StorageFile>,
+    name: &str,
+    header: &segment::SegmentHeader,
+    cut_at: u64,
+) -> Result<Timestamp> {
+    let mut scan = Scanner::new(file.clone(), name, HEADER_BYTES, cut_at);
+    let mut last = Timestamp::default();
+    while let Step::Frame { offset, frame } = scan.next_step()? {
+        let summary =
+            RecordSummary::decode(header.version, frame.record).map_err(|e| Error::Corrupted {
+                file: name.to_string(),
+                offset,
+                reason: e.to_string(),
+            })?;
+        last = summary.received_at.unwrap_or(last);
+    }
+    Ok(last)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,9 +1,11 @@
 //! The log: open and recover, append with group commit, roll segments, read.
 
 pub mod cut;
+mod migrate;
 mod recover;
 mod retention;
 
+pub use migrate::Migration;
 pub use recover::Damage;
 pub use retention::RetentionOutcome;
 pub use tiles::RebuildStats;
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::event::{self, EncodeRecord, Event, RecordView, Timestamp};
+use crate::event::record::{self, Origin};
+use crate::event::{self, EncodeRecord, EngineEvent, Event, RecordView, Timestamp};
 use crate::format::frame;
 use crate::format::segment::{
     self, data_end_limit, Scanner, SegmentHeader, SegmentTrailer, Step, HEADER_BYTES,
@@ -139,6 +142,27 @@ pub struct Options {
     /// background thread. Default `Some(WriteBehind::default())`; `None`
     /// writes every append to the OS before it returns.
     pub write_behind: Option<WriteBehind>,
+    /// Who appends: recorded in every record this handle appends (the
+    /// record's `appender`), unless a record names its own
+    /// ([`EncodeRecord::appender`]). 1..=256 bytes, no control or invisible
+    /// format character. Default [`DEFAULT_APPENDER`]: an embedding program
+    /// should name its principal; the CLI names the operating-system user
+    /// ([`os_user_appender`]). The default is a constant, not the user, so
+    /// that the bytes a program writes do not depend on who runs it.
+    pub appender: String,
+}
+
+/// The default [`Options::appender`].
+pub const DEFAULT_APPENDER: &str = "chainlog";
+
+/// The operating-system user name from `$USER`, `$LOGNAME` or `$USERNAME`
+/// (the first one set and a valid appender), else [`DEFAULT_APPENDER`].
+pub fn os_user_appender() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|user| event::record::check_appender(user).is_ok())
+        .unwrap_or_else(|| DEFAULT_APPENDER.to_string())
 }
 
 /// Signed checkpoints written automatically by a running log.
@@ -167,12 +191,15 @@ impl Default for Options {
             retention: None,
             checkpoints: None,
             write_behind: Some(WriteBehind::default()),
+            appender: DEFAULT_APPENDER.to_string(),
         }
     }
 }
 
 impl Options {
     fn validate(&self) -> Result<()> {
+        event::record::check_appender(&self.appender)
+            .map_err(|e| Error::InvalidOptions(format!("appender: {e}")))?;
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes)
             || self.segment_bytes % 8 != 0
         {
@@ -234,6 +261,30 @@ pub struct Record {
     pub hash: ChainHash,
     /// The event.
     pub event: Event,
+    /// When the engine received it (`None` for a version 1 record).
+    pub received_at: Option<Timestamp>,
+    /// Who wrote it: a client, the engine, or unrecorded (version 1).
+    pub origin: event::Origin,
+    /// Who appended it (`None` for a version 1 record).
+    pub appender: Option<String>,
+}
+
+impl Record {
+    /// The owned record from its decoded bytes, parsing the context.
+    pub(crate) fn from_view(
+        seq: u64,
+        hash: ChainHash,
+        view: &RecordView<'_>,
+    ) -> Result<Self, event::EventError> {
+        Ok(Record {
+            seq,
+            hash,
+            event: view.to_event()?,
+            received_at: view.received_at,
+            origin: view.origin,
+            appender: view.appender.map(str::to_string),
+        })
+    }
 }
 
 /// A summary of the log as the handle sees it.
@@ -265,6 +316,9 @@ struct Active {
     count: u64,
     min_ts: Timestamp,
     max_ts: Timestamp,
+    /// The received_at of the newest record (version 2; the epoch before
+    /// the first and in a version 1 segment).
+    last_received_at: Timestamp,
     /// Sealed (trailer written); the next append must roll first.
     sealed: bool,
 }
@@ -289,6 +343,7 @@ impl Active {
             count: 0,
             min_ts: Timestamp::default(),
             max_ts: Timestamp::default(),
+            last_received_at: Timestamp::default(),
             sealed: false,
         }
     }
@@ -318,6 +373,8 @@ struct Writer {
     /// Linked frames of the active segment that belong at
     /// `active.written_at..active.write_at` and are not yet written.
     pending: Vec<u8>,
+    /// The received_at of the newest record: the next one gets at least it.
+    last_received_at: Timestamp,
 }
 
 /// What a write of the active segment works with (see `Inner::write_slot`).
@@ -528,6 +585,7 @@ impl Log {
         }
         let log_id = LogId::random().map_err(|e| Error::io(&dir, e))?;
         let header = SegmentHeader {
+            version: segment::FORMAT_VERSION,
             log_id,
             base_seq: 0,
             prev_hash: ChainHash::genesis(&log_id),
@@ -562,7 +620,18 @@ impl Log {
         dir: impl AsRef<Path>,
         options: Options,
     ) -> Result<Log> {
-        let dir = dir.as_ref().to_path_buf();
+        Log::open_for(storage, dir.as_ref(), options, false)
+    }
+
+    /// [`Log::open_in`]; `migrating` accepts an older newest segment for
+    /// writing (only [`Log::migrate`] does, and it appends nothing to it).
+    fn open_for(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: Options,
+        migrating: bool,
+    ) -> Result<Log> {
+        let dir = dir.to_path_buf();
         options.validate()?;
         let lock = if options.read_only {
             None
@@ -590,7 +659,9 @@ impl Log {
         let Some(&last) = bases.last() else {
             return Err(Error::NotFound(dir));
         };
-        let (newest, damage) = recover::recover_active(&*storage, &dir, last, options.read_only)?;
+        let refuse_older = !options.read_only && !migrating;
+        let (newest, damage) =
+            recover::recover_active(&*storage, &dir, last, options.read_only, refuse_older)?;
         let log = Log::start(storage, dir, options, bases, newest, lock);
         *log.inner.damage.lock() = damage;
         Ok(log)
@@ -629,6 +700,7 @@ impl Log {
             storage,
             log_id: active.header.log_id,
             writer: Mutex::new(Writer {
+                last_received_at: active.last_received_at,
                 active,
                 next_seq,
                 head,
@@ -742,6 +814,26 @@ impl Log {
     /// `events` are usually [`Event`]s; anything that implements
     /// [`EncodeRecord`] can be appended.
     pub fn append_batch<E: EncodeRecord>(&self, events: &[E]) -> Result<Vec<Receipt>> {
+        self.append_with_origin(events, Origin::Client)
+    }
+
+    /// Appends a record the engine writes about itself (retention, legal
+    /// holds, recovery cuts, migration): origin `engine`, which no public
+    /// append path can write, and a reserved (`log.*`) type allowed.
+    pub(crate) fn append_engine(&self, event: &Event) -> Result<Receipt> {
+        let receipts =
+            self.append_with_origin(std::slice::from_ref(&EngineEvent(event)), Origin::Engine)?;
+        receipts
+            .into_iter()
+            .next()
+            .ok_or(Error::InvalidOptions("empty batch".into()))
+    }
+
+    fn append_with_origin<E: EncodeRecord>(
+        &self,
+        events: &[E],
+        origin: Origin,
+    ) -> Result<Vec<Receipt>> {
         if events.len() > MAX_BATCH_EVENTS {
             return Err(Error::BatchTooLarge {
                 len: events.len() as u64,
@@ -758,8 +850,12 @@ impl Log {
         let mut frames = ENCODE_BUFFER.with_borrow_mut(std::mem::take);
         frames.clear();
         frames.reserve(events.len() * 320);
+        let default_appender = self.inner.options.appender.as_str();
         for event in events {
             let start = frame::begin(&mut frames);
+            // received_at is filled in under the writer lock.
+            let appender = event.appender().unwrap_or(default_appender);
+            record::encode_provenance(Timestamp::default(), origin, appender, &mut frames)?;
             event.encode_record(&mut frames)?;
             frame::finish(&mut frames, start);
         }
@@ -947,12 +1043,25 @@ impl Inner {
             }
             self.roll(&mut w)?;
         }
+        if w.active.header.version != segment::FORMAT_VERSION {
+            // Open refuses an older newest segment, and rolls write the
+            // current version; this is a guard, not a path.
+            return Err(Error::MigrationNeeded {
+                dir: self.dir.clone(),
+                version: w.active.header.version,
+            });
+        }
+        // The engine's clock, never going back along the chain.
+        let received_at = self.storage.now().max(w.last_received_at);
         let mut receipts = Vec::with_capacity(count);
         let mut head = w.head;
         let mut at = 0;
         for i in 0..count {
             let seq = w.next_seq + i as u64;
             let frame_len = frame::built_len(&frames[at..]);
+            let record = frame::built_record_mut(&mut frames[at..]);
+            record[record::RECEIVED_AT_OFFSET..record::RECEIVED_AT_OFFSET + 8]
+                .copy_from_slice(&received_at.unix_nanos().to_le_bytes());
             head = frame::link(&mut frames[at..at + frame_len], seq, &head);
             receipts.push(Receipt { seq, hash: head });
             at += frame_len;
@@ -970,10 +1079,13 @@ impl Inner {
         }
         let mut at = 0;
         for _ in 0..count {
+            let record = frame::built_record(&frames[at..]);
             w.active
-                .note_timestamp(event::record_timestamp(frame::built_record(&frames[at..])));
+                .note_timestamp(event::record_timestamp(segment::FORMAT_VERSION, record));
             at += frame::built_len(&frames[at..]);
         }
+        w.active.last_received_at = received_at;
+        w.last_received_at = received_at;
         w.active.write_at += len;
         w.next_seq += count as u64;
         self.appended_next.store(w.next_seq, Ordering::Release);
@@ -1234,6 +1346,7 @@ impl Inner {
             self.index_in_background(&w.active, tree);
         }
         let header = SegmentHeader {
+            version: segment::FORMAT_VERSION,
             log_id: self.log_id,
             base_seq: w.next_seq,
             prev_hash: w.head,
@@ -1294,6 +1407,7 @@ impl Inner {
             min_timestamp: a.min_ts,
             max_timestamp: a.max_ts,
             data_end: a.write_at,
+            last_received_at: a.last_received_at,
         };
         let at = data_end_limit(a.header.segment_bytes);
         let name = self.dir.join(a.name());
@@ -1867,6 +1981,8 @@ pub struct Records {
 
 struct Cursor {
     base: u64,
+    /// The segment's format version: its records' layout.
+    version: u16,
     scanner: Scanner,
     name: String,
     /// Where frames end once the segment is sealed.
@@ -1927,13 +2043,8 @@ impl Records {
                         let reason = format!("expected seq {}, found {}", self.next, frame.seq);
                         return Err(self.corrupt(offset, reason));
                     }
-                    let record = RecordView::decode(frame.record)
-                        .and_then(|v| v.to_event())
-                        .map(|event| Record {
-                            seq: frame.seq,
-                            hash: frame.hash,
-                            event,
-                        });
+                    let record = event::decode_record(cursor.version, frame.record)
+                        .and_then(|v| Record::from_view(frame.seq, frame.hash, &v));
                     let record = record.map_err(|e| self.corrupt(offset, e.to_string()))?;
                     self.next += 1;
                     return Ok(Some(record));
@@ -1997,6 +2108,7 @@ impl Records {
         };
         Ok(Cursor {
             base,
+            version: header.version,
             scanner: Scanner::new(file, &name, HEADER_BYTES, limit),
             name,
             sealed_limit,

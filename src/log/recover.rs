@@ -41,6 +41,7 @@ pub(super) fn recover_active(
     dir: &Path,
     base: u64,
     read_only: bool,
+    refuse_older: bool,
 ) -> Result<(Newest, Option<Damage>)> {
     let name = segment::file_name(base);
     let path = dir.join(&name);
@@ -48,6 +49,14 @@ pub(super) fn recover_active(
         .open(&path, !read_only)
         .map_err(|e| Error::io(&path, e))?;
     let header = segment::read_header(&*file, &name)?;
+    // Appends write the current record layout: an older newest segment
+    // needs `chainlog migrate` first (before recovery changes anything).
+    if refuse_older && header.version != segment::FORMAT_VERSION {
+        return Err(Error::MigrationNeeded {
+            dir: dir.to_path_buf(),
+            version: header.version,
+        });
+    }
     if header.base_seq != base {
         return Err(Error::Corrupted {
             file: name,
@@ -97,8 +106,13 @@ pub(super) fn recover_active(
                 }
                 // The same checks as a full decode, without building the
                 // fields: open only needs the timestamp.
-                match RecordSummary::decode(frame.record) {
-                    Ok(summary) => active.note_timestamp(summary.timestamp),
+                match RecordSummary::decode(header.version, frame.record) {
+                    Ok(summary) => {
+                        active.note_timestamp(summary.timestamp);
+                        if let Some(received_at) = summary.received_at {
+                            active.last_received_at = received_at;
+                        }
+                    }
                     Err(e) => {
                         stopped = Some((offset, format!("record at seq {expected}: {e}")));
                         break;
@@ -123,6 +137,7 @@ pub(super) fn recover_active(
             min_timestamp: active.min_ts,
             max_timestamp: active.max_ts,
             data_end: scan.position(),
+            last_received_at: active.last_received_at,
         }
         .encode()
     });

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
-use crate::event::{Event, Timestamp};
+use crate::event::{EncodeRecord, Event, Timestamp};
 use crate::format::segment;
 use crate::index;
 use crate::log::{Log, Receipt};
@@ -156,7 +156,7 @@ impl Log {
                 )
             }
         };
-        let receipt = self.append(&event)?;
+        let receipt = self.append_engine(&event)?;
         self.sync()?;
         let storage = &*snap.storage;
         for seg in &deleted {
@@ -218,7 +218,8 @@ impl Log {
         }
         let mut event = Event::new(Timestamp::now(), HOLD_SET_EVENT, actor);
         event.context.insert("reason".into(), reason.into());
-        event.validate()?;
+        // Checked before the hold file is written: a refused event holds nothing.
+        crate::event::EngineEvent(&event).encode_record(&mut Vec::new())?;
         let hold = LegalHold {
             actor: actor.to_string(),
             reason: reason.to_string(),
@@ -227,7 +228,7 @@ impl Log {
         let bytes = serde_json::to_vec(&hold).map_err(|e| Error::InvalidOptions(e.to_string()))?;
         let snap = self.snapshot()?;
         write_file_atomic(&*snap.storage, &snap.dir, HOLD_FILE_NAME, &bytes)?;
-        let receipt = self.append(&event)?;
+        let receipt = self.append_engine(&event)?;
         self.sync()?;
         Ok(receipt)
     }
@@ -241,7 +242,7 @@ impl Log {
         }
         let mut event = Event::new(Timestamp::now(), HOLD_RELEASED_EVENT, actor);
         event.context.insert("reason".into(), reason.into());
-        let receipt = self.append(&event)?;
+        let receipt = self.append_engine(&event)?;
         self.sync()?;
         let snap = self.snapshot()?;
         let path = snap.dir.join(HOLD_FILE_NAME);

@@ -21,7 +21,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess,
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::event::RecordView;
+use crate::event::{decode_record, RecordView};
 use crate::hash::chain::ChainHash;
 use crate::hash::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
 use crate::hash::merkle::Hash;
@@ -118,7 +118,8 @@ impl<W: Write> BundleWriter<W> {
         self.rows
     }
 
-    /// Writes one row: record `seq` with its stored bytes, the chain hash it
+    /// Writes one row: record `seq` with its stored bytes (of layout
+    /// `record_version`, its segment's format version), the chain hash it
     /// chains from, its own chain hash and its inclusion proof.
     pub fn write_row(
         &mut self,
@@ -126,10 +127,11 @@ impl<W: Write> BundleWriter<W> {
         prev_hash: &ChainHash,
         hash: &ChainHash,
         record: &[u8],
+        record_version: u16,
         proof: &[Hash],
     ) -> Result<(), BundleExportError> {
         let bad = |reason: String| BundleExportError::BadRecord { seq, reason };
-        let view = RecordView::decode(record).map_err(|e| bad(e.to_string()))?;
+        let view = decode_record(record_version, record).map_err(|e| bad(e.to_string()))?;
         let event = event_json(seq, hash, &view).map_err(bad)?;
         let line = &mut self.line;
         line.clear();
@@ -147,7 +149,12 @@ impl<W: Write> BundleWriter<W> {
             }
             write!(line, "\"{}\"", hash_to_hex(h))?;
         }
-        line.extend_from_slice(b"]}");
+        line.push(b']');
+        // Absent means 1, so bundles of version 1 logs stay as they were.
+        if record_version != 1 {
+            write!(line, ",\"record_version\":{record_version}")?;
+        }
+        line.push(b'}');
         self.out.write_all(line)?;
         self.rows += 1;
         Ok(())
@@ -211,7 +218,7 @@ pub fn export<W: Write>(
                 _ => prover.prev_hash(m.seq)?,
             };
             let proof = prover.inclusion_of(m.seq, m.hash, size, &root)?;
-            writer.write_row(m.seq, &prev, &m.hash, &m.record, &proof.proof)?;
+            writer.write_row(m.seq, &prev, &m.hash, &m.record, m.version, &proof.proof)?;
             last = Some((m.seq, m.hash));
             on_row(writer.rows());
         }
@@ -338,6 +345,13 @@ struct BundleRow {
     prev_hash: ChainHash,
     hash: ChainHash,
     proof: Vec<ChainHash>,
+    /// The record's layout (its segment's format version); 1 when absent.
+    #[serde(default = "record_version_1")]
+    record_version: u16,
+}
+
+fn record_version_1() -> u16 {
+    1
 }
 
 /// Counts the bytes read since the last row, failing past [`MAX_ROW_BYTES`].
@@ -408,7 +422,7 @@ impl Checker<'_> {
             );
             self.problem(index, seq, RowProblemKind::HashMismatch, detail);
         }
-        match RecordView::decode(&bytes) {
+        match decode_record(row.record_version, &bytes) {
             Err(e) => {
                 let detail = format!("the record bytes do not decode: {e}");
                 self.problem(index, seq, RowProblemKind::RecordMalformed, detail);

@@ -270,6 +270,7 @@ mod tests {
             seq: 7,
             hash: ChainHash([0xab; 32]),
             record,
+            version: 1,
         }
     }
 

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::event::{validate_event_type, Outcome, RecordView, Timestamp};
+use crate::event::{decode_record, validate_event_type, Outcome, RecordView, Timestamp};
 use crate::format::segment::{self, Scanner, Step};
 use crate::hash::chain::ChainHash;
 use crate::index::{self, Field, IndexReader};
@@ -278,13 +278,15 @@ pub struct Match {
     pub hash: ChainHash,
     /// Its stored record bytes.
     pub record: Vec<u8>,
+    /// Their layout: the format version of the segment they were read from.
+    pub version: u16,
 }
 
 impl Match {
     /// The decoded fields (the bytes were decoded once already, so this
     /// only fails if they changed in memory).
     pub fn view(&self) -> Result<RecordView<'_>> {
-        RecordView::decode(&self.record).map_err(|e| Error::Corrupted {
+        decode_record(self.version, &self.record).map_err(|e| Error::Corrupted {
             file: String::new(),
             offset: 0,
             reason: format!("seq {}: {e}", self.seq),
@@ -293,15 +295,10 @@ impl Match {
 
     /// The owned record, with its context parsed.
     pub fn to_record(&self) -> Result<Record> {
-        let event = self.view()?.to_event().map_err(|e| Error::Corrupted {
+        Record::from_view(self.seq, self.hash, &self.view()?).map_err(|e| Error::Corrupted {
             file: String::new(),
             offset: 0,
             reason: format!("seq {}: {e}", self.seq),
-        })?;
-        Ok(Record {
-            seq: self.seq,
-            hash: self.hash,
-            event,
         })
     }
 }
@@ -347,7 +344,8 @@ pub struct QueryIter {
     seq_lo: u64,
     seq_hi: u64,
     segments: VecDeque<SegmentRef>,
-    file: Option<(Arc<dyn StorageFile>, String)>,
+    /// The segment being read: its file, name and format version.
+    file: Option<(Arc<dyn StorageFile>, String, u16)>,
     ranges: VecDeque<Range>,
     /// Matches of the current range, for reverse order.
     pending: VecDeque<Match>,
@@ -491,7 +489,7 @@ impl QueryIter {
         };
         self.stats.segments_indexed += 1;
         self.ranges = ranges.into();
-        self.file = Some((file, name));
+        self.file = Some((file, name, header.version));
         Ok(())
     }
 
@@ -502,7 +500,7 @@ impl QueryIter {
         let Some(range) = self.ranges.pop_front() else {
             return Ok(false);
         };
-        let Some((file, name)) = &self.file else {
+        let Some((file, name, version)) = &self.file else {
             return Ok(false);
         };
         self.stats.blocks_read += range.blocks;
@@ -514,11 +512,12 @@ impl QueryIter {
                         continue;
                     }
                     self.stats.records_examined += 1;
-                    let view = RecordView::decode(frame.record).map_err(|e| Error::Corrupted {
-                        file: name.clone(),
-                        offset,
-                        reason: e.to_string(),
-                    })?;
+                    let view =
+                        decode_record(*version, frame.record).map_err(|e| Error::Corrupted {
+                            file: name.clone(),
+                            offset,
+                            reason: e.to_string(),
+                        })?;
                     if self.query.filter.matches(&view)
                         && !on_match(frame.seq, frame.hash, &view, frame.record)?
                     {
@@ -543,11 +542,13 @@ impl QueryIter {
     /// query's order); returns false when the segment has no more ranges.
     fn read_range(&mut self) -> Result<bool> {
         let mut found = Vec::new();
+        let version = self.file.as_ref().map_or(0, |f| f.2);
         let more = self.scan_range(&mut |seq, hash, _, record| {
             found.push(Match {
                 seq,
                 hash,
                 record: record.to_vec(),
+                version,
             });
             Ok(true)
         })?;

@@ -763,7 +763,8 @@ fn parse_events(text: &str, kind: BodyKind, max: usize) -> Result<Vec<Event>, Ap
 /// Validates and encodes a request's events for the commit queue, with the
 /// answers the library's own checks would give: the first invalid event
 /// refuses the request, and nothing of it is queued.
-fn encode_events<E: EncodeRecord>(events: &[E]) -> Result<Records, ApiError> {
+/// `appender` (the API key's id) is recorded as who appended them.
+fn encode_events<E: EncodeRecord>(events: &[E], appender: &str) -> Result<Records, ApiError> {
     if events.is_empty() {
         return Err(ApiError::bad_request(
             "no_events",
@@ -779,7 +780,7 @@ fn encode_events<E: EncodeRecord>(events: &[E]) -> Result<Records, ApiError> {
         };
         return Err(ApiError::from_log("appending", &e));
     }
-    let mut records = Records::with_capacity(events.len());
+    let mut records = Records::with_capacity(events.len(), appender.to_string());
     for (i, event) in events.iter().enumerate() {
         records.push(event).map_err(|why| {
             ApiError::bad_request(
@@ -829,13 +830,14 @@ async fn post_events(
     let committer = open_workspace(&state, &w, &key).await?.committer;
     let max_events = state.limits.max_events_per_request;
     let small = bytes.len() <= INLINE_ENCODE_BYTES;
+    let appender = key.id.clone();
     let encode = move || {
         let text = body_text(&bytes)?;
         // The usual bodies are read as borrowed events; the owned path
         // reads the rest and answers every malformed body.
         match ingest::borrowed_events(text, kind, max_events) {
-            Some(events) => encode_events(&events),
-            None => encode_events(&parse_events(text, kind, max_events)?),
+            Some(events) => encode_events(&events, &appender),
+            None => encode_events(&parse_events(text, kind, max_events)?, &appender),
         }
     };
     // Parsing a large body takes milliseconds: do it off the async workers,
@@ -1407,7 +1409,7 @@ mod tests {
                             "{:?}", body
                         );
                     }
-                    prop_assert_eq!(encode_events(&borrowed), encode_events(&owned));
+                    prop_assert_eq!(encode_events(&borrowed, "k"), encode_events(&owned, "k"));
                 }
                 None => prop_assert!(
                     owned.is_err() || cases.iter().any(|c| !c.takeable),

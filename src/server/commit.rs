@@ -20,6 +20,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
+use crate::event::record::provenance_len;
 use crate::event::{EncodeRecord, EventError};
 use crate::format::frame;
 use crate::format::segment::{data_end_limit, HEADER_BYTES};
@@ -32,17 +33,22 @@ pub(crate) struct Records {
     bytes: Vec<u8>,
     /// Where each record ends in `bytes`.
     ends: Vec<usize>,
-    /// The bytes the records take in a segment, framed and padded.
+    /// The bytes the records take in a segment, framed and padded, with
+    /// their provenance prefix.
     framed_bytes: u64,
+    /// Who appends them (the API key's id), recorded in each record: a
+    /// batch combining several requests keeps each one's own.
+    appender: String,
 }
 
 impl Records {
-    /// Room for `events` records.
-    pub(crate) fn with_capacity(events: usize) -> Records {
+    /// Room for `events` records appended by `appender`.
+    pub(crate) fn with_capacity(events: usize, appender: String) -> Records {
         Records {
             bytes: Vec::with_capacity(events * 256),
             ends: Vec::with_capacity(events),
             framed_bytes: 0,
+            appender,
         }
     }
 
@@ -51,7 +57,8 @@ impl Records {
         let start = self.bytes.len();
         event.encode_record(&mut self.bytes)?;
         self.ends.push(self.bytes.len());
-        self.framed_bytes += frame::padded_len(self.bytes.len() - start) as u64;
+        let record_len = provenance_len(&self.appender) + self.bytes.len() - start;
+        self.framed_bytes += frame::padded_len(record_len) as u64;
         Ok(())
     }
 
@@ -62,20 +69,28 @@ impl Records {
 
     fn iter(&self) -> impl Iterator<Item = Encoded<'_>> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .map(|(start, &end)| Encoded(&self.bytes[start..end]))
+        starts.zip(&self.ends).map(|(start, &end)| Encoded {
+            body: &self.bytes[start..end],
+            appender: &self.appender,
+        })
     }
 }
 
-/// A record encoded (and so validated) by [`Records::push`]: appending it
-/// copies its bytes.
-struct Encoded<'a>(&'a [u8]);
+/// A record body encoded (and so validated) by [`Records::push`], with who
+/// appends it: appending it copies its bytes.
+struct Encoded<'a> {
+    body: &'a [u8],
+    appender: &'a str,
+}
 
 impl EncodeRecord for Encoded<'_> {
     fn encode_record(&self, out: &mut Vec<u8>) -> Result<(), EventError> {
-        out.extend_from_slice(self.0);
+        out.extend_from_slice(self.body);
         Ok(())
+    }
+
+    fn appender(&self) -> Option<&str> {
+        Some(self.appender)
     }
 }
 
@@ -260,7 +275,7 @@ mod tests {
     use crate::Timestamp;
 
     fn records_of(actor: &str, count: usize) -> Records {
-        let mut records = Records::with_capacity(count);
+        let mut records = Records::with_capacity(count, format!("key-{actor}"));
         for i in 0..count {
             let event = Event::new(Timestamp::now(), "pcap.download", format!("{actor}-{i}"));
             records.push(&event).unwrap();
@@ -287,20 +302,34 @@ mod tests {
         let events: Vec<Event> = (0..5)
             .map(|i| Event::new(Timestamp::from_unix_nanos(i), "a.b", format!("x{i}")))
             .collect();
-        let mut records = Records::with_capacity(events.len());
-        for e in &events {
+        // Two requests from two keys, appended in one batch.
+        let mut first = Records::with_capacity(3, "key-1".into());
+        let mut second = Records::with_capacity(2, "key-2".into());
+        for (i, e) in events.iter().enumerate() {
+            let records = if i < 3 { &mut first } else { &mut second };
             records.push(e).unwrap();
         }
         let bad = Event::new(Timestamp::now(), "", "x");
-        assert!(records.push(&bad).is_err());
-        assert_eq!(records.len(), 5);
-        let encoded: Vec<Encoded<'_>> = records.iter().collect();
+        assert!(second.push(&bad).is_err());
+        assert_eq!(first.len() + second.len(), 5);
+        let encoded: Vec<Encoded<'_>> = first.iter().chain(second.iter()).collect();
         direct.append_batch(&events).unwrap();
         queued.append_batch(&encoded).unwrap();
         let stored =
             |log: &Log| -> Vec<Event> { log.iter_from(0).map(|r| r.unwrap().event).collect() };
         assert_eq!(stored(&direct), events);
         assert_eq!(stored(&queued), events);
+        // Each request's records say who appended them.
+        let appenders: Vec<Option<String>> =
+            queued.iter_from(0).map(|r| r.unwrap().appender).collect();
+        let expected = ["key-1", "key-1", "key-1", "key-2", "key-2"];
+        assert_eq!(appenders, expected.map(|k| Some(k.to_string())));
+        let defaults: Vec<Option<String>> =
+            direct.iter_from(0).map(|r| r.unwrap().appender).collect();
+        assert_eq!(
+            defaults,
+            vec![Some(crate::log::DEFAULT_APPENDER.to_string()); 5]
+        );
     }
 
     #[test]
@@ -383,7 +412,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = always(dir.path(), crate::format::segment::MIN_SEGMENT_BYTES);
         let committer = Committer::start("acme", log.clone()).unwrap();
-        let mut huge = Records::with_capacity(600);
+        let mut huge = Records::with_capacity(600, "key-huge".into());
         for i in 0..600 {
             let mut event = Event::new(Timestamp::now(), "a.b", format!("huge-{i}"));
             event.resource = Some("x".repeat(250));

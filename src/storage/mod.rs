@@ -65,6 +65,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// replacing files in `dir` must not release it, and dropping it must
     /// release it at once.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+    /// The engine's clock: when a record is received (`received_at`). The
+    /// real disk reads the system clock; the simulated disk has its own, so
+    /// that tests know every byte the engine writes.
+    fn now(&self) -> crate::event::Timestamp {
+        crate::event::Timestamp::now()
+    }
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.

@@ -60,7 +60,14 @@ struct DiskState {
     write_budget: Option<u64>,
     short_reads: bool,
     stats: SimStats,
+    /// Nanoseconds after [`SIM_CLOCK_START`] the disk's clock reads.
+    clock_offset: i64,
 }
+
+/// What a new simulated disk's clock reads (2023-11-14T22:13:20Z); it
+/// stands still until [`SimDisk::advance_clock`].
+pub const SIM_CLOCK_START: crate::event::Timestamp =
+    crate::event::Timestamp::from_unix_nanos(1_700_000_000_000_000_000);
 
 /// Counters of what the simulated disk has seen.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +108,12 @@ impl SimDisk {
     /// An empty disk.
     pub fn new() -> Self {
         SimDisk::default()
+    }
+
+    /// Moves the disk's clock (which [`Storage::now`] reads) by `nanos`,
+    /// backwards when negative.
+    pub fn advance_clock(&self, nanos: i64) {
+        self.state.lock().clock_offset += nanos;
     }
 
     /// The sizes in bytes of the writes not yet synced, in issue order
@@ -347,6 +360,13 @@ impl Drop for SimLock {
 impl Storage for SimDisk {
     fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
         Ok(())
+    }
+
+    fn now(&self) -> crate::event::Timestamp {
+        let offset = self.state.lock().clock_offset;
+        crate::event::Timestamp::from_unix_nanos(
+            SIM_CLOCK_START.unix_nanos().saturating_add(offset),
+        )
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

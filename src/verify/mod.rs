@@ -370,6 +370,10 @@ struct SegmentResult {
     at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
     /// Records the log wrote about itself, in chain order.
     events: Vec<(u64, LogEvent)>,
+    /// The first record's time of receipt, with its seq and offset (version 2).
+    first_received: Option<(Timestamp, u64, u64)>,
+    /// The last record's time of receipt (version 2).
+    last_received: Option<Timestamp>,
 }
 
 /// A record the verifier interprets.
@@ -413,6 +417,8 @@ impl SegmentCheck {
                 end_frontier: None,
                 at_checkpoint: None,
                 events: Vec::new(),
+                first_received: None,
+                last_received: None,
             },
             expected_seq: base,
             head: ChainHash::default(),
@@ -620,6 +626,26 @@ impl SegmentCheck {
     }
 
     /// Appends what checking the frames after this half found.
+    /// Times of receipt never go back along the chain (the engine writes
+    /// `max(now, previous)`).
+    fn note_received(&mut self, received: Timestamp, seq: u64, offset: u64) {
+        match self.r.last_received {
+            Some(prev) if received < prev => {
+                let detail = format!(
+                    "received_at {} is before the previous record's {}",
+                    received.to_rfc3339(),
+                    prev.to_rfc3339()
+                );
+                self.problem(ProblemKind::RecordMalformed, Some(seq), offset, detail);
+            }
+            _ => {}
+        }
+        if self.r.first_received.is_none() {
+            self.r.first_received = Some((received, seq, offset));
+        }
+        self.r.last_received = Some(received);
+    }
+
     fn absorb(&mut self, rest: SegmentCheck) {
         for p in rest.r.problems {
             if self.r.problems.len() < MAX_REPORTED_PROBLEMS {
@@ -633,6 +659,12 @@ impl SegmentCheck {
         }
         self.tail = rest.tail;
         self.r.events.extend(rest.r.events);
+        if let Some((first, seq, offset)) = rest.r.first_received {
+            self.note_received(first, seq, offset);
+        }
+        if rest.r.last_received.is_some() {
+            self.r.last_received = rest.r.last_received;
+        }
         self.min_ts = match (self.min_ts, rest.min_ts) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -738,11 +770,16 @@ impl SegmentCheck {
             let detail = format!("stored hash {stored}, recomputed {computed}");
             self.problem(ProblemKind::HashMismatch, Some(seq), offset, detail);
         }
-        match RecordSummary::decode(record) {
+        // Frames are read only after the header was (it gives their layout).
+        let version = self.r.header.map_or(0, |h| h.version);
+        match RecordSummary::decode(version, record) {
             Ok(summary) => {
                 let ts = summary.timestamp;
                 self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
                 self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+                if let Some(received) = summary.received_at {
+                    self.note_received(received, seq, offset);
+                }
                 match summary.event_type {
                     t if t == RETENTION_EVENT.as_bytes() => {
                         // The same parse as from the text: the context is valid UTF-8.
@@ -799,6 +836,7 @@ impl SegmentCheck {
                     min_timestamp,
                     max_timestamp,
                     data_end: end,
+                    last_received_at: self.r.last_received.unwrap_or_default(),
                 }
                 .encode(),
             ),
@@ -934,6 +972,8 @@ struct Linker {
     held: bool,
     at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
     first: bool,
+    /// The last time of receipt seen in an earlier segment.
+    last_received: Option<Timestamp>,
 }
 
 impl Linker {
@@ -961,6 +1001,7 @@ impl Linker {
             held: false,
             at_checkpoint: None,
             first: true,
+            last_received: None,
         }
     }
 
@@ -984,6 +1025,25 @@ impl Linker {
     fn link(&mut self, r: SegmentResult) {
         self.report.segments += 1;
         self.report.bytes += r.bytes;
+        if let (Some(prev), Some((first, seq, offset))) = (self.last_received, r.first_received) {
+            if first < prev {
+                let detail = format!(
+                    "received_at {} is before the previous segment's last record's {}",
+                    first.to_rfc3339(),
+                    prev.to_rfc3339()
+                );
+                self.problem(
+                    ProblemKind::RecordMalformed,
+                    Some(seq),
+                    &r.name,
+                    offset,
+                    detail,
+                );
+            }
+        }
+        if r.last_received.is_some() {
+            self.last_received = r.last_received;
+        }
         let first = std::mem::replace(&mut self.first, false);
         if let Some(h) = &r.header {
             self.link_header(h, &r, first);

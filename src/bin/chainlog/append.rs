@@ -31,8 +31,8 @@ const INPUT_BUFFER_BYTES: usize = 1 << 20;
 /// One valid input line.
 struct Parsed {
     event: Event,
-    /// Bytes its frame takes in a segment.
-    frame_bytes: u64,
+    /// Bytes of its event body (the record without the provenance prefix).
+    body_bytes: usize,
 }
 
 /// Why reading the next event stopped.
@@ -116,7 +116,7 @@ fn parse_event(line: &[u8], scratch: &mut Vec<u8>) -> Result<Parsed, String> {
     encode_record(&event, scratch).map_err(|e| e.to_string())?;
     Ok(Parsed {
         event,
-        frame_bytes: padded_len(scratch.len()) as u64,
+        body_bytes: scratch.len(),
     })
 }
 
@@ -138,6 +138,8 @@ struct Appender<'a> {
     relaxed: bool,
     receipts: bool,
     max_chunk_bytes: u64,
+    /// Bytes of the provenance prefix each record gets.
+    prefix_bytes: usize,
     pending: Vec<Event>,
     pending_bytes: u64,
     count: u64,
@@ -147,12 +149,13 @@ struct Appender<'a> {
 
 impl Appender<'_> {
     fn push(&mut self, parsed: Parsed) -> Result<(), CliError> {
+        let frame_bytes = padded_len(self.prefix_bytes + parsed.body_bytes) as u64;
         if self.pending.len() >= MAX_CHUNK_EVENTS
-            || self.pending_bytes + parsed.frame_bytes > self.max_chunk_bytes
+            || self.pending_bytes + frame_bytes > self.max_chunk_bytes
         {
             self.flush()?;
         }
-        self.pending_bytes += parsed.frame_bytes;
+        self.pending_bytes += frame_bytes;
         self.pending.push(parsed.event);
         Ok(())
     }
@@ -241,9 +244,14 @@ pub fn run(
     global: &Global,
     durability: DurabilityArg,
     receipts: bool,
+    appender: Option<String>,
     file: Option<&Path>,
 ) -> Result<std::process::ExitCode, CliError> {
     let dir = global.dir()?;
+    let appender = appender.unwrap_or_else(chainlog::log::os_user_appender);
+    chainlog::event::record::check_appender(&appender)
+        .map_err(|e| CliError::Usage(format!("--appender: {e}")))?;
+    let prefix_bytes = chainlog::event::record::provenance_len(&appender);
     // Options::segment_bytes applies to segments created from now on: keep
     // the size the log was created with.
     let segment_bytes = newest_segment_bytes(dir)?.unwrap_or(Options::default().segment_bytes);
@@ -252,6 +260,7 @@ pub fn run(
         Options {
             segment_bytes,
             durability: durability.policy(),
+            appender,
             ..Options::default()
         },
     )?;
@@ -260,6 +269,7 @@ pub fn run(
         relaxed: durability != DurabilityArg::Always,
         receipts,
         max_chunk_bytes: (data_end_limit(segment_bytes) - HEADER_BYTES).min(MAX_CHUNK_BYTES),
+        prefix_bytes,
         pending: Vec::new(),
         pending_bytes: 0,
         count: 0,

@@ -23,7 +23,7 @@ use crate::verify::verify_with_progress;
 
 /// The record the demo tampers with: a failed login, turned into a success.
 const TAMPERED_SEQ: u64 = 4;
-/// Offset of the outcome byte in the record bytes (after the i64 timestamp).
+/// Offset of the outcome byte in the event body (after the i64 timestamp).
 const OUTCOME_AT: usize = 8;
 
 /// The demo's events, in the CLI's JSON input form.
@@ -264,7 +264,14 @@ fn tamper(dir: &Path, seq: u64) -> Result<Tampered, CliError> {
         }
         at += padded_len(len);
     };
-    let outcome = frame + FRAME_HEADER_BYTES + OUTCOME_AT;
+    // A version 2 record starts with received_at (8), origin (1) and the
+    // u16-prefixed appender; the event body follows.
+    let record = frame + FRAME_HEADER_BYTES;
+    let appender_len = bytes
+        .get(record + 9..record + 11)
+        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+        .ok_or_else(not_found)?;
+    let outcome = record + 8 + 1 + 2 + appender_len + OUTCOME_AT;
     match bytes.get_mut(outcome) {
         Some(b) if *b == 1 => *b ^= 1, // failure -> success
         _ => {

@@ -76,9 +76,25 @@ enum Command {
         /// Print {"seq":N,"hash":"<hex>"} for each record once it is durable.
         #[arg(long)]
         receipts: bool,
+        /// Who appends, recorded in every record (its `appender`): 1 to 256
+        /// bytes, no control or invisible characters. Default: the
+        /// operating-system user ($USER, $LOGNAME or $USERNAME), else
+        /// `chainlog`.
+        #[arg(long, value_name = "NAME")]
+        appender: Option<String>,
         /// JSON Lines input; stdin when absent or `-`.
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
+    },
+    /// Migrate a log written by an older chainlog (format version 1) to the
+    /// current format, so that it can be appended to: recover it, verify
+    /// all of it (a damaged log is refused), seal its newest segment, and
+    /// record the migration. The chain is unchanged: checkpoints signed
+    /// before it still verify.
+    Migrate {
+        /// The log's directory (default: --dir).
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Print stored records as JSON Lines.
     Cat {
@@ -224,8 +240,10 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Append {
             durability,
             receipts,
+            appender,
             file,
-        } => append::run(&global, durability, receipts, file.as_deref()),
+        } => append::run(&global, durability, receipts, appender, file.as_deref()),
+        Command::Migrate { dir } => read::migrate(&global, dir.as_deref()),
         Command::Cat { from, limit } => read::cat(&global, from, limit),
         Command::Verify(args) => verify::run(&global, args),
         Command::Retention(args) => retention::run(&global, args),

@@ -71,6 +71,40 @@ pub fn init(global: &Global, segment_bytes: u64) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `chainlog migrate [DIR]`.
+pub fn migrate(global: &Global, dir: Option<&Path>) -> Result<ExitCode, CliError> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => global.dir()?,
+    };
+    // New segments keep the size the log was created with.
+    let segment_bytes = newest_segment_bytes(dir)?.unwrap_or(Options::default().segment_bytes);
+    let options = Options {
+        segment_bytes,
+        appender: chainlog::log::os_user_appender(),
+        ..Options::default()
+    };
+    let migration = Log::migrate(dir, options)?;
+    if !global.quiet {
+        match migration.record {
+            Some(r) => outln!(
+                "migrated {} from format version {} to {}: record {} ({}) says so",
+                dir.display(),
+                migration.from_version,
+                segment::FORMAT_VERSION,
+                r.seq,
+                chainlog::retention::MIGRATED_EVENT
+            )?,
+            None => outln!(
+                "{} already has format version {}: nothing to do",
+                dir.display(),
+                migration.from_version
+            )?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One line of `chainlog cat`.
 #[derive(Serialize)]
 struct CatLine<'a> {
