@@ -603,8 +603,11 @@ impl SegmentCheck {
         let (first, second) = std::thread::scope(|scope| {
             let file_b = file.clone();
             let name = self.r.name.clone();
+            // The other half reads the same layout (the header's version).
+            let header = self.r.header;
             let second = scope.spawn(move || {
                 let mut rest = SegmentCheck::new(&name, 0, split.seq, None);
+                rest.r.header = header;
                 rest.head = split.hash;
                 rest.expected_seq = split.seq.saturating_add(1);
                 let end = rest.frames(file_b, split.end, limit, None)?;
