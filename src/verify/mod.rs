@@ -41,8 +41,12 @@ use crate::format::segment::{
 use crate::hash::chain::{ChainHash, LogId};
 use crate::hash::checkpoint::Checkpoint;
 use crate::hash::merkle::{self, Frontier};
-use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
 use crate::storage::{read_full_at, Storage, StorageFile};
+
+mod derived;
+mod engine;
+
+pub use derived::DerivedChecks;
 
 /// Problems kept in a report; more are only counted.
 pub const MAX_REPORTED_PROBLEMS: usize = 1000;
@@ -92,6 +96,17 @@ pub enum ProblemKind {
     /// (truncated), or has a different root or chain head (forked or
     /// rewritten), or is another log.
     CheckpointMismatch,
+    /// A sealed segment's index file passes its CRCs (so a query trusts
+    /// it) but differs from the index rebuilt from the segment's frames:
+    /// queries would return wrong rows. `segment` names the `.idx` file.
+    IndexMismatch,
+    /// A stored tile or leaf-pack hash differs from the hash computed from
+    /// the records (checked when the tree is built, with a checkpoint).
+    /// `segment` names the tile file.
+    TileMismatch,
+    /// An engine record (`log.*`) breaks its schema or the hold state
+    /// machine (see `docs/FORMAT.md`, "Records the log writes itself").
+    EngineRecordInvalid,
 }
 
 /// One problem found by the verifier.
@@ -155,6 +170,8 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Problems found beyond [`MAX_REPORTED_PROBLEMS`].
     pub problems_omitted: u64,
+    /// What was done with the derived files (indexes, tiles).
+    pub derived: DerivedChecks,
 }
 
 impl Report {
@@ -265,7 +282,9 @@ fn run_batch(
         let file = storage
             .open(&path, false)
             .map_err(|e| Error::io(&path, e))?;
-        SegmentCheck::run(file, &name, base, index == last, tree_size, split)
+        let mut r = SegmentCheck::run(file.clone(), &name, base, index == last, tree_size, split)?;
+        derived::check_segment(storage, dir, &file, &mut r, tree_size.is_some())?;
+        Ok(r)
     };
     if threads == 1 || jobs.len() == 1 {
         return jobs.iter().map(verify_one).collect();
@@ -309,15 +328,9 @@ struct SegmentResult {
     /// Root and head when the tree reached the checkpoint's size in here.
     at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
     /// Records the log wrote about itself, in chain order.
-    events: Vec<(u64, LogEvent)>,
-}
-
-/// A record the verifier interprets.
-enum LogEvent {
-    /// A `log.retention` record (or why its context does not parse).
-    Retention(std::result::Result<RetentionRecord, String>),
-    /// A legal hold set (`true`) or released.
-    Hold(bool),
+    events: Vec<engine::EngineRecord>,
+    /// What checking the segment's derived files did.
+    derived: DerivedChecks,
 }
 
 /// The per-segment verifier.
@@ -347,6 +360,7 @@ impl SegmentCheck {
                 end_frontier: None,
                 at_checkpoint: None,
                 events: Vec::new(),
+                derived: DerivedChecks::default(),
             },
             expected_seq: base,
             head: ChainHash::default(),
@@ -691,21 +705,8 @@ impl SegmentCheck {
                 let ts = summary.timestamp;
                 self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
                 self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
-                match summary.event_type {
-                    t if t == RETENTION_EVENT.as_bytes() => {
-                        // The same parse as from the text: the context is valid UTF-8.
-                        let parsed =
-                            serde_json::from_slice::<RetentionRecord>(summary.context_json)
-                                .map_err(|e| e.to_string());
-                        self.r.events.push((seq, LogEvent::Retention(parsed)));
-                    }
-                    t if t == HOLD_SET_EVENT.as_bytes() => {
-                        self.r.events.push((seq, LogEvent::Hold(true)));
-                    }
-                    t if t == HOLD_RELEASED_EVENT.as_bytes() => {
-                        self.r.events.push((seq, LogEvent::Hold(false)));
-                    }
-                    _ => {}
+                if let Some(rec) = engine::classify(&summary, seq, offset, &self.r.name) {
+                    self.r.events.push(rec);
                 }
             }
             Err(e) => self.problem(
@@ -831,7 +832,8 @@ struct Linker {
     tree: Option<Frontier>,
     /// The log's start (seq, link hash) while no retention record accounts for it.
     unaccounted_start: Option<(u64, ChainHash, String)>,
-    held: bool,
+    /// The legal hold as the engine records so far say.
+    hold: engine::HoldState,
     at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
     first: bool,
 }
@@ -851,13 +853,14 @@ impl Linker {
                 checkpoint: None,
                 problems: Vec::new(),
                 problems_omitted: 0,
+                derived: DerivedChecks::default(),
             },
             checkpoint,
             log_id: None,
             expected: None,
             tree: None,
             unaccounted_start: None,
-            held: false,
+            hold: engine::HoldState::at_start(0),
             at_checkpoint: None,
             first: true,
         }
@@ -883,6 +886,7 @@ impl Linker {
     fn link(&mut self, r: SegmentResult) {
         self.report.segments += 1;
         self.report.bytes += r.bytes;
+        self.report.derived.add(&r.derived);
         let first = std::mem::replace(&mut self.first, false);
         if let Some(h) = &r.header {
             self.link_header(h, &r, first);
@@ -894,33 +898,8 @@ impl Linker {
         for p in r.problems {
             self.report.push(p);
         }
-        for (seq, event) in &r.events {
-            let seq = *seq;
-            match event {
-                LogEvent::Retention(Ok(rec)) => {
-                    if self.held {
-                        let detail =
-                            "a retention record while a legal hold was in force".to_string();
-                        self.problem(
-                            ProblemKind::RetentionDuringHold,
-                            Some(seq),
-                            &r.name,
-                            0,
-                            detail,
-                        );
-                    }
-                    if let Some((start, prev, _)) = &self.unaccounted_start {
-                        if rec.accounts_for(*start, prev) {
-                            self.unaccounted_start = None;
-                        }
-                    }
-                }
-                LogEvent::Retention(Err(e)) => {
-                    let detail = format!("log.retention record with a malformed context: {e}");
-                    self.problem(ProblemKind::RecordMalformed, Some(seq), &r.name, 0, detail);
-                }
-                LogEvent::Hold(set) => self.held = *set,
-            }
+        for rec in &r.events {
+            self.engine_record(rec, &r.name);
         }
         if r.records > 0 {
             self.report.records += r.records;
@@ -947,6 +926,25 @@ impl Linker {
         self.tree = r.end_frontier;
     }
 
+    /// An engine record, in chain order: its schema, the hold state machine,
+    /// and whether it accounts for the log's start.
+    fn engine_record(&mut self, rec: &engine::EngineRecord, segment: &str) {
+        if let Some(why) = &rec.invalid {
+            let kind = ProblemKind::EngineRecordInvalid;
+            self.problem(kind, Some(rec.seq), segment, rec.offset, why.clone());
+        }
+        if let Some((kind, detail)) = self.hold.apply(rec) {
+            self.problem(kind, Some(rec.seq), segment, rec.offset, detail);
+        }
+        if let engine::EngineKind::Retention(Some(ret)) = &rec.kind {
+            if let Some((start, prev, _)) = &self.unaccounted_start {
+                if ret.accounts_for(*start, prev) {
+                    self.unaccounted_start = None;
+                }
+            }
+        }
+    }
+
     fn link_header(&mut self, h: &SegmentHeader, r: &SegmentResult, first: bool) {
         match self.log_id {
             None => {
@@ -961,6 +959,7 @@ impl Linker {
         }
         if first {
             self.report.first_seq = Some(h.base_seq);
+            self.hold = engine::HoldState::at_start(h.base_seq);
             if h.base_seq == 0 {
                 let genesis = ChainHash::genesis(&h.log_id);
                 if h.prev_hash != genesis {
@@ -1018,6 +1017,11 @@ impl Linker {
     }
 
     fn finish(mut self) -> Report {
+        if self.report.head.is_none() {
+            // No record: the head is what the next record chains from (the
+            // genesis hash for a new log).
+            self.report.head = self.expected.map(|(_, hash)| hash);
+        }
         if let Some((start, _, name)) = self.unaccounted_start.take() {
             let detail = format!(
                 "the log starts at seq {start}, and no retention record in the chain accounts for the records before it"
