@@ -383,7 +383,8 @@ mod tests {
     #[test]
     fn retention_schema_rules() {
         assert_eq!(check(&record(), 25, 4), Ok(()));
-        let broken: Vec<(&str, Box<dyn Fn(&mut RetentionRecord)>, u64, i64)> = vec![
+        type Damage = Box<dyn Fn(&mut RetentionRecord)>;
+        let broken: Vec<(&str, Damage, u64, i64)> = vec![
             ("no entries", Box::new(|r| r.deleted.clear()), 25, 4),
             ("gap", Box::new(|r| r.deleted[1].base_seq = 11), 25, 4),
             ("count", Box::new(|r| r.deleted[0].record_count = 9), 25, 4),

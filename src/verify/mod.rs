@@ -15,8 +15,11 @@
 //! spare per segment, each segment is checked in two halves at once.
 //!
 //! A log that starts after seq 0 must be accounted for by a `log.retention`
-//! record in the chain, and no retention record may fall inside a legal
-//! hold. Against a signed [`Checkpoint`], the verifier also rebuilds the
+//! record in the chain, every engine record must pass its schema, and no
+//! retention record may fall inside a legal hold (`engine.rs`). Derived
+//! files are checked too (`derived.rs`): each sealed segment's index is
+//! rebuilt and compared with its `.idx`, and with a checkpoint the stored
+//! tiles with the computed tree. Against a signed [`Checkpoint`], the verifier also rebuilds the
 //! Merkle tree and checks the log's size, root and chain head at the
 //! checkpoint's size: a truncated, forked or rewritten log fails.
 //!
