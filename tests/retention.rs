@@ -312,14 +312,34 @@ fn retention_inside_a_hold_is_reported_by_the_verifier() {
         .unwrap();
     drop(log);
     let report = verify_dir(&disk, dir, &mut |_| {}).unwrap();
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.kind == ProblemKind::RetentionDuringHold),
-        "{:?}",
-        report.problems
-    );
+    let during: Vec<_> = report
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::RetentionDuringHold)
+        .collect();
+    assert_eq!(during.len(), 1, "{:?}", report.problems);
+    // The retention record's own seq and frame, not byte 0.
+    let retention = retention_records_on(&disk, dir);
+    assert_eq!(during[0].seq, Some(retention.0));
+    assert_eq!(during[0].offset, retention.1);
+}
+
+/// The seq and frame offset of the (only) retention record, read from the segments.
+fn retention_records_on(disk: &SimDisk, dir: &Path) -> (u64, u64) {
+    let mut names = disk.list(dir).unwrap();
+    names.sort();
+    for name in names.iter().filter(|n| n.ends_with(".seg")) {
+        let image = disk.read_file(&dir.join(name)).unwrap();
+        let mut at = 128usize;
+        while let Ok(Some(f)) = chainlog::format::frame::decode(&image[at..]) {
+            let view = chainlog::event::record::decode_record(2, f.record).unwrap();
+            if view.event_type == RETENTION_EVENT {
+                return (f.seq, at as u64);
+            }
+            at += f.padded_len();
+        }
+    }
+    panic!("no retention record");
 }
 
 /// Writes `events` as engine records (origin 1) after the last frame of
@@ -365,7 +385,7 @@ fn append_engine_records(
 }
 
 #[test]
-fn a_retention_record_that_does_not_parse_is_reported_with_the_parser_error() {
+fn a_retention_record_that_does_not_parse_is_an_invalid_engine_record_with_the_parser_error() {
     let disk = SimDisk::new();
     let dir = Path::new("/log");
     let log = build(Arc::new(disk.clone()), dir);
@@ -397,9 +417,11 @@ fn a_retention_record_that_does_not_parse_is_reported_with_the_parser_error() {
     let details: Vec<&str> = report
         .problems
         .iter()
-        .filter(|p| p.kind == ProblemKind::RecordMalformed)
+        .filter(|p| p.kind == ProblemKind::EngineRecordInvalid)
         .map(|p| p.detail.as_str())
         .collect();
+    // Each at its own frame, not at byte 0.
+    assert!(report.problems.iter().all(|p| p.offset >= 128));
     let expected: Vec<String> = contexts
         .iter()
         .map(|c| {

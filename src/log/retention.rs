@@ -140,14 +140,20 @@ impl Log {
         };
         let snap = self.snapshot()?;
         let first_retained_seq = last.last_seq + 1;
+        let at = Timestamp::now();
+        // The record states a cutoff only when it explains every deletion
+        // (each segment is older) and is not after the record itself: the
+        // verifier checks both. A run that deleted for size says null.
+        let cutoff =
+            cutoff(policy, now).filter(|&c| c <= at && deleted.iter().all(|d| d.max_timestamp < c));
         let record = RetentionRecord {
             first_retained_seq,
             first_retained_prev_hash: last.last_hash,
             deleted: deleted.clone(),
-            cutoff: cutoff(policy, now),
+            cutoff,
             policy: *policy,
         };
-        let mut event = Event::new(Timestamp::now(), RETENTION_EVENT, SYSTEM_ACTOR);
+        let mut event = Event::new(at, RETENTION_EVENT, SYSTEM_ACTOR);
         event.context = match serde_json::to_value(&record) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => {

@@ -15,8 +15,11 @@
 //! spare per segment, each segment is checked in two halves at once.
 //!
 //! A log that starts after seq 0 must be accounted for by a `log.retention`
-//! record in the chain, and no retention record may fall inside a legal
-//! hold. Against a signed [`Checkpoint`], the verifier also rebuilds the
+//! record in the chain, every engine record must pass its schema, and no
+//! retention record may fall inside a legal hold (`engine.rs`). Derived
+//! files are checked too (`derived.rs`): each sealed segment's index is
+//! rebuilt and compared with its `.idx`, and with a checkpoint the stored
+//! tiles with the computed tree. Against a signed [`Checkpoint`], the verifier also rebuilds the
 //! Merkle tree and checks the log's size, root and chain head at the
 //! checkpoint's size: a truncated, forked or rewritten log fails.
 //!
@@ -42,8 +45,12 @@ use crate::format::segment::{
 use crate::hash::chain::{ChainHash, LogId};
 use crate::hash::checkpoint::Checkpoint;
 use crate::hash::merkle::{self, Frontier};
-use crate::retention::{RetentionRecord, HOLD_RELEASED_EVENT, HOLD_SET_EVENT, RETENTION_EVENT};
 use crate::storage::{read_full_at, Storage, StorageFile};
+
+mod derived;
+mod engine;
+
+pub use derived::DerivedChecks;
 
 /// Problems kept in a report; more are only counted.
 pub const MAX_REPORTED_PROBLEMS: usize = 1000;
@@ -93,6 +100,17 @@ pub enum ProblemKind {
     /// (truncated), or has a different root or chain head (forked or
     /// rewritten), or is another log.
     CheckpointMismatch,
+    /// A sealed segment's index file passes its CRCs (so a query trusts
+    /// it) but differs from the index rebuilt from the segment's frames:
+    /// queries would return wrong rows. `segment` names the `.idx` file.
+    IndexMismatch,
+    /// A stored tile or leaf-pack hash differs from the hash computed from
+    /// the records (checked when the tree is built, with a checkpoint).
+    /// `segment` names the tile file.
+    TileMismatch,
+    /// An engine record (`log.*`) breaks its schema or the hold state
+    /// machine (see `docs/FORMAT.md`, "Records the log writes itself").
+    EngineRecordInvalid,
 }
 
 /// One problem found by the verifier.
@@ -170,6 +188,8 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Problems found beyond [`MAX_REPORTED_PROBLEMS`].
     pub problems_omitted: u64,
+    /// What was done with the derived files (indexes, tiles).
+    pub derived: DerivedChecks,
 }
 
 impl Report {
@@ -324,7 +344,9 @@ fn run_batch(
         let file = storage
             .open(&path, false)
             .map_err(|e| Error::io(&path, e))?;
-        SegmentCheck::run(file, &name, base, index == last, tree_size, split)
+        let mut r = SegmentCheck::run(file.clone(), &name, base, index == last, tree_size, split)?;
+        derived::check_segment(storage, dir, &file, &mut r, tree_size.is_some())?;
+        Ok(r)
     };
     if threads == 1 || jobs.len() == 1 {
         return jobs.iter().map(verify_one).collect();
@@ -369,19 +391,13 @@ struct SegmentResult {
     /// Root and head when the tree reached the checkpoint's size in here.
     at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
     /// Records the log wrote about itself, in chain order.
-    events: Vec<(u64, LogEvent)>,
+    events: Vec<engine::EngineRecord>,
+    /// What checking the segment's derived files did.
+    derived: DerivedChecks,
     /// The first record's time of receipt, with its seq and offset (version 2).
     first_received: Option<(Timestamp, u64, u64)>,
     /// The last record's time of receipt (version 2).
     last_received: Option<Timestamp>,
-}
-
-/// A record the verifier interprets.
-enum LogEvent {
-    /// A `log.retention` record (or why its context does not parse).
-    Retention(std::result::Result<RetentionRecord, String>),
-    /// A legal hold set (`true`) or released.
-    Hold(bool),
 }
 
 /// The per-segment verifier.
@@ -419,6 +435,7 @@ impl SegmentCheck {
                 events: Vec::new(),
                 first_received: None,
                 last_received: None,
+                derived: DerivedChecks::default(),
             },
             expected_seq: base,
             head: ChainHash::default(),
@@ -783,21 +800,8 @@ impl SegmentCheck {
                 if let Some(received) = summary.received_at {
                     self.note_received(received, seq, offset);
                 }
-                match summary.event_type {
-                    t if t == RETENTION_EVENT.as_bytes() => {
-                        // The same parse as from the text: the context is valid UTF-8.
-                        let parsed =
-                            serde_json::from_slice::<RetentionRecord>(summary.context_json)
-                                .map_err(|e| e.to_string());
-                        self.r.events.push((seq, LogEvent::Retention(parsed)));
-                    }
-                    t if t == HOLD_SET_EVENT.as_bytes() => {
-                        self.r.events.push((seq, LogEvent::Hold(true)));
-                    }
-                    t if t == HOLD_RELEASED_EVENT.as_bytes() => {
-                        self.r.events.push((seq, LogEvent::Hold(false)));
-                    }
-                    _ => {}
+                if let Some(rec) = engine::classify(&summary, seq, offset, &self.r.name) {
+                    self.r.events.push(rec);
                 }
             }
             Err(e) => self.problem(
@@ -972,7 +976,8 @@ struct Linker {
     tree: Option<Frontier>,
     /// The log's start (seq, link hash) while no retention record accounts for it.
     unaccounted_start: Option<(u64, ChainHash, String)>,
-    held: bool,
+    /// The legal hold as the engine records so far say.
+    hold: engine::HoldState,
     at_checkpoint: Option<([u8; 32], Option<ChainHash>)>,
     first: bool,
     /// The last time of receipt seen in an earlier segment.
@@ -995,13 +1000,14 @@ impl Linker {
                 checkpoint: None,
                 problems: Vec::new(),
                 problems_omitted: 0,
+                derived: DerivedChecks::default(),
             },
             checkpoint,
             log_id: None,
             expected: None,
             tree: None,
             unaccounted_start: None,
-            held: false,
+            hold: engine::HoldState::at_start(0),
             at_checkpoint: None,
             first: true,
             last_received: None,
@@ -1047,6 +1053,7 @@ impl Linker {
         if r.last_received.is_some() {
             self.last_received = r.last_received;
         }
+        self.report.derived.add(&r.derived);
         let first = std::mem::replace(&mut self.first, false);
         if let Some(h) = &r.header {
             self.link_header(h, &r, first);
@@ -1058,33 +1065,8 @@ impl Linker {
         for p in r.problems {
             self.report.push(p);
         }
-        for (seq, event) in &r.events {
-            let seq = *seq;
-            match event {
-                LogEvent::Retention(Ok(rec)) => {
-                    if self.held {
-                        let detail =
-                            "a retention record while a legal hold was in force".to_string();
-                        self.problem(
-                            ProblemKind::RetentionDuringHold,
-                            Some(seq),
-                            &r.name,
-                            0,
-                            detail,
-                        );
-                    }
-                    if let Some((start, prev, _)) = &self.unaccounted_start {
-                        if rec.accounts_for(*start, prev) {
-                            self.unaccounted_start = None;
-                        }
-                    }
-                }
-                LogEvent::Retention(Err(e)) => {
-                    let detail = format!("log.retention record with a malformed context: {e}");
-                    self.problem(ProblemKind::RecordMalformed, Some(seq), &r.name, 0, detail);
-                }
-                LogEvent::Hold(set) => self.held = *set,
-            }
+        for rec in &r.events {
+            self.engine_record(rec, &r.name);
         }
         if r.records > 0 {
             self.report.records += r.records;
@@ -1114,6 +1096,25 @@ impl Linker {
         self.tree = r.end_frontier;
     }
 
+    /// An engine record, in chain order: its schema, the hold state machine,
+    /// and whether it accounts for the log's start.
+    fn engine_record(&mut self, rec: &engine::EngineRecord, segment: &str) {
+        if let Some(why) = &rec.invalid {
+            let kind = ProblemKind::EngineRecordInvalid;
+            self.problem(kind, Some(rec.seq), segment, rec.offset, why.clone());
+        }
+        if let Some((kind, detail)) = self.hold.apply(rec) {
+            self.problem(kind, Some(rec.seq), segment, rec.offset, detail);
+        }
+        if let engine::EngineKind::Retention(Some(ret)) = &rec.kind {
+            if let Some((start, prev, _)) = &self.unaccounted_start {
+                if ret.accounts_for(*start, prev) {
+                    self.unaccounted_start = None;
+                }
+            }
+        }
+    }
+
     fn link_header(&mut self, h: &SegmentHeader, r: &SegmentResult, first: bool) {
         match self.log_id {
             None => {
@@ -1128,6 +1129,7 @@ impl Linker {
         }
         if first {
             self.report.first_seq = Some(h.base_seq);
+            self.hold = engine::HoldState::at_start(h.base_seq);
             if h.base_seq == 0 {
                 let genesis = ChainHash::genesis(&h.log_id);
                 if h.prev_hash != genesis {
@@ -1185,6 +1187,11 @@ impl Linker {
     }
 
     fn finish(mut self) -> Report {
+        if self.report.head.is_none() {
+            // No record: the head is what the next record chains from (the
+            // genesis hash for a new log).
+            self.report.head = self.expected.map(|(_, hash)| hash);
+        }
         if let Some((start, _, name)) = self.unaccounted_start.take() {
             let detail = format!(
                 "the log starts at seq {start}, and no retention record in the chain accounts for the records before it"

@@ -15,6 +15,10 @@
 //! from the segment.
 
 use crate::le::{u32_at, u64_at};
+
+mod compare;
+
+pub(crate) use compare::{compare, IndexComparison};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -56,6 +60,14 @@ pub enum Field {
 
 impl Field {
     const ALL: [Field; 3] = [Field::Actor, Field::EventType, Field::Node];
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Actor => "actor",
+            Field::EventType => "event type",
+            Field::Node => "node",
+        }
+    }
 
     fn slot(self) -> usize {
         match self {
@@ -602,7 +614,7 @@ impl StorageFile for MemoryFile {
 }
 
 /// Does the index header describe this sealed segment as it is now?
-fn describes(header: &IndexHeader, base_seq: u64, trailer: &SegmentTrailer) -> bool {
+pub(crate) fn describes(header: &IndexHeader, base_seq: u64, trailer: &SegmentTrailer) -> bool {
     header.base_seq == base_seq
         && header.records == trailer.record_count
         && header.data_end == trailer.data_end
