@@ -982,6 +982,8 @@ struct Linker {
     first: bool,
     /// The last time of receipt seen in an earlier segment.
     last_received: Option<Timestamp>,
+    /// The newest format version seen so far: versions never go back.
+    version: u16,
 }
 
 impl Linker {
@@ -1011,6 +1013,7 @@ impl Linker {
             at_checkpoint: None,
             first: true,
             last_received: None,
+            version: 0,
         }
     }
 
@@ -1116,6 +1119,20 @@ impl Linker {
     }
 
     fn link_header(&mut self, h: &SegmentHeader, r: &SegmentResult, first: bool) {
+        if h.version < self.version {
+            let detail = format!(
+                "a version {} segment after a version {} one: versions never go back",
+                h.version, self.version
+            );
+            self.problem(
+                ProblemKind::HeaderCorrupt,
+                Some(h.base_seq),
+                &r.name,
+                8,
+                detail,
+            );
+        }
+        self.version = self.version.max(h.version);
         match self.log_id {
             None => {
                 self.log_id = Some(h.log_id);
