@@ -195,7 +195,11 @@ fn tamper(dir: &Path, seq: u64, fix_crc: bool) -> usize {
     let path = segment_path(dir, 0);
     let mut bytes = std::fs::read(&path).unwrap();
     let (at, _, len) = frames(&bytes).into_iter().find(|f| f.1 == seq).unwrap();
-    bytes[at + 48 + 8] ^= 1;
+    // The outcome byte: after the provenance prefix (received_at, origin,
+    // appender) and the event's timestamp.
+    let record = at + 48;
+    let appender_len = u16::from_le_bytes([bytes[record + 9], bytes[record + 10]]) as usize;
+    bytes[record + 11 + appender_len + 8] ^= 1;
     if fix_crc {
         let crc = crc32c::crc32c(&bytes[at + 4..at + 48 + len]);
         bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
