@@ -535,8 +535,11 @@ impl SegmentCheck {
         let (first, second) = std::thread::scope(|scope| {
             let file_b = file.clone();
             let name = self.r.name.clone();
+            let header = self.r.header;
             let second = scope.spawn(move || {
                 let mut rest = SegmentCheck::new(&name, 0, split.seq, None);
+                // The records' layout is the segment header's version.
+                rest.r.header = header;
                 rest.head = split.hash;
                 rest.expected_seq = split.seq.saturating_add(1);
                 let end = rest.frames(file_b, split.end, limit, may_be_torn, None)?;
