@@ -107,8 +107,9 @@ impl Storage for SegmentsOnly {
 fn text(max_bytes: usize) -> impl Strategy<Value = String> {
     prop_oneof![
         4 => "[a-z0-9@._-]{1,24}",
-        // Any characters but control characters: accents, CJK, emoji.
-        4 => "[^\\p{Cc}]{1,40}",
+        // Any characters but control and invisible format characters:
+        // accents, CJK, emoji.
+        4 => "[^\\p{Cc}\\p{Cf}]{1,40}",
         1 => Just("m".repeat(max_bytes)),
         1 => Just("é".repeat(max_bytes / 2)),
     ]

@@ -11,7 +11,7 @@
 //!
 //! [`decode_record`] is the only decoder: the verifier, recovery, readers,
 //! the server and the bundle checker all reach the bytes through it (or
-//! through [`RecordSummary`], which accepts exactly what it accepts), so one
+//! through `RecordSummary`, which accepts exactly what it accepts), so one
 //! set of rules decides what a valid record is. What it enforces:
 //!
 //! - every length within its limit, no byte after the context;
@@ -21,7 +21,7 @@
 //!   (0 = absent), none holding a forbidden character: a control character
 //!   (Unicode category Cc) in both versions and, in version 2, also an
 //!   invisible format character (category Cf, see [`is_format_character`]);
-//! - the context rules of [`check_context`](super::context_rules::check_context);
+//! - the context rules of [`check_context`];
 //! - version 2: origin 0 (client) or 1 (engine), and no client record with
 //!   a reserved (`log.*`) event type ([`EventError::ReservedEventType`]).
 //!

@@ -37,9 +37,13 @@ impl Log {
         Log::migrate_in(Arc::new(FsStorage), dir, options)
     }
 
-    /// Migrates the log in `dir` to the current format (the
-    /// [module docs](self) say how), with `options` for the segments it
-    /// writes from now on. A log that is not intact is refused with
+    /// Migrates the log in `dir` to the current format, with `options` for
+    /// the segments it writes from now on: recovers it as an open does,
+    /// verifies all of it, seals its newest older-format segment (or
+    /// replaces an empty one by a current-format segment with the same base
+    /// seq and link), and appends the engine record `log.migrated`
+    /// `{"from_version":N}` as the first record of a current-format segment.
+    /// The chain is unchanged, so checkpoints signed before still verify. A log that is not intact is refused with
     /// [`Error::Corrupted`] naming the first problem; one already in the
     /// current format is left as it is.
     pub fn migrate_in(

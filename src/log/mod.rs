@@ -660,8 +660,24 @@ impl Log {
             return Err(Error::NotFound(dir));
         };
         let refuse_older = !options.read_only && !migrating;
-        let (newest, damage) =
+        let (mut newest, damage) =
             recover::recover_active(&*storage, &dir, last, options.read_only, refuse_older)?;
+        if newest.active.count == 0 {
+            // received_at never goes back along the chain, across a roll
+            // and a restart too: an empty newest segment continues from the
+            // sealed one before it.
+            if let Some(&previous) = bases.iter().rev().nth(1) {
+                let name = segment::file_name(previous);
+                let path = dir.join(&name);
+                let file = storage
+                    .open(&path, false)
+                    .map_err(|e| Error::io(&path, e))?;
+                let header = segment::read_header(&*file, &name)?;
+                if let Some(trailer) = segment::read_trailer(&*file, &name, header.segment_bytes)? {
+                    newest.active.last_received_at = trailer.last_received_at;
+                }
+            }
+        }
         let log = Log::start(storage, dir, options, bases, newest, lock);
         *log.inner.damage.lock() = damage;
         Ok(log)

@@ -259,7 +259,15 @@ pub fn encode_all(events: &[Event]) -> Vec<Vec<u8>> {
         .iter()
         .map(|e| {
             let mut record = Vec::with_capacity(512);
-            // Generated events are valid; an invalid one would be empty here.
+            // The bytes the engine stores: the provenance prefix a log with
+            // the default appender writes, then the event body. Generated
+            // events are valid; an invalid one would be a bare prefix here.
+            let _ = chainlog::event::record::encode_provenance(
+                chainlog::Timestamp::now(),
+                chainlog::event::Origin::Client,
+                chainlog::log::DEFAULT_APPENDER,
+                &mut record,
+            );
             let _ = encode_record(e, &mut record);
             record
         })
