@@ -1,5 +1,5 @@
 //! The connection layer: the accept loop, TLS handshakes, per-connection
-//! timeouts and the connection limit (see docs/SECURITY-limits.md).
+//! timeouts and the connection limit (see docs/SECURITY.md).
 //!
 //! `axum::serve` has no header-read or idle timeout and no connection
 //! limit, so a client without a key could hold sockets open until the

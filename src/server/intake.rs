@@ -1,5 +1,5 @@
 //! What every request must meet and every answer carries, as one layer
-//! around the router (see docs/SECURITY-limits.md):
+//! around the router (see docs/SECURITY.md):
 //!
 //! - exactly one `Authorization` header, or 400 (with two, a proxy and the
 //!   server could disagree about which key was used);
