@@ -41,9 +41,7 @@ pub const HOLD_FILE_NAME: &str = "legal-hold.json";
 /// When sealed segments may be deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
-    /// Delete segments whose last record the engine received longer ago
-    /// than this (for a version 1 segment: whose newest event is older).
-    /// Default 90 days.
+    /// Delete segments whose newest event is older than this. Default 90 days.
     pub max_age: Option<Duration>,
     /// Delete the oldest segments while all segment files together exceed
     /// this many bytes. Default none.
@@ -78,22 +76,8 @@ pub struct DeletedSegment {
     pub min_timestamp: Timestamp,
     /// Its latest event time.
     pub max_timestamp: Timestamp,
-    /// When the engine received its last record (version 2 segments; none
-    /// for a version 1 segment, which does not record it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_received_at: Option<Timestamp>,
     /// Its file size.
     pub bytes: u64,
-}
-
-impl DeletedSegment {
-    /// The time retention by age judges the segment by: when the engine
-    /// received its last record (its own clock, so a client's event dated
-    /// in the future cannot hold retention back), or for a version 1
-    /// segment its latest event time.
-    pub fn age_time(&self) -> Timestamp {
-        self.max_received_at.unwrap_or(self.max_timestamp)
-    }
 }
 
 /// The context of a `log.retention` record.
@@ -139,7 +123,7 @@ pub fn plan(
     let mut remaining = total_bytes;
     let mut count = 0;
     for seg in sealed {
-        let too_old = cutoff.is_some_and(|c| seg.age_time() < c);
+        let too_old = cutoff.is_some_and(|c| seg.max_timestamp < c);
         let too_big = policy.max_bytes.is_some_and(|max| remaining > max);
         if !(too_old || too_big) {
             break;
@@ -195,28 +179,8 @@ mod tests {
             last_hash: ChainHash([base as u8 + 1; 32]),
             min_timestamp: Timestamp::from_unix_nanos((max_day - 1) * DAY),
             max_timestamp: Timestamp::from_unix_nanos(max_day * DAY),
-            max_received_at: None,
             bytes,
         }
-    }
-
-    /// Regression (issue 14, finding 8): a client's event dated 2261 held
-    /// age-based retention back forever; the engine's time of receipt decides.
-    #[test]
-    fn age_is_judged_by_the_time_of_receipt_not_the_event_time() {
-        let policy = RetentionPolicy {
-            max_age: Some(std::time::Duration::from_secs(10 * 86_400)),
-            max_bytes: None,
-        };
-        let now = Timestamp::from_unix_nanos(100 * DAY);
-        let mut far_future = seg(0, 100_000, 1);
-        far_future.max_received_at = Some(Timestamp::from_unix_nanos(50 * DAY));
-        let mut recent = seg(10, 1, 1);
-        recent.max_received_at = Some(Timestamp::from_unix_nanos(95 * DAY));
-        assert_eq!(plan(&policy, &[far_future.clone(), recent], 2, now), 1);
-        // Without a time of receipt (version 1), the event time decides.
-        far_future.max_received_at = None;
-        assert_eq!(plan(&policy, &[far_future], 1, now), 0);
     }
 
     #[test]

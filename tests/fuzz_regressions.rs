@@ -353,7 +353,6 @@ fn retained_segment() -> Vec<u8> {
             last_hash: head,
             min_timestamp: at,
             max_timestamp: at,
-            max_received_at: None,
             bytes: segment::MIN_SEGMENT_BYTES,
         }],
         cutoff: Some(at),

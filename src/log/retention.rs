@@ -69,7 +69,6 @@ impl Log {
                 last_hash: trailer.last_hash,
                 min_timestamp: trailer.min_timestamp,
                 max_timestamp: trailer.max_timestamp,
-                max_received_at: (header.version >= 2).then_some(trailer.last_received_at),
                 bytes,
             });
         }

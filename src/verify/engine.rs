@@ -365,7 +365,6 @@ mod tests {
             last_hash: ChainHash([prev + 1; 32]),
             min_timestamp: Timestamp::from_unix_nanos(0),
             max_timestamp: Timestamp::from_unix_nanos(max_day * DAY),
-            max_received_at: None,
             bytes: 1,
         }
     }
