@@ -226,16 +226,19 @@ fn check_recovery_cut(context: &[u8], seq: u64, offset: u64, segment: &str) -> R
     }
     let cut: RecoveryCut =
         serde_json::from_slice(context).map_err(|e| format!("log.recovery_cut record: {e}"))?;
-    if cut.segment != segment {
+    // The record starts where the cut starts, or, when it did not fit in
+    // the rest of that segment, as the first frame of the next one (the
+    // kept frames were sealed).
+    let in_place = cut.segment == segment && cut.cut_at == offset;
+    let rolled = offset == HEADER_BYTES
+        && matches!(
+            (segment::parse_file_name(&cut.segment), segment::parse_file_name(segment)),
+            (Some(cut_base), Some(own_base)) if cut_base < own_base
+        );
+    if !(in_place || rolled) {
         return Err(format!(
-            "log.recovery_cut names segment {:?}, but it is in {segment}",
-            cut.segment
-        ));
-    }
-    if cut.cut_at != offset {
-        return Err(format!(
-            "log.recovery_cut says the cut is at byte {}, but its frame is at byte {offset}",
-            cut.cut_at
+            "log.recovery_cut says the cut is at byte {} of {:?}, but its frame is at byte {offset} of {segment}",
+            cut.cut_at, cut.segment
         ));
     }
     if cut.cut_bytes == 0 {
