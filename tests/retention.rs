@@ -343,7 +343,7 @@ fn retention_records_on(disk: &SimDisk, dir: &Path) -> (u64, u64) {
 }
 
 /// Writes `events` as engine records (origin 1) after the last frame of
-/// the only segment in `dir`, chained from `head`, as a writer with the
+/// the newest segment in `dir`, chained from `head`, as a writer with the
 /// disk could: the verifier must judge them by their content.
 fn append_engine_records(
     disk: &SimDisk,
@@ -354,7 +354,14 @@ fn append_engine_records(
 ) {
     use chainlog::event::record::{encode_provenance, Origin};
     use chainlog::format::{frame, segment};
-    let path = dir.join(segment::file_name(0));
+    let newest = disk
+        .list(dir)
+        .unwrap()
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n))
+        .max()
+        .unwrap();
+    let path = dir.join(segment::file_name(newest));
     let file = disk.open(&path, true).unwrap();
     let mut bytes = vec![0; file.size().unwrap() as usize];
     chainlog::storage::read_exact_at(&*file, &mut bytes, 0).unwrap();
@@ -421,7 +428,11 @@ fn a_retention_record_that_does_not_parse_is_an_invalid_engine_record_with_the_p
         .map(|p| p.detail.as_str())
         .collect();
     // Each at its own frame, not at byte 0.
-    assert!(report.problems.iter().all(|p| p.offset >= 128));
+    assert!(
+        report.problems.iter().all(|p| p.offset >= 128),
+        "{:#?}",
+        report.problems
+    );
     let expected: Vec<String> = contexts
         .iter()
         .map(|c| {

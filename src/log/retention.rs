@@ -144,8 +144,12 @@ impl Log {
         // The record states a cutoff only when it explains every deletion
         // (each segment is older) and is not after the record itself: the
         // verifier checks both. A run that deleted for size says null.
-        let cutoff =
-            cutoff(policy, now).filter(|&c| c <= at && deleted.iter().all(|d| d.max_timestamp < c));
+        // The record's time of receipt will be no earlier than the engine's
+        // clock read now.
+        let received_floor = self.inner.storage.now();
+        let cutoff = cutoff(policy, now).filter(|&c| {
+            c <= at && c <= received_floor && deleted.iter().all(|d| d.max_timestamp < c)
+        });
         let record = RetentionRecord {
             first_retained_seq,
             first_retained_prev_hash: last.last_hash,

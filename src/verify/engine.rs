@@ -241,9 +241,6 @@ fn check_recovery_cut(context: &[u8], seq: u64, offset: u64, segment: &str) -> R
             cut.cut_at, cut.segment
         ));
     }
-    if cut.cut_bytes == 0 {
-        return Err("log.recovery_cut cuts 0 bytes".into());
-    }
     let plain_name = !cut.quarantine.is_empty()
         && !cut.quarantine.contains(['/', '\\'])
         && cut.quarantine != "."
