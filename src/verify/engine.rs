@@ -219,6 +219,7 @@ fn check_recovery_cut(context: &[u8], seq: u64, offset: u64, segment: &str) -> R
     struct RecoveryCut {
         segment: String,
         cut_at: u64,
+        #[allow(dead_code)] // checked by its type (a u64; 0 when only a trailer was cut)
         cut_bytes: u64,
         quarantine: String,
         quarantine_sha256: String,
