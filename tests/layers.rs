@@ -43,7 +43,6 @@ const NOT_YET_SPLIT: &[&str] = &[
     "server/keys.rs",
     "server/api.rs",
     "verify/mod.rs",
-    "bin/chainlog/bench.rs",
 ];
 
 fn rank(module: &str) -> Option<u32> {
