@@ -59,12 +59,13 @@
 //!
 //! ```text
 //! DIR/
-//! ├── chainlog.lock                  the writer's flock (storage::LOCK_FILE_NAME)
+//! ├── chainlog.lock                  flocked by the writer, beside the directory itself (storage)
 //! ├── 00000000000000000000.seg       a sealed segment: header, frames, trailer (format::segment)
 //! ├── 00000000000000000000.idx       its sparse index, derived, rebuilt when missing (index)
 //! ├── 00000000000000004096.seg       the active segment (base seq in the name)
 //! ├── 00000000000000004096.seg.tmp   only while a segment is being created
 //! ├── legal-hold.json                only while a legal hold is set (retention)
+//! ├── quarantine/                    bytes cut by `chainlog recover --cut-at`, kept (log::cut)
 //! └── tile/                          the Merkle tree's tiles, derived (tiles)
 //!     ├── leaves/000                 level-0 tiles, 256 to a pack file
 //!     └── 1/000, 1/000.p/17, …       higher levels; `.p/W` is a partial tile

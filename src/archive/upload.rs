@@ -151,14 +151,7 @@ fn local_segments(dir: &Path) -> Result<(Vec<LocalSegment>, Option<u64>), Archiv
                 bytes,
             }),
             None if i == last => active = Some(base),
-            None => {
-                return Err(Error::Corrupted {
-                    file: name,
-                    offset: segment::data_end_limit(header.segment_bytes),
-                    reason: "a segment before the newest has no trailer".into(),
-                }
-                .into())
-            }
+            None => return Err(segment::missing_trailer(&name, header.segment_bytes).into()),
         }
     }
     Ok((sealed, active))

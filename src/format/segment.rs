@@ -416,6 +416,25 @@ pub fn read_trailer(
     SegmentTrailer::decode(&b, name, at)
 }
 
+/// The trailer of a segment that must be sealed (any but the newest): a
+/// missing trailer is corruption.
+pub fn read_sealed_trailer(
+    file: &dyn StorageFile,
+    name: &str,
+    segment_bytes: u64,
+) -> Result<SegmentTrailer> {
+    read_trailer(file, name, segment_bytes)?.ok_or_else(|| missing_trailer(name, segment_bytes))
+}
+
+/// The error for a segment before the newest that has no trailer.
+pub fn missing_trailer(name: &str, segment_bytes: u64) -> Error {
+    Error::Corrupted {
+        file: name.to_string(),
+        offset: data_end_limit(segment_bytes),
+        reason: "a segment before the newest has no trailer".into(),
+    }
+}
+
 /// A read that ran out of file is corruption (the file is shorter than its
 /// format says); anything else is an I/O error.
 pub(crate) fn io_or_short(name: &str, offset: u64, e: std::io::Error) -> Error {

@@ -131,10 +131,24 @@ impl Frontier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn hex(h: &Hash) -> String {
+    /// The leaf inputs of the Certificate Transparency reference tests.
+    pub(crate) fn rfc_leaves() -> Vec<Vec<u8>> {
+        vec![
+            vec![],
+            vec![0x00],
+            vec![0x10],
+            vec![0x20, 0x21],
+            vec![0x30, 0x31],
+            vec![0x40, 0x41, 0x42, 0x43],
+            vec![0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
+            (0x60..=0x6f).collect(),
+        ]
+    }
+
+    pub(crate) fn hex(h: &Hash) -> String {
         h.iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -153,16 +167,7 @@ mod tests {
     #[test]
     fn rfc6962_test_vectors() {
         // The inputs and roots of the Certificate Transparency reference tests.
-        let leaves: Vec<Vec<u8>> = vec![
-            vec![],
-            vec![0x00],
-            vec![0x10],
-            vec![0x20, 0x21],
-            vec![0x30, 0x31],
-            vec![0x40, 0x41, 0x42, 0x43],
-            vec![0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
-            (0x60..=0x6f).collect(),
-        ];
+        let leaves = rfc_leaves();
         let roots = [
             "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
             "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",

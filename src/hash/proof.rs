@@ -287,23 +287,7 @@ impl SubtreeSource for MemoryTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(h: &Hash) -> String {
-        h.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn rfc_leaves() -> Vec<Vec<u8>> {
-        vec![
-            vec![],
-            vec![0x00],
-            vec![0x10],
-            vec![0x20, 0x21],
-            vec![0x30, 0x31],
-            vec![0x40, 0x41, 0x42, 0x43],
-            vec![0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
-            (0x60..=0x6f).collect(),
-        ]
-    }
+    use crate::hash::merkle::tests::{hex, rfc_leaves};
 
     #[test]
     fn rfc6962_inclusion_vectors() {

@@ -352,12 +352,7 @@ fn kept_prefix(
     let mut scan = Scanner::new(file.clone(), name, HEADER_BYTES, cut_at);
     let mut t: Option<SegmentTrailer> = None;
     while let Step::Frame { offset, frame } = scan.next_step()? {
-        let summary =
-            RecordSummary::decode(header.version, frame.record).map_err(|e| Error::Corrupted {
-                file: name.to_string(),
-                offset,
-                reason: e.to_string(),
-            })?;
+        let summary = summary_at(header, name, offset, frame.record)?;
         let (ts, received) = (summary.timestamp, summary.received_at.unwrap_or_default());
         frontier.push(&frame.hash.0);
         let end = offset + frame.padded_len() as u64;
@@ -398,12 +393,7 @@ fn last_received_at(
     let mut scan = Scanner::new(file.clone(), name, HEADER_BYTES, cut_at);
     let mut last = Timestamp::default();
     while let Step::Frame { offset, frame } = scan.next_step()? {
-        let summary =
-            RecordSummary::decode(header.version, frame.record).map_err(|e| Error::Corrupted {
-                file: name.to_string(),
-                offset,
-                reason: e.to_string(),
-            })?;
+        let summary = summary_at(header, name, offset, frame.record)?;
         last = summary.received_at.unwrap_or(last);
     }
     Ok(last)
@@ -422,4 +412,19 @@ pub(super) fn refusal_hint(file: &str, at: u64) -> String {
     format!(
         "recovery will not cut it: look at the damage, then `chainlog recover --cut-at {at}` (newest segment {file}) cuts it with a record of what was dropped"
     )
+}
+
+/// The record summary of the frame at `offset`; a record the rules refuse is
+/// corruption there.
+fn summary_at<'a>(
+    header: &segment::SegmentHeader,
+    name: &str,
+    offset: u64,
+    record: &'a [u8],
+) -> Result<RecordSummary<'a>> {
+    RecordSummary::decode(header.version, record).map_err(|e| Error::Corrupted {
+        file: name.to_string(),
+        offset,
+        reason: e.to_string(),
+    })
 }

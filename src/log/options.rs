@@ -159,6 +159,15 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The defaults with [`Options::read_only`] set: for readers beside a
+    /// writer (`cat`, `query`, `export`, `verify`, checkpoints).
+    pub fn for_reading() -> Options {
+        Options {
+            read_only: true,
+            ..Options::default()
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         event::record::check_appender(&self.appender)
             .map_err(|e| Error::InvalidOptions(format!("appender: {e}")))?;

@@ -52,14 +52,7 @@ impl Log {
                 continue; // the active segment is never deleted
             }
             let header = segment::read_header(&*file, &name)?;
-            let trailer =
-                segment::read_trailer(&*file, &name, header.segment_bytes)?.ok_or_else(|| {
-                    Error::Corrupted {
-                        file: name.clone(),
-                        offset: segment::data_end_limit(header.segment_bytes),
-                        reason: "a segment before the newest has no trailer".into(),
-                    }
-                })?;
+            let trailer = segment::read_sealed_trailer(&*file, &name, header.segment_bytes)?;
             sealed.push(DeletedSegment {
                 file: name,
                 base_seq: base,

@@ -440,14 +440,7 @@ impl QueryIter {
             self.stats.index_bytes_read += index.bytes_read();
             ranges?
         } else {
-            let trailer =
-                segment::read_trailer(&*file, &name, header.segment_bytes)?.ok_or_else(|| {
-                    Error::Corrupted {
-                        file: name.clone(),
-                        offset: segment::data_end_limit(header.segment_bytes),
-                        reason: "a segment before the newest has no trailer".into(),
-                    }
-                })?;
+            let trailer = segment::read_sealed_trailer(&*file, &name, header.segment_bytes)?;
             self.stats.data_bytes_read += segment::TRAILER_BYTES as u64;
             let seqs_overlap = trailer.last_seq >= self.seq_lo && seg.base <= self.seq_hi;
             if !seqs_overlap || !filter.time_overlaps(trailer.min_timestamp, trailer.max_timestamp)

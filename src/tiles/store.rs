@@ -76,14 +76,7 @@ impl SegmentHashes {
                 .open(&path, false)
                 .map_err(|e| Error::io(&path, e))?;
             let header = segment::read_header(&*file, &name)?;
-            let trailer =
-                segment::read_trailer(&*file, &name, header.segment_bytes)?.ok_or_else(|| {
-                    Error::Corrupted {
-                        file: name.clone(),
-                        offset: segment::data_end_limit(header.segment_bytes),
-                        reason: "a segment before the newest has no trailer".into(),
-                    }
-                })?;
+            let trailer = segment::read_sealed_trailer(&*file, &name, header.segment_bytes)?;
             if self.open.len() >= OPEN_SEGMENTS {
                 self.open.clear();
             }
@@ -117,27 +110,20 @@ impl SegmentHashes {
             return Ok(blocks.clone());
         }
         let load = |rebuild: bool| -> Result<Blocks> {
-            let mut reader = if rebuild {
-                index::rebuild(
-                    storage,
-                    dir,
-                    seg.file.clone(),
-                    seg.base,
-                    &seg.trailer,
-                    block_bytes,
-                    write,
-                )?
+            let read = if rebuild {
+                index::rebuild
             } else {
-                index::load_or_rebuild(
-                    storage,
-                    dir,
-                    seg.file.clone(),
-                    seg.base,
-                    &seg.trailer,
-                    block_bytes,
-                    write,
-                )?
+                index::load_or_rebuild
             };
+            let mut reader = read(
+                storage,
+                dir,
+                seg.file.clone(),
+                seg.base,
+                &seg.trailer,
+                block_bytes,
+                write,
+            )?;
             Ok((reader.offsets()?, reader.first_seqs()?))
         };
         let blocks = Arc::new(match load(false) {

@@ -325,13 +325,7 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
     print_table(&events.iter().map(event_cells).collect::<Vec<_>>())?;
     outln!()?;
 
-    let log = Log::open(
-        &log_dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
+    let log = Log::open(&log_dir, Options::for_reading())?;
     query_steps(&log, &events)?;
     export_step(&log, &workspace, events.len() as u64)?;
     drop(log);
@@ -368,13 +362,7 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
     outln!("   its outcome byte now says success instead of failure. The frame's CRC-32C")?;
     outln!("   was recomputed, so the frame is well-formed: deliberate tampering, not a")?;
     outln!("   torn write. A plain reader of the copy now sees:")?;
-    let copy = Log::open(
-        &copy_dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
+    let copy = Log::open(&copy_dir, Options::for_reading())?;
     if let Some(record) = copy.iter_from(TAMPERED_SEQ).next() {
         let row = event_cells(&record?.event);
         outln!("   {}", row.join("  "))?;

@@ -287,13 +287,7 @@ pub fn checkpoint(global: &Global, args: CheckpointArgs) -> Result<ExitCode, Cli
     let dir = global.dir()?;
     check_origin_prefix(&args.origin)?;
     let signer = load_signer(&args.secret_key)?;
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
+    let log = Log::open(dir, Options::for_reading())?;
     let checkpoint = log.checkpoint(&args.origin)?;
     let note = checkpoint
         .sign(&signer)

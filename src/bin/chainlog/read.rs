@@ -34,13 +34,7 @@ pub fn newest_segment_bytes(dir: &Path) -> Result<Option<u64>, CliError> {
 /// Opens the log without the writer lock, so it works beside an appender.
 /// A corrupt newest segment is read up to the damage; stderr says where.
 pub fn open_read_only(dir: &Path) -> Result<Log, CliError> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
+    let log = Log::open(dir, Options::for_reading())?;
     if let Some(d) = log.damage() {
         eprintln!(
             "chainlog: warning: {} is damaged at byte {} ({}); reading only the records before it (see `chainlog verify`, and `chainlog recover --cut-at {}`)",

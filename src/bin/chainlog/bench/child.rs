@@ -131,13 +131,7 @@ pub(super) fn run_child(op: ChildOp, dir: &Path, threads: usize) -> Result<ExitC
             (report.records, report.bytes)
         }
         ChildOp::Export => {
-            let log = Log::open(
-                dir,
-                Options {
-                    read_only: true,
-                    ..Options::default()
-                },
-            )?;
+            let log = Log::open(dir, Options::for_reading())?;
             let mut exporter =
                 Exporter::new(io::sink(), ExportOptions::new(ExportFormat::JsonLines))
                     .map_err(|e| CliError::io("starting the export", e))?;

@@ -208,13 +208,7 @@ pub(super) fn open_ms(dir: &Path) -> Result<f64, CliError> {
 /// Median of three runs of a query for one actor; returns the time and the
 /// number of matches.
 pub(super) fn query_ms(dir: &Path, actor: &str) -> Result<(f64, u64), CliError> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?;
+    let log = Log::open(dir, Options::for_reading())?;
     let query = Query {
         filter: Filter {
             actors: vec![actor.to_string()],
