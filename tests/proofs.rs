@@ -642,7 +642,7 @@ fn proofs_for_the_records_retention_kept_still_work() {
         max_age: None,
         max_bytes: Some(4 * MIN_SEGMENT_BYTES),
     };
-    let outcome = log.apply_retention(&policy, Timestamp::now()).unwrap();
+    let outcome = log.apply_retention(&policy).unwrap();
     assert!(!outcome.deleted.is_empty());
     hashes.push(outcome.record.unwrap().hash);
     let n0 = hashes.len() as u64;
