@@ -11,7 +11,7 @@ use std::time::Duration;
 use chainlog::format::segment::MIN_SEGMENT_BYTES;
 use chainlog::retention::{RetentionPolicy, RetentionRecord, RETENTION_EVENT};
 use chainlog::storage::sim::SimDisk;
-use chainlog::storage::{DirLock, FsStorage, Storage, StorageFile};
+use chainlog::storage::{DirLock, FsStorage, SetClock, Storage, StorageFile};
 use chainlog::verify::{verify_dir, ProblemKind, Report};
 use chainlog::{Durability, Error, Event, Log, Options, Timestamp};
 
@@ -57,43 +57,9 @@ impl Clock for SimDisk {
     }
 }
 
-/// The real file system with a clock the test sets.
-#[derive(Debug, Default)]
-struct ClockedFs(std::sync::atomic::AtomicI64);
-
-impl Clock for ClockedFs {
+impl Clock for SetClock {
     fn set(&self, at: Timestamp) {
-        self.0.store(at.unix_nanos(), Ordering::SeqCst);
-    }
-}
-
-impl Storage for ClockedFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FsStorage.list(dir)
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        FsStorage.create_new(path)
-    }
-    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
-        FsStorage.open(path, write)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
-        FsStorage.lock_dir(dir)
-    }
-    fn now(&self) -> Timestamp {
-        Timestamp::from_unix_nanos(self.0.load(Ordering::SeqCst))
+        SetClock::set(self, at);
     }
 }
 
@@ -132,7 +98,7 @@ fn assert_intact(report: &Report) {
 #[test]
 fn age_retention_keeps_recent_segments_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ClockedFs::default());
+    let clock = Arc::new(SetClock::new(Arc::new(FsStorage), now()));
     let log = build(clock.clone(), dir.path(), &*clock);
     let segments_before = log.state().segments;
     assert!(segments_before >= 10, "{segments_before} segments");
@@ -519,18 +485,19 @@ fn automatic_retention_after_a_roll() {
         "{:?}",
         log.last_maintenance_error()
     );
-    // The first roll deleted the old sealed segment. The retention record it
-    // appended is stamped "now", so the segment holding it is recent and, with
-    // retention oldest-first, stops later runs until it ages out in turn.
+    // Rolls deleted the segments received over 30 days before. Each
+    // retention record is received "now", so the segment holding it stops
+    // later runs (oldest first) until it ages out in turn, as the clock
+    // moves on: each run starts the log later, and the last says where.
     let state = log.state();
     assert!(
         state.first_seq > 0,
         "old segments were deleted as the log rolled"
     );
-    assert_eq!(
-        retention_records(&log)[0].1.first_retained_seq,
-        state.first_seq
-    );
+    let records = retention_records(&log);
+    let starts: Vec<u64> = records.iter().map(|(_, r)| r.first_retained_seq).collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+    assert_eq!(starts.last(), Some(&state.first_seq));
     drop(log);
     assert_intact(&verify_dir(&disk, dir, &mut |_| {}).unwrap());
 }

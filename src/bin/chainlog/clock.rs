@@ -19,46 +19,6 @@ use crate::error::CliError;
 /// The test hook: an RFC 3339 time for the engine clock (debug builds only).
 pub const TEST_CLOCK_VAR: &str = "CHAINLOG_TEST_ENGINE_CLOCK";
 
-/// The file system, with the clock [`TEST_CLOCK_VAR`] sets.
-#[cfg(debug_assertions)]
-#[derive(Debug)]
-struct FixedClock(chainlog::Timestamp);
-
-#[cfg(debug_assertions)]
-impl Storage for FixedClock {
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        FsStorage.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        FsStorage.list(dir)
-    }
-    fn create_new(&self, path: &Path) -> std::io::Result<Arc<dyn chainlog::storage::StorageFile>> {
-        FsStorage.create_new(path)
-    }
-    fn open(
-        &self,
-        path: &Path,
-        write: bool,
-    ) -> std::io::Result<Arc<dyn chainlog::storage::StorageFile>> {
-        FsStorage.open(path, write)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> std::io::Result<()> {
-        FsStorage.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        FsStorage.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn chainlog::storage::DirLock>> {
-        FsStorage.lock_dir(dir)
-    }
-    fn now(&self) -> chainlog::Timestamp {
-        self.0
-    }
-}
-
 /// The storage the CLI opens logs on: the file system, with the system
 /// clock (or, in a debug build, the clock [`TEST_CLOCK_VAR`] sets).
 pub fn storage() -> Result<Arc<dyn Storage>, CliError> {
@@ -67,7 +27,10 @@ pub fn storage() -> Result<Arc<dyn Storage>, CliError> {
         let text = text.to_string_lossy();
         let at = chainlog::Timestamp::parse_rfc3339(&text)
             .map_err(|e| CliError::Usage(format!("{TEST_CLOCK_VAR}: {e}")))?;
-        return Ok(Arc::new(FixedClock(at)));
+        return Ok(Arc::new(chainlog::storage::SetClock::new(
+            Arc::new(FsStorage),
+            at,
+        )));
     }
     Ok(Arc::new(FsStorage))
 }
