@@ -1639,7 +1639,7 @@ fn the_demo_queries_and_exports_its_log() {
         "  1 event\n",
         &format!("{}: 16 rows", csv.display()),
         &format!("{}: 16 rows", json.display()),
-        "     seq,timestamp,event,actor,node,resource,ip,outcome,context,hash\n     0,2026-03-09T08:00:00Z,node.added,deploy-bot,",
+        "     seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender\n     0,2026-03-09T08:00:00Z,node.added,deploy-bot,",
         "TAMPERING DETECTED",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
