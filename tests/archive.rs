@@ -399,7 +399,8 @@ fn expect_code(output: &Output, code: i32) -> String {
 /// The real file system, with the engine clock `age_days` back: records
 /// appended through it were received then (retention judges age by it).
 fn received_days_ago(age_days: i64) -> Arc<dyn chainlog::storage::Storage> {
-    let at = Timestamp::from_unix_nanos(Timestamp::now().unix_nanos() - age_days * 86_400_000_000_000);
+    let at =
+        Timestamp::from_unix_nanos(Timestamp::now().unix_nanos() - age_days * 86_400_000_000_000);
     Arc::new(chainlog::storage::SetClock::new(
         Arc::new(chainlog::storage::FsStorage),
         at,

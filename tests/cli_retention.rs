@@ -271,7 +271,10 @@ fn retention_dry_run_changes_nothing_then_deletes_only_old_segments() {
     // log was received as its events happened, is dated before it); the
     // first kept segment has a later one (so retention did not stop early).
     for (record, at) in before.iter().zip(&received).take(first_kept as usize) {
-        assert!(*at < cutoff, "{record} received {at} is not past the cut-off");
+        assert!(
+            *at < cutoff,
+            "{record} received {at} is not past the cut-off"
+        );
         assert!(timestamp(record) <= *at, "{record}");
     }
     let second_kept = base_seq(kept[1]);
@@ -356,7 +359,11 @@ fn age_retention_judges_by_time_of_receipt_not_event_time() {
     // Dated 2261, received 100 days ago: past a 90-day max age.
     let future = tmp.path().join("future");
     expect(0, &future, &["-q", "init", "--segment-bytes", "128KiB"]);
-    append_at(&future, Some(&received_100_days_ago), &jsonl("2261-12-31T23:59:59Z"));
+    append_at(
+        &future,
+        Some(&received_100_days_ago),
+        &jsonl("2261-12-31T23:59:59Z"),
+    );
     let segments = segment_names(&future);
     assert!(segments.len() >= 3, "{segments:?}");
     let r = expect(0, &future, &["retention"]);

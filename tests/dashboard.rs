@@ -484,7 +484,10 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
     assert_eq!(ok.1[1], "pcap.download", "only failures carry a badge");
     // The detail view names all three.
     browser
-        .js(&format!("document.querySelector('#audit-table tr.event[data-seq=\"{}\"]').click(); return true", seq_of(39)))
+        .js(&format!(
+            "document.querySelector('#audit-table tr.event[data-seq=\"{}\"]').click(); return true",
+            seq_of(39)
+        ))
         .await;
     let detail = browser
         .wait_for("the detail row", "const d = document.querySelector('#audit-table tr.details pre'); return d && d.textContent")

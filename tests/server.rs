@@ -368,7 +368,8 @@ async fn provenance_is_served_and_filtered() {
     let base = format!("{}/v1/workspaces/acme", server.url);
     let events_url = format!("{base}/events");
     let ev = |i: u64| json!({"event": "node.added", "actor": "ops@acme.io", "context": {"i": i}});
-    let (status, body) = post_json(&client, &events_url, &admin, json!([ev(0), ev(1), ev(2)])).await;
+    let (status, body) =
+        post_json(&client, &events_url, &admin, json!([ev(0), ev(1), ev(2)])).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let by_admin = seqs(&body["receipts"]);
     let (status, body) = post_json(&client, &events_url, &writer, json!([ev(3), ev(4)])).await;
@@ -386,13 +387,15 @@ async fn provenance_is_served_and_filtered() {
     for &seq in &by_writer {
         assert_eq!(row(seq)["appender"], key_id(&writer), "{}", row(seq));
     }
-    let received = |r: &Value| {
-        chainlog::Timestamp::parse_rfc3339(r["received_at"].as_str().unwrap()).unwrap()
-    };
+    let received =
+        |r: &Value| chainlog::Timestamp::parse_rfc3339(r["received_at"].as_str().unwrap()).unwrap();
     assert!(rows.windows(2).all(|w| received(&w[0]) <= received(&w[1])));
     // Every filter's answer is what a scan of the rows gives.
     let expect = |keep: &dyn Fn(&Value) -> bool| -> Vec<u64> {
-        rows.iter().filter(|r| keep(r)).map(|r| r["seq"].as_u64().unwrap()).collect()
+        rows.iter()
+            .filter(|r| keep(r))
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
     };
     let query = |params: String| {
         let client = client.clone();
@@ -404,9 +407,17 @@ async fn provenance_is_served_and_filtered() {
             seqs(&page["events"])
         }
     };
-    assert_eq!(query(format!("appender={}", key_id(&writer))).await, by_writer);
     assert_eq!(
-        query(format!("appender={}&appender={}", key_id(&writer), key_id(&admin))).await,
+        query(format!("appender={}", key_id(&writer))).await,
+        by_writer
+    );
+    assert_eq!(
+        query(format!(
+            "appender={}&appender={}",
+            key_id(&writer),
+            key_id(&admin)
+        ))
+        .await,
         expect(&|r| r["appender"] == key_id(&writer) || r["appender"] == key_id(&admin))
     );
     for origin in ["client", "engine"] {
@@ -427,7 +438,12 @@ async fn provenance_is_served_and_filtered() {
         expect(&|r| received(r) < first_writer)
     );
     // One event, and the export, carry the same fields.
-    let (_, one) = get(&client, &format!("{events_url}/{}", by_writer[1]), Some(&admin)).await;
+    let (_, one) = get(
+        &client,
+        &format!("{events_url}/{}", by_writer[1]),
+        Some(&admin),
+    )
+    .await;
     assert_eq!(&one["event"], row(by_writer[1]));
     let (status, csv) = get_text(
         &client,
@@ -439,12 +455,23 @@ async fn provenance_is_served_and_filtered() {
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 3, "{csv}");
     for line in &lines[1..] {
-        assert!(line.ends_with(&format!(",client,{}", key_id(&writer))), "{line}");
+        assert!(
+            line.ends_with(&format!(",client,{}", key_id(&writer))),
+            "{line}"
+        );
     }
-    let (status, body) = get(&client, &format!("{events_url}?origin=legacy"), Some(&admin)).await;
+    let (status, body) = get(
+        &client,
+        &format!("{events_url}?origin=legacy"),
+        Some(&admin),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_clean_error(&body, "invalid_parameter", &data);
-    assert!(body["detail"].as_str().unwrap().contains("`origin`"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("`origin`"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
