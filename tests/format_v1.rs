@@ -276,8 +276,17 @@ fn migrate_keeps_the_chain_and_the_log_takes_v2_records() {
     let r = chainlog(log.path(), &["export", "--format", "jsonl"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let expected = std::fs::read_to_string(fixture().join("export.jsonl")).unwrap();
-    let v1_rows: String = r.stdout.lines().take(1259).map(|l| format!("{l}\n")).collect();
-    assert_eq!(without_v1_provenance(&v1_rows), expected, "the v1 rows changed");
+    let v1_rows: String = r
+        .stdout
+        .lines()
+        .take(1259)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        without_v1_provenance(&v1_rows),
+        expected,
+        "the v1 rows changed"
+    );
     assert_eq!(r.stdout.lines().count(), 1259 + 2);
 }
 
