@@ -41,7 +41,10 @@ pub const HOLD_FILE_NAME: &str = "legal-hold.json";
 /// When sealed segments may be deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
-    /// Delete segments whose newest event is older than this. Default 90 days.
+    /// Delete segments received longer ago than this: a version 2 segment
+    /// whose last record's time of receipt (the engine's clock) is older, a
+    /// version 1 segment (no receipt times) whose newest event time is.
+    /// Default 90 days.
     pub max_age: Option<Duration>,
     /// Delete the oldest segments while all segment files together exceed
     /// this many bytes. Default none.
@@ -78,6 +81,18 @@ pub struct DeletedSegment {
     pub max_timestamp: Timestamp,
     /// Its file size.
     pub bytes: u64,
+    /// When the engine received its last record, the latest time of
+    /// receipt in it (version 2 segments; absent for version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_received_at: Option<Timestamp>,
+}
+
+impl DeletedSegment {
+    /// The time age-based retention judges the segment by: its latest time
+    /// of receipt, or (version 1) its latest event time.
+    pub fn age_time(&self) -> Timestamp {
+        self.max_received_at.unwrap_or(self.max_timestamp)
+    }
 }
 
 /// The context of a `log.retention` record.
@@ -90,7 +105,8 @@ pub struct RetentionRecord {
     pub first_retained_prev_hash: ChainHash,
     /// The segments deleted, oldest first.
     pub deleted: Vec<DeletedSegment>,
-    /// The cut-off time used (events older than this were eligible).
+    /// The cut-off time used: segments whose [`DeletedSegment::age_time`]
+    /// is older were eligible; `None` when a deletion was for size.
     pub cutoff: Option<Timestamp>,
     /// The policy applied.
     pub policy: RetentionPolicy,
@@ -112,7 +128,10 @@ impl RetentionRecord {
 
 /// Which of `sealed` (oldest first, all sealed, the active segment not
 /// among them) to delete: a count from the front. `total_bytes` is the size
-/// of all segment files, the active one included.
+/// of all segment files, the active one included; `now` is the engine's
+/// clock. A segment is too old when its [`DeletedSegment::age_time`] is
+/// before `now - max_age`: an event dated far in the future does not keep
+/// a version 2 segment.
 pub fn plan(
     policy: &RetentionPolicy,
     sealed: &[DeletedSegment],
@@ -123,7 +142,7 @@ pub fn plan(
     let mut remaining = total_bytes;
     let mut count = 0;
     for seg in sealed {
-        let too_old = cutoff.is_some_and(|c| seg.max_timestamp < c);
+        let too_old = cutoff.is_some_and(|c| seg.age_time() < c);
         let too_big = policy.max_bytes.is_some_and(|max| remaining > max);
         if !(too_old || too_big) {
             break;
@@ -180,7 +199,25 @@ mod tests {
             min_timestamp: Timestamp::from_unix_nanos((max_day - 1) * DAY),
             max_timestamp: Timestamp::from_unix_nanos(max_day * DAY),
             bytes,
+            max_received_at: None,
         }
+    }
+
+    #[test]
+    fn age_is_the_time_of_receipt_when_recorded() {
+        let now = Timestamp::from_unix_nanos(200 * DAY);
+        // Received on day 10 but dated in 2261: old enough by receipt.
+        let mut future = seg(0, 106_000, 100);
+        future.max_received_at = Some(Timestamp::from_unix_nanos(10 * DAY));
+        // Dated day 10 but received on day 150: kept.
+        let mut late = seg(10, 10, 100);
+        late.max_received_at = Some(Timestamp::from_unix_nanos(150 * DAY));
+        let policy = RetentionPolicy::default();
+        assert_eq!(plan(&policy, &[future.clone(), late.clone()], 200, now), 1);
+        assert_eq!(plan(&policy, &[late, future], 200, now), 0);
+        // The record round-trips the field, and omits it for version 1.
+        let json = serde_json::to_value(seg(20, 1, 1)).unwrap();
+        assert!(json.get("max_received_at").is_none(), "{json}");
     }
 
     #[test]

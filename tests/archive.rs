@@ -396,8 +396,20 @@ fn expect_code(output: &Output, code: i32) -> String {
 
 /// A log of `records` events with `context_bytes` of context each, in
 /// segments of `segment_bytes`; `age_days` back in time.
+/// The real file system, with the engine clock `age_days` back: records
+/// appended through it were received then (retention judges age by it).
+fn received_days_ago(age_days: i64) -> Arc<dyn chainlog::storage::Storage> {
+    let at =
+        Timestamp::from_unix_nanos(Timestamp::now().unix_nanos() - age_days * 86_400_000_000_000);
+    Arc::new(chainlog::storage::SetClock::new(
+        Arc::new(chainlog::storage::FsStorage),
+        at,
+    ))
+}
+
 fn make_log(dir: &Path, records: u64, context_bytes: usize, segment_bytes: u64, age_days: i64) {
-    let log = Log::create(
+    let log = Log::create_in(
+        received_days_ago(age_days),
         dir,
         Options {
             segment_bytes,
@@ -429,9 +441,10 @@ fn make_log(dir: &Path, records: u64, context_bytes: usize, segment_bytes: u64, 
     log.close().unwrap();
 }
 
-/// Appends `records` events dated `age_days` back.
+/// Appends `records` events dated, and received, `age_days` back.
 fn append_more(dir: &Path, records: u64, age_days: i64) {
-    let log = Log::open(
+    let log = Log::open_in(
+        received_days_ago(age_days),
         dir,
         Options {
             segment_bytes: SEGMENT_BYTES,

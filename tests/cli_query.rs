@@ -200,10 +200,20 @@ fn build(tmp: &Path, evs: &[Ev]) -> PathBuf {
     std::fs::write(&input, jsonl(evs)).unwrap();
     ok(
         &dir,
-        &["append", "--durability", "none", input.to_str().unwrap()],
+        &[
+            "append",
+            "--durability",
+            "none",
+            "--appender",
+            APPENDER,
+            input.to_str().unwrap(),
+        ],
     );
     dir
 }
+
+/// The appender `build` appends as.
+const APPENDER: &str = "cli-test";
 
 fn seqs_of_jsonl(stdout: &str) -> Vec<u64> {
     stdout
@@ -930,12 +940,12 @@ fmt, path = sys.argv[1], sys.argv[2]
 if fmt == "csv":
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, strict=True)
-        assert reader.fieldnames == ["seq", "timestamp", "event", "actor", "node", "resource", "ip", "outcome", "context", "hash"], reader.fieldnames
+        assert reader.fieldnames == ["seq", "timestamp", "event", "actor", "node", "resource", "ip", "outcome", "context", "hash", "received_at", "origin", "appender"], reader.fieldnames
         rows = []
         for r in reader:
             r["seq"] = int(r["seq"])
             r["context"] = json.loads(r["context"])
-            for k in ("node", "resource", "ip"):
+            for k in ("node", "resource", "ip", "received_at", "origin", "appender"):
                 r[k] = r[k] or None
             rows.append(r)
 elif fmt == "json":
@@ -1045,10 +1055,22 @@ fn assert_rows_equal(
                 "ip",
                 "outcome",
                 "context",
-                "hash"
+                "hash",
+                "received_at",
+                "origin",
+                "appender"
             ],
             "{what}"
         );
+        // Provenance: a time of receipt, by a client, as `build` appended.
+        let received = row["received_at"].as_str().unwrap_or_default();
+        assert!(
+            Timestamp::parse_rfc3339(received).is_ok(),
+            "{what} seq {}: {received:?}",
+            e.seq
+        );
+        assert_eq!(row["origin"], json!("client"), "{what} seq {}", e.seq);
+        assert_eq!(row["appender"], json!(APPENDER), "{what} seq {}", e.seq);
         let opt = |v: &Option<String>| {
             v.as_deref()
                 .map_or(Value::Null, |s| Value::String(guard(s)))
@@ -1129,7 +1151,7 @@ fn exports_read_back_exactly_with_python_and_jq() {
     assert_ne!(raw_text, guarded_text);
     assert!(raw_text.contains(",\"=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\","));
     assert!(
-        raw_text.starts_with("seq,timestamp,event,actor,node,resource,ip,outcome,context,hash\r\n")
+        raw_text.starts_with("seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender\r\n")
     );
     let json_file = export("json", "all.json", &[]);
     assert_rows_equal(
@@ -1229,8 +1251,210 @@ fn query_formats_print_exactly_what_export_writes() {
     let r = ok(&dir, &["export", "--format", "csv", "--actor", "nobody"]);
     assert_eq!(
         r.stdout,
-        "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash\r\n"
+        "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender\r\n"
     );
+}
+
+/// Runs `chainlog --dir DIR ARGS...` with the engine clock at `clock`
+/// (the debug build's test hook).
+fn at_clock(dir: &Path, clock: &str, args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("CHAINLOG_DIR")
+        .env("CHAINLOG_TEST_ENGINE_CLOCK", clock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let r = Run {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    assert_eq!(r.code, 0, "chainlog {args:?}: {r:?}");
+    r
+}
+
+#[test]
+fn provenance_is_shown_and_filtered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    ok(&dir, &["init", "--segment-bytes", "128KiB"]);
+    // Three appends: two appenders, at three engine times; the events'
+    // own timestamps say nothing about when they were received.
+    let batches = [
+        ("ingest-a", "2026-01-01T00:00:00.000000001Z", 0..150u64),
+        ("ingest-b", "2026-02-01T00:00:00Z", 150..300),
+        ("ingest-a", "2026-03-01T00:00:00Z", 300..450),
+    ];
+    for (appender, clock, seqs) in &batches {
+        let evs: Vec<Ev> = seqs.clone().map(|i| gen(i, 9)).collect();
+        let input = tmp.path().join("input.jsonl");
+        std::fs::write(&input, jsonl(&evs)).unwrap();
+        let args = ["append", "--appender", appender, input.to_str().unwrap()];
+        at_clock(&dir, clock, &args);
+    }
+    let segments = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert!(segments >= 3, "{segments} segments");
+    let rows = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["export", "--format", "jsonl", "--quiet"];
+        all.extend_from_slice(args);
+        ok(&dir, &all)
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let seqs =
+        |rows: &[Value]| -> Vec<u64> { rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect() };
+    let all = rows(&[]);
+    assert_eq!(all.len(), 450);
+    for (row, i) in all.iter().zip(0..) {
+        let (appender, clock, _) = &batches[i / 150];
+        assert_eq!(row["appender"], json!(appender), "seq {i}");
+        assert_eq!(row["origin"], json!("client"), "seq {i}");
+        assert_eq!(row["received_at"], json!(clock), "seq {i}");
+    }
+    let range = |r: std::ops::Range<u64>| r.collect::<Vec<u64>>();
+    assert_eq!(seqs(&rows(&["--appender", "ingest-b"])), range(150..300));
+    let a = rows(&["--appender", "ingest-a"]);
+    assert_eq!(seqs(&a), [range(0..150), range(300..450)].concat());
+    assert_eq!(
+        rows(&["--appender", "ingest-a", "--appender", "ingest-b"]).len(),
+        450
+    );
+    assert!(
+        rows(&["--appender", "ingest"]).is_empty(),
+        "exact match only"
+    );
+    assert_eq!(rows(&["--origin", "client"]).len(), 450);
+    assert!(rows(&["--origin", "engine"]).is_empty());
+    // Time of receipt: since is inclusive (to the nanosecond), until exclusive.
+    let since = rows(&["--received-since", "2026-01-01T00:00:00.000000001Z"]);
+    assert_eq!(since.len(), 450);
+    let since = rows(&["--received-since", "2026-01-01T00:00:00.000000002Z"]);
+    assert_eq!(seqs(&since), range(150..450));
+    let window = rows(&[
+        "--received-since",
+        "2026-01-15T00:00:00Z",
+        "--received-until",
+        "2026-03-01T00:00:00Z",
+    ]);
+    assert_eq!(seqs(&window), range(150..300));
+    // Combined with an indexed filter and another provenance filter.
+    let actor = all[310]["actor"].as_str().unwrap().to_string();
+    let both = rows(&[
+        "--actor",
+        &actor,
+        "--appender",
+        "ingest-a",
+        "--received-since",
+        "2026-02-15T00:00:00Z",
+    ]);
+    let expected: Vec<u64> = all
+        .iter()
+        .filter(|r| r["actor"] == json!(actor) && r["seq"].as_u64().unwrap() >= 300)
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(seqs(&both), expected);
+    // A late received-since skips sealed segments by their trailers.
+    let r = ok(
+        &dir,
+        &[
+            "export",
+            "--format",
+            "jsonl",
+            "--quiet",
+            "--stats",
+            "--received-since",
+            "2026-03-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(r.stdout.lines().count(), 150);
+    assert!(!r.stderr.contains(" 0 segments skipped"), "{r:?}");
+    // CSV carries the same columns; the table shows them on request.
+    let csv = ok(
+        &dir,
+        &[
+            "query",
+            "--format",
+            "csv",
+            "--appender",
+            "ingest-b",
+            "--limit",
+            "1",
+        ],
+    );
+    let line = csv.stdout.split("\r\n").nth(1).unwrap();
+    assert!(
+        line.ends_with(",2026-02-01T00:00:00Z,client,ingest-b"),
+        "{line}"
+    );
+    let table = ok(
+        &dir,
+        &["query", "--provenance", "--limit", "1", "--from-seq", "150"],
+    );
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    let header: Vec<&str> = lines[0]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header[7..],
+        ["Received (UTC)", "Origin", "Appender"],
+        "{table:?}"
+    );
+    let cells: Vec<&str> = lines[2]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cells[0], "150", "{table:?}");
+    assert_eq!(
+        cells[cells.len() - 3..],
+        ["2026-02-01T00:00:00Z", "client", "ingest-b"],
+        "{table:?}"
+    );
+    let plain = ok(&dir, &["query", "--limit", "1"]);
+    assert!(!plain.stdout.contains("Received"), "{plain:?}");
+    // Bad values name the flag.
+    for (args, needle) in [
+        (vec!["query", "--origin", "legacy"], "--origin"),
+        (
+            vec!["query", "--received-since", "soon"],
+            "--received-since",
+        ),
+        (
+            vec!["export", "--format", "json", "--received-until", "x"],
+            "--received-until",
+        ),
+        (
+            vec![
+                "query",
+                "--received-since",
+                "2026-02-01T00:00:00Z",
+                "--received-until",
+                "2026-01-01T00:00:00Z",
+            ],
+            "is not before --received-until",
+        ),
+    ] {
+        let r = at(&dir, &args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(needle), "{args:?}: {r:?}");
+    }
 }
 
 #[test]
@@ -1415,7 +1639,7 @@ fn the_demo_queries_and_exports_its_log() {
         "  1 event\n",
         &format!("{}: 16 rows", csv.display()),
         &format!("{}: 16 rows", json.display()),
-        "     seq,timestamp,event,actor,node,resource,ip,outcome,context,hash\n     0,2026-03-09T08:00:00Z,node.added,deploy-bot,",
+        "     seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender\n     0,2026-03-09T08:00:00Z,node.added,deploy-bot,",
         "TAMPERING DETECTED",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");

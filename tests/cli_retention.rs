@@ -88,12 +88,41 @@ fn events(n: u64, days: i64, tag: &str) -> String {
         .collect()
 }
 
-/// Appends `jsonl` to the log in `dir` from a file.
+/// Appends `jsonl` (oldest first) to the log in `dir` from files, in
+/// batches of 50, each received (by the debug build's engine clock hook)
+/// when its last event happened: retention judges age by time of receipt,
+/// so the log ages as its event times say.
 fn append(dir: &Path, jsonl: &str) {
     let file = dir.with_extension("events.jsonl");
-    std::fs::write(&file, jsonl).unwrap();
-    expect(0, dir, &["-q", "append", s(&file)]);
+    let lines: Vec<&str> = jsonl.lines().collect();
+    for batch in lines.chunks(50) {
+        let last: Value = serde_json::from_str(batch[batch.len() - 1]).unwrap();
+        let clock = last["timestamp"].as_str().unwrap();
+        std::fs::write(&file, batch.join("\n") + "\n").unwrap();
+        let out = Command::new(BIN)
+            .args(["--dir", s(dir), "-q", "append", s(&file)])
+            .env_remove("CHAINLOG_DIR")
+            .env("CHAINLOG_TEST_ENGINE_CLOCK", clock)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "append: {out:?}");
+    }
     std::fs::remove_file(file).unwrap();
+}
+
+/// Each record's time of receipt, by seq (from `export`).
+fn received_times(dir: &Path) -> Vec<Timestamp> {
+    expect(0, dir, &["-q", "export", "--format", "jsonl"])
+        .stdout
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let row: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(row["seq"], i as u64);
+            Timestamp::parse_rfc3339(row["received_at"].as_str().unwrap()).unwrap()
+        })
+        .collect()
 }
 
 /// A new log of 128 KiB segments holding `jsonl`.
@@ -164,6 +193,7 @@ fn retention_dry_run_changes_nothing_then_deletes_only_old_segments() {
     let dir = tmp.path().join("log");
     build(&dir, &events(2500, 200, "a"));
     let before = cat(&dir);
+    let received = received_times(&dir);
     let files_before = snapshot(&dir);
     let segments_before = segment_names(&dir);
     assert!(segments_before.len() >= 6, "{segments_before:?}");
@@ -237,21 +267,26 @@ fn retention_dry_run_changes_nothing_then_deletes_only_old_segments() {
     assert_eq!(deleted_files, planned);
     let first_kept = base_seq(kept[0]);
     assert_eq!(context["first_retained_seq"], first_kept);
-    // Every deleted event is older than the cut-off; the first kept segment
-    // has a newer one (so retention did not stop early).
-    for record in &before[..first_kept as usize] {
+    // Every deleted record was received before the cut-off (and, as this
+    // log was received as its events happened, is dated before it); the
+    // first kept segment has a later one (so retention did not stop early).
+    for (record, at) in before.iter().zip(&received).take(first_kept as usize) {
         assert!(
-            timestamp(record) < cutoff,
-            "{record} is not past the cut-off"
+            *at < cutoff,
+            "{record} received {at} is not past the cut-off"
         );
+        assert!(timestamp(record) <= *at, "{record}");
     }
     let second_kept = base_seq(kept[1]);
-    let first_kept_newest = before[first_kept as usize..second_kept as usize]
+    let first_kept_newest = received[first_kept as usize..second_kept as usize]
         .iter()
-        .map(timestamp)
         .max()
         .unwrap();
-    assert!(first_kept_newest >= cutoff);
+    assert!(*first_kept_newest >= cutoff);
+    for d in deleted {
+        let at = Timestamp::parse_rfc3339(d["max_received_at"].as_str().unwrap()).unwrap();
+        assert!(at < cutoff, "{d}");
+    }
     // The rest of the log is there, record for record.
     assert_eq!(records[0]["seq"], first_kept);
     assert_eq!(records[..records.len() - 1], before[first_kept as usize..]);
@@ -282,6 +317,74 @@ fn retention_dry_run_changes_nothing_then_deletes_only_old_segments() {
         .sum();
     assert!(segment_bytes <= 300 << 10, "{segment_bytes} bytes left");
     expect(0, &dir, &["verify"]);
+}
+
+/// Issue 14, finding 8: one event dated 2261 kept its segment, and all
+/// after it, forever. Age is judged by the time the engine received the
+/// records, whatever dates clients give them.
+#[test]
+fn age_retention_judges_by_time_of_receipt_not_event_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jsonl = |timestamp: &str| -> String {
+        (0..900)
+            .map(|i| {
+                json!({
+                    "timestamp": timestamp,
+                    "event": "config.changed",
+                    "actor": "ops@acme.io",
+                    "context": {"i": i, "diff": "x".repeat(300)},
+                })
+                .to_string()
+                    + "\n"
+            })
+            .collect()
+    };
+    let append_at = |dir: &Path, clock: Option<&str>, input: &str| {
+        let file = dir.with_extension("in.jsonl");
+        std::fs::write(&file, input).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--dir", s(dir), "-q", "append", s(&file)])
+            .env_remove("CHAINLOG_DIR")
+            .env_remove("CHAINLOG_TEST_ENGINE_CLOCK")
+            .stdin(Stdio::null());
+        if let Some(clock) = clock {
+            cmd.env("CHAINLOG_TEST_ENGINE_CLOCK", clock);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "append: {out:?}");
+    };
+    let received_100_days_ago =
+        Timestamp::from_unix_nanos(Timestamp::now().unix_nanos() - 100 * DAY_NANOS).to_string();
+
+    // Dated 2261, received 100 days ago: past a 90-day max age.
+    let future = tmp.path().join("future");
+    expect(0, &future, &["-q", "init", "--segment-bytes", "128KiB"]);
+    append_at(
+        &future,
+        Some(&received_100_days_ago),
+        &jsonl("2261-12-31T23:59:59Z"),
+    );
+    let segments = segment_names(&future);
+    assert!(segments.len() >= 3, "{segments:?}");
+    let r = expect(0, &future, &["retention"]);
+    assert_eq!(
+        listed_segments(&r.stdout),
+        segments[..segments.len() - 1],
+        "every sealed segment goes: {r:?}"
+    );
+    assert!(r.stdout.contains("last received "), "{r:?}");
+    expect(0, &future, &["verify"]);
+
+    // Dated 200 days ago, received now: nothing is due.
+    let late = tmp.path().join("late");
+    expect(0, &late, &["-q", "init", "--segment-bytes", "128KiB"]);
+    let old = Timestamp::from_unix_nanos(Timestamp::now().unix_nanos() - 200 * DAY_NANOS);
+    append_at(&late, None, &jsonl(&old.to_string()));
+    assert!(segment_names(&late).len() >= 3);
+    let r = expect(0, &late, &["retention", "--dry-run"]);
+    assert!(r.stdout.starts_with("dry run: nothing to delete"), "{r:?}");
+    let r = expect(0, &late, &["retention"]);
+    assert!(r.stdout.starts_with("nothing to delete"), "{r:?}");
 }
 
 #[test]

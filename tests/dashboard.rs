@@ -22,7 +22,7 @@ use chainlog::format::segment::HEADER_BYTES;
 use chainlog::{Event, Log, Options, Outcome, Timestamp};
 use reqwest::Client;
 use serde_json::{json, Value};
-use support::{create_key, TestServer};
+use support::{create_key, key_id, TestServer};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -245,7 +245,7 @@ impl Browser {
         }
     }
 
-    /// The table's rows: seq and the five cells' text.
+    /// The table's rows: seq and the seven cells' text.
     async fn rows(&self) -> Vec<(u64, Vec<String>)> {
         let rows = self
             .js("return [...document.querySelectorAll('#audit-table tbody tr.event')].map(tr => [Number(tr.dataset.seq), [...tr.children].map(td => td.textContent)])")
@@ -433,7 +433,15 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
         .await;
     assert_eq!(
         headers,
-        json!(["Timestamp (UTC)", "Event", "Actor", "Node / Resource", "IP"])
+        json!([
+            "Timestamp (UTC)",
+            "Event",
+            "Actor",
+            "Node / Resource",
+            "IP",
+            "Received (UTC)",
+            "Appender"
+        ])
     );
     let rows = browser.rows().await;
     assert_eq!(rows.len(), 42);
@@ -467,8 +475,50 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
     assert_eq!(cells[2], f.actor);
     assert_eq!(cells[3], format!("{} / {}", f.node, f.resource));
     assert_eq!(cells[4], "198.51.100.7");
+    // Provenance: received by the server just now, appended with the key.
+    let received = Timestamp::parse_rfc3339(&cells[5].replace(' ', "T")).unwrap();
+    let age_secs = (Timestamp::now().unix_nanos() - received.unix_nanos()) / 1_000_000_000;
+    assert!((0..600).contains(&age_secs), "{}", cells[5]);
+    assert_eq!(cells[6], key_id(&append));
     let ok = rows.iter().find(|r| r.0 == seq_of(0)).unwrap();
     assert_eq!(ok.1[1], "pcap.download", "only failures carry a badge");
+    // The detail view names all three.
+    browser
+        .js(&format!(
+            "document.querySelector('#audit-table tr.event[data-seq=\"{}\"]').click(); return true",
+            seq_of(39)
+        ))
+        .await;
+    let detail = browser
+        .wait_for("the detail row", "const d = document.querySelector('#audit-table tr.details pre'); return d && d.textContent")
+        .await;
+    let detail = detail.as_str().unwrap();
+    assert!(
+        detail.contains(&format!("origin client   appender {}", key_id(&append))),
+        "{detail}"
+    );
+    assert!(detail.contains("received 20"), "{detail}");
+
+    // Filter by provenance: the appending key, client origin.
+    browser.type_into("#f-appender", key_id(&append)).await;
+    browser
+        .js("document.getElementById('f-origin').value = 'client'; return true")
+        .await;
+    browser.click_and_reload("#apply").await;
+    let shown: Vec<u64> = browser.rows().await.iter().map(|r| r.0).collect();
+    assert_eq!(shown, (2..42).rev().collect::<Vec<u64>>());
+    // Nothing was received after 2100.
+    browser
+        .type_into("#f-received-since", "2100-01-01T00:00:00Z")
+        .await;
+    browser.click_and_reload("#apply").await;
+    assert!(browser.rows().await.is_empty());
+    browser.click_and_reload("#clear").await;
+    assert_eq!(browser.rows().await.len(), 42);
+    let cleared = browser
+        .js("return ['f-appender', 'f-origin', 'f-received-since'].map(id => document.getElementById(id).value)")
+        .await;
+    assert_eq!(cleared, json!(["", "", ""]));
 
     // Filter by actor, event type (prefix), node and time range.
     browser
@@ -511,7 +561,7 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
     let mut lines = csv.split("\r\n").filter(|l| !l.is_empty());
     assert_eq!(
         lines.next().unwrap(),
-        "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash"
+        "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender"
     );
     let csv_seqs: Vec<u64> = lines
         .map(|l| l.split(',').next().unwrap().parse().unwrap())

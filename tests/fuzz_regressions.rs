@@ -354,6 +354,7 @@ fn retained_segment() -> Vec<u8> {
             min_timestamp: at,
             max_timestamp: at,
             bytes: segment::MIN_SEGMENT_BYTES,
+            max_received_at: None,
         }],
         cutoff: Some(at),
         policy: RetentionPolicy::default(),

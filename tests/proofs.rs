@@ -21,7 +21,7 @@ use chainlog::query::proofs::{ConsistencyProof, InclusionProof, ProveError};
 use chainlog::retention::RetentionPolicy;
 use chainlog::tiles;
 use chainlog::{ChainHash, Durability, Event, Log, Options, Timestamp};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chainlog");
 
@@ -642,7 +642,7 @@ fn proofs_for_the_records_retention_kept_still_work() {
         max_age: None,
         max_bytes: Some(4 * MIN_SEGMENT_BYTES),
     };
-    let outcome = log.apply_retention(&policy, Timestamp::now()).unwrap();
+    let outcome = log.apply_retention(&policy).unwrap();
     assert!(!outcome.deleted.is_empty());
     hashes.push(outcome.record.unwrap().hash);
     let n0 = hashes.len() as u64;
@@ -913,6 +913,19 @@ fn bundles_check_out_offline_and_every_kind_of_tampering_is_named() {
     let seq5 = rows[5]["seq"].as_u64().unwrap();
     changed["rows"][5]["event"]["actor"] = "mallory@acme.io".into();
     expect_row_problem("changed.json", &changed, seq5, "event_mismatch");
+    // The row's provenance is checked against the record bytes too.
+    for (field, value) in [
+        ("appender", json!("someone-else")),
+        ("origin", json!("engine")),
+        ("received_at", json!("2020-01-01T00:00:00Z")),
+        ("received_at", Value::Null),
+    ] {
+        let mut changed = bundle.clone();
+        assert!(rows[5]["event"][field].is_string(), "{}", rows[5]["event"]);
+        changed["rows"][5]["event"][field] = value;
+        let out = expect_row_problem("changed.json", &changed, seq5, "event_mismatch");
+        assert!(out.stdout.contains(field), "{field}: {out:?}");
+    }
     // A changed record (the bytes) with the hash left alone.
     let mut changed = bundle.clone();
     let mut record = base64::engine::general_purpose::STANDARD

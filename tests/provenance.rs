@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use chainlog::event::Origin;
 use chainlog::format::segment::{self, MIN_SEGMENT_BYTES};
+use chainlog::query::{Filter, FilterError, Query, QueryStats};
+use chainlog::retention::RetentionPolicy;
 use chainlog::storage::sim::{SimDisk, SIM_CLOCK_START};
 use chainlog::storage::Storage;
+use chainlog::verify::verify_dir;
 use chainlog::{EncodeRecord, Error, Event, Log, Options, Timestamp};
 
 const DIR: &str = "/log";
@@ -136,4 +139,150 @@ fn every_record_names_who_appended_it() {
             "{appender:?}: {err}"
         );
     }
+}
+
+/// The records of `log` a query returns, by seq.
+fn query_seqs(log: &Log, filter: Filter) -> (Vec<u64>, QueryStats) {
+    let query = Query {
+        filter,
+        ..Query::default()
+    };
+    let mut iter = log.query(&query).unwrap();
+    let seqs = iter.by_ref().map(|m| m.unwrap().seq).collect();
+    (seqs, iter.stats())
+}
+
+#[test]
+fn queries_filter_by_appender_origin_and_time_of_receipt() {
+    let disk = SimDisk::new();
+    let log = Log::create_in(Arc::new(disk.clone()), DIR, options()).unwrap();
+    const HOUR: i64 = 3_600_000_000_000;
+    let start = SIM_CLOCK_START;
+    // Hour 0: key-a; hour 1: key-b, then a legal hold (an engine record);
+    // hour 2: the log's own appender. Enough records to seal segments.
+    let e = event(1);
+    for _ in 0..40 {
+        log.append_batch(&[OnBehalf(&e, "key-a")]).unwrap();
+    }
+    disk.advance_clock(HOUR);
+    for _ in 0..40 {
+        log.append_batch(&[OnBehalf(&e, "key-b")]).unwrap();
+    }
+    let hold = log.set_hold("counsel@acme.io", "case 7").unwrap().seq;
+    disk.advance_clock(HOUR);
+    for _ in 0..40 {
+        log.append(&e).unwrap();
+    }
+    assert!(log.state().segments >= 3, "{:?}", log.state());
+    let records: Vec<_> = log.iter_from(0).map(|r| r.unwrap()).collect();
+    // Each answer is compared with a scan of the records.
+    let scan = |keep: &dyn Fn(&chainlog::Record) -> bool| -> Vec<u64> {
+        records.iter().filter(|r| keep(r)).map(|r| r.seq).collect()
+    };
+    let at = |hours: i64| Timestamp::from_unix_nanos(start.unix_nanos() + hours * HOUR);
+    let by_appender = |names: &[&str]| Filter {
+        appenders: names.iter().map(|s| s.to_string()).collect(),
+        ..Filter::default()
+    };
+    let (a, _) = query_seqs(&log, by_appender(&["key-a"]));
+    assert_eq!(a, (0..40).collect::<Vec<_>>());
+    let (ab, _) = query_seqs(&log, by_appender(&["key-a", "key-b"]));
+    assert_eq!(ab, (0..80).collect::<Vec<_>>());
+    let (own, _) = query_seqs(&log, by_appender(&[chainlog::log::DEFAULT_APPENDER]));
+    let expected = scan(&|r| r.appender.as_deref() == Some(chainlog::log::DEFAULT_APPENDER));
+    assert_eq!(own, expected);
+    assert!(own.len() >= 40 && own.contains(&hold), "{own:?}");
+    let engine = Filter {
+        origins: vec![Origin::Engine],
+        ..Filter::default()
+    };
+    assert_eq!(query_seqs(&log, engine).0, [hold]);
+    let client = Filter {
+        origins: vec![Origin::Client],
+        ..Filter::default()
+    };
+    assert_eq!(
+        query_seqs(&log, client).0,
+        scan(&|r| r.origin == Origin::Client)
+    );
+    assert_eq!(scan(&|r| r.origin == Origin::Client).len(), 120);
+    // Hour 1 exactly: key-b and the hold.
+    let window = Filter {
+        received_since: Some(at(1)),
+        received_until: Some(at(2)),
+        ..Filter::default()
+    };
+    assert_eq!(query_seqs(&log, window).0, (40..81).collect::<Vec<_>>());
+    // A late bound skips sealed segments by their trailers, and the answer
+    // is still the scan's.
+    let late = Filter {
+        received_since: Some(at(2)),
+        ..Filter::default()
+    };
+    let (seqs, stats) = query_seqs(&log, late);
+    assert_eq!(seqs, scan(&|r| r.received_at >= Some(at(2))));
+    assert_eq!(seqs.len(), 40);
+    assert!(stats.segments_skipped >= 1, "{stats:?}");
+    // With an indexed filter and another provenance filter, AND.
+    let both = Filter {
+        actors: vec!["alice@acme.io".into()],
+        appenders: vec!["key-b".into()],
+        received_until: Some(at(2)),
+        ..Filter::default()
+    };
+    assert_eq!(query_seqs(&log, both).0, (40..80).collect::<Vec<_>>());
+    let empty = Filter {
+        received_since: Some(at(2)),
+        received_until: Some(at(2)),
+        ..Filter::default()
+    };
+    assert!(matches!(
+        empty.validate(),
+        Err(FilterError::EmptyReceivedRange { .. })
+    ));
+}
+
+/// Issue 14, finding 8: an event dated 2261 kept its segment, and every
+/// segment after it, forever. Age is now judged by the time of receipt.
+#[test]
+fn an_event_dated_2261_does_not_block_age_retention() {
+    let disk = SimDisk::new();
+    let log = Log::create_in(Arc::new(disk.clone()), DIR, options()).unwrap();
+    let far = Timestamp::parse_rfc3339("2261-12-31T23:59:59Z").unwrap();
+    let mut e = event(1);
+    e.timestamp = far;
+    while log.state().segments < 4 {
+        log.append(&e).unwrap();
+    }
+    let policy = RetentionPolicy::default();
+    assert!(
+        log.plan_retention(&policy).unwrap().is_empty(),
+        "just received"
+    );
+    // 91 days later by the engine's clock.
+    disk.advance_clock(91 * 86_400_000_000_000);
+    let sealed = log.state().segments - 1;
+    let outcome = log.apply_retention(&policy).unwrap();
+    assert_eq!(outcome.deleted.len(), sealed);
+    for d in &outcome.deleted {
+        assert_eq!(d.max_timestamp, far);
+        assert_eq!(d.max_received_at, Some(SIM_CLOCK_START));
+    }
+    // The record says so, and the verifier holds it to the rule.
+    let record = log
+        .iter_from(outcome.record.unwrap().seq)
+        .next()
+        .unwrap()
+        .unwrap();
+    let context = serde_json::Value::Object(record.event.context.clone());
+    assert_eq!(
+        context["deleted"][0]["max_received_at"],
+        SIM_CLOCK_START.to_string()
+    );
+    let cutoff = Timestamp::from_unix_nanos(disk.now().unix_nanos() - 90 * 86_400_000_000_000);
+    assert_eq!(context["cutoff"], cutoff.to_string());
+    assert_eq!(record.received_at, Some(disk.now()));
+    drop(log);
+    let report = verify_dir(&disk, Path::new(DIR), &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{:#?}", report.problems);
 }

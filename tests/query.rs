@@ -175,6 +175,8 @@ fn filter_strategy() -> impl Strategy<Value = Query> {
                             .collect(),
                         since: time.map(|(s, _)| ts_of_minute(s)),
                         until: time.map(|(s, len)| ts_of_minute(s + len)),
+                        // Provenance filters: tests/provenance.rs.
+                        ..Filter::default()
                     },
                     from_seq: from,
                     after,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chainlog::format::segment::MIN_SEGMENT_BYTES;
 use chainlog::retention::{RetentionPolicy, RetentionRecord, RETENTION_EVENT};
 use chainlog::storage::sim::SimDisk;
-use chainlog::storage::{DirLock, Storage, StorageFile};
+use chainlog::storage::{DirLock, FsStorage, SetClock, Storage, StorageFile};
 use chainlog::verify::{verify_dir, ProblemKind, Report};
 use chainlog::{Durability, Error, Event, Log, Options, Timestamp};
 
@@ -46,13 +46,35 @@ fn now() -> Timestamp {
     Timestamp::from_unix_nanos(START + 200 * DAY)
 }
 
-fn build(storage: Arc<dyn Storage>, dir: &Path) -> Log {
+/// The engine clock a test drives: retention judges age by it.
+trait Clock {
+    fn set(&self, at: Timestamp);
+}
+
+impl Clock for SimDisk {
+    fn set(&self, at: Timestamp) {
+        self.advance_clock(at.unix_nanos() - self.now().unix_nanos());
+    }
+}
+
+impl Clock for SetClock {
+    fn set(&self, at: Timestamp) {
+        SetClock::set(self, at);
+    }
+}
+
+/// A log of `N` events over 200 days, each batch received when its last
+/// event happened (so times of receipt spread as the event times do), with
+/// the clock left at [`now`].
+fn build(storage: Arc<dyn Storage>, dir: &Path, clock: &dyn Clock) -> Log {
     let log = Log::create_in(storage, dir, options()).unwrap();
     let events: Vec<Event> = (0..N).map(|i| event(i, N)).collect();
     for chunk in events.chunks(50) {
+        clock.set(chunk[chunk.len() - 1].timestamp);
         log.append_batch(chunk).unwrap();
     }
     log.sync().unwrap();
+    clock.set(now());
     log
 }
 
@@ -76,22 +98,22 @@ fn assert_intact(report: &Report) {
 #[test]
 fn age_retention_keeps_recent_segments_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let storage: Arc<dyn Storage> = Arc::new(chainlog::storage::FsStorage);
-    let log = build(storage, dir.path());
+    let clock = Arc::new(SetClock::new(Arc::new(FsStorage), now()));
+    let log = build(clock.clone(), dir.path(), &*clock);
     let segments_before = log.state().segments;
     assert!(segments_before >= 10, "{segments_before} segments");
     let policy = RetentionPolicy::default(); // 90 days
 
-    let planned = log.plan_retention(&policy, now()).unwrap();
-    let outcome = log.apply_retention(&policy, now()).unwrap();
+    let planned = log.plan_retention(&policy).unwrap();
+    let outcome = log.apply_retention(&policy).unwrap();
     assert_eq!(outcome.deleted, planned);
     assert!(!outcome.deleted.is_empty());
     let cutoff = Timestamp::from_unix_nanos(now().unix_nanos() - 90 * DAY);
     for seg in &outcome.deleted {
-        assert!(
-            seg.max_timestamp < cutoff,
-            "{seg:?} is not older than the cut-off"
-        );
+        // Judged by the time of receipt, which the record carries.
+        let received = seg.max_received_at.expect("a version 2 segment");
+        assert!(received < cutoff, "{seg:?} is not older than the cut-off");
+        assert!(seg.max_timestamp <= received, "{seg:?}");
     }
     let first = log.state().first_seq;
     assert_eq!(first, outcome.deleted.last().unwrap().last_seq + 1);
@@ -112,6 +134,7 @@ fn age_retention_keeps_recent_segments_and_verifies() {
     assert_eq!(*seq, outcome.record.unwrap().seq);
     assert_eq!(rec.first_retained_seq, first);
     assert_eq!(rec.deleted, outcome.deleted);
+    assert_eq!(rec.cutoff, Some(cutoff));
     let r = log.iter_from(*seq).next().unwrap().unwrap();
     assert_eq!(
         (r.event.actor.as_str(), r.event.event_type.as_str()),
@@ -119,7 +142,7 @@ fn age_retention_keeps_recent_segments_and_verifies() {
     );
 
     // Nothing due: a second run deletes nothing and records nothing.
-    let again = log.apply_retention(&policy, now()).unwrap();
+    let again = log.apply_retention(&policy).unwrap();
     assert!(again.deleted.is_empty() && again.record.is_none());
     drop(log);
     let report = verify_dir(&chainlog::storage::FsStorage, dir.path(), &mut |_| {}).unwrap();
@@ -164,13 +187,13 @@ fn age_retention_keeps_recent_segments_and_verifies() {
 #[test]
 fn size_retention_and_the_active_segment_is_never_deleted() {
     let disk = SimDisk::new();
-    let log = build(Arc::new(disk.clone()), Path::new("/log"));
+    let log = build(Arc::new(disk.clone()), Path::new("/log"), &disk);
     let policy = RetentionPolicy {
         max_age: None,
         max_bytes: Some(1),
     };
     let before = log.state().segments;
-    let outcome = log.apply_retention(&policy, now()).unwrap();
+    let outcome = log.apply_retention(&policy).unwrap();
     assert_eq!(log.state().segments, 1, "only the active segment is left");
     assert_eq!(outcome.deleted.len(), before - 1);
     // Appending and reading still work; the log verifies.
@@ -186,15 +209,15 @@ fn size_retention_and_the_active_segment_is_never_deleted() {
 fn a_filtered_run_deletes_the_allowed_prefix_and_keeps_the_rest() {
     let disk = SimDisk::new();
     let dir = Path::new("/log");
-    let log = build(Arc::new(disk.clone()), dir);
+    let log = build(Arc::new(disk.clone()), dir, &disk);
     let policy = RetentionPolicy::default();
-    let due = log.plan_retention(&policy, now()).unwrap();
+    let due = log.plan_retention(&policy).unwrap();
     assert!(due.len() >= 4, "{} due", due.len());
     let refused = due[2].base_seq;
 
     // An error from the filter: nothing is deleted or recorded.
     let before = log.state();
-    let failed = log.apply_retention_filtered(&policy, now(), |_| {
+    let failed = log.apply_retention_filtered(&policy, |_| {
         Err::<std::collections::BTreeSet<u64>, _>(Error::InvalidOptions("archive down".into()))
     });
     assert!(
@@ -205,7 +228,7 @@ fn a_filtered_run_deletes_the_allowed_prefix_and_keeps_the_rest() {
     assert!(retention_records(&log).is_empty());
 
     let outcome = log
-        .apply_retention_filtered(&policy, now(), |planned| {
+        .apply_retention_filtered(&policy, |planned| {
             assert_eq!(planned, &due[..]);
             Ok::<_, Error>(
                 planned
@@ -225,7 +248,7 @@ fn a_filtered_run_deletes_the_allowed_prefix_and_keeps_the_rest() {
     assert_eq!(records[0].1.first_retained_seq, refused);
 
     // Allowed later, the kept segments go.
-    let outcome = log.apply_retention(&policy, now()).unwrap();
+    let outcome = log.apply_retention(&policy).unwrap();
     assert_eq!(outcome.deleted, due[2..]);
     assert!(outcome.kept.is_empty());
     drop(log);
@@ -236,7 +259,7 @@ fn a_filtered_run_deletes_the_allowed_prefix_and_keeps_the_rest() {
 fn legal_hold_blocks_retention_and_is_recorded() {
     let disk = SimDisk::new();
     let dir = Path::new("/log");
-    let log = build(Arc::new(disk.clone()), dir);
+    let log = build(Arc::new(disk.clone()), dir, &disk);
     let set = log
         .set_hold("counsel@acme.io", "litigation 2026-114")
         .unwrap();
@@ -246,7 +269,7 @@ fn legal_hold_blocks_retention_and_is_recorded() {
         Err(Error::HoldState(_))
     ));
     let before = log.state();
-    match log.apply_retention(&RetentionPolicy::default(), now()) {
+    match log.apply_retention(&RetentionPolicy::default()) {
         Err(Error::LegalHold { actor, reason, .. }) => {
             assert_eq!(
                 (actor.as_str(), reason.as_str()),
@@ -264,14 +287,10 @@ fn legal_hold_blocks_retention_and_is_recorded() {
     drop(log);
     disk.crash();
     let log = Log::open_in(Arc::new(disk.clone()), dir, options()).unwrap();
-    assert!(log
-        .apply_retention(&RetentionPolicy::default(), now())
-        .is_err());
+    assert!(log.apply_retention(&RetentionPolicy::default()).is_err());
     let released = log.release_hold("counsel@acme.io", "case closed").unwrap();
     assert!(log.hold().unwrap().is_none());
-    let outcome = log
-        .apply_retention(&RetentionPolicy::default(), now())
-        .unwrap();
+    let outcome = log.apply_retention(&RetentionPolicy::default()).unwrap();
     assert!(!outcome.deleted.is_empty());
     let events: Vec<(u64, String, String)> = log
         .iter_from(set.seq)
@@ -303,13 +322,12 @@ fn legal_hold_blocks_retention_and_is_recorded() {
 fn retention_inside_a_hold_is_reported_by_the_verifier() {
     let disk = SimDisk::new();
     let dir = Path::new("/log");
-    let log = build(Arc::new(disk.clone()), dir);
+    let log = build(Arc::new(disk.clone()), dir, &disk);
     log.set_hold("counsel@acme.io", "audit").unwrap();
     // Someone deletes the hold file behind the log's back, then runs retention.
     disk.remove(&dir.join(chainlog::retention::HOLD_FILE_NAME))
         .unwrap();
-    log.apply_retention(&RetentionPolicy::default(), now())
-        .unwrap();
+    log.apply_retention(&RetentionPolicy::default()).unwrap();
     drop(log);
     let report = verify_dir(&disk, dir, &mut |_| {}).unwrap();
     let during: Vec<_> = report
@@ -395,7 +413,7 @@ fn append_engine_records(
 fn a_retention_record_that_does_not_parse_is_an_invalid_engine_record_with_the_parser_error() {
     let disk = SimDisk::new();
     let dir = Path::new("/log");
-    let log = build(Arc::new(disk.clone()), dir);
+    let log = build(Arc::new(disk.clone()), dir, &disk);
     // ASCII contexts take the verifier's fast record check, non-ASCII ones
     // the full decode; both report serde's message for the text.
     let contexts = [
@@ -454,28 +472,32 @@ fn automatic_retention_after_a_roll() {
         }),
         ..options()
     };
-    // Old events: everything sealed is past 30 days relative to the real clock.
+    // Each event is received when it happened, over 200 days: by the
+    // time the log rolls late on, its early segments are past 30 days.
     let log = Log::create_in(Arc::new(disk.clone()), dir, opts).unwrap();
     for i in 0..N {
-        log.append(&event(i, N)).unwrap();
+        let e = event(i, N);
+        disk.set(e.timestamp);
+        log.append(&e).unwrap();
     }
     assert!(
         log.last_maintenance_error().is_none(),
         "{:?}",
         log.last_maintenance_error()
     );
-    // The first roll deleted the old sealed segment. The retention record it
-    // appended is stamped "now", so the segment holding it is recent and, with
-    // retention oldest-first, stops later runs until it ages out in turn.
+    // Rolls deleted the segments received over 30 days before. Each
+    // retention record is received "now", so the segment holding it stops
+    // later runs (oldest first) until it ages out in turn, as the clock
+    // moves on: each run starts the log later, and the last says where.
     let state = log.state();
     assert!(
         state.first_seq > 0,
         "old segments were deleted as the log rolled"
     );
-    assert_eq!(
-        retention_records(&log)[0].1.first_retained_seq,
-        state.first_seq
-    );
+    let records = retention_records(&log);
+    let starts: Vec<u64> = records.iter().map(|(_, r)| r.first_retained_seq).collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+    assert_eq!(starts.last(), Some(&state.first_seq));
     drop(log);
     assert_intact(&verify_dir(&disk, dir, &mut |_| {}).unwrap());
 }
@@ -597,10 +619,10 @@ fn a_crash_at_every_step_of_a_retention_run_leaves_a_verifiable_log() {
             disk: disk.clone(),
             remaining: steps.clone(),
         });
-        let log = build(storage, dir);
+        let log = build(storage, dir, &disk);
         let durable: Vec<_> = log.iter_from(0).map(|r| r.unwrap()).collect();
         steps.store(step + 1, Ordering::SeqCst);
-        completed = log.apply_retention(&policy, now()).is_ok();
+        completed = log.apply_retention(&policy).is_ok();
         drop(log);
         if !completed {
             disk.crash();

@@ -207,6 +207,9 @@ async fn append_query_page_export_and_verify() {
         "outcome",
         "context",
         "hash",
+        "received_at",
+        "origin",
+        "appender",
     ] {
         assert!(row.get(field).is_some(), "row lacks {field}: {row}");
     }
@@ -269,7 +272,7 @@ async fn append_query_page_export_and_verify() {
     let mut lines = csv.split("\r\n");
     assert_eq!(
         lines.next().unwrap(),
-        "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash"
+        "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender"
     );
     let csv_seqs: Vec<u64> = lines
         .filter(|l| !l.is_empty())
@@ -350,6 +353,125 @@ async fn append_query_page_export_and_verify() {
     let stored = records(&data.join("workspaces/acme"));
     assert_eq!(stored.len(), 3041);
     assert_eq!(stored[3].event.actor, fixture[2]["actor"]);
+}
+
+/// The rows' provenance: who appended each record (the API key id), its
+/// origin, and when the server received it; and the filters on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provenance_is_served_and_filtered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let admin = create_key(&data, "acme", "admin");
+    let writer = create_key(&data, "acme", "append");
+    let server = TestServer::start(&data, &[]);
+    let client = Client::new();
+    let base = format!("{}/v1/workspaces/acme", server.url);
+    let events_url = format!("{base}/events");
+    let ev = |i: u64| json!({"event": "node.added", "actor": "ops@acme.io", "context": {"i": i}});
+    let (status, body) =
+        post_json(&client, &events_url, &admin, json!([ev(0), ev(1), ev(2)])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let by_admin = seqs(&body["receipts"]);
+    let (status, body) = post_json(&client, &events_url, &writer, json!([ev(3), ev(4)])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let by_writer = seqs(&body["receipts"]);
+
+    let (status, page) = get(&client, &events_url, Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let rows = page["events"].as_array().unwrap().clone();
+    let row = |seq: u64| rows.iter().find(|r| r["seq"] == seq).unwrap();
+    for &seq in &by_admin {
+        assert_eq!(row(seq)["appender"], key_id(&admin), "{}", row(seq));
+        assert_eq!(row(seq)["origin"], "client");
+    }
+    for &seq in &by_writer {
+        assert_eq!(row(seq)["appender"], key_id(&writer), "{}", row(seq));
+    }
+    let received =
+        |r: &Value| chainlog::Timestamp::parse_rfc3339(r["received_at"].as_str().unwrap()).unwrap();
+    assert!(rows.windows(2).all(|w| received(&w[0]) <= received(&w[1])));
+    // Every filter's answer is what a scan of the rows gives.
+    let expect = |keep: &dyn Fn(&Value) -> bool| -> Vec<u64> {
+        rows.iter()
+            .filter(|r| keep(r))
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let query = |params: String| {
+        let client = client.clone();
+        let url = format!("{events_url}?{params}");
+        let admin = admin.clone();
+        async move {
+            let (status, page) = get(&client, &url, Some(&admin)).await;
+            assert_eq!(status, StatusCode::OK, "{url}: {page}");
+            seqs(&page["events"])
+        }
+    };
+    assert_eq!(
+        query(format!("appender={}", key_id(&writer))).await,
+        by_writer
+    );
+    assert_eq!(
+        query(format!(
+            "appender={}&appender={}",
+            key_id(&writer),
+            key_id(&admin)
+        ))
+        .await,
+        expect(&|r| r["appender"] == key_id(&writer) || r["appender"] == key_id(&admin))
+    );
+    for origin in ["client", "engine"] {
+        assert_eq!(
+            query(format!("origin={origin}")).await,
+            expect(&|r| r["origin"] == origin),
+            "{origin}"
+        );
+    }
+    let first_writer = received(row(by_writer[0]));
+    let since = first_writer.to_string();
+    assert_eq!(
+        query(format!("received_since={since}")).await,
+        expect(&|r| received(r) >= first_writer)
+    );
+    assert_eq!(
+        query(format!("received_until={since}")).await,
+        expect(&|r| received(r) < first_writer)
+    );
+    // One event, and the export, carry the same fields.
+    let (_, one) = get(
+        &client,
+        &format!("{events_url}/{}", by_writer[1]),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(&one["event"], row(by_writer[1]));
+    let (status, csv) = get_text(
+        &client,
+        &format!("{base}/export?format=csv&appender={}", key_id(&writer)),
+        &admin,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    for line in &lines[1..] {
+        assert!(
+            line.ends_with(&format!(",client,{}", key_id(&writer))),
+            "{line}"
+        );
+    }
+    let (status, body) = get(
+        &client,
+        &format!("{events_url}?origin=legacy"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_clean_error(&body, "invalid_parameter", &data);
+    assert!(
+        body["detail"].as_str().unwrap().contains("`origin`"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

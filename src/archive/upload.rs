@@ -629,9 +629,8 @@ pub fn apply_retention_archived(
     log: &Log,
     target: &ArchiveTarget,
     policy: &RetentionPolicy,
-    now: Timestamp,
 ) -> Result<RetentionOutcome, ArchiveError> {
-    log.apply_retention_filtered(policy, now, |due| {
+    log.apply_retention_filtered(policy, |due| {
         let bases: Vec<u64> = due.iter().map(|s| s.base_seq).collect();
         confirm_archived(target, log.dir(), &bases)
     })

@@ -455,7 +455,7 @@ impl Log {
         if self.inner.retention_lock.try_lock().is_none() {
             return;
         }
-        match self.apply_retention(policy, Timestamp::now()) {
+        match self.apply_retention(policy) {
             Ok(_) | Err(Error::LegalHold { .. }) => {}
             Err(e) => *self.inner.maintenance.lock() = Some(format!("retention: {e}")),
         }

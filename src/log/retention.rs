@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
+use crate::event::record::RECORD_V2;
 use crate::event::{EncodeRecord, Event, Timestamp};
 use crate::format::segment;
 use crate::index;
@@ -30,8 +31,20 @@ pub struct RetentionOutcome {
 }
 
 impl Log {
-    /// The sealed segments `policy` would delete now, oldest first.
-    pub fn plan_retention(
+    /// The engine's clock ([`crate::storage::Storage::now`]): what the
+    /// next record's `received_at` is based on, and the "now" of age-based
+    /// retention.
+    pub fn engine_now(&self) -> Timestamp {
+        self.inner.storage.now()
+    }
+
+    /// The sealed segments `policy` would delete now (by the engine's
+    /// clock, [`Log::engine_now`]), oldest first.
+    pub fn plan_retention(&self, policy: &RetentionPolicy) -> Result<Vec<DeletedSegment>> {
+        self.plan_retention_at(policy, self.engine_now())
+    }
+
+    fn plan_retention_at(
         &self,
         policy: &RetentionPolicy,
         now: Timestamp,
@@ -63,6 +76,7 @@ impl Log {
                 min_timestamp: trailer.min_timestamp,
                 max_timestamp: trailer.max_timestamp,
                 bytes,
+                max_received_at: (header.version >= RECORD_V2).then_some(trailer.last_received_at),
             });
         }
         let count = plan(policy, &sealed, total_bytes, now);
@@ -75,14 +89,12 @@ impl Log {
     /// the directory. A crash at any point leaves a log that opens and
     /// verifies: the record is durable before anything is deleted, and it
     /// accounts for every start the log can have while deleting.
-    pub fn apply_retention(
-        &self,
-        policy: &RetentionPolicy,
-        now: Timestamp,
-    ) -> Result<RetentionOutcome> {
-        self.apply_retention_filtered(policy, now, |due| {
-            Ok(due.iter().map(|s| s.base_seq).collect())
-        })
+    ///
+    /// Age is judged by the engine's clock against each segment's latest
+    /// time of receipt (version 1 segments: latest event time), never by
+    /// the times clients gave their events.
+    pub fn apply_retention(&self, policy: &RetentionPolicy) -> Result<RetentionOutcome> {
+        self.apply_retention_filtered(policy, |due| Ok(due.iter().map(|s| s.base_seq).collect()))
     }
 
     /// [`Log::apply_retention`], deleting only segments that `may_delete`
@@ -101,7 +113,6 @@ impl Log {
     pub fn apply_retention_filtered<E, F>(
         &self,
         policy: &RetentionPolicy,
-        now: Timestamp,
         may_delete: F,
     ) -> std::result::Result<RetentionOutcome, E>
     where
@@ -117,7 +128,10 @@ impl Log {
             }
             .into());
         }
-        let mut deleted = self.plan_retention(policy, now)?;
+        // One reading of the engine's clock plans the run and states its
+        // cutoff; the record's own received_at is no earlier than it.
+        let now = self.engine_now();
+        let mut deleted = self.plan_retention_at(policy, now)?;
         let kept = if deleted.is_empty() {
             Vec::new()
         } else {
@@ -133,16 +147,12 @@ impl Log {
         };
         let snap = self.snapshot()?;
         let first_retained_seq = last.last_seq + 1;
-        let at = Timestamp::now();
         // The record states a cutoff only when it explains every deletion
-        // (each segment is older) and is not after the record itself: the
-        // verifier checks both. A run that deleted for size says null.
-        // The record's time of receipt will be no earlier than the engine's
-        // clock read now.
-        let received_floor = self.inner.storage.now();
-        let cutoff = cutoff(policy, now).filter(|&c| {
-            c <= at && c <= received_floor && deleted.iter().all(|d| d.max_timestamp < c)
-        });
+        // (each segment's age time is older) and is not after the record's
+        // own time of receipt (no earlier than `now`): the verifier checks
+        // both. A run that deleted for size says null.
+        let cutoff =
+            cutoff(policy, now).filter(|&c| c <= now && deleted.iter().all(|d| d.age_time() < c));
         let record = RetentionRecord {
             first_retained_seq,
             first_retained_prev_hash: last.last_hash,
@@ -150,7 +160,9 @@ impl Log {
             cutoff,
             policy: *policy,
         };
-        let mut event = Event::new(at, RETENTION_EVENT, SYSTEM_ACTOR);
+        // Dated by the engine's clock too: in a version 1 segment the
+        // verifier holds the cutoff against this time.
+        let mut event = Event::new(now, RETENTION_EVENT, SYSTEM_ACTOR);
         event.context = match serde_json::to_value(&record) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => {

@@ -6,8 +6,11 @@
 //! (after checking it is well-formed JSON), not parsed and re-serialized.
 //!
 //! Columns, in this order for CSV (and keys, for JSON):
-//! `seq, timestamp, event, actor, node, resource, ip, outcome, context, hash`.
-//! Absent values are empty CSV cells and JSON `null`.
+//! `seq, timestamp, event, actor, node, resource, ip, outcome, context, hash,
+//! received_at, origin, appender`. The last three are the record's
+//! provenance (`origin` is `client` or `engine`); a version 1 record has
+//! none, and all three are absent. Absent values are empty CSV cells and
+//! JSON `null`.
 //!
 //! CSV follows RFC 4180 (CRLF line ends, fields with `"`, `,`, CR or LF
 //! quoted, quotes doubled). Because spreadsheets run a cell that starts with
@@ -19,7 +22,7 @@ use std::io::{self, Write};
 use std::str::FromStr;
 
 use crate::error::Error;
-use crate::event::RecordView;
+use crate::event::{Origin, RecordView};
 use crate::hash::chain::ChainHash;
 use crate::query::Match;
 
@@ -69,7 +72,7 @@ impl ExportOptions {
 }
 
 /// The CSV header row's columns.
-pub const CSV_COLUMNS: [&str; 10] = [
+pub const CSV_COLUMNS: [&str; 13] = [
     "seq",
     "timestamp",
     "event",
@@ -80,7 +83,18 @@ pub const CSV_COLUMNS: [&str; 10] = [
     "outcome",
     "context",
     "hash",
+    "received_at",
+    "origin",
+    "appender",
 ];
+
+/// The `origin` column: `client`, `engine`, or absent (version 1).
+fn origin_text(origin: Origin) -> Option<&'static str> {
+    match origin {
+        Origin::Client | Origin::Engine => Some(origin.as_str()),
+        Origin::Legacy => None,
+    }
+}
 
 /// Writes rows to `out` in the chosen format.
 pub struct Exporter<W: Write> {
@@ -158,6 +172,8 @@ impl<W: Write> Exporter<W> {
         let line = &mut self.line;
         let ts = view.timestamp.to_string();
         let ip = view.source_ip.map(|ip| ip.to_string());
+        let received_at = view.received_at.map(|t| t.to_string());
+        let origin = origin_text(view.origin);
         match self.options.format {
             ExportFormat::Json | ExportFormat::JsonLines => {
                 if self.options.format == ExportFormat::Json {
@@ -179,7 +195,13 @@ impl<W: Write> Exporter<W> {
                     view.outcome.as_str()
                 )?;
                 line.extend_from_slice(view.context_json.as_bytes());
-                write!(line, ",\"hash\":\"{hash}\"}}")?;
+                write!(line, ",\"hash\":\"{hash}\",\"received_at\":")?;
+                json_string(line, received_at.as_deref());
+                line.extend_from_slice(b",\"origin\":");
+                json_string(line, origin);
+                line.extend_from_slice(b",\"appender\":");
+                json_string(line, view.appender);
+                line.push(b'}');
                 if self.options.format == ExportFormat::JsonLines {
                     line.push(b'\n');
                 }
@@ -199,7 +221,10 @@ impl<W: Write> Exporter<W> {
                 csv_cell(line, ip.as_deref().unwrap_or(""), false);
                 write!(line, ",{},", view.outcome.as_str())?;
                 csv_cell(line, view.context_json, guard);
-                write!(line, ",{hash}\r\n")?;
+                write!(line, ",{hash},{},", received_at.as_deref().unwrap_or(""))?;
+                write!(line, "{},", origin.unwrap_or(""))?;
+                csv_cell(line, view.appender.unwrap_or(""), guard);
+                line.extend_from_slice(b"\r\n");
             }
         }
         self.out.write_all(&self.line)?;
@@ -325,12 +350,62 @@ mod tests {
         let mut lines = guarded.split("\r\n");
         assert_eq!(
             lines.next().unwrap(),
-            "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash"
+            "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender"
         );
         let line = lines.next().unwrap();
         assert!(line.starts_with("7,1970-01-01T00:00:01.5Z,config.changed,\"'=cmd|'/c calc'!A1\",,,2001:db8::1,failure,"), "{line}");
         assert!(line.contains(r#""{""k"":""v, \""q\""""}""#), "{line}");
         let raw = export(ExportFormat::Csv, false, &rows);
         assert!(raw.contains(",=cmd|'/c calc'!A1,"), "{raw}");
+        // A version 1 record has no provenance: three empty cells.
+        assert!(
+            line.ends_with(&format!(",{},,,", "ab".repeat(32))),
+            "{line}"
+        );
+    }
+
+    /// A version 2 row: the record `row` builds, behind a provenance prefix.
+    fn row_v2(appender: &str, origin: Origin) -> Match {
+        let mut m = row("bob", serde_json::json!({"k": 1}));
+        let mut record = Vec::new();
+        crate::event::record::encode_provenance(
+            Timestamp::from_unix_nanos(1_700_000_000_123_456_789),
+            origin,
+            appender,
+            &mut record,
+        )
+        .unwrap();
+        record.extend_from_slice(&m.record);
+        m.record = record;
+        m.version = 2;
+        m
+    }
+
+    #[test]
+    fn provenance_is_in_every_format() {
+        let v1 = row("bob", serde_json::json!({}));
+        let rows = [row_v2("key-7f3a", Origin::Client), v1];
+        for format in [ExportFormat::Json, ExportFormat::JsonLines] {
+            let text = export(format, true, &rows);
+            let values: Vec<serde_json::Value> = if format == ExportFormat::Json {
+                serde_json::from_str(&text).unwrap()
+            } else {
+                text.lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect()
+            };
+            assert_eq!(values[0]["received_at"], "2023-11-14T22:13:20.123456789Z");
+            assert_eq!(values[0]["origin"], "client");
+            assert_eq!(values[0]["appender"], "key-7f3a");
+            for key in ["received_at", "origin", "appender"] {
+                assert_eq!(values[1][key], serde_json::Value::Null, "{key}");
+            }
+        }
+        let engine = export(ExportFormat::Csv, true, &[row_v2("=evil", Origin::Engine)]);
+        let line = engine.split("\r\n").nth(1).unwrap();
+        assert!(
+            line.ends_with(",2023-11-14T22:13:20.123456789Z,engine,\"'=evil\""),
+            "{line}"
+        );
     }
 }

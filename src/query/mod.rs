@@ -7,6 +7,12 @@
 //! Otherwise the index narrows it to candidate blocks, which are read and
 //! filtered record by record, so the answer is always exactly what a full
 //! scan would give: the index only decides what to skip.
+//!
+//! The provenance filters (appender, origin, time of receipt) are not in the
+//! indexes: they are tested record by record within whatever the indexed
+//! filters narrowed. A received-since bound also skips a sealed segment
+//! whose trailer's `last_received_at` is before it (times of receipt never
+//! go back along the chain, so the last record is the latest).
 
 pub mod bundle;
 pub mod export;
@@ -19,7 +25,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::event::{decode_record, validate_event_type, Outcome, RecordView, Timestamp};
+use crate::event::{decode_record, validate_event_type, Origin, Outcome, RecordView, Timestamp};
 use crate::format::segment::{self, Scanner, Step};
 use crate::hash::chain::ChainHash;
 use crate::index::{self, Field, IndexReader};
@@ -50,6 +56,27 @@ pub enum FilterError {
         /// The upper bound.
         until: Timestamp,
     },
+    /// Not `client` or `engine`.
+    #[error("bad origin {0:?} (expected client or engine)")]
+    BadOrigin(String),
+    /// The time-of-receipt range is empty.
+    #[error("--received-since {since} is not before --received-until {until}")]
+    EmptyReceivedRange {
+        /// The lower bound.
+        since: Timestamp,
+        /// The upper bound.
+        until: Timestamp,
+    },
+}
+
+/// Parses an origin filter value: `client` or `engine` (version 1 records
+/// have no recorded origin and match neither).
+pub fn parse_origin(text: &str) -> std::result::Result<Origin, FilterError> {
+    match text {
+        "client" => Ok(Origin::Client),
+        "engine" => Ok(Origin::Engine),
+        other => Err(FilterError::BadOrigin(other.chars().take(100).collect())),
+    }
 }
 
 /// An event type to match: exact, or every type under a prefix (`pcap.*`).
@@ -196,6 +223,17 @@ pub struct Filter {
     pub since: Option<Timestamp>,
     /// Latest timestamp, exclusive.
     pub until: Option<Timestamp>,
+    /// Appenders (the record's `appender`), exactly. Version 1 records,
+    /// which have none, never match.
+    pub appenders: Vec<String>,
+    /// Origins ([`Origin::Client`] or [`Origin::Engine`]). Version 1
+    /// records ([`Origin::Legacy`]) match only a wanted `Legacy`.
+    pub origins: Vec<Origin>,
+    /// Earliest time of receipt, inclusive. Version 1 records, which have
+    /// none, never match a received-time bound.
+    pub received_since: Option<Timestamp>,
+    /// Latest time of receipt, exclusive.
+    pub received_until: Option<Timestamp>,
 }
 
 impl Filter {
@@ -204,6 +242,11 @@ impl Filter {
         if let (Some(since), Some(until)) = (self.since, self.until) {
             if since >= until {
                 return Err(FilterError::EmptyTimeRange { since, until });
+            }
+        }
+        if let (Some(since), Some(until)) = (self.received_since, self.received_until) {
+            if since >= until {
+                return Err(FilterError::EmptyReceivedRange { since, until });
             }
         }
         Ok(())
@@ -224,6 +267,23 @@ impl Filter {
                 r.source_ip.is_some_and(|ip| net.contains(&ip))
             })
             && any(&self.outcomes, |o| *o == r.outcome)
+            && self.matches_provenance(r)
+    }
+
+    /// The provenance part of [`Filter::matches`]: appender, origin, time
+    /// of receipt.
+    fn matches_provenance(&self, r: &RecordView<'_>) -> bool {
+        let received = |bound: Option<Timestamp>, ok: fn(Timestamp, Timestamp) -> bool| {
+            bound.is_none_or(|b| r.received_at.is_some_and(|at| ok(at, b)))
+        };
+        (self.appenders.is_empty()
+            || self
+                .appenders
+                .iter()
+                .any(|a| Some(a.as_str()) == r.appender))
+            && (self.origins.is_empty() || self.origins.contains(&r.origin))
+            && received(self.received_since, |at, s| at >= s)
+            && received(self.received_until, |at, u| at < u)
     }
 
     fn time_overlaps(&self, min: Timestamp, max: Timestamp) -> bool {
@@ -443,7 +503,14 @@ impl QueryIter {
             let trailer = segment::read_sealed_trailer(&*file, &name, header.segment_bytes)?;
             self.stats.data_bytes_read += segment::TRAILER_BYTES as u64;
             let seqs_overlap = trailer.last_seq >= self.seq_lo && seg.base <= self.seq_hi;
-            if !seqs_overlap || !filter.time_overlaps(trailer.min_timestamp, trailer.max_timestamp)
+            // Receipt times never go back: none here is at or after the
+            // bound if the last one is not (a version 1 segment has none).
+            let received_too_early = filter
+                .received_since
+                .is_some_and(|s| trailer.last_received_at < s);
+            if !seqs_overlap
+                || received_too_early
+                || !filter.time_overlaps(trailer.min_timestamp, trailer.max_timestamp)
             {
                 self.stats.segments_skipped += 1;
                 return Ok(());

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use crate::event::{Outcome, Timestamp};
 use crate::query::export::ExportFormat;
-use crate::query::{parse_time, EventPattern, Filter, FilterError, IpNet, Query};
+use crate::query::{parse_origin, parse_time, EventPattern, Filter, FilterError, IpNet, Query};
 use crate::server::error::ApiError;
 
 /// Events a page holds when `limit` is absent.
@@ -65,6 +65,8 @@ pub fn parse(
     let mut limit = None;
     let mut since = None;
     let mut until = None;
+    let mut received_since = None;
+    let mut received_until = None;
     let mut counts = std::collections::HashMap::<&str, usize>::new();
     for (name, value) in pairs {
         let count = counts.entry(name.as_str()).or_default();
@@ -88,9 +90,18 @@ pub fn parse(
                 Outcome::from_str(value)
                     .map_err(|_| filter_err(FilterError::BadOutcome(cut(value))))?,
             ),
-            "since" | "until" => {
+            "appender" => filter.appenders.push(value.clone()),
+            "origin" => filter
+                .origins
+                .push(parse_origin(value).map_err(filter_err)?),
+            "since" | "until" | "received_since" | "received_until" => {
                 let t = parse_time(value, now).map_err(filter_err)?;
-                let slot = if name == "since" { &mut since } else { &mut until };
+                let slot = match name.as_str() {
+                    "since" => &mut since,
+                    "until" => &mut until,
+                    "received_since" => &mut received_since,
+                    _ => &mut received_until,
+                };
                 if slot.replace(t).is_some() {
                     return Err(bad(format!("`{name}` is given more than once")));
                 }
@@ -127,7 +138,7 @@ pub fn parse(
             }
             other => {
                 return Err(bad(format!(
-                    "unknown parameter `{}` (known: actor, event, node, resource, ip, outcome, since, until, limit, cursor, reverse{})",
+                    "unknown parameter `{}` (known: actor, event, node, resource, ip, outcome, since, until, appender, origin, received_since, received_until, limit, cursor, reverse{})",
                     cut(other),
                     if endpoint == Endpoint::Export { ", format" } else { "" }
                 )))
@@ -136,6 +147,8 @@ pub fn parse(
     }
     filter.since = since;
     filter.until = until;
+    filter.received_since = received_since;
+    filter.received_until = received_until;
     filter.validate().map_err(|e| bad(e.to_string()))?;
     query.filter = filter;
     query.limit = match endpoint {
@@ -186,6 +199,47 @@ mod tests {
     }
 
     #[test]
+    fn provenance_filters() {
+        let now = Timestamp::parse_rfc3339("2026-03-09T12:00:00Z").unwrap();
+        let p = parse(
+            &pairs(&[
+                ("appender", "key-1"),
+                ("appender", "key-2"),
+                ("origin", "engine"),
+                ("received_since", "2h"),
+                ("received_until", "2026-03-09T11:30:00Z"),
+            ]),
+            Endpoint::Export,
+            now,
+        );
+        let e = p.unwrap_err();
+        assert!(e.detail.contains("`format` is required"), "{}", e.detail);
+        let p = parse(
+            &pairs(&[
+                ("appender", "key-1"),
+                ("appender", "key-2"),
+                ("origin", "engine"),
+                ("received_since", "2h"),
+                ("received_until", "2026-03-09T11:30:00Z"),
+            ]),
+            Endpoint::Events,
+            now,
+        )
+        .unwrap();
+        let f = &p.query.filter;
+        assert_eq!(f.appenders, ["key-1", "key-2"]);
+        assert_eq!(f.origins, [crate::event::Origin::Engine]);
+        assert_eq!(
+            f.received_since,
+            Some(Timestamp::parse_rfc3339("2026-03-09T10:00:00Z").unwrap())
+        );
+        assert_eq!(
+            f.received_until,
+            Some(Timestamp::parse_rfc3339("2026-03-09T11:30:00Z").unwrap())
+        );
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let now = Timestamp::now();
         for (items, needle) in [
@@ -199,6 +253,16 @@ mod tests {
             (vec![("nope", "1")], "unknown parameter `nope`"),
             (vec![("format", "csv")], "unknown parameter `format`"),
             (vec![("since", "1h"), ("until", "2h")], "not before"),
+            (vec![("origin", "legacy")], "`origin`"),
+            (vec![("received_since", "soon")], "`received_since`"),
+            (
+                vec![("received_since", "1h"), ("received_until", "2h")],
+                "--received-since",
+            ),
+            (
+                vec![("received_until", "1h"), ("received_until", "2h")],
+                "more than once",
+            ),
         ] {
             let e = parse(&pairs(&items), Endpoint::Events, now).unwrap_err();
             assert!(e.detail.contains(needle), "{items:?}: {}", e.detail);

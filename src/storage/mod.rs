@@ -6,9 +6,11 @@
 //! `fdatasync`, preallocation, and the few directory operations a
 //! segmented log needs (list, create, rename, remove, sync).
 
+mod clock;
 mod fs;
 pub mod sim;
 
+pub use clock::SetClock;
 pub use fs::FsStorage;
 
 use std::fmt;

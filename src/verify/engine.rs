@@ -76,7 +76,7 @@ pub(crate) fn classify(
         t if t == RETENTION_EVENT.as_bytes() => {
             match serde_json::from_slice::<RetentionRecord>(context) {
                 Ok(rec) => {
-                    let checked = check_retention(&rec, context, seq, record_time);
+                    let checked = check_retention(&rec, seq, record_time);
                     (EngineKind::Retention(Some(rec)), checked)
                 }
                 Err(e) => (
@@ -110,25 +110,7 @@ pub(crate) fn classify(
     })
 }
 
-/// The age fields of a retention record's entries: `max_received_at` is
-/// new in format v2 (null or absent for a v1 segment).
-#[derive(Deserialize)]
-struct AgeTimes {
-    deleted: Vec<EntryAge>,
-}
-
-#[derive(Deserialize)]
-struct EntryAge {
-    #[serde(default)]
-    max_received_at: Option<Timestamp>,
-}
-
-fn check_retention(
-    rec: &RetentionRecord,
-    context: &[u8],
-    seq: u64,
-    record_time: Timestamp,
-) -> Result<(), String> {
+fn check_retention(rec: &RetentionRecord, seq: u64, record_time: Timestamp) -> Result<(), String> {
     let Some(last) = rec.deleted.last() else {
         return Err("log.retention record deletes no segment".into());
     };
@@ -176,9 +158,10 @@ fn check_retention(
                 "cutoff {cutoff} is after the record's own time {record_time}"
             ));
         }
-        let ages: AgeTimes = serde_json::from_slice(context).map_err(|e| e.to_string())?;
-        for (i, (d, age)) in rec.deleted.iter().zip(&ages.deleted).enumerate() {
-            let age = age.max_received_at.unwrap_or(d.max_timestamp);
+        // Each entry's age time: its max_received_at (version 2 segments),
+        // else its max_timestamp.
+        for (i, d) in rec.deleted.iter().enumerate() {
+            let age = d.age_time();
             if age >= cutoff {
                 return Err(format!(
                     "deleted entry {i} is from {age}, not older than the cutoff {cutoff}"
@@ -367,6 +350,7 @@ mod tests {
             min_timestamp: Timestamp::from_unix_nanos(0),
             max_timestamp: Timestamp::from_unix_nanos(max_day * DAY),
             bytes: 1,
+            max_received_at: None,
         }
     }
 
@@ -381,8 +365,10 @@ mod tests {
     }
 
     fn check(rec: &RetentionRecord, seq: u64, day: i64) -> Result<(), String> {
+        // What the verifier checks is what the record's JSON holds.
         let json = serde_json::to_vec(rec).unwrap();
-        check_retention(rec, &json, seq, Timestamp::from_unix_nanos(day * DAY))
+        let parsed: RetentionRecord = serde_json::from_slice(&json).unwrap();
+        check_retention(&parsed, seq, Timestamp::from_unix_nanos(day * DAY))
     }
 
     #[test]
@@ -428,6 +414,18 @@ mod tests {
         let mut no_cutoff = record();
         no_cutoff.cutoff = None;
         assert_eq!(check(&no_cutoff, 25, 0), Ok(()));
+        // With times of receipt, those count, not the event times: a
+        // segment dated in 2261 but received on day 1 is old enough...
+        let mut received = record();
+        for d in &mut received.deleted {
+            d.max_timestamp = Timestamp::from_unix_nanos(106_000 * DAY);
+            d.max_received_at = Some(Timestamp::from_unix_nanos(2 * DAY));
+        }
+        assert_eq!(check(&received, 25, 4), Ok(()));
+        // ... and one dated day 1 but received on day 3 is not.
+        let mut late = record();
+        late.deleted[1].max_received_at = Some(Timestamp::from_unix_nanos(3 * DAY));
+        assert!(check(&late, 25, 4).is_err());
     }
 
     #[test]

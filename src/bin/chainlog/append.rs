@@ -255,7 +255,7 @@ pub fn run(
     // Options::segment_bytes applies to segments created from now on: keep
     // the size the log was created with.
     let segment_bytes = newest_segment_bytes(dir)?.unwrap_or(Options::default().segment_bytes);
-    let log = Log::open(
+    let log = crate::clock::open(
         dir,
         Options {
             segment_bytes,

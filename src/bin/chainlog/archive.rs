@@ -348,10 +348,9 @@ pub fn apply_retention_archived(
     log: &Log,
     url: &str,
     policy: &RetentionPolicy,
-    now: Timestamp,
 ) -> Result<RetentionOutcome, CliError> {
     let target = ArchiveTarget::parse(url).map_err(|e| CliError::Usage(e.to_string()))?;
-    archive::apply_retention_archived(log, &target, policy, now).map_err(cli_error)
+    archive::apply_retention_archived(log, &target, policy).map_err(cli_error)
 }
 
 /// `retention --dry-run --only-archived URL`: how many of `due` (oldest

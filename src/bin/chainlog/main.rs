@@ -23,6 +23,7 @@ mod append;
 #[cfg(feature = "s3")]
 mod archive;
 mod bench;
+mod clock;
 mod demo;
 mod error;
 mod keys;

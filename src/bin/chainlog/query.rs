@@ -19,9 +19,12 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
+use chainlog::event::Origin;
 use chainlog::event::RecordView;
 use chainlog::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
-use chainlog::query::{parse_time, EventPattern, Filter, FilterError, IpNet, Query, QueryStats};
+use chainlog::query::{
+    parse_origin, parse_time, EventPattern, Filter, FilterError, IpNet, Query, QueryStats,
+};
 use chainlog::ChainHash;
 use chainlog::{Event, Log, Outcome, Timestamp};
 use clap::{Args, ValueEnum};
@@ -64,6 +67,22 @@ pub struct FilterArgs {
     /// Only events before TIME (exclusive): RFC 3339 or relative, as --since.
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
+    /// Only records appended by this appender (an API key id, a CLI
+    /// --appender or OS user, a library's Options::appender; exact match).
+    /// Version 1 records have none and never match. Repeatable.
+    #[arg(long, value_name = "APPENDER")]
+    appender: Vec<String>,
+    /// Only records of this origin: client (appended through a public
+    /// path) or engine (the log's own records). Repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    origin: Vec<String>,
+    /// Only records the engine received at or after TIME (inclusive; RFC
+    /// 3339 or relative, as --since). Version 1 records never match.
+    #[arg(long, value_name = "TIME")]
+    received_since: Option<String>,
+    /// Only records the engine received before TIME (exclusive).
+    #[arg(long, value_name = "TIME")]
+    received_until: Option<String>,
     /// Start at this seq (inclusive): the lowest seq, or the highest with --reverse.
     #[arg(long, value_name = "SEQ")]
     from_seq: Option<u64>,
@@ -101,6 +120,11 @@ pub struct QueryArgs {
     /// Output format: an audit table, or what `export` writes.
     #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
     format: QueryFormat,
+    /// Table: add each record's provenance: when the engine received it,
+    /// its origin (client or engine) and its appender ("-" for version 1
+    /// records). The other formats always carry them.
+    #[arg(long)]
+    provenance: bool,
     #[command(flatten)]
     filter: FilterArgs,
     #[command(flatten)]
@@ -195,15 +219,20 @@ impl FilterArgs {
             })?,
             since: time("since", &self.since)?,
             until: time("until", &self.until)?,
+            appenders: self.appender.clone(),
+            origins: parse_all("origin", &self.origin, parse_origin)?,
+            received_since: time("received-since", &self.received_since)?,
+            received_until: time("received-until", &self.received_until)?,
         };
-        filter
-            .validate()
-            .map_err(|e| match (&self.since, &self.until) {
+        filter.validate().map_err(|e| match &e {
+            FilterError::EmptyTimeRange { .. } => match (&self.since, &self.until) {
                 (Some(since), Some(until)) => CliError::Usage(format!(
                     "{e} (from --since {since:?} and --until {until:?}): the time range is empty"
                 )),
                 _ => CliError::Usage(e.to_string()),
-            })?;
+            },
+            _ => CliError::Usage(format!("{e}: the time range is empty")),
+        })?;
         Ok(Query {
             filter,
             from_seq: self.from_seq,
@@ -320,6 +349,22 @@ pub const TABLE_HEADER: [&str; 7] = [
     "Outcome",
 ];
 
+/// The provenance columns `query --provenance` adds to the table.
+pub const PROVENANCE_HEADER: [&str; 3] = ["Received (UTC)", "Origin", "Appender"];
+
+/// The provenance cells of a row ("-" where a version 1 record has none).
+fn provenance_cells(view: &RecordView<'_>) -> [String; 3] {
+    [
+        view.received_at
+            .map_or_else(|| "-".to_string(), |t| t.to_string()),
+        match view.origin {
+            Origin::Client | Origin::Engine => view.origin.as_str().to_string(),
+            Origin::Legacy => "-".to_string(),
+        },
+        view.appender.unwrap_or("-").to_string(),
+    ]
+}
+
 /// One table row.
 fn table_row(seq: u64, view: &RecordView<'_>) -> [String; 7] {
     [
@@ -385,13 +430,34 @@ pub fn count_line(rows: u64, more_after: Option<u64>) -> String {
 /// Runs a query and returns the table's lines, ending with the count line
 /// (all indented by two spaces). Buffers at most `query.limit` rows.
 pub fn query_table(log: &Log, query: Query) -> Result<(Vec<String>, QueryStats), CliError> {
+    query_table_with(log, query, false)
+}
+
+/// [`query_table`], with the provenance columns when `provenance` is set.
+fn query_table_with(
+    log: &Log,
+    query: Query,
+    provenance: bool,
+) -> Result<(Vec<String>, QueryStats), CliError> {
     let mut rows = Vec::new();
+    let mut wide = Vec::new();
     let done = run_query(log, query, |seq, _, view| {
-        rows.push(table_row(seq, view));
+        let row = table_row(seq, view);
+        if provenance {
+            let [a, b, c, d, e, f, g] = row;
+            let [r, o, p] = provenance_cells(view);
+            wide.push([a, b, c, d, e, f, g, r, o, p]);
+        } else {
+            rows.push(row);
+        }
         Ok(())
     })?;
-    let mut lines = if rows.is_empty() {
+    let mut lines = if rows.is_empty() && wide.is_empty() {
         Vec::new()
+    } else if provenance {
+        let [a, b, c, d, e, f, g] = TABLE_HEADER;
+        let [r, o, p] = PROVENANCE_HEADER;
+        table_lines([a, b, c, d, e, f, g, r, o, p], &wide)
     } else {
         table_lines(TABLE_HEADER, &rows)
     };
@@ -454,7 +520,7 @@ pub fn query(global: &Global, args: QueryArgs) -> Result<ExitCode, CliError> {
         format: match args.format {
             QueryFormat::Table => {
                 query.limit = Some(query.limit.unwrap_or(DEFAULT_TABLE_LIMIT));
-                let (lines, stats) = query_table(&log, query)?;
+                let (lines, stats) = query_table_with(&log, query, args.provenance)?;
                 let path = args.output.output.as_deref();
                 let mut out = open_output(path)?;
                 for line in lines {

@@ -34,7 +34,7 @@ pub fn newest_segment_bytes(dir: &Path) -> Result<Option<u64>, CliError> {
 /// Opens the log without the writer lock, so it works beside an appender.
 /// A corrupt newest segment is read up to the damage; stderr says where.
 pub fn open_read_only(dir: &Path) -> Result<Log, CliError> {
-    let log = Log::open(dir, Options::for_reading())?;
+    let log = crate::clock::open(dir, Options::for_reading())?;
     if let Some(d) = log.damage() {
         eprintln!(
             "chainlog: warning: {} is damaged at byte {} ({}); reading only the records before it (see `chainlog verify`, and `chainlog recover --cut-at {}`)",
@@ -47,7 +47,7 @@ pub fn open_read_only(dir: &Path) -> Result<Log, CliError> {
 /// Runs `chainlog init`.
 pub fn init(global: &Global, segment_bytes: u64) -> Result<ExitCode, CliError> {
     let dir = global.dir()?;
-    let log = Log::create(
+    let log = crate::clock::create(
         dir,
         Options {
             segment_bytes,

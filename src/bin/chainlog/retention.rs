@@ -116,10 +116,14 @@ fn plural(n: u64, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
-/// One line per segment: file, seq range, records, time span, bytes.
+/// One line per segment: file, seq range, records, event time span, bytes,
+/// and (version 2) when its last record was received.
 fn segment_line(seg: &DeletedSegment) -> String {
+    let received = seg
+        .max_received_at
+        .map_or_else(String::new, |t| format!("  last received {t}"));
     format!(
-        "  {}  seq {}..={}  {}  {} .. {}  {} bytes",
+        "  {}  seq {}..={}  {}  {} .. {}  {} bytes{received}",
         seg.file,
         seg.base_seq,
         seg.last_seq,
@@ -145,12 +149,12 @@ fn segments_summary(segments: &[DeletedSegment]) -> String {
     )
 }
 
-/// The policy in words: "max age 90d (events before T), max bytes 1048576".
+/// The policy in words: "max age 90d (received before T), max bytes 1048576".
 fn policy_summary(policy: &RetentionPolicy, now: Timestamp) -> String {
     let mut parts = Vec::new();
     if let (Some(age), Some(cutoff)) = (policy.max_age, retention::cutoff(policy, now)) {
         parts.push(format!(
-            "max age {} (newest event before {cutoff})",
+            "max age {} (last record received before {cutoff})",
             format_age(age)
         ));
     }
@@ -168,13 +172,13 @@ fn hold_text(hold: &LegalHold) -> String {
 /// segment a record written here creates.
 fn open_for_writing(dir: &Path) -> Result<Log, CliError> {
     let segment_bytes = newest_segment_bytes(dir)?.unwrap_or(Options::default().segment_bytes);
-    Ok(Log::open(
+    crate::clock::open(
         dir,
         Options {
             segment_bytes,
             ..Options::default()
         },
-    )?)
+    )
 }
 
 fn open_read_only(dir: &Path) -> Result<Log, CliError> {
@@ -188,22 +192,23 @@ pub fn run(global: &Global, args: RetentionArgs) -> Result<ExitCode, CliError> {
         (None, None) => RetentionPolicy::default(),
         (max_age, max_bytes) => RetentionPolicy { max_age, max_bytes },
     };
-    let now = Timestamp::now();
     #[cfg(feature = "s3")]
     let only_archived = args.only_archived.as_deref();
     #[cfg(not(feature = "s3"))]
     let only_archived: Option<&str> = None;
     if args.dry_run {
-        return dry_run(global, dir, &policy, now, only_archived);
+        return dry_run(global, dir, &policy, only_archived);
     }
     let log = open_for_writing(dir)?;
+    // Age is judged by the engine's clock, as the run itself reads it.
+    let now = log.engine_now();
     #[cfg(feature = "s3")]
     let applied = match only_archived {
-        Some(url) => crate::archive::apply_retention_archived(&log, url, &policy, now),
-        None => log.apply_retention(&policy, now).map_err(CliError::from),
+        Some(url) => crate::archive::apply_retention_archived(&log, url, &policy),
+        None => log.apply_retention(&policy).map_err(CliError::from),
     };
     #[cfg(not(feature = "s3"))]
-    let applied = log.apply_retention(&policy, now).map_err(CliError::from);
+    let applied = log.apply_retention(&policy).map_err(CliError::from);
     let outcome = match applied {
         Ok(outcome) => outcome,
         Err(CliError::Log(chainlog::Error::LegalHold {
@@ -268,11 +273,11 @@ fn dry_run(
     global: &Global,
     dir: &Path,
     policy: &RetentionPolicy,
-    now: Timestamp,
     only_archived: Option<&str>,
 ) -> Result<ExitCode, CliError> {
     let log = open_read_only(dir)?;
-    let planned = log.plan_retention(policy, now)?;
+    let now = log.engine_now();
+    let planned = log.plan_retention(policy)?;
     let (planned, kept) = match only_archived {
         #[cfg(feature = "s3")]
         Some(url) if !planned.is_empty() => {

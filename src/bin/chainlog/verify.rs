@@ -106,13 +106,7 @@ fn consistency_since(
     dir: &Path,
     checkpoint: &chainlog::hash::checkpoint::Checkpoint,
 ) -> Result<Option<chainlog::query::proofs::ConsistencyProof>, CliError> {
-    let log = chainlog::Log::open(
-        dir,
-        chainlog::Options {
-            read_only: true,
-            ..chainlog::Options::default()
-        },
-    )?;
+    let log = chainlog::Log::open(dir, chainlog::Options::for_reading())?;
     let mut prover = log.prover()?;
     let head = prover.tree_head();
     if head.size <= checkpoint.size {
