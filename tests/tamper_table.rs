@@ -32,16 +32,16 @@
 //!
 //! | finding | tests |
 //! |---|---|
-//! | 1 engine records writable by clients | `finding_01_engine_records_cannot_be_appended_or_imitated` (library and CLI rows); `cli::append_rejects_bad_input_and_appends_nothing` (CLI); `server::invalid_events_are_refused_with_clean_errors` (HTTP `POST /events`); `retention::a_retention_record_that_does_not_parse_is_an_invalid_engine_record_with_the_parser_error` |
+//! | 1 engine records writable by clients | `finding_01_engine_records_cannot_be_appended_or_imitated` (library and CLI rows); `cli::bad_input_names_the_line_exits_2_and_appends_nothing` (CLI); `server::abuse_gets_clean_errors_and_loses_nothing` (HTTP `POST /events`, single and batch); `retention::a_retention_record_that_does_not_parse_is_an_invalid_engine_record_with_the_parser_error` |
 //! | 2 verify does not enforce the record rules | `finding_02_verify_enforces_the_record_rules_on_rehashed_records` |
 //! | 3 forged index hides events | `finding_03_a_forged_index_fails_verify`; `derived::a_consistently_forged_posting_list_fails_verify`, `derived::cli_verify_fails_on_a_forged_index_that_fools_query` |
 //! | 4 torn seal reported as tampering | `finding_04_a_torn_seal_is_not_an_alarm`; `damage::finding_4_a_torn_seal_is_a_note_and_recovery_cuts_it`, `damage::cli_finding_4_verify_exits_0_on_a_torn_seal` |
 //! | 5 recovery erases corruption | `damage::finding_5_garbage_then_an_older_frame_is_corruption_to_both`, `damage::cli_finding_5_append_refuses_and_changes_nothing` |
 //! | 6 checkpoint signs unverified data | `finding_06_a_forged_link_block_fails_against_a_checkpoint`; `damage::finding_6_checkpoint_refuses_a_forged_link_block`, `damage::cli_finding_6_checkpoint_refuses_a_forged_link_block` |
-//! | 7 lock file deletion lets two writers in | `writer_lock::deleting_the_lock_file_does_not_let_a_second_writer_in`, `writer_lock::replacing_the_lock_file_does_not_let_a_second_writer_in`, `process_kill::concurrent_appenders_killed` |
-//! | 8 no provenance | `provenance::received_at_is_the_engines_clock_and_never_goes_back`, `provenance::every_record_names_who_appended_it` |
+//! | 7 lock file deletion lets two writers in | `writer_lock::deleting_the_lock_file_does_not_let_a_second_writer_in`, `writer_lock::replacing_the_lock_file_does_not_let_a_second_writer_in`, `process_kill::concurrent_appenders_killed`; `finding_07_an_overwritten_receipted_record_is_corruption` (the remains of a record a second writer overwrote are not a torn tail) |
+//! | 8 no provenance | `provenance::received_at_is_the_engines_clock_and_never_goes_back`, `provenance::every_record_names_who_appended_it`, `finding_08_time_of_receipt_never_goes_back`; retention by time of receipt (an event dated 2261) is task H1's, not covered here |
 //! | 9 out-of-order torn write | `finding_09_out_of_order_torn_writes`; `damage::finding_9_an_out_of_order_torn_write_is_read_and_cut_by_the_operator`, `damage::cli_finding_9_readers_read_the_prefix_and_recover_cuts` |
-//! | 10 `at byte 0`; `head: null` | `retention::a_retention_record_that_does_not_parse_is_an_invalid_engine_record_with_the_parser_error` (offsets), `derived::cli_verify_and_stats_agree_on_the_head_of_a_new_log`, `derived::the_head_of_an_empty_log_is_its_genesis_hash` |
+//! | 10 `at byte 0`; `head: null` | `retention::retention_inside_a_hold_is_reported_by_the_verifier`, `retention::a_retention_record_that_does_not_parse_is_an_invalid_engine_record_with_the_parser_error` (offsets), `derived::cli_verify_and_stats_agree_on_the_head_of_a_new_log`, `derived::the_head_of_an_empty_log_is_its_genesis_hash` |
 //!
 //! `CHAINLOG_TEST_BIN` names another `chainlog` binary for the CLI rows and
 //! checks (to run them against an older build).
@@ -1240,6 +1240,34 @@ static ROWS: &[Row] = &[
         },
         expect: Expect::Detected(K::EngineRecordInvalid, &[]),
     },
+    // --- Two writers (finding 7).
+    Row {
+        attack: "receipted record overwritten by a second writer",
+        how:
+            "the log's last record rewritten in place by a writer that saw the same head: a \
+              shorter record with the same seq, its chain hash right, the old frame's rest after it",
+        finding: 7,
+        check: Check::Plain,
+        apply: |c| {
+            let image = c.image(NEWEST);
+            let fs = frames(&image);
+            let (last, before) = (fs[fs.len() - 1], fs[fs.len() - 2]);
+            let prev = ChainHash(
+                image[before.offset + 16..before.offset + 48]
+                    .try_into()
+                    .unwrap(),
+            );
+            let mut raw = RawRecord::parse(&last_record(c));
+            raw.context = br#"{"revoked":"key-17"}"#.to_vec();
+            let (forged, _) = build_frame(&raw.encode(), last.seq, &prev);
+            assert!(forged.len() + 64 < last.len);
+            c.edit(NEWEST, |img| {
+                img[last.offset..last.offset + forged.len()].copy_from_slice(&forged);
+            });
+            c.at(NEWEST, last.offset + forged.len(), Some(last.seq + 1))
+        },
+        expect: Expect::Detected(K::FrameCorrupt, &[]),
+    },
     // --- Segments.
     Row {
         attack: "middle segment deleted",
@@ -1876,6 +1904,11 @@ fn finding_04_a_torn_seal_is_not_an_alarm() {
 #[test]
 fn finding_06_a_forged_link_block_fails_against_a_checkpoint() {
     run_table(|r| r.finding == 6);
+}
+
+#[test]
+fn finding_07_an_overwritten_receipted_record_is_corruption() {
+    run_table(|r| r.finding == 7);
 }
 
 #[test]
