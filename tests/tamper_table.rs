@@ -832,6 +832,19 @@ static ROWS: &[Row] = &[
         expect: Expect::Detected(K::TrailerMismatch, &[]),
     },
     Row {
+        attack: "trailer byte set, newest (unsealed) segment",
+        how: "the first trailer byte of the active segment set to 0x01: neither zero nor what \
+              its frames imply, so not a torn seal",
+        finding: 4,
+        check: Check::Plain,
+        apply: |c| {
+            let last = c.frames(NEWEST).last().unwrap().seq;
+            c.edit(NEWEST, |img| img[TRAILER_AT as usize] = 0x01);
+            c.at(NEWEST, TRAILER_AT as usize, Some(last))
+        },
+        expect: Expect::Detected(K::TrailerMismatch, &[]),
+    },
+    Row {
         attack: "trailer zeroed, sealed segment",
         how: "segment 0's trailer overwritten with zeros, as if it was never sealed",
         finding: 0,
@@ -928,6 +941,22 @@ static ROWS: &[Row] = &[
             c.at(1, f.offset, Some(f.seq + 1))
         },
         expect: Expect::Detected(K::SeqMismatch, &[K::HashMismatch, K::TrailerMismatch]),
+    },
+    Row {
+        attack: "record deleted, newest segment",
+        how: "the middle frame of the active segment removed, the frames after it moved down",
+        finding: 0,
+        check: Check::Plain,
+        apply: |c| {
+            let f = c.middle(NEWEST);
+            c.edit(NEWEST, |img| {
+                let end = data_end(img);
+                img.copy_within(f.offset + f.len..end, f.offset);
+                img[end - f.len..end].fill(0);
+            });
+            c.at(NEWEST, f.offset, Some(f.seq + 1))
+        },
+        expect: Expect::Detected(K::SeqMismatch, &[K::HashMismatch]),
     },
     Row {
         attack: "record duplicated, newest segment",
