@@ -313,6 +313,35 @@ fn write_seed(target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// A `decode` seed for the record decoder: the first byte picks the layout
+/// (`0`: version 1, the event body alone; `1`: version 2, the provenance
+/// prefix then the body), the rest is the record.
+fn record_seed(version: u16, record: &[u8]) -> Vec<u8> {
+    let mut seed = vec![(version == 2) as u8];
+    seed.extend_from_slice(record);
+    seed
+}
+
+/// A version 2 record as the engine writes its own (origin 1): the
+/// provenance prefix, then the body of `event`, whose reserved type no
+/// public encoder takes (so it is encoded under a client type of the same
+/// length and renamed).
+fn engine_record(event: &Event) -> Vec<u8> {
+    use chainlog::event::record::{encode_provenance, Origin};
+    let mut out = Vec::new();
+    let received_at = Timestamp::from_unix_nanos(1_773_049_935_000_000_000);
+    encode_provenance(received_at, Origin::Engine, "chainlog", &mut out).unwrap();
+    let body = out.len();
+    let mut client = event.clone();
+    client.event_type = event.event_type.replacen("log.", "lxg.", 1);
+    encode_record(&client, &mut out).unwrap();
+    // The type follows the timestamp, outcome, ip kind (no ip) and its length.
+    let type_at = body + 8 + 1 + 1 + 2;
+    assert_eq!(&out[type_at..type_at + 4], b"lxg.");
+    out[type_at + 1] = b'o';
+    out
+}
+
 /// A segment of a log whose first five records retention deleted: it
 /// starts at seq 5 with the `log.retention` record that accounts for that,
 /// then a legal hold set and released, then an ordinary event. Compact
@@ -339,7 +368,6 @@ fn retained_segment() -> Vec<u8> {
     };
     let disk = chainlog::storage::sim::SimDisk::new();
     segment::create(&disk, dir(), &header, &frontier).unwrap();
-    let log = Log::open_in(storage(&disk), dir(), options(Durability::Always)).unwrap();
     let at = Timestamp::from_unix_nanos(1_773_049_935_000_000_000);
     let record = RetentionRecord {
         first_retained_seq: 5,
@@ -351,8 +379,9 @@ fn retained_segment() -> Vec<u8> {
             record_count: 5,
             prev_hash: chainlog::ChainHash::genesis(&log_id),
             last_hash: head,
-            min_timestamp: at,
-            max_timestamp: at,
+            // A day before the cutoff: the deleted records were that old.
+            min_timestamp: Timestamp::from_unix_nanos(at.unix_nanos() - 86_400_000_000_000),
+            max_timestamp: Timestamp::from_unix_nanos(at.unix_nanos() - 86_400_000_000_000),
             bytes: segment::MIN_SEGMENT_BYTES,
             max_received_at: None,
         }],
@@ -369,22 +398,90 @@ fn retained_segment() -> Vec<u8> {
     hold.context.insert("reason".into(), "incident 42".into());
     let mut release = Event::new(at, HOLD_RELEASED_EVENT, "alice@acme.io");
     release.context.insert("reason".into(), "closed".into());
-    log.append_batch(&[retention, hold, release, sample_event(8)])
-        .unwrap();
-    log.close().unwrap();
+    // No append path takes an engine record (issue 14, finding 1): they
+    // are framed here as the engine frames them, with a client's event after.
+    use chainlog::event::record::{encode_provenance, Origin};
+    use chainlog::format::frame;
+    let mut client = Vec::new();
+    encode_provenance(at, Origin::Client, "alice-key", &mut client).unwrap();
+    encode_record(&sample_event(8), &mut client).unwrap();
+    let records = [
+        engine_record(&retention),
+        engine_record(&hold),
+        engine_record(&release),
+        client,
+    ];
+    let file = disk.open(&dir().join(segment::file_name(5)), true).unwrap();
+    let (mut offset, mut prev) = (HEADER_BYTES, head);
+    for (seq, record) in (5..).zip(&records) {
+        let mut out = Vec::new();
+        let start = frame::begin(&mut out);
+        out.extend_from_slice(record);
+        frame::finish(&mut out, start);
+        prev = frame::link(&mut out, seq, &prev);
+        file.write_all_at(&out, offset).unwrap();
+        offset += out.len() as u64;
+    }
+    file.sync_data().unwrap();
     let report = chainlog::verify::verify_dir(&disk, dir(), &mut |_| {}).unwrap();
     assert!(report.is_intact() && report.records == 4, "{report:?}");
     compact(&disk.read_file(&dir().join(segment::file_name(5))).unwrap())
 }
 
+/// The `decode` seeds cover version 2: a sealed segment, records with
+/// provenance, and engine records, as `write_seed_corpus` wrote them.
+#[test]
+fn decode_seeds_cover_version_2() {
+    use chainlog::event::record::Origin;
+    let seed = |name: &str| std::fs::read(corpus_dir("decode").join(name)).unwrap();
+    let origins_in = |name: &str| {
+        let file = expand(&seed(name));
+        assert_eq!(u16::from_le_bytes([file[8], file[9]]), 2, "{name}");
+        let disk = chainlog::storage::sim::SimDisk::new();
+        let path = dir().join(segment::file_name(0));
+        let f = disk.create_new(&path).unwrap();
+        f.write_all_at(&file, 0).unwrap();
+        let limit = data_end_limit(file.len() as u64);
+        let mut scan = segment::Scanner::new(f, "seed", HEADER_BYTES, limit);
+        let mut origins = Vec::new();
+        while let Step::Frame { frame, .. } = scan.next_step().unwrap() {
+            let view = chainlog::event::decode_record(2, frame.record).unwrap();
+            assert!(view.received_at.is_some() && view.appender.is_some());
+            origins.push(view.origin);
+        }
+        (file, origins)
+    };
+    let (sealed, origins) = origins_in("segment-sealed");
+    let at = data_end_limit(sealed.len() as u64) as usize;
+    assert_eq!(&sealed[at..at + 8], &segment::TRAILER_MAGIC);
+    assert_eq!(origins, vec![Origin::Client; 6]);
+    let (_, origins) = origins_in("segment-retained");
+    assert_eq!(origins[..3], [Origin::Engine; 3]);
+    assert_eq!(origins[3], Origin::Client);
+    for (name, origin) in [
+        ("record-v2", Origin::Client),
+        ("record-v2-engine", Origin::Engine),
+    ] {
+        let bytes = seed(name);
+        assert_eq!(bytes[0] & 1, 1, "{name} picks version 2");
+        let view = chainlog::event::decode_record(2, &bytes[1..]).unwrap();
+        assert_eq!(view.origin, origin, "{name}");
+    }
+}
+
 /// Rewrites the seed corpus in `fuzz/corpus/` (run by hand after a format
 /// change: `cargo test --test fuzz_regressions -- --ignored write_seed_corpus`).
+/// The segments and records it writes are in the current format (version
+/// 2: records with provenance, engine records, a sealed segment); the
+/// `decode/v1-*` seeds were written by it before version 2 and are kept so
+/// that the fuzzer goes on reading version 1.
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand"]
 fn write_seed_corpus() {
     // decode: a segment the library wrote (compact form: see
     // `chainlog_fuzz::decode::expand`), the same segment sealed, its index,
-    // a record, a checkpoint, a signed note and keys.
+    // records of both versions (a client's and the engine's), a
+    // checkpoint, a signed note and keys.
     let disk = empty_log_disk();
     let log = Log::open_in(storage(&disk), dir(), options(Durability::Always)).unwrap();
     let events: Vec<Event> = (0..6).map(sample_event).collect();
@@ -449,7 +546,27 @@ fn write_seed_corpus() {
 
     let mut record = Vec::new();
     encode_record(&events[0], &mut record).unwrap();
-    write_seed("decode", "record", &record);
+    write_seed("decode", "record-v1", &record_seed(1, &record));
+    // The record as the log stored it, provenance and all.
+    let mut stored = Vec::new();
+    let seg = disk.open(&path, false).unwrap();
+    let mut scan = segment::Scanner::new(seg, "seed", HEADER_BYTES, limit);
+    if let Step::Frame { frame, .. } = scan.next_step().unwrap() {
+        stored.extend_from_slice(frame.record);
+    }
+    assert_eq!(&stored[stored.len() - record.len()..], &record[..]);
+    write_seed("decode", "record-v2", &record_seed(2, &stored));
+    let mut hold = Event::new(
+        Timestamp::from_unix_nanos(1_773_049_935_000_000_000),
+        chainlog::retention::HOLD_SET_EVENT,
+        "counsel@acme.io",
+    );
+    hold.context.insert("reason".into(), "incident 42".into());
+    write_seed(
+        "decode",
+        "record-v2-engine",
+        &record_seed(2, &engine_record(&hold)),
+    );
 
     let signer = NoteSigner::from_seed("audit.example", [7; 32]).unwrap();
     let checkpoint = Checkpoint {
