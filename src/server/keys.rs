@@ -17,7 +17,18 @@
 //! workspace's log (through [`KeyAudit`]) and only then writes the file, so
 //! the CLI and a running server can both change keys, and no key change
 //! happens without its event. A server notices changes the CLI made: it
-//! re-reads the file whenever its size, inode or modification time changes.
+//! re-reads the file whenever its size, inode, modification time, mode or
+//! owner changes.
+//!
+//! The file is refused (not read, so the keys as last read stay in force)
+//! when it, or the data directory, is writable by group or others or owned
+//! by another user, and when it is a symbolic link. Changes made to it
+//! outside a [`KeyStore`] (an edit, or the CLI while a server held the
+//! workspace's log) are found by comparing it with the keys as last read;
+//! [`KeyStore::take_outside_changes`] hands them out as events to record
+//! (see [`super::key_watch`]). A key's `event_seq` is the seq of the event
+//! that recorded its latest change; a change that leaves it as it was (or
+//! removes it) was not recorded by whoever made it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,7 +48,9 @@ use subtle::ConstantTimeEq;
 
 use crate::event::{Event, Outcome, Timestamp};
 use crate::log::Receipt;
+use crate::server::key_watch::{outside_changes, OutsideChange};
 use crate::server::workspace::{validate_workspace_name, WorkspaceNameError};
+use crate::storage::perms::{check_owner_and_mode, UnsafeFileError};
 
 /// The key file's name in the data directory.
 pub const KEYS_FILE_NAME: &str = "keys.json";
@@ -132,6 +145,13 @@ pub struct ApiKey {
     /// When it was revoked; a revoked key never works again.
     #[serde(default)]
     pub revoked_at: Option<Timestamp>,
+    /// Seq (in the workspace's log) of the event that recorded the key's
+    /// latest change; none when a running server is to record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_seq: Option<u64>,
+    /// Who made the latest change when a running server is to record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_by: Option<String>,
 }
 
 impl ApiKey {
@@ -181,8 +201,10 @@ pub struct IssuedKey {
     pub key: KeyInfo,
     /// `clk_<id>_<secret>`: give it to the client; it is not stored.
     pub text: String,
-    /// The receipt of the `apikey.*` event in the workspace's log.
-    pub receipt: Receipt,
+    /// The receipt of the `apikey.*` event in the workspace's log; none
+    /// when a running server records it (the CLI, while a server holds
+    /// the workspace's log).
+    pub receipt: Option<Receipt>,
 }
 
 /// A revoked key, with the receipt of its `apikey.revoked` event.
@@ -190,8 +212,8 @@ pub struct IssuedKey {
 pub struct RevokedKey {
     /// The key, now revoked.
     pub key: KeyInfo,
-    /// The receipt of the event.
-    pub receipt: Receipt,
+    /// The receipt of the event, as for [`IssuedKey::receipt`].
+    pub receipt: Option<Receipt>,
 }
 
 /// Who changes a key: the event's actor and source address.
@@ -201,13 +223,43 @@ pub struct ChangedBy {
     pub actor: String,
     /// The client's address; none for the CLI.
     pub ip: Option<IpAddr>,
+    /// Whether the change comes over HTTP or from the machine.
+    pub via: Via,
+}
+
+/// Where a key change comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The machine itself: the CLI, by a user who can write the data
+    /// directory.
+    Local,
+    /// The HTTP API, with an admin key.
+    Http,
+}
+
+/// Who may create and change admin keys (`chainlog serve --admin-keys`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdminKeys {
+    /// Admin keys may be created, rotated and revoked over HTTP too.
+    #[default]
+    Any,
+    /// Admin keys are created, rotated and revoked only from the machine
+    /// (`chainlog apikey`): a stolen admin key cannot mint admin keys or
+    /// lock the real ones out.
+    LocalOnly,
 }
 
 /// Records key changes in a workspace's log. The change is made only if
-/// the event was appended (and is durable).
+/// the event was appended (and is durable), or handed to a running server
+/// to record (`Ok(None)`).
 pub trait KeyAudit {
     /// Appends `event` to `workspace`'s log (creating the log if `create`).
-    fn record(&self, workspace: &str, create: bool, event: &Event) -> Result<Receipt, KeyError>;
+    fn record(
+        &self,
+        workspace: &str,
+        create: bool,
+        event: &Event,
+    ) -> Result<Option<Receipt>, KeyError>;
 }
 
 /// What went wrong with keys.
@@ -272,6 +324,13 @@ pub enum KeyError {
     /// No random numbers.
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
+    /// The key file or data directory may be changed by someone other than
+    /// its owner, or belongs to another user: it is not read.
+    #[error("refusing the key file: {0}")]
+    Unsafe(#[from] UnsafeFileError),
+    /// Under `--admin-keys local-only`, an admin key change over HTTP.
+    #[error("admin keys are created, rotated and revoked only on the server's machine (`chainlog apikey`): the server runs with --admin-keys local-only")]
+    LocalOnly,
 }
 
 /// How a presented key was judged.
@@ -373,25 +432,35 @@ impl KeyFile {
 }
 
 /// What identifies one version of the key file on disk.
+/// Mode and owner are in it so that a `chmod` or `chown` alone is noticed
+/// (and refused) too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
     dev: u64,
     ino: u64,
     len: u64,
     mtime_ns: i128,
+    mode: u32,
+    uid: u32,
 }
 
 impl FileStamp {
     fn of(path: &Path) -> io::Result<Option<FileStamp>> {
-        match fs::metadata(path) {
-            Ok(m) => Ok(Some(FileStamp {
-                dev: m.dev(),
-                ino: m.ino(),
-                len: m.len(),
-                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            })),
+        match fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(FileStamp::from_metadata(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    fn from_metadata(m: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
         }
     }
 }
@@ -409,6 +478,11 @@ pub struct KeyStore {
     dir: PathBuf,
     path: PathBuf,
     cache: RwLock<Cached>,
+    admin_keys: AdminKeys,
+    /// Changes made outside this store, found but not yet handed out.
+    outside: parking_lot::Mutex<Vec<OutsideChange>>,
+    /// A server's shared lock on the data directory, held for the store's life.
+    _server_lock: Option<File>,
 }
 
 impl KeyStore {
@@ -424,7 +498,62 @@ impl KeyStore {
                 stamp,
                 by_id: index(file),
             }),
+            admin_keys: AdminKeys::Any,
+            outside: parking_lot::Mutex::new(Vec::new()),
+            _server_lock: None,
         })
+    }
+
+    /// The same store, holding the lock that tells the CLI a server runs
+    /// here and records the key changes the CLI leaves to it.
+    pub fn as_server(mut self) -> Result<KeyStore, KeyError> {
+        let lock = crate::server::key_watch::hold_server_lock(&self.dir).map_err(|source| {
+            KeyError::Io {
+                doing: "locking",
+                path: self.dir.clone(),
+                source,
+            }
+        })?;
+        self._server_lock = Some(lock);
+        Ok(self)
+    }
+
+    /// The same store, with this policy for admin keys changed over HTTP.
+    pub fn with_admin_keys(mut self, admin_keys: AdminKeys) -> KeyStore {
+        self.admin_keys = admin_keys;
+        self
+    }
+
+    /// Hands out (once) the changes made outside this store that it has
+    /// found, oldest first.
+    pub fn take_outside_changes(&self) -> Vec<OutsideChange> {
+        std::mem::take(&mut *self.outside.lock())
+    }
+
+    /// Re-reads the key file if it changed on disk since it was last read,
+    /// noting changes made outside this store. On an error the keys as last
+    /// read stay in force.
+    pub fn reload(&self) -> Result<(), KeyError> {
+        self.refresh()
+    }
+
+    /// Refuses an admin key change over HTTP under `--admin-keys local-only`.
+    fn check_via(&self, scope: Scope, by: &ChangedBy) -> Result<(), KeyError> {
+        if scope == Scope::Admin && by.via == Via::Http && self.admin_keys == AdminKeys::LocalOnly
+        {
+            return Err(KeyError::LocalOnly);
+        }
+        Ok(())
+    }
+
+    /// Replaces the cache with `by_id`, noting what changed outside.
+    fn replace_cache(&self, stamp: Option<FileStamp>, by_id: HashMap<String, ApiKey>) {
+        let mut cache = self.cache.write();
+        let found = outside_changes(&cache.by_id, &by_id);
+        if !found.is_empty() {
+            self.outside.lock().extend(found);
+        }
+        *cache = Cached { stamp, by_id };
     }
 
     /// Re-reads the key file if it changed on disk since it was last read.
@@ -438,10 +567,7 @@ impl KeyStore {
             return Ok(());
         }
         let (stamp, file) = read_key_file(&self.path)?;
-        *self.cache.write() = Cached {
-            stamp,
-            by_id: index(file),
-        };
+        self.replace_cache(stamp, index(file));
         Ok(())
     }
 
@@ -511,6 +637,7 @@ impl KeyStore {
     ) -> Result<IssuedKey, KeyError> {
         validate_workspace_name(workspace)?;
         check_actor(&by.actor)?;
+        self.check_via(scope, by)?;
         self.change(|file| {
             let id = loop {
                 let id = hex(&random::<8>()?);
@@ -529,9 +656,13 @@ impl KeyStore {
                 created_by: by.actor.clone(),
                 rotated_at: None,
                 revoked_at: None,
+                event_seq: None,
+                pending_by: None,
             };
             let event = key_event(EVENT_KEY_CREATED, &key, by, now);
             let receipt = audit.record(workspace, true, &event)?;
+            let mut key = key;
+            mark_recorded(&mut key, receipt, by);
             let info = KeyInfo::from(&key);
             file.keys.push(key);
             Ok((
@@ -541,7 +672,7 @@ impl KeyStore {
                     receipt,
                 },
                 EVENT_KEY_CREATED,
-                receipt.seq,
+                receipt.map(|r| r.seq),
             ))
         })
     }
@@ -562,12 +693,14 @@ impl KeyStore {
             if !key.is_active() {
                 return Err(KeyError::Revoked(id.to_string()));
             }
+            self.check_via(key.scope, by)?;
             let secret = new_secret()?;
             let now = Timestamp::now();
             let event = key_event(EVENT_KEY_ROTATED, key, by, now);
             let receipt = audit.record(&key.workspace.clone(), false, &event)?;
             key.secret_sha256 = hex(&secret_hash(&secret));
             key.rotated_at = Some(now);
+            mark_recorded(key, receipt, by);
             Ok((
                 IssuedKey {
                     key: KeyInfo::from(&*key),
@@ -575,7 +708,7 @@ impl KeyStore {
                     receipt,
                 },
                 EVENT_KEY_ROTATED,
-                receipt.seq,
+                receipt.map(|r| r.seq),
             ))
         })
     }
@@ -595,40 +728,49 @@ impl KeyStore {
             if !key.is_active() {
                 return Err(KeyError::Revoked(id.to_string()));
             }
+            self.check_via(key.scope, by)?;
             let now = Timestamp::now();
             let event = key_event(EVENT_KEY_REVOKED, key, by, now);
             let receipt = audit.record(&key.workspace.clone(), false, &event)?;
             key.revoked_at = Some(now);
+            mark_recorded(key, receipt, by);
             Ok((
                 RevokedKey {
                     key: KeyInfo::from(&*key),
                     receipt,
                 },
                 EVENT_KEY_REVOKED,
-                receipt.seq,
+                receipt.map(|r| r.seq),
             ))
         })
     }
 
-    /// Runs one change under the lock: re-read, change (which records its
-    /// event), write, and refresh the cache.
+    /// Runs one change under the lock: re-read (noting changes made
+    /// outside), change (which records its event), write, and refresh the
+    /// cache.
     fn change<T>(
         &self,
-        f: impl FnOnce(&mut KeyFile) -> Result<(T, &'static str, u64), KeyError>,
+        f: impl FnOnce(&mut KeyFile) -> Result<(T, &'static str, Option<u64>), KeyError>,
     ) -> Result<T, KeyError> {
-        fs::create_dir_all(&self.dir).map_err(|source| KeyError::Io {
-            doing: "creating",
-            path: self.dir.clone(),
-            source,
+        crate::storage::perms::create_private_dir_all(&self.dir).map_err(|source| {
+            KeyError::Io {
+                doing: "creating",
+                path: self.dir.clone(),
+                source,
+            }
         })?;
         let _lock = lock_keys(&self.dir)?;
-        let (_, file) = read_key_file(&self.path)?;
+        let (stamp, file) = read_key_file(&self.path)?;
+        self.replace_cache(stamp, index(file.clone()));
         let mut file = file.unwrap_or_else(KeyFile::empty);
         let (out, event, seq) = f(&mut file)?;
-        write_key_file(&self.dir, &self.path, &file).map_err(|e| KeyError::AfterAudit {
-            event,
-            seq,
-            source: Box::new(e),
+        write_key_file(&self.dir, &self.path, &file).map_err(|e| match seq {
+            Some(seq) => KeyError::AfterAudit {
+                event,
+                seq,
+                source: Box::new(e),
+            },
+            None => e,
         })?;
         let stamp = FileStamp::of(&self.path).ok().flatten();
         *self.cache.write() = Cached {
@@ -648,6 +790,13 @@ fn find_key<'a>(
         .iter_mut()
         .find(|k| k.id == id && workspace.is_none_or(|w| k.workspace == w))
         .ok_or_else(|| KeyError::NotFound(id.to_string()))
+}
+
+/// Notes in the key who recorded its change: the event's seq, or who made
+/// it when a running server is to record it.
+fn mark_recorded(key: &mut ApiKey, receipt: Option<Receipt>, by: &ChangedBy) {
+    key.event_seq = receipt.map(|r| r.seq);
+    key.pending_by = receipt.is_none().then(|| by.actor.clone());
 }
 
 fn check_actor(actor: &str) -> Result<(), KeyError> {
@@ -693,21 +842,33 @@ fn read_key_file(path: &Path) -> Result<(Option<FileStamp>, Option<KeyFile>), Ke
         path: path.to_path_buf(),
         reason,
     };
-    let file = match File::open(path) {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(KeyError::Unsafe(UnsafeFileError {
+                path: path.to_path_buf(),
+                reason: "it is a symbolic link; the key file is never read through a link".into(),
+            }))
+        }
         Err(e) => return Err(io_err(e)),
     };
     let metadata = file.metadata().map_err(io_err)?;
+    // Whoever else can write the file, or replace it in its directory, could
+    // add a working admin key.
+    check_owner_and_mode(&metadata, path, "key file", 0o022)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir_meta = fs::metadata(dir).map_err(io_err)?;
+        check_owner_and_mode(&dir_meta, dir, "data directory", 0o022)?;
+    }
     if metadata.len() > MAX_KEYS_FILE_BYTES {
         return Err(bad(format!("it is over {MAX_KEYS_FILE_BYTES} bytes")));
     }
-    let stamp = FileStamp {
-        dev: metadata.dev(),
-        ino: metadata.ino(),
-        len: metadata.len(),
-        mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
-    };
+    let stamp = FileStamp::from_metadata(&metadata);
     let parsed: KeyFile =
         serde_json::from_reader(io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
     if parsed.format != KEYS_FORMAT || parsed.version != KEYS_VERSION {
@@ -782,6 +943,7 @@ fn lock_keys(dir: &Path) -> Result<File, KeyError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|source| KeyError::Io {
             doing: "opening",
@@ -811,20 +973,20 @@ mod tests {
             workspace: &str,
             _create: bool,
             event: &Event,
-        ) -> Result<Receipt, KeyError> {
+        ) -> Result<Option<Receipt>, KeyError> {
             let mut events = self.0.borrow_mut();
             events.push((workspace.to_string(), event.clone()));
-            Ok(Receipt {
+            Ok(Some(Receipt {
                 seq: events.len() as u64 - 1,
                 hash: crate::ChainHash([0; 32]),
-            })
+            }))
         }
     }
 
     struct Failing;
 
     impl KeyAudit for Failing {
-        fn record(&self, workspace: &str, _: bool, _: &Event) -> Result<Receipt, KeyError> {
+        fn record(&self, workspace: &str, _: bool, _: &Event) -> Result<Option<Receipt>, KeyError> {
             Err(KeyError::Audit {
                 workspace: workspace.into(),
                 reason: "disk full".into(),
@@ -836,6 +998,7 @@ mod tests {
         ChangedBy {
             actor: "alice".into(),
             ip: None,
+            via: Via::Local,
         }
     }
 

@@ -7,6 +7,7 @@
 //! segmented log needs (list, create, rename, remove, sync).
 
 mod fs;
+pub mod perms;
 pub mod sim;
 
 pub use fs::FsStorage;
