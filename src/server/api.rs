@@ -33,9 +33,7 @@ use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAIL
 use crate::server::commit::{CommitError, Records};
 use crate::server::error::ApiError;
 use crate::server::ingest;
-use crate::server::keys::{
-    ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope, Via,
-};
+use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope, Via};
 use crate::server::params::{self, Endpoint};
 use crate::server::workspace::{validate_workspace_name, Open};
 use crate::server::AppState;

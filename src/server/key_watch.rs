@@ -90,6 +90,10 @@ pub struct OutsideChange {
     pub create: bool,
     /// The event.
     pub event: Event,
+    /// The seq at which the file says the change was recorded already (its
+    /// key's new `event_seq`); recorded again unless that record is an
+    /// `apikey.*` event of this key.
+    pub claimed_seq: Option<u64>,
 }
 
 fn change(event_type: &str, key: &ApiKey, create: bool, extra: &[(&str, Value)]) -> OutsideChange {
@@ -112,6 +116,7 @@ fn change(event_type: &str, key: &ApiKey, create: bool, extra: &[(&str, Value)])
         workspace: key.workspace.clone(),
         create,
         event,
+        claimed_seq: None,
     }
 }
 
@@ -130,37 +135,17 @@ pub fn outside_changes(
         if o == Some(n) {
             continue;
         }
-        // The writer recorded this change when it left a new event seq.
-        if n.event_seq.is_some() && n.event_seq != o.and_then(|o| o.event_seq) {
-            continue;
-        }
-        let Some(o) = o else {
-            out.push(change(EVENT_KEY_CREATED, n, true, &[]));
-            continue;
-        };
-        if o.workspace != n.workspace {
-            let to = [("moved_to", Value::from(n.workspace.clone()))];
-            out.push(change(EVENT_KEY_REMOVED, o, false, &to));
-            let from = [("moved_from", Value::from(o.workspace.clone()))];
-            out.push(change(EVENT_KEY_CREATED, n, true, &from));
-            continue;
-        }
-        let before = out.len();
-        if o.secret_sha256 != n.secret_sha256 {
-            out.push(change(EVENT_KEY_ROTATED, n, false, &[]));
-        }
-        if o.scope != n.scope {
-            let old_scope = [("old_scope", Value::from(o.scope.as_str()))];
-            out.push(change(EVENT_KEY_SCOPE_CHANGED, n, false, &old_scope));
-        }
-        match (o.revoked_at, n.revoked_at) {
-            (None, Some(_)) => out.push(change(EVENT_KEY_REVOKED, n, false, &[])),
-            (Some(_), None) => out.push(change(EVENT_KEY_REINSTATED, n, false, &[])),
-            _ => {}
-        }
-        if out.len() == before {
-            out.push(change(EVENT_KEY_EDITED, n, false, &[]));
-        }
+        // The writer says it recorded this change when it left a new event
+        // seq; that claim is checked against the log before it is believed.
+        let claimed_seq = n
+            .event_seq
+            .filter(|seq| Some(*seq) != o.and_then(|o| o.event_seq));
+        out.extend(key_changes(o, n).into_iter().map(|mut found| {
+            if found.workspace == n.workspace {
+                found.claimed_seq = claimed_seq;
+            }
+            found
+        }));
     }
     let mut gone: Vec<&ApiKey> = old.values().filter(|k| !new.contains_key(&k.id)).collect();
     gone.sort_by(|a, b| a.id.cmp(&b.id));
@@ -169,6 +154,50 @@ pub fn outside_changes(
             .map(|k| change(EVENT_KEY_REMOVED, k, false, &[])),
     );
     out
+}
+
+/// What changed from `o` (none: the key is new) to `n`: one event per kind.
+fn key_changes(o: Option<&ApiKey>, n: &ApiKey) -> Vec<OutsideChange> {
+    let Some(o) = o else {
+        return vec![change(EVENT_KEY_CREATED, n, true, &[])];
+    };
+    if o.workspace != n.workspace {
+        let to = [("moved_to", Value::from(n.workspace.clone()))];
+        let from = [("moved_from", Value::from(o.workspace.clone()))];
+        return vec![
+            change(EVENT_KEY_REMOVED, o, false, &to),
+            change(EVENT_KEY_CREATED, n, true, &from),
+        ];
+    }
+    let mut out = Vec::new();
+    if o.secret_sha256 != n.secret_sha256 {
+        out.push(change(EVENT_KEY_ROTATED, n, false, &[]));
+    }
+    if o.scope != n.scope {
+        let old_scope = [("old_scope", Value::from(o.scope.as_str()))];
+        out.push(change(EVENT_KEY_SCOPE_CHANGED, n, false, &old_scope));
+    }
+    match (o.revoked_at, n.revoked_at) {
+        (None, Some(_)) => out.push(change(EVENT_KEY_REVOKED, n, false, &[])),
+        (Some(_), None) => out.push(change(EVENT_KEY_REINSTATED, n, false, &[])),
+        _ => {}
+    }
+    if out.is_empty() {
+        out.push(change(EVENT_KEY_EDITED, n, false, &[]));
+    }
+    out
+}
+
+/// Whether the record at `seq` of `workspace`'s log is an `apikey.*` event
+/// of the key `key_id`: the writer's claim that it recorded its change.
+fn claim_holds(state: &AppState, workspace: &str, seq: u64, key_id: Option<&str>) -> bool {
+    let Ok(Some(log)) = state.workspaces.open(workspace, false) else {
+        return false;
+    };
+    let record = log.iter_from(seq).next();
+    matches!(record, Some(Ok(r)) if r.seq == seq
+        && r.event.event_type.starts_with("apikey.")
+        && r.event.context.get("key_id").and_then(Value::as_str) == key_id)
 }
 
 /// Appends `event` to `workspace`'s log, or to the server's log when that
@@ -213,14 +242,15 @@ pub(crate) fn look(state: &AppState, last_refusal: Option<String>) -> Option<Str
         Ok(()) => None,
         Err(e) => Some(e.to_string()),
     };
-    if let Some(reason) = refusal.as_ref().filter(|r| Some(*r) != last_refusal.as_ref()) {
+    if let Some(reason) = refusal
+        .as_ref()
+        .filter(|r| Some(*r) != last_refusal.as_ref())
+    {
         eprintln!("chainlog serve: {reason} (the keys as last read stay in force)");
         let mut event = Event::new(Timestamp::now(), EVENT_KEYS_RELOAD_REFUSED, "system");
         event.outcome = Outcome::Failure;
         event.resource = Some(KEYS_FILE_NAME.into());
-        event
-            .context
-            .insert("reason".into(), reason.clone().into());
+        event.context.insert("reason".into(), reason.clone().into());
         record(state, None, false, &event);
     }
     record_outside_changes(state);
@@ -230,7 +260,17 @@ pub(crate) fn look(state: &AppState, last_refusal: Option<String>) -> Option<Str
 /// Records the changes made outside the API found so far. Blocking.
 pub(crate) fn record_outside_changes(state: &AppState) {
     for found in state.keys.take_outside_changes() {
-        record(state, Some(&found.workspace), found.create, &found.event);
+        let recorded = found.claimed_seq.is_some_and(|seq| {
+            claim_holds(
+                state,
+                &found.workspace,
+                seq,
+                found.event.resource.as_deref(),
+            )
+        });
+        if !recorded {
+            record(state, Some(&found.workspace), found.create, &found.event);
+        }
     }
 }
 
@@ -316,13 +356,16 @@ mod tests {
         let mut recorded = a.clone();
         recorded.revoked_at = Some(Timestamp::now());
         recorded.event_seq = Some(9);
-        assert!(outside_changes(&old, &map(vec![recorded, b.clone()])).is_empty());
+        let found = outside_changes(&old, &map(vec![recorded, b.clone()]));
+        assert_eq!(types(&found), [("acme", EVENT_KEY_REVOKED)]);
+        assert_eq!(found[0].claimed_seq, Some(9));
         let mut deferred = a.clone();
         deferred.revoked_at = Some(Timestamp::now());
         deferred.event_seq = None;
         deferred.pending_by = Some("root".into());
         let found = outside_changes(&old, &map(vec![deferred, b.clone()]));
         assert_eq!(types(&found), [("acme", EVENT_KEY_REVOKED)]);
+        assert_eq!(found[0].claimed_seq, None);
         assert_eq!(found[0].event.context["changed_by"], "root");
 
         // Moved to another workspace: removed there, created here.

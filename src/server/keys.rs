@@ -539,8 +539,7 @@ impl KeyStore {
 
     /// Refuses an admin key change over HTTP under `--admin-keys local-only`.
     fn check_via(&self, scope: Scope, by: &ChangedBy) -> Result<(), KeyError> {
-        if scope == Scope::Admin && by.via == Via::Http && self.admin_keys == AdminKeys::LocalOnly
-        {
+        if scope == Scope::Admin && by.via == Via::Http && self.admin_keys == AdminKeys::LocalOnly {
             return Err(KeyError::LocalOnly);
         }
         Ok(())

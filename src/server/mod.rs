@@ -60,8 +60,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::hash::checkpoint::NoteSigner;
 use crate::server::audit::FailureLimiter;
 use crate::server::keys::{AdminKeys, KeyError, KeyStore};
-use crate::storage::perms::{self, UnsafeFileError};
 use crate::server::workspace::Workspaces;
+use crate::storage::perms::{self, UnsafeFileError};
 
 /// Bounds on what one request may ask for.
 #[derive(Debug, Clone)]
@@ -356,8 +356,8 @@ impl Server {
             key_watch::record_outside_changes(&closing);
             closing.workspaces.close_all(grace)
         })
-            .await
-            .unwrap_or_default();
+        .await
+        .unwrap_or_default();
         if failures.is_empty() {
             Ok(())
         } else {

@@ -155,7 +155,11 @@ impl FsLock {
             &dir_lock.0,
             LOCK_FILE_NAME,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(PRIVATE_FILE_MODE),
+            Mode::from_raw_mode(if perms::is_group_shared(dir) {
+                SHARED_FILE_MODE
+            } else {
+                PRIVATE_FILE_MODE
+            }),
         )
         .map_err(|e| match e {
             rustix::io::Errno::LOOP => io::Error::other(format!(

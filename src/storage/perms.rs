@@ -154,7 +154,10 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     } else {
         PRIVATE_DIR_MODE
     };
-    fs::DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
     if shared {
         // The umask may have narrowed the mode; the group is meant to read.
         fs::set_permissions(dir, fs::Permissions::from_mode(SET_GID | SHARED_DIR_MODE))?;

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use chainlog::server::key_watch::server_running;
 use chainlog::server::keys::{ChangedBy, KeyAudit, KeyError, KeyInfo, KeyStore, Scope, Via};
-use chainlog::storage::perms::check_dir_owner;
 use chainlog::server::workspace::Workspaces;
+use chainlog::storage::perms::check_dir_owner;
 use chainlog::{Event, Receipt};
 use clap::{Args, Subcommand};
 
@@ -229,7 +229,12 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
             let dir = data.checked()?;
             let store = open_store(dir)?;
             let issued = store
-                .create(&workspace, scope, &actor.changed_by(), &CliAudit { data: dir })
+                .create(
+                    &workspace,
+                    scope,
+                    &actor.changed_by(),
+                    &CliAudit { data: dir },
+                )
                 .map_err(key_error)?;
             if !quiet {
                 outln!(

@@ -51,7 +51,11 @@ pub fn open_read_only(dir: &Path) -> Result<Log, CliError> {
 }
 
 /// Runs `chainlog init`.
-pub fn init(global: &Global, segment_bytes: u64, group: Option<&str>) -> Result<ExitCode, CliError> {
+pub fn init(
+    global: &Global,
+    segment_bytes: u64,
+    group: Option<&str>,
+) -> Result<ExitCode, CliError> {
     let dir = global.dir()?;
     if let Some(name) = group {
         let gid = chainlog::storage::perms::group_id(name).ok_or_else(|| {
