@@ -93,17 +93,26 @@ fn chown(path: &Path, uid: u32) {
 
 /// `chainlog serve` that must refuse to start; returns its stderr.
 fn serve_refused(data: &Path, extra: &[&str]) -> String {
-    let out = chainlog()
+    let mut child = chainlog()
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(extra)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(
-        !out.status.success(),
-        "the server started: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // A server that starts runs until stopped: give it time to refuse.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
     String::from_utf8(out.stderr).unwrap()
 }
 

@@ -20,15 +20,11 @@
 //! re-reads the file whenever its size, inode, modification time, mode or
 //! owner changes.
 //!
-//! The file is refused (not read, so the keys as last read stay in force)
-//! when it, or the data directory, is writable by group or others or owned
-//! by another user, and when it is a symbolic link. Changes made to it
-//! outside a [`KeyStore`] (an edit, or the CLI while a server held the
-//! workspace's log) are found by comparing it with the keys as last read;
-//! [`KeyStore::take_outside_changes`] hands them out as events to record
-//! (see [`super::key_watch`]). A key's `event_seq` is the seq of the event
-//! that recorded its latest change; a change that leaves it as it was (or
-//! removes it) was not recorded by whoever made it.
+//! The file is refused (not read: the keys as last read stay in force)
+//! when others may write it ([`super::key_policy`]) or it is a symbolic
+//! link. Changes made outside a [`KeyStore`] are found by comparing the
+//! file with the keys as last read, and handed out as events to record by
+//! [`KeyStore::take_outside_changes`] ([`super::key_watch`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,9 +44,11 @@ use subtle::ConstantTimeEq;
 
 use crate::event::{Event, Outcome, Timestamp};
 use crate::log::Receipt;
+use crate::server::key_policy::{check_key_file, check_via, KeyFileCheck};
+pub use crate::server::key_policy::{AdminKeys, Via};
 use crate::server::key_watch::{outside_changes, OutsideChange};
 use crate::server::workspace::{validate_workspace_name, WorkspaceNameError};
-use crate::storage::perms::{check_owner_and_mode, UnsafeFileError};
+use crate::storage::perms::UnsafeFileError;
 
 /// The key file's name in the data directory.
 pub const KEYS_FILE_NAME: &str = "keys.json";
@@ -225,28 +223,6 @@ pub struct ChangedBy {
     pub ip: Option<IpAddr>,
     /// Whether the change comes over HTTP or from the machine.
     pub via: Via,
-}
-
-/// Where a key change comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// The machine itself: the CLI, by a user who can write the data
-    /// directory.
-    Local,
-    /// The HTTP API, with an admin key.
-    Http,
-}
-
-/// Who may create and change admin keys (`chainlog serve --admin-keys`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AdminKeys {
-    /// Admin keys may be created, rotated and revoked over HTTP too.
-    #[default]
-    Any,
-    /// Admin keys are created, rotated and revoked only from the machine
-    /// (`chainlog apikey`): a stolen admin key cannot mint admin keys or
-    /// lock the real ones out.
-    LocalOnly,
 }
 
 /// Records key changes in a workspace's log. The change is made only if
@@ -537,14 +513,6 @@ impl KeyStore {
         self.refresh()
     }
 
-    /// Refuses an admin key change over HTTP under `--admin-keys local-only`.
-    fn check_via(&self, scope: Scope, by: &ChangedBy) -> Result<(), KeyError> {
-        if scope == Scope::Admin && by.via == Via::Http && self.admin_keys == AdminKeys::LocalOnly {
-            return Err(KeyError::LocalOnly);
-        }
-        Ok(())
-    }
-
     /// Replaces the cache with `by_id`, noting what changed outside.
     fn replace_cache(&self, stamp: Option<FileStamp>, by_id: HashMap<String, ApiKey>) {
         let mut cache = self.cache.write();
@@ -636,7 +604,7 @@ impl KeyStore {
     ) -> Result<IssuedKey, KeyError> {
         validate_workspace_name(workspace)?;
         check_actor(&by.actor)?;
-        self.check_via(scope, by)?;
+        check_via(self.admin_keys, scope, by)?;
         self.change(|file| {
             let id = loop {
                 let id = hex(&random::<8>()?);
@@ -692,7 +660,7 @@ impl KeyStore {
             if !key.is_active() {
                 return Err(KeyError::Revoked(id.to_string()));
             }
-            self.check_via(key.scope, by)?;
+            check_via(self.admin_keys, key.scope, by)?;
             let secret = new_secret()?;
             let now = Timestamp::now();
             let event = key_event(EVENT_KEY_ROTATED, key, by, now);
@@ -727,7 +695,7 @@ impl KeyStore {
             if !key.is_active() {
                 return Err(KeyError::Revoked(id.to_string()));
             }
-            self.check_via(key.scope, by)?;
+            check_via(self.admin_keys, key.scope, by)?;
             let now = Timestamp::now();
             let event = key_event(EVENT_KEY_REVOKED, key, by, now);
             let receipt = audit.record(&key.workspace.clone(), false, &event)?;
@@ -857,13 +825,10 @@ fn read_key_file(path: &Path) -> Result<(Option<FileStamp>, Option<KeyFile>), Ke
         Err(e) => return Err(io_err(e)),
     };
     let metadata = file.metadata().map_err(io_err)?;
-    // Whoever else can write the file, or replace it in its directory, could
-    // add a working admin key.
-    check_owner_and_mode(&metadata, path, "key file", 0o022)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let dir_meta = fs::metadata(dir).map_err(io_err)?;
-        check_owner_and_mode(&dir_meta, dir, "data directory", 0o022)?;
-    }
+    check_key_file(&metadata, path).map_err(|e| match e {
+        KeyFileCheck::Unsafe(e) => KeyError::Unsafe(e),
+        KeyFileCheck::Io(e) => io_err(e),
+    })?;
     if metadata.len() > MAX_KEYS_FILE_BYTES {
         return Err(bad(format!("it is over {MAX_KEYS_FILE_BYTES} bytes")));
     }

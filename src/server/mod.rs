@@ -42,6 +42,7 @@ mod conn;
 pub mod error;
 mod ingest;
 mod intake;
+pub mod key_policy;
 pub mod key_watch;
 pub mod keys;
 pub mod params;

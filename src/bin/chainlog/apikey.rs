@@ -26,7 +26,8 @@ const DEFAULT_ACTOR: &str = "admin-cli";
 #[derive(Debug, Subcommand)]
 pub enum ApikeyCommand {
     /// Create a key for a workspace (creating the workspace if needed); the
-    /// key is printed once, alone on the last line.
+    /// key is printed once, alone on the last line. Under `chainlog serve
+    /// --admin-keys local-only` this is the only way to make an admin key.
     Create {
         #[command(flatten)]
         data: DataArg,
@@ -51,7 +52,9 @@ pub enum ApikeyCommand {
         #[command(flatten)]
         actor: ActorArg,
     },
-    /// Revoke a key for good.
+    /// Revoke a key for good. Works while `chainlog serve` runs: the key is
+    /// refused from the server's next request on, and the server records
+    /// the event (the break-glass path for a stolen key).
     Revoke {
         #[command(flatten)]
         data: DataArg,
