@@ -513,6 +513,12 @@ fn links_inside_a_log_directory_are_refused() {
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
     fs::remove_file(dir.join("tile")).unwrap();
+    // Deeper down: a level of `tile/` pointing out of the log.
+    fs::create_dir(dir.join("tile")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("tile/0")).unwrap();
+    let err = Log::open(&dir, Options::default()).unwrap_err();
+    assert!(err.to_string().contains("tile/0"), "{err}");
+    fs::remove_dir_all(dir.join("tile")).unwrap();
     // A segment replaced by a link to a copy of itself.
     let segment = fs::read_dir(&dir)
         .unwrap()

@@ -41,12 +41,26 @@ fn no_follow(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     }
 }
 
-/// Refuses a log directory that has a symbolic link among its entries.
+/// How deep [`refuse_links_in`] looks: a log's deepest files are tiles,
+/// `tile/<level>/<digits>.p/<width>`, where `<digits>` may be several
+/// directories deep.
+const MAX_LINK_SCAN_DEPTH: usize = 8;
+
+/// Refuses a log directory that has a symbolic link among its entries or
+/// in its subdirectories (`tile/`, `quarantine/`). The file types come with
+/// the directory listing, so this costs one `readdir` per directory.
 fn refuse_links_in(dir: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_symlink() {
-            return Err(link_refused(&entry.path()));
+    let mut dirs = vec![(dir.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                return Err(link_refused(&entry.path()));
+            }
+            if kind.is_dir() && depth < MAX_LINK_SCAN_DEPTH {
+                dirs.push((entry.path(), depth + 1));
+            }
         }
     }
     Ok(())
