@@ -353,7 +353,9 @@ impl Server {
         api::write_summaries(&state, true).await;
         let closing = state.clone();
         let failures = tokio::task::spawn_blocking(move || {
-            // Changes noticed since the last look are recorded before the logs close.
+            // Changes made since the last look are recorded before the logs
+            // close (a refusal was recorded by the watcher already).
+            let _ = closing.keys.reload();
             key_watch::record_outside_changes(&closing);
             closing.workspaces.close_all(grace)
         })
