@@ -338,11 +338,28 @@ fn the_cli_revokes_a_key_while_the_server_runs() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("running server"), "{stdout}");
+    assert!(
+        stdout.contains("running server") && stdout.contains("recorded apikey.revoked as seq"),
+        "{stdout}"
+    );
     assert_eq!(events_ok(&server, &stolen), 401, "revoked at once");
     let revoked = wait_for_record(&data.join("workspaces/acme"), "apikey.revoked", |r| {
         r.event.event_type == "apikey.revoked"
     });
+    // The seq the CLI printed is the event's, written back into keys.json.
+    assert!(
+        stdout.contains(&format!("as seq {})", revoked.seq)),
+        "{stdout}"
+    );
+    let entry = keys_json(&data)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == key_id(&stolen))
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["event_seq"], revoked.seq);
+    assert!(entry.get("pending_by").is_none(), "{entry}");
     assert_eq!(revoked.event.context["key_id"], key_id(&stolen));
     assert_eq!(revoked.event.context["changed_by"], "oncall");
 

@@ -9,7 +9,8 @@
 //! workspace the key belongs to: keys added, removed, revoked, reinstated,
 //! rotated, moved or given another scope by an edit, and the changes
 //! `chainlog apikey` makes while the server holds the workspace's log
-//! (the CLI's user is then in the context as `changed_by`). A reload that
+//! (the CLI's user is then in the context as `changed_by`); the event's seq
+//! is then written back into the key's `event_seq`. A reload that
 //! is refused (unsafe mode or owner, a symbolic link, invalid content)
 //! leaves the keys as last read in force and is recorded once, as
 //! `apikey.reload_refused`, in the server's own log (`server-log/`): it
@@ -202,16 +203,20 @@ fn claim_holds(state: &AppState, workspace: &str, seq: u64, key_id: Option<&str>
 
 /// Appends `event` to `workspace`'s log, or to the server's log when that
 /// fails (with the workspace and the failure in the context).
-fn record(state: &AppState, workspace: Option<&str>, create: bool, event: &Event) {
+/// Returns the seq when it went to the workspace's log.
+fn record(state: &AppState, workspace: Option<&str>, create: bool, event: &Event) -> Option<u64> {
     let appended = match workspace {
         Some(w) => match state.workspaces.open(w, create) {
-            Ok(Some(log)) => log.append(event).map(drop).map_err(|e| e.to_string()),
+            Ok(Some(log)) => log.append(event).map(|r| r.seq).map_err(|e| e.to_string()),
             Ok(None) => Err("the workspace has no log".to_string()),
             Err(e) => Err(e.to_string()),
         },
         None => Err(String::new()),
     };
-    let Err(why) = appended else { return };
+    let why = match appended {
+        Ok(seq) => return Some(seq),
+        Err(why) => why,
+    };
     let mut event = event.clone();
     if let Some(w) = workspace {
         eprintln!(
@@ -232,6 +237,7 @@ fn record(state: &AppState, workspace: Option<&str>, create: bool, event: &Event
             event.event_type
         );
     }
+    None
 }
 
 /// One look at the key file: reload it, record a refusal (once per
@@ -251,7 +257,7 @@ pub(crate) fn look(state: &AppState, last_refusal: Option<String>) -> Option<Str
         event.outcome = Outcome::Failure;
         event.resource = Some(KEYS_FILE_NAME.into());
         event.context.insert("reason".into(), reason.clone().into());
-        record(state, None, false, &event);
+        let _ = record(state, None, false, &event);
     }
     record_outside_changes(state);
     refusal
@@ -268,8 +274,18 @@ pub(crate) fn record_outside_changes(state: &AppState) {
                 found.event.resource.as_deref(),
             )
         });
-        if !recorded {
-            record(state, Some(&found.workspace), found.create, &found.event);
+        if recorded {
+            continue;
+        }
+        let seq = record(state, Some(&found.workspace), found.create, &found.event);
+        // Written back into the file, so that the CLI can report the seq and
+        // no later look takes the change for an unrecorded one.
+        if let (Some(seq), Some(id)) = (seq, found.event.resource.as_deref()) {
+            if let Err(e) = state.keys.note_recorded(id, seq) {
+                eprintln!(
+                    "chainlog serve: noting in keys.json that key {id}'s change is seq {seq}: {e}"
+                );
+            }
         }
     }
 }

@@ -593,6 +593,31 @@ impl KeyStore {
         Ok(self.cache.read().by_id.get(id).map(KeyInfo::from))
     }
 
+    /// The seq of the event that recorded key `id`'s latest change, as the
+    /// file says; none while a running server has yet to record it.
+    pub fn recorded_seq(&self, id: &str) -> Result<Option<u64>, KeyError> {
+        self.refresh()?;
+        Ok(self.cache.read().by_id.get(id).and_then(|k| k.event_seq))
+    }
+
+    /// Notes that the change of key `id` made outside this store was
+    /// recorded at `seq` of its workspace's log (when the file has no seq
+    /// for it yet).
+    pub fn note_recorded(&self, id: &str, seq: u64) -> Result<(), KeyError> {
+        let cached = self.cache.read().by_id.get(id).map(|k| k.event_seq);
+        if !matches!(cached, Some(None)) {
+            return Ok(());
+        }
+        self.change(|file| {
+            let key = file.keys.iter_mut().find(|k| k.id == id);
+            if let Some(key) = key.filter(|k| k.event_seq.is_none()) {
+                key.event_seq = Some(seq);
+                key.pending_by = None;
+            }
+            Ok(((), "", None))
+        })
+    }
+
     /// Creates a key for `workspace` (whose log is created if missing),
     /// after recording `apikey.created` there.
     pub fn create(

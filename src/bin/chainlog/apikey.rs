@@ -197,13 +197,35 @@ fn open_store(data: &Path) -> Result<KeyStore, CliError> {
     KeyStore::open(data).map_err(key_error)
 }
 
-/// How the event was recorded, for the messages.
-fn recorded(event: &str, receipt: Option<Receipt>) -> String {
-    match receipt {
-        Some(r) => format!("{event} is seq {} of the workspace's log", r.seq),
-        None => format!(
-            "the running server holds the workspace's log and records {event} when it notices the change"
-        ),
+/// How long the CLI waits for a running server to record a change it left
+/// to it; the server looks at least every half second.
+const SERVER_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How the event was recorded, for the messages. A change left to a
+/// running server is waited for (the change itself is in force already).
+fn recorded(store: &KeyStore, id: &str, event: &str, receipt: Option<Receipt>) -> String {
+    if let Some(r) = receipt {
+        return format!("{event} is seq {} of the workspace's log", r.seq);
+    }
+    let deadline = std::time::Instant::now() + SERVER_RECORD_WAIT;
+    loop {
+        if let Ok(Some(seq)) = store.recorded_seq(id) {
+            return format!(
+                "the running server holds the workspace's log and recorded {event} as seq {seq}"
+            );
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "chainlog: warning: the running server has not recorded {event} within {} s; \
+                 the change is in force, and the server records it when it next looks at keys.json \
+                 (see its standard error if it does not)",
+                SERVER_RECORD_WAIT.as_secs()
+            );
+            return format!(
+                "the running server holds the workspace's log and is to record {event}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -245,7 +267,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
                     issued.key.id,
                     issued.key.workspace,
                     issued.key.scope,
-                    recorded("apikey.created", issued.receipt)
+                    recorded(&store, &issued.key.id, "apikey.created", issued.receipt)
                 )?;
                 outln!("the key is shown only now; send it as `Authorization: Bearer <key>`:")?;
             }
@@ -262,7 +284,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
                     "rotated API key {} of workspace {}: the old secret no longer works ({})",
                     issued.key.id,
                     issued.key.workspace,
-                    recorded("apikey.rotated", issued.receipt)
+                    recorded(&store, &issued.key.id, "apikey.rotated", issued.receipt)
                 )?;
                 outln!("the new key is shown only now:")?;
             }
@@ -278,7 +300,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
                 "revoked API key {} of workspace {} ({})",
                 revoked.key.id,
                 revoked.key.workspace,
-                recorded("apikey.revoked", revoked.receipt)
+                recorded(&store, &revoked.key.id, "apikey.revoked", revoked.receipt)
             )?;
         }
         ApikeyCommand::List {
