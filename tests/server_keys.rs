@@ -646,4 +646,25 @@ fn writing_to_another_users_log_is_refused() {
     assert!(!data.join("keys.json").exists());
     let stderr = serve_refused(&data, &[]);
     assert!(stderr.contains("owned by uid"), "{stderr}");
+    // The explicit override (modes are still checked).
+    let out = chainlog()
+        .args(["apikey", "create", "--workspace", "acme", "--scope", "read"])
+        .args(["--allow-other-owner", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    chown(&data.join("keys.json"), OTHER_UID);
+    let list = |extra: &[&str]| {
+        chainlog()
+            .args(["apikey", "list", "--data"])
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(!list(&[]).status.success());
+    assert!(list(&["--allow-other-owner"]).status.success());
+    chmod(&data.join("keys.json"), 0o666);
+    assert!(!list(&["--allow-other-owner"]).status.success());
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 use crate::server::keys::{ChangedBy, KeyError, Scope};
-use crate::storage::perms::{check_owner_and_mode, UnsafeFileError};
+use crate::storage::perms::{check_mode, check_owner_and_mode, UnsafeFileError};
 
 /// Where a key change comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +50,24 @@ pub(crate) enum KeyFileCheck {
 /// Refuses a key file (`meta`, of `path`) or data directory that is
 /// writable by group or others or owned by another user: whoever else can
 /// write the file, or replace it in its directory, could add a working
-/// admin key.
-pub(crate) fn check_key_file(meta: &Metadata, path: &Path) -> Result<(), KeyFileCheck> {
-    check_owner_and_mode(meta, path, "key file", 0o022).map_err(KeyFileCheck::Unsafe)?;
+/// admin key. With `other_owner`, only the modes are checked.
+pub(crate) fn check_key_file(
+    meta: &Metadata,
+    path: &Path,
+    other_owner: bool,
+) -> Result<(), KeyFileCheck> {
+    let check = |meta: &Metadata, path: &Path, what: &str| {
+        if other_owner {
+            check_mode(meta, path, what, 0o022)
+        } else {
+            check_owner_and_mode(meta, path, what, 0o022)
+        }
+        .map_err(KeyFileCheck::Unsafe)
+    };
+    check(meta, path, "key file")?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let dir_meta = fs::metadata(dir).map_err(KeyFileCheck::Io)?;
-        check_owner_and_mode(&dir_meta, dir, "data directory", 0o022)
-            .map_err(KeyFileCheck::Unsafe)?;
+        check(&dir_meta, dir, "data directory")?;
     }
     Ok(())
 }

@@ -459,14 +459,24 @@ pub struct KeyStore {
     outside: parking_lot::Mutex<Vec<OutsideChange>>,
     /// A server's shared lock on the data directory, held for the store's life.
     _server_lock: Option<File>,
+    /// Whether a key file and data directory of another user are accepted
+    /// (their modes are checked all the same).
+    other_owner: bool,
 }
 
 impl KeyStore {
     /// Opens the key store of the data directory `dir` (no key file yet
     /// means no keys).
     pub fn open(dir: &Path) -> Result<KeyStore, KeyError> {
+        KeyStore::open_as(dir, false)
+    }
+
+    /// [`KeyStore::open`], accepting a key file and data directory owned by
+    /// another user when `other_owner` (`chainlog apikey
+    /// --allow-other-owner`).
+    pub fn open_as(dir: &Path, other_owner: bool) -> Result<KeyStore, KeyError> {
         let path = dir.join(KEYS_FILE_NAME);
-        let (stamp, file) = read_key_file(&path)?;
+        let (stamp, file) = read_key_file(&path, other_owner)?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
             path,
@@ -477,6 +487,7 @@ impl KeyStore {
             admin_keys: AdminKeys::Any,
             outside: parking_lot::Mutex::new(Vec::new()),
             _server_lock: None,
+            other_owner,
         })
     }
 
@@ -533,7 +544,7 @@ impl KeyStore {
         if stamp == self.cache.read().stamp {
             return Ok(());
         }
-        let (stamp, file) = read_key_file(&self.path)?;
+        let (stamp, file) = read_key_file(&self.path, self.other_owner)?;
         self.replace_cache(stamp, index(file));
         Ok(())
     }
@@ -752,7 +763,7 @@ impl KeyStore {
             }
         })?;
         let _lock = lock_keys(&self.dir)?;
-        let (stamp, file) = read_key_file(&self.path)?;
+        let (stamp, file) = read_key_file(&self.path, self.other_owner)?;
         self.replace_cache(stamp, index(file.clone()));
         let mut file = file.unwrap_or_else(KeyFile::empty);
         let (out, event, seq) = f(&mut file)?;
@@ -824,7 +835,10 @@ fn index(file: Option<KeyFile>) -> HashMap<String, ApiKey> {
 }
 
 /// Reads and checks the key file; `None` when there is none.
-fn read_key_file(path: &Path) -> Result<(Option<FileStamp>, Option<KeyFile>), KeyError> {
+fn read_key_file(
+    path: &Path,
+    other_owner: bool,
+) -> Result<(Option<FileStamp>, Option<KeyFile>), KeyError> {
     let io_err = |source| KeyError::Io {
         doing: "reading",
         path: path.to_path_buf(),
@@ -850,7 +864,7 @@ fn read_key_file(path: &Path) -> Result<(Option<FileStamp>, Option<KeyFile>), Ke
         Err(e) => return Err(io_err(e)),
     };
     let metadata = file.metadata().map_err(io_err)?;
-    check_key_file(&metadata, path).map_err(|e| match e {
+    check_key_file(&metadata, path, other_owner).map_err(|e| match e {
         KeyFileCheck::Unsafe(e) => KeyError::Unsafe(e),
         KeyFileCheck::Io(e) => io_err(e),
     })?;

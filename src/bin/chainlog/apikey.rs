@@ -193,8 +193,8 @@ fn key_error(e: KeyError) -> CliError {
     CliError::Usage(e.to_string())
 }
 
-fn open_store(data: &Path) -> Result<KeyStore, CliError> {
-    KeyStore::open(data).map_err(key_error)
+fn open_store(data: &DataArg) -> Result<KeyStore, CliError> {
+    KeyStore::open_as(&data.data, data.allow_other_owner).map_err(key_error)
 }
 
 /// How long the CLI waits for a running server to record a change it left
@@ -252,7 +252,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
         } => {
             let scope: Scope = scope.parse().map_err(key_error)?;
             let dir = data.checked()?;
-            let store = open_store(dir)?;
+            let store = open_store(&data)?;
             let issued = store
                 .create(
                     &workspace,
@@ -275,7 +275,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
         }
         ApikeyCommand::Rotate { data, id, actor } => {
             let dir = data.checked()?;
-            let store = open_store(dir)?;
+            let store = open_store(&data)?;
             let issued = store
                 .rotate(&id, None, &actor.changed_by(), &CliAudit { data: dir })
                 .map_err(key_error)?;
@@ -292,7 +292,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
         }
         ApikeyCommand::Revoke { data, id, actor } => {
             let dir = data.checked()?;
-            let store = open_store(dir)?;
+            let store = open_store(&data)?;
             let revoked = store
                 .revoke(&id, None, &actor.changed_by(), &CliAudit { data: dir })
                 .map_err(key_error)?;
@@ -308,7 +308,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
             workspace,
             json,
         } => {
-            let store = open_store(&data.data)?;
+            let store = open_store(&data)?;
             let keys = store.list(workspace.as_deref()).map_err(key_error)?;
             if json {
                 let text = serde_json::to_string(&keys)
