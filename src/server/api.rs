@@ -33,7 +33,7 @@ use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAIL
 use crate::server::commit::{CommitError, Records};
 use crate::server::error::ApiError;
 use crate::server::ingest;
-use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope};
+use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope, Via};
 use crate::server::params::{self, Endpoint};
 use crate::server::workspace::{validate_workspace_name, Open};
 use crate::server::AppState;
@@ -208,6 +208,7 @@ impl Caller {
         ChangedBy {
             actor: format!("apikey:{}", key.id),
             ip: Some(self.ip),
+            via: Via::Http,
         }
     }
 }
@@ -1183,7 +1184,12 @@ async fn checkpoint(State(state): State<Shared>, caller: Caller) -> Result<Respo
 struct ServerKeyAudit(Shared);
 
 impl KeyAudit for ServerKeyAudit {
-    fn record(&self, workspace: &str, create: bool, event: &Event) -> Result<Receipt, KeyError> {
+    fn record(
+        &self,
+        workspace: &str,
+        create: bool,
+        event: &Event,
+    ) -> Result<Option<Receipt>, KeyError> {
         let audit_err = |reason: String| KeyError::Audit {
             workspace: workspace.to_string(),
             reason,
@@ -1194,7 +1200,9 @@ impl KeyAudit for ServerKeyAudit {
             .open(workspace, create)
             .map_err(|e| audit_err(e.to_string()))?
             .ok_or_else(|| audit_err("the workspace has no log".into()))?;
-        log.append(event).map_err(|e| audit_err(e.to_string()))
+        log.append(event)
+            .map(Some)
+            .map_err(|e| audit_err(e.to_string()))
     }
 }
 
@@ -1210,7 +1218,7 @@ fn issued_json(issued: &crate::server::keys::IssuedKey) -> Value {
         "id": issued.key.id,
         "workspace": issued.key.workspace,
         "scope": issued.key.scope,
-        "event_seq": issued.receipt.seq,
+        "event_seq": issued.receipt.map(|r| r.seq),
     })
 }
 
@@ -1290,7 +1298,7 @@ async fn revoke_key(State(state): State<Shared>, caller: Caller) -> Result<Respo
     Ok(Json(json!({
         "id": revoked.key.id,
         "revoked_at": revoked.key.revoked_at,
-        "event_seq": revoked.receipt.seq,
+        "event_seq": revoked.receipt.map(|r| r.seq),
     }))
     .into_response())
 }

@@ -123,6 +123,11 @@ impl ApiError {
                 ApiError::bad_request("invalid_request", e.to_string())
             }
             KeyError::NotFound(_) => ApiError::not_found("key_not_found", e.to_string()),
+            KeyError::LocalOnly => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_keys_local_only",
+                e.to_string(),
+            ),
             KeyError::Revoked(_) => {
                 ApiError::new(StatusCode::CONFLICT, "key_revoked", e.to_string())
             }

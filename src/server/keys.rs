@@ -17,7 +17,14 @@
 //! workspace's log (through [`KeyAudit`]) and only then writes the file, so
 //! the CLI and a running server can both change keys, and no key change
 //! happens without its event. A server notices changes the CLI made: it
-//! re-reads the file whenever its size, inode or modification time changes.
+//! re-reads the file whenever its size, inode, modification time, mode or
+//! owner changes.
+//!
+//! The file is refused (not read: the keys as last read stay in force)
+//! when others may write it ([`super::key_policy`]) or it is a symbolic
+//! link. Changes made outside a [`KeyStore`] are found by comparing the
+//! file with the keys as last read, and handed out as events to record by
+//! [`KeyStore::take_outside_changes`] ([`super::key_watch`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,7 +44,11 @@ use subtle::ConstantTimeEq;
 
 use crate::event::{Event, Outcome, Timestamp};
 use crate::log::Receipt;
+use crate::server::key_policy::{check_key_file, check_via, KeyFileCheck};
+pub use crate::server::key_policy::{AdminKeys, Via};
+use crate::server::key_watch::{outside_changes, OutsideChange};
 use crate::server::workspace::{validate_workspace_name, WorkspaceNameError};
+use crate::storage::perms::UnsafeFileError;
 
 /// The key file's name in the data directory.
 pub const KEYS_FILE_NAME: &str = "keys.json";
@@ -132,6 +143,13 @@ pub struct ApiKey {
     /// When it was revoked; a revoked key never works again.
     #[serde(default)]
     pub revoked_at: Option<Timestamp>,
+    /// Seq (in the workspace's log) of the event that recorded the key's
+    /// latest change; none when a running server is to record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_seq: Option<u64>,
+    /// Who made the latest change when a running server is to record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_by: Option<String>,
 }
 
 impl ApiKey {
@@ -181,8 +199,10 @@ pub struct IssuedKey {
     pub key: KeyInfo,
     /// `clk_<id>_<secret>`: give it to the client; it is not stored.
     pub text: String,
-    /// The receipt of the `apikey.*` event in the workspace's log.
-    pub receipt: Receipt,
+    /// The receipt of the `apikey.*` event in the workspace's log; none
+    /// when a running server records it (the CLI, while a server holds
+    /// the workspace's log).
+    pub receipt: Option<Receipt>,
 }
 
 /// A revoked key, with the receipt of its `apikey.revoked` event.
@@ -190,8 +210,8 @@ pub struct IssuedKey {
 pub struct RevokedKey {
     /// The key, now revoked.
     pub key: KeyInfo,
-    /// The receipt of the event.
-    pub receipt: Receipt,
+    /// The receipt of the event, as for [`IssuedKey::receipt`].
+    pub receipt: Option<Receipt>,
 }
 
 /// Who changes a key: the event's actor and source address.
@@ -201,13 +221,21 @@ pub struct ChangedBy {
     pub actor: String,
     /// The client's address; none for the CLI.
     pub ip: Option<IpAddr>,
+    /// Whether the change comes over HTTP or from the machine.
+    pub via: Via,
 }
 
 /// Records key changes in a workspace's log. The change is made only if
-/// the event was appended (and is durable).
+/// the event was appended (and is durable), or handed to a running server
+/// to record (`Ok(None)`).
 pub trait KeyAudit {
     /// Appends `event` to `workspace`'s log (creating the log if `create`).
-    fn record(&self, workspace: &str, create: bool, event: &Event) -> Result<Receipt, KeyError>;
+    fn record(
+        &self,
+        workspace: &str,
+        create: bool,
+        event: &Event,
+    ) -> Result<Option<Receipt>, KeyError>;
 }
 
 /// What went wrong with keys.
@@ -272,6 +300,13 @@ pub enum KeyError {
     /// No random numbers.
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
+    /// The key file or data directory may be changed by someone other than
+    /// its owner, or belongs to another user: it is not read.
+    #[error("refusing the key file: {0}")]
+    Unsafe(#[from] UnsafeFileError),
+    /// Under `--admin-keys local-only`, an admin key change over HTTP.
+    #[error("admin keys are created, rotated and revoked only on the server's machine (`chainlog apikey`): the server runs with --admin-keys local-only")]
+    LocalOnly,
 }
 
 /// How a presented key was judged.
@@ -373,25 +408,35 @@ impl KeyFile {
 }
 
 /// What identifies one version of the key file on disk.
+/// Mode and owner are in it so that a `chmod` or `chown` alone is noticed
+/// (and refused) too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
     dev: u64,
     ino: u64,
     len: u64,
     mtime_ns: i128,
+    mode: u32,
+    uid: u32,
 }
 
 impl FileStamp {
     fn of(path: &Path) -> io::Result<Option<FileStamp>> {
-        match fs::metadata(path) {
-            Ok(m) => Ok(Some(FileStamp {
-                dev: m.dev(),
-                ino: m.ino(),
-                len: m.len(),
-                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            })),
+        match fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(FileStamp::from_metadata(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    fn from_metadata(m: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
         }
     }
 }
@@ -409,14 +454,29 @@ pub struct KeyStore {
     dir: PathBuf,
     path: PathBuf,
     cache: RwLock<Cached>,
+    admin_keys: AdminKeys,
+    /// Changes made outside this store, found but not yet handed out.
+    outside: parking_lot::Mutex<Vec<OutsideChange>>,
+    /// A server's shared lock on the data directory, held for the store's life.
+    _server_lock: Option<File>,
+    /// Whether a key file and data directory of another user are accepted
+    /// (their modes are checked all the same).
+    other_owner: bool,
 }
 
 impl KeyStore {
     /// Opens the key store of the data directory `dir` (no key file yet
     /// means no keys).
     pub fn open(dir: &Path) -> Result<KeyStore, KeyError> {
+        KeyStore::open_as(dir, false)
+    }
+
+    /// [`KeyStore::open`], accepting a key file and data directory owned by
+    /// another user when `other_owner` (`chainlog apikey
+    /// --allow-other-owner`).
+    pub fn open_as(dir: &Path, other_owner: bool) -> Result<KeyStore, KeyError> {
         let path = dir.join(KEYS_FILE_NAME);
-        let (stamp, file) = read_key_file(&path)?;
+        let (stamp, file) = read_key_file(&path, other_owner)?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
             path,
@@ -424,7 +484,54 @@ impl KeyStore {
                 stamp,
                 by_id: index(file),
             }),
+            admin_keys: AdminKeys::Any,
+            outside: parking_lot::Mutex::new(Vec::new()),
+            _server_lock: None,
+            other_owner,
         })
+    }
+
+    /// The same store, holding the lock that tells the CLI a server runs
+    /// here and records the key changes the CLI leaves to it.
+    pub fn as_server(mut self) -> Result<KeyStore, KeyError> {
+        let lock = crate::server::key_watch::hold_server_lock(&self.dir).map_err(|source| {
+            KeyError::Io {
+                doing: "locking",
+                path: self.dir.clone(),
+                source,
+            }
+        })?;
+        self._server_lock = Some(lock);
+        Ok(self)
+    }
+
+    /// The same store, with this policy for admin keys changed over HTTP.
+    pub fn with_admin_keys(mut self, admin_keys: AdminKeys) -> KeyStore {
+        self.admin_keys = admin_keys;
+        self
+    }
+
+    /// Hands out (once) the changes made outside this store that it has
+    /// found, oldest first.
+    pub fn take_outside_changes(&self) -> Vec<OutsideChange> {
+        std::mem::take(&mut *self.outside.lock())
+    }
+
+    /// Re-reads the key file if it changed on disk since it was last read,
+    /// noting changes made outside this store. On an error the keys as last
+    /// read stay in force.
+    pub fn reload(&self) -> Result<(), KeyError> {
+        self.refresh()
+    }
+
+    /// Replaces the cache with `by_id`, noting what changed outside.
+    fn replace_cache(&self, stamp: Option<FileStamp>, by_id: HashMap<String, ApiKey>) {
+        let mut cache = self.cache.write();
+        let found = outside_changes(&cache.by_id, &by_id);
+        if !found.is_empty() {
+            self.outside.lock().extend(found);
+        }
+        *cache = Cached { stamp, by_id };
     }
 
     /// Re-reads the key file if it changed on disk since it was last read.
@@ -437,11 +544,8 @@ impl KeyStore {
         if stamp == self.cache.read().stamp {
             return Ok(());
         }
-        let (stamp, file) = read_key_file(&self.path)?;
-        *self.cache.write() = Cached {
-            stamp,
-            by_id: index(file),
-        };
+        let (stamp, file) = read_key_file(&self.path, self.other_owner)?;
+        self.replace_cache(stamp, index(file));
         Ok(())
     }
 
@@ -500,6 +604,31 @@ impl KeyStore {
         Ok(self.cache.read().by_id.get(id).map(KeyInfo::from))
     }
 
+    /// The seq of the event that recorded key `id`'s latest change, as the
+    /// file says; none while a running server has yet to record it.
+    pub fn recorded_seq(&self, id: &str) -> Result<Option<u64>, KeyError> {
+        self.refresh()?;
+        Ok(self.cache.read().by_id.get(id).and_then(|k| k.event_seq))
+    }
+
+    /// Notes that the change of key `id` made outside this store was
+    /// recorded at `seq` of its workspace's log (when the file has no seq
+    /// for it yet).
+    pub fn note_recorded(&self, id: &str, seq: u64) -> Result<(), KeyError> {
+        let cached = self.cache.read().by_id.get(id).map(|k| k.event_seq);
+        if !matches!(cached, Some(None)) {
+            return Ok(());
+        }
+        self.change(|file| {
+            let key = file.keys.iter_mut().find(|k| k.id == id);
+            if let Some(key) = key.filter(|k| k.event_seq.is_none()) {
+                key.event_seq = Some(seq);
+                key.pending_by = None;
+            }
+            Ok(((), "", None))
+        })
+    }
+
     /// Creates a key for `workspace` (whose log is created if missing),
     /// after recording `apikey.created` there.
     pub fn create(
@@ -511,6 +640,7 @@ impl KeyStore {
     ) -> Result<IssuedKey, KeyError> {
         validate_workspace_name(workspace)?;
         check_actor(&by.actor)?;
+        check_via(self.admin_keys, scope, by)?;
         self.change(|file| {
             let id = loop {
                 let id = hex(&random::<8>()?);
@@ -529,9 +659,13 @@ impl KeyStore {
                 created_by: by.actor.clone(),
                 rotated_at: None,
                 revoked_at: None,
+                event_seq: None,
+                pending_by: None,
             };
             let event = key_event(EVENT_KEY_CREATED, &key, by, now);
             let receipt = audit.record(workspace, true, &event)?;
+            let mut key = key;
+            mark_recorded(&mut key, receipt, by);
             let info = KeyInfo::from(&key);
             file.keys.push(key);
             Ok((
@@ -541,7 +675,7 @@ impl KeyStore {
                     receipt,
                 },
                 EVENT_KEY_CREATED,
-                receipt.seq,
+                receipt.map(|r| r.seq),
             ))
         })
     }
@@ -562,12 +696,14 @@ impl KeyStore {
             if !key.is_active() {
                 return Err(KeyError::Revoked(id.to_string()));
             }
+            check_via(self.admin_keys, key.scope, by)?;
             let secret = new_secret()?;
             let now = Timestamp::now();
             let event = key_event(EVENT_KEY_ROTATED, key, by, now);
             let receipt = audit.record(&key.workspace.clone(), false, &event)?;
             key.secret_sha256 = hex(&secret_hash(&secret));
             key.rotated_at = Some(now);
+            mark_recorded(key, receipt, by);
             Ok((
                 IssuedKey {
                     key: KeyInfo::from(&*key),
@@ -575,7 +711,7 @@ impl KeyStore {
                     receipt,
                 },
                 EVENT_KEY_ROTATED,
-                receipt.seq,
+                receipt.map(|r| r.seq),
             ))
         })
     }
@@ -595,40 +731,49 @@ impl KeyStore {
             if !key.is_active() {
                 return Err(KeyError::Revoked(id.to_string()));
             }
+            check_via(self.admin_keys, key.scope, by)?;
             let now = Timestamp::now();
             let event = key_event(EVENT_KEY_REVOKED, key, by, now);
             let receipt = audit.record(&key.workspace.clone(), false, &event)?;
             key.revoked_at = Some(now);
+            mark_recorded(key, receipt, by);
             Ok((
                 RevokedKey {
                     key: KeyInfo::from(&*key),
                     receipt,
                 },
                 EVENT_KEY_REVOKED,
-                receipt.seq,
+                receipt.map(|r| r.seq),
             ))
         })
     }
 
-    /// Runs one change under the lock: re-read, change (which records its
-    /// event), write, and refresh the cache.
+    /// Runs one change under the lock: re-read (noting changes made
+    /// outside), change (which records its event), write, and refresh the
+    /// cache.
     fn change<T>(
         &self,
-        f: impl FnOnce(&mut KeyFile) -> Result<(T, &'static str, u64), KeyError>,
+        f: impl FnOnce(&mut KeyFile) -> Result<(T, &'static str, Option<u64>), KeyError>,
     ) -> Result<T, KeyError> {
-        fs::create_dir_all(&self.dir).map_err(|source| KeyError::Io {
-            doing: "creating",
-            path: self.dir.clone(),
-            source,
+        crate::storage::perms::create_private_dir_all(&self.dir).map_err(|source| {
+            KeyError::Io {
+                doing: "creating",
+                path: self.dir.clone(),
+                source,
+            }
         })?;
         let _lock = lock_keys(&self.dir)?;
-        let (_, file) = read_key_file(&self.path)?;
+        let (stamp, file) = read_key_file(&self.path, self.other_owner)?;
+        self.replace_cache(stamp, index(file.clone()));
         let mut file = file.unwrap_or_else(KeyFile::empty);
         let (out, event, seq) = f(&mut file)?;
-        write_key_file(&self.dir, &self.path, &file).map_err(|e| KeyError::AfterAudit {
-            event,
-            seq,
-            source: Box::new(e),
+        write_key_file(&self.dir, &self.path, &file).map_err(|e| match seq {
+            Some(seq) => KeyError::AfterAudit {
+                event,
+                seq,
+                source: Box::new(e),
+            },
+            None => e,
         })?;
         let stamp = FileStamp::of(&self.path).ok().flatten();
         *self.cache.write() = Cached {
@@ -648,6 +793,13 @@ fn find_key<'a>(
         .iter_mut()
         .find(|k| k.id == id && workspace.is_none_or(|w| k.workspace == w))
         .ok_or_else(|| KeyError::NotFound(id.to_string()))
+}
+
+/// Notes in the key who recorded its change: the event's seq, or who made
+/// it when a running server is to record it.
+fn mark_recorded(key: &mut ApiKey, receipt: Option<Receipt>, by: &ChangedBy) {
+    key.event_seq = receipt.map(|r| r.seq);
+    key.pending_by = receipt.is_none().then(|| by.actor.clone());
 }
 
 fn check_actor(actor: &str) -> Result<(), KeyError> {
@@ -683,7 +835,10 @@ fn index(file: Option<KeyFile>) -> HashMap<String, ApiKey> {
 }
 
 /// Reads and checks the key file; `None` when there is none.
-fn read_key_file(path: &Path) -> Result<(Option<FileStamp>, Option<KeyFile>), KeyError> {
+fn read_key_file(
+    path: &Path,
+    other_owner: bool,
+) -> Result<(Option<FileStamp>, Option<KeyFile>), KeyError> {
     let io_err = |source| KeyError::Io {
         doing: "reading",
         path: path.to_path_buf(),
@@ -693,21 +848,30 @@ fn read_key_file(path: &Path) -> Result<(Option<FileStamp>, Option<KeyFile>), Ke
         path: path.to_path_buf(),
         reason,
     };
-    let file = match File::open(path) {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(KeyError::Unsafe(UnsafeFileError {
+                path: path.to_path_buf(),
+                reason: "it is a symbolic link; the key file is never read through a link".into(),
+            }))
+        }
         Err(e) => return Err(io_err(e)),
     };
     let metadata = file.metadata().map_err(io_err)?;
+    check_key_file(&metadata, path, other_owner).map_err(|e| match e {
+        KeyFileCheck::Unsafe(e) => KeyError::Unsafe(e),
+        KeyFileCheck::Io(e) => io_err(e),
+    })?;
     if metadata.len() > MAX_KEYS_FILE_BYTES {
         return Err(bad(format!("it is over {MAX_KEYS_FILE_BYTES} bytes")));
     }
-    let stamp = FileStamp {
-        dev: metadata.dev(),
-        ino: metadata.ino(),
-        len: metadata.len(),
-        mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
-    };
+    let stamp = FileStamp::from_metadata(&metadata);
     let parsed: KeyFile =
         serde_json::from_reader(io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
     if parsed.format != KEYS_FORMAT || parsed.version != KEYS_VERSION {
@@ -782,6 +946,7 @@ fn lock_keys(dir: &Path) -> Result<File, KeyError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|source| KeyError::Io {
             doing: "opening",
@@ -811,20 +976,20 @@ mod tests {
             workspace: &str,
             _create: bool,
             event: &Event,
-        ) -> Result<Receipt, KeyError> {
+        ) -> Result<Option<Receipt>, KeyError> {
             let mut events = self.0.borrow_mut();
             events.push((workspace.to_string(), event.clone()));
-            Ok(Receipt {
+            Ok(Some(Receipt {
                 seq: events.len() as u64 - 1,
                 hash: crate::ChainHash([0; 32]),
-            })
+            }))
         }
     }
 
     struct Failing;
 
     impl KeyAudit for Failing {
-        fn record(&self, workspace: &str, _: bool, _: &Event) -> Result<Receipt, KeyError> {
+        fn record(&self, workspace: &str, _: bool, _: &Event) -> Result<Option<Receipt>, KeyError> {
             Err(KeyError::Audit {
                 workspace: workspace.into(),
                 reason: "disk full".into(),
@@ -836,6 +1001,7 @@ mod tests {
         ChangedBy {
             actor: "alice".into(),
             ip: None,
+            via: Via::Local,
         }
     }
 

@@ -6,7 +6,7 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `keys.json` | the API keys, as hashes ([`keys`]); mode 0600 |
+//! | `keys.json` | the API keys, as hashes ([`keys`]); mode 0600, refused when others may write it |
 //! | `keys.lock` | taken while `keys.json` changes |
 //! | `workspaces/<name>/` | each workspace's log ([`workspace`]) |
 //! | `server-log/` | refused requests that name no existing workspace |
@@ -42,6 +42,8 @@ mod conn;
 pub mod error;
 mod ingest;
 mod intake;
+pub mod key_policy;
+pub mod key_watch;
 pub mod keys;
 pub mod params;
 mod tls;
@@ -58,8 +60,9 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::hash::checkpoint::NoteSigner;
 use crate::server::audit::FailureLimiter;
-use crate::server::keys::{KeyError, KeyStore};
+use crate::server::keys::{AdminKeys, KeyError, KeyStore};
 use crate::server::workspace::Workspaces;
+use crate::storage::perms::{self, UnsafeFileError};
 
 /// Bounds on what one request may ask for.
 #[derive(Debug, Clone)]
@@ -144,6 +147,15 @@ pub struct ServerConfig {
     pub checkpoint_origin: String,
     /// Request limits.
     pub limits: Limits,
+    /// Whether admin keys may be created and changed over HTTP. Default
+    /// [`AdminKeys::Any`].
+    pub admin_keys: AdminKeys,
+    /// Share the data directory read-only with this group (files 0640,
+    /// directories 0750); default none (0600 and 0700).
+    pub group: Option<u32>,
+    /// Serve a data directory that belongs to another user. Default false:
+    /// files the server wrote would belong to the wrong user.
+    pub allow_other_owner: bool,
     /// Archive every log to S3-compatible storage on this schedule.
     /// Default none.
     #[cfg(feature = "s3")]
@@ -160,6 +172,9 @@ impl ServerConfig {
             checkpoint_signer: None,
             checkpoint_origin: "chainlog".into(),
             limits: Limits::default(),
+            admin_keys: AdminKeys::Any,
+            group: None,
+            allow_other_owner: false,
             #[cfg(feature = "s3")]
             archive: None,
         }
@@ -194,6 +209,9 @@ pub enum ServerError {
     /// The key file is unusable.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The data directory belongs to another user.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFileError),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
@@ -237,11 +255,20 @@ impl Server {
     /// Creates the data directory if needed, reads the keys and binds the
     /// listening socket. Must run inside a tokio runtime.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        if !config.allow_other_owner {
+            perms::check_dir_owner(&config.data_dir)?;
+        }
+        match config.group {
+            Some(gid) => perms::share_with_group(&config.data_dir, gid),
+            None => perms::create_private_dir_all(&config.data_dir),
+        }
+        .map_err(|source| ServerError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
-        let keys = KeyStore::open(&config.data_dir)?;
+        let keys = KeyStore::open(&config.data_dir)?
+            .with_admin_keys(config.admin_keys)
+            .as_server()?;
         let tls_config = match &config.tls {
             Some(files) => Some(tls::load_config(&files.cert, &files.key)?),
             None => None,
@@ -314,18 +341,26 @@ impl Server {
             let _ = stop_tx.send(true);
         });
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
+        let key_watch = tokio::spawn(key_watch::watch(state.clone()));
         let grace = state.limits.shutdown_grace;
         conn::serve(self.listener, app, &state.limits, stop_rx, grace).await;
         summaries.abort();
+        key_watch.abort();
         #[cfg(feature = "s3")]
         if let Some(archiver) = archiver {
             archiver.stop();
         }
         api::write_summaries(&state, true).await;
         let closing = state.clone();
-        let failures = tokio::task::spawn_blocking(move || closing.workspaces.close_all(grace))
-            .await
-            .unwrap_or_default();
+        let failures = tokio::task::spawn_blocking(move || {
+            // Changes made since the last look are recorded before the logs
+            // close (a refusal was recorded by the watcher already).
+            let _ = closing.keys.reload();
+            key_watch::record_outside_changes(&closing);
+            closing.workspaces.close_all(grace)
+        })
+        .await
+        .unwrap_or_default();
         if failures.is_empty() {
             Ok(())
         } else {

@@ -11,12 +11,18 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
 use crate::server::ServerError;
+use crate::storage::perms::check_mode;
 
 /// Loads a PEM certificate chain and private key.
 pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ServerError> {
     let tls_err = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
         ServerError::Tls(format!("{what} {}: {e}", path.display()))
     };
+    // A private key others can read is as good as published: refuse to
+    // serve with it rather than lend it credibility.
+    let meta = std::fs::metadata(key).map_err(|e| tls_err("reading", key, &e))?;
+    check_mode(&meta, key, "TLS private key", 0o077)
+        .map_err(|e| ServerError::Tls(format!("{e} (and consider the key exposed: replace it)")))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| tls_err("reading certificates from", cert, &e))?
         .collect::<Result<_, _>>()

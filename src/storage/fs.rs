@@ -1,17 +1,70 @@
 //! The real file system: [`FsStorage`], with `fdatasync`, preallocation,
 //! write-back hints, and the writer lock: an `flock` on the log directory
 //! itself and on its lock file.
+//!
+//! Files are created 0600 and directories 0700, or 0640 and 0750 inside a
+//! directory shared with a group ([`super::perms`]). No symbolic link is
+//! followed inside a log directory: files are opened with `O_NOFOLLOW`, a
+//! directory to create that is a link is refused, and taking the writer
+//! lock refuses a log directory with a link among its entries (a `tile/`
+//! or `quarantine/` pointing elsewhere would send writes there).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
 
+use super::perms::{self, PRIVATE_FILE_MODE, SHARED_FILE_MODE};
 use super::{DirLock, Storage, StorageFile, LOCK_FILE_NAME};
+
+/// The error for a symbolic link found where chainlog does not follow one.
+fn link_refused(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} is a symbolic link; chainlog does not follow links inside a log directory \
+         (replace it with the real file or directory)",
+        path.display()
+    ))
+}
+
+/// `ELOOP` from an `O_NOFOLLOW` open becomes [`link_refused`].
+fn no_follow(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            link_refused(path)
+        } else {
+            e
+        }
+    }
+}
+
+/// How deep [`refuse_links_in`] looks: a log's deepest files are tiles,
+/// `tile/<level>/<digits>.p/<width>`, where `<digits>` may be several
+/// directories deep.
+const MAX_LINK_SCAN_DEPTH: usize = 8;
+
+/// Refuses a log directory that has a symbolic link among its entries or
+/// in its subdirectories (`tile/`, `quarantine/`). The file types come with
+/// the directory listing, so this costs one `readdir` per directory.
+fn refuse_links_in(dir: &Path) -> io::Result<()> {
+    let mut dirs = vec![(dir.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                return Err(link_refused(&entry.path()));
+            }
+            if kind.is_dir() && depth < MAX_LINK_SCAN_DEPTH {
+                dirs.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -116,7 +169,11 @@ impl FsLock {
             &dir_lock.0,
             LOCK_FILE_NAME,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(if perms::is_group_shared(dir) {
+                SHARED_FILE_MODE
+            } else {
+                PRIVATE_FILE_MODE
+            }),
         )
         .map_err(|e| match e {
             rustix::io::Errno::LOOP => io::Error::other(format!(
@@ -124,16 +181,23 @@ impl FsLock {
             )),
             e => e.into(),
         })?;
-        Ok(FsLock {
+        let lock = FsLock {
             _file: Flock::take(file_fd)?,
             _dir: dir_lock,
-        })
+        };
+        // Checked under the lock: no other chainlog writer can add a link
+        // while it is held.
+        refuse_links_in(dir)?;
+        Ok(lock)
     }
 }
 
 impl Storage for FsStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(link_refused(dir));
+        }
+        perms::create_private_dir_all(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -148,17 +212,34 @@ impl Storage for FsStorage {
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let shared = path.parent().is_some_and(perms::is_group_shared);
+        let mode = if shared {
+            SHARED_FILE_MODE
+        } else {
+            PRIVATE_FILE_MODE
+        };
+        // `create_new` (O_EXCL) never follows a link: one in the way fails
+        // as "exists".
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(mode)
             .open(path)?;
+        if shared {
+            // The umask may have narrowed the mode; the group is meant to read.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         Ok(Arc::new(FsFile(file)))
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new().read(true).write(write).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(no_follow(path))?;
         Ok(Arc::new(FsFile(file)))
     }
 

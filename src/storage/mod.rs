@@ -8,6 +8,7 @@
 
 mod clock;
 mod fs;
+pub mod perms;
 pub mod sim;
 
 pub use clock::SetClock;

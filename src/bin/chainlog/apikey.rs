@@ -1,13 +1,19 @@
 //! `chainlog apikey create|rotate|revoke|list`: the server's API keys
 //! (see `chainlog::server::keys`). Creating, rotating and revoking a key
-//! append an `apikey.*` event to the key's workspace log first.
+//! append an `apikey.*` event to the key's workspace log first. While a
+//! `chainlog serve` holds that log, the change is made in `keys.json` at
+//! once (a revoked key stops working with the server's next request) and
+//! the server records its event when it notices the change (within half a
+//! second): the break-glass path when an admin key is stolen.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chainlog::server::keys::{ChangedBy, KeyAudit, KeyError, KeyInfo, KeyStore, Scope};
+use chainlog::server::key_watch::server_running;
+use chainlog::server::keys::{ChangedBy, KeyAudit, KeyError, KeyInfo, KeyStore, Scope, Via};
 use chainlog::server::workspace::Workspaces;
+use chainlog::storage::perms::check_dir_owner;
 use chainlog::{Event, Receipt};
 use clap::{Args, Subcommand};
 
@@ -20,7 +26,8 @@ const DEFAULT_ACTOR: &str = "admin-cli";
 #[derive(Debug, Subcommand)]
 pub enum ApikeyCommand {
     /// Create a key for a workspace (creating the workspace if needed); the
-    /// key is printed once, alone on the last line.
+    /// key is printed once, alone on the last line. Under `chainlog serve
+    /// --admin-keys local-only` this is the only way to make an admin key.
     Create {
         #[command(flatten)]
         data: DataArg,
@@ -45,7 +52,9 @@ pub enum ApikeyCommand {
         #[command(flatten)]
         actor: ActorArg,
     },
-    /// Revoke a key for good.
+    /// Revoke a key for good. Works while `chainlog serve` runs: the key is
+    /// refused from the server's next request on, and the server records
+    /// the event (the break-glass path for a stolen key).
     Revoke {
         #[command(flatten)]
         data: DataArg,
@@ -74,6 +83,20 @@ pub struct DataArg {
     /// The server's data directory.
     #[arg(long, value_name = "DIR", env = "CHAINLOG_DATA")]
     data: PathBuf,
+    /// Change keys although the data directory belongs to another user
+    /// (files written now would belong to this user).
+    #[arg(long)]
+    allow_other_owner: bool,
+}
+
+impl DataArg {
+    /// The data directory, refused when another user owns it.
+    fn checked(&self) -> Result<&Path, CliError> {
+        if !self.allow_other_owner {
+            check_dir_owner(&self.data).map_err(|e| CliError::Usage(e.to_string()))?;
+        }
+        Ok(&self.data)
+    }
 }
 
 /// `--actor A`.
@@ -90,6 +113,7 @@ impl ActorArg {
         ChangedBy {
             actor: self.actor.clone().unwrap_or_else(os_user_name),
             ip: None::<IpAddr>,
+            via: Via::Local,
         }
     }
 }
@@ -127,7 +151,12 @@ struct CliAudit<'a> {
 }
 
 impl KeyAudit for CliAudit<'_> {
-    fn record(&self, workspace: &str, create: bool, event: &Event) -> Result<Receipt, KeyError> {
+    fn record(
+        &self,
+        workspace: &str,
+        create: bool,
+        event: &Event,
+    ) -> Result<Option<Receipt>, KeyError> {
         let workspaces = Workspaces::new(self.data);
         let fail = |reason: String| KeyError::Audit {
             workspace: workspace.to_string(),
@@ -136,22 +165,27 @@ impl KeyAudit for CliAudit<'_> {
         let log = match workspaces.open(workspace, create) {
             Ok(Some(log)) => log,
             Ok(None) => return Err(fail("the workspace has no log".into())),
+            // The running server records the event when it sees the change.
+            Err(chainlog::Error::Locked(_)) if server_running(self.data) => return Ok(None),
             Err(chainlog::Error::Locked(_)) => {
-                return Err(fail(format!(
-                    "its log is held by another writer, most likely a running `chainlog serve`; \
-                     change keys through the server's HTTP API with an admin key \
-                     (POST /v1/workspaces/{workspace}/keys, …/keys/ID/rotate, DELETE …/keys/ID), \
-                     or stop the server first"
-                )))
+                return Err(fail(
+                    "its log is held by another writer (not a `chainlog serve` on this data \
+                     directory); try again when it is done"
+                        .into(),
+                ))
             }
             Err(e) => return Err(fail(e.to_string())),
         };
         let receipt = log.append(event).map_err(|e| fail(e.to_string()))?;
+        // Let go of the log first: close_all waits (up to its grace) for
+        // every other holder, and this one would otherwise cost the whole
+        // wait on every command.
+        drop(log);
         let failures = workspaces.close_all(std::time::Duration::from_secs(5));
         if let Some((_, e)) = failures.into_iter().next() {
             return Err(fail(e.to_string()));
         }
-        Ok(receipt)
+        Ok(Some(receipt))
     }
 }
 
@@ -159,8 +193,40 @@ fn key_error(e: KeyError) -> CliError {
     CliError::Usage(e.to_string())
 }
 
-fn open_store(data: &Path) -> Result<KeyStore, CliError> {
-    KeyStore::open(data).map_err(key_error)
+fn open_store(data: &DataArg) -> Result<KeyStore, CliError> {
+    KeyStore::open_as(&data.data, data.allow_other_owner).map_err(key_error)
+}
+
+/// How long the CLI waits for a running server to record a change it left
+/// to it; the server looks at least every half second.
+const SERVER_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How the event was recorded, for the messages. A change left to a
+/// running server is waited for (the change itself is in force already).
+fn recorded(store: &KeyStore, id: &str, event: &str, receipt: Option<Receipt>) -> String {
+    if let Some(r) = receipt {
+        return format!("{event} is seq {} of the workspace's log", r.seq);
+    }
+    let deadline = std::time::Instant::now() + SERVER_RECORD_WAIT;
+    loop {
+        if let Ok(Some(seq)) = store.recorded_seq(id) {
+            return format!(
+                "the running server holds the workspace's log and recorded {event} as seq {seq}"
+            );
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "chainlog: warning: the running server has not recorded {event} within {} s; \
+                 the change is in force, and the server records it when it next looks at keys.json \
+                 (see its standard error if it does not)",
+                SERVER_RECORD_WAIT.as_secs()
+            );
+            return format!(
+                "the running server holds the workspace's log and is to record {event}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn key_line(k: &KeyInfo) -> String {
@@ -185,63 +251,56 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
             actor,
         } => {
             let scope: Scope = scope.parse().map_err(key_error)?;
-            let store = open_store(&data.data)?;
+            let dir = data.checked()?;
+            let store = open_store(&data)?;
             let issued = store
                 .create(
                     &workspace,
                     scope,
                     &actor.changed_by(),
-                    &CliAudit { data: &data.data },
+                    &CliAudit { data: dir },
                 )
                 .map_err(key_error)?;
             if !quiet {
                 outln!(
-                    "created API key {} for workspace {} with scope {} (apikey.created is seq {} of the workspace's log)",
+                    "created API key {} for workspace {} with scope {} ({})",
                     issued.key.id,
                     issued.key.workspace,
                     issued.key.scope,
-                    issued.receipt.seq
+                    recorded(&store, &issued.key.id, "apikey.created", issued.receipt)
                 )?;
                 outln!("the key is shown only now; send it as `Authorization: Bearer <key>`:")?;
             }
             outln!("{}", issued.text)?;
         }
         ApikeyCommand::Rotate { data, id, actor } => {
-            let store = open_store(&data.data)?;
+            let dir = data.checked()?;
+            let store = open_store(&data)?;
             let issued = store
-                .rotate(
-                    &id,
-                    None,
-                    &actor.changed_by(),
-                    &CliAudit { data: &data.data },
-                )
+                .rotate(&id, None, &actor.changed_by(), &CliAudit { data: dir })
                 .map_err(key_error)?;
             if !quiet {
                 outln!(
-                    "rotated API key {} of workspace {}: the old secret no longer works (apikey.rotated is seq {})",
+                    "rotated API key {} of workspace {}: the old secret no longer works ({})",
                     issued.key.id,
                     issued.key.workspace,
-                    issued.receipt.seq
+                    recorded(&store, &issued.key.id, "apikey.rotated", issued.receipt)
                 )?;
                 outln!("the new key is shown only now:")?;
             }
             outln!("{}", issued.text)?;
         }
         ApikeyCommand::Revoke { data, id, actor } => {
-            let store = open_store(&data.data)?;
+            let dir = data.checked()?;
+            let store = open_store(&data)?;
             let revoked = store
-                .revoke(
-                    &id,
-                    None,
-                    &actor.changed_by(),
-                    &CliAudit { data: &data.data },
-                )
+                .revoke(&id, None, &actor.changed_by(), &CliAudit { data: dir })
                 .map_err(key_error)?;
             outln!(
-                "revoked API key {} of workspace {} (apikey.revoked is seq {})",
+                "revoked API key {} of workspace {} ({})",
                 revoked.key.id,
                 revoked.key.workspace,
-                revoked.receipt.seq
+                recorded(&store, &revoked.key.id, "apikey.revoked", revoked.receipt)
             )?;
         }
         ApikeyCommand::List {
@@ -249,7 +308,7 @@ pub fn run(command: ApikeyCommand, quiet: bool) -> Result<ExitCode, CliError> {
             workspace,
             json,
         } => {
-            let store = open_store(&data.data)?;
+            let store = open_store(&data)?;
             let keys = store.list(workspace.as_deref()).map_err(key_error)?;
             if json {
                 let text = serde_json::to_string(&keys)

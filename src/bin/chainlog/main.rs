@@ -56,6 +56,11 @@ struct Cli {
     /// Print no progress bars, notes or summaries; only requested data and errors.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Write to a log directory that belongs to another user. Refused by
+    /// default: root running `append` on a service's log would leave
+    /// root-owned segments the service cannot write.
+    #[arg(long, global = true)]
+    allow_other_owner: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +73,11 @@ enum Command {
         /// K/KiB, M/MiB or G/GiB suffix. A multiple of 8 between 128 KiB and 4 GiB.
         #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
         segment_bytes: u64,
+        /// Share the log read-only with this group (a name or a gid): the
+        /// directory becomes 2750 and what is created in it 0640/0750.
+        /// Default: private, files 0600 and directories 0700.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
     },
     /// Append JSON Lines events from FILE (or stdin).
     Append {
@@ -236,8 +246,26 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         dir: cli.dir,
         quiet: cli.quiet,
     };
+    // Commands that write into the log directory refuse one another user
+    // owns (reading one is harmless).
+    let writes = match &cli.command {
+        Command::Init { .. }
+        | Command::Append { .. }
+        | Command::Retention(_)
+        | Command::Hold(_)
+        | Command::Recover(_) => global.dir.as_deref(),
+        Command::Migrate { dir } => dir.as_deref().or(global.dir.as_deref()),
+        _ => None,
+    };
+    if let (Some(dir), false) = (writes, cli.allow_other_owner) {
+        chainlog::storage::perms::check_dir_owner(dir)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
     match cli.command {
-        Command::Init { segment_bytes } => read::init(&global, segment_bytes),
+        Command::Init {
+            segment_bytes,
+            group,
+        } => read::init(&global, segment_bytes, group.as_deref()),
         Command::Append {
             durability,
             receipts,

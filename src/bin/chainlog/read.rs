@@ -45,8 +45,21 @@ pub fn open_read_only(dir: &Path) -> Result<Log, CliError> {
 }
 
 /// Runs `chainlog init`.
-pub fn init(global: &Global, segment_bytes: u64) -> Result<ExitCode, CliError> {
+pub fn init(
+    global: &Global,
+    segment_bytes: u64,
+    group: Option<&str>,
+) -> Result<ExitCode, CliError> {
     let dir = global.dir()?;
+    if let Some(name) = group {
+        let gid = chainlog::storage::perms::group_id(name).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--group {name:?}: no such group in /etc/group (give a name or a numeric gid)"
+            ))
+        })?;
+        chainlog::storage::perms::share_with_group(dir, gid)
+            .map_err(|e| CliError::io(format!("sharing {} with group {name}", dir.display()), e))?;
+    }
     let log = crate::clock::create(
         dir,
         Options {

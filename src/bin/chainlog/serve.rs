@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use chainlog::server::keys::AdminKeys;
 use chainlog::server::{shutdown_signal, Limits, Server, ServerConfig, TlsFiles};
 use clap::Args;
 
@@ -63,6 +64,22 @@ pub struct ServeArgs {
     /// --body-timeout is answered 503 with Retry-After.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_body_bytes_in_flight: usize,
+    /// Who may create, rotate and revoke admin keys: `any` (admin keys
+    /// over HTTP too) or `local-only` (only `chainlog apikey` on this
+    /// machine; over HTTP an admin key can then manage only append and
+    /// read keys, so a stolen one cannot mint admin keys or lock the real
+    /// ones out).
+    #[arg(long, value_enum, value_name = "WHO", default_value_t = AdminKeysArg::Any)]
+    admin_keys: AdminKeysArg,
+    /// Share the data directory read-only with this group (a name or a
+    /// gid): it becomes 2750 and what the server creates in it 0640/0750.
+    /// Default: private, files 0600 and directories 0700.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// Serve a data directory that belongs to another user (refused by
+    /// default: files written now would belong to the wrong user).
+    #[arg(long)]
+    allow_other_owner: bool,
     /// Archive every workspace's log, and the server's, to
     /// s3://BUCKET/PREFIX (under PREFIX/workspaces/<name> and
     /// PREFIX/server-log): when the server starts, then every
@@ -103,6 +120,24 @@ pub struct ServeArgs {
         value_parser = crate::archive::parse_lock_mode
     )]
     archive_object_lock_mode: chainlog::archive::ObjectLockMode,
+}
+
+/// `--admin-keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdminKeysArg {
+    /// Admin keys may be managed over HTTP too.
+    Any,
+    /// Admin keys are managed only with `chainlog apikey` on the machine.
+    LocalOnly,
+}
+
+/// The id of the group `--group` names.
+pub fn group_arg(name: &str) -> Result<u32, CliError> {
+    chainlog::storage::perms::group_id(name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--group {name:?}: no such group in /etc/group (give a name or a numeric gid)"
+        ))
+    })
 }
 
 /// The archive schedule the arguments ask for, if any. Archived checkpoints
@@ -195,6 +230,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
     }
     #[cfg(feature = "s3")]
     let archive = archive_schedule(&args, signer.as_ref())?;
+    let group = args.group.as_deref().map(group_arg).transpose()?;
     let config = ServerConfig {
         data_dir: args.data.clone(),
         listen: args.listen,
@@ -214,6 +250,12 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             max_body_bytes_in_flight: args.max_body_bytes_in_flight,
             ..Limits::default()
         },
+        admin_keys: match args.admin_keys {
+            AdminKeysArg::Any => AdminKeys::Any,
+            AdminKeysArg::LocalOnly => AdminKeys::LocalOnly,
+        },
+        group,
+        allow_other_owner: args.allow_other_owner,
         #[cfg(feature = "s3")]
         archive,
     };
