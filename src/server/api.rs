@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -29,12 +30,16 @@ use crate::limits::MAX_BATCH_EVENTS;
 use crate::log::{Log, Receipt};
 use crate::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use crate::query::Query;
-use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED};
+use crate::server::audit::{
+    Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED, EVENT_REQUEST_REFUSED,
+};
 use crate::server::commit::{CommitError, Records};
+use crate::server::conn::{HeadRefusal, OnHeadRefused};
 use crate::server::error::ApiError;
 use crate::server::ingest;
 use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope};
 use crate::server::params::{self, Endpoint};
+use crate::server::reads::{record_read, record_read_blocking, Read, ReadKind};
 use crate::server::workspace::{validate_workspace_name, Open};
 use crate::server::AppState;
 use crate::storage::FsStorage;
@@ -63,6 +68,10 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/", get(dashboard).fallback(not_allowed("GET")))
         .route("/healthz", get(healthz).fallback(not_allowed("GET")))
         .route("/v1/key", get(whoami).fallback(not_allowed("GET")))
+        .route(
+            "/v1/server-log/events",
+            get(super::server_log::events).fallback(not_allowed("GET")),
+        )
         .route(
             "/v1/workspaces/{w}/events",
             get(get_events)
@@ -125,36 +134,88 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
     response
 }
 
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(
+/// Records a request refused before its key was read (in the log of the
+/// workspace its path names, if that exists), then answers `error`.
+async fn refused(
+    state: &Shared,
+    caller: &Caller,
+    reason: &'static str,
+    error: ApiError,
+) -> ApiError {
+    let workspace = caller
+        .path
+        .starts_with("/v1/workspaces/")
+        .then(|| path_segment(caller, 3));
+    let mut extra = Map::new();
+    extra.insert("status".into(), error.status.as_u16().into());
+    let failure = caller.failure(EVENT_REQUEST_REFUSED, None, reason, extra);
+    record_failure(state, workspace.as_deref(), failure).await;
+    error
+}
+
+async fn not_found(State(state): State<Shared>, caller: Caller) -> ApiError {
+    let error = ApiError::not_found(
         "not_found",
         format!(
             "no endpoint at {:?}; see the README's HTTP API section",
-            uri.path().chars().take(200).collect::<String>()
+            caller.path.chars().take(200).collect::<String>()
         ),
-    )
+    );
+    refused(&state, &caller, "not_found", error).await
 }
+
+type Refusing = Pin<Box<dyn Future<Output = ApiError> + Send>>;
 
 fn not_allowed(
     allow: &'static str,
-) -> impl Fn(Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
-    move |method: Method| {
-        std::future::ready(ApiError::method_not_allowed(
-            allow,
-            format!("{method} is not allowed here (allowed: {allow})"),
-        ))
+) -> impl Fn(State<Shared>, Caller) -> Refusing + Clone + Send + Sync + 'static {
+    move |State(state): State<Shared>, caller: Caller| {
+        Box::pin(async move {
+            let error = ApiError::method_not_allowed(
+                allow,
+                format!("{} is not allowed here (allowed: {allow})", caller.method),
+            );
+            refused(&state, &caller, "method_not_allowed", error).await
+        })
     }
 }
 
 fn events_not_editable(
     allow: &'static str,
-) -> impl Fn(Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
-    move |method: Method| {
-        std::future::ready(ApiError::method_not_allowed(
-            allow,
-            format!("{method} is not allowed: events are append-only and can never be modified or deleted (allowed: {allow})"),
-        ))
+) -> impl Fn(State<Shared>, Caller) -> Refusing + Clone + Send + Sync + 'static {
+    move |State(state): State<Shared>, caller: Caller| {
+        Box::pin(async move {
+            let error = ApiError::method_not_allowed(
+                allow,
+                format!("{} is not allowed: events are append-only and can never be modified or deleted (allowed: {allow})", caller.method),
+            );
+            refused(&state, &caller, "method_not_allowed", error).await
+        })
     }
+}
+
+/// Records the request heads hyper refused itself (431, 400) in the
+/// server's log.
+pub(crate) fn head_refusals(state: Shared) -> OnHeadRefused {
+    Arc::new(move |peer: SocketAddr, why: HeadRefusal| {
+        let (reason, status) = match why {
+            HeadRefusal::TooLarge => ("header_too_large", 431),
+            HeadRefusal::Malformed => ("malformed_request", 400),
+        };
+        let mut extra = Map::new();
+        extra.insert("status".into(), status.into());
+        let failure = Failure {
+            event_type: EVENT_REQUEST_REFUSED,
+            ip: peer.ip(),
+            key_id: None,
+            reason,
+            method: String::new(),
+            path: String::new(),
+            extra,
+        };
+        let state = state.clone();
+        tokio::spawn(async move { record_failure(&state, None, failure).await });
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -171,9 +232,9 @@ enum Bearer {
 /// The client: its address, the request line and its key.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    ip: IpAddr,
-    method: Method,
-    path: String,
+    pub(super) ip: IpAddr,
+    pub(super) method: Method,
+    pub(super) path: String,
     bearer: Bearer,
 }
 
@@ -204,6 +265,39 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
+    /// A refusal of this request.
+    pub(super) fn failure(
+        &self,
+        event_type: &'static str,
+        key_id: Option<String>,
+        reason: &'static str,
+        extra: Map<String, Value>,
+    ) -> Failure {
+        Failure {
+            event_type,
+            ip: self.ip,
+            key_id,
+            reason,
+            method: self.method.to_string(),
+            path: self.path.clone(),
+            extra,
+        }
+    }
+
+    /// A read of `rows` rows in `bytes` bytes by this request's `key`.
+    pub(super) fn read(&self, key: &ApiKey, kind: ReadKind, rows: u64, bytes: usize) -> Read {
+        Read {
+            kind,
+            key_id: key.id.clone(),
+            ip: self.ip,
+            path: self.path.clone(),
+            filters: None,
+            rows,
+            bytes: bytes as u64,
+            extra: Map::new(),
+        }
+    }
+
     fn changed_by(&self, key: &ApiKey) -> ChangedBy {
         ChangedBy {
             actor: format!("apikey:{}", key.id),
@@ -247,20 +341,14 @@ fn path_segment(caller: &Caller, index: usize) -> String {
 
 /// Checks the caller's key for `workspace` (if any) and `needed` (if any).
 /// Every refusal is recorded before it is answered.
-async fn authorize(
+pub(super) async fn authorize(
     state: &Shared,
     caller: &Caller,
     workspace: Option<&str>,
     needed: Option<Scope>,
 ) -> Result<ApiKey, ApiError> {
-    let refuse = |event_type, key_id: Option<String>, reason, extra: Map<String, Value>| Failure {
-        event_type,
-        ip: caller.ip,
-        key_id,
-        reason,
-        method: caller.method.to_string(),
-        path: caller.path.clone(),
-        extra,
+    let refuse = |event_type, key_id: Option<String>, reason, extra: Map<String, Value>| {
+        caller.failure(event_type, key_id, reason, extra)
     };
     let mut extra = Map::new();
     if let Some(w) = workspace {
@@ -358,7 +446,7 @@ async fn authorize(
 /// Records a refused request in the named workspace's log, or the
 /// server's when there is no such workspace, unless the limiter only
 /// counts it.
-async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
+pub(super) async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
     let workspace = workspace
         .filter(|w| validate_workspace_name(w).is_ok())
         .map(str::to_string);
@@ -391,7 +479,9 @@ async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failur
 
 /// Writes the summaries of failure windows that ended (all with `all`).
 pub(crate) async fn write_summaries(state: &Shared, all: bool) {
-    let due = state.failures.take_due(Instant::now(), all);
+    let now = Instant::now();
+    let mut due = state.failures.take_due(now, all);
+    due.extend(state.reads.take_due(now, all));
     if due.is_empty() {
         return;
     }
@@ -464,7 +554,7 @@ async fn open_workspace(state: &Shared, workspace: &str, key: &ApiKey) -> Result
 }
 
 /// Runs `f` on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -524,13 +614,17 @@ async fn dashboard() -> Response {
     response
 }
 
-async fn whoami(State(state): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn whoami(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     let key = authorize(&state, &caller, None, None).await?;
-    Ok(Json(json!({
+    let body = json!({
         "id": key.id,
         "workspace": key.workspace,
         "scope": key.scope,
-    })))
+    })
+    .to_string();
+    let read = caller.read(&key, ReadKind::SignIn, 0, body.len());
+    record_read(&state, Some(&key.workspace), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 // ---------------------------------------------------------------------------
@@ -805,7 +899,7 @@ fn receipts_json(receipts: &[Receipt]) -> String {
     out
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(super) fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [
@@ -863,7 +957,7 @@ async fn post_events(
 // ---------------------------------------------------------------------------
 // Reading
 
-fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|_| {
@@ -885,8 +979,9 @@ fn export_failed(e: ExportError) -> ApiError {
     }
 }
 
-/// One page of matches as `{"events": [...], "count": n, "next_cursor": seq|null}`.
-fn page(log: &Log, query: &Query) -> Result<String, ApiError> {
+/// One page of matches as `{"events": [...], "count": n, "next_cursor": seq|null}`,
+/// and its count.
+pub(super) fn page(log: &Log, query: &Query) -> Result<(String, u64), ApiError> {
     let page_size = query.limit.unwrap_or(params::DEFAULT_PAGE_EVENTS);
     let mut probe = query.clone();
     probe.limit = Some(page_size + 1);
@@ -918,10 +1013,11 @@ fn page(log: &Log, query: &Query) -> Result<String, ApiError> {
         (true, Some(seq)) => seq.to_string(),
         _ => "null".to_string(),
     };
-    Ok(format!(
+    let body = format!(
         "{{\"events\":{},\"count\":{count},\"next_cursor\":{cursor}}}",
         rows.trim_end()
-    ))
+    );
+    Ok((body, count as u64))
 }
 
 async fn get_events(
@@ -933,7 +1029,10 @@ async fn get_events(
     let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Events, Timestamp::now())?;
     let log = workspace_log(&state, &w, &key).await?;
-    let body = blocking(move || page(&log, &parsed.query)).await??;
+    let (body, rows) = blocking(move || page(&log, &parsed.query)).await??;
+    let mut read = caller.read(&key, ReadKind::Query, rows, body.len());
+    read.filters = uri.query().map(str::to_string);
+    record_read(&state, Some(&w), read).await;
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -950,12 +1049,15 @@ async fn get_event(State(state): State<Shared>, caller: Caller) -> Result<Respon
         limit: Some(1),
         ..Query::default()
     };
-    let body = blocking(move || page(&log, &query)).await??;
+    let (body, _) = blocking(move || page(&log, &query)).await??;
     let parsed: Value =
         serde_json::from_str(&body).map_err(|e| ApiError::internal("reading an event", &e))?;
     match parsed["events"].get(0) {
         Some(row) if row["seq"].as_u64() == Some(seq) => {
-            Ok(Json(json!({ "event": row })).into_response())
+            let body = json!({ "event": row }).to_string();
+            let read = caller.read(&key, ReadKind::Query, 1, body.len());
+            record_read(&state, Some(&w), read).await;
+            Ok(json_response(StatusCode::OK, body))
         }
         _ => Err(ApiError::not_found(
             "event_not_found",
@@ -970,16 +1072,22 @@ struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
     buf: Vec<u8>,
     runtime: tokio::runtime::Handle,
+    /// Bytes handed to the connection so far.
+    sent: u64,
 }
 
 impl ChannelWriter {
     fn send(&mut self, chunk: Result<Bytes, io::Error>) -> io::Result<()> {
         let tx = self.tx.clone();
+        let len = chunk.as_ref().map_or(0, |c| c.len() as u64);
         let sent = self.runtime.block_on(async move {
             tokio::time::timeout(EXPORT_STALL_TIMEOUT, tx.send(chunk)).await
         });
         match sent {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.sent += len;
+                Ok(())
+            }
             Ok(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the client went away",
@@ -1051,20 +1159,42 @@ async fn export(
     let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
     let runtime = tokio::runtime::Handle::current();
     let query = parsed.query;
+    let (st, workspace) = (state.clone(), w.clone());
+    let mut read = caller.read(&key, ReadKind::Export, 0, 0);
+    read.filters = uri.query().map(str::to_string);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut writer = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096),
             runtime,
+            sent: 0,
         };
+        let mut rows = 0u64;
         let result = (|| -> Result<(), ExportError> {
             let mut exporter = Exporter::new(&mut writer, ExportOptions::new(format))?;
             let mut matches = log.query(&query)?;
-            matches.try_for_each_view(|seq, hash, view| exporter.write_view(seq, &hash, view))?;
+            let written = matches.try_for_each_view(|seq, hash, view| {
+                exporter.write_view(seq, &hash, view)?;
+                rows = exporter.rows();
+                Ok::<(), ExportError>(())
+            });
+            written?;
             exporter.finish()?;
             Ok(())
         })();
+        // The export is recorded once it ends, however it ends.
+        let ended = match &result {
+            Ok(()) => "complete",
+            Err(ExportError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => "client_gone",
+            Err(ExportError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => "client_stalled",
+            Err(_) => "failed",
+        };
+        read.rows = rows;
+        read.bytes = writer.sent;
+        read.extra.insert("ended".into(), ended.into());
+        read.extra
+            .insert("format".into(), format!("{format:?}").to_lowercase().into());
         match result {
             Ok(()) => {}
             Err(ExportError::Io(e))
@@ -1079,6 +1209,8 @@ async fn export(
                 let _ = writer.send(Err(io::Error::other("export failed")));
             }
         }
+        drop(writer);
+        record_read_blocking(&st, Some(&workspace), &read);
     });
     let (content_type, extension) = match format {
         ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
@@ -1105,7 +1237,7 @@ struct VerifyAnswer<'a> {
 
 async fn verify(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     let w = path_segment(&caller, 3);
-    authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
     // The verifier reads the segment files itself: it must report on a log
     // so damaged that it cannot be opened, so it does not open the log.
     let dir = state.workspaces.dir(&w);
@@ -1134,11 +1266,16 @@ async fn verify(State(state): State<Shared>, caller: Caller) -> Result<Response,
     })
     .await?
     .map_err(|e| ApiError::from_log("verifying", &e))?;
-    Ok(Json(VerifyAnswer {
-        intact: report.is_intact(),
+    let intact = report.is_intact();
+    let body = serde_json::to_string(&VerifyAnswer {
+        intact,
         report: &report,
     })
-    .into_response())
+    .map_err(|e| ApiError::internal("verifying", &e))?;
+    let mut read = caller.read(&key, ReadKind::Verify, 0, body.len());
+    read.extra.insert("intact".into(), intact.into());
+    record_read(&state, Some(&w), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 async fn checkpoint(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
@@ -1216,12 +1353,15 @@ fn issued_json(issued: &crate::server::keys::IssuedKey) -> Value {
 
 async fn list_keys(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     let w = path_segment(&caller, 3);
-    authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
-    let st = state.clone();
-    let keys: Vec<KeyInfo> = blocking(move || st.keys.list(Some(&w)))
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (st, ws) = (state.clone(), w.clone());
+    let keys: Vec<KeyInfo> = blocking(move || st.keys.list(Some(&ws)))
         .await?
         .map_err(|e| ApiError::from_keys("listing keys", &e))?;
-    Ok(Json(json!({ "keys": keys })).into_response())
+    let body = json!({ "keys": keys }).to_string();
+    let read = caller.read(&key, ReadKind::KeyList, keys.len() as u64, body.len());
+    record_read(&state, Some(&w), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 async fn create_key(

@@ -9,7 +9,7 @@
 //! | `keys.json` | the API keys, as hashes ([`keys`]); mode 0600 |
 //! | `keys.lock` | taken while `keys.json` changes |
 //! | `workspaces/<name>/` | each workspace's log ([`workspace`]) |
-//! | `server-log/` | refused requests that name no existing workspace |
+//! | `server-log/` | refused requests that name no existing workspace, and reads of it (`GET /v1/server-log/events`) |
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
 //! answer with receipts means the events are on disk. `POST …/events`
@@ -21,9 +21,15 @@
 //! Every refused request (missing or invalid key, a key used on another
 //! workspace, a scope too small) becomes an `auth.failed` or
 //! `access.denied` event, with the client's address, in the log of the
-//! workspace it named, or in the server's log when that does not exist. A
-//! flood from one address is counted into summary events instead (see
-//! [`audit`]), so failures cannot grow a log without bound.
+//! workspace it named, or in the server's log when that does not exist;
+//! so do requests refused before any key is read (404, 405, and a request
+//! head too large or malformed: `request.refused`). Refusals without a valid
+//! key are recorded one by one within per-address, per-log and total
+//! budgets and counted exactly into summary events past them; a valid key
+//! used outside its workspace or scope is a security event, recorded one by
+//! one under its own per-key bound (see [`audit`]). Admin keys read the
+//! server's log at `GET /v1/server-log/events`. Reads (queries, exports,
+//! verifications, key listings, sign-ins) are recorded too ([`reads`]).
 //!
 //! With [`ServerConfig::archive`] (cargo feature `s3`), a background thread
 //! archives every log to S3-compatible storage on a schedule ([`archiving`]).
@@ -44,6 +50,8 @@ mod ingest;
 mod intake;
 pub mod keys;
 pub mod params;
+pub mod reads;
+mod server_log;
 mod tls;
 pub mod workspace;
 
@@ -57,8 +65,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::hash::checkpoint::NoteSigner;
-use crate::server::audit::FailureLimiter;
+use crate::server::audit::{AuditPolicy, FailureLimiter};
 use crate::server::keys::{KeyError, KeyStore};
+use crate::server::reads::ReadLimiter;
 use crate::server::workspace::Workspaces;
 
 /// Bounds on what one request may ask for.
@@ -98,6 +107,9 @@ pub struct Limits {
     /// (at least `max_body_bytes`); a body that finds no room within its
     /// `body_timeout` is answered 503. Default 64 MiB.
     pub max_body_bytes_in_flight: usize,
+    /// What refusals and reads are recorded one by one, and who reads the
+    /// server's log. Default [`AuditPolicy::default`].
+    pub audit: AuditPolicy,
 }
 
 impl Default for Limits {
@@ -114,6 +126,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_body_bytes_in_flight: 64 << 20,
+            audit: AuditPolicy::default(),
         }
     }
 }
@@ -208,6 +221,7 @@ pub(crate) struct AppState {
     pub keys: KeyStore,
     pub workspaces: Workspaces,
     pub failures: FailureLimiter,
+    pub reads: ReadLimiter,
     pub limits: Limits,
     pub signer: Option<NoteSigner>,
     pub checkpoint_origin: String,
@@ -266,7 +280,8 @@ impl Server {
         let state = Arc::new(AppState {
             keys,
             workspaces: Workspaces::new(&config.data_dir),
-            failures: FailureLimiter::new(),
+            failures: FailureLimiter::new(limits.audit.clone(), std::time::Instant::now()),
+            reads: ReadLimiter::new(&limits.audit, std::time::Instant::now()),
             export_slots: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
             verify_slots: Arc::new(Semaphore::new(limits.max_concurrent_verifies.max(1))),
             limits,
@@ -315,7 +330,8 @@ impl Server {
         });
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
         let grace = state.limits.shutdown_grace;
-        conn::serve(self.listener, app, &state.limits, stop_rx, grace).await;
+        let refused = api::head_refusals(state.clone());
+        conn::serve(self.listener, app, &state.limits, stop_rx, grace, refused).await;
         summaries.abort();
         #[cfg(feature = "s3")]
         if let Some(archiver) = archiver {
