@@ -353,8 +353,13 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         "server log, read key",
     );
     expect_status(
-        r.send(Call::new("server log, no key", RequestInvalid, Method::GET, server_log))
-            .await,
+        r.send(Call::new(
+            "server log, no key",
+            RequestInvalid,
+            Method::GET,
+            server_log,
+        ))
+        .await,
         401,
         "server log, no key",
     );

@@ -420,6 +420,30 @@ async fn every_refusal_lands_in_a_log_an_admin_reads() {
     assert_eq!(acme.len(), 1, "{page}");
     assert_eq!(acme[0]["context"]["path"], "/v1/workspaces/acme/events/1");
     assert_eq!(acme[0]["context"]["method"], "DELETE");
+    // The same with a valid key is a security event, with the key's id.
+    let (status, _) = call(
+        &client,
+        Method::DELETE,
+        &format!("{url}/v1/workspaces/acme/events/1"),
+        Some(&read),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (_, body) = call(
+        &client,
+        Method::GET,
+        &format!("{url}/v1/workspaces/acme/events?event=access.denied"),
+        Some(&read),
+        None,
+    )
+    .await;
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let denied = page["events"].as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{page}");
+    assert_eq!(denied[0]["context"]["reason"], "method_not_allowed");
+    assert_eq!(denied[0]["context"]["key_id"], key_id(&read));
+    assert_eq!(denied[0]["context"]["status"], 405);
 
     // With --server-log-readers, other workspaces' admin keys are refused.
     let (status, stderr) = server.stop();

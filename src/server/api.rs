@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::future::Future;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -30,16 +29,14 @@ use crate::limits::MAX_BATCH_EVENTS;
 use crate::log::{Log, Receipt};
 use crate::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use crate::query::Query;
-use crate::server::audit::{
-    Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED, EVENT_REQUEST_REFUSED,
-};
+use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED};
 use crate::server::commit::{CommitError, Records};
-use crate::server::conn::{HeadRefusal, OnHeadRefused};
 use crate::server::error::ApiError;
 use crate::server::ingest;
 use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope};
 use crate::server::params::{self, Endpoint};
-use crate::server::reads::{record_read, record_read_blocking, Read, ReadKind};
+use crate::server::reads::{record_read, record_read_blocking, ReadKind};
+use crate::server::refusals;
 use crate::server::workspace::{validate_workspace_name, Open};
 use crate::server::AppState;
 use crate::storage::FsStorage;
@@ -65,50 +62,56 @@ type Shared = Arc<AppState>;
 /// All routes, with the request timeout and common headers around them.
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
-        .route("/", get(dashboard).fallback(not_allowed("GET")))
-        .route("/healthz", get(healthz).fallback(not_allowed("GET")))
-        .route("/v1/key", get(whoami).fallback(not_allowed("GET")))
+        .route("/", get(dashboard).fallback(refusals::not_allowed("GET")))
+        .route(
+            "/healthz",
+            get(healthz).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/key",
+            get(whoami).fallback(refusals::not_allowed("GET")),
+        )
         .route(
             "/v1/server-log/events",
-            get(super::server_log::events).fallback(not_allowed("GET")),
+            get(super::server_log::events).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/events",
             get(get_events)
                 .post(post_events)
-                .fallback(events_not_editable("GET, POST")),
+                .fallback(refusals::events_not_editable("GET, POST")),
         )
         .route(
             "/v1/workspaces/{w}/events/{seq}",
-            get(get_event).fallback(events_not_editable("GET")),
+            get(get_event).fallback(refusals::events_not_editable("GET")),
         )
         .route(
             "/v1/workspaces/{w}/export",
-            get(export).fallback(not_allowed("GET")),
+            get(export).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/verify",
-            get(verify).fallback(not_allowed("GET")),
+            get(verify).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/checkpoint",
-            get(checkpoint).fallback(not_allowed("GET")),
+            get(checkpoint).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/keys",
             get(list_keys)
                 .post(create_key)
-                .fallback(not_allowed("GET, POST")),
+                .fallback(refusals::not_allowed("GET, POST")),
         )
         .route(
             "/v1/workspaces/{w}/keys/{id}",
-            delete(revoke_key).fallback(not_allowed("DELETE")),
+            delete(revoke_key).fallback(refusals::not_allowed("DELETE")),
         )
         .route(
             "/v1/workspaces/{w}/keys/{id}/rotate",
-            post(rotate_key).fallback(not_allowed("POST")),
+            post(rotate_key).fallback(refusals::not_allowed("POST")),
         )
-        .fallback(not_found)
+        .fallback(refusals::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -132,90 +135,6 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
         HeaderValue::from_static("nosniff"),
     );
     response
-}
-
-/// Records a request refused before its key was read (in the log of the
-/// workspace its path names, if that exists), then answers `error`.
-async fn refused(
-    state: &Shared,
-    caller: &Caller,
-    reason: &'static str,
-    error: ApiError,
-) -> ApiError {
-    let workspace = caller
-        .path
-        .starts_with("/v1/workspaces/")
-        .then(|| path_segment(caller, 3));
-    let mut extra = Map::new();
-    extra.insert("status".into(), error.status.as_u16().into());
-    let failure = caller.failure(EVENT_REQUEST_REFUSED, None, reason, extra);
-    record_failure(state, workspace.as_deref(), failure).await;
-    error
-}
-
-async fn not_found(State(state): State<Shared>, caller: Caller) -> ApiError {
-    let error = ApiError::not_found(
-        "not_found",
-        format!(
-            "no endpoint at {:?}; see the README's HTTP API section",
-            caller.path.chars().take(200).collect::<String>()
-        ),
-    );
-    refused(&state, &caller, "not_found", error).await
-}
-
-type Refusing = Pin<Box<dyn Future<Output = ApiError> + Send>>;
-
-fn not_allowed(
-    allow: &'static str,
-) -> impl Fn(State<Shared>, Caller) -> Refusing + Clone + Send + Sync + 'static {
-    move |State(state): State<Shared>, caller: Caller| {
-        Box::pin(async move {
-            let error = ApiError::method_not_allowed(
-                allow,
-                format!("{} is not allowed here (allowed: {allow})", caller.method),
-            );
-            refused(&state, &caller, "method_not_allowed", error).await
-        })
-    }
-}
-
-fn events_not_editable(
-    allow: &'static str,
-) -> impl Fn(State<Shared>, Caller) -> Refusing + Clone + Send + Sync + 'static {
-    move |State(state): State<Shared>, caller: Caller| {
-        Box::pin(async move {
-            let error = ApiError::method_not_allowed(
-                allow,
-                format!("{} is not allowed: events are append-only and can never be modified or deleted (allowed: {allow})", caller.method),
-            );
-            refused(&state, &caller, "method_not_allowed", error).await
-        })
-    }
-}
-
-/// Records the request heads hyper refused itself (431, 400) in the
-/// server's log.
-pub(crate) fn head_refusals(state: Shared) -> OnHeadRefused {
-    Arc::new(move |peer: SocketAddr, why: HeadRefusal| {
-        let (reason, status) = match why {
-            HeadRefusal::TooLarge => ("header_too_large", 431),
-            HeadRefusal::Malformed => ("malformed_request", 400),
-        };
-        let mut extra = Map::new();
-        extra.insert("status".into(), status.into());
-        let failure = Failure {
-            event_type: EVENT_REQUEST_REFUSED,
-            ip: peer.ip(),
-            key_id: None,
-            reason,
-            method: String::new(),
-            path: String::new(),
-            extra,
-        };
-        let state = state.clone();
-        tokio::spawn(async move { record_failure(&state, None, failure).await });
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -265,39 +184,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
-    /// A refusal of this request.
-    pub(super) fn failure(
-        &self,
-        event_type: &'static str,
-        key_id: Option<String>,
-        reason: &'static str,
-        extra: Map<String, Value>,
-    ) -> Failure {
-        Failure {
-            event_type,
-            ip: self.ip,
-            key_id,
-            reason,
-            method: self.method.to_string(),
-            path: self.path.clone(),
-            extra,
-        }
-    }
-
-    /// A read of `rows` rows in `bytes` bytes by this request's `key`.
-    pub(super) fn read(&self, key: &ApiKey, kind: ReadKind, rows: u64, bytes: usize) -> Read {
-        Read {
-            kind,
-            key_id: key.id.clone(),
-            ip: self.ip,
-            path: self.path.clone(),
-            filters: None,
-            rows,
-            bytes: bytes as u64,
-            extra: Map::new(),
-        }
-    }
-
     fn changed_by(&self, key: &ApiKey) -> ChangedBy {
         ChangedBy {
             actor: format!("apikey:{}", key.id),
@@ -330,13 +216,24 @@ fn percent_decode(raw: &str) -> String {
 /// Path segment `index` of the request (`/v1/workspaces/{w}/…`: the
 /// workspace is 3), percent-decoded. Taken from the raw path so that a
 /// name that is not UTF-8 is refused (and audited) like any bad name.
-fn path_segment(caller: &Caller, index: usize) -> String {
+pub(super) fn path_segment(caller: &Caller, index: usize) -> String {
     caller
         .path
         .split('/')
         .nth(index)
         .map(percent_decode)
         .unwrap_or_default()
+}
+
+/// The caller's key when it presented a valid one (no refusal recorded).
+pub(super) fn presented_key(state: &Shared, caller: &Caller) -> Option<ApiKey> {
+    match &caller.bearer {
+        Bearer::Key(text) => match state.keys.check(text).0 {
+            KeyCheck::Valid(key) => Some(key),
+            KeyCheck::Invalid { .. } => None,
+        },
+        Bearer::Missing | Bearer::Malformed => None,
+    }
 }
 
 /// Checks the caller's key for `workspace` (if any) and `needed` (if any).
@@ -1017,7 +914,7 @@ pub(super) fn page(log: &Log, query: &Query) -> Result<(String, u64), ApiError> 
         "{{\"events\":{},\"count\":{count},\"next_cursor\":{cursor}}}",
         rows.trim_end()
     );
-    Ok((body, count as u64))
+    Ok((body, count))
 }
 
 async fn get_events(

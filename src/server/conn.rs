@@ -164,6 +164,10 @@ pub(crate) async fn serve(
 }
 
 /// One connection, from its TLS handshake (if any) to its close.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one connection, each moved into its task"
+)]
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,

@@ -51,6 +51,7 @@ mod intake;
 pub mod keys;
 pub mod params;
 pub mod reads;
+mod refusals;
 mod server_log;
 mod tls;
 pub mod workspace;
@@ -330,7 +331,7 @@ impl Server {
         });
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
         let grace = state.limits.shutdown_grace;
-        let refused = api::head_refusals(state.clone());
+        let refused = refusals::head_refusals(state.clone());
         conn::serve(self.listener, app, &state.limits, stop_rx, grace, refused).await;
         summaries.abort();
         #[cfg(feature = "s3")]

@@ -22,9 +22,11 @@ use serde_json::{json, Map, Value};
 
 use crate::event::{Event, Outcome, Timestamp};
 use crate::log::Log;
+use crate::server::api::Caller;
 use crate::server::audit::{
     AuditPolicy, Summary, Tally, Target, WindowClock, MAX_LISTED_ADDRESSES,
 };
+use crate::server::keys::ApiKey;
 use crate::server::AppState;
 
 /// Event type of the per-window count of a key's reads not recorded one by
@@ -230,6 +232,22 @@ fn roll(state: &mut (ReadWindow, Vec<ReadWindow>), index: u64) {
         );
         if !ended.counted.is_empty() {
             state.1.push(ended);
+        }
+    }
+}
+
+impl Caller {
+    /// A read of `rows` rows in `bytes` bytes by this request's `key`.
+    pub(crate) fn read(&self, key: &ApiKey, kind: ReadKind, rows: u64, bytes: usize) -> Read {
+        Read {
+            kind,
+            key_id: key.id.clone(),
+            ip: self.ip,
+            path: self.path.clone(),
+            filters: None,
+            rows,
+            bytes: bytes as u64,
+            extra: Map::new(),
         }
     }
 }
