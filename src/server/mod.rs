@@ -22,9 +22,10 @@
 //! workspace, a scope too small) becomes an `auth.failed` or
 //! `access.denied` event, with the client's address, in the log of the
 //! workspace it named, or in the server's log when that does not exist;
-//! so do requests refused before any key is read (404, 405, and a request
-//! head too large or malformed: `request.refused`). Refusals without a valid
-//! key are recorded one by one within per-address, per-log and total
+//! so do requests refused for their path, method or head (404, 405, and a
+//! request head too large or malformed: `request.refused`, or
+//! `access.denied` when they carried a valid key). Refusals without a
+//! valid key are recorded one by one within per-address, per-log and total
 //! budgets and counted exactly into summary events past them; a valid key
 //! used outside its workspace or scope is a security event, recorded one by
 //! one under its own per-key bound (see [`audit`]). Admin keys read the
