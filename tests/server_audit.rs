@@ -18,6 +18,11 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use support::{create_key, key_id, raw_request, TestServer};
 
+/// The budgets' window in these tests: long enough that a slow machine
+/// never splits one test's requests across two windows (summaries are
+/// written at shutdown).
+const WINDOW: &str = "60m";
+
 async fn call(
     client: &Client,
     method: Method,
@@ -90,6 +95,8 @@ async fn many_addresses_meet_the_log_and_total_budgets_and_are_counted_exactly()
     let server = TestServer::start(
         &data,
         &[
+            "--audit-window",
+            WINDOW,
             "--refusals-per-address",
             "2",
             "--refusals-per-log",
@@ -177,7 +184,7 @@ async fn a_valid_key_outside_its_workspace_is_recorded_one_by_one() {
     let acme_read = create_key(&data, "acme", "read");
     let beta_admin = create_key(&data, "beta", "admin");
     // A tiny total budget: cheap refusals use it up at once.
-    let server = TestServer::start(&data, &["--refusals-total", "3"]);
+    let server = TestServer::start(&data, &["--audit-window", WINDOW, "--refusals-total", "3"]);
     let client = Client::new();
     seed(&client, &server, "acme", &acme_admin, 1).await;
     seed(&client, &server, "beta", &beta_admin, 1).await;
@@ -239,7 +246,10 @@ async fn a_valid_key_outside_its_workspace_is_recorded_one_by_one() {
     assert_eq!(scope[0].event.context["reason"], "insufficient_scope");
 
     // A stolen key flooding: past its own bound, counted exactly.
-    let server = TestServer::start(&data, &["--security-events-per-key", "2"]);
+    let server = TestServer::start(
+        &data,
+        &["--audit-window", WINDOW, "--security-events-per-key", "2"],
+    );
     for i in 0..5 {
         let url = format!("{}/v1/workspaces/beta/events?i={i}", server.url);
         let (status, _) = call(&client, Method::GET, &url, Some(&acme_read), None).await;
@@ -476,7 +486,7 @@ async fn reads_are_recorded_with_rows_and_bytes_and_summarised_exactly() {
     let data = tmp.path().join("data");
     let admin = create_key(&data, "acme", "admin");
     let read = create_key(&data, "acme", "read");
-    let server = TestServer::start(&data, &["--reads-per-key", "2"]);
+    let server = TestServer::start(&data, &["--audit-window", WINDOW, "--reads-per-key", "2"]);
     let client = Client::new();
     seed(&client, &server, "acme", &admin, 30).await;
     let ws = format!("{}/v1/workspaces/acme", server.url);

@@ -1,6 +1,6 @@
 //! Refused requests as events, with bounds on how fast they can grow a log.
 //!
-//! Time is cut into fixed one-minute windows from the server's start. Within
+//! Time is cut into fixed windows (a minute by default) from the server's start. Within
 //! a window a refusal without a valid key (`auth.failed`, `request.refused`)
 //! is recorded one by one only while three budgets all have room: its
 //! address's (an IPv4 address, or an IPv6 /64, since one host holds a whole
@@ -30,7 +30,7 @@ use crate::event::{Event, Outcome, Timestamp};
 
 /// Failures recorded one by one per address and window.
 pub const INDIVIDUAL_FAILURES_PER_WINDOW: u32 = 10;
-/// The window's length.
+/// The window's default length ([`AuditPolicy::window`]).
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked at once.
 pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
@@ -138,11 +138,14 @@ pub const MAX_LISTED_ADDRESSES: usize = 32;
 pub const MAX_LISTED_PATHS: usize = 32;
 
 /// What the server records about refusals and reads, and how much of it
-/// one by one. Each budget counts events recorded one by one in a
-/// [`FAILURE_WINDOW`]; what is over a budget is counted exactly in summary
-/// events instead.
+/// one by one. Each budget counts events recorded one by one in a window
+/// ([`AuditPolicy::window`]); what is over a budget is counted exactly in
+/// summary events instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditPolicy {
+    /// The length of the windows the budgets count in, from the server's
+    /// start. Default [`FAILURE_WINDOW`], one minute.
+    pub window: Duration,
     /// Refusals without a valid key recorded one by one per client address.
     /// Default 10.
     pub refusals_per_address: u32,
@@ -166,6 +169,7 @@ pub struct AuditPolicy {
 impl Default for AuditPolicy {
     fn default() -> Self {
         AuditPolicy {
+            window: FAILURE_WINDOW,
             refusals_per_address: INDIVIDUAL_FAILURES_PER_WINDOW,
             refusals_per_log: 100,
             refusals_total: 1000,
@@ -176,27 +180,33 @@ impl Default for AuditPolicy {
     }
 }
 
-/// Fixed windows of [`FAILURE_WINDOW`] from a start.
+/// Fixed windows of one length from a start.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WindowClock {
     epoch: Instant,
     epoch_at: Timestamp,
+    length: Duration,
 }
 
 impl WindowClock {
-    /// Windows starting at `epoch` (which is `epoch_at` on the wall clock).
-    pub(crate) fn new(epoch: Instant, epoch_at: Timestamp) -> Self {
-        WindowClock { epoch, epoch_at }
+    /// Windows of `length` (at least 1 ms) starting at `epoch` (which is
+    /// `epoch_at` on the wall clock).
+    pub(crate) fn new(epoch: Instant, epoch_at: Timestamp, length: Duration) -> Self {
+        WindowClock {
+            epoch,
+            epoch_at,
+            length: length.max(Duration::from_millis(1)),
+        }
     }
 
     /// The window `now` falls in.
     pub(crate) fn index(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.epoch).as_nanos() / FAILURE_WINDOW.as_nanos()) as u64
+        (now.saturating_duration_since(self.epoch).as_nanos() / self.length.as_nanos()) as u64
     }
 
     /// The window's start and end on the wall clock, as text.
     pub(crate) fn bounds(&self, index: u64) -> (String, String) {
-        let len = FAILURE_WINDOW.as_nanos() as i64;
+        let len = i64::try_from(self.length.as_nanos()).unwrap_or(i64::MAX);
         let start = self
             .epoch_at
             .unix_nanos()
@@ -286,8 +296,8 @@ impl FailureLimiter {
     /// A limiter whose windows start at `epoch`.
     pub fn new(policy: AuditPolicy, epoch: Instant) -> Self {
         FailureLimiter {
+            clock: WindowClock::new(epoch, Timestamp::now(), policy.window),
             policy,
-            clock: WindowClock::new(epoch, Timestamp::now()),
             state: Mutex::new((Window::default(), Vec::new())),
         }
     }

@@ -148,7 +148,7 @@ impl ReadLimiter {
     pub fn new(policy: &AuditPolicy, epoch: Instant) -> Self {
         ReadLimiter {
             per_key: policy.reads_per_key,
-            clock: WindowClock::new(epoch, Timestamp::now()),
+            clock: WindowClock::new(epoch, Timestamp::now(), policy.window),
             state: Mutex::new((ReadWindow::default(), Vec::new())),
         }
     }

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// --body-timeout is answered 503 with Retry-After.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_body_bytes_in_flight: usize,
+    /// The window the refusal and read budgets below count in (they say
+    /// "per minute" for the default): summaries are written when it ends.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_timeout)]
+    audit_window: Duration,
     /// Refusals without a valid key (missing or bad key, unknown route, bad
     /// request head) recorded one by one per client address and minute; the
     /// rest are counted exactly in one `auth.failed_summary` per log and
@@ -243,6 +247,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             max_connections: args.max_connections as usize,
             max_body_bytes_in_flight: args.max_body_bytes_in_flight,
             audit: AuditPolicy {
+                window: args.audit_window,
                 refusals_per_address: args.refusals_per_address,
                 refusals_per_log: args.refusals_per_log,
                 refusals_total: args.refusals_total,
