@@ -1135,6 +1135,11 @@ async fn checkpoints_are_signed_on_request() {
     assert_eq!(body["size"], 1);
     assert!(checkpoint.origin.starts_with("chainlog/"));
     server.stop();
+    // The read was recorded after the checkpoint was signed.
+    let stored = records(&data.join("workspaces/acme"));
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].event.event_type, "access.checkpoint");
+    assert_eq!(stored[1].event.context["key_id"], key_id(&key));
     // The CLI verifies the log against it.
     let note = tmp.path().join("latest.checkpoint");
     std::fs::write(&note, body["note"].as_str().unwrap()).unwrap();

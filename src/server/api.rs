@@ -1207,7 +1207,10 @@ async fn checkpoint(State(state): State<Shared>, caller: Caller) -> Result<Respo
         }))
     })
     .await??;
-    Ok(Json(answer).into_response())
+    let body = answer.to_string();
+    let read = caller.read(&key, ReadKind::Checkpoint, 0, body.len());
+    record_read(&state, Some(&w), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 // ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 //! rows and bytes, from where.
 //!
 //! Reading an audit log is itself audited (PCI DSS 10.2.1.3 asks for it):
-//! a query, an export, a verification, a key listing or a sign-in
-//! (`GET /v1/key`) becomes an `access.*` event in the log that was read
+//! a query, an export, a verification, a key listing, a signed checkpoint
+//! or a sign-in (`GET /v1/key`) becomes an `access.*` event in the log that was read
 //! (a sign-in: the key's workspace's log, else the server's), written by the
 //! server (appender `chainlog`, actor `apikey:<id>`). So that reading does
 //! not flood the log, each key's first [`AuditPolicy::reads_per_key`]
@@ -48,6 +48,8 @@ pub enum ReadKind {
     KeyList,
     /// `GET /v1/key`: the dashboard's sign-in.
     SignIn,
+    /// `GET …/checkpoint`: the log's signed head.
+    Checkpoint,
 }
 
 impl ReadKind {
@@ -59,6 +61,7 @@ impl ReadKind {
             ReadKind::Verify => "access.verify",
             ReadKind::KeyList => "access.key_list",
             ReadKind::SignIn => "access.sign_in",
+            ReadKind::Checkpoint => "access.checkpoint",
         }
     }
 }
