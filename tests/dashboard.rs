@@ -277,7 +277,9 @@ impl Browser {
 
     async fn sign_in(&self, key: &str) {
         self.type_into("#api-key", key).await;
-        self.click("#sign-in").await;
+        // The previous session's count may still be on the page: wait for
+        // this sign-in's table load itself.
+        self.click_and_reload("#sign-in").await;
         self.wait_for(
             "the table after signing in",
             "return document.getElementById('count').dataset.count",
@@ -443,16 +445,19 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
             "Appender"
         ])
     );
+    // Reads are audited: signing in (GET /v1/key) recorded seq 42 before
+    // the page asked for the events.
     let rows = browser.rows().await;
-    assert_eq!(rows.len(), 42);
+    assert_eq!(rows.len(), 43);
     assert_eq!(
         rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (0..42).rev().collect::<Vec<_>>()
+        (0..43).rev().collect::<Vec<_>>()
     );
+    assert_eq!(rows[0].1[1], "access.sign_in");
     let count = browser
         .js("return document.getElementById('count').textContent")
         .await;
-    assert_eq!(count, "42 events");
+    assert_eq!(count, "43 events");
     let workspace = browser
         .js("return document.getElementById('workspace-name').textContent")
         .await;
@@ -598,14 +603,15 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
     assert!(
         text.as_str()
             .unwrap()
-            .starts_with("Chain intact: 42 records in 1 segment"),
+            // 42, the sign-in, two queries and two exports.
+            .starts_with("Chain intact: 47 records in 1 segment"),
         "{text}"
     );
     browser.screenshot("3-verified").await;
 
-    // Clearing the filters brings every row back.
+    // Clearing the filters brings every row back, with the verification's.
     browser.click_and_reload("#clear").await;
-    assert_eq!(browser.rows().await.len(), 42);
+    assert_eq!(browser.rows().await.len(), 48);
 
     // The tampered workspace: verify names where the chain breaks.
     browser.click("#sign-out").await;

@@ -334,6 +334,35 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
             "whoami",
         );
     }
+    let server_log = "/v1/server-log/events";
+    expect_status(
+        r.send(
+            Call::new("server log", Valid, Method::GET, server_log)
+                .key(&admin)
+                .query("reverse", "true")
+                .query("limit", "5"),
+        )
+        .await,
+        200,
+        "server log",
+    );
+    expect_status(
+        r.send(Call::new("server log, read key", Valid, Method::GET, server_log).key(&read))
+            .await,
+        403,
+        "server log, read key",
+    );
+    expect_status(
+        r.send(Call::new(
+            "server log, no key",
+            RequestInvalid,
+            Method::GET,
+            server_log,
+        ))
+        .await,
+        401,
+        "server log, no key",
+    );
 
     // --- Appending, in each body form.
     let one = json!({"event": "pcap.download", "actor": "alice@acme.io", "node": "nyc-edge-01",

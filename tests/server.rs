@@ -226,8 +226,10 @@ async fn append_query_page_export_and_verify() {
     let expected: Vec<u64> = (10..20).filter(|i| i % 4 == 3).map(|i| i + 1).collect();
     assert_eq!(seqs(&page["events"]), expected);
 
-    // Paging newest first with a cursor visits every record once.
+    // Paging newest first with a cursor visits every record once: the
+    // test's and the records of the reads before it (reads are audited).
     let mut seen = Vec::new();
+    let mut audited = Vec::new();
     let mut cursor: Option<u64> = None;
     loop {
         let url = match cursor {
@@ -237,12 +239,25 @@ async fn append_query_page_export_and_verify() {
         let (status, page) = get(&client, &url, Some(&admin)).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         seen.extend(seqs(&page["events"]));
+        audited.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["event"].as_str().unwrap().starts_with("access."))
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
         match page["next_cursor"].as_u64() {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    assert_eq!(seen, (0..=40).rev().collect::<Vec<_>>());
+    assert_eq!(seen, (0..=seen[0]).rev().collect::<Vec<_>>());
+    assert_eq!(
+        audited,
+        (41..=seen[0]).rev().collect::<Vec<_>>(),
+        "the two queries above were recorded after the 41 events"
+    );
 
     // One event by seq.
     let (status, one) = get(&client, &format!("{events_url}/5"), Some(&admin)).await;
@@ -313,12 +328,12 @@ async fn append_query_page_export_and_verify() {
     assert_eq!(status, StatusCode::CREATED);
     let (_, all) = get_text(&client, &format!("{base}/export?format=json"), &admin).await;
     assert!(all.len() > 3 * 64 * 1024);
+    let all: Vec<Value> = serde_json::from_str(&all).unwrap();
+    assert_eq!(seqs(&json!(all)), (0..all.len() as u64).collect::<Vec<_>>());
     assert_eq!(
-        serde_json::from_str::<Value>(&all)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
+        all.iter()
+            .filter(|e| !e["event"].as_str().unwrap().starts_with("access."))
+            .count(),
         3041
     );
 
@@ -334,7 +349,7 @@ async fn append_query_page_export_and_verify() {
     let (status, report) = get(&client, &format!("{base}/verify"), Some(&admin)).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["intact"], true, "{report}");
-    assert_eq!(report["last_seq"], 3040);
+    let verified_last_seq = report["last_seq"].as_u64().unwrap();
     assert_eq!(report["problems"], json!([]));
 
     // Events can never be changed: PUT, PATCH and DELETE answer 405.
@@ -351,8 +366,29 @@ async fn append_query_page_export_and_verify() {
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
     let stored = records(&data.join("workspaces/acme"));
-    assert_eq!(stored.len(), 3041);
+    let written_by_server = |r: &Record| r.event.event_type.starts_with("access.");
+    assert_eq!(
+        stored.iter().filter(|r| !written_by_server(r)).count(),
+        3041
+    );
     assert_eq!(stored[3].event.actor, fixture[2]["actor"]);
+    // Verify saw every record appended before it; after it, only the
+    // server's records of the requests that followed (the 405s).
+    assert!(stored
+        .iter()
+        .filter(|r| r.seq > verified_last_seq)
+        .all(written_by_server));
+    // A valid key trying to change events: security events, with its id.
+    let changes: Vec<&Record> = stored
+        .iter()
+        .filter(|r| r.event.event_type == "access.denied")
+        .collect();
+    assert_eq!(changes.len(), 6, "PUT, PATCH and DELETE on two paths");
+    assert!(changes.iter().all(|r| {
+        r.event.context["reason"] == "method_not_allowed"
+            && r.event.context["key_id"] == key_id(&admin)
+            && r.event.context["status"] == 405
+    }));
 }
 
 /// The rows' provenance: who appended each record (the API key id), its
@@ -630,22 +666,19 @@ async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
         .iter()
         .filter(|r| r.event.context.get("path") == Some(&json!("/v1/workspaces/initech/events")))
         .collect();
-    // The 11th refusal from this address within the minute was only
-    // counted, and summarised at shutdown.
-    assert_eq!(initech.len(), 1);
-    let summary = server_log
+    // The 11th refusal from this address within the minute used a valid
+    // key: a security event, recorded on its own with the key's id even
+    // though the address had used up its budget, never only counted.
+    assert_eq!(initech.len(), 2);
+    let denied = initech
         .iter()
-        .find(|r| r.event.event_type == "auth.failed_summary")
+        .find(|r| r.event.event_type == "access.denied")
         .unwrap();
-    assert_eq!(summary.event.context["failures"], 1);
-    assert_eq!(
-        summary.event.context["by_event"],
-        json!({"access.denied": 1})
-    );
-    assert_eq!(
-        summary.event.context["last_path"],
-        "/v1/workspaces/initech/events"
-    );
+    assert_eq!(denied.event.context["key_id"], key_id(&acme_read));
+    assert_eq!(denied.event.context["reason"], "other_workspace");
+    assert!(server_log
+        .iter()
+        .all(|r| r.event.event_type != "auth.failed_summary"));
     assert!(!data.join("workspaces/initech").exists());
 }
 
@@ -1089,8 +1122,25 @@ async fn abuse_gets_clean_errors_and_loses_nothing() {
         assert!(report.is_intact(), "{dir:?}: {:?}", report.problems);
     }
     let server_log = records(&data.join("server-log"));
+    // The admin key's path tricks are security events: each recorded on
+    // its own, with the key's id, outside the address's budget.
+    let denied: Vec<&Record> = server_log
+        .iter()
+        .filter(|r| r.event.event_type == "access.denied")
+        .collect();
+    assert!(denied
+        .iter()
+        .all(|r| r.event.context["key_id"] == key_id(&admin)));
+    assert_eq!(
+        denied
+            .iter()
+            .filter(|r| r.event.context["reason"] == "invalid_workspace_name")
+            .count(),
+        10 + 1,
+        "the ten names above, and the empty one"
+    );
     assert!(
-        server_log.len() <= 10 + 2,
+        server_log.len() - denied.len() <= 10 + 2,
         "{} events in the server log",
         server_log.len()
     );
@@ -1208,6 +1258,11 @@ async fn checkpoints_are_signed_on_request() {
     assert_eq!(body["size"], 1);
     assert!(checkpoint.origin.starts_with("chainlog/"));
     server.stop();
+    // The read was recorded after the checkpoint was signed.
+    let stored = records(&data.join("workspaces/acme"));
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].event.event_type, "access.checkpoint");
+    assert_eq!(stored[1].event.context["key_id"], key_id(&key));
     // The CLI verifies the log against it.
     let note = tmp.path().join("latest.checkpoint");
     std::fs::write(&note, body["note"].as_str().unwrap()).unwrap();

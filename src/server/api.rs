@@ -35,6 +35,8 @@ use crate::server::error::ApiError;
 use crate::server::ingest;
 use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope, Via};
 use crate::server::params::{self, Endpoint};
+use crate::server::reads::{record_read, record_read_blocking, ReadKind};
+use crate::server::refusals;
 use crate::server::workspace::{validate_workspace_name, Open};
 use crate::server::AppState;
 use crate::storage::FsStorage;
@@ -60,46 +62,56 @@ type Shared = Arc<AppState>;
 /// All routes, with the request timeout and common headers around them.
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
-        .route("/", get(dashboard).fallback(not_allowed("GET")))
-        .route("/healthz", get(healthz).fallback(not_allowed("GET")))
-        .route("/v1/key", get(whoami).fallback(not_allowed("GET")))
+        .route("/", get(dashboard).fallback(refusals::not_allowed("GET")))
+        .route(
+            "/healthz",
+            get(healthz).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/key",
+            get(whoami).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/server-log/events",
+            get(super::server_log::events).fallback(refusals::not_allowed("GET")),
+        )
         .route(
             "/v1/workspaces/{w}/events",
             get(get_events)
                 .post(post_events)
-                .fallback(events_not_editable("GET, POST")),
+                .fallback(refusals::events_not_editable("GET, POST")),
         )
         .route(
             "/v1/workspaces/{w}/events/{seq}",
-            get(get_event).fallback(events_not_editable("GET")),
+            get(get_event).fallback(refusals::events_not_editable("GET")),
         )
         .route(
             "/v1/workspaces/{w}/export",
-            get(export).fallback(not_allowed("GET")),
+            get(export).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/verify",
-            get(verify).fallback(not_allowed("GET")),
+            get(verify).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/checkpoint",
-            get(checkpoint).fallback(not_allowed("GET")),
+            get(checkpoint).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/keys",
             get(list_keys)
                 .post(create_key)
-                .fallback(not_allowed("GET, POST")),
+                .fallback(refusals::not_allowed("GET, POST")),
         )
         .route(
             "/v1/workspaces/{w}/keys/{id}",
-            delete(revoke_key).fallback(not_allowed("DELETE")),
+            delete(revoke_key).fallback(refusals::not_allowed("DELETE")),
         )
         .route(
             "/v1/workspaces/{w}/keys/{id}/rotate",
-            post(rotate_key).fallback(not_allowed("POST")),
+            post(rotate_key).fallback(refusals::not_allowed("POST")),
         )
-        .fallback(not_found)
+        .fallback(refusals::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -125,38 +137,6 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
     response
 }
 
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(
-        "not_found",
-        format!(
-            "no endpoint at {:?}; see the README's HTTP API section",
-            uri.path().chars().take(200).collect::<String>()
-        ),
-    )
-}
-
-fn not_allowed(
-    allow: &'static str,
-) -> impl Fn(Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
-    move |method: Method| {
-        std::future::ready(ApiError::method_not_allowed(
-            allow,
-            format!("{method} is not allowed here (allowed: {allow})"),
-        ))
-    }
-}
-
-fn events_not_editable(
-    allow: &'static str,
-) -> impl Fn(Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
-    move |method: Method| {
-        std::future::ready(ApiError::method_not_allowed(
-            allow,
-            format!("{method} is not allowed: events are append-only and can never be modified or deleted (allowed: {allow})"),
-        ))
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Who is asking
 
@@ -171,9 +151,9 @@ enum Bearer {
 /// The client: its address, the request line and its key.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    ip: IpAddr,
-    method: Method,
-    path: String,
+    pub(super) ip: IpAddr,
+    pub(super) method: Method,
+    pub(super) path: String,
     bearer: Bearer,
 }
 
@@ -237,7 +217,7 @@ fn percent_decode(raw: &str) -> String {
 /// Path segment `index` of the request (`/v1/workspaces/{w}/…`: the
 /// workspace is 3), percent-decoded. Taken from the raw path so that a
 /// name that is not UTF-8 is refused (and audited) like any bad name.
-fn path_segment(caller: &Caller, index: usize) -> String {
+pub(super) fn path_segment(caller: &Caller, index: usize) -> String {
     caller
         .path
         .split('/')
@@ -246,22 +226,27 @@ fn path_segment(caller: &Caller, index: usize) -> String {
         .unwrap_or_default()
 }
 
+/// The caller's key when it presented a valid one (no refusal recorded).
+pub(super) fn presented_key(state: &Shared, caller: &Caller) -> Option<ApiKey> {
+    match &caller.bearer {
+        Bearer::Key(text) => match state.keys.check(text).0 {
+            KeyCheck::Valid(key) => Some(key),
+            KeyCheck::Invalid { .. } => None,
+        },
+        Bearer::Missing | Bearer::Malformed => None,
+    }
+}
+
 /// Checks the caller's key for `workspace` (if any) and `needed` (if any).
 /// Every refusal is recorded before it is answered.
-async fn authorize(
+pub(super) async fn authorize(
     state: &Shared,
     caller: &Caller,
     workspace: Option<&str>,
     needed: Option<Scope>,
 ) -> Result<ApiKey, ApiError> {
-    let refuse = |event_type, key_id: Option<String>, reason, extra: Map<String, Value>| Failure {
-        event_type,
-        ip: caller.ip,
-        key_id,
-        reason,
-        method: caller.method.to_string(),
-        path: caller.path.clone(),
-        extra,
+    let refuse = |event_type, key_id: Option<String>, reason, extra: Map<String, Value>| {
+        caller.failure(event_type, key_id, reason, extra)
     };
     let mut extra = Map::new();
     if let Some(w) = workspace {
@@ -359,7 +344,7 @@ async fn authorize(
 /// Records a refused request in the named workspace's log, or the
 /// server's when there is no such workspace, unless the limiter only
 /// counts it.
-async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
+pub(super) async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
     let workspace = workspace
         .filter(|w| validate_workspace_name(w).is_ok())
         .map(str::to_string);
@@ -392,7 +377,9 @@ async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failur
 
 /// Writes the summaries of failure windows that ended (all with `all`).
 pub(crate) async fn write_summaries(state: &Shared, all: bool) {
-    let due = state.failures.take_due(Instant::now(), all);
+    let now = Instant::now();
+    let mut due = state.failures.take_due(now, all);
+    due.extend(state.reads.take_due(now, all));
     if due.is_empty() {
         return;
     }
@@ -465,7 +452,7 @@ async fn open_workspace(state: &Shared, workspace: &str, key: &ApiKey) -> Result
 }
 
 /// Runs `f` on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -525,13 +512,17 @@ async fn dashboard() -> Response {
     response
 }
 
-async fn whoami(State(state): State<Shared>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn whoami(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     let key = authorize(&state, &caller, None, None).await?;
-    Ok(Json(json!({
+    let body = json!({
         "id": key.id,
         "workspace": key.workspace,
         "scope": key.scope,
-    })))
+    })
+    .to_string();
+    let read = caller.read(&key, ReadKind::SignIn, 0, body.len());
+    record_read(&state, Some(&key.workspace), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 // ---------------------------------------------------------------------------
@@ -806,7 +797,7 @@ fn receipts_json(receipts: &[Receipt]) -> String {
     out
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(super) fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [
@@ -864,7 +855,7 @@ async fn post_events(
 // ---------------------------------------------------------------------------
 // Reading
 
-fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|_| {
@@ -886,8 +877,9 @@ fn export_failed(e: ExportError) -> ApiError {
     }
 }
 
-/// One page of matches as `{"events": [...], "count": n, "next_cursor": seq|null}`.
-fn page(log: &Log, query: &Query) -> Result<String, ApiError> {
+/// One page of matches as `{"events": [...], "count": n, "next_cursor": seq|null}`,
+/// and its count.
+pub(super) fn page(log: &Log, query: &Query) -> Result<(String, u64), ApiError> {
     let page_size = query.limit.unwrap_or(params::DEFAULT_PAGE_EVENTS);
     let mut probe = query.clone();
     probe.limit = Some(page_size + 1);
@@ -919,10 +911,11 @@ fn page(log: &Log, query: &Query) -> Result<String, ApiError> {
         (true, Some(seq)) => seq.to_string(),
         _ => "null".to_string(),
     };
-    Ok(format!(
+    let body = format!(
         "{{\"events\":{},\"count\":{count},\"next_cursor\":{cursor}}}",
         rows.trim_end()
-    ))
+    );
+    Ok((body, count))
 }
 
 async fn get_events(
@@ -934,7 +927,10 @@ async fn get_events(
     let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Events, Timestamp::now())?;
     let log = workspace_log(&state, &w, &key).await?;
-    let body = blocking(move || page(&log, &parsed.query)).await??;
+    let (body, rows) = blocking(move || page(&log, &parsed.query)).await??;
+    let mut read = caller.read(&key, ReadKind::Query, rows, body.len());
+    read.filters = uri.query().map(str::to_string);
+    record_read(&state, Some(&w), read).await;
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -951,12 +947,15 @@ async fn get_event(State(state): State<Shared>, caller: Caller) -> Result<Respon
         limit: Some(1),
         ..Query::default()
     };
-    let body = blocking(move || page(&log, &query)).await??;
+    let (body, _) = blocking(move || page(&log, &query)).await??;
     let parsed: Value =
         serde_json::from_str(&body).map_err(|e| ApiError::internal("reading an event", &e))?;
     match parsed["events"].get(0) {
         Some(row) if row["seq"].as_u64() == Some(seq) => {
-            Ok(Json(json!({ "event": row })).into_response())
+            let body = json!({ "event": row }).to_string();
+            let read = caller.read(&key, ReadKind::Query, 1, body.len());
+            record_read(&state, Some(&w), read).await;
+            Ok(json_response(StatusCode::OK, body))
         }
         _ => Err(ApiError::not_found(
             "event_not_found",
@@ -971,16 +970,22 @@ struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
     buf: Vec<u8>,
     runtime: tokio::runtime::Handle,
+    /// Bytes handed to the connection so far.
+    sent: u64,
 }
 
 impl ChannelWriter {
     fn send(&mut self, chunk: Result<Bytes, io::Error>) -> io::Result<()> {
         let tx = self.tx.clone();
+        let len = chunk.as_ref().map_or(0, |c| c.len() as u64);
         let sent = self.runtime.block_on(async move {
             tokio::time::timeout(EXPORT_STALL_TIMEOUT, tx.send(chunk)).await
         });
         match sent {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.sent += len;
+                Ok(())
+            }
             Ok(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the client went away",
@@ -1052,20 +1057,42 @@ async fn export(
     let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
     let runtime = tokio::runtime::Handle::current();
     let query = parsed.query;
+    let (st, workspace) = (state.clone(), w.clone());
+    let mut read = caller.read(&key, ReadKind::Export, 0, 0);
+    read.filters = uri.query().map(str::to_string);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut writer = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096),
             runtime,
+            sent: 0,
         };
+        let mut rows = 0u64;
         let result = (|| -> Result<(), ExportError> {
             let mut exporter = Exporter::new(&mut writer, ExportOptions::new(format))?;
             let mut matches = log.query(&query)?;
-            matches.try_for_each_view(|seq, hash, view| exporter.write_view(seq, &hash, view))?;
+            let written = matches.try_for_each_view(|seq, hash, view| {
+                exporter.write_view(seq, &hash, view)?;
+                rows = exporter.rows();
+                Ok::<(), ExportError>(())
+            });
+            written?;
             exporter.finish()?;
             Ok(())
         })();
+        // The export is recorded once it ends, however it ends.
+        let ended = match &result {
+            Ok(()) => "complete",
+            Err(ExportError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => "client_gone",
+            Err(ExportError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => "client_stalled",
+            Err(_) => "failed",
+        };
+        read.rows = rows;
+        read.bytes = writer.sent;
+        read.extra.insert("ended".into(), ended.into());
+        read.extra
+            .insert("format".into(), format!("{format:?}").to_lowercase().into());
         match result {
             Ok(()) => {}
             Err(ExportError::Io(e))
@@ -1080,6 +1107,8 @@ async fn export(
                 let _ = writer.send(Err(io::Error::other("export failed")));
             }
         }
+        drop(writer);
+        record_read_blocking(&st, Some(&workspace), &read);
     });
     let (content_type, extension) = match format {
         ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
@@ -1106,7 +1135,7 @@ struct VerifyAnswer<'a> {
 
 async fn verify(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     let w = path_segment(&caller, 3);
-    authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
     // The verifier reads the segment files itself: it must report on a log
     // so damaged that it cannot be opened, so it does not open the log.
     let dir = state.workspaces.dir(&w);
@@ -1135,11 +1164,16 @@ async fn verify(State(state): State<Shared>, caller: Caller) -> Result<Response,
     })
     .await?
     .map_err(|e| ApiError::from_log("verifying", &e))?;
-    Ok(Json(VerifyAnswer {
-        intact: report.is_intact(),
+    let intact = report.is_intact();
+    let body = serde_json::to_string(&VerifyAnswer {
+        intact,
         report: &report,
     })
-    .into_response())
+    .map_err(|e| ApiError::internal("verifying", &e))?;
+    let mut read = caller.read(&key, ReadKind::Verify, 0, body.len());
+    read.extra.insert("intact".into(), intact.into());
+    record_read(&state, Some(&w), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 async fn checkpoint(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
@@ -1174,7 +1208,10 @@ async fn checkpoint(State(state): State<Shared>, caller: Caller) -> Result<Respo
         }))
     })
     .await??;
-    Ok(Json(answer).into_response())
+    let body = answer.to_string();
+    let read = caller.read(&key, ReadKind::Checkpoint, 0, body.len());
+    record_read(&state, Some(&w), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 // ---------------------------------------------------------------------------
@@ -1224,12 +1261,15 @@ fn issued_json(issued: &crate::server::keys::IssuedKey) -> Value {
 
 async fn list_keys(State(state): State<Shared>, caller: Caller) -> Result<Response, ApiError> {
     let w = path_segment(&caller, 3);
-    authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
-    let st = state.clone();
-    let keys: Vec<KeyInfo> = blocking(move || st.keys.list(Some(&w)))
+    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (st, ws) = (state.clone(), w.clone());
+    let keys: Vec<KeyInfo> = blocking(move || st.keys.list(Some(&ws)))
         .await?
         .map_err(|e| ApiError::from_keys("listing keys", &e))?;
-    Ok(Json(json!({ "keys": keys })).into_response())
+    let body = json!({ "keys": keys }).to_string();
+    let read = caller.read(&key, ReadKind::KeyList, keys.len() as u64, body.len());
+    record_read(&state, Some(&w), read).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 async fn create_key(

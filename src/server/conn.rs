@@ -51,6 +51,19 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// many, and at least a quarter of the limit.
 const RESERVED_FDS_MIN: u64 = 32;
 
+/// Why hyper refused a request head itself, before the router saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadRefusal {
+    /// Over [`READ_BUFFER_BYTES`]: answered 431.
+    TooLarge,
+    /// Not HTTP/1.1 hyper can parse: answered 400.
+    Malformed,
+}
+
+/// Told of every request head hyper refused, with the client's address, so
+/// that such refusals are audited like the router's.
+pub(crate) type OnHeadRefused = Arc<dyn Fn(SocketAddr, HeadRefusal) + Send + Sync>;
+
 /// A bound listening socket, with TLS when configured.
 pub(crate) struct Listener {
     pub tcp: TcpListener,
@@ -86,6 +99,7 @@ pub(crate) async fn serve(
     limits: &Limits,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    refused: OnHeadRefused,
 ) {
     let max_connections = connection_cap(limits.max_connections);
     if max_connections < limits.max_connections {
@@ -131,6 +145,7 @@ pub(crate) async fn serve(
                     timeouts,
                     stop.clone(),
                     slot,
+                    refused.clone(),
                 ));
             }
         }
@@ -149,6 +164,10 @@ pub(crate) async fn serve(
 }
 
 /// One connection, from its TLS handshake (if any) to its close.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one connection, each moved into its task"
+)]
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -157,14 +176,15 @@ async fn connection(
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
+    refused: OnHeadRefused,
 ) {
     match tls {
-        None => http(stream, peer, app, timeouts, stop).await,
+        None => http(stream, peer, app, timeouts, stop, refused).await,
         Some(acceptor) => {
             if let Ok(Ok(stream)) =
                 tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await
             {
-                http(stream, peer, app, timeouts, stop).await;
+                http(stream, peer, app, timeouts, stop, refused).await;
             }
         }
     }
@@ -178,6 +198,7 @@ async fn http<I>(
     app: Router,
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
+    refused: OnHeadRefused,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -208,7 +229,16 @@ async fn http<I>(
     let mut shutting_down = false;
     loop {
         tokio::select! {
-            _ = conn.as_mut() => return,
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    if e.is_parse_too_large() {
+                        refused(peer, HeadRefusal::TooLarge);
+                    } else if e.is_parse() {
+                        refused(peer, HeadRefusal::Malformed);
+                    }
+                }
+                return;
+            }
             // Dropping the connection closes the socket.
             () = &mut expired => return,
             () = &mut stopping, if !shutting_down => {

@@ -9,7 +9,7 @@
 //! | `keys.json` | the API keys, as hashes ([`keys`]); mode 0600, refused when others may write it |
 //! | `keys.lock` | taken while `keys.json` changes |
 //! | `workspaces/<name>/` | each workspace's log ([`workspace`]) |
-//! | `server-log/` | refused requests that name no existing workspace |
+//! | `server-log/` | refused requests that name no existing workspace, and reads of it (`GET /v1/server-log/events`) |
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
 //! answer with receipts means the events are on disk. `POST …/events`
@@ -21,9 +21,16 @@
 //! Every refused request (missing or invalid key, a key used on another
 //! workspace, a scope too small) becomes an `auth.failed` or
 //! `access.denied` event, with the client's address, in the log of the
-//! workspace it named, or in the server's log when that does not exist. A
-//! flood from one address is counted into summary events instead (see
-//! [`audit`]), so failures cannot grow a log without bound.
+//! workspace it named, or in the server's log when that does not exist;
+//! so do requests refused for their path, method or head (404, 405, and a
+//! request head too large or malformed: `request.refused`, or
+//! `access.denied` when they carried a valid key). Refusals without a
+//! valid key are recorded one by one within per-address, per-log and total
+//! budgets and counted exactly into summary events past them; a valid key
+//! used outside its workspace or scope is a security event, recorded one by
+//! one under its own per-key bound (see [`audit`]). Admin keys read the
+//! server's log at `GET /v1/server-log/events`. Reads (queries, exports,
+//! verifications, key listings, sign-ins) are recorded too ([`reads`]).
 //!
 //! With [`ServerConfig::archive`] (cargo feature `s3`), a background thread
 //! archives every log to S3-compatible storage on a schedule ([`archiving`]).
@@ -46,6 +53,9 @@ pub mod key_policy;
 pub mod key_watch;
 pub mod keys;
 pub mod params;
+pub mod reads;
+mod refusals;
+mod server_log;
 mod tls;
 pub mod workspace;
 
@@ -59,8 +69,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::hash::checkpoint::NoteSigner;
-use crate::server::audit::FailureLimiter;
+use crate::server::audit::{AuditPolicy, FailureLimiter};
 use crate::server::keys::{AdminKeys, KeyError, KeyStore};
+use crate::server::reads::ReadLimiter;
 use crate::server::workspace::Workspaces;
 use crate::storage::perms::{self, UnsafeFileError};
 
@@ -101,6 +112,9 @@ pub struct Limits {
     /// (at least `max_body_bytes`); a body that finds no room within its
     /// `body_timeout` is answered 503. Default 64 MiB.
     pub max_body_bytes_in_flight: usize,
+    /// What refusals and reads are recorded one by one, and who reads the
+    /// server's log. Default [`AuditPolicy::default`].
+    pub audit: AuditPolicy,
 }
 
 impl Default for Limits {
@@ -117,6 +131,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_body_bytes_in_flight: 64 << 20,
+            audit: AuditPolicy::default(),
         }
     }
 }
@@ -226,6 +241,7 @@ pub(crate) struct AppState {
     pub keys: KeyStore,
     pub workspaces: Workspaces,
     pub failures: FailureLimiter,
+    pub reads: ReadLimiter,
     pub limits: Limits,
     pub signer: Option<NoteSigner>,
     pub checkpoint_origin: String,
@@ -293,7 +309,8 @@ impl Server {
         let state = Arc::new(AppState {
             keys,
             workspaces: Workspaces::new(&config.data_dir),
-            failures: FailureLimiter::new(),
+            failures: FailureLimiter::new(limits.audit.clone(), std::time::Instant::now()),
+            reads: ReadLimiter::new(&limits.audit, std::time::Instant::now()),
             export_slots: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
             verify_slots: Arc::new(Semaphore::new(limits.max_concurrent_verifies.max(1))),
             limits,
@@ -343,7 +360,8 @@ impl Server {
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
         let key_watch = tokio::spawn(key_watch::watch(state.clone()));
         let grace = state.limits.shutdown_grace;
-        conn::serve(self.listener, app, &state.limits, stop_rx, grace).await;
+        let refused = refusals::head_refusals(state.clone());
+        conn::serve(self.listener, app, &state.limits, stop_rx, grace, refused).await;
         summaries.abort();
         key_watch.abort();
         #[cfg(feature = "s3")]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use chainlog::server::audit::AuditPolicy;
 use chainlog::server::keys::AdminKeys;
 use chainlog::server::{shutdown_signal, Limits, Server, ServerConfig, TlsFiles};
 use clap::Args;
@@ -80,6 +81,39 @@ pub struct ServeArgs {
     /// default: files written now would belong to the wrong user).
     #[arg(long)]
     allow_other_owner: bool,
+    /// The window the refusal and read budgets below count in (they say
+    /// "per minute" for the default): summaries are written when it ends.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_timeout)]
+    audit_window: Duration,
+    /// Refusals without a valid key (missing or bad key, unknown route, bad
+    /// request head) recorded one by one per client address and minute; the
+    /// rest are counted exactly in one `auth.failed_summary` per log and
+    /// minute.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    refusals_per_address: u32,
+    /// Refusals without a valid key recorded one by one per log (a
+    /// workspace's, or the server's) and minute, whatever their addresses.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    refusals_per_log: u32,
+    /// Refusals without a valid key recorded one by one per minute in all
+    /// logs together.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    refusals_total: u32,
+    /// Security events (a valid key used outside its workspace or scope)
+    /// recorded one by one per key and minute, whatever other clients do;
+    /// past it they are counted exactly in an `access.denied_summary`.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    security_events_per_key: u32,
+    /// Reads (queries, exports, verifications, key listings, sign-ins)
+    /// recorded one by one per key, log and minute; past it they are
+    /// counted exactly (reads, rows, bytes) in an `access.read_summary`.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    reads_per_key: u32,
+    /// Only the admin keys of these workspaces (comma-separated) may read
+    /// the server's log (GET /v1/server-log/events); default: every admin
+    /// key.
+    #[arg(long, value_name = "WORKSPACE,...", value_delimiter = ',')]
+    server_log_readers: Option<Vec<String>>,
     /// Archive every workspace's log, and the server's, to
     /// s3://BUCKET/PREFIX (under PREFIX/workspaces/<name> and
     /// PREFIX/server-log): when the server starts, then every
@@ -248,6 +282,15 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
             max_body_bytes_in_flight: args.max_body_bytes_in_flight,
+            audit: AuditPolicy {
+                window: args.audit_window,
+                refusals_per_address: args.refusals_per_address,
+                refusals_per_log: args.refusals_per_log,
+                refusals_total: args.refusals_total,
+                security_events_per_key: args.security_events_per_key,
+                reads_per_key: args.reads_per_key,
+                server_log_readers: args.server_log_readers,
+            },
             ..Limits::default()
         },
         admin_keys: match args.admin_keys {
