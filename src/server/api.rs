@@ -101,6 +101,10 @@ pub(crate) fn router(state: Shared) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::server::metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -355,17 +359,19 @@ async fn authorize(
     Ok(key)
 }
 
-/// Records a refused request in the named workspace's log, or the
-/// server's when there is no such workspace, unless the limiter only
-/// counts it.
+/// Records a refused request in the named workspace's log when that log
+/// is open, or else in the server's, unless the limiter only counts it.
+/// A refusal never opens a workspace (a thread and files each): a request
+/// not authorized for a workspace takes the same path whether it exists or
+/// not, so neither its cost nor its answer time tells.
 async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
+    state.metrics.refusal(failure.event_type, failure.reason);
     let workspace = workspace
         .filter(|w| validate_workspace_name(w).is_ok())
         .map(str::to_string);
-    let log = match &workspace {
-        Some(w) => existing_log(state, w).await,
-        None => None,
-    };
+    let log = workspace
+        .as_deref()
+        .and_then(|w| state.workspaces.cached(w));
     let target = match (&log, workspace) {
         (Some(_), Some(w)) => Target::Workspace(w),
         _ => Target::Server,
@@ -399,7 +405,8 @@ pub(crate) async fn write_summaries(state: &Shared, all: bool) {
     let _ = tokio::task::spawn_blocking(move || {
         for summary in due {
             let log = match &summary.target {
-                Target::Workspace(w) => state.workspaces.open(w, false).ok().flatten(),
+                // Open when the failure was counted; a summary opens none.
+                Target::Workspace(w) => state.workspaces.cached(w),
                 Target::Server => None,
             };
             let log = match log {
@@ -421,19 +428,6 @@ pub(crate) async fn write_summaries_every_second(state: Shared) {
         tick.tick().await;
         write_summaries(&state, false).await;
     }
-}
-
-/// The workspace's log if the workspace exists.
-async fn existing_log(state: &Shared, workspace: &str) -> Option<Arc<Log>> {
-    if let Some(log) = state.workspaces.cached(workspace) {
-        return Some(log);
-    }
-    let (state, w) = (state.clone(), workspace.to_string());
-    tokio::task::spawn_blocking(move || state.workspaces.open(&w, false))
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .flatten()
 }
 
 /// The workspace's log for an authorized request; an admin key creates
@@ -1038,16 +1032,10 @@ async fn export(
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Export, Timestamp::now())?;
     let format = parsed.format.unwrap_or(ExportFormat::Json);
     let log = workspace_log(&state, &w, &key).await?;
-    let permit = state
-        .export_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::unavailable(
-                "too_many_exports",
-                "the server is streaming as many exports as it allows; try again shortly",
-            )
-        })?;
+    let permit = match state.export_slots.try_acquire(&w) {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
     let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
     let runtime = tokio::runtime::Handle::current();
     let query = parsed.query;
@@ -1116,12 +1104,10 @@ async fn verify(State(state): State<Shared>, caller: Caller) -> Result<Response,
             format!("workspace {w:?} has no log yet"),
         ));
     }
-    let permit = state
-        .verify_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| ApiError::internal("verifying", &e))?;
+    let permit = match state.verify_slots.acquire(&w).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
     let report = blocking(move || {
         let _permit = permit;
         let options = VerifyOptions {

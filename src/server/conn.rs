@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
+use crate::server::metrics::{Metrics, OpenConnection};
 use crate::server::Limits;
 
 /// hyper's read buffer per connection, which also bounds a request head.
@@ -86,6 +87,7 @@ pub(crate) async fn serve(
     limits: &Limits,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    metrics: Option<&Metrics>,
 ) {
     let max_connections = connection_cap(limits.max_connections);
     if max_connections < limits.max_connections {
@@ -118,6 +120,7 @@ pub(crate) async fn serve(
                         continue;
                     }
                 };
+                let open = metrics.map(Metrics::connection);
                 // Over the limit: close at once (dropping the stream).
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
@@ -130,7 +133,7 @@ pub(crate) async fn serve(
                     app.clone(),
                     timeouts,
                     stop.clone(),
-                    slot,
+                    (slot, open),
                 ));
             }
         }
@@ -156,7 +159,7 @@ async fn connection(
     app: Router,
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slot: (OwnedSemaphorePermit, Option<OpenConnection>),
 ) {
     match tls {
         None => http(stream, peer, app, timeouts, stop).await,

@@ -43,7 +43,9 @@ pub mod error;
 mod ingest;
 mod intake;
 pub mod keys;
+mod metrics;
 pub mod params;
+pub mod slots;
 mod tls;
 pub mod workspace;
 
@@ -54,11 +56,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::hash::checkpoint::NoteSigner;
 use crate::server::audit::FailureLimiter;
 use crate::server::keys::{KeyError, KeyStore};
+use crate::server::slots::{SlotLimits, Slots};
 use crate::server::workspace::Workspaces;
 
 /// Bounds on what one request may ask for.
@@ -75,10 +78,18 @@ pub struct Limits {
     /// Longest the server waits for requests in flight when stopping.
     /// Default 10 s.
     pub shutdown_grace: Duration,
-    /// Exports streaming at once. Default 8.
+    /// Exports streaming at once, server-wide. Default 8.
     pub max_concurrent_exports: usize,
-    /// Verifications running at once. Default 1.
+    /// Exports streaming at once for one workspace; one more is answered
+    /// 503 with `Retry-After` ([`slots`]). Default 2.
+    pub max_exports_per_workspace: usize,
+    /// Verifications running at once, server-wide. Default 2.
     pub max_concurrent_verifies: usize,
+    /// Verifications running at once for one workspace. Default 1.
+    pub max_verifies_per_workspace: usize,
+    /// Verifications of one workspace waiting for a slot; one more is
+    /// answered 503 with `Retry-After`. Default 2.
+    pub max_queued_verifies_per_workspace: usize,
     /// Longest a client may take to send a request's headers, counted from
     /// their first byte; also the longest a TLS handshake may take. The
     /// connection is closed. Default 10 s.
@@ -108,7 +119,10 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_concurrent_exports: 8,
-            max_concurrent_verifies: 1,
+            max_exports_per_workspace: 2,
+            max_concurrent_verifies: 2,
+            max_verifies_per_workspace: 1,
+            max_queued_verifies_per_workspace: 2,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -144,6 +158,10 @@ pub struct ServerConfig {
     pub checkpoint_origin: String,
     /// Request limits.
     pub limits: Limits,
+    /// Serve `GET /metrics` (Prometheus text format, no key) on this
+    /// address, a separate listener; port 0 picks a free port. Default
+    /// none: no metrics are served.
+    pub metrics_listen: Option<SocketAddr>,
     /// Archive every log to S3-compatible storage on this schedule.
     /// Default none.
     #[cfg(feature = "s3")]
@@ -160,6 +178,7 @@ impl ServerConfig {
             checkpoint_signer: None,
             checkpoint_origin: "chainlog".into(),
             limits: Limits::default(),
+            metrics_listen: None,
             #[cfg(feature = "s3")]
             archive: None,
         }
@@ -211,8 +230,9 @@ pub(crate) struct AppState {
     pub limits: Limits,
     pub signer: Option<NoteSigner>,
     pub checkpoint_origin: String,
-    pub export_slots: Arc<Semaphore>,
-    pub verify_slots: Arc<Semaphore>,
+    pub export_slots: Slots,
+    pub verify_slots: Slots,
+    pub metrics: metrics::Metrics,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -220,6 +240,8 @@ pub struct Server {
     state: Arc<AppState>,
     listener: conn::Listener,
     local_addr: SocketAddr,
+    /// The metrics listener and its address.
+    metrics: Option<(TcpListener, SocketAddr)>,
     /// The data directory and the archive schedule, when archiving.
     #[cfg(feature = "s3")]
     archive: Option<(PathBuf, archiving::ArchiveSchedule)>,
@@ -256,6 +278,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let bound = |source| ServerError::Bind { addr, source };
+                let tcp = TcpListener::bind(addr).await.map_err(bound)?;
+                let local = tcp.local_addr().map_err(bound)?;
+                Some((tcp, local))
+            }
+            None => None,
+        };
         let listener = conn::Listener {
             tcp,
             tls: tls_config.map(tokio_rustls::TlsAcceptor::from),
@@ -267,8 +298,27 @@ impl Server {
             keys,
             workspaces: Workspaces::new(&config.data_dir),
             failures: FailureLimiter::new(),
-            export_slots: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
-            verify_slots: Arc::new(Semaphore::new(limits.max_concurrent_verifies.max(1))),
+            // An export refused can be retried at once; a verification
+            // takes seconds to minutes.
+            export_slots: Slots::new(
+                "export",
+                SlotLimits {
+                    total: limits.max_concurrent_exports,
+                    per_workspace: limits.max_exports_per_workspace,
+                    queued_per_workspace: 0,
+                },
+                1,
+            ),
+            verify_slots: Slots::new(
+                "verify",
+                SlotLimits {
+                    total: limits.max_concurrent_verifies,
+                    per_workspace: limits.max_verifies_per_workspace,
+                    queued_per_workspace: limits.max_queued_verifies_per_workspace,
+                },
+                5,
+            ),
+            metrics: metrics::Metrics::default(),
             limits,
             signer: config.checkpoint_signer,
             checkpoint_origin: config.checkpoint_origin,
@@ -277,6 +327,7 @@ impl Server {
             state,
             listener,
             local_addr,
+            metrics,
             #[cfg(feature = "s3")]
             archive,
         })
@@ -285,6 +336,11 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `GET /metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Whether it serves HTTPS.
@@ -315,7 +371,19 @@ impl Server {
         });
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
         let grace = state.limits.shutdown_grace;
-        conn::serve(self.listener, app, &state.limits, stop_rx, grace).await;
+        let metrics = self.metrics.map(|(tcp, _)| {
+            let (limits, stop) = (state.limits.clone(), stop_rx.clone());
+            let listener = conn::Listener { tcp, tls: None };
+            let app = metrics::router(state.clone());
+            tokio::spawn(
+                async move { conn::serve(listener, app, &limits, stop, grace, None).await },
+            )
+        });
+        let counted = Some(&state.metrics);
+        conn::serve(self.listener, app, &state.limits, stop_rx, grace, counted).await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         summaries.abort();
         #[cfg(feature = "s3")]
         if let Some(archiver) = archiver {

@@ -8,6 +8,7 @@
 
 mod fs;
 pub mod sim;
+pub mod stats;
 
 pub use fs::FsStorage;
 
