@@ -169,7 +169,7 @@ fn metrics_move_as_the_requests_say() {
     assert_eq!(value(&before, "chainlog_http_requests_total", &posted), 1.0);
 
     // Seven events in one request: +7 records, one more fdatasync at least.
-    let seven = vec![event; 7].join("\n");
+    let seven = [event; 7].join("\n");
     assert_eq!(post(server.addr, &admin, &seven), 201);
     let (after, _) = parse(&python, &server.scrape()).unwrap();
     let delta =

@@ -361,17 +361,22 @@ async fn authorize(
 
 /// Records a refused request in the named workspace's log when that log
 /// is open, or else in the server's, unless the limiter only counts it.
-/// A refusal never opens a workspace (a thread and files each): a request
-/// not authorized for a workspace takes the same path whether it exists or
-/// not, so neither its cost nor its answer time tells.
+/// Only a valid key of the workspace itself (refused for its scope) opens
+/// the workspace's log for it: any other refusal takes the same path
+/// whether the workspace exists or not, so neither its cost (a thread and
+/// files per workspace opened) nor its answer time tells.
 async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
     state.metrics.refusal(failure.event_type, failure.reason);
     let workspace = workspace
         .filter(|w| validate_workspace_name(w).is_ok())
         .map(str::to_string);
-    let log = workspace
-        .as_deref()
-        .and_then(|w| state.workspaces.cached(w));
+    let own_key =
+        failure.extra.get("key_workspace").and_then(Value::as_str) == workspace.as_deref();
+    let log = match &workspace {
+        Some(w) if own_key => existing_log(state, w).await,
+        Some(w) => state.workspaces.cached(w),
+        None => None,
+    };
     let target = match (&log, workspace) {
         (Some(_), Some(w)) => Target::Workspace(w),
         _ => Target::Server,
@@ -428,6 +433,19 @@ pub(crate) async fn write_summaries_every_second(state: Shared) {
         tick.tick().await;
         write_summaries(&state, false).await;
     }
+}
+
+/// The workspace's log if the workspace exists (for its own keys only).
+async fn existing_log(state: &Shared, workspace: &str) -> Option<Arc<Log>> {
+    if let Some(log) = state.workspaces.cached(workspace) {
+        return Some(log);
+    }
+    let (state, w) = (state.clone(), workspace.to_string());
+    tokio::task::spawn_blocking(move || state.workspaces.open(&w, false))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
 }
 
 /// The workspace's log for an authorized request; an admin key creates

@@ -21,9 +21,16 @@
 //! Every refused request (missing or invalid key, a key used on another
 //! workspace, a scope too small) becomes an `auth.failed` or
 //! `access.denied` event, with the client's address, in the log of the
-//! workspace it named, or in the server's log when that does not exist. A
-//! flood from one address is counted into summary events instead (see
-//! [`audit`]), so failures cannot grow a log without bound.
+//! workspace it named when that log is open, or else in the server's log:
+//! a refused request opens no workspace but with a valid key of that
+//! workspace (refused for its scope). A flood from one address is
+//! counted into summary events instead (see [`audit`]), so failures cannot
+//! grow a log without bound.
+//!
+//! Exports and verifications take slots per workspace and server-wide
+//! ([`slots`]), so one tenant's slow clients cannot refuse or hold up
+//! another's. With [`ServerConfig::metrics_listen`], `GET /metrics` is
+//! served on a listener of its own (`metrics`).
 //!
 //! With [`ServerConfig::archive`] (cargo feature `s3`), a background thread
 //! archives every log to S3-compatible storage on a schedule ([`archiving`]).
