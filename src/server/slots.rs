@@ -10,10 +10,11 @@
 //! `Retry-After`): a client that cannot get its stream now retries. A
 //! verification may wait, in a queue bounded per workspace; a request over
 //! the bound is refused the same way, and only that workspace's requests
-//! are. A freed slot goes to the longest-waiting request whose workspace is
-//! under its own limit, so a workspace's queue never stands in front of
-//! another workspace's request: that one waits at most for a slot to free,
-//! never for the other workspace's queue to drain.
+//! are. A freed slot goes to a waiting request of the workspace that got a
+//! slot least recently (its oldest), among those under their own limit, so
+//! a workspace's queue never stands in front of another workspace's
+//! request: that one waits at most for a running request to end, never for
+//! the other workspace's queue to drain.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,10 @@ struct State {
     /// In arrival order.
     waiting: VecDeque<Waiter>,
     next_id: u64,
+    /// Slots granted so far; and per workspace in `usage`, the number of
+    /// its last grant, to serve the workspace that waited longest first.
+    grants: u64,
+    last_grant: HashMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -206,6 +211,7 @@ fn forget_one(state: &mut State, workspace: &str, change: impl FnOnce(&mut Usage
         change(usage);
         if *usage == Usage::default() {
             state.usage.remove(workspace);
+            state.last_grant.remove(workspace);
         }
     }
 }
@@ -223,6 +229,9 @@ impl Inner {
             .entry(workspace.to_string())
             .or_default()
             .running += 1;
+        state.grants += 1;
+        let grant = state.grants;
+        state.last_grant.insert(workspace.to_string(), grant);
         Some(SlotPermit {
             slots: self.clone(),
             workspace: workspace.to_string(),
@@ -244,22 +253,29 @@ impl Inner {
     }
 
     /// Frees `workspace`'s slot and hands the free slots to the waiters
-    /// that may take them, oldest first.
+    /// that may take them: each to the oldest waiter of the workspace
+    /// served least recently.
     fn release(self: &Arc<Self>, workspace: &str) {
         let mut granted = Vec::new();
         {
             let mut state = self.state.lock();
             state.running = state.running.saturating_sub(1);
             forget_one(&mut state, workspace, |u| u.running -= 1);
-            let mut i = 0;
-            while i < state.waiting.len() && state.running < self.limits.total {
-                let w = &state.waiting[i].workspace;
-                let running = state.usage.get(w).map_or(0, |u| u.running);
-                if running >= self.limits.per_workspace {
-                    i += 1;
-                    continue;
-                }
-                let Some(waiter) = state.waiting.remove(i) else {
+            while state.running < self.limits.total {
+                let pick = state
+                    .waiting
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| {
+                        let running = state.usage.get(&w.workspace).map_or(0, |u| u.running);
+                        running < self.limits.per_workspace
+                    })
+                    .min_by_key(|(i, w)| {
+                        let last = state.last_grant.get(&w.workspace).copied();
+                        (last.unwrap_or(0), *i)
+                    })
+                    .map(|(i, _)| i);
+                let Some(waiter) = pick.and_then(|i| state.waiting.remove(i)) else {
                     break;
                 };
                 if let Some(usage) = state.usage.get_mut(&waiter.workspace) {
@@ -402,6 +418,31 @@ mod tests {
         a2.await.unwrap().unwrap();
         a3.await.unwrap().unwrap();
         assert!(s.usage().is_empty(), "{:?}", s.usage());
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_workspace_served_least_recently() {
+        let s = slots(1, 1, 3);
+        let a1 = s.try_acquire("a").unwrap();
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in ["a", "a", "b"] {
+            let (s2, order) = (s.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = s2.acquire(w).await.unwrap();
+                order.lock().push(w);
+            }));
+            // Queue them in this order.
+            while s.usage().iter().map(|(_, u)| u.queued).sum::<usize>() < tasks.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(a1);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // b came last, but a had just been served.
+        assert_eq!(*order.lock(), ["b", "a", "a"]);
     }
 
     #[tokio::test]
