@@ -182,6 +182,9 @@ async fn one_workspaces_verifies_do_not_hold_up_another() {
     let data = dir.path().join("data");
     big_workspace(&data, "big", 30_000);
     let big = create_key(&data, "big", "read");
+    // Small segments: a verification reads a segment's preallocated tail
+    // too, 64 MiB by default, which takes seconds in a debug build.
+    small_segment_workspace(&data, "small");
     let small = create_key(&data, "small", "read");
     let server = std::sync::Arc::new(TestServer::start(
         &data,
