@@ -193,7 +193,22 @@ fn metrics_move_as_the_requests_say() {
     // A request without a key: a refusal, a 401, and its record.
     let (status, _) = raw_get(server.addr, "/v1/workspaces/acme/events", None);
     assert_eq!(status, 401);
+    // Answers given before the routes (two keys: 400) are counted too.
+    let (status, _) = raw_request(
+        server.addr,
+        b"GET /v1/workspaces/acme/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 400);
     let (refused, _) = parse(&python, &server.scrape()).unwrap();
+    let duplicate = [
+        ("route", "/v1/workspaces/{w}/events"),
+        ("method", "GET"),
+        ("status", "400"),
+    ];
+    assert_eq!(
+        value(&refused, "chainlog_http_requests_total", &duplicate),
+        1.0
+    );
     let missing = [("event", "auth.failed"), ("reason", "missing_key")];
     assert_eq!(value(&refused, "chainlog_refusals_total", &missing), 1.0);
     let unauthorized = [

@@ -101,10 +101,6 @@ pub(crate) fn router(state: Shared) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::server::metrics::track,
-        ))
         .with_state(state)
 }
 

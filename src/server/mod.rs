@@ -370,7 +370,12 @@ impl Server {
             api::router(state.clone()),
             &state.limits,
             self.listener.tls.is_some(),
-        );
+        )
+        // Outermost, so that intake's answers (400, 408, 503) are counted.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
