@@ -941,7 +941,15 @@ async fn get_events(
     let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Events, Timestamp::now())?;
     let log = workspace_log(&state, &w, &key).await?;
-    let body = blocking(move || page(&log, &parsed.query)).await??;
+    let permit = match state.query_slots.acquire(&w).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
+    let body = blocking(move || {
+        let _permit = permit;
+        page(&log, &parsed.query)
+    })
+    .await??;
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -958,7 +966,15 @@ async fn get_event(State(state): State<Shared>, caller: Caller) -> Result<Respon
         limit: Some(1),
         ..Query::default()
     };
-    let body = blocking(move || page(&log, &query)).await??;
+    let permit = match state.query_slots.acquire(&w).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
+    let body = blocking(move || {
+        let _permit = permit;
+        page(&log, &query)
+    })
+    .await??;
     let parsed: Value =
         serde_json::from_str(&body).map_err(|e| ApiError::internal("reading an event", &e))?;
     match parsed["events"].get(0) {

@@ -288,7 +288,10 @@ pub(crate) fn render(state: &AppState) -> String {
         &[],
         m.connections_accepted.load(Ordering::Relaxed),
     );
-    slot_families(f, &[&state.export_slots, &state.verify_slots]);
+    slot_families(
+        f,
+        &[&state.export_slots, &state.verify_slots, &state.query_slots],
+    );
 
     let engine = stats::snapshot();
     f.head(

@@ -27,7 +27,7 @@
 //! counted into summary events instead (see [`audit`]), so failures cannot
 //! grow a log without bound.
 //!
-//! Exports and verifications take slots per workspace and server-wide
+//! Exports, verifications and queries take slots per workspace and server-wide
 //! ([`slots`]), so one tenant's slow clients cannot refuse or hold up
 //! another's. With [`ServerConfig::metrics_listen`], `GET /metrics` is
 //! served on a listener of its own (`metrics`).
@@ -97,6 +97,14 @@ pub struct Limits {
     /// Verifications of one workspace waiting for a slot; one more is
     /// answered 503 with `Retry-After`. Default 2.
     pub max_queued_verifies_per_workspace: usize,
+    /// Queries (`GET …/events`, `GET …/events/{seq}`) running at once,
+    /// server-wide, each on a blocking thread. Default 16.
+    pub max_concurrent_queries: usize,
+    /// Queries running at once for one workspace. Default 4.
+    pub max_queries_per_workspace: usize,
+    /// Queries of one workspace waiting for a slot; one more is answered
+    /// 503 with `Retry-After`. Default 32.
+    pub max_queued_queries_per_workspace: usize,
     /// Longest a client may take to send a request's headers, counted from
     /// their first byte; also the longest a TLS handshake may take. The
     /// connection is closed. Default 10 s.
@@ -130,6 +138,9 @@ impl Default for Limits {
             max_concurrent_verifies: 2,
             max_verifies_per_workspace: 1,
             max_queued_verifies_per_workspace: 2,
+            max_concurrent_queries: 16,
+            max_queries_per_workspace: 4,
+            max_queued_queries_per_workspace: 32,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -239,6 +250,7 @@ pub(crate) struct AppState {
     pub checkpoint_origin: String,
     pub export_slots: Slots,
     pub verify_slots: Slots,
+    pub query_slots: Slots,
     pub metrics: metrics::Metrics,
 }
 
@@ -324,6 +336,15 @@ impl Server {
                     queued_per_workspace: limits.max_queued_verifies_per_workspace,
                 },
                 5,
+            ),
+            query_slots: Slots::new(
+                "query",
+                SlotLimits {
+                    total: limits.max_concurrent_queries,
+                    per_workspace: limits.max_queries_per_workspace,
+                    queued_per_workspace: limits.max_queued_queries_per_workspace,
+                },
+                1,
             ),
             metrics: metrics::Metrics::default(),
             limits,

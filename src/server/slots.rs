@@ -1,5 +1,5 @@
-//! Slots for slow work (exports, verifications), shared fairly between
-//! workspaces.
+//! Slots for slow work (exports, verifications, queries), shared fairly
+//! between workspaces.
 //!
 //! Each kind of work has a server-wide number of slots and a smaller
 //! number per workspace, so that one tenant's slow clients hold at most
@@ -8,7 +8,7 @@
 //!
 //! An export that finds no free slot is refused at once (503 with
 //! `Retry-After`): a client that cannot get its stream now retries. A
-//! verification may wait, in a queue bounded per workspace; a request over
+//! verification or a query (a page of events, on a blocking thread) may wait, in a queue bounded per workspace; a request over
 //! the bound is refused the same way, and only that workspace's requests
 //! are. A freed slot goes to a waiting request of the workspace that got a
 //! slot least recently (its oldest), among those under their own limit, so
@@ -305,6 +305,7 @@ impl Busy {
     pub fn into_api_error(self) -> ApiError {
         let (code, what) = match self.kind {
             "export" => ("too_many_exports", "exports streaming"),
+            "query" => ("too_many_queries", "queries running and waiting"),
             _ => ("too_many_verifies", "verifications running and waiting"),
         };
         let whose = if self.workspace_full {
@@ -443,6 +444,28 @@ mod tests {
         }
         // b came last, but a had just been served.
         assert_eq!(*order.lock(), ["b", "a", "a"]);
+    }
+
+    #[test]
+    fn a_refusal_says_which_kind_and_when_to_retry() {
+        for (kind, code, retry) in [
+            ("export", "too_many_exports", "1"),
+            ("verify", "too_many_verifies", "5"),
+            ("query", "too_many_queries", "2"),
+        ] {
+            let limits = SlotLimits {
+                total: 1,
+                per_workspace: 1,
+                queued_per_workspace: 0,
+            };
+            let s = Slots::new(kind, limits, retry.parse().unwrap());
+            let _held = s.try_acquire("a").unwrap();
+            let busy = s.try_acquire("a").unwrap_err();
+            assert_eq!(busy.clone().into_api_error().error, code);
+            let response = busy.into_response();
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()[header::RETRY_AFTER], retry);
+        }
     }
 
     #[tokio::test]

@@ -84,6 +84,17 @@ pub struct ServeArgs {
     /// never waits behind this queue.
     #[arg(long, value_name = "N", default_value_t = 2)]
     max_queued_verifies_per_workspace: u32,
+    /// Queries (GET …/events, …/events/SEQ) running at once, server-wide,
+    /// each on a thread.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queries: u32,
+    /// Queries running at once for one workspace (at most --max-queries).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queries_per_workspace: u32,
+    /// Queries of one workspace waiting for a slot; one more is answered
+    /// 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_queued_queries_per_workspace: u32,
     /// Serve GET /metrics (Prometheus text format) on this address, a
     /// listener of its own without keys or TLS: bind it to loopback or a
     /// network only the monitoring system reaches. It names every
@@ -244,6 +255,9 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             max_concurrent_verifies: args.max_verifies as usize,
             max_verifies_per_workspace: args.max_verifies_per_workspace as usize,
             max_queued_verifies_per_workspace: args.max_queued_verifies_per_workspace as usize,
+            max_concurrent_queries: args.max_queries as usize,
+            max_queries_per_workspace: args.max_queries_per_workspace as usize,
+            max_queued_queries_per_workspace: args.max_queued_queries_per_workspace as usize,
             ..Limits::default()
         },
         metrics_listen: args.metrics_listen,
