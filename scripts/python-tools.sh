@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Python tools the tests use into a virtual environment:
 # openapi-spec-validator and openapi-core, which tests/openapi.rs runs (via
-# tests/openapi/check.py) to hold docs/openapi.yaml against the server.
+# tests/openapi/check.py) to hold docs/openapi.yaml against the server, and
+# prometheus_client, whose parser reads GET /metrics in
+# tests/server_metrics.rs (via tests/support/prom_parse.py).
 # Versions are pinned in tests/openapi/requirements.txt.
 #
 #   scripts/python-tools.sh          install (if needed); print the venv's python

@@ -432,7 +432,9 @@ impl Log {
                 unit: "bytes (one segment)",
             });
         }
+        let frame_bytes = frames.len() as u64;
         let (receipts, appended) = self.inner.write_batch(&mut frames, events.len())?;
+        crate::storage::stats::record_append(receipts.len() as u64, frame_bytes);
         if frames.capacity() <= DIRECT_WRITE_BYTES {
             ENCODE_BUFFER.with_borrow_mut(|kept| *kept = frames);
         }

@@ -341,15 +341,22 @@ pub(super) async fn authorize(
     Ok(key)
 }
 
-/// Records a refused request in the named workspace's log, or the
-/// server's when there is no such workspace, unless the limiter only
-/// counts it.
+/// Records a refused request in the named workspace's log when that log
+/// is open, or else in the server's, unless the limiter only counts it.
+/// Only a valid key of the workspace itself (refused for its scope) opens
+/// the workspace's log for it: any other refusal takes the same path
+/// whether the workspace exists or not, so neither its cost (a thread and
+/// files per workspace opened) nor its answer time tells.
 pub(super) async fn record_failure(state: &Shared, workspace: Option<&str>, failure: Failure) {
+    state.metrics.refusal(failure.event_type, failure.reason);
     let workspace = workspace
         .filter(|w| validate_workspace_name(w).is_ok())
         .map(str::to_string);
+    let own_key =
+        failure.extra.get("key_workspace").and_then(Value::as_str) == workspace.as_deref();
     let log = match &workspace {
-        Some(w) => existing_log(state, w).await,
+        Some(w) if own_key => existing_log(state, w).await,
+        Some(w) => state.workspaces.cached(w),
         None => None,
     };
     let target = match (&log, workspace) {
@@ -387,7 +394,13 @@ pub(crate) async fn write_summaries(state: &Shared, all: bool) {
     let _ = tokio::task::spawn_blocking(move || {
         for summary in due {
             let log = match &summary.target {
-                Target::Workspace(w) => state.workspaces.open(w, false).ok().flatten(),
+                // The workspace was open when the summary's first event was
+                // counted (a refusal) or was read (a read): opening it again
+                // tells no one whether it exists.
+                Target::Workspace(w) => state
+                    .workspaces
+                    .cached(w)
+                    .or_else(|| state.workspaces.open(w, false).ok().flatten()),
                 Target::Server => None,
             };
             let log = match log {
@@ -411,7 +424,7 @@ pub(crate) async fn write_summaries_every_second(state: Shared) {
     }
 }
 
-/// The workspace's log if the workspace exists.
+/// The workspace's log if the workspace exists (for its own keys only).
 async fn existing_log(state: &Shared, workspace: &str) -> Option<Arc<Log>> {
     if let Some(log) = state.workspaces.cached(workspace) {
         return Some(log);
@@ -927,7 +940,15 @@ async fn get_events(
     let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Events, Timestamp::now())?;
     let log = workspace_log(&state, &w, &key).await?;
-    let (body, rows) = blocking(move || page(&log, &parsed.query)).await??;
+    let permit = match state.query_slots.acquire(&w).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
+    let (body, rows) = blocking(move || {
+        let _permit = permit;
+        page(&log, &parsed.query)
+    })
+    .await??;
     let mut read = caller.read(&key, ReadKind::Query, rows, body.len());
     read.filters = uri.query().map(str::to_string);
     record_read(&state, Some(&w), read).await;
@@ -947,7 +968,15 @@ async fn get_event(State(state): State<Shared>, caller: Caller) -> Result<Respon
         limit: Some(1),
         ..Query::default()
     };
-    let (body, _) = blocking(move || page(&log, &query)).await??;
+    let permit = match state.query_slots.acquire(&w).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
+    let (body, _) = blocking(move || {
+        let _permit = permit;
+        page(&log, &query)
+    })
+    .await??;
     let parsed: Value =
         serde_json::from_str(&body).map_err(|e| ApiError::internal("reading an event", &e))?;
     match parsed["events"].get(0) {
@@ -1044,16 +1073,10 @@ async fn export(
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Export, Timestamp::now())?;
     let format = parsed.format.unwrap_or(ExportFormat::Json);
     let log = workspace_log(&state, &w, &key).await?;
-    let permit = state
-        .export_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::unavailable(
-                "too_many_exports",
-                "the server is streaming as many exports as it allows; try again shortly",
-            )
-        })?;
+    let permit = match state.export_slots.try_acquire(&w) {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
     let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
     let runtime = tokio::runtime::Handle::current();
     let query = parsed.query;
@@ -1146,12 +1169,10 @@ async fn verify(State(state): State<Shared>, caller: Caller) -> Result<Response,
             format!("workspace {w:?} has no log yet"),
         ));
     }
-    let permit = state
-        .verify_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| ApiError::internal("verifying", &e))?;
+    let permit = match state.verify_slots.acquire(&w).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
     let report = blocking(move || {
         let _permit = permit;
         let options = VerifyOptions {

@@ -176,6 +176,12 @@ impl Committer {
         }
     }
 
+    /// Requests waiting to be appended (not counting a batch being
+    /// appended now).
+    pub(crate) fn depth(&self) -> usize {
+        self.shared.queue.lock().waiting.len()
+    }
+
     /// Takes nothing more, appends what is queued and waits for the thread
     /// to end. Blocking.
     pub(crate) fn close(&self) {

@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
+use crate::server::metrics::{Metrics, OpenConnection};
 use crate::server::Limits;
 
 /// hyper's read buffer per connection, which also bounds a request head.
@@ -100,6 +101,7 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
     grace: Duration,
     refused: OnHeadRefused,
+    metrics: Option<&Metrics>,
 ) {
     let max_connections = connection_cap(limits.max_connections);
     if max_connections < limits.max_connections {
@@ -132,6 +134,7 @@ pub(crate) async fn serve(
                         continue;
                     }
                 };
+                let open = metrics.map(Metrics::connection);
                 // Over the limit: close at once (dropping the stream).
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
@@ -144,7 +147,7 @@ pub(crate) async fn serve(
                     app.clone(),
                     timeouts,
                     stop.clone(),
-                    slot,
+                    (slot, open),
                     refused.clone(),
                 ));
             }
@@ -175,7 +178,7 @@ async fn connection(
     app: Router,
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slot: (OwnedSemaphorePermit, Option<OpenConnection>),
     refused: OnHeadRefused,
 ) {
     match tls {

@@ -21,16 +21,24 @@
 //! Every refused request (missing or invalid key, a key used on another
 //! workspace, a scope too small) becomes an `auth.failed` or
 //! `access.denied` event, with the client's address, in the log of the
-//! workspace it named, or in the server's log when that does not exist;
-//! so do requests refused for their path, method or head (404, 405, and a
-//! request head too large or malformed: `request.refused`, or
-//! `access.denied` when they carried a valid key). Refusals without a
-//! valid key are recorded one by one within per-address, per-log and total
-//! budgets and counted exactly into summary events past them; a valid key
-//! used outside its workspace or scope is a security event, recorded one by
-//! one under its own per-key bound (see [`audit`]). Admin keys read the
-//! server's log at `GET /v1/server-log/events`. Reads (queries, exports,
-//! verifications, key listings, sign-ins) are recorded too ([`reads`]).
+//! workspace it named when that log is open, or else in the server's log
+//! (a refused request opens no workspace, but for a valid key of that
+//! workspace refused for its scope, so neither its cost nor its answer time
+//! tells whether the workspace exists); so do requests refused for their
+//! path, method or head (404, 405, and a request head too large or
+//! malformed: `request.refused`, or `access.denied` when they carried a
+//! valid key). Refusals without a valid key are recorded one by one within
+//! per-address, per-log and total budgets and counted exactly into summary
+//! events past them; a valid key used outside its workspace or scope is a
+//! security event, recorded one by one under its own per-key bound (see
+//! [`audit`]). Admin keys read the server's log at
+//! `GET /v1/server-log/events`. Reads (queries, exports, verifications, key
+//! listings, sign-ins) are recorded too ([`reads`]).
+//!
+//! Exports, verifications and queries take slots per workspace and server-wide
+//! ([`slots`]), so one tenant's slow clients cannot refuse or hold up
+//! another's. With [`ServerConfig::metrics_listen`], `GET /metrics` is
+//! served on a listener of its own (`metrics`).
 //!
 //! With [`ServerConfig::archive`] (cargo feature `s3`), a background thread
 //! archives every log to S3-compatible storage on a schedule ([`archiving`]).
@@ -52,10 +60,12 @@ mod intake;
 pub mod key_policy;
 pub mod key_watch;
 pub mod keys;
+mod metrics;
 pub mod params;
 pub mod reads;
 mod refusals;
 mod server_log;
+pub mod slots;
 mod tls;
 pub mod workspace;
 
@@ -66,12 +76,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::hash::checkpoint::NoteSigner;
 use crate::server::audit::{AuditPolicy, FailureLimiter};
 use crate::server::keys::{AdminKeys, KeyError, KeyStore};
 use crate::server::reads::ReadLimiter;
+use crate::server::slots::{SlotLimits, Slots};
 use crate::server::workspace::Workspaces;
 use crate::storage::perms::{self, UnsafeFileError};
 
@@ -89,10 +100,26 @@ pub struct Limits {
     /// Longest the server waits for requests in flight when stopping.
     /// Default 10 s.
     pub shutdown_grace: Duration,
-    /// Exports streaming at once. Default 8.
+    /// Exports streaming at once, server-wide. Default 8.
     pub max_concurrent_exports: usize,
-    /// Verifications running at once. Default 1.
+    /// Exports streaming at once for one workspace; one more is answered
+    /// 503 with `Retry-After` ([`slots`]). Default 2.
+    pub max_exports_per_workspace: usize,
+    /// Verifications running at once, server-wide. Default 2.
     pub max_concurrent_verifies: usize,
+    /// Verifications running at once for one workspace. Default 1.
+    pub max_verifies_per_workspace: usize,
+    /// Verifications of one workspace waiting for a slot; one more is
+    /// answered 503 with `Retry-After`. Default 2.
+    pub max_queued_verifies_per_workspace: usize,
+    /// Queries (`GET …/events`, `GET …/events/{seq}`) running at once,
+    /// server-wide, each on a blocking thread. Default 16.
+    pub max_concurrent_queries: usize,
+    /// Queries running at once for one workspace. Default 4.
+    pub max_queries_per_workspace: usize,
+    /// Queries of one workspace waiting for a slot; one more is answered
+    /// 503 with `Retry-After`. Default 32.
+    pub max_queued_queries_per_workspace: usize,
     /// Longest a client may take to send a request's headers, counted from
     /// their first byte; also the longest a TLS handshake may take. The
     /// connection is closed. Default 10 s.
@@ -125,7 +152,13 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_concurrent_exports: 8,
-            max_concurrent_verifies: 1,
+            max_exports_per_workspace: 2,
+            max_concurrent_verifies: 2,
+            max_verifies_per_workspace: 1,
+            max_queued_verifies_per_workspace: 2,
+            max_concurrent_queries: 16,
+            max_queries_per_workspace: 4,
+            max_queued_queries_per_workspace: 32,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -171,6 +204,10 @@ pub struct ServerConfig {
     /// Serve a data directory that belongs to another user. Default false:
     /// files the server wrote would belong to the wrong user.
     pub allow_other_owner: bool,
+    /// Serve `GET /metrics` (Prometheus text format, no key) on this
+    /// address, a separate listener; port 0 picks a free port. Default
+    /// none: no metrics are served.
+    pub metrics_listen: Option<SocketAddr>,
     /// Archive every log to S3-compatible storage on this schedule.
     /// Default none.
     #[cfg(feature = "s3")]
@@ -190,6 +227,7 @@ impl ServerConfig {
             admin_keys: AdminKeys::Any,
             group: None,
             allow_other_owner: false,
+            metrics_listen: None,
             #[cfg(feature = "s3")]
             archive: None,
         }
@@ -245,8 +283,10 @@ pub(crate) struct AppState {
     pub limits: Limits,
     pub signer: Option<NoteSigner>,
     pub checkpoint_origin: String,
-    pub export_slots: Arc<Semaphore>,
-    pub verify_slots: Arc<Semaphore>,
+    pub export_slots: Slots,
+    pub verify_slots: Slots,
+    pub query_slots: Slots,
+    pub metrics: metrics::Metrics,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -254,6 +294,8 @@ pub struct Server {
     state: Arc<AppState>,
     listener: conn::Listener,
     local_addr: SocketAddr,
+    /// The metrics listener and its address.
+    metrics: Option<(TcpListener, SocketAddr)>,
     /// The data directory and the archive schedule, when archiving.
     #[cfg(feature = "s3")]
     archive: Option<(PathBuf, archiving::ArchiveSchedule)>,
@@ -299,6 +341,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let bound = |source| ServerError::Bind { addr, source };
+                let tcp = TcpListener::bind(addr).await.map_err(bound)?;
+                let local = tcp.local_addr().map_err(bound)?;
+                Some((tcp, local))
+            }
+            None => None,
+        };
         let listener = conn::Listener {
             tcp,
             tls: tls_config.map(tokio_rustls::TlsAcceptor::from),
@@ -311,8 +362,36 @@ impl Server {
             workspaces: Workspaces::new(&config.data_dir),
             failures: FailureLimiter::new(limits.audit.clone(), std::time::Instant::now()),
             reads: ReadLimiter::new(&limits.audit, std::time::Instant::now()),
-            export_slots: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
-            verify_slots: Arc::new(Semaphore::new(limits.max_concurrent_verifies.max(1))),
+            // An export refused can be retried at once; a verification
+            // takes seconds to minutes.
+            export_slots: Slots::new(
+                "export",
+                SlotLimits {
+                    total: limits.max_concurrent_exports,
+                    per_workspace: limits.max_exports_per_workspace,
+                    queued_per_workspace: 0,
+                },
+                1,
+            ),
+            verify_slots: Slots::new(
+                "verify",
+                SlotLimits {
+                    total: limits.max_concurrent_verifies,
+                    per_workspace: limits.max_verifies_per_workspace,
+                    queued_per_workspace: limits.max_queued_verifies_per_workspace,
+                },
+                5,
+            ),
+            query_slots: Slots::new(
+                "query",
+                SlotLimits {
+                    total: limits.max_concurrent_queries,
+                    per_workspace: limits.max_queries_per_workspace,
+                    queued_per_workspace: limits.max_queued_queries_per_workspace,
+                },
+                1,
+            ),
+            metrics: metrics::Metrics::default(),
             limits,
             signer: config.checkpoint_signer,
             checkpoint_origin: config.checkpoint_origin,
@@ -321,6 +400,7 @@ impl Server {
             state,
             listener,
             local_addr,
+            metrics,
             #[cfg(feature = "s3")]
             archive,
         })
@@ -329,6 +409,11 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `GET /metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Whether it serves HTTPS.
@@ -351,7 +436,12 @@ impl Server {
             api::router(state.clone()),
             &state.limits,
             self.listener.tls.is_some(),
-        );
+        )
+        // Outermost, so that intake's answers (400, 408, 503) are counted.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -361,7 +451,29 @@ impl Server {
         let key_watch = tokio::spawn(key_watch::watch(state.clone()));
         let grace = state.limits.shutdown_grace;
         let refused = refusals::head_refusals(state.clone());
-        conn::serve(self.listener, app, &state.limits, stop_rx, grace, refused).await;
+        let metrics = self.metrics.map(|(tcp, _)| {
+            let (limits, stop) = (state.limits.clone(), stop_rx.clone());
+            let listener = conn::Listener { tcp, tls: None };
+            let app = metrics::router(state.clone());
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                conn::serve(listener, app, &limits, stop, grace, refused, None).await
+            })
+        });
+        let counted = Some(&state.metrics);
+        conn::serve(
+            self.listener,
+            app,
+            &state.limits,
+            stop_rx,
+            grace,
+            refused,
+            counted,
+        )
+        .await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         summaries.abort();
         key_watch.abort();
         #[cfg(feature = "s3")]

@@ -123,6 +123,18 @@ impl Workspaces {
         self.logs.lock().get(name).cloned()
     }
 
+    /// The open workspaces, by name.
+    pub(crate) fn open_list(&self) -> Vec<(String, Open)> {
+        let mut open: Vec<(String, Open)> = self
+            .logs
+            .lock()
+            .iter()
+            .map(|(name, open)| (name.clone(), open.clone()))
+            .collect();
+        open.sort_by(|a, b| a.0.cmp(&b.0));
+        open
+    }
+
     /// The workspace's log and commit queue, opening the log if needed;
     /// `None` as for [`Workspaces::open`]. Blocking.
     pub(crate) fn open_workspace(&self, name: &str, create: bool) -> Result<Option<Open>, Error> {

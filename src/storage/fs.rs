@@ -83,7 +83,10 @@ impl StorageFile for FsFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        let started = std::time::Instant::now();
+        let synced = self.0.sync_data();
+        super::stats::record_sync(started.elapsed());
+        synced
     }
 
     fn size(&self) -> io::Result<u64> {

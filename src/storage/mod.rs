@@ -10,6 +10,7 @@ mod clock;
 mod fs;
 pub mod perms;
 pub mod sim;
+pub mod stats;
 
 pub use clock::SetClock;
 pub use fs::FsStorage;

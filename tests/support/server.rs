@@ -91,6 +91,25 @@ impl TestServer {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The metrics listener's address, when started with
+    /// `--metrics-listen` (read from the line it writes to stderr before
+    /// its first line of stdout).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let stderr = self.stderr();
+        let line = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("chainlog serve: metrics at http://"))
+            .unwrap_or_else(|| panic!("no metrics address in {stderr:?}"));
+        line.trim_end_matches("/metrics").parse().unwrap()
+    }
+
+    /// `GET /metrics` from the metrics listener: the exposition text.
+    pub fn scrape(&self) -> String {
+        let (status, body) = raw_get(self.metrics_addr(), "/metrics", None);
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
@@ -323,4 +342,33 @@ pub async fn tls_connect(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap()
+}
+
+/// The value of sample `name` with exactly these labels in a Prometheus
+/// text exposition, read plainly (tests/server_metrics.rs checks the
+/// format itself with prometheus_client's parser).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (sample, got) = match series.split_once('{') {
+                Some((sample, rest)) => (sample, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let got: Vec<&str> = if got.is_empty() {
+                Vec::new()
+            } else {
+                got.split(',').collect()
+            };
+            let same = sample == name
+                && got.len() == want.len()
+                && want.iter().all(|w| got.contains(&w.as_str()));
+            if same {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
 }

@@ -114,6 +114,44 @@ pub struct ServeArgs {
     /// key.
     #[arg(long, value_name = "WORKSPACE,...", value_delimiter = ',')]
     server_log_readers: Option<Vec<String>>,
+    /// Exports streaming at once, server-wide; one more is answered 503
+    /// with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_exports: u32,
+    /// Exports streaming at once for one workspace, so that one tenant's
+    /// slow readers leave the others room (at most --max-exports).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    max_exports_per_workspace: u32,
+    /// Verifications running at once, server-wide (each uses up to 2
+    /// cores).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    max_verifies: u32,
+    /// Verifications running at once for one workspace (at most
+    /// --max-verifies).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    max_verifies_per_workspace: u32,
+    /// Verifications of one workspace waiting for a slot; one more is
+    /// answered 503 with Retry-After. Another workspace's verification
+    /// never waits behind this queue.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    max_queued_verifies_per_workspace: u32,
+    /// Queries (GET …/events, …/events/SEQ) running at once, server-wide,
+    /// each on a thread.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queries: u32,
+    /// Queries running at once for one workspace (at most --max-queries).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queries_per_workspace: u32,
+    /// Queries of one workspace waiting for a slot; one more is answered
+    /// 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_queued_queries_per_workspace: u32,
+    /// Serve GET /metrics (Prometheus text format) on this address, a
+    /// listener of its own without keys or TLS: bind it to loopback or a
+    /// network only the monitoring system reaches. It names every
+    /// workspace. Default: no metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
     /// Archive every workspace's log, and the server's, to
     /// s3://BUCKET/PREFIX (under PREFIX/workspaces/<name> and
     /// PREFIX/server-log): when the server starts, then every
@@ -291,6 +329,14 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
                 reads_per_key: args.reads_per_key,
                 server_log_readers: args.server_log_readers,
             },
+            max_concurrent_exports: args.max_exports as usize,
+            max_exports_per_workspace: args.max_exports_per_workspace as usize,
+            max_concurrent_verifies: args.max_verifies as usize,
+            max_verifies_per_workspace: args.max_verifies_per_workspace as usize,
+            max_queued_verifies_per_workspace: args.max_queued_verifies_per_workspace as usize,
+            max_concurrent_queries: args.max_queries as usize,
+            max_queries_per_workspace: args.max_queries_per_workspace as usize,
+            max_queued_queries_per_workspace: args.max_queued_queries_per_workspace as usize,
             ..Limits::default()
         },
         admin_keys: match args.admin_keys {
@@ -299,6 +345,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
         },
         group,
         allow_other_owner: args.allow_other_owner,
+        metrics_listen: args.metrics_listen,
         #[cfg(feature = "s3")]
         archive,
     };
@@ -313,6 +360,11 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let scheme = if server.is_tls() { "https" } else { "http" };
+        // On stderr, before the first line of stdout: whoever reads the port
+        // from that line finds this one written already.
+        if let Some(addr) = server.metrics_addr() {
+            eprintln!("chainlog serve: metrics at http://{addr}/metrics");
+        }
         // The first line is for scripts and tests: they read the port from it.
         outln!("listening on {scheme}://{}", server.local_addr())?;
         if !quiet {
