@@ -433,6 +433,9 @@ async fn provenance_is_served_and_filtered() {
             .map(|r| r["seq"].as_u64().unwrap())
             .collect()
     };
+    // Reads are audited: each query appends an `access.query` record after
+    // its answer, so answers are compared over the records the first page had.
+    let last_seq = rows.iter().map(|r| r["seq"].as_u64().unwrap()).max().unwrap();
     let query = |params: String| {
         let client = client.clone();
         let url = format!("{events_url}?{params}");
@@ -440,7 +443,9 @@ async fn provenance_is_served_and_filtered() {
         async move {
             let (status, page) = get(&client, &url, Some(&admin)).await;
             assert_eq!(status, StatusCode::OK, "{url}: {page}");
-            seqs(&page["events"])
+            let mut seqs = seqs(&page["events"]);
+            seqs.retain(|&s| s <= last_seq);
+            seqs
         }
     };
     assert_eq!(
