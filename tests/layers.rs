@@ -43,7 +43,6 @@ const NOT_YET_SPLIT: &[&str] = &[
     "log/mod.rs",
     "server/keys.rs",
     "server/api.rs",
-    "verify/mod.rs",
     "format/segment.rs",
     "bin/chainlog/bench.rs",
 ];
