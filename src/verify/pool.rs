@@ -2,9 +2,9 @@
 //! over in log order.
 //!
 //! Each thread takes the next segment as soon as it is free, so no thread
-//! waits for the slowest segment of a batch; it takes one only while fewer
-//! than `window` finished results wait to be linked, so memory stays
-//! bounded by the window, not the log.
+//! waits for the slowest segment of a batch; but never one `window` or more
+//! past the next to be linked, so memory stays bounded by the window, not
+//! the log.
 
 use std::collections::BTreeMap;
 
