@@ -236,6 +236,29 @@ mod tests {
         assert!(agree(format!("{{{}}}", some.join(",")).as_bytes()));
     }
 
+    /// Integers of every length up to 22 digits, either sign, are judged
+    /// by their value, on both paths.
+    #[test]
+    fn integers_of_every_length_are_judged_by_their_value() {
+        let mut cases: Vec<String> = Vec::new();
+        for len in 1..=22 {
+            cases.push(format!("1{}", "0".repeat(len - 1)));
+            cases.push("9".repeat(len));
+        }
+        for v in [1u128 << 63, (1 << 63) + 1, (1 << 64) - 1, 1 << 64] {
+            cases.push(v.to_string());
+        }
+        for digits in cases {
+            let v: u128 = digits.parse().unwrap();
+            for negative in [false, true] {
+                let text = format!("{{\"n\":{}{digits}}}", if negative { "-" } else { "" });
+                let in_range = if negative { v <= 1 << 63 } else { v < 1 << 64 };
+                assert_eq!(full_check(text.as_bytes()).is_ok(), in_range, "{text}");
+                assert_eq!(agree(text.as_bytes()), in_range, "{text}");
+            }
+        }
+    }
+
     fn any_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),

@@ -317,7 +317,8 @@ impl<'a> Checker<'a> {
             end = after;
             integer = false;
         }
-        if integer {
+        // Up to 18 digits is below 10^18 < 2^63: in range either way.
+        if integer && int_end - int_start > 18 {
             // No leading zeros, so more than 20 digits is always too large.
             let digits = &text[int_start..int_end];
             let magnitude = if digits.len() > 20 {

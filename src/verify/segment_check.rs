@@ -107,6 +107,11 @@ impl SegmentCheck {
         }
     }
 
+    /// Checks the segment file `name` (named for `base`); `last` when it is
+    /// the newest. With `tree_size` the tree is built up to a checkpoint's
+    /// size; with `end_frontier` only this segment's end frontier (for the
+    /// linker to hold the next link block to); with `split` the frames are
+    /// checked in two halves at once.
     #[expect(
         clippy::too_many_arguments,
         reason = "the segment, where it sits in the log, and how to check it"
