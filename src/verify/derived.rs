@@ -69,6 +69,9 @@ pub(crate) fn check_segment(
     let idx_name = index::file_name(header.base_seq);
     let idx_path = dir.join(&idx_name);
     if !r.problems.is_empty() {
+        // The index the scan built is not compared: it need not wait, in
+        // memory, for the segment's turn to be linked.
+        r.index = None;
         if storage.open(&idx_path, false).is_ok() {
             r.derived.indexes_unchecked += 1;
         }
@@ -84,6 +87,7 @@ pub(crate) fn check_segment(
             push(r, problem);
         }
     }
+    r.index = None;
     if tiles {
         check_tiles(storage, dir, file, r)?;
     }
