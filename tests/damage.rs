@@ -540,6 +540,76 @@ fn finding_6_checkpoint_refuses_a_forged_link_block() {
     );
 }
 
+/// Plain `verify` (no checkpoint) holds the newest segment's link block
+/// against the frontier of the segment before it extended by that
+/// segment's records, on one thread and on several.
+#[test]
+fn finding_6_plain_verify_catches_a_forged_link_block_in_the_newest_segment() {
+    let disk = forged_link_block();
+    let newest = disk
+        .list(dir())
+        .unwrap()
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n))
+        .max()
+        .unwrap();
+    let link_at = data_end_limit(MIN_SEGMENT_BYTES) + LINK_BLOCK_AT as u64;
+    for threads in [1, 2, 4] {
+        let report = verify_dir_with(
+            &disk,
+            dir(),
+            &VerifyOptions {
+                threads,
+                checkpoint: None,
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        let kinds: Vec<_> = report.problems.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::TreeMismatch], "{threads} threads");
+        let p = &report.problems[0];
+        assert_eq!(p.segment, segment::file_name(newest));
+        assert_eq!(p.offset, link_at);
+        assert_eq!(p.seq, Some(newest));
+    }
+}
+
+/// Damage in the segment before the newest is reported once: its frames
+/// are not also used to hold the newest segment's link block to account.
+#[test]
+fn damage_before_the_newest_segment_is_not_also_a_link_block_problem() {
+    let disk = SimDisk::new();
+    let log = Log::create_in(Arc::new(disk.clone()), DIR, options()).unwrap();
+    let mut i = 0;
+    while log.state().segments < 2 {
+        log.append(&event(i, 3000)).unwrap();
+        i += 1;
+    }
+    log.append(&event(i, 10)).unwrap();
+    log.close().unwrap();
+    assert!(verify(&disk).is_intact());
+    // Zero the second frame of the first segment: records go missing.
+    let path = seg_path(0);
+    let image = disk.read_file(&path).unwrap();
+    let first = frame::decode(&image[HEADER_BYTES as usize..])
+        .unwrap()
+        .unwrap();
+    let at = HEADER_BYTES + first.padded_len() as u64;
+    let second = frame::decode(&image[at as usize..]).unwrap().unwrap();
+    disk.tamper(&path, at, &vec![0; second.padded_len()])
+        .unwrap();
+    let report = verify(&disk);
+    assert!(!report.is_intact());
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind != ProblemKind::TreeMismatch && p.segment == segment::file_name(0)),
+        "{:#?}",
+        report.problems
+    );
+}
+
 #[test]
 fn finding_6_checkpoint_of_an_intact_log_is_the_verified_root() {
     let disk = SimDisk::new();

@@ -435,7 +435,11 @@ async fn provenance_is_served_and_filtered() {
     };
     // Reads are audited: each query appends an `access.query` record after
     // its answer, so answers are compared over the records the first page had.
-    let last_seq = rows.iter().map(|r| r["seq"].as_u64().unwrap()).max().unwrap();
+    let last_seq = rows
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
     let query = |params: String| {
         let client = client.clone();
         let url = format!("{events_url}?{params}");

@@ -39,6 +39,20 @@ pub fn check_context(text: &[u8]) -> Result<(), EventError> {
     if !text.is_ascii() && std::str::from_utf8(text).is_err() {
         return Err(bad(0, "is not UTF-8"));
     }
+    check_utf8_context(text)
+}
+
+/// [`check_context`] of text known to be valid UTF-8 (the record decoder's
+/// ASCII path has just scanned it).
+pub(crate) fn check_utf8_context(text: &[u8]) -> Result<(), EventError> {
+    if super::context_fast::accepts(text) {
+        return Ok(());
+    }
+    full_check(text)
+}
+
+/// The full check of valid UTF-8 `text`, without the fast path.
+pub(super) fn full_check(text: &[u8]) -> Result<(), EventError> {
     Checker {
         text,
         names: Vec::new(),
@@ -303,7 +317,8 @@ impl<'a> Checker<'a> {
             end = after;
             integer = false;
         }
-        if integer {
+        // Up to 18 digits is below 10^18 < 2^63: in range either way.
+        if integer && int_end - int_start > 18 {
             // No leading zeros, so more than 20 digits is always too large.
             let digits = &text[int_start..int_end];
             let magnitude = if digits.len() > 20 {
@@ -326,7 +341,18 @@ impl<'a> Checker<'a> {
     }
 }
 
-fn literal(text: &[u8], at: usize, word: &[u8]) -> Result<usize, EventError> {
+/// The position after the number at `at`, when its grammar and range are
+/// right.
+pub(super) fn number_end(text: &[u8], at: usize) -> Option<usize> {
+    let checker = Checker {
+        text,
+        names: Vec::new(),
+        stack: Vec::new(),
+    };
+    checker.number(at).ok()
+}
+
+pub(super) fn literal(text: &[u8], at: usize, word: &[u8]) -> Result<usize, EventError> {
     if text.get(at..at + word.len()) == Some(word) {
         Ok(at + word.len())
     } else {

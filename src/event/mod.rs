@@ -6,6 +6,7 @@
 //! without copying, so filters can look at the actor or event type without
 //! parsing the context.
 
+pub(crate) mod context_fast;
 pub(crate) mod context_json;
 pub mod context_rules;
 pub(crate) mod context_text;
@@ -13,8 +14,8 @@ pub mod json;
 pub mod record;
 
 pub use json::EventRef;
-pub(crate) use record::RecordSummary;
 pub use record::{decode_record, Origin, RecordView};
+pub(crate) use record::{index_fields, RecordSummary};
 
 use std::fmt;
 use std::net::IpAddr;

@@ -33,7 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
-use super::context_rules::check_context;
+use super::context_rules::{check_context, check_utf8_context};
 use super::{validate_event_type, Event, EventError, Outcome, Timestamp, IP_NONE, IP_V4, IP_V6};
 use crate::limits::{
     MAX_ACTOR_BYTES, MAX_APPENDER_BYTES, MAX_CONTEXT_BYTES, MAX_EVENT_TYPE_BYTES, MAX_NODE_BYTES,
@@ -454,7 +454,7 @@ impl<'a> RecordSummary<'a> {
         if context_len > MAX_CONTEXT_BYTES
             || context_json.len() != context_len
             || !context_json.is_ascii()
-            || check_context(context_json).is_err()
+            || check_utf8_context(context_json).is_err()
         {
             return None;
         }
@@ -466,6 +466,50 @@ impl<'a> RecordSummary<'a> {
             context_json,
         })
     }
+}
+
+/// The fields an index posts (actor, event type, node), read from record
+/// bytes that [`RecordSummary::decode`] accepted, so that the verifier can
+/// feed the index builder from its own frame scan. `None` for bytes it
+/// would refuse.
+pub(crate) fn index_fields(version: u16, bytes: &[u8]) -> Option<IndexFields<'_>> {
+    fn text(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (len, rest) = bytes.split_first_chunk::<2>()?;
+        rest.split_at_checked(usize::from(u16::from_le_bytes(*len)))
+    }
+    let rest = if version == RECORD_V2 {
+        // received_at, origin, then the appender.
+        text(bytes.get(9..)?)?.1
+    } else {
+        bytes
+    };
+    let (&[_outcome, ip_kind], rest) = rest.get(8..)?.split_first_chunk::<2>()?;
+    let ip_len = match ip_kind {
+        IP_NONE => 0,
+        IP_V4 => 4,
+        IP_V6 => 16,
+        _ => return None,
+    };
+    let (event_type, rest) = text(rest.get(ip_len..)?)?;
+    let (actor, rest) = text(rest)?;
+    let (node, _) = text(rest)?;
+    Some(IndexFields {
+        event_type,
+        actor,
+        node: Some(node).filter(|n| !n.is_empty()),
+    })
+}
+
+/// What [`index_fields`] reads: the texts' bytes (valid UTF-8 in a record
+/// the decoder accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexFields<'a> {
+    /// The event type.
+    pub event_type: &'a [u8],
+    /// The actor.
+    pub actor: &'a [u8],
+    /// The node, if any.
+    pub node: Option<&'a [u8]>,
 }
 
 /// Whether `bytes` follow the event type grammar (the length is bounded by
