@@ -248,6 +248,242 @@ impl EncodeRecord for EventRef<'_> {
     }
 }
 
+/// The JSON form as serde reads it: `Event`'s fields and attributes, with
+/// the strings borrowed and the context written straight to its stored form.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[serde(default = "Timestamp::now")]
+    timestamp: Timestamp,
+    #[serde(rename = "event", borrow)]
+    event_type: Text<'a>,
+    #[serde(borrow)]
+    actor: Text<'a>,
+    #[serde(default, borrow)]
+    node: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    resource: Option<Text<'a>>,
+    #[serde(rename = "ip", default)]
+    source_ip: Option<IpAddr>,
+    #[serde(default)]
+    outcome: Outcome,
+    #[serde(default)]
+    context: StoredContext,
+}
+
+/// A JSON string, borrowed when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor).map(Text)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// The context's stored form, written while serde reads it.
+struct StoredContext(String);
+
+impl Default for StoredContext {
+    fn default() -> Self {
+        StoredContext("{}".to_owned())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StoredContext {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::with_capacity(256);
+        d.deserialize_map(Stored { out: &mut out })?;
+        // Only whole strings and ASCII punctuation were written.
+        String::from_utf8(out)
+            .map(StoredContext)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Writes the value serde reads as [`crate::context_json`] writes the
+/// `Value` serde_json would build from it.
+struct Stored<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Stored<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Stored<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.number(serde_json::Number::from(v));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.number(serde_json::Number::from(v));
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // serde_json's Value turns a non-finite float into null.
+        match serde_json::Number::from_f64(v) {
+            Some(n) => self.number(n),
+            None => self.out.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        crate::event::context_json::write_str(v, self.out);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            let before = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            if seq.next_element_seed(Stored { out: self.out })?.is_none() {
+                self.out.truncate(before);
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut keys = Keys::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            // serde_json's map keeps a repeated key's first place with its
+            // last value, and its Value reads these keys specially: both
+            // are left to the owned path.
+            if key.starts_with(SERDE_PRIVATE_KEY) || !keys.insert(key.clone()) {
+                return Err(serde::de::Error::custom(DECLINED));
+            }
+            if keys.len > 1 {
+                self.out.push(b',');
+            }
+            crate::event::context_json::write_str(&key, self.out);
+            self.out.push(b':');
+            map.next_value_seed(Stored { out: self.out })?;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+impl Stored<'_> {
+    fn number(self, n: serde_json::Number) {
+        // Writing into a Vec cannot fail.
+        let _ = std::io::Write::write_fmt(self.out, format_args!("{n}"));
+    }
+}
+
+/// Keys serde_json's `Value` treats specially start with this.
+const SERDE_PRIVATE_KEY: &str = "$serde_json::private::";
+/// The error that sends a text to the owned path.
+const DECLINED: &str = "left to the owned path";
+
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// One object's keys so far, to find a repeat: a list while short, then a
+/// set (so a context of many keys costs no quadratic time).
+#[derive(Default)]
+struct Keys<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: std::collections::HashSet<Cow<'a, str>>,
+    len: usize,
+}
+
+impl<'a> Keys<'a> {
+    /// Adds `key`; false if the object already has it.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        const FEW: usize = 16;
+        let new = if self.len < FEW {
+            if self.few.contains(&key) {
+                false
+            } else {
+                self.few.push(key);
+                true
+            }
+        } else {
+            if self.many.is_empty() {
+                self.many.extend(self.few.drain(..));
+            }
+            self.many.insert(key)
+        };
+        self.len += usize::from(new);
+        new
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventRef<'de> {
+    /// Reads `Event`'s JSON form with any serde format; a context with a
+    /// repeated key or a `$serde_json::private::` key is refused (the owned
+    /// `Event` takes those).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = <Wire<'de> as serde::Deserialize>::deserialize(d)?;
+        Ok(EventRef {
+            timestamp: wire.timestamp,
+            event_type: wire.event_type.0,
+            actor: wire.actor.0,
+            node: wire.node.map(|t| t.0),
+            resource: wire.resource.map(|t| t.0),
+            source_ip: wire.source_ip,
+            outcome: wire.outcome,
+            context_json: Cow::Owned(wire.context.0),
+        })
+    }
+}
+
+impl<'a> EventRef<'a> {
+    /// One event object filling `text` (JSON whitespace around it allowed),
+    /// read with serde_json; `None` when serde_json refuses it or the
+    /// context is one the owned path must read (see `Deserialize`).
+    pub fn from_json(text: &'a str) -> Option<EventRef<'a>> {
+        serde_json::from_str(text).ok()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod cases;
 
@@ -443,8 +679,63 @@ mod tests {
         assert_eq!(rest, format!(" ,{USUAL}]"));
     }
 
+    /// `EventRef::from_json` against the owned `Event`: whatever it takes
+    /// encodes as the owned event does (bytes or error).
+    fn serde_reader_agrees(text: &str) -> bool {
+        let before = Timestamp::now();
+        let owned = serde_json::from_str::<Event>(text);
+        let borrowed = EventRef::from_json(text);
+        let after = Timestamp::now();
+        let Some(mut borrowed) = borrowed else {
+            return false;
+        };
+        let owned =
+            owned.unwrap_or_else(|e| panic!("from_json took what Event refuses ({e}): {text:?}"));
+        let now = before..=after;
+        if now.contains(&owned.timestamp) && now.contains(&borrowed.timestamp) {
+            borrowed.timestamp = owned.timestamp;
+        }
+        assert_eq!(
+            encoded(|out| borrowed.encode_record(out)),
+            encoded(|out| encode_record(&owned, out)),
+            "{text:?}"
+        );
+        true
+    }
+
+    #[test]
+    fn the_serde_reader_declines_repeated_and_private_context_keys() {
+        assert!(serde_reader_agrees(USUAL));
+        for text in [
+            r#"{"event":"a.b","actor":"x","context":{"a":1,"a":2}}"#,
+            r#"{"event":"a.b","actor":"x","context":{"x":{"$serde_json::private::RawValue":"[1]"}}}"#,
+        ] {
+            assert!(serde_json::from_str::<Event>(text).is_ok());
+            assert_eq!(EventRef::from_json(text), None, "{text}");
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let text = format!(
+            r#"{{"event":"a.b","actor":"x","context":{{{}}}}}"#,
+            many.join(",")
+        );
+        assert!(serde_reader_agrees(&text));
+        let dup = format!(
+            r#"{{"event":"a.b","actor":"x","context":{{{},"k3":0}}}}"#,
+            many.join(",")
+        );
+        assert_eq!(EventRef::from_json(&dup), None);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn the_serde_reader_agrees_with_event(case in any_event()) {
+            let took = serde_reader_agrees(&case.text);
+            if serde_json::from_str::<Event>(&case.text).is_ok() && case.takeable {
+                prop_assert!(took, "{:?}", case.text);
+            }
+        }
+
         #[test]
         fn the_borrowed_parser_agrees_with_serde(case in any_event()) {
             let serde_took = serde_json::from_str::<Event>(&case.text).is_ok();
