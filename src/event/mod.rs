@@ -5,7 +5,6 @@
 //! so filters can look at the actor or event type without parsing the context.
 
 pub(crate) mod context_json;
-pub(crate) mod context_text;
 pub mod json;
 
 pub use json::EventRef;
