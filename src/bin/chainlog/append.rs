@@ -427,6 +427,7 @@ fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<(), CliError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
