@@ -188,7 +188,7 @@ impl<'a> Checker<'a> {
         let body = at + 1;
         let rest = text.get(body..).unwrap_or_default();
         let mut i = body
-            + super::context_text::find_quote_escape_or_control(rest)
+            + super::context_json::find_quote_escape_or_control(rest)
                 .ok_or(bad(at, "has an unterminated string"))?;
         if text[i] == b'"' {
             return Ok((Cow::Borrowed(&text[body..i]), i + 1));

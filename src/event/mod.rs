@@ -8,7 +8,6 @@
 
 pub(crate) mod context_json;
 pub mod context_rules;
-pub(crate) mod context_text;
 pub mod json;
 pub mod record;
 
