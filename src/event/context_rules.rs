@@ -304,20 +304,7 @@ impl<'a> Checker<'a> {
             integer = false;
         }
         if integer {
-            // No leading zeros, so more than 20 digits is always too large.
-            let digits = &text[int_start..int_end];
-            let magnitude = if digits.len() > 20 {
-                None
-            } else {
-                digits.iter().try_fold(0u64, |acc, &d| {
-                    acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-                })
-            };
-            let in_range = match magnitude {
-                Some(m) if negative => m <= 1 << 63,
-                Some(_) => true,
-                None => false,
-            };
+            let in_range = super::input::integer_in_range(negative, &text[int_start..int_end]);
             if !in_range {
                 return Err(bad(at, "has an integer outside [-2^63, 2^64-1]"));
             }

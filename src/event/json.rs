@@ -328,11 +328,12 @@ impl<'a> Keys<'a> {
 }
 
 impl<'de> serde::Deserialize<'de> for EventRef<'de> {
-    /// Reads `Event`'s JSON form with any serde format; a context with a
-    /// repeated key or a `$serde_json::private::` key is refused (the owned
-    /// `Event` takes those).
+    /// Reads `Event`'s JSON form (an object, as `Event` reads it) with any
+    /// serde format; a context with a repeated key or a
+    /// `$serde_json::private::` key is refused (the owned `Event` takes
+    /// those).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wire = <Wire<'de> as serde::Deserialize>::deserialize(d)?;
+        let wire = <Wire<'de> as serde::Deserialize>::deserialize(super::input::ObjectOnly(d))?;
         Ok(EventRef {
             timestamp: wire.timestamp,
             event_type: wire.event_type.0,
@@ -452,14 +453,17 @@ mod tests {
 
     #[test]
     fn what_serde_takes_in_other_forms_is_taken() {
+        // The outcome as a map.
+        taken(r#"{"event":"a.b","actor":"x","outcome":{"failure":null}}"#);
+        // An event is an object: serde's positional form of a struct is
+        // refused by both (issue 15, finding 13).
         for text in [
-            // The outcome as a map, the event as an array (short ones
-            // take the defaults).
-            r#"{"event":"a.b","actor":"x","outcome":{"failure":null}}"#,
             r#"["2026-03-09T09:52:14Z","a.b","x"]"#,
             r#"["2026-03-09T09:52:14Z","a.b","x","n","r","10.0.0.1","success",{}]"#,
         ] {
-            taken(text);
+            let owned = serde_json::from_str::<Event>(text).unwrap_err().to_string();
+            assert!(owned.contains("an event as a JSON object"), "{owned}");
+            declined(text);
         }
         let deep = format!(
             r#"{{"event":"a.b","actor":"x","context":{{"a":{}1{}}}}}"#,

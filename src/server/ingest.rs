@@ -10,8 +10,10 @@
 
 use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 
+use crate::event::input;
 use crate::event::EventRef;
 use crate::server::api::BodyKind;
+use crate::server::error::ApiError;
 
 /// The events of a body (already checked as UTF-8), or `None` when the
 /// owned path must read it: a body it cannot take, a malformed one, or
@@ -43,6 +45,31 @@ pub(super) fn borrowed_events(text: &str, kind: BodyKind, max: usize) -> Option<
                 events.push(EventRef::from_json(line)?);
             }
             Some(events)
+        }
+    }
+}
+
+/// The input contract's number rule ([`input::check_numbers`]) over a
+/// body serde_json has read: a number the record would hold as another
+/// number refuses the request (400, naming the NDJSON line or the byte of
+/// the JSON body).
+pub(super) fn check_numbers(text: &str, kind: BodyKind) -> Result<(), ApiError> {
+    let refuse = |prefix: String, e: crate::event::EventError| {
+        ApiError::bad_request(
+            "invalid_event",
+            format!("{prefix}{e}; nothing was appended"),
+        )
+    };
+    match kind {
+        BodyKind::Json => {
+            input::check_numbers(text.as_bytes()).map_err(|e| refuse(String::new(), e))
+        }
+        BodyKind::NdJson => {
+            for (i, line) in text.split('\n').enumerate() {
+                input::check_numbers(line.as_bytes())
+                    .map_err(|e| refuse(format!("line {}: ", i + 1), e))?;
+            }
+            Ok(())
         }
     }
 }

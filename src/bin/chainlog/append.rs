@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::Path;
 
+use chainlog::event::input::check_numbers;
 use chainlog::event::{encode_record, EventError, EventRef};
 use chainlog::format::frame::padded_len;
 use chainlog::format::segment::{data_end_limit, HEADER_BYTES};
@@ -165,6 +166,7 @@ impl<R: Read> EventLines<R> {
 /// Parses one line and appends its record bytes to `out`, checked exactly
 /// as `append_batch` would check the event.
 fn parse_event(line: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let start = out.len();
     let borrowed = std::str::from_utf8(line).ok().and_then(EventRef::from_json);
     let encoded = match borrowed {
         Some(event) => event.encode_record(out),
@@ -173,7 +175,12 @@ fn parse_event(line: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
             encode_record(&event, out)
         }
     };
-    encoded.map_err(|e| e.to_string())
+    encoded.map_err(|e| e.to_string())?;
+    // serde_json took it, so its numbers can be checked as JSON tokens.
+    check_numbers(line).map_err(|e| {
+        out.truncate(start);
+        e.to_string()
+    })
 }
 
 /// serde_json's message without its "at line 1 column N" (the input line
