@@ -40,6 +40,7 @@ pub mod audit;
 mod commit;
 mod conn;
 pub mod error;
+mod idempotency;
 mod ingest;
 mod intake;
 pub mod keys;
@@ -69,6 +70,12 @@ pub struct Limits {
     /// Most events in one `POST`. Default 10,000 (the library allows
     /// [`crate::limits::MAX_BATCH_EVENTS`]).
     pub max_events_per_request: usize,
+    /// How long the answer to a `POST` with an `Idempotency-Key` is kept
+    /// for its retries (in memory; not across restarts). Default 24 h.
+    pub idempotency_ttl: Duration,
+    /// Most `Idempotency-Key` answers kept per workspace; the oldest is
+    /// dropped first. Default 10,000.
+    pub idempotency_keys: usize,
     /// Longest a request may take until its answer starts (an export's
     /// streamed body is not counted). Default 30 s.
     pub request_timeout: Duration,
@@ -105,6 +112,8 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 4 << 20,
             max_events_per_request: 10_000,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_keys: 10_000,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_concurrent_exports: 8,
@@ -213,6 +222,7 @@ pub(crate) struct AppState {
     pub checkpoint_origin: String,
     pub export_slots: Arc<Semaphore>,
     pub verify_slots: Arc<Semaphore>,
+    pub idempotency: Arc<idempotency::IdempotencyStore>,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -269,6 +279,10 @@ impl Server {
             failures: FailureLimiter::new(),
             export_slots: Arc::new(Semaphore::new(limits.max_concurrent_exports.max(1))),
             verify_slots: Arc::new(Semaphore::new(limits.max_concurrent_verifies.max(1))),
+            idempotency: idempotency::IdempotencyStore::new(
+                limits.idempotency_ttl,
+                limits.idempotency_keys,
+            ),
             limits,
             signer: config.checkpoint_signer,
             checkpoint_origin: config.checkpoint_origin,
