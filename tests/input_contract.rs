@@ -128,6 +128,71 @@ fn chainlog_append_keeps_the_input_contract() {
     assert!(context_of(&stored, "input.test").is_empty());
 }
 
+/// The CSV formula guard of `chainlog export` (issue 15, finding 13):
+/// leading whitespace and full-width starters are seen through, and a real
+/// leading `'` is doubled, so one stripped `'` gives the stored text back.
+#[test]
+fn csv_exports_guard_formulas_behind_spaces_and_full_width_forms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    // (stored actor, its CSV cell)
+    let actors = [
+        ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"\"http://x\"\")"),
+        (" =1+1", "' =1+1"),
+        ("\u{3000}+1", "'\u{3000}+1"),
+        ("＝1+1", "'＝1+1"),
+        ("＋1", "'＋1"),
+        ("－1", "'－1"),
+        ("＠SUM(A1)", "'＠SUM(A1)"),
+        ("'=1", "''=1"),
+        ("'plain", "''plain"),
+        ("alice@acme.io", "alice@acme.io"),
+        ("a=b", "a=b"),
+    ];
+    let lines: String = actors
+        .iter()
+        .map(|(actor, _)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"event": "csv.test", "actor": actor})
+            )
+        })
+        .collect();
+    let init = Command::new(BIN)
+        .args(["--dir", dir.to_str().unwrap(), "init"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let (code, stderr) = append(&dir, &lines);
+    assert_eq!(code, 0, "{stderr}");
+    let out = Command::new(BIN)
+        .args(["--dir", dir.to_str().unwrap(), "export", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut rows = csv.lines().skip(1);
+    for (actor, cell) in actors {
+        let row = rows.next().unwrap();
+        // seq,timestamp,event,actor,...: the actor is the fourth cell; a
+        // quoted cell (it holds `"`) is compared as written.
+        let after_event = row.split_once(",csv.test,").unwrap().1;
+        let written = if cell.contains('"') {
+            let inner = after_event.strip_prefix('"').unwrap();
+            inner[..inner.find("\",").unwrap()].to_string()
+        } else {
+            after_event.split(',').next().unwrap().to_string()
+        };
+        assert_eq!(written, cell, "{actor:?} in {row}");
+        // One stripped `'` gives the stored text back.
+        let unguarded = written
+            .strip_prefix('\'')
+            .unwrap_or(&written)
+            .replace("\"\"", "\"");
+        assert_eq!(unguarded, actor, "{row}");
+    }
+}
+
 #[cfg(feature = "server")]
 mod http {
     use super::*;
