@@ -18,9 +18,11 @@
 //! away, so that the client's retry finds it.
 //!
 //! Answers are kept in memory, for [`Limits::idempotency_ttl`] after they
-//! were given, and at most [`Limits::idempotency_keys`] per workspace (the
-//! oldest answer is dropped first). They do not survive a restart of the
-//! server: a retry after one appends again.
+//! were given, and at most [`Limits::idempotency_keys`] of them and
+//! [`MAX_KEPT_BYTES`] of their bodies per workspace (the oldest answer is
+//! dropped first), so that one append key cannot fill the server's memory.
+//! They do not survive a restart of the server: a retry after one appends
+//! again.
 //!
 //! [`Limits::idempotency_ttl`]: crate::server::Limits::idempotency_ttl
 //! [`Limits::idempotency_keys`]: crate::server::Limits::idempotency_keys
@@ -41,6 +43,9 @@ pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempote
 pub(crate) const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// Longest key, in bytes (a UUID takes 36).
 pub(crate) const MAX_KEY_BYTES: usize = 255;
+/// Most bytes of kept answers per workspace: 64 MiB, about 70 answers of
+/// 10,000 receipts, or 600,000 answers of one.
+pub(crate) const MAX_KEPT_BYTES: usize = 64 << 20;
 
 /// The `Idempotency-Key` of a request, if it has one: 1 to 255 visible
 /// ASCII characters, and one such header at most.
@@ -92,6 +97,8 @@ struct Entries {
     by_key: HashMap<Scope, Entry>,
     /// Keys with an answer, oldest answer first.
     answered: VecDeque<(Instant, Scope)>,
+    /// Bytes of the kept answers' bodies.
+    kept_bytes: usize,
 }
 
 /// An idempotency key as sent by one API key.
@@ -206,8 +213,15 @@ impl Entries {
             if now.saturating_duration_since(*at) < ttl {
                 break;
             }
-            if let Some((_, scope)) = self.answered.pop_front() {
-                self.by_key.remove(&scope);
+            self.drop_oldest();
+        }
+    }
+
+    /// Drops the oldest answer.
+    fn drop_oldest(&mut self) {
+        if let Some((_, scope)) = self.answered.pop_front() {
+            if let Some(Entry::Answered { body, .. }) = self.by_key.remove(&scope) {
+                self.kept_bytes -= body.len();
             }
         }
     }
@@ -246,10 +260,11 @@ impl Pending {
             body: Arc::from(body),
         };
         entries.answered.push_back((now, scope));
-        while entries.answered.len() > self.store.max_per_workspace {
-            if let Some((_, oldest)) = entries.answered.pop_front() {
-                entries.by_key.remove(&oldest);
-            }
+        entries.kept_bytes += body.len();
+        while entries.answered.len() > self.store.max_per_workspace
+            || entries.kept_bytes > MAX_KEPT_BYTES
+        {
+            entries.drop_oldest();
         }
     }
 }
@@ -396,6 +411,25 @@ mod tests {
         let late = t0 + Duration::from_secs(61);
         assert!(matches!(begin(&store, late, "b", b"y"), Begin::Run(_)));
         assert!(matches!(begin(&store, late, "c", b"x"), Begin::Replay(_)));
+    }
+
+    #[test]
+    fn kept_bytes_are_bounded() {
+        let store = IdempotencyStore::new(Duration::from_secs(60), 1000);
+        let now = Instant::now();
+        let big = "r".repeat(MAX_KEPT_BYTES / 3);
+        for key in ["a", "b", "c", "d"] {
+            let Begin::Run(mut p) = begin(&store, now, key, b"x") else {
+                panic!("new key {key}");
+            };
+            p.answer_at(now, &big);
+        }
+        // Three fit in the budget; the fourth pushed out the oldest.
+        assert_eq!(store.len("w"), 3);
+        assert!(matches!(begin(&store, now, "a", b"y"), Begin::Run(_)));
+        assert!(matches!(begin(&store, now, "b", b"x"), Begin::Replay(_)));
+        let kept = store.lock().get("w").map(|e| e.kept_bytes);
+        assert_eq!(kept, Some(3 * big.len()));
     }
 
     #[test]

@@ -73,8 +73,8 @@ pub struct Limits {
     /// How long the answer to a `POST` with an `Idempotency-Key` is kept
     /// for its retries (in memory; not across restarts). Default 24 h.
     pub idempotency_ttl: Duration,
-    /// Most `Idempotency-Key` answers kept per workspace; the oldest is
-    /// dropped first. Default 10,000.
+    /// Most `Idempotency-Key` answers kept per workspace (which also keeps
+    /// at most 64 MiB of them); the oldest is dropped first. Default 10,000.
     pub idempotency_keys: usize,
     /// Longest a request may take until its answer starts (an export's
     /// streamed body is not counted). Default 30 s.
