@@ -829,16 +829,12 @@ async fn post_events(
     let kind = body_kind(&headers)?;
     let idempotency_key = idempotency::key_of(&headers)?;
     let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
-    let kind_name = match kind {
-        BodyKind::Json => "json",
-        BodyKind::NdJson => "ndjson",
-    };
     let pending = match idempotency::start(
         &state.idempotency,
         idempotency_key,
         &w,
         &key.id,
-        kind_name,
+        kind,
         &bytes,
     )? {
         idempotency::Start::Run(pending) => pending,
@@ -867,7 +863,6 @@ async fn post_events(
     } else {
         blocking(encode).await??
     };
-    let idempotent = pending.is_some();
     let commit = async move {
         // Waiting for the sync holds no thread.
         let receipts = committer.commit(records).await.map_err(|e| match e {
@@ -878,21 +873,9 @@ async fn post_events(
             ),
             CommitError::Lost => ApiError::internal("appending", &e),
         })?;
-        let answer = receipts_json(&receipts);
-        if let Some(pending) = pending {
-            pending.answer(&answer);
-        }
-        Ok::<_, ApiError>(answer)
+        Ok(receipts_json(&receipts))
     };
-    // Under an Idempotency-Key, a queued append and its kept answer are
-    // finished even if the client goes away, so that its retry finds them.
-    let answer = if idempotent {
-        tokio::spawn(commit)
-            .await
-            .map_err(|e| ApiError::internal("appending", &e))??
-    } else {
-        commit.await?
-    };
+    let answer = idempotency::finish(pending, commit).await?;
     Ok(json_response(StatusCode::CREATED, answer))
 }
 

@@ -28,6 +28,7 @@
 //! [`Limits::idempotency_keys`]: crate::server::Limits::idempotency_keys
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
+use crate::server::api::BodyKind;
 use crate::server::error::ApiError;
 
 /// The request header.
@@ -298,11 +300,15 @@ pub(crate) fn start(
     key: Option<String>,
     workspace: &str,
     api_key: &str,
-    kind: &str,
+    kind: BodyKind,
     body: &[u8],
 ) -> Result<Start, ApiError> {
     let Some(key) = key else {
         return Ok(Start::Run(None));
+    };
+    let kind = match kind {
+        BodyKind::Json => "json",
+        BodyKind::NdJson => "ndjson",
     };
     match store.begin(workspace, api_key, key, fingerprint(kind, body)) {
         Begin::Run(pending) => Ok(Start::Run(Some(pending))),
@@ -310,6 +316,26 @@ pub(crate) fn start(
         refused => Err(refusal(&refused)
             .unwrap_or_else(|| ApiError::internal("idempotency", &"a runnable key was refused"))),
     }
+}
+
+/// Runs `commit` (the append, handed to the commit queue; its answer's
+/// body) and keeps its answer for `pending`'s key. Under a key it runs as
+/// its own task, so that the append and its kept answer are finished even
+/// when the client goes away (its retry finds them).
+pub(crate) async fn finish<F>(pending: Option<Pending>, commit: F) -> Result<String, ApiError>
+where
+    F: Future<Output = Result<String, ApiError>> + Send + 'static,
+{
+    let Some(pending) = pending else {
+        return commit.await;
+    };
+    tokio::spawn(async move {
+        let answer = commit.await?;
+        pending.answer(&answer);
+        Ok(answer)
+    })
+    .await
+    .map_err(|e| ApiError::internal("appending", &e))?
 }
 
 /// A kept answer, given again: 201 with `Idempotent-Replayed: true`.
