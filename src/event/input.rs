@@ -3,7 +3,7 @@
 //! - An event is a JSON object. serde's derived `Deserialize` for a struct
 //!   also takes a positional array (`["2026-03-09T09:52:14Z","a.b","x"]`),
 //!   which the README never promised and which silently shifts fields when
-//!   one is missing: [`ObjectOnly`] makes [`Event`](crate::Event) and
+//!   one is missing: `ObjectOnly` makes [`Event`](crate::Event) and
 //!   [`EventRef`](crate::event::EventRef) refuse it.
 //! - Every number in the context is stored with the value it was sent with.
 //!   serde_json reads an integer beyond 64 bits as the nearest `f64`, and a
