@@ -87,10 +87,10 @@ fn replay() {
 }
 
 /// The `ingest` seeds that are events in the usual form reach the borrowed
-/// parser (so the fuzzer starts from inputs where the two paths meet),
+/// reader (so the fuzzer starts from inputs where the two paths meet),
 /// and the rest are declined.
 #[test]
-fn ingest_seeds_reach_the_borrowed_parser() {
+fn ingest_seeds_reach_the_borrowed_reader() {
     for (seed, taken) in [
         ("usual", true),
         ("escapes", true),

@@ -118,6 +118,7 @@ struct Call<'a> {
     query: Vec<(&'a str, String)>,
     key: Option<&'a str>,
     authorization: Option<String>,
+    headers: Vec<(&'a str, String)>,
     body: Option<(&'a str, String)>,
 }
 
@@ -131,6 +132,7 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             key: None,
             authorization: None,
+            headers: Vec::new(),
             body: None,
         }
     }
@@ -142,6 +144,11 @@ impl<'a> Call<'a> {
 
     fn authorization(mut self, value: &str) -> Self {
         self.authorization = Some(value.to_string());
+        self
+    }
+
+    fn header(mut self, name: &'a str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -189,6 +196,10 @@ impl Recorder {
         if let Some(value) = &authorization {
             request = request.header("Authorization", value);
             headers.insert("Authorization".into(), value.clone().into());
+        }
+        for (name, value) in &call.headers {
+            request = request.header(*name, value);
+            headers.insert((*name).into(), value.clone().into());
         }
         if let Some((content_type, body)) = &call.body {
             if !content_type.is_empty() {
@@ -432,6 +443,45 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         .await,
         201,
         "append with charset",
+    );
+
+    // --- Retrying under an Idempotency-Key: the first answer, its replay,
+    // and the key with another body.
+    let retried = r#"{"event":"config.changed","actor":"alice@acme.io","context":{"try":1}}"#;
+    for (name, want) in [
+        ("append with an Idempotency-Key", 201),
+        ("its retry, replayed", 201),
+    ] {
+        expect_status(
+            r.send(
+                Call::new(name, Valid, Method::POST, &events)
+                    .key(&append)
+                    .header("Idempotency-Key", "openapi-retry-1")
+                    .body("application/json", retried),
+            )
+            .await,
+            want,
+            name,
+        );
+    }
+    expect_status(
+        r.send(
+            Call::new(
+                "an Idempotency-Key with another body",
+                Valid,
+                Method::POST,
+                &events,
+            )
+            .key(&append)
+            .header("Idempotency-Key", "openapi-retry-1")
+            .body(
+                "application/json",
+                r#"{"event":"config.changed","actor":"bob@acme.io"}"#,
+            ),
+        )
+        .await,
+        422,
+        "idempotency key reused",
     );
 
     // --- Refused appends.

@@ -15,7 +15,7 @@
 //! check builds.
 
 use super::context_rules::{literal, number_end};
-use super::context_text::find_quote_escape_or_control;
+use super::context_json::find_quote_escape_or_control;
 
 /// Deepest nesting taken (the context object is depth 1).
 const FAST_DEPTH: usize = 16;

@@ -7,8 +7,10 @@
 //! serde_json formats them, strings with only `"`, `\` and control
 //! characters escaped, control characters as `\b \t \n \f \r` or `\u00xx`);
 //! the tests compare the two on arbitrary values. What is faster here is the
-//! common case: a string with nothing to escape is found so in 16-byte
-//! steps and copied whole.
+//! common case: a string with nothing to escape is found so eight bytes at a
+//! time and copied whole. [`EventRef`](crate::event::EventRef)'s reader
+//! writes a context through [`write_str`] and `Number`'s `Display` as it
+//! reads it, so both paths store the same bytes.
 
 use serde_json::{Map, Value};
 
@@ -57,64 +59,71 @@ fn is_escaped(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// Whether any byte of `bytes` needs escaping, eight bytes at a time: a
-/// byte below 0x20, or equal to `"` or `\`, sets the high bit of its lane
-/// in one of the word tests below (the usual "has a byte less than / equal
-/// to" bit tricks, exact for every byte value).
-fn needs_escape(bytes: &[u8]) -> bool {
+/// The index of the first `"`, `\` or control character in `bytes` (the
+/// first byte JSON needs escaped), eight bytes at a time. In each word test
+/// the lowest flagged byte is exact (a false flag needs a borrow from a
+/// flagged byte below it), so the lowest flag of the three tests is the
+/// first such byte.
+pub(crate) fn find_quote_escape_or_control(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
     for chunk in &mut words {
         let mut lanes = [0u8; 8];
         lanes.copy_from_slice(chunk);
         let w = u64::from_le_bytes(lanes);
-        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-        if below_space
+        let flags = (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
             | has_zero(w ^ (ONES * u64::from(b'"')))
-            | has_zero(w ^ (ONES * u64::from(b'\\')))
-            != 0
-        {
-            return true;
+            | has_zero(w ^ (ONES * u64::from(b'\\')));
+        if flags != 0 {
+            return Some(offset + flags.trailing_zeros() as usize / 8);
         }
+        offset += 8;
     }
-    words.remainder().iter().any(|&b| is_escaped(b))
+    words
+        .remainder()
+        .iter()
+        .position(|&b| is_escaped(b))
+        .map(|i| offset + i)
 }
 
+/// Appends `text` as a JSON string.
 pub(crate) fn write_str(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     out.push(b'"');
-    if !needs_escape(bytes) {
-        out.extend_from_slice(bytes);
-    } else {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut run = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if !is_escaped(b) {
-                continue;
+    match find_quote_escape_or_control(bytes) {
+        None => out.extend_from_slice(bytes),
+        Some(first) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut run = 0;
+            for (i, &b) in bytes.iter().enumerate().skip(first) {
+                if !is_escaped(b) {
+                    continue;
+                }
+                out.extend_from_slice(&bytes[run..i]);
+                run = i + 1;
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x09 => out.extend_from_slice(b"\\t"),
+                    0x0a => out.extend_from_slice(b"\\n"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    0x0d => out.extend_from_slice(b"\\r"),
+                    _ => out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 0xf)],
+                    ]),
+                }
             }
-            out.extend_from_slice(&bytes[run..i]);
-            run = i + 1;
-            match b {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x09 => out.extend_from_slice(b"\\t"),
-                0x0a => out.extend_from_slice(b"\\n"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                0x0d => out.extend_from_slice(b"\\r"),
-                _ => out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]),
-            }
+            out.extend_from_slice(&bytes[run..]);
         }
-        out.extend_from_slice(&bytes[run..]);
     }
     out.push(b'"');
 }
@@ -157,24 +166,29 @@ mod tests {
     }
 
     #[test]
-    fn the_word_test_finds_every_byte_that_needs_escaping() {
+    fn the_word_scan_finds_the_first_byte_that_needs_escaping() {
         for b in 0..=255u8 {
             for len in 1..20 {
                 for at in 0..len {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = b;
-                    assert_eq!(
-                        needs_escape(&bytes),
-                        is_escaped(b),
-                        "byte {b:#x} at {at} of {len}"
-                    );
                     // Beside bytes that borrow in the word arithmetic.
-                    let mut high = vec![0xffu8; len];
-                    high[at] = b;
-                    assert_eq!(needs_escape(&high), is_escaped(b), "byte {b:#x} among 0xff");
+                    for filler in [b'a', 0xff, 0x80, b'!'] {
+                        let mut bytes = vec![filler; len];
+                        bytes[at] = b;
+                        let expected = bytes.iter().position(|&x| is_escaped(x));
+                        assert_eq!(
+                            find_quote_escape_or_control(&bytes),
+                            expected,
+                            "byte {b:#x} at {at} of {len} among {filler:#x}"
+                        );
+                    }
                 }
             }
         }
+        // Two of them: the first one counts, whatever borrows above it.
+        let mut bytes = vec![b'a'; 16];
+        bytes[9] = b'"';
+        bytes[3] = 0x1f;
+        assert_eq!(find_quote_escape_or_control(&bytes), Some(3));
     }
 
     fn any_value() -> impl Strategy<Value = Value> {

@@ -202,7 +202,7 @@ impl<'a> Checker<'a> {
         let body = at + 1;
         let rest = text.get(body..).unwrap_or_default();
         let mut i = body
-            + super::context_text::find_quote_escape_or_control(rest)
+            + super::context_json::find_quote_escape_or_control(rest)
                 .ok_or(bad(at, "has an unterminated string"))?;
         if text[i] == b'"' {
             return Ok((Cow::Borrowed(&text[body..i]), i + 1));
@@ -319,20 +319,7 @@ impl<'a> Checker<'a> {
         }
         // Up to 18 digits is below 10^18 < 2^63: in range either way.
         if integer && int_end - int_start > 18 {
-            // No leading zeros, so more than 20 digits is always too large.
-            let digits = &text[int_start..int_end];
-            let magnitude = if digits.len() > 20 {
-                None
-            } else {
-                digits.iter().try_fold(0u64, |acc, &d| {
-                    acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-                })
-            };
-            let in_range = match magnitude {
-                Some(m) if negative => m <= 1 << 63,
-                Some(_) => true,
-                None => false,
-            };
+            let in_range = super::input::integer_in_range(negative, &text[int_start..int_end]);
             if !in_range {
                 return Err(bad(at, "has an integer outside [-2^63, 2^64-1]"));
             }

@@ -9,7 +9,7 @@
 pub(crate) mod context_fast;
 pub(crate) mod context_json;
 pub mod context_rules;
-pub(crate) mod context_text;
+pub mod input;
 pub mod json;
 pub mod record;
 
@@ -70,6 +70,15 @@ pub enum EventError {
         /// Byte offset in the context text.
         at: usize,
         /// The rule broken, as a phrase after "context".
+        reason: &'static str,
+    },
+    /// A number of an event's JSON text would be stored as another number
+    /// (see [`input::check_numbers`]).
+    #[error("the number at byte {at} of the JSON text {reason}: it would not be stored as sent (send it as a string)")]
+    NumberChanged {
+        /// Byte offset in the JSON text checked.
+        at: usize,
+        /// Why, as a phrase after "the number".
         reason: &'static str,
     },
     /// Record bytes of a layout version this build does not know.
@@ -240,8 +249,10 @@ impl FromStr for Outcome {
 /// Its JSON form (used by the CLI's input and output) has the fields
 /// `timestamp`, `event`, `actor`, `node`, `resource`, `ip`, `outcome` and
 /// `context`; unknown fields are rejected.
+/// In JSON, an event is an object (see [`input`]): its `Deserialize`
+/// refuses the positional array form serde derives for a struct.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Event {
     /// When it happened; in JSON input, "now" when absent.
     #[serde(default = "Timestamp::now")]
@@ -266,6 +277,21 @@ pub struct Event {
     /// The full context, as a JSON object.
     #[serde(default)]
     pub context: Map<String, Value>,
+}
+
+// `remote = "Self"` makes the derives inherent functions, so that the
+// traits can wrap them: serializing is the derived form, deserializing
+// takes an object only.
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Event::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Event::deserialize(input::ObjectOnly(d))
+    }
 }
 
 impl Event {

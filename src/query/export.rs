@@ -12,16 +12,20 @@
 //! none, and all three are absent. Absent values are empty CSV cells and
 //! JSON `null`.
 //!
-//! CSV follows RFC 4180 (CRLF line ends, fields with `"`, `,`, CR or LF
-//! quoted, quotes doubled). Because spreadsheets run a cell that starts with
-//! `=`, `+`, `-`, `@`, tab or CR as a formula, such cells get a leading `'`
-//! by default ([`ExportOptions::csv_formula_guard`]); turn that off to get
-//! the stored text byte for byte.
+//! CSV is written by the `csv` crate, RFC 4180 style: CRLF line ends, fields
+//! with `"`, `,`, CR or LF quoted, quotes doubled. Spreadsheets run a cell
+//! that starts with `=`, `+`, `-` or `@` as a formula, and some skip leading
+//! spaces and invisible characters first or read the full-width forms too,
+//! so by default such text cells get a leading `'`
+//! ([`ExportOptions::csv_formula_guard`], the rule at [`guarded_cell`]);
+//! turn that off to get the stored text byte for byte.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::str::FromStr;
 
 use crate::error::Error;
+use crate::event::record::is_format_character;
 use crate::event::{Origin, RecordView};
 use crate::hash::chain::ChainHash;
 use crate::query::Match;
@@ -98,10 +102,18 @@ fn origin_text(origin: Origin) -> Option<&'static str> {
 
 /// Writes rows to `out` in the chosen format.
 pub struct Exporter<W: Write> {
-    out: W,
+    out: Sink<W>,
     options: ExportOptions,
     rows: u64,
     line: Vec<u8>,
+}
+
+/// Where rows go: JSON rows are built in `line` and written whole; CSV rows
+/// go through the `csv` crate's writer, which owns the output.
+enum Sink<W: Write> {
+    Json(W),
+    // Boxed: the csv writer's state is a few hundred bytes.
+    Csv(Box<csv::Writer<W>>),
 }
 
 /// Why a row could not be exported.
@@ -127,14 +139,20 @@ pub enum ExportError {
 impl<W: Write> Exporter<W> {
     /// Starts an export (writes the CSV header or the opening `[`).
     pub fn new(mut out: W, options: ExportOptions) -> io::Result<Self> {
-        match options.format {
-            ExportFormat::Json => out.write_all(b"[")?,
-            ExportFormat::JsonLines => {}
-            ExportFormat::Csv => {
-                out.write_all(CSV_COLUMNS.join(",").as_bytes())?;
-                out.write_all(b"\r\n")?;
+        let out = match options.format {
+            ExportFormat::Json => {
+                out.write_all(b"[")?;
+                Sink::Json(out)
             }
-        }
+            ExportFormat::JsonLines => Sink::Json(out),
+            ExportFormat::Csv => {
+                let mut csv = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::CRLF)
+                    .from_writer(out);
+                csv.write_record(CSV_COLUMNS).map_err(csv_io)?;
+                Sink::Csv(Box::new(csv))
+            }
+        };
         Ok(Exporter {
             out,
             options,
@@ -168,14 +186,14 @@ impl<W: Write> Exporter<W> {
         let bad = |reason: String| ExportError::BadRecord { seq, reason };
         serde_json::from_str::<serde::de::IgnoredAny>(view.context_json)
             .map_err(|e| bad(format!("context is not JSON: {e}")))?;
-        self.line.clear();
-        let line = &mut self.line;
         let ts = view.timestamp.to_string();
         let ip = view.source_ip.map(|ip| ip.to_string());
         let received_at = view.received_at.map(|t| t.to_string());
         let origin = origin_text(view.origin);
-        match self.options.format {
-            ExportFormat::Json | ExportFormat::JsonLines => {
+        match &mut self.out {
+            Sink::Json(out) => {
+                let line = &mut self.line;
+                line.clear();
                 if self.options.format == ExportFormat::Json {
                     line.extend_from_slice(if self.rows == 0 { b"\n" } else { b",\n" });
                 }
@@ -205,42 +223,48 @@ impl<W: Write> Exporter<W> {
                 if self.options.format == ExportFormat::JsonLines {
                     line.push(b'\n');
                 }
+                out.write_all(line)?;
             }
-            ExportFormat::Csv => {
-                let guard = self.options.csv_formula_guard;
-                write!(line, "{seq},{ts},")?;
-                for cell in [
-                    Some(view.event_type),
-                    Some(view.actor),
-                    view.node,
-                    view.resource,
-                ] {
-                    csv_cell(line, cell.unwrap_or(""), guard);
-                    line.push(b',');
-                }
-                csv_cell(line, ip.as_deref().unwrap_or(""), false);
-                write!(line, ",{},", view.outcome.as_str())?;
-                csv_cell(line, view.context_json, guard);
-                write!(line, ",{hash},{},", received_at.as_deref().unwrap_or(""))?;
-                write!(line, "{},", origin.unwrap_or(""))?;
-                csv_cell(line, view.appender.unwrap_or(""), guard);
-                line.extend_from_slice(b"\r\n");
+            Sink::Csv(out) => {
+                let on = self.options.csv_formula_guard;
+                let row: [Cow<'_, str>; 13] = [
+                    Cow::Owned(seq.to_string()),
+                    Cow::Owned(ts),
+                    text_cell(view.event_type, on),
+                    text_cell(view.actor, on),
+                    text_cell(view.node.unwrap_or(""), on),
+                    text_cell(view.resource.unwrap_or(""), on),
+                    Cow::Owned(ip.unwrap_or_default()),
+                    Cow::Borrowed(view.outcome.as_str()),
+                    text_cell(view.context_json, on),
+                    Cow::Owned(hash.to_string()),
+                    Cow::Owned(received_at.unwrap_or_default()),
+                    Cow::Borrowed(origin.unwrap_or("")),
+                    text_cell(view.appender.unwrap_or(""), on),
+                ];
+                out.write_record(row.iter().map(|cell| cell.as_bytes()))
+                    .map_err(csv_io)?;
             }
         }
-        self.out.write_all(&self.line)?;
         self.rows += 1;
         Ok(())
     }
 
     /// Ends the export (writes the closing `]` for JSON), flushes, and
     /// returns the writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        if self.options.format == ExportFormat::Json {
-            self.out
-                .write_all(if self.rows == 0 { b"]\n" } else { b"\n]\n" })?;
-        }
-        self.out.flush()?;
-        Ok(self.out)
+    pub fn finish(self) -> io::Result<W> {
+        let mut out = match self.out {
+            Sink::Json(mut out) => {
+                if self.options.format == ExportFormat::Json {
+                    out.write_all(if self.rows == 0 { b"]\n" } else { b"\n]\n" })?;
+                }
+                out
+            }
+            // Flushes the csv writer's buffer into `out`.
+            Sink::Csv(csv) => csv.into_inner().map_err(|e| e.into_error())?,
+        };
+        out.flush()?;
+        Ok(out)
     }
 }
 
@@ -254,23 +278,49 @@ fn json_string(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
-fn csv_cell(out: &mut Vec<u8>, value: &str, formula_guard: bool) {
-    let guarded = formula_guard && value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote = guarded || value.contains(['"', ',', '\r', '\n']);
-    if quote {
-        out.push(b'"');
+/// A text cell as the CSV formula guard writes it: with a `'` in front
+/// when a spreadsheet could run it as a formula, or when it already starts
+/// with `'` (so a reader that strips exactly one leading `'` gets the
+/// stored text back, and a stored `'=1` cannot pass for a guarded `=1`).
+///
+/// A cell could run as a formula when its first character is a tab or CR,
+/// or when its first character that is neither whitespace (Unicode
+/// White_Space) nor an invisible format character (category Cf: zero-width
+/// space, BOM, bidi controls…) is `=`, `+`, `-`, `@` or one of their
+/// full-width forms `＝ ＋ － ＠`. Spreadsheets differ in what they skip
+/// before a formula, so the guard skips all of those.
+pub fn guarded_cell(cell: &str) -> Cow<'_, str> {
+    let first = cell.chars().next();
+    let starts_formula = matches!(first, Some('\t' | '\r'))
+        || matches!(
+            cell.chars()
+                .find(|&c| !c.is_whitespace() && !is_format_character(c)),
+            Some('=' | '+' | '-' | '@' | '＝' | '＋' | '－' | '＠')
+        );
+    if starts_formula || first == Some('\'') {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
     }
-    if guarded {
-        out.push(b'\'');
+}
+
+/// The I/O error inside a csv error, its kind kept (a client that went
+/// away is `BrokenPipe`, not an export failure); csv's own conversion
+/// wraps every error as `Other`.
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        // Not met when writing byte fields, ten to a row.
+        other => io::Error::other(format!("CSV writer: {other:?}")),
     }
-    for &b in value.as_bytes() {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    if quote {
-        out.push(b'"');
+}
+
+/// A text cell, guarded when `guard` is on.
+fn text_cell(cell: &str, guard: bool) -> Cow<'_, str> {
+    if guard {
+        guarded_cell(cell)
+    } else {
+        Cow::Borrowed(cell)
     }
 }
 
@@ -353,8 +403,15 @@ mod tests {
             "seq,timestamp,event,actor,node,resource,ip,outcome,context,hash,received_at,origin,appender"
         );
         let line = lines.next().unwrap();
-        assert!(line.starts_with("7,1970-01-01T00:00:01.5Z,config.changed,\"'=cmd|'/c calc'!A1\",,,2001:db8::1,failure,"), "{line}");
+        // The guarded cell needs no quotes: the `'` is what stops the formula.
+        assert!(
+            line.starts_with(
+                "7,1970-01-01T00:00:01.5Z,config.changed,'=cmd|'/c calc'!A1,,,2001:db8::1,failure,"
+            ),
+            "{line}"
+        );
         assert!(line.contains(r#""{""k"":""v, \""q\""""}""#), "{line}");
+        assert_eq!(lines.next(), Some(""), "CRLF after the last row");
         let raw = export(ExportFormat::Csv, false, &rows);
         assert!(raw.contains(",=cmd|'/c calc'!A1,"), "{raw}");
         // A version 1 record has no provenance: three empty cells.
@@ -407,5 +464,138 @@ mod tests {
             line.ends_with(",2023-11-14T22:13:20.123456789Z,engine,\"'=evil\""),
             "{line}"
         );
+    }
+
+    #[test]
+    fn the_formula_guard_rule() {
+        let guarded = [
+            // The ASCII starts, and tab and CR as the first character.
+            "=1+1",
+            "+1",
+            "-1",
+            "@SUM(A1)",
+            "\t=1",
+            "\tx",
+            "\rx",
+            // Behind whitespace: spaces, no-break and ideographic space,
+            // line breaks.
+            " =1",
+            "   +1",
+            "\u{a0}-1",
+            "\u{3000}@x",
+            "\n=1",
+            "\u{2028}=1",
+            // Behind invisible format characters: zero-width space, BOM,
+            // bidi controls, word joiner, soft hyphen, a tag character.
+            "\u{200b}=1",
+            "\u{feff}+1",
+            "\u{202e}-1",
+            "\u{2066}@x",
+            "\u{2060}=1",
+            "\u{ad}=1",
+            "\u{e0041}=1",
+            " \u{200b} \u{200d}=1",
+            // Full-width forms, bare and behind the rest.
+            "＝1",
+            "＋1",
+            "－1",
+            "＠x",
+            " ＝1",
+            "\u{200b}＠x",
+        ];
+        for cell in guarded {
+            assert_eq!(guarded_cell(cell), format!("'{cell}"), "{cell:?}");
+        }
+        // A cell that really starts with `'` gets one more, so that `'=1`
+        // stored cannot pass for a guarded `=1`.
+        assert_eq!(guarded_cell("'=1"), "''=1");
+        assert_eq!(guarded_cell("'quoted'"), "''quoted'");
+        assert_eq!(guarded_cell("''"), "'''");
+        for cell in [
+            "",
+            "alice@acme.io",
+            "a=b",
+            "1-2",
+            " hello",
+            "\u{200b}x",
+            "x=1",
+            "’=1",
+            "＇=1",
+            " '=1",
+            "\u{2212}1",
+            "﹦1",
+            "pcap.download",
+            "{\"k\":\"=1\"}",
+        ] {
+            assert_eq!(guarded_cell(cell), cell, "{cell:?}");
+            assert!(matches!(guarded_cell(cell), Cow::Borrowed(_)));
+        }
+    }
+
+    #[test]
+    fn stripping_one_leading_quote_gives_the_stored_text_back() {
+        let actors = [
+            "=HYPERLINK(\"x\")",
+            "'=1",
+            "''",
+            "'",
+            "plain",
+            " @x",
+            "\u{3000}=1",
+            "＋1",
+            "a,b",
+            "-",
+            "q\"uote",
+            "'a,\"b\"",
+        ];
+        let rows: Vec<Match> = actors
+            .iter()
+            .map(|a| row(a, serde_json::json!({"f": "=1"})))
+            .collect();
+        let csv = export(ExportFormat::Csv, true, &rows);
+        let mut reader = csv::ReaderBuilder::new().from_reader(csv.as_bytes());
+        let unguard = |cell: &str| cell.strip_prefix('\'').unwrap_or(cell).to_string();
+        let read: Vec<(String, String)> = reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (unguard(&r[3]), unguard(&r[8]))
+            })
+            .collect();
+        assert_eq!(read.len(), actors.len());
+        for ((actor, context), expected) in read.iter().zip(actors) {
+            assert_eq!(actor, expected);
+            assert_eq!(context, r#"{"f":"=1"}"#);
+        }
+    }
+
+    /// A writer that refuses every write as a client gone away.
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn a_csv_write_failure_keeps_its_io_kind() {
+        let e = match Exporter::new(Gone, ExportOptions::new(ExportFormat::Csv)) {
+            Ok(mut ex) => {
+                // The header and rows wait in the csv writer's buffer; a
+                // full buffer or the end writes them.
+                let big = row("x", serde_json::json!({"blob": "y".repeat(20_000)}));
+                match ex.write(&big) {
+                    Err(ExportError::Io(e)) => e,
+                    Err(other) => panic!("{other}"),
+                    Ok(()) => ex.finish().map(drop).unwrap_err(),
+                }
+            }
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
     }
 }

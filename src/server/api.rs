@@ -32,6 +32,7 @@ use crate::query::Query;
 use crate::server::audit::{Failure, Target, EVENT_ACCESS_DENIED, EVENT_AUTH_FAILED};
 use crate::server::commit::{CommitError, Records};
 use crate::server::error::ApiError;
+use crate::server::idempotency;
 use crate::server::ingest;
 use crate::server::keys::{ApiKey, ChangedBy, KeyAudit, KeyCheck, KeyError, KeyInfo, Scope, Via};
 use crate::server::params::{self, Endpoint};
@@ -831,7 +832,19 @@ async fn post_events(
     let w = path_segment(&caller, 3);
     let key = authorize(&state, &caller, Some(&w), Some(Scope::Append)).await?;
     let kind = body_kind(&headers)?;
+    let idempotency_key = idempotency::key_of(&headers)?;
     let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
+    let pending = match idempotency::start(
+        &state.idempotency,
+        idempotency_key,
+        &w,
+        &key.id,
+        kind,
+        &bytes,
+    )? {
+        idempotency::Start::Run(pending) => pending,
+        idempotency::Start::Replay(answer) => return Ok(idempotency::replay(answer)),
+    };
     let committer = open_workspace(&state, &w, &key).await?.committer;
     let max_events = state.limits.max_events_per_request;
     let small = bytes.len() <= INLINE_ENCODE_BYTES;
@@ -840,10 +853,12 @@ async fn post_events(
         let text = body_text(&bytes)?;
         // The usual bodies are read as borrowed events; the owned path
         // reads the rest and answers every malformed body.
-        match ingest::borrowed_events(text, kind, max_events) {
+        let records = match ingest::borrowed_events(text, kind, max_events) {
             Some(events) => encode_events(&events, &appender),
             None => encode_events(&parse_events(text, kind, max_events)?, &appender),
-        }
+        }?;
+        ingest::check_numbers(text, kind)?;
+        Ok::<_, ApiError>(records)
     };
     // Parsing a large body takes milliseconds: do it off the async workers,
     // so other connections are not held up, and in parallel across cores.
@@ -853,16 +868,20 @@ async fn post_events(
     } else {
         blocking(encode).await??
     };
-    // Waiting for the sync holds no thread.
-    let receipts = committer.commit(records).await.map_err(|e| match e {
-        CommitError::Append(e) => ApiError::from_log("appending", &e),
-        CommitError::Closed => ApiError::unavailable(
-            "shutting_down",
-            "the server is stopping and appends nothing more; try again once it is back",
-        ),
-        CommitError::Lost => ApiError::internal("appending", &e),
-    })?;
-    Ok(json_response(StatusCode::CREATED, receipts_json(&receipts)))
+    let commit = async move {
+        // Waiting for the sync holds no thread.
+        let receipts = committer.commit(records).await.map_err(|e| match e {
+            CommitError::Append(e) => ApiError::from_log("appending", &e),
+            CommitError::Closed => ApiError::unavailable(
+                "shutting_down",
+                "the server is stopping and appends nothing more; try again once it is back",
+            ),
+            CommitError::Lost => ApiError::internal("appending", &e),
+        })?;
+        Ok(receipts_json(&receipts))
+    };
+    let answer = idempotency::finish(pending, commit).await?;
+    Ok(json_response(StatusCode::CREATED, answer))
 }
 
 // ---------------------------------------------------------------------------

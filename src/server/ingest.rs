@@ -1,6 +1,6 @@
-//! A POST body read as borrowed events ([`EventRef`]): no owned `Event`
-//! per event, and the context kept as the client's text when it is
-//! already in its stored form.
+//! A POST body read as borrowed events ([`EventRef`], serde_json with the
+//! strings borrowed from the body): no owned `Event` per event, and the
+//! context written to its stored form as it is read.
 //!
 //! This is the fast way in, not a second parser with its own rules: it
 //! takes the usual bodies and declines the rest (`None`), and then the
@@ -8,8 +8,12 @@
 //! errors included, as it always has. What this path appends is byte for
 //! byte what the owned path would append.
 
+use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+
+use crate::event::input;
 use crate::event::EventRef;
 use crate::server::api::BodyKind;
+use crate::server::error::ApiError;
 
 /// The events of a body (already checked as UTF-8), or `None` when the
 /// owned path must read it: a body it cannot take, a malformed one, or
@@ -19,8 +23,13 @@ pub(super) fn borrowed_events(text: &str, kind: BodyKind, max: usize) -> Option<
         // Told apart as `parse_events` does, by the first byte that is
         // not ASCII whitespace.
         BodyKind::Json => match text.bytes().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => whole_object(text).map(|event| vec![event]),
-            Some(b'[') => array(text, max),
+            Some(b'{') => EventRef::from_json(text).map(|event| vec![event]),
+            Some(b'[') => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                let events = Array { max, text }.deserialize(&mut de).ok()?;
+                de.end().ok()?;
+                Some(events)
+            }
             _ => None,
         },
         BodyKind::NdJson => {
@@ -33,51 +42,74 @@ pub(super) fn borrowed_events(text: &str, kind: BodyKind, max: usize) -> Option<
                 if events.len() == max {
                     return None;
                 }
-                events.push(whole_object(line)?);
+                events.push(EventRef::from_json(line)?);
             }
             Some(events)
         }
     }
 }
 
-/// Whether `text` is only JSON whitespace (what serde_json allows after a
-/// value).
-fn only_whitespace(text: &str) -> bool {
-    text.bytes()
-        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-}
-
-/// `text` as exactly one event object.
-fn whole_object(text: &str) -> Option<EventRef<'_>> {
-    let (event, rest) = EventRef::parse_json_prefix(text)?;
-    only_whitespace(rest).then_some(event)
-}
-
-/// `text` as a JSON array of at most `max` event objects.
-fn array(text: &str, max: usize) -> Option<Vec<EventRef<'_>>> {
-    let mut rest = text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .strip_prefix('[')?;
-    // About 250 bytes per event in the usual batch.
-    let mut events = Vec::with_capacity((text.len() / 256).clamp(1, max.max(1)));
-    if let Some(after) = rest
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .strip_prefix(']')
-    {
-        return only_whitespace(after).then_some(events);
-    }
-    loop {
-        if events.len() == max {
-            return None;
+/// The input contract's number rule ([`input::check_numbers`]) over a
+/// body serde_json has read: a number the record would hold as another
+/// number refuses the request (400, naming the NDJSON line or the byte of
+/// the JSON body).
+pub(super) fn check_numbers(text: &str, kind: BodyKind) -> Result<(), ApiError> {
+    let refuse = |prefix: String, e: crate::event::EventError| {
+        ApiError::bad_request(
+            "invalid_event",
+            format!("{prefix}{e}; nothing was appended"),
+        )
+    };
+    match kind {
+        BodyKind::Json => {
+            input::check_numbers(text.as_bytes()).map_err(|e| refuse(String::new(), e))
         }
-        let (event, after) = EventRef::parse_json_prefix(rest)?;
-        events.push(event);
-        let after = after.trim_start_matches([' ', '\t', '\n', '\r']);
-        if let Some(next) = after.strip_prefix(',') {
-            rest = next;
-        } else {
-            let end = after.strip_prefix(']')?;
-            return only_whitespace(end).then_some(events);
+        BodyKind::NdJson => {
+            for (i, line) in text.split('\n').enumerate() {
+                input::check_numbers(line.as_bytes())
+                    .map_err(|e| refuse(format!("line {}: ", i + 1), e))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A JSON array of at most `max` events (`text` is the whole body, for a
+/// first guess at the count).
+struct Array<'t> {
+    max: usize,
+    text: &'t str,
+}
+
+impl<'de> DeserializeSeed<'de> for Array<'_> {
+    type Value = Vec<EventRef<'de>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Array<'_> {
+    type Value = Vec<EventRef<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // About 250 bytes per event in the usual batch.
+        let mut events = Vec::with_capacity((self.text.len() / 256).clamp(1, self.max.max(1)));
+        loop {
+            if events.len() == self.max {
+                // One more is too many: the owned path says so.
+                return match seq.next_element::<IgnoredAny>()? {
+                    Some(_) => Err(serde::de::Error::custom("too many events")),
+                    None => Ok(events),
+                };
+            }
+            match seq.next_element()? {
+                Some(event) => events.push(event),
+                None => return Ok(events),
+            }
         }
     }
 }

@@ -55,6 +55,7 @@ pub mod audit;
 mod commit;
 mod conn;
 pub mod error;
+mod idempotency;
 mod ingest;
 mod intake;
 pub mod key_policy;
@@ -94,6 +95,12 @@ pub struct Limits {
     /// Most events in one `POST`. Default 10,000 (the library allows
     /// [`crate::limits::MAX_BATCH_EVENTS`]).
     pub max_events_per_request: usize,
+    /// How long the answer to a `POST` with an `Idempotency-Key` is kept
+    /// for its retries (in memory; not across restarts). Default 24 h.
+    pub idempotency_ttl: Duration,
+    /// Most `Idempotency-Key` answers kept per workspace (which also keeps
+    /// at most 64 MiB of them); the oldest is dropped first. Default 10,000.
+    pub idempotency_keys: usize,
     /// Longest a request may take until its answer starts (an export's
     /// streamed body is not counted). Default 30 s.
     pub request_timeout: Duration,
@@ -149,6 +156,8 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 4 << 20,
             max_events_per_request: 10_000,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_keys: 10_000,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_concurrent_exports: 8,
@@ -287,6 +296,7 @@ pub(crate) struct AppState {
     pub verify_slots: Slots,
     pub query_slots: Slots,
     pub metrics: metrics::Metrics,
+    pub idempotency: Arc<idempotency::IdempotencyStore>,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -392,6 +402,10 @@ impl Server {
                 1,
             ),
             metrics: metrics::Metrics::default(),
+            idempotency: idempotency::IdempotencyStore::new(
+                limits.idempotency_ttl,
+                limits.idempotency_keys,
+            ),
             limits,
             signer: config.checkpoint_signer,
             checkpoint_origin: config.checkpoint_origin,

@@ -6,16 +6,24 @@
 //! (a stream that may never end) lines are appended in batches as they
 //! arrive; a bad line stops the command, and the lines before it in its
 //! batch are appended, it and everything after it are not.
+//!
+//! A line is read as a borrowed [`EventRef`] (serde_json, strings borrowed
+//! from the line, the context written to its stored form as it is read)
+//! and encoded at once; the batch keeps the encoded records, so each event
+//! is parsed and encoded once. What `EventRef` leaves to the owned path, and
+//! every refused line, is read as an [`Event`], which gives the same bytes
+//! and serde_json's own error messages.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::Path;
 
-use chainlog::event::encode_record;
+use chainlog::event::input::check_numbers;
+use chainlog::event::{encode_record, EventError, EventRef};
 use chainlog::format::frame::padded_len;
 use chainlog::format::segment::{data_end_limit, HEADER_BYTES};
 use chainlog::limits::MAX_INPUT_LINE_BYTES;
-use chainlog::{Event, Log, Options, Receipt};
+use chainlog::{EncodeRecord, Event, Log, Options, Receipt};
 
 use crate::error::CliError;
 use crate::read::newest_segment_bytes;
@@ -28,11 +36,55 @@ const MAX_CHUNK_BYTES: u64 = 8 << 20;
 /// Input buffer size; a stream batch is at most what one read returned.
 const INPUT_BUFFER_BYTES: usize = 1 << 20;
 
-/// One valid input line.
-struct Parsed {
-    event: Event,
-    /// Bytes of its event body (the record without the provenance prefix).
-    body_bytes: usize,
+/// Encoded (so validated) records, back to back.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<usize>,
+    /// Bytes their frames (with the provenance prefix) take in a segment.
+    frame_bytes: u64,
+}
+
+impl Records {
+    /// Adds a record whose frame (with its provenance prefix) takes
+    /// `frame_bytes` in a segment.
+    fn push(&mut self, record: &[u8], frame_bytes: u64) {
+        self.bytes.extend_from_slice(record);
+        self.ends.push(self.bytes.len());
+        self.frame_bytes += frame_bytes;
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.frame_bytes = 0;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Encoded<'_>> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| Encoded(&self.bytes[start..end]))
+    }
+}
+
+/// A record [`parse_event`] encoded: appending it copies its bytes.
+struct Encoded<'a>(&'a [u8]);
+
+impl EncodeRecord for Encoded<'_> {
+    fn encode_record(&self, out: &mut Vec<u8>) -> Result<(), EventError> {
+        out.extend_from_slice(self.0);
+        Ok(())
+    }
 }
 
 /// Why reading the next event stopped.
@@ -64,8 +116,9 @@ impl<R: Read> EventLines<R> {
         !self.reader.buffer().is_empty()
     }
 
-    /// The next event, skipping blank lines; `None` at the end of the input.
-    fn next_event(&mut self) -> Result<Option<Parsed>, LineError> {
+    /// The next event's record bytes, skipping blank lines; `None` at the
+    /// end of the input.
+    fn next_event(&mut self) -> Result<Option<&[u8]>, LineError> {
         loop {
             self.buf.clear();
             // Room for the longest line plus "\r\n": anything longer is rejected
@@ -94,8 +147,9 @@ impl<R: Read> EventLines<R> {
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            self.scratch.clear();
             return match parse_event(&self.buf, &mut self.scratch) {
-                Ok(parsed) => Ok(Some(parsed)),
+                Ok(()) => Ok(Some(&self.scratch)),
                 Err(reason) => Err(self.bad(reason)),
             };
         }
@@ -109,14 +163,23 @@ impl<R: Read> EventLines<R> {
     }
 }
 
-/// Parses one line and checks it exactly as `append_batch` will.
-fn parse_event(line: &[u8], scratch: &mut Vec<u8>) -> Result<Parsed, String> {
-    let event: Event = serde_json::from_slice(line).map_err(|e| json_reason(&e))?;
-    scratch.clear();
-    encode_record(&event, scratch).map_err(|e| e.to_string())?;
-    Ok(Parsed {
-        event,
-        body_bytes: scratch.len(),
+/// Parses one line and appends its record bytes to `out`, checked exactly
+/// as `append_batch` would check the event.
+fn parse_event(line: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let start = out.len();
+    let borrowed = std::str::from_utf8(line).ok().and_then(EventRef::from_json);
+    let encoded = match borrowed {
+        Some(event) => event.encode_record(out),
+        None => {
+            let event: Event = serde_json::from_slice(line).map_err(|e| json_reason(&e))?;
+            encode_record(&event, out)
+        }
+    };
+    encoded.map_err(|e| e.to_string())?;
+    // serde_json took it, so its numbers can be checked as JSON tokens.
+    check_numbers(line).map_err(|e| {
+        out.truncate(start);
+        e.to_string()
     })
 }
 
@@ -140,23 +203,21 @@ struct Appender<'a> {
     max_chunk_bytes: u64,
     /// Bytes of the provenance prefix each record gets.
     prefix_bytes: usize,
-    pending: Vec<Event>,
-    pending_bytes: u64,
+    pending: Records,
     count: u64,
     first: Option<u64>,
     last: Option<Receipt>,
 }
 
 impl Appender<'_> {
-    fn push(&mut self, parsed: Parsed) -> Result<(), CliError> {
-        let frame_bytes = padded_len(self.prefix_bytes + parsed.body_bytes) as u64;
+    fn push(&mut self, record: &[u8]) -> Result<(), CliError> {
+        let frame_bytes = padded_len(self.prefix_bytes + record.len()) as u64;
         if self.pending.len() >= MAX_CHUNK_EVENTS
-            || self.pending_bytes + frame_bytes > self.max_chunk_bytes
+            || self.pending.frame_bytes + frame_bytes > self.max_chunk_bytes
         {
             self.flush()?;
         }
-        self.pending_bytes += frame_bytes;
-        self.pending.push(parsed.event);
+        self.pending.push(record, frame_bytes);
         Ok(())
     }
 
@@ -164,12 +225,12 @@ impl Appender<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let records: Vec<Encoded<'_>> = self.pending.iter().collect();
         let receipts = self
             .log
-            .append_batch(&self.pending)
+            .append_batch(&records)
             .map_err(|e| self.failed(e))?;
         self.pending.clear();
-        self.pending_bytes = 0;
         let (Some(first), Some(last)) = (receipts.first(), receipts.last()) else {
             return Ok(());
         };
@@ -270,8 +331,7 @@ pub fn run(
         receipts,
         max_chunk_bytes: (data_end_limit(segment_bytes) - HEADER_BYTES).min(MAX_CHUNK_BYTES),
         prefix_bytes,
-        pending: Vec::new(),
-        pending_bytes: 0,
+        pending: Records::default(),
         count: 0,
         first: None,
         last: None,
@@ -311,8 +371,8 @@ fn append_stream(appender: &mut Appender<'_>, input: impl Read) -> Result<(), Cl
     let mut lines = EventLines::new(input);
     loop {
         match lines.next_event() {
-            Ok(Some(parsed)) => {
-                appender.push(parsed)?;
+            Ok(Some(record)) => {
+                appender.push(record)?;
                 // Nothing more buffered: the next read may wait for the
                 // producer, so make what we have durable now.
                 if !lines.input_buffered() {
@@ -343,14 +403,15 @@ fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<(), CliError>
         .metadata()
         .map_err(|e| CliError::io(format!("reading {}", path.display()), e))?
         .is_file();
-    // A pipe or device cannot be read twice: keep its events in memory.
-    let mut kept = Vec::new();
+    // A pipe or device cannot be read twice: keep its events in memory
+    // (their frame sizes are counted when `appender` takes them).
+    let mut kept = Records::default();
     {
         let mut lines = EventLines::new(&mut file);
         loop {
             match lines.next_event() {
                 Ok(Some(_)) if regular => {}
-                Ok(Some(parsed)) => kept.push(parsed),
+                Ok(Some(record)) => kept.push(record, 0),
                 Ok(None) => break,
                 Err(LineError::Bad { line, reason }) => {
                     return Err(appender.bad_line(line, reason, true))
@@ -360,8 +421,8 @@ fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<(), CliError>
         }
     }
     if !regular {
-        for parsed in kept {
-            appender.push(parsed)?;
+        for record in kept.iter() {
+            appender.push(record.0)?;
         }
         return appender.flush();
     }
@@ -371,7 +432,7 @@ fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<(), CliError>
     let mut lines = EventLines::new(file);
     loop {
         match lines.next_event() {
-            Ok(Some(parsed)) => appender.push(parsed)?,
+            Ok(Some(record)) => appender.push(record)?,
             Ok(None) => return appender.flush(),
             Err(LineError::Bad { line, reason }) => {
                 return Err(appender.bad_line(
@@ -382,5 +443,63 @@ fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<(), CliError>
             }
             Err(LineError::Io(e)) => return Err(read_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// What the owned path stores for `line`, or its error message.
+    fn owned(line: &str) -> Result<Vec<u8>, String> {
+        let event: Event = serde_json::from_str(line).map_err(|e| json_reason(&e))?;
+        let mut out = Vec::new();
+        encode_record(&event, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    fn parsed(line: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        parse_event(line.as_bytes(), &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn lines_store_what_the_owned_event_stores() {
+        for line in [
+            r#"{"timestamp":"2026-03-09T09:52:14Z","event":"pcap.download","actor":"alice@acme.io","ip":"203.0.113.42","context":{"bytes":18231,"f":1E+2,"s":"caf\u00e9\/x"}}"#,
+            // Left to the owned path: a repeated context key.
+            r#"{"timestamp":"2026-03-09T09:52:14Z","event":"a.b","actor":"x","context":{"a":1,"b":2,"a":3}}"#,
+            // Refused by serde_json, and refused by validation.
+            r#"{"timestamp":"2026-03-09T09:52:14Z","event":"a.b","actor":"x","colour":"red"}"#,
+            r#"{"timestamp":"2026-03-09T09:52:14Z","event":"Pcap.download","actor":"x"}"#,
+            r#"{"event":"a.b","actor":"#,
+        ] {
+            assert_eq!(parsed(line), owned(line), "{line}");
+        }
+        let dup = parsed(r#"{"timestamp":"2026-03-09T09:52:14Z","event":"a.b","actor":"x","context":{"a":1,"b":2,"a":3}}"#).unwrap();
+        assert!(dup.ends_with(br#"{"a":3,"b":2}"#));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_gets_serde_jsons_message() {
+        let line = b"{\"event\":\"a.b\",\"actor\":\"\xff\"}";
+        let mut out = Vec::new();
+        let reason = parse_event(line, &mut out).unwrap_err();
+        assert!(reason.contains("invalid unicode code point"), "{reason}");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn records_are_split_where_they_were_pushed() {
+        let mut records = Records::default();
+        records.push(b"abc", 40);
+        records.push(b"", 32);
+        records.push(b"de", 48);
+        let parts: Vec<&[u8]> = records.iter().map(|r| r.0).collect();
+        assert_eq!(parts, [&b"abc"[..], b"", b"de"]);
+        assert_eq!(records.frame_bytes, 40 + 32 + 48);
+        records.clear();
+        assert!(records.is_empty() && records.frame_bytes == 0);
     }
 }

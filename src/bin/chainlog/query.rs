@@ -105,8 +105,9 @@ pub struct OutputArgs {
     /// Write to FILE (created, or truncated) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// CSV: keep cells that start with = + - @ tab or CR as stored, instead of
-    /// prefixing them with ' so that spreadsheets do not run them as formulas.
+    /// CSV: keep every cell as stored, instead of prefixing with ' the cells a
+    /// spreadsheet could run as formulas (= + - @, also behind spaces or
+    /// invisible characters, and full-width) and those starting with '.
     #[arg(long)]
     no_formula_guard: bool,
     /// Print what the query read and skipped (segments, blocks, bytes) to stderr.

@@ -152,6 +152,14 @@ pub struct ServeArgs {
     /// workspace. Default: no metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<SocketAddr>,
+    /// How long the answer to a POST with an Idempotency-Key is kept for
+    /// its retries, in memory (a restart forgets it): 90s, 30m, 24h, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_keep)]
+    idempotency_ttl: Duration,
+    /// Most Idempotency-Key answers kept per workspace; when more arrive,
+    /// the oldest is dropped first.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    idempotency_keys: u32,
     /// Archive every workspace's log, and the server's, to
     /// s3://BUCKET/PREFIX (under PREFIX/workspaces/<name> and
     /// PREFIX/server-log): when the server starts, then every
@@ -270,6 +278,27 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--idempotency-ttl`: a number with s, m, h or d, from 1 s to 30 days.
+fn parse_keep(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("{text:?} is not a duration: use a number with s, m, h or d (90s, 30m, 24h, 7d)")
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(unit_secs) {
+        Some(secs) if (1..=30 * 86_400).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{text:?}: keep answers from 1s to 30d")),
+    }
+}
+
 /// Raises the soft file descriptor limit to the hard one (as Go programs
 /// do), so that --max-connections is not capped by a low default `ulimit
 /// -n`; on failure the server runs with the limit it has.
@@ -337,6 +366,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
             max_concurrent_queries: args.max_queries as usize,
             max_queries_per_workspace: args.max_queries_per_workspace as usize,
             max_queued_queries_per_workspace: args.max_queued_queries_per_workspace as usize,
+            idempotency_ttl: args.idempotency_ttl,
+            idempotency_keys: args.idempotency_keys as usize,
             ..Limits::default()
         },
         admin_keys: match args.admin_keys {
