@@ -14,8 +14,8 @@
 //! integers: this path takes it without the `Vec`s and `Cow`s the full
 //! check builds.
 
-use super::context_rules::{literal, number_end};
 use super::context_json::find_quote_escape_or_control;
+use super::context_rules::{literal, number_end};
 
 /// Deepest nesting taken (the context object is depth 1).
 const FAST_DEPTH: usize = 16;

@@ -4,7 +4,7 @@
 //!
 //! This is the fast way in, not a second parser with its own rules: it
 //! takes the usual bodies and declines the rest (`None`), and then the
-//! owned path (`api::parse_events`) reads the body and gives every answer,
+//! owned path (`api::append::parse_events`) reads the body and gives every answer,
 //! errors included, as it always has. What this path appends is byte for
 //! byte what the owned path would append.
 
@@ -12,7 +12,6 @@ use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 
 use crate::event::input;
 use crate::event::EventRef;
-use crate::server::api::BodyKind;
 use crate::server::error::ApiError;
 
 /// The events of a body (already checked as UTF-8), or `None` when the
@@ -112,4 +111,13 @@ impl<'de> Visitor<'de> for Array<'_> {
             }
         }
     }
+}
+
+/// How a request body holds its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// One JSON event object, or an array of them.
+    Json,
+    /// One event object per line.
+    NdJson,
 }

@@ -1,0 +1,132 @@
+//! The routes and their handlers.
+
+mod append;
+mod caller;
+mod keys;
+mod pages;
+mod read;
+#[cfg(test)]
+mod tests;
+
+use self::{append::*, caller::*, keys::*, pages::*, read::*};
+pub(super) use append::json_response;
+pub(super) use caller::authorize;
+pub(super) use caller::blocking;
+pub(super) use caller::path_segment;
+pub(super) use caller::presented_key;
+pub(super) use caller::record_failure;
+pub(crate) use caller::write_summaries;
+pub(crate) use caller::write_summaries_every_second;
+pub(crate) use caller::Caller;
+pub(super) use read::page;
+pub(super) use read::query_pairs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::server::error::ApiError;
+use crate::server::ingest::BodyKind;
+use crate::server::refusals;
+use crate::server::AppState;
+
+/// The dashboard page: HTML, CSS and JS in one file.
+const DASHBOARD_HTML: &str = include_str!("../dashboard.html");
+/// Largest body of a key management request.
+const MAX_KEY_REQUEST_BYTES: usize = 4096;
+/// Export chunks sent to the client at a time.
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks buffered between the export thread and the connection.
+const EXPORT_QUEUE_CHUNKS: usize = 4;
+/// Longest an export waits for a client that does not read.
+const EXPORT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest `POST …/events` body parsed and encoded on the async worker
+/// itself (a few dozen events, microseconds of work): handing it to a
+/// blocking thread and back costs two thread wake-ups, more than the work.
+const INLINE_ENCODE_BYTES: usize = 8 * 1024;
+
+type Shared = Arc<AppState>;
+
+/// All routes, with the request timeout and common headers around them.
+pub(crate) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(dashboard).fallback(refusals::not_allowed("GET")))
+        .route(
+            "/healthz",
+            get(healthz).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/key",
+            get(whoami).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/server-log/events",
+            get(super::server_log::events).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/events",
+            get(get_events)
+                .post(post_events)
+                .fallback(refusals::events_not_editable("GET, POST")),
+        )
+        .route(
+            "/v1/workspaces/{w}/events/{seq}",
+            get(get_event).fallback(refusals::events_not_editable("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/export",
+            get(export).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/verify",
+            get(verify).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/checkpoint",
+            get(checkpoint).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/keys",
+            get(list_keys)
+                .post(create_key)
+                .fallback(refusals::not_allowed("GET, POST")),
+        )
+        .route(
+            "/v1/workspaces/{w}/keys/{id}",
+            delete(revoke_key).fallback(refusals::not_allowed("DELETE")),
+        )
+        .route(
+            "/v1/workspaces/{w}/keys/{id}/rotate",
+            post(rotate_key).fallback(refusals::not_allowed("POST")),
+        )
+        .fallback(refusals::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Request timeout and headers every answer carries.
+async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let limit = state.limits.request_timeout;
+    let mut response = match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable(
+            "timeout",
+            format!(
+                "the request took longer than {} s and was abandoned; an append that had started may still complete",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
