@@ -1,7 +1,7 @@
 //! The HTTP API and the Audit Log dashboard (cargo feature `server`).
 //!
 //! `chainlog serve` runs a [`Server`]: an axum router served by hyper on
-//! tokio ([`conn`]), HTTP/1.1, optional TLS (rustls). It uses only the library's public API. A data directory
+//! tokio (`conn`), HTTP/1.1, optional TLS (rustls). It uses only the library's public API. A data directory
 //! holds:
 //!
 //! | path | what |
