@@ -899,7 +899,9 @@ static ROWS: &[Row] = &[
     },
     Row {
         attack: "link block forged, newest segment, CRC fixed",
-        how: "a frontier hash of the active segment's link block changed, CRC recomputed",
+        how: "a frontier hash of the active segment's link block changed, CRC recomputed; \
+              plain verify extends the previous segment's link block by its records and \
+              compares (FORMAT.md, step 2.7)",
         finding: 6,
         check: Check::Plain,
         apply: |c| {
@@ -907,9 +909,25 @@ static ROWS: &[Row] = &[
                 img[LINK_AT as usize + 20] ^= 1;
                 fix_link_crc(img);
             });
-            Done::Changed
+            c.at(NEWEST, LINK_AT as usize, Some(fixture().bases[NEWEST]))
         },
-        expect: Expect::Undetected,
+        expect: Expect::Detected(K::TreeMismatch, &[]),
+    },
+    Row {
+        attack: "link block forged, segment before the newest, CRC fixed",
+        how: "a frontier hash of segment 1's link block changed, CRC recomputed: its records \
+              extend the forged frontier, which then differs from the newest segment's link \
+              block (FORMAT.md, step 2.7 reports it there)",
+        finding: 6,
+        check: Check::Plain,
+        apply: |c| {
+            c.edit(1, |img| {
+                img[LINK_AT as usize + 20] ^= 1;
+                fix_link_crc(img);
+            });
+            c.at(NEWEST, LINK_AT as usize, Some(fixture().bases[NEWEST]))
+        },
+        expect: Expect::Detected(K::TreeMismatch, &[]),
     },
     Row {
         attack: "link block forged, newest segment, CRC fixed, against a checkpoint",

@@ -81,6 +81,7 @@ impl Linker {
     }
 
     pub(super) fn link(&mut self, r: SegmentResult) {
+        let problems_before = self.problem_count();
         self.report.segments += 1;
         self.report.bytes += r.bytes;
         if let (Some(prev), Some((first, seq, offset))) = (self.last_received, r.first_received) {
@@ -142,7 +143,19 @@ impl Linker {
                 self.at_checkpoint = Some((root, head));
             }
         }
-        self.tree = r.end_frontier;
+        // Without a checkpoint the end frontier only serves the newest
+        // segment's link block (FORMAT.md, verifying step 2.7), which is not
+        // also held against a segment that has a problem of its own.
+        let plain = self.checkpoint.is_none();
+        self.tree = if plain && self.problem_count() > problems_before {
+            None
+        } else {
+            r.end_frontier
+        };
+    }
+
+    fn problem_count(&self) -> u64 {
+        self.report.problems.len() as u64 + self.report.problems_omitted
     }
 
     /// An engine record, in chain order: its schema, the hold state machine,
@@ -165,6 +178,7 @@ impl Linker {
     }
 
     fn link_header(&mut self, h: &SegmentHeader, r: &SegmentResult, first: bool) {
+        let problems_before = self.problem_count();
         if h.version < self.version {
             let detail = format!(
                 "a version {} segment after a version {} one: versions never go back",
@@ -232,7 +246,11 @@ impl Linker {
                 );
             }
         }
-        if let (Some(prev_end), Some(start)) = (&self.tree, &r.start_frontier) {
+        // Without a checkpoint, a segment that does not follow the one before
+        // it (a gap, another log, a broken link: reported above) is not also
+        // a tree problem.
+        let linked = self.checkpoint.is_some() || self.problem_count() == problems_before;
+        if let (Some(prev_end), Some(start), true) = (&self.tree, &r.start_frontier, linked) {
             if prev_end != start {
                 let detail =
                     "the link block's tree frontier does not match the records before the segment"
