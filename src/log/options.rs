@@ -33,7 +33,7 @@ pub enum Durability {
     },
     /// `append` returns once the record is written to the OS (or, with
     /// [`Options::write_behind`], to the log's write buffer); syncs happen
-    /// only when a segment is sealed, on [`Log::sync`] and on close. A crash
+    /// only when a segment is sealed, on [`Log::sync`](crate::Log::sync) and on close. A crash
     /// can lose everything since the last of those.
     None,
 }
@@ -44,7 +44,7 @@ pub enum Durability {
 /// with one write, so that one `pwrite` carries many appends and the copy
 /// into the page cache runs on another core than the hashing.
 ///
-/// A buffered record is visible to readers of the same [`Log`] at once (a
+/// A buffered record is visible to readers of the same [`Log`](crate::Log) at once (a
 /// read first writes the buffer out), and to other processes once written:
 /// within `max_delay`, or sooner once `buffer_bytes` are waiting. A process
 /// that dies (kill -9) loses what was still buffered, which these policies
@@ -106,7 +106,7 @@ pub struct Options {
     pub write_behind: Option<WriteBehind>,
     /// Who appends: recorded in every record this handle appends (the
     /// record's `appender`), unless a record names its own
-    /// ([`EncodeRecord::appender`]). 1..=256 bytes, no control or invisible
+    /// ([`EncodeRecord::appender`](crate::event::EncodeRecord::appender)). 1..=256 bytes, no control or invisible
     /// format character. Default [`DEFAULT_APPENDER`]: an embedding program
     /// should name its principal; the CLI names the operating-system user
     /// ([`os_user_appender`]). The default is a constant, not the user, so

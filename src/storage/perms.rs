@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// The set-group-id bit of a directory's mode.
 const SET_GID: u32 = 0o2000;
-/// Mode of a directory shared with a group (plus [`SET_GID`]).
+/// Mode of a directory shared with a group (plus the set-group-id bit, `SET_GID`).
 pub const SHARED_DIR_MODE: u32 = 0o750;
 /// Mode of a file in a directory shared with a group.
 pub const SHARED_FILE_MODE: u32 = 0o640;
