@@ -129,6 +129,9 @@ pub(super) async fn stream(
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The connection ends with the stream (HTTP/1 only is served), so a
+    // client cut off reconnects afresh.
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     // nginx would otherwise buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
