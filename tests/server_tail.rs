@@ -245,6 +245,14 @@ fn resume_with_last_event_id_has_no_gaps_or_duplicates_and_filters_apply() {
         .collect();
     assert_eq!(seen, expected);
     assert!(stream.next(Duration::from_millis(300)).is_none());
+    // A workspace has at most 8 streams open (this one and 7 more).
+    let more: Vec<Stream> = (0..7)
+        .map(|_| open_stream(server.addr, &path, &admin, ""))
+        .collect();
+    assert!(more.iter().all(|s| s.status == 200));
+    let refused = open_stream(server.addr, &path, &admin, "");
+    assert_eq!(refused.status, 503);
+    drop(more);
     // Bad parameters are refused before the stream starts.
     for (path, extra) in [
         ("/v1/workspaces/acme/events/stream?limit=5", ""),
