@@ -253,6 +253,24 @@ fn resume_with_last_event_id_has_no_gaps_or_duplicates_and_filters_apply() {
     let refused = open_stream(server.addr, &path, &admin, "");
     assert_eq!(refused.status, 503);
     drop(more);
+    drop(refused);
+    // A client that leaves frees its slot: the server notices the closed
+    // connection (the wait below only gives it time to).
+    let left = Instant::now();
+    let deadline = left + Duration::from_secs(20);
+    let again = loop {
+        let s = open_stream(server.addr, &path, &admin, "");
+        if s.status == 200 || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "a slot was free again {:?} after 8 clients left",
+        left.elapsed()
+    );
+    assert_eq!(again.status, 200);
+    drop(again);
     // Bad parameters are refused before the stream starts.
     for (path, extra) in [
         ("/v1/workspaces/acme/events/stream?limit=5", ""),
