@@ -337,29 +337,41 @@ fn a_consumer_that_stops_reading_is_cut_off_with_an_error_event() {
     )
     .unwrap();
     // Each record's row is ~16 KiB; kernel buffers hold a few MiB, the
-    // stream's buffer 256 rows: 1600 rows (~26 MB) overflow both.
+    // stream's buffer 256 rows: 1600 rows (~26 MB) overflow both on a
+    // usual machine. Where the kernel buffers more, more is appended, up
+    // to 12,800 rows (~210 MB).
     let pad = "x".repeat(16 * 1024);
-    let total = 1600u64;
-    let mut appended = 0;
+    let mut appended = 0u64;
     let mut last_seq = 0;
-    while appended < total {
+    let tail_audit = || {
+        page(server.addr, &admin, "event=access.tail")["events"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+    };
+    let mut audit = None;
+    while audit.is_none() && appended < 12_800 {
         let batch: Vec<Value> = (0..50)
             .map(|i| json!({"event": "pcap.download", "actor": "bulk", "context": {"pad": pad, "i": appended + i}}))
             .collect();
         let (seqs, _) = append(server.addr, &admin, &batch);
         last_seq = *seqs.last().unwrap();
         appended += 50;
+        if appended >= 1600 && appended % 800 == 0 {
+            audit = tail_audit();
+        }
     }
     // The stream ends: its access.tail says why, within the stall timeout.
     let deadline = Instant::now() + Duration::from_secs(60);
     let audit = loop {
-        let found = page(server.addr, &admin, "event=access.tail");
-        if let Some(e) = found["events"].as_array().unwrap().first() {
-            break e.clone();
+        if let Some(e) = audit.take().or_else(tail_audit) {
+            break e;
         }
         assert!(Instant::now() < deadline, "the slow stream was not ended");
         std::thread::sleep(Duration::from_millis(200));
     };
+    let total = appended;
     assert_eq!(audit["context"]["ended"], "slow_consumer", "{audit}");
     let rows = audit["context"]["rows"].as_u64().unwrap();
     assert!(rows < total, "{audit}");
