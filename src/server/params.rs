@@ -256,6 +256,27 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_starts_at_its_cursor_and_takes_no_paging() {
+        let now = Timestamp::now();
+        let p = parse(
+            &pairs(&[("cursor", "7"), ("actor", "alice")]),
+            Endpoint::Tail,
+            now,
+        )
+        .unwrap();
+        assert_eq!(p.query.from_seq, Some(7));
+        assert_eq!(p.query.after, None);
+        assert_eq!(p.query.limit, None);
+        assert_eq!(p.query.filter.actors, ["alice"]);
+        for name in ["limit", "reverse"] {
+            let e = parse(&pairs(&[(name, "1")]), Endpoint::Tail, now).unwrap_err();
+            assert!(e.detail.contains("live stream"), "{}", e.detail);
+        }
+        let e = parse(&pairs(&[("format", "csv")]), Endpoint::Tail, now).unwrap_err();
+        assert!(e.detail.contains("unknown parameter"), "{}", e.detail);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let now = Timestamp::now();
         for (items, needle) in [
