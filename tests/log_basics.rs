@@ -132,3 +132,32 @@ fn concurrent_writers_and_reader() {
     let report = verify_dir(&chainlog::storage::FsStorage, dir.path(), &mut |_| {}).unwrap();
     assert!(report.is_intact(), "{:#?}", report.problems);
 }
+
+#[test]
+fn durable_listeners_hear_each_sync_until_dropped() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), Options::default()).unwrap();
+    assert_eq!(log.durable_next_seq(), 0);
+    let heard = Arc::new(AtomicU64::new(0));
+    let listener: Arc<chainlog::log::DurableListener> = {
+        let heard = heard.clone();
+        Arc::new(move |next| heard.store(next, Ordering::SeqCst))
+    };
+    log.on_durable(&listener);
+    let ev = Event::new(Timestamp::now(), "node.added", "ops");
+    log.append(&ev).unwrap();
+    log.append(&ev).unwrap();
+    // Under Always, an append returns once durable, after the listener ran.
+    assert_eq!(heard.load(Ordering::SeqCst), 2);
+    assert_eq!(log.durable_next_seq(), 2);
+    drop(listener);
+    log.append(&ev).unwrap();
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        2,
+        "a dropped listener is not called"
+    );
+    assert_eq!(log.durable_next_seq(), 3);
+    log.close().unwrap();
+}

@@ -247,6 +247,52 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Opens a live tail (`GET …/events/stream?cursor=0`) with `key` and
+    /// records it with its body cut after the first event: the stream
+    /// itself does not end.
+    async fn send_stream(&mut self, name: &str, path: &str, key: &str) -> (u16, String) {
+        let url = format!("{}{path}?cursor=0", self.base_url);
+        let mut response = self
+            .client
+            .get(&url)
+            .header("Authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .expect("open a stream");
+        let status = response.status().as_u16();
+        let mut response_headers = Map::new();
+        for (name, value) in response.headers() {
+            let value = value.to_str().unwrap_or_default().to_string();
+            response_headers.insert(name.as_str().to_string(), value.into());
+        }
+        let mut text = String::new();
+        while !(text.contains("data: ") && text.ends_with("\n\n")) {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), response.chunk())
+                .await
+                .expect("a first event within 30 s")
+                .expect("read the stream");
+            let Some(chunk) = chunk else { break };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        drop(response);
+        self.exchanges.push(json!({
+            "name": name,
+            "base_url": self.base_url,
+            "expect": "valid",
+            "method": "GET",
+            "path": path,
+            "query": [["cursor", "0"]],
+            "headers": {"Authorization": format!("Bearer {key}")},
+            "body": null,
+            "status": status,
+            "response_headers": response_headers,
+            "response_body": text,
+        }));
+        (status, text)
+    }
+}
+
 /// Asserts the status (the document check then judges the body).
 fn expect_status(got: (u16, Value), want: u16, what: &str) -> Value {
     assert_eq!(got.0, want, "{what}: {}", got.1);
@@ -800,6 +846,42 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         "export a workspace with no log",
     );
 
+    // --- Live tail.
+    let (status, text) = r
+        .send_stream("live tail", &format!("{ws}/events/stream"), &read)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("id: "), "{text}");
+    expect_status(
+        r.send(
+            Call::new(
+                "live tail with a bad cursor",
+                RequestInvalid,
+                Method::GET,
+                format!("{ws}/events/stream"),
+            )
+            .key(&read)
+            .query("cursor", "-1"),
+        )
+        .await,
+        400,
+        "live tail with a bad cursor",
+    );
+    expect_status(
+        r.send(
+            Call::new(
+                "live tail without a log",
+                Valid,
+                Method::GET,
+                "/v1/workspaces/empty/events/stream",
+            )
+            .key(&empty_read),
+        )
+        .await,
+        404,
+        "live tail of a workspace with no log",
+    );
+
     // --- Verify and checkpoint.
     let report = expect_status(
         r.send(Call::new("verify", Valid, Method::GET, format!("{ws}/verify")).key(&read))
@@ -1030,6 +1112,7 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         (Method::GET, "events".to_string(), None),
         (Method::GET, "events/1".to_string(), None),
         (Method::GET, "export".to_string(), None),
+        (Method::GET, "events/stream".to_string(), None),
         (Method::GET, "verify".to_string(), None),
         (Method::GET, "checkpoint".to_string(), None),
         (Method::GET, "keys".to_string(), None),

@@ -291,6 +291,9 @@ struct Inner {
     /// records are below it) and its thread, so that a sync wakes only the
     /// appenders it covers, all at once, without a mutex to pass around.
     durable_waiters: Mutex<Vec<(u64, std::thread::Thread)>>,
+    /// Called after records become durable (see [`Log::on_durable`]); held
+    /// weakly, so a listener that is dropped is forgotten.
+    durable_listeners: Mutex<Vec<std::sync::Weak<DurableListener>>>,
     /// Held for the length of a write of the active segment, and taken
     /// while the writer lock is held, so writes happen one at a time and in
     /// the order the frames were appended.
@@ -316,6 +319,10 @@ struct Inner {
     retention_lock: Mutex<()>,
     _lock: Option<Box<dyn DirLock>>,
 }
+
+/// A function told the seq below which records are now durable; see
+/// [`Log::on_durable`].
+pub type DurableListener = dyn Fn(u64) + Send + Sync;
 
 /// An append-only, hash-chained, segmented log in one directory.
 ///
@@ -467,6 +474,22 @@ impl Log {
     pub fn sync(&self) -> Result<()> {
         let next = self.inner.writer.lock().next_seq;
         self.inner.sync_until(next)
+    }
+
+    /// Records below this seq are durable; an atomic load, no lock.
+    pub fn durable_next_seq(&self) -> u64 {
+        self.inner.durable_next.load(Ordering::Acquire)
+    }
+
+    /// Calls `listener` with [`Log::durable_next_seq`] each time records
+    /// become durable (after each group commit and seal), on the thread
+    /// that made them so: it must be quick and must not append. The log
+    /// holds it weakly: drop the `Arc` to stop. For live readers (the
+    /// server's tail) that would otherwise poll.
+    pub fn on_durable(&self, listener: &Arc<DurableListener>) {
+        let mut listeners = self.inner.durable_listeners.lock();
+        listeners.retain(|l| l.strong_count() > 0);
+        listeners.push(Arc::downgrade(listener));
     }
 
     /// Blocks until the record at `seq` is durable (syncing if nobody else will).

@@ -192,6 +192,7 @@ impl Log {
             durable_next: AtomicU64::new(next_seq),
             appended_next: AtomicU64::new(next_seq),
             durable_waiters: Mutex::new(Vec::new()),
+            durable_listeners: Mutex::new(Vec::new()),
             write_slot: Mutex::new(WriteSlot {
                 frames: Vec::new(),
                 tree,

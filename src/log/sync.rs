@@ -172,6 +172,15 @@ impl Inner {
         for thread in woken {
             thread.unpark();
         }
+        // Usually empty: one uncontended lock per sync.
+        let listeners: Vec<_> = {
+            let mut listeners = self.durable_listeners.lock();
+            listeners.retain(|l| l.strong_count() > 0);
+            listeners.iter().filter_map(|l| l.upgrade()).collect()
+        };
+        for listener in listeners {
+            listener(durable);
+        }
     }
 
     /// Writes the buffered frames, then one `fdatasync` of the active

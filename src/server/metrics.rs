@@ -290,7 +290,12 @@ pub(crate) fn render(state: &AppState) -> String {
     );
     slot_families(
         f,
-        &[&state.export_slots, &state.verify_slots, &state.query_slots],
+        &[
+            &state.export_slots,
+            &state.verify_slots,
+            &state.query_slots,
+            &state.tail_slots,
+        ],
     );
 
     let engine = stats::snapshot();

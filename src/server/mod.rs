@@ -295,6 +295,9 @@ pub(crate) struct AppState {
     pub export_slots: Slots,
     pub verify_slots: Slots,
     pub query_slots: Slots,
+    pub tail_slots: Slots,
+    /// Set at shutdown: live tails end.
+    pub stopping: watch::Sender<bool>,
     pub metrics: metrics::Metrics,
     pub idempotency: Arc<idempotency::IdempotencyStore>,
 }
@@ -401,6 +404,8 @@ impl Server {
                 },
                 1,
             ),
+            tail_slots: api::tail_slots(),
+            stopping: watch::channel(false).0,
             metrics: metrics::Metrics::default(),
             idempotency: idempotency::IdempotencyStore::new(
                 limits.idempotency_ttl,
@@ -457,8 +462,10 @@ impl Server {
             metrics::track,
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let tails = state.clone();
         tokio::spawn(async move {
             shutdown.await;
+            tails.stopping.send_replace(true);
             let _ = stop_tx.send(true);
         });
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));

@@ -22,6 +22,9 @@ pub enum Endpoint {
     Events,
     /// `GET …/export`: `format` required, no default limit.
     Export,
+    /// `GET …/events/stream`: no `limit`, `reverse` or `format`; `cursor`
+    /// is the first seq to send (inclusive).
+    Tail,
 }
 
 /// The parsed parameters.
@@ -106,13 +109,26 @@ pub fn parse(
                     return Err(bad(format!("`{name}` is given more than once")));
                 }
             }
+            "limit" | "reverse" if endpoint == Endpoint::Tail => {
+                return Err(bad(format!(
+                    "`{name}` does not apply to a live stream (it sends every matching record, oldest first)"
+                )))
+            }
+            "cursor" if endpoint == Endpoint::Tail => {
+                query.from_seq = Some(value.parse().map_err(|_| {
+                    bad(format!(
+                        "`cursor`: {:?} is not a seq (the first seq to send)",
+                        cut(value)
+                    ))
+                })?);
+            }
             "limit" => {
                 let n: u64 = value
                     .parse()
                     .map_err(|_| bad(format!("`limit`: {:?} is not a number", cut(value))))?;
                 let max = match endpoint {
                     Endpoint::Events => MAX_PAGE_EVENTS,
-                    Endpoint::Export => u64::MAX,
+                    Endpoint::Export | Endpoint::Tail => u64::MAX,
                 };
                 if n == 0 || n > max {
                     return Err(bad(format!("`limit` must be between 1 and {max}, got {n}")));
@@ -153,7 +169,7 @@ pub fn parse(
     query.filter = filter;
     query.limit = match endpoint {
         Endpoint::Events => Some(limit.unwrap_or(DEFAULT_PAGE_EVENTS)),
-        Endpoint::Export => limit,
+        Endpoint::Export | Endpoint::Tail => limit,
     };
     if endpoint == Endpoint::Export && format.is_none() {
         return Err(bad("`format` is required: csv, json or jsonl".to_string()));
@@ -237,6 +253,27 @@ mod tests {
             f.received_until,
             Some(Timestamp::parse_rfc3339("2026-03-09T11:30:00Z").unwrap())
         );
+    }
+
+    #[test]
+    fn a_tail_starts_at_its_cursor_and_takes_no_paging() {
+        let now = Timestamp::now();
+        let p = parse(
+            &pairs(&[("cursor", "7"), ("actor", "alice")]),
+            Endpoint::Tail,
+            now,
+        )
+        .unwrap();
+        assert_eq!(p.query.from_seq, Some(7));
+        assert_eq!(p.query.after, None);
+        assert_eq!(p.query.limit, None);
+        assert_eq!(p.query.filter.actors, ["alice"]);
+        for name in ["limit", "reverse"] {
+            let e = parse(&pairs(&[(name, "1")]), Endpoint::Tail, now).unwrap_err();
+            assert!(e.detail.contains("live stream"), "{}", e.detail);
+        }
+        let e = parse(&pairs(&[("format", "csv")]), Endpoint::Tail, now).unwrap_err();
+        assert!(e.detail.contains("unknown parameter"), "{}", e.detail);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum ReadKind {
     SignIn,
     /// `GET …/checkpoint`: the log's signed head.
     Checkpoint,
+    /// `GET …/events/stream`: a live tail, recorded when it ends.
+    Tail,
 }
 
 impl ReadKind {
@@ -62,6 +64,7 @@ impl ReadKind {
             ReadKind::KeyList => "access.key_list",
             ReadKind::SignIn => "access.sign_in",
             ReadKind::Checkpoint => "access.checkpoint",
+            ReadKind::Tail => "access.tail",
         }
     }
 }

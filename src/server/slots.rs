@@ -306,6 +306,7 @@ impl Busy {
         let (code, what) = match self.kind {
             "export" => ("too_many_exports", "exports streaming"),
             "query" => ("too_many_queries", "queries running and waiting"),
+            "tail" => ("too_many_tails", "live tails streaming"),
             _ => ("too_many_verifies", "verifications running and waiting"),
         };
         let whose = if self.workspace_full {

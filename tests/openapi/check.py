@@ -204,6 +204,8 @@ def main(argv):
         extra_media_type_deserializers={
             "application/x-ndjson": ndjson_loads,
             "text/csv": text_loads,
+            # A live tail's body (recorded up to its first events).
+            "text/event-stream": text_loads,
         }
     )
     openapi = OpenAPI.from_file_path(argv[1], config=config)

@@ -35,6 +35,7 @@ mod report;
 mod retention;
 #[cfg(feature = "server")]
 mod serve;
+mod tail;
 mod verify;
 
 use std::io::Write;
@@ -131,6 +132,9 @@ enum Command {
     Query(query::QueryArgs),
     /// Stream matching events (all by default) as JSON, JSON Lines or CSV.
     Export(query::ExportArgs),
+    /// Print the newest matching events (10 unless --limit) as JSON Lines;
+    /// with -f, keep printing new ones as another process appends them.
+    Tail(tail::TailArgs),
     /// Measure append, verify, query, export and open against this
     /// machine's SHA-256 and disk limits, in a temporary directory.
     Bench(bench::BenchArgs),
@@ -289,6 +293,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Stats { json } => read::stats(&global, json),
         Command::Query(args) => query::query(&global, args),
         Command::Export(args) => query::export(&global, args),
+        Command::Tail(args) => tail::run(&global, args),
         Command::Bench(args) => bench::run(&global, args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args, global.quiet),

@@ -5,6 +5,7 @@ mod caller;
 mod keys;
 mod pages;
 mod read;
+mod tail;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ pub(crate) use caller::write_summaries_every_second;
 pub(crate) use caller::Caller;
 pub(super) use read::page;
 pub(super) use read::query_pairs;
+pub(super) use tail::tail_slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,10 @@ pub(crate) fn router(state: Shared) -> Router {
             get(get_events)
                 .post(post_events)
                 .fallback(refusals::events_not_editable("GET, POST")),
+        )
+        .route(
+            "/v1/workspaces/{w}/events/stream",
+            get(tail::stream).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/events/{seq}",
