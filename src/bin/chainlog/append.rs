@@ -7,6 +7,11 @@
 //! arrive; a bad line stops the command, and the lines before it in its
 //! batch are appended, it and everything after it are not.
 //!
+//! Parsing and appending overlap: one thread reads, checks and encodes
+//! lines into batches, the calling thread appends them, with at most
+//! [`BATCHES_IN_FLIGHT`] checked batches waiting (memory stays flat). A
+//! FILE's first pass (checking only) runs its two halves on two threads.
+//!
 //! A line is read as a borrowed [`EventRef`] (serde_json, strings borrowed
 //! from the line, the context written to its stored form as it is read)
 //! and encoded at once; the batch keeps the encoded records, so each event
@@ -16,7 +21,9 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use chainlog::event::input::check_numbers;
 use chainlog::event::{encode_record, EventError, EventRef};
@@ -35,6 +42,11 @@ const MAX_CHUNK_EVENTS: usize = 4096;
 const MAX_CHUNK_BYTES: u64 = 8 << 20;
 /// Input buffer size; a stream batch is at most what one read returned.
 const INPUT_BUFFER_BYTES: usize = 1 << 20;
+/// Checked batches the parsing thread may be ahead of the appending one.
+const BATCHES_IN_FLIGHT: usize = 2;
+/// Files smaller than this are checked on one thread (a thread costs more
+/// than it saves).
+const PARALLEL_CHECK_MIN_BYTES: u64 = 1 << 20;
 
 /// Encoded (so validated) records, back to back.
 #[derive(Default)]
@@ -210,11 +222,16 @@ struct Appender<'a> {
 }
 
 impl Appender<'_> {
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            prefix_bytes: self.prefix_bytes,
+            max_chunk_bytes: self.max_chunk_bytes,
+        }
+    }
+
     fn push(&mut self, record: &[u8]) -> Result<(), CliError> {
-        let frame_bytes = padded_len(self.prefix_bytes + record.len()) as u64;
-        if self.pending.len() >= MAX_CHUNK_EVENTS
-            || self.pending.frame_bytes + frame_bytes > self.max_chunk_bytes
-        {
+        let frame_bytes = self.limits().frame_bytes(record);
+        if self.limits().is_full(&self.pending, frame_bytes) {
             self.flush()?;
         }
         self.pending.push(record, frame_bytes);
@@ -222,15 +239,23 @@ impl Appender<'_> {
     }
 
     fn flush(&mut self) -> Result<(), CliError> {
-        if self.pending.is_empty() {
+        let pending = std::mem::take(&mut self.pending);
+        let appended = self.append(&pending);
+        self.pending = pending;
+        self.pending.clear();
+        appended
+    }
+
+    /// Appends `batch` as one `append_batch` call.
+    fn append(&mut self, batch: &Records) -> Result<(), CliError> {
+        if batch.is_empty() {
             return Ok(());
         }
-        let records: Vec<Encoded<'_>> = self.pending.iter().collect();
+        let records: Vec<Encoded<'_>> = batch.iter().collect();
         let receipts = self
             .log
             .append_batch(&records)
             .map_err(|e| self.failed(e))?;
-        self.pending.clear();
         let (Some(first), Some(last)) = (receipts.first(), receipts.last()) else {
             return Ok(());
         };
@@ -366,30 +391,119 @@ pub fn run(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// stdin: append each batch as soon as it is checked.
-fn append_stream(appender: &mut Appender<'_>, input: impl Read) -> Result<(), CliError> {
-    let mut lines = EventLines::new(input);
-    loop {
-        match lines.next_event() {
-            Ok(Some(record)) => {
-                appender.push(record)?;
-                // Nothing more buffered: the next read may wait for the
-                // producer, so make what we have durable now.
-                if !lines.input_buffered() {
-                    appender.flush()?;
+/// How large one `append_batch` call may be.
+#[derive(Clone, Copy)]
+struct BatchLimits {
+    /// Bytes of the provenance prefix each record gets.
+    prefix_bytes: usize,
+    max_chunk_bytes: u64,
+}
+
+impl BatchLimits {
+    /// Bytes `record`'s frame takes in a segment.
+    fn frame_bytes(self, record: &[u8]) -> u64 {
+        padded_len(self.prefix_bytes + record.len()) as u64
+    }
+
+    /// True when a record of `frame_bytes` does not fit in `batch`.
+    fn is_full(self, batch: &Records, frame_bytes: u64) -> bool {
+        !batch.is_empty()
+            && (batch.len() >= MAX_CHUNK_EVENTS
+                || batch.frame_bytes + frame_bytes > self.max_chunk_bytes)
+    }
+}
+
+/// What the parsing thread hands the appending one.
+enum Piece {
+    /// Checked records, appended as one batch.
+    Batch(Records),
+    /// The input ended: cleanly, or at a bad line or a read error (every
+    /// line before it was handed over first).
+    End(Option<LineError>),
+}
+
+/// Reads, checks and encodes `input` into batches on a thread of its own
+/// while this one appends them. With `stream`, a batch is also handed over
+/// whenever no more input is buffered (the next read may wait for the
+/// producer). Returns why the input stopped early, once everything before
+/// that point is appended.
+fn append_pipelined<R: Read + Send>(
+    appender: &mut Appender<'_>,
+    input: R,
+    stream: bool,
+) -> Result<Option<LineError>, CliError> {
+    let limits = appender.limits();
+    std::thread::scope(|scope| {
+        let (batches, checked) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        let (give_back, spare) = mpsc::channel();
+        scope.spawn(move || parse_batches(input, limits, stream, &batches, &spare));
+        // Returning early drops `checked`, which stops the parsing thread.
+        for piece in checked.iter() {
+            match piece {
+                Piece::Batch(mut batch) => {
+                    appender.append(&batch)?;
+                    batch.clear();
+                    // The parser may have finished: then the buffer is dropped.
+                    let _ = give_back.send(batch);
                 }
-            }
-            Ok(None) => return appender.flush(),
-            Err(LineError::Bad { line, reason }) => {
-                // The lines before the bad one are valid: keep them.
-                appender.flush()?;
-                return Err(appender.bad_line(line, reason, false));
-            }
-            Err(LineError::Io(e)) => {
-                appender.flush()?;
-                return Err(read_error(e));
+                Piece::End(stop) => return Ok(stop),
             }
         }
+        // The parser hung up without `End`: it panicked, and the scope
+        // passes the panic on.
+        Ok(None)
+    })
+}
+
+/// The parsing thread of [`append_pipelined`]. Stops quietly when the
+/// appending side has hung up (it failed and reports why).
+fn parse_batches<R: Read>(
+    input: R,
+    limits: BatchLimits,
+    stream: bool,
+    batches: &SyncSender<Piece>,
+    spare: &Receiver<Records>,
+) {
+    let mut lines = EventLines::new(input);
+    let mut batch = Records::default();
+    let stop = loop {
+        match lines.next_event() {
+            Ok(Some(record)) => {
+                let frame_bytes = limits.frame_bytes(record);
+                if limits.is_full(&batch, frame_bytes) {
+                    let next = spare.try_recv().unwrap_or_default();
+                    let full = std::mem::replace(&mut batch, next);
+                    if batches.send(Piece::Batch(full)).is_err() {
+                        return;
+                    }
+                }
+                batch.push(record, frame_bytes);
+                if stream && !lines.input_buffered() {
+                    let next = spare.try_recv().unwrap_or_default();
+                    let ready = std::mem::replace(&mut batch, next);
+                    if batches.send(Piece::Batch(ready)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    if !batch.is_empty() && batches.send(Piece::Batch(batch)).is_err() {
+        return;
+    }
+    // Nobody to tell if the appending side has gone.
+    let _ = batches.send(Piece::End(stop));
+}
+
+/// stdin: append each batch as soon as it is checked.
+fn append_stream(appender: &mut Appender<'_>, input: impl Read + Send) -> Result<(), CliError> {
+    match append_pipelined(appender, input, true)? {
+        None => Ok(()),
+        // The lines before the bad one are valid: they were appended.
+        Some(LineError::Bad { line, reason }) => Err(appender.bad_line(line, reason, false)),
+        Some(LineError::Io(e)) => Err(read_error(e)),
     }
 }
 
@@ -399,50 +513,126 @@ fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<(), CliError>
         File::open(path).map_err(|e| CliError::io(format!("opening {}", path.display()), e))
     };
     let mut file = open(path)?;
-    let regular = file
+    let metadata = file
         .metadata()
-        .map_err(|e| CliError::io(format!("reading {}", path.display()), e))?
-        .is_file();
-    // A pipe or device cannot be read twice: keep its events in memory
-    // (their frame sizes are counted when `appender` takes them).
-    let mut kept = Records::default();
-    {
-        let mut lines = EventLines::new(&mut file);
-        loop {
-            match lines.next_event() {
-                Ok(Some(_)) if regular => {}
-                Ok(Some(record)) => kept.push(record, 0),
-                Ok(None) => break,
-                Err(LineError::Bad { line, reason }) => {
-                    return Err(appender.bad_line(line, reason, true))
-                }
-                Err(LineError::Io(e)) => return Err(read_error(e)),
-            }
-        }
+        .map_err(|e| CliError::io(format!("reading {}", path.display()), e))?;
+    if !metadata.is_file() {
+        return append_unseekable(appender, file);
     }
-    if !regular {
-        for record in kept.iter() {
-            appender.push(record.0)?;
-        }
-        return appender.flush();
+    match check_file(&file, metadata.len()) {
+        Ok(()) => {}
+        Err(LineError::Bad { line, reason }) => return Err(appender.bad_line(line, reason, true)),
+        Err(LineError::Io(e)) => return Err(read_error(e)),
     }
     // Second pass over the checked file. Were it changed in between, a bad
     // line stops here and the message says what was appended.
     file.rewind().map_err(read_error)?;
+    match append_pipelined(appender, file, false)? {
+        None => Ok(()),
+        Some(LineError::Bad { line, reason }) => Err(appender.bad_line(
+            line,
+            format!("{reason} (the file changed while being appended)"),
+            false,
+        )),
+        Some(LineError::Io(e)) => Err(read_error(e)),
+    }
+}
+
+/// A pipe or device cannot be read twice: keep its events in memory
+/// (their frame sizes are counted when `appender` takes them).
+fn append_unseekable(appender: &mut Appender<'_>, file: File) -> Result<(), CliError> {
+    let mut kept = Records::default();
     let mut lines = EventLines::new(file);
     loop {
         match lines.next_event() {
-            Ok(Some(record)) => appender.push(record)?,
-            Ok(None) => return appender.flush(),
+            Ok(Some(record)) => kept.push(record, 0),
+            Ok(None) => break,
             Err(LineError::Bad { line, reason }) => {
-                return Err(appender.bad_line(
-                    line,
-                    format!("{reason} (the file changed while being appended)"),
-                    false,
-                ))
+                return Err(appender.bad_line(line, reason, true))
             }
             Err(LineError::Io(e)) => return Err(read_error(e)),
         }
+    }
+    for record in kept.iter() {
+        appender.push(record.0)?;
+    }
+    appender.flush()
+}
+
+/// Checks every line of a regular file of `len` bytes, its two halves on
+/// two threads. The error is the first bad line's, numbered from the start
+/// of the file.
+fn check_file(file: &File, len: u64) -> Result<(), LineError> {
+    let split = split_point(file, len).map_err(LineError::Io)?;
+    let (first, second) = std::thread::scope(|scope| {
+        // The second half reads to the end, wherever that now is.
+        let second = scope.spawn(|| check_range(file, split, u64::MAX));
+        let first = check_range(file, 0, split);
+        (first, second.join())
+    });
+    let first_lines = first?;
+    match second {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(LineError::Bad { line, reason })) => Err(LineError::Bad {
+            line: first_lines + line,
+            reason,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Checks the lines in `start..end` of `file`; how many lines there were.
+fn check_range(file: &File, start: u64, end: u64) -> Result<u64, LineError> {
+    let mut lines = EventLines::new(FileRange {
+        file,
+        pos: start,
+        end,
+    });
+    while lines.next_event()?.is_some() {}
+    Ok(lines.line)
+}
+
+/// Where the line after the middle of the file starts (so both halves are
+/// whole lines), or `len` for a small file or when no line ends within the
+/// longest line allowed (that line is then refused by the first half).
+fn split_point(file: &File, len: u64) -> io::Result<u64> {
+    if len < PARALLEL_CHECK_MIN_BYTES {
+        return Ok(len);
+    }
+    let mut pos = len / 2;
+    let limit = len.min(pos + MAX_INPUT_LINE_BYTES as u64 + 2);
+    let mut buf = vec![0; 64 << 10];
+    while pos < limit {
+        let n = file.read_at(&mut buf, pos)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+            return Ok(pos + i as u64 + 1);
+        }
+        pos += n as u64;
+    }
+    Ok(len)
+}
+
+/// A byte range of a file, read with `pread` (no shared cursor, so two
+/// threads can read one file).
+struct FileRange<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for FileRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if room == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..room], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 

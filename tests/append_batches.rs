@@ -1,0 +1,181 @@
+//! `chainlog append` on inputs of many batches: a FILE's two halves are
+//! checked on two threads and parsing overlaps appending, so a bad line's
+//! number and what is appended before it must not depend on where the
+//! batches or the halves begin.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use chainlog::{Log, Options};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chainlog");
+/// Lines in each input: several 4096-event batches, and over the 1 MiB
+/// from which a FILE's halves are checked on two threads.
+const LINES: u64 = 12_000;
+const BAD: &str = r#"{"event":"a.b","actor":"x","colour":"red"}"#;
+
+fn line(i: u64) -> String {
+    format!(
+        r#"{{"timestamp":"2026-03-09T09:52:14Z","event":"batch.line","actor":"user{i}","node":"nyc-edge-01","context":{{"i":{i},"pad":"abcdefghijklmnopqrstuvwxyz0123456789"}}}}"#
+    )
+}
+
+/// `LINES` lines; the 1-based line numbers in `bad` are replaced by a bad
+/// line, and a blank line follows line 7 (blank lines count).
+fn input(bad: &[u64]) -> String {
+    let mut text = String::new();
+    for n in 1..=LINES {
+        if bad.contains(&n) {
+            text.push_str(BAD);
+        } else {
+            text.push_str(&line(n));
+        }
+        text.push('\n');
+        if n == 7 {
+            text.push_str("  \n");
+        }
+    }
+    text
+}
+
+/// The 1-based number of the line that starts just after the middle of
+/// `text` (where the second checking thread begins).
+fn line_after_middle(text: &str) -> u64 {
+    let mid = text.len() / 2;
+    let split = mid + text[mid..].find('\n').unwrap() + 1;
+    text[..split].matches('\n').count() as u64 + 1
+}
+
+fn init(dir: &Path) {
+    let out = Command::new(BIN)
+        .args(["-q", "--dir", dir.to_str().unwrap(), "init"])
+        .env_remove("CHAINLOG_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn append(dir: &Path, file: Option<&Path>, stdin: &str) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--dir", dir.to_str().unwrap(), "append"])
+        .env_remove("CHAINLOG_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(file) = file {
+        cmd.arg(file);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let text = stdin.to_string();
+    // The child may stop reading at a bad line.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(text.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// The actors of every record, in order.
+fn actors(dir: &Path) -> Vec<String> {
+    let log = Log::open(
+        dir,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    log.iter_from(0)
+        .map(|r| r.unwrap().event.actor.to_string())
+        .collect()
+}
+
+fn expected_actors(lines: std::ops::Range<u64>) -> Vec<String> {
+    lines.map(|i| format!("user{i}")).collect()
+}
+
+/// The 1-based input line number of line `n` of `input` (one blank line
+/// follows line 7).
+fn numbered(n: u64) -> u64 {
+    if n > 7 {
+        n + 1
+    } else {
+        n
+    }
+}
+
+#[test]
+fn a_bad_line_in_a_large_file_appends_nothing_and_is_numbered_from_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    init(&dir);
+    let file = tmp.path().join("in.jsonl");
+    let after_middle = line_after_middle(&input(&[]));
+    // Content line `n` is input line `numbered(n)`; the blank line is
+    // before the middle, so the line after the middle is content line
+    // `after_middle - 1`.
+    let cases: Vec<(Vec<u64>, u64)> = vec![
+        (vec![5000], 5000),
+        (vec![LINES - 3], LINES - 3),
+        (vec![after_middle - 1], after_middle - 1),
+        (vec![after_middle - 2], after_middle - 2),
+        // Bad lines in both halves: the first one is reported.
+        (vec![9000, LINES - 1], 9000),
+        (vec![LINES], LINES),
+    ];
+    for (bad, reported) in cases {
+        std::fs::write(&file, input(&bad)).unwrap();
+        let out = append(&dir, Some(&file), "");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "chainlog: line {}: unknown field `colour`",
+                numbered(reported)
+            )),
+            "{bad:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("nothing was appended (the whole file is checked first)"),
+            "{bad:?}: {stderr}"
+        );
+        assert!(actors(&dir).is_empty(), "{bad:?}: something was appended");
+    }
+
+    // The same file without a bad line: every record, in order.
+    std::fs::write(&file, input(&[])).unwrap();
+    let out = append(&dir, Some(&file), "");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(actors(&dir), expected_actors(1..LINES + 1));
+}
+
+#[test]
+fn a_bad_line_in_a_large_stream_appends_the_lines_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    init(&dir);
+    // After two full batches and part of a third.
+    let bad = 4096 * 2 + 100;
+    let out = append(&dir, None, &input(&[bad]));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "chainlog: line {}: unknown field `colour`",
+            numbered(bad)
+        )),
+        "{stderr}"
+    );
+    let before = bad - 1;
+    assert!(
+        stderr.contains(&format!(
+            "; {before} records before it were appended (seq 0..={}); it and the lines after it were not",
+            before - 1
+        )),
+        "{stderr}"
+    );
+    assert_eq!(actors(&dir), expected_actors(1..bad));
+}
