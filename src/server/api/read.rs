@@ -374,8 +374,15 @@ pub(super) async fn checkpoint(
         ));
     }
     let log = workspace_log(&state, &w, &key).await?;
+    // Signing verifies the whole log first (`Log::checkpoint`): it takes a
+    // verification slot, so checkpoints cannot do what queued verifies may not.
+    let permit = match state.verify_slots.acquire(&w).await {
+        Ok(permit) => permit,
+        Err(busy) => return Ok(busy.into_response()),
+    };
     let st = state.clone();
     let answer = blocking(move || -> Result<Value, ApiError> {
+        let _permit = permit;
         let signer = st
             .signer
             .as_ref()
