@@ -191,9 +191,24 @@ async fn one_workspaces_verifies_do_not_hold_up_another() {
     // too, 64 MiB by default, which takes seconds in a debug build.
     small_segment_workspace(&data, "small");
     let small = create_key(&data, "small", "read");
+    // A checkpoint key: signing verifies the log first, so it takes a verify slot.
+    let secret = dir.path().join("cp.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlog"))
+        .args(["keygen", "--name", "audit.example", "--secret-key"])
+        .arg(&secret)
+        .arg("--public-key")
+        .arg(dir.path().join("cp.pub"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     let server = std::sync::Arc::new(TestServer::start(
         &data,
-        &["--metrics-listen", "127.0.0.1:0"],
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--checkpoint-key",
+            secret.to_str().unwrap(),
+        ],
     ));
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -222,7 +237,20 @@ async fn one_workspaces_verifies_do_not_hold_up_another() {
     .await
     .unwrap();
 
-    // A fourth of big's is refused at once, with Retry-After.
+    // A signed checkpoint of big is refused at once: it would verify the
+    // whole log too, so it takes a verify slot.
+    let response = client
+        .get(format!("{}/v1/workspaces/big/checkpoint", server.url))
+        .bearer_auth(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "too_many_verifies", "{body}");
+
+    // So is a fourth verification of big's, with Retry-After.
     let response = client
         .get(format!("{}/v1/workspaces/big/verify", server.url))
         .bearer_auth(&big)
@@ -233,7 +261,6 @@ async fn one_workspaces_verifies_do_not_hold_up_another() {
     assert_eq!(response.headers()["retry-after"], "5");
     let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     assert_eq!(body["error"], "too_many_verifies", "{body}");
-
     // small's verification does not wait for big's queue to drain.
     let asked = started.elapsed();
     let (status, body) = get(

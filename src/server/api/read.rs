@@ -373,13 +373,13 @@ pub(super) async fn checkpoint(
             "this server signs no checkpoints: start it with --checkpoint-key FILE (a secret key from `chainlog keygen`)",
         ));
     }
-    let log = workspace_log(&state, &w, &key).await?;
     // Signing verifies the whole log first (`Log::checkpoint`): it takes a
     // verification slot, so checkpoints cannot do what queued verifies may not.
     let permit = match state.verify_slots.acquire(&w).await {
         Ok(permit) => permit,
         Err(busy) => return Ok(busy.into_response()),
     };
+    let log = workspace_log(&state, &w, &key).await?;
     let st = state.clone();
     let answer = blocking(move || -> Result<Value, ApiError> {
         let _permit = permit;
