@@ -1,8 +1,8 @@
 //! Merkle tree tiles beside the segments (the C2SP `tlog-tiles` layout): their
 //! paths, writing them as segments are sealed, and reading and rebuilding
 //! them. Uses [`crate::index`], [`mod@crate::format`], [`crate::storage`] and
-//! [`crate::hash`]; the prover over a live log that reads them is
-//! [`crate::query::prover`], above the log.
+//! [`crate::hash`]; the prover over a live log that reads them belongs to
+//! the query layer, above the log.
 //!
 //! The tree is RFC 6962's over the records' chain hashes (see [`crate::hash::merkle`]).
 //! Its interior is stored in *tiles*: tile `(L, N)` holds the hashes at tree
@@ -270,8 +270,8 @@ impl TileTree {
     }
 }
 
-/// Why a tree hash could not be had (the [`crate::hash::proof::SubtreeSource`] error of a
-/// [`crate::query::prover::Prover`]).
+/// Why a tree hash could not be had (the [`crate::hash::proof::SubtreeSource`] error of
+/// the query layer's prover).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TileError {

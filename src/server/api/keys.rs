@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::event::Event;
 use crate::log::Receipt;
 use crate::server::error::ApiError;
-use crate::server::keys::{KeyAudit, KeyError, KeyInfo, Scope};
+use crate::server::keys::{ChangedBy, KeyAudit, KeyError, KeyInfo, KeyStore, Scope};
 use crate::server::reads::{record_read, ReadKind};
 
 use super::*;
@@ -114,17 +114,13 @@ pub(super) async fn rotate_key(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
-    let id = path_segment(&caller, 5);
-    let by = caller.changed_by(&key);
-    let st = state.clone();
-    let issued = blocking(move || {
-        st.keys
-            .rotate(&id, Some(&w), &by, &ServerKeyAudit(st.clone()))
-    })
-    .await?
-    .map_err(|e| ApiError::from_keys("rotating a key", &e))?;
+    let issued = change_named_key(
+        &state,
+        &caller,
+        "rotating a key",
+        |keys, id, w, by, audit| keys.rotate(id, Some(w), by, audit),
+    )
+    .await?;
     Ok(Json(issued_json(&issued)).into_response())
 }
 
@@ -132,21 +128,37 @@ pub(super) async fn revoke_key(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
-    let id = path_segment(&caller, 5);
-    let by = caller.changed_by(&key);
-    let st = state.clone();
-    let revoked = blocking(move || {
-        st.keys
-            .revoke(&id, Some(&w), &by, &ServerKeyAudit(st.clone()))
-    })
-    .await?
-    .map_err(|e| ApiError::from_keys("revoking a key", &e))?;
+    let revoked = change_named_key(
+        &state,
+        &caller,
+        "revoking a key",
+        |keys, id, w, by, audit| keys.revoke(id, Some(w), by, audit),
+    )
+    .await?;
     Ok(Json(json!({
         "id": revoked.key.id,
         "revoked_at": revoked.key.revoked_at,
         "event_seq": revoked.receipt.map(|r| r.seq),
     }))
     .into_response())
+}
+
+/// For an admin key of the path's workspace, runs `change` on the key the
+/// path names (`…/keys/{id}…`), on a blocking thread.
+async fn change_named_key<T: Send + 'static>(
+    state: &Shared,
+    caller: &Caller,
+    doing: &'static str,
+    change: impl FnOnce(&KeyStore, &str, &str, &ChangedBy, &ServerKeyAudit) -> Result<T, KeyError>
+        + Send
+        + 'static,
+) -> Result<T, ApiError> {
+    let w = path_segment(caller, 3);
+    let key = authorize(state, caller, Some(&w), Some(Scope::Admin)).await?;
+    let id = path_segment(caller, 5);
+    let by = caller.changed_by(&key);
+    let st = state.clone();
+    blocking(move || change(&st.keys, &id, &w, &by, &ServerKeyAudit(st.clone())))
+        .await?
+        .map_err(|e| ApiError::from_keys(doing, &e))
 }

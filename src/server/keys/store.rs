@@ -319,29 +319,17 @@ impl KeyStore {
         by: &ChangedBy,
         audit: &dyn KeyAudit,
     ) -> Result<IssuedKey, KeyError> {
-        check_actor(&by.actor)?;
-        self.change(|file| {
-            let key = find_key(file, id, workspace)?;
-            if !key.is_active() {
-                return Err(KeyError::Revoked(id.to_string()));
-            }
-            check_via(self.admin_keys, key.scope, by)?;
-            let secret = new_secret()?;
-            let now = Timestamp::now();
-            let event = key_event(EVENT_KEY_ROTATED, key, by, now);
-            let receipt = audit.record(&key.workspace.clone(), false, &event)?;
-            key.secret_sha256 = hex(&secret_hash(&secret));
-            key.rotated_at = Some(now);
-            mark_recorded(key, receipt, by);
-            Ok((
-                IssuedKey {
-                    key: KeyInfo::from(&*key),
-                    text: format!("{KEY_PREFIX}{id}_{secret}"),
-                    receipt,
-                },
-                EVENT_KEY_ROTATED,
-                receipt.map(|r| r.seq),
-            ))
+        let secret = new_secret()?;
+        let secret_sha256 = hex(&secret_hash(&secret));
+        let (key, receipt) =
+            self.change_active(id, workspace, by, audit, EVENT_KEY_ROTATED, |key, now| {
+                key.secret_sha256 = secret_sha256;
+                key.rotated_at = Some(now);
+            })?;
+        Ok(IssuedKey {
+            key,
+            text: format!("{KEY_PREFIX}{id}_{secret}"),
+            receipt,
         })
     }
 
@@ -354,6 +342,24 @@ impl KeyStore {
         by: &ChangedBy,
         audit: &dyn KeyAudit,
     ) -> Result<RevokedKey, KeyError> {
+        let (key, receipt) =
+            self.change_active(id, workspace, by, audit, EVENT_KEY_REVOKED, |key, now| {
+                key.revoked_at = Some(now);
+            })?;
+        Ok(RevokedKey { key, receipt })
+    }
+
+    /// Changes an active key (of `workspace`, when given) under the lock:
+    /// its `event_type` event is recorded first, then `apply` changes it.
+    fn change_active(
+        &self,
+        id: &str,
+        workspace: Option<&str>,
+        by: &ChangedBy,
+        audit: &dyn KeyAudit,
+        event_type: &'static str,
+        apply: impl FnOnce(&mut ApiKey, Timestamp),
+    ) -> Result<(KeyInfo, Option<Receipt>), KeyError> {
         check_actor(&by.actor)?;
         self.change(|file| {
             let key = find_key(file, id, workspace)?;
@@ -362,16 +368,13 @@ impl KeyStore {
             }
             check_via(self.admin_keys, key.scope, by)?;
             let now = Timestamp::now();
-            let event = key_event(EVENT_KEY_REVOKED, key, by, now);
+            let event = key_event(event_type, key, by, now);
             let receipt = audit.record(&key.workspace.clone(), false, &event)?;
-            key.revoked_at = Some(now);
+            apply(key, now);
             mark_recorded(key, receipt, by);
             Ok((
-                RevokedKey {
-                    key: KeyInfo::from(&*key),
-                    receipt,
-                },
-                EVENT_KEY_REVOKED,
+                (KeyInfo::from(&*key), receipt),
+                event_type,
                 receipt.map(|r| r.seq),
             ))
         })
