@@ -82,6 +82,15 @@ fn open_stream(addr: SocketAddr, path: &str, key: &str, extra: &str) -> Stream {
     }
 }
 
+/// Leaving closes the connection for both ends, the reader thread's
+/// clone of the socket included (dropping one descriptor of two would
+/// leave the connection open, and the server waiting for the client).
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl Stream {
     fn next(&self, within: Duration) -> Option<(Message, Instant)> {
         self.messages.recv_timeout(within).ok()
@@ -429,7 +438,7 @@ fn streams_end_at_shutdown_and_are_audited() {
     let last = last.expect("a final event");
     assert_eq!(last.event.as_deref(), Some("error"));
     assert_eq!(last.data["error"], "server_stopping");
-    drop(stream.socket);
+    drop(stream);
     let log = chainlog::Log::open(
         data.join("workspaces").join("acme"),
         chainlog::Options {
