@@ -22,6 +22,10 @@ export CHAINLOG_REQUIRE_S3=1
 # chromium and chromium-driver, which the test installs when missing); here a
 # browser that cannot be installed fails the test instead of skipping it.
 export CHAINLOG_REQUIRE_BROWSER=1
+# tests/syslog_tls.rs delivers to a real rsyslog (Debian's rsyslog and
+# rsyslog-gnutls) over TLS and plain TCP.
+scripts/syslog-server.sh install
+export CHAINLOG_REQUIRE_SYSLOG=1
 # tests/openapi.rs holds docs/openapi.yaml against the running server with
 # openapi-spec-validator and openapi-core, pinned in a venv (.venv-tests).
 scripts/python-tools.sh >/dev/null

@@ -6,5 +6,7 @@ pub mod cef;
 pub mod ocsf;
 pub mod row;
 pub mod syslog;
+#[cfg(feature = "server")]
+pub mod syslog_send;
 
 pub use row::{render, Format, RenderError, Row};

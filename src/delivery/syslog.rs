@@ -138,6 +138,18 @@ impl SyslogOptions {
         Ok(self)
     }
 
+    /// Sets the MSG format.
+    pub fn with_body(mut self, body: Format) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Sets the facility.
+    pub fn with_facility(mut self, facility: Facility) -> Self {
+        self.facility = facility;
+        self
+    }
+
     /// The HOSTNAME field.
     pub fn hostname(&self) -> &str {
         &self.hostname
@@ -277,11 +289,9 @@ mod tests {
         let mut failed = sample_row();
         failed["event"] = json!("auth.login_failed");
         failed["outcome"] = json!("failure");
-        let options = SyslogOptions {
-            facility: "local0".parse().unwrap(),
-            body: Format::Json,
-            ..SyslogOptions::default()
-        };
+        let options = SyslogOptions::default()
+            .with_facility("local0".parse().unwrap())
+            .with_body(Format::Json);
         let text = String::from_utf8(message(&options, "acme", &failed).unwrap()).unwrap();
         // local0 (16) * 8 + warning (4).
         assert!(text.starts_with("<132>1 "), "{text}");
@@ -296,7 +306,7 @@ mod tests {
         let mut row = sample_row();
         row["event"] = json!("a.very_long_event_type_that_goes_past_thirty_two");
         row["actor"] = json!("ünïcode");
-        let options = SyslogOptions { body: Format::Json, ..SyslogOptions::default() };
+        let options = SyslogOptions::default().with_body(Format::Json);
         let m = message(&options, workspace, &row).unwrap();
         let at = m.windows(3).position(|w| w == BOM).expect("a BOM before a UTF-8 MSG");
         assert_eq!(&m[at - 2..at], b"] ");
