@@ -30,5 +30,8 @@ export CHAINLOG_REQUIRE_SYSLOG=1
 # openapi-spec-validator and openapi-core, pinned in a venv (.venv-tests).
 scripts/python-tools.sh >/dev/null
 export CHAINLOG_REQUIRE_OPENAPI=1
+# tests/ocsf.rs validates the OCSF mapping with ocsf-lib and
+# ocsf-json-schema, from the same venv.
+export CHAINLOG_REQUIRE_OCSF=1
 cargo test --all-targets "$@"
 cargo test --doc
