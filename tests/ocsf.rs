@@ -85,9 +85,13 @@ fn other_rows(template: &Value) -> Vec<Value> {
         row(json!({"event": "auth.login_failed", "outcome": "failure", "ip": null, "node": null})),
         row(json!({"event": "auth.logout", "ip": "2001:db8::7", "resource": "session-1"})),
         row(json!({"event": "auth.mfa_challenge", "outcome": "failure"})),
-        row(json!({"event": "retention.applied", "actor": "system", "ip": null, "origin": "engine", "appender": "engine"})),
+        row(
+            json!({"event": "retention.applied", "actor": "system", "ip": null, "origin": "engine", "appender": "engine"}),
+        ),
         row(json!({"event": "pcap.download", "resource": "a3f7c2b1", "node": "nyc-edge-01"})),
-        row(json!({"event": "apikey.rotated", "received_at": null, "origin": null, "appender": null})),
+        row(
+            json!({"event": "apikey.rotated", "received_at": null, "origin": null, "appender": null}),
+        ),
         row(json!({"event": "incident.opened", "context": {}})),
         row(json!({"event": "node.removed", "outcome": "failure", "actor": "ünï \"code\""})),
     ]
@@ -103,14 +107,21 @@ fn every_mapped_event_passes_the_ocsf_validator() {
     let mut events: Vec<Value> = rows.iter().map(ocsf).collect();
     events.extend(other_rows(&rows[0]).iter().map(ocsf));
     let classes = |uid: u64| events.iter().filter(|e| e["class_uid"] == uid).count();
-    assert!(classes(3002) >= 2 + 3 && classes(6003) > 2000, "both classes are exercised");
+    assert!(
+        classes(3002) >= 2 + 3 && classes(6003) > 2000,
+        "both classes are exercised"
+    );
 
     let (ok, report) = check(&python, dir.path(), &events);
     assert_eq!(report["events"], events.len());
     assert!(
         ok && report["valid"] == events.len(),
         "OCSF {OCSF_VERSION} refused mapped events: {}",
-        serde_json::to_string_pretty(&report["invalid"].as_array().unwrap()[..3.min(report["invalid"].as_array().unwrap().len())]).unwrap()
+        serde_json::to_string_pretty(
+            &report["invalid"].as_array().unwrap()
+                [..3.min(report["invalid"].as_array().unwrap().len())]
+        )
+        .unwrap()
     );
     eprintln!("{} events valid OCSF {OCSF_VERSION}", events.len());
 }
@@ -134,14 +145,50 @@ fn broken_mappings_are_refused() {
 
     type Break = fn(&mut Value);
     let breaks: [(&str, Break, &str); 8] = [
-        ("no class_uid", |e| { e.as_object_mut().unwrap().remove("class_uid"); }, "class_uid"),
-        ("unknown class", |e| e["class_uid"] = json!(9999), "not an OCSF"),
-        ("wrong type_uid", |e| e["type_uid"] = json!(300299), "type_uid"),
-        ("caption mismatch", |e| e["activity_name"] = json!("Logoff"), "activity_name"),
-        ("unknown attribute", |e| e["chain_hash"] = json!("ab"), "chain_hash"),
-        ("no product", |e| { e["metadata"].as_object_mut().unwrap().remove("product"); }, "product"),
-        ("bad ip", |e| e["src_endpoint"] = json!({"ip": "not-an-ip"}), "ip"),
-        ("status out of enum", |e| e["status_id"] = json!(7), "status_id"),
+        (
+            "no class_uid",
+            |e| {
+                e.as_object_mut().unwrap().remove("class_uid");
+            },
+            "class_uid",
+        ),
+        (
+            "unknown class",
+            |e| e["class_uid"] = json!(9999),
+            "not an OCSF",
+        ),
+        (
+            "wrong type_uid",
+            |e| e["type_uid"] = json!(300299),
+            "type_uid",
+        ),
+        (
+            "caption mismatch",
+            |e| e["activity_name"] = json!("Logoff"),
+            "activity_name",
+        ),
+        (
+            "unknown attribute",
+            |e| e["chain_hash"] = json!("ab"),
+            "chain_hash",
+        ),
+        (
+            "no product",
+            |e| {
+                e["metadata"].as_object_mut().unwrap().remove("product");
+            },
+            "product",
+        ),
+        (
+            "bad ip",
+            |e| e["src_endpoint"] = json!({"ip": "not-an-ip"}),
+            "ip",
+        ),
+        (
+            "status out of enum",
+            |e| e["status_id"] = json!(7),
+            "status_id",
+        ),
     ];
     let broken: Vec<Value> = breaks
         .iter()

@@ -90,7 +90,12 @@ impl Rsyslog {
         let (tls_port, tcp_port) = (free_port(), free_port());
         let p = |p: &Path| p.to_str().unwrap().to_string();
         let out = Command::new(script())
-            .args(["config", &p(dir), &tls_port.to_string(), &tcp_port.to_string()])
+            .args([
+                "config",
+                &p(dir),
+                &tls_port.to_string(),
+                &tcp_port.to_string(),
+            ])
             .args([p(&cert.ca_cert), p(&cert.cert), p(&cert.key)])
             .output()
             .unwrap();
@@ -117,7 +122,11 @@ impl Rsyslog {
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("rsyslogd exited ({status}): {}", server.stderr());
             }
-            assert!(Instant::now() < deadline, "rsyslogd did not listen: {}", server.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not listen: {}",
+                server.stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -161,7 +170,14 @@ fn sentinel(text: &str) -> Vec<u8> {
 fn expected_sd(sent: &[u8], body: &[u8]) -> String {
     let text = String::from_utf8(sent.to_vec()).unwrap();
     let start = text.find(" [").unwrap() + 1;
-    let end = sent.len() - body.len() - 1 - if sent[..sent.len() - body.len()].ends_with(BOM) { 3 } else { 0 };
+    let end = sent.len()
+        - body.len()
+        - 1
+        - if sent[..sent.len() - body.len()].ends_with(BOM) {
+            3
+        } else {
+            0
+        };
     text[start..end].to_string()
 }
 
@@ -211,27 +227,43 @@ async fn rsyslog_receives_every_row_once_in_order() {
     for (i, line) in received[..sent.len()].iter().enumerate() {
         let (row, want) = (&rows[i], &sent[i]);
         assert_eq!(line["input"], "tls");
-        assert_eq!(line["raw"].as_str().unwrap().as_bytes(), &want[..], "message {i} changed");
+        assert_eq!(
+            line["raw"].as_str().unwrap().as_bytes(),
+            &want[..],
+            "message {i} changed"
+        );
         let sd = line["sd"].as_str().unwrap();
         assert_eq!(sd, expected_sd(want, &bodies[i]), "message {i}");
         let seq = row["seq"].as_u64().unwrap();
         let hash = row["hash"].as_str().unwrap();
         assert!(sd.contains(&format!("seq=\"{seq}\"")), "{sd}");
         assert!(sd.contains(&format!("hash=\"{hash}\"")), "{sd}");
-        assert!(sd.contains(&format!("workspace=\"{WORKSPACE_ESCAPED}\"")), "{sd}");
+        assert!(
+            sd.contains(&format!("workspace=\"{WORKSPACE_ESCAPED}\"")),
+            "{sd}"
+        );
         let msg = line["msg"].as_str().unwrap().as_bytes();
         let msg = msg.strip_prefix(BOM).unwrap_or(msg);
         assert_eq!(msg, &bodies[i][..], "message {i}'s MSG");
         if i < half {
             let cef = std::str::from_utf8(msg).unwrap();
-            assert!(cef.contains(&format!(" cn1={seq} ")) && cef.contains(&format!(" cs2={hash} ")), "{cef}");
+            assert!(
+                cef.contains(&format!(" cn1={seq} ")) && cef.contains(&format!(" cs2={hash} ")),
+                "{cef}"
+            );
         } else {
             let json: Value = serde_json::from_slice(msg).unwrap();
-            assert_eq!((json["seq"].as_u64(), json["hash"].as_str()), (Some(seq), Some(hash)));
+            assert_eq!(
+                (json["seq"].as_u64(), json["hash"].as_str()),
+                (Some(seq), Some(hash))
+            );
             assert_eq!(json["workspace"], WORKSPACE);
         }
     }
-    assert!(sent[7].windows(3).any(|w| w == BOM), "the non-ASCII MSG has a BOM");
+    assert!(
+        sent[7].windows(3).any(|w| w == BOM),
+        "the non-ASCII MSG has a BOM"
+    );
     drop(server);
 }
 
@@ -264,13 +296,22 @@ async fn plain_tcp_framing_and_refused_certificates() {
     let log_dir = tempfile::tempdir().unwrap();
     let rows = delivery::cloudtrail_rows(log_dir.path());
     let options = SyslogOptions::default().with_body(Format::Json);
-    let sent: Vec<Vec<u8>> = rows[..50].iter().map(|r| message(&options, "acme", r).unwrap()).collect();
-    let mut sender = SyslogSender::connect(&SyslogTarget::tcp(&server.tcp)).await.unwrap();
+    let sent: Vec<Vec<u8>> = rows[..50]
+        .iter()
+        .map(|r| message(&options, "acme", r).unwrap())
+        .collect();
+    let mut sender = SyslogSender::connect(&SyslogTarget::tcp(&server.tcp))
+        .await
+        .unwrap();
     sender.send(&sent).await.unwrap();
     sender.send(&[sentinel("end of tcp")]).await.unwrap();
     sender.close().await.unwrap();
     let received = server.received_until("end of tcp");
-    assert_eq!(received.len(), sent.len() + 1, "nothing from the refused connections");
+    assert_eq!(
+        received.len(),
+        sent.len() + 1,
+        "nothing from the refused connections"
+    );
     for (line, want) in received.iter().zip(&sent) {
         assert_eq!(line["input"], "tcp");
         assert_eq!(line["raw"].as_str().unwrap().as_bytes(), &want[..]);

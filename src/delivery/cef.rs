@@ -25,7 +25,10 @@ pub fn to_cef(workspace: &str, row: &Row<'_>) -> String {
     header(&mut out, row.event);
     // Writing to a String cannot fail.
     let _ = write!(out, "|{}|", cef_severity(row.severity()));
-    let mut ext = Extension { out: &mut out, first: true };
+    let mut ext = Extension {
+        out: &mut out,
+        first: true,
+    };
     ext.field("rt", &row.time_ms().to_string());
     ext.field("cat", row.category());
     ext.field("act", row.event);
@@ -174,7 +177,11 @@ mod tests {
     }
 
     fn get<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
-        &pairs.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no {key}")).1
+        &pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .1
     }
 
     #[test]
@@ -183,7 +190,15 @@ mod tests {
         let (header, ext) = parse(&line);
         assert_eq!(
             header[..7],
-            ["CEF:0", "chainlog", "chainlog", env!("CARGO_PKG_VERSION"), "pcap.download", "pcap.download", "1"]
+            [
+                "CEF:0",
+                "chainlog",
+                "chainlog",
+                env!("CARGO_PKG_VERSION"),
+                "pcap.download",
+                "pcap.download",
+                "1"
+            ]
         );
         assert_eq!(get(&ext, "rt"), "1773049934123");
         assert_eq!(get(&ext, "suser"), "alice@acme.io");

@@ -34,7 +34,14 @@ pub fn to_ocsf(workspace: &str, row: &Row<'_>) -> Value {
                     AuthActivity::Logoff => "Logoff",
                     AuthActivity::Other => "Other",
                 };
-                (3002_u32, "Authentication", 3, "Identity & Access Management", kind as u32, name)
+                (
+                    3002_u32,
+                    "Authentication",
+                    3,
+                    "Identity & Access Management",
+                    kind as u32,
+                    name,
+                )
             }
             Activity::Api(kind) => {
                 let name = match kind {
@@ -44,7 +51,14 @@ pub fn to_ocsf(workspace: &str, row: &Row<'_>) -> Value {
                     ApiActivity::Delete => "Delete",
                     ApiActivity::Other => "Other",
                 };
-                (6003_u32, "API Activity", 6, "Application Activity", kind as u32, name)
+                (
+                    6003_u32,
+                    "API Activity",
+                    6,
+                    "Application Activity",
+                    kind as u32,
+                    name,
+                )
             }
         };
     let type_uid = u64::from(class_uid) * 100 + u64::from(activity_id);
@@ -153,7 +167,11 @@ fn message(row: &Row<'_>) -> String {
         text.push_str(" on ");
         text.push_str(node);
     }
-    text.push_str(if row.failed { " (failure)" } else { " (success)" });
+    text.push_str(if row.failed {
+        " (failure)"
+    } else {
+        " (success)"
+    });
     text
 }
 

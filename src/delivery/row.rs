@@ -284,26 +284,116 @@ pub enum ApiActivity {
 const LOGON: &[&str] = &["login", "logon", "signin", "authenticate", "authenticated"];
 const LOGOFF: &[&str] = &["logout", "logoff", "signout"];
 const CREATE: &[&str] = &[
-    "create", "created", "add", "added", "open", "opened", "new", "register", "registered",
-    "issue", "issued", "generate", "generated", "import", "imported", "upload", "uploaded",
-    "run", "launch", "launched", "allocate", "copy", "invite", "invited",
+    "create",
+    "created",
+    "add",
+    "added",
+    "open",
+    "opened",
+    "new",
+    "register",
+    "registered",
+    "issue",
+    "issued",
+    "generate",
+    "generated",
+    "import",
+    "imported",
+    "upload",
+    "uploaded",
+    "run",
+    "launch",
+    "launched",
+    "allocate",
+    "copy",
+    "invite",
+    "invited",
 ];
 const READ: &[&str] = &[
-    "get", "list", "describe", "read", "download", "downloaded", "view", "viewed", "export",
-    "exported", "search", "lookup", "head", "query", "show", "fetch", "access", "accessed",
-    "select", "scan", "batch_get", "retrieve",
+    "get",
+    "list",
+    "describe",
+    "read",
+    "download",
+    "downloaded",
+    "view",
+    "viewed",
+    "export",
+    "exported",
+    "search",
+    "lookup",
+    "head",
+    "query",
+    "show",
+    "fetch",
+    "access",
+    "accessed",
+    "select",
+    "scan",
+    "batch_get",
+    "retrieve",
 ];
 const UPDATE: &[&str] = &[
-    "update", "updated", "modify", "modified", "change", "changed", "set", "put", "rotate",
-    "rotated", "edit", "edited", "attach", "attached", "enable", "enabled", "disable",
-    "disabled", "tag", "untag", "assign", "assigned", "rename", "renamed", "close", "closed",
-    "resolve", "resolved", "reopen", "reopened", "acknowledge", "acknowledged", "restore",
-    "restored", "reset", "replace", "associate", "apply", "applied",
+    "update",
+    "updated",
+    "modify",
+    "modified",
+    "change",
+    "changed",
+    "set",
+    "put",
+    "rotate",
+    "rotated",
+    "edit",
+    "edited",
+    "attach",
+    "attached",
+    "enable",
+    "enabled",
+    "disable",
+    "disabled",
+    "tag",
+    "untag",
+    "assign",
+    "assigned",
+    "rename",
+    "renamed",
+    "close",
+    "closed",
+    "resolve",
+    "resolved",
+    "reopen",
+    "reopened",
+    "acknowledge",
+    "acknowledged",
+    "restore",
+    "restored",
+    "reset",
+    "replace",
+    "associate",
+    "apply",
+    "applied",
 ];
 const DELETE: &[&str] = &[
-    "delete", "deleted", "remove", "removed", "revoke", "revoked", "destroy", "destroyed",
-    "terminate", "terminated", "detach", "detached", "purge", "purged", "drop", "dropped",
-    "disassociate", "deregister", "deregistered",
+    "delete",
+    "deleted",
+    "remove",
+    "removed",
+    "revoke",
+    "revoked",
+    "destroy",
+    "destroyed",
+    "terminate",
+    "terminated",
+    "detach",
+    "detached",
+    "purge",
+    "purged",
+    "drop",
+    "dropped",
+    "disassociate",
+    "deregister",
+    "deregistered",
 ];
 
 impl Activity {
@@ -396,10 +486,38 @@ pub(crate) mod tests {
         assert_eq!(row.category(), "pcap");
         assert_eq!(row.severity(), Severity::Informational);
         let broken = [
-            ("seq", json!("x"), RenderError::BadField { field: "seq", expected: "an unsigned integer" }),
-            ("hash", json!("zz"), RenderError::BadField { field: "hash", expected: "64 hex digits" }),
-            ("ip", json!("ec2.amazonaws.com"), RenderError::BadField { field: "ip", expected: "an IP address" }),
-            ("outcome", json!("maybe"), RenderError::BadField { field: "outcome", expected: "success or failure" }),
+            (
+                "seq",
+                json!("x"),
+                RenderError::BadField {
+                    field: "seq",
+                    expected: "an unsigned integer",
+                },
+            ),
+            (
+                "hash",
+                json!("zz"),
+                RenderError::BadField {
+                    field: "hash",
+                    expected: "64 hex digits",
+                },
+            ),
+            (
+                "ip",
+                json!("ec2.amazonaws.com"),
+                RenderError::BadField {
+                    field: "ip",
+                    expected: "an IP address",
+                },
+            ),
+            (
+                "outcome",
+                json!("maybe"),
+                RenderError::BadField {
+                    field: "outcome",
+                    expected: "success or failure",
+                },
+            ),
             ("actor", Value::Null, RenderError::MissingField("actor")),
         ];
         for (field, bad, want) in broken {
@@ -407,7 +525,10 @@ pub(crate) mod tests {
             v[field] = bad;
             assert_eq!(Row::from_value(&v).unwrap_err(), want, "{field}");
         }
-        assert_eq!(Row::from_value(&json!([1])).unwrap_err(), RenderError::NotAnObject);
+        assert_eq!(
+            Row::from_value(&json!([1])).unwrap_err(),
+            RenderError::NotAnObject
+        );
     }
 
     #[test]
@@ -418,7 +539,10 @@ pub(crate) mod tests {
         want["workspace"] = json!("acme");
         assert_eq!(back, want);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("{\"seq\":1042,\"workspace\":\"acme\","), "{text}");
+        assert!(
+            text.starts_with("{\"seq\":1042,\"workspace\":\"acme\","),
+            "{text}"
+        );
         assert_eq!("cef".parse::<Format>().unwrap(), Format::Cef);
         assert!("xml".parse::<Format>().is_err());
     }

@@ -40,9 +40,9 @@ pub struct Facility(u8);
 /// Facility names, in code order (RFC 5424 table 1; the names rsyslog
 /// and syslog-ng use).
 const FACILITY_NAMES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3",
-    "local4", "local5", "local6", "local7",
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
 ];
 
 impl Facility {
@@ -186,10 +186,20 @@ pub fn message(
     head.extend(
         row.event
             .chars()
-            .map(|c| if (c as u32) > 32 && (c as u32) < 127 { c } else { '_' })
+            .map(|c| {
+                if (c as u32) > 32 && (c as u32) < 127 {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(32),
     );
-    let _ = write!(head, " [chainlog@{} seq=\"{}\" hash=\"", options.pen, row.seq);
+    let _ = write!(
+        head,
+        " [chainlog@{} seq=\"{}\" hash=\"",
+        options.pen, row.seq
+    );
     param_value(&mut head, row.hash);
     head.push_str("\" workspace=\"");
     param_value(&mut head, workspace);
@@ -308,7 +318,10 @@ mod tests {
         row["actor"] = json!("ünïcode");
         let options = SyslogOptions::default().with_body(Format::Json);
         let m = message(&options, workspace, &row).unwrap();
-        let at = m.windows(3).position(|w| w == BOM).expect("a BOM before a UTF-8 MSG");
+        let at = m
+            .windows(3)
+            .position(|w| w == BOM)
+            .expect("a BOM before a UTF-8 MSG");
         assert_eq!(&m[at - 2..at], b"] ");
         let text = String::from_utf8(m).unwrap();
         let p = params(&text);
@@ -329,13 +342,19 @@ mod tests {
         assert!("24".parse::<Facility>().is_err());
         assert!("locl0".parse::<Facility>().is_err());
         for bad in ["", "two words", "tab\t", &"h".repeat(256), "ünï"] {
-            assert!(SyslogOptions::default().with_hostname(bad).is_err(), "{bad:?}");
+            assert!(
+                SyslogOptions::default().with_hostname(bad).is_err(),
+                "{bad:?}"
+            );
         }
         let mut broken = sample_row();
         broken["hash"] = json!(1);
         assert!(matches!(
             message(&SyslogOptions::default(), "acme", &broken),
-            Err(SyslogError::Render(RenderError::BadField { field: "hash", .. }))
+            Err(SyslogError::Render(RenderError::BadField {
+                field: "hash",
+                ..
+            }))
         ));
     }
 

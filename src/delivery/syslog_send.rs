@@ -155,7 +155,9 @@ pub struct SyslogSender {
 
 impl std::fmt::Debug for SyslogSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyslogSender").field("addr", &self.addr).finish()
+        f.debug_struct("SyslogSender")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -301,8 +303,13 @@ mod tests {
             s.read_to_end(&mut all).await.unwrap();
             all
         });
-        let mut sender = SyslogSender::connect(&SyslogTarget::tcp(&addr)).await.unwrap();
-        sender.send(&[b"<14>1 a".to_vec(), "é x".as_bytes().to_vec()]).await.unwrap();
+        let mut sender = SyslogSender::connect(&SyslogTarget::tcp(&addr))
+            .await
+            .unwrap();
+        sender
+            .send(&[b"<14>1 a".to_vec(), "é x".as_bytes().to_vec()])
+            .await
+            .unwrap();
         sender.send(&[b"".to_vec()]).await.unwrap();
         sender.close().await.unwrap();
         assert_eq!(reader.await.unwrap(), "7 <14>1 a4 é x0 ".as_bytes());

@@ -24,7 +24,8 @@ pub fn cloudtrail_rows(dir: &Path) -> Vec<Value> {
     for batch in events.chunks(100) {
         log.append_batch(batch).unwrap();
     }
-    let mut exporter = Exporter::new(Vec::new(), ExportOptions::new(ExportFormat::JsonLines)).unwrap();
+    let mut exporter =
+        Exporter::new(Vec::new(), ExportOptions::new(ExportFormat::JsonLines)).unwrap();
     for m in log.query(&Query::default()).unwrap() {
         exporter.write(&m.unwrap()).unwrap();
     }
