@@ -16,7 +16,8 @@ use super::row::{Row, Severity};
 
 /// The row as one CEF line, without a line end.
 pub fn to_cef(workspace: &str, row: &Row<'_>) -> String {
-    let mut out = String::with_capacity(256 + row.context.to_string().len());
+    let context = row.context.to_string();
+    let mut out = String::with_capacity(256 + context.len());
     out.push_str("CEF:0|chainlog|chainlog|");
     header(&mut out, env!("CARGO_PKG_VERSION"));
     out.push('|');
@@ -63,7 +64,7 @@ pub fn to_cef(workspace: &str, row: &Row<'_>) -> String {
         ext.field("cs5", origin);
         ext.field("cs5Label", "origin");
     }
-    ext.field("msg", &row.context.to_string());
+    ext.field("msg", &context);
     out
 }
 

@@ -92,6 +92,10 @@ pub enum SendError {
         /// The file.
         path: PathBuf,
     },
+    /// rustls refused the client configuration (its crypto provider
+    /// offers no protocol version it accepts).
+    #[error("TLS client configuration: {0}")]
+    Tls(rustls::Error),
     /// The server name is neither a DNS name nor an IP address.
     #[error("{0:?} is not a valid TLS server name")]
     BadServerName(String),
@@ -280,9 +284,7 @@ fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, SendError>
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|_| SendError::NoCaCertificate {
-            path: ca_file.to_path_buf(),
-        })?
+        .map_err(SendError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
