@@ -69,6 +69,24 @@ pub enum RenderError {
 
 /// Renders `row` (an export row) of `workspace` in `format`: one JSON
 /// object or one CEF line, without a line end.
+///
+/// ```
+/// use chainlog::delivery::{render, Format};
+///
+/// let row = serde_json::json!({
+///     "seq": 7, "timestamp": "2026-03-09T09:52:14Z", "event": "auth.login_failed",
+///     "actor": "alice@acme.io", "node": null, "resource": null, "ip": "203.0.113.42",
+///     "outcome": "failure", "context": {}, "hash": "ab".repeat(32),
+///     "received_at": null, "origin": null, "appender": null,
+/// });
+/// let ocsf: serde_json::Value = serde_json::from_slice(&render(Format::Ocsf, "acme", &row)?)?;
+/// assert_eq!(ocsf["class_uid"], 3002); // Authentication
+/// assert_eq!(ocsf["metadata"]["sequence"], 7);
+/// let cef = String::from_utf8(render(Format::Cef, "acme", &row)?)?;
+/// assert!(cef.starts_with("CEF:0|chainlog|chainlog|"));
+/// assert!(cef.contains(" cn1=7 cn1Label=seq cs1=acme cs1Label=workspace "));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn render(format: Format, workspace: &str, row: &Value) -> Result<Vec<u8>, RenderError> {
     let row = Row::from_value(row)?;
     Ok(match format {
