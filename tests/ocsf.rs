@@ -15,8 +15,8 @@
 
 #[path = "support/delivery.rs"]
 mod delivery;
-#[path = "support/python.rs"]
-mod python;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,7 +60,7 @@ fn validator_python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
-            python::venv_python(
+            tools::venv_python(
                 "CHAINLOG_REQUIRE_OCSF",
                 "the OCSF validators (ocsf-lib, ocsf-json-schema)",
             )

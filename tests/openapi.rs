@@ -14,10 +14,10 @@
 //! exchanges, to run `tests/openapi/check.py docs/openapi.yaml FILE` by hand.
 #![cfg(feature = "server")]
 
-#[path = "support/python.rs"]
-mod python;
 #[path = "support/server.rs"]
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,9 +30,9 @@ use support::{chainlog, create_key, key_id, small_segment_workspace, TestServer}
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi/check.py");
 
-/// The venv's python with the validators (see [`python::venv_python`]).
+/// The venv's python with the validators (see [`tools::venv_python`]).
 fn validator_python() -> Option<PathBuf> {
-    python::venv_python(
+    tools::venv_python(
         "CHAINLOG_REQUIRE_OPENAPI",
         "the OpenAPI validators (openapi-core, openapi-spec-validator)",
     )

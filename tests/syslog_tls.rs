@@ -15,6 +15,8 @@
 mod delivery;
 #[path = "support/server.rs"]
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -41,25 +43,13 @@ fn script() -> PathBuf {
 /// rsyslog, installed; false (after a loud note) when it cannot be and
 /// is not required.
 fn rsyslog_installed() -> bool {
-    let out = Command::new(script()).arg("install").output();
-    match out {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => eprintln!(
-            "scripts/syslog-server.sh install failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => eprintln!("scripts/syslog-server.sh could not run: {e}"),
-    }
-    if std::env::var_os("CHAINLOG_REQUIRE_SYSLOG").is_some() {
-        panic!("CHAINLOG_REQUIRE_SYSLOG is set but rsyslog could not be installed");
-    }
-    eprintln!(
-        "\n\n******************************************************************\n\
-         NOTE: the syslog test was SKIPPED: rsyslog could not be installed.\n\
-         Set CHAINLOG_REQUIRE_SYSLOG=1 to make this a failure.\n\
-         ******************************************************************\n"
-    );
-    false
+    tools::install(
+        "scripts/syslog-server.sh",
+        &["install"],
+        "CHAINLOG_REQUIRE_SYSLOG",
+        "rsyslog (rsyslog, rsyslog-gnutls)",
+    )
+    .is_some()
 }
 
 fn free_port() -> u16 {
