@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chainlog::delivery::syslog::{message, SyslogOptions, BOM};
-use chainlog::delivery::syslog_send::{SyslogSender, SyslogTarget};
+use chainlog::delivery::syslog_send::{SendError, SyslogSender, SyslogTarget};
 use chainlog::delivery::{render, Format};
 use serde_json::Value;
 
@@ -283,6 +283,28 @@ async fn plain_tcp_framing_and_refused_certificates() {
     let wrong_name = SyslogTarget::tls(&server.tls, &cert.ca_cert, "syslog.example.com");
     let e = SyslogSender::connect(&wrong_name).await.unwrap_err();
     assert!(e.is_certificate_error(), "{e}");
+
+    // A receiver that accepts and never answers the handshake: a timeout,
+    // not a hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut quiet = SyslogTarget::tls(
+        &silent.local_addr().unwrap().to_string(),
+        &cert.ca_cert,
+        "127.0.0.1",
+    );
+    quiet.timeout = Duration::from_millis(500);
+    let e = SyslogSender::connect(&quiet).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SendError::Timeout {
+                what: "connect",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    drop(silent);
 
     // Plain TCP, messages with spaces, brackets and digits where a
     // non-transparent framing would split them.

@@ -318,6 +318,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_receiver_that_stops_reading_times_the_send_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Accepts, then never reads: the socket buffers fill and the write
+        // waits until the timeout.
+        let holder = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let mut target = SyslogTarget::tcp(&addr);
+        target.timeout = Duration::from_millis(300);
+        let mut sender = SyslogSender::connect(&target).await.unwrap();
+        let big = vec![b'x'; 64 << 20];
+        let e = sender.send(&[big]).await.unwrap_err();
+        assert!(matches!(e, SendError::Timeout { what: "send", .. }), "{e}");
+        drop(holder);
+    }
+
+    #[tokio::test]
     async fn a_bad_ca_file_or_name_is_refused_before_connecting() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
