@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs chainlog's test suite. Needs the Rust toolchain and python3 (which
 # reads exports back in tests/cli_query.rs); it installs jq, Go and Go's
-# x/mod package from Debian's packages when missing.
+# x/mod package, rsyslog and rsyslog-gnutls from Debian's packages when
+# missing, and the Python validators into .venv-tests.
 # Everything else the tests use (fixtures, the simulated disk) is in the
 # repository.
 set -euo pipefail
