@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Python tools the tests use into a virtual environment:
+# ocsf-lib and ocsf-json-schema, which tests/ocsf.rs runs (via
+# tests/ocsf/check.py) to validate the OCSF mapping;
 # openapi-spec-validator and openapi-core, which tests/openapi.rs runs (via
 # tests/openapi/check.py) to hold docs/openapi.yaml against the server, and
 # prometheus_client, whose parser reads GET /metrics in

@@ -16,6 +16,8 @@
 
 #[path = "support/server.rs"]
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,42 +30,12 @@ use support::{chainlog, create_key, key_id, small_segment_workspace, TestServer}
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi/check.py");
 
-/// The venv's python with the validators, installing them if needed; None
-/// (after a loud note) when that fails and they are not required.
+/// The venv's python with the validators (see [`tools::venv_python`]).
 fn validator_python() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/python-tools.sh")).output();
-    let python = match out {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            Some(PathBuf::from(text.trim()))
-        }
-        Ok(out) => {
-            eprintln!(
-                "scripts/python-tools.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("scripts/python-tools.sh could not run: {e}");
-            None
-        }
-    };
-    if python.is_some() {
-        return python;
-    }
-    if std::env::var_os("CHAINLOG_REQUIRE_OPENAPI").is_some() {
-        panic!("CHAINLOG_REQUIRE_OPENAPI is set but the OpenAPI validators could not be installed (scripts/python-tools.sh)");
-    }
-    eprintln!(
-        "\n\n******************************************************************\n\
-         NOTE: the OpenAPI test was SKIPPED: openapi-core and\n\
-         openapi-spec-validator could not be installed.\n\
-         Set CHAINLOG_REQUIRE_OPENAPI=1 to make this a failure.\n\
-         ******************************************************************\n"
-    );
-    None
+    tools::venv_python(
+        "CHAINLOG_REQUIRE_OPENAPI",
+        "the OpenAPI validators (openapi-core, openapi-spec-validator)",
+    )
 }
 
 /// Runs check.py on `doc` (and the exchanges, if given); its exit status
