@@ -52,7 +52,7 @@
 //! | 8 | [`verify`] | checking a log's files without trusting them |
 //! | 9 | [`log`] | the log: open, recover, append, read, retain |
 //! | 10 | [`query`] | filters, exports, proofs and bundles over a log |
-//! | 11 | `archive` | sealed segments to object storage (feature `s3`) |
+//! | 11 | `archive`, [`evidence`] | sealed segments to object storage (feature `s3`); evidence packs for auditors |
 //! | 12 | `server` | the HTTP API (feature `server`) |
 //!
 //! # A log on disk
@@ -83,6 +83,7 @@
 pub mod archive;
 pub mod error;
 pub mod event;
+pub mod evidence;
 pub mod format;
 pub mod hash;
 pub mod index;
