@@ -14,7 +14,7 @@ def fail(file, why): print(f"FAILED: {file}: {why}"); sys.exit(1)
 def node(left, right): return H(b"\1", left, right)
 
 def open_note(file, key):  # C2SP signed note: body, blank line, "— name base64(key id || sig)"
-    name, key_id, raw = key.split("+"); raw = base64.b64decode(raw)
+    name, key_id, raw = key.split("+", 2); raw = base64.b64decode(raw)
     body, _, sigs = z.read(file).decode().rpartition("\n\n")
     for line in sigs.splitlines():
         dash, signer, sig = (line.split(" ") + ["", ""])[:3]
