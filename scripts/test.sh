@@ -26,5 +26,8 @@ export CHAINLOG_REQUIRE_BROWSER=1
 # openapi-spec-validator and openapi-core, pinned in a venv (.venv-tests).
 scripts/python-tools.sh >/dev/null
 export CHAINLOG_REQUIRE_OPENAPI=1
+# tests/evidence.rs runs an evidence pack's verify_pack.py with that venv's
+# cryptography (Ed25519).
+export CHAINLOG_REQUIRE_PYTHON_TOOLS=1
 cargo test --all-targets "$@"
 cargo test --doc
