@@ -212,7 +212,7 @@ impl Write for ChannelWriter {
 }
 
 /// The receiving end, as the body's stream.
-pub(super) struct ChunkStream(mpsc::Receiver<Result<Bytes, io::Error>>);
+pub(super) struct ChunkStream(pub(super) mpsc::Receiver<Result<Bytes, io::Error>>);
 
 impl futures_core::Stream for ChunkStream {
     type Item = Result<Bytes, io::Error>;
