@@ -546,3 +546,75 @@ fn the_report_renders_in_headless_chromium_with_charts_and_tables() {
         std::fs::copy(&shot, Path::new(&dir).join("evidence-report.png")).unwrap();
     }
 }
+
+#[path = "support/server.rs"]
+mod server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_streams_a_pack_and_records_who_took_it() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let admin = server::create_key(&data, "acme", "admin");
+    let read = server::create_key(&data, "acme", "read");
+    let srv = server::TestServer::start(&data, &["--checkpoint-key", p(&f.secret)]);
+    let client = reqwest::Client::new();
+    let base = format!("{}/v1/workspaces/acme", srv.url);
+    let events: Vec<Value> = f.events[..300].iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let posted = client
+        .post(format!("{base}/events"))
+        .bearer_auth(&admin)
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&events).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201, "{}", posted.text().await.unwrap());
+    let url = format!("{base}/evidence?since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z&sample=5&seed=3");
+    let refused = client.get(&url).bearer_auth(&read).send().await.unwrap();
+    assert_eq!(refused.status(), 403, "a read key takes no pack");
+    let answer = client.get(&url).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/zip");
+    let body = answer.bytes().await.unwrap();
+    let pack_path = tmp.path().join("served.zip");
+    std::fs::write(&pack_path, &body).unwrap();
+    let out = ok(&["check-evidence", p(&pack_path), "--key", p(&f.public), "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["first_seq"], 0);
+    // The key's creation records come first, then the 300 events.
+    assert!(report["rows"].as_u64().unwrap() >= 300, "{report}");
+    assert_eq!(report["sample"], 5);
+    let manifest: Value = serde_json::from_slice(&entry(&pack_path, "manifest.json")).unwrap();
+    assert_eq!(manifest["generated_by"], format!("apikey:{}", server::key_id(&admin)));
+    // Taking the pack is recorded once it ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = client
+            .get(format!("{base}/events?event=access.evidence"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let listed: Value = serde_json::from_str(&text).unwrap();
+        if let Some(row) = listed["events"].as_array().and_then(|rows| rows.first()) {
+            assert_eq!(row["actor"], format!("apikey:{}", server::key_id(&admin)));
+            assert_eq!(row["context"]["ended"], "complete");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no access.evidence event: {listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, stderr) = srv.stop();
+    assert!(status.success(), "{stderr}");
+    // The CLI makes the same pack from the data directory.
+    let cli_pack = tmp.path().join("cli.zip");
+    ok(&[
+        "evidence", "--data", p(&data), "--workspace", "acme", "--since", "2000-01-01T00:00:00Z",
+        "--until", "2100-01-01T00:00:00Z", "--checkpoint-key", p(&f.secret), "-o", p(&cli_pack), "--no-pdf", "-q",
+    ]);
+    ok(&["check-evidence", p(&cli_pack), "--key", p(&f.public)]);
+}
