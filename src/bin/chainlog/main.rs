@@ -25,6 +25,7 @@ mod archive;
 mod bench;
 mod clock;
 mod demo;
+mod demo_evidence;
 mod error;
 mod evidence;
 mod keys;
