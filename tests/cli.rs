@@ -741,7 +741,12 @@ fn demo_shows_the_tampering_being_caught() {
     assert_eq!(at(&ws.join("tampered"), &["verify"]).code, 1);
     let pack = ws.join("evidence.zip");
     let key = ws.join("demo.pub");
-    let checked = run(&["check-evidence", pack.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    let checked = run(&[
+        "check-evidence",
+        pack.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
     assert_eq!(checked.code, 0, "{checked:?}");
     // The workspace now holds a log: a second run refuses to overwrite it.
     assert_eq!(run(&["demo", "--dir", ws.to_str().unwrap()]).code, 2);

@@ -22,10 +22,10 @@ use chainlog::Timestamp;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-#[path = "support/cloudtrail.rs"]
-mod mapping;
 #[path = "support/browser.rs"]
 mod browser;
+#[path = "support/cloudtrail.rs"]
+mod mapping;
 
 /// The shared fixture: a CloudTrail log, its keys, and a pack of the middle
 /// third of its time span.
@@ -78,15 +78,37 @@ fn make_log(dir: &Path, name: &str, events: &[chainlog::Event]) -> PathBuf {
     std::fs::write(&input, jsonl).unwrap();
     let log = dir.join(name);
     ok(&["--dir", p(&log), "init", "--segment-bytes", "1MiB", "-q"]);
-    ok(&["--dir", p(&log), "append", "-q", "--durability", "batch", p(&input)]);
+    ok(&[
+        "--dir",
+        p(&log),
+        "append",
+        "-q",
+        "--durability",
+        "batch",
+        p(&input),
+    ]);
     log
 }
 
 fn pack(f_log: &Path, secret: &Path, since: &str, until: &str, out: &Path, seed: &str) {
     ok(&[
-        "evidence", "--log", p(f_log), "--since", since, "--until", until,
-        "--checkpoint-key", p(secret), "--output", p(out), "--sample", "40", "--seed", seed,
-        "--no-pdf", "-q",
+        "evidence",
+        "--log",
+        p(f_log),
+        "--since",
+        since,
+        "--until",
+        until,
+        "--checkpoint-key",
+        p(secret),
+        "--output",
+        p(out),
+        "--sample",
+        "40",
+        "--seed",
+        seed,
+        "--no-pdf",
+        "-q",
     ]);
 }
 
@@ -135,7 +157,16 @@ fn fixture() -> &'static Fixture {
         events.splice(1450..1450, access);
         let log = make_log(&dir, "log", &events);
         let (secret, public) = (dir.join("log.sec"), dir.join("log.pub"));
-        ok(&["keygen", "--secret-key", p(&secret), "--public-key", p(&public), "--name", "audit.example", "-q"]);
+        ok(&[
+            "keygen",
+            "--secret-key",
+            p(&secret),
+            "--public-key",
+            p(&public),
+            "--name",
+            "audit.example",
+            "-q",
+        ]);
         let signer = NoteSigner::parse(&std::fs::read_to_string(&secret).unwrap()).unwrap();
         let (s, u) = (since.to_string(), until.to_string());
         let pack_path = dir.join("pack.zip");
@@ -145,7 +176,14 @@ fn fixture() -> &'static Fixture {
         pack(&log, &secret, &s, &later, &other_period, "7");
         let other = make_log(&dir, "other", &events[..1000]);
         let other_log = dir.join("other-log.zip");
-        pack(&other, &secret, "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z", &other_log, "7");
+        pack(
+            &other,
+            &secret,
+            "2000-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+            &other_log,
+            "7",
+        );
         Fixture {
             _tmp: tmp,
             dir,
@@ -175,7 +213,11 @@ fn entries(pack: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn entry(pack: &Path, name: &str) -> Vec<u8> {
-    entries(pack).into_iter().find(|(n, _)| n == name).unwrap().1
+    entries(pack)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1
 }
 
 /// Writes a copy of `pack` with `edit` applied to its files; with `reseal`,
@@ -259,7 +301,14 @@ fn verify_pack_py(pack: &Path) -> Option<Output> {
     let f = fixture();
     let script = f.dir.join(format!("verify_pack-{}.py", std::process::id()));
     std::fs::write(&script, entry(&f.pack, "verify_pack.py")).unwrap();
-    Some(Command::new(python).arg(&script).arg(pack).arg(&f.public).output().unwrap())
+    Some(
+        Command::new(python)
+            .arg(&script)
+            .arg(pack)
+            .arg(&f.public)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// Both checkers refuse `pack`, naming `file`.
@@ -267,11 +316,25 @@ fn both_fail(pack: &Path, file: &str) {
     let f = fixture();
     let out = chainlog(&["check-evidence", p(pack), "--key", p(&f.public)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "check-evidence passed {}: {stderr}", pack.display());
-    assert!(stderr.contains(file), "check-evidence should name {file}: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check-evidence passed {}: {stderr}",
+        pack.display()
+    );
+    assert!(
+        stderr.contains(file),
+        "check-evidence should name {file}: {stderr}"
+    );
     if let Some(out) = verify_pack_py(pack) {
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "verify_pack.py passed {}: {stdout} {}", pack.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "verify_pack.py passed {}: {stdout} {}",
+            pack.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.starts_with("FAILED: "), "{stdout}");
     }
 }
@@ -283,7 +346,13 @@ fn a_cloudtrail_pack_checks_out_with_chainlog_and_python() {
         .filter(|&i| f.events[i].timestamp >= f.since && f.events[i].timestamp < f.until)
         .collect();
     let (first, last) = (in_period[0] as u64, *in_period.last().unwrap() as u64);
-    let out = ok(&["check-evidence", p(&f.pack), "--key", p(&f.public), "--json"]);
+    let out = ok(&[
+        "check-evidence",
+        p(&f.pack),
+        "--key",
+        p(&f.public),
+        "--json",
+    ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["first_seq"], first);
     assert_eq!(report["end_seq"], last + 1);
@@ -298,8 +367,27 @@ fn a_cloudtrail_pack_checks_out_with_chainlog_and_python() {
     assert_eq!(manifest["sample"]["seed"], 7);
     assert!(manifest["witnessed_checkpoint"].is_null());
     let names: Vec<String> = entries(&f.pack).into_iter().map(|(n, _)| n).collect();
-    for want in ["manifest.json", "manifest.sig", "public-key.txt", "checkpoints/start.txt", "checkpoints/end.txt", "proofs/consistency.json", "proofs/inclusion-sample.json", "events/events.jsonl", "events/events.csv", "events/records.jsonl", "state/retention.json", "access/summary.json", "report.html", "VERIFY.md", "verify_pack.py"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    for want in [
+        "manifest.json",
+        "manifest.sig",
+        "public-key.txt",
+        "checkpoints/start.txt",
+        "checkpoints/end.txt",
+        "proofs/consistency.json",
+        "proofs/inclusion-sample.json",
+        "events/events.jsonl",
+        "events/events.csv",
+        "events/records.jsonl",
+        "state/retention.json",
+        "access/summary.json",
+        "report.html",
+        "VERIFY.md",
+        "verify_pack.py",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
     let csv = String::from_utf8(entry(&f.pack, "events/events.csv")).unwrap();
     assert_eq!(csv.lines().count() as u64, last + 1 - first + 1);
@@ -318,12 +406,22 @@ fn a_cloudtrail_pack_checks_out_with_chainlog_and_python() {
 
     if let Some(out) = verify_pack_py(&f.pack) {
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.starts_with(&format!("OK: {} rows", last + 1 - first)), "{stdout}");
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with(&format!("OK: {} rows", last + 1 - first)),
+            "{stdout}"
+        );
     }
     // The script stays short: about 50 lines besides comments and blank lines.
     let script = String::from_utf8(entry(&f.pack, "verify_pack.py")).unwrap();
-    let code = script.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).count();
+    let code = script
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .count();
     assert!(code <= 62, "verify_pack.py has {code} lines of code");
 }
 
@@ -340,26 +438,54 @@ fn a_changed_row_fails_both_checkers() {
     let actor = row["actor"].as_str().unwrap().to_string();
     let from = format!("\"actor\":{}", serde_json::to_string(&actor).unwrap());
     // Left alone, the manifest's hash catches it.
-    let naive = tampered("row-naive", &f.pack, |fs| change(fs, "events/events.jsonl", &from, "\"actor\":\"mallory\""), false, |_| {});
+    let naive = tampered(
+        "row-naive",
+        &f.pack,
+        |fs| change(fs, "events/events.jsonl", &from, "\"actor\":\"mallory\""),
+        false,
+        |_| {},
+    );
     both_fail(&naive, "events/events.jsonl");
     // Re-signed: chainlog compares the row with its record bytes.
-    let resealed = tampered("row-resealed", &f.pack, |fs| change(fs, "events/events.jsonl", &from, "\"actor\":\"mallory\""), true, |_| {});
+    let resealed = tampered(
+        "row-resealed",
+        &f.pack,
+        |fs| change(fs, "events/events.jsonl", &from, "\"actor\":\"mallory\""),
+        true,
+        |_| {},
+    );
     let out = chainlog(&["check-evidence", p(&resealed), "--key", p(&f.public)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("events/events.jsonl") && stderr.contains("actor"), "{stderr}");
+    assert!(
+        stderr.contains("events/events.jsonl") && stderr.contains("actor"),
+        "{stderr}"
+    );
     // The record bytes themselves changed, re-signed: the chain breaks for both.
     let records = String::from_utf8(entry(&f.pack, "events/records.jsonl")).unwrap();
     let line: Value = serde_json::from_str(records.lines().nth(10).unwrap()).unwrap();
     let record = line["record"].as_str().unwrap().to_string();
-    let mut bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &record).unwrap();
+    let mut bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &record).unwrap();
     let at = bytes.len() - 3;
     bytes[at] ^= 1;
     let forged = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes);
-    let changed = tampered("record-resealed", &f.pack, |fs| change(fs, "events/records.jsonl", &record, &forged), true, |_| {});
+    let changed = tampered(
+        "record-resealed",
+        &f.pack,
+        |fs| change(fs, "events/records.jsonl", &record, &forged),
+        true,
+        |_| {},
+    );
     both_fail(&changed, "events/records.jsonl");
     // A CSV cell changed, re-signed.
-    let csv = tampered("csv-resealed", &f.pack, |fs| change(fs, "events/events.csv", &actor, "mallory"), true, |_| {});
+    let csv = tampered(
+        "csv-resealed",
+        &f.pack,
+        |fs| change(fs, "events/events.csv", &actor, "mallory"),
+        true,
+        |_| {},
+    );
     let out = chainlog(&["check-evidence", p(&csv), "--key", p(&f.public)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("events/events.csv"));
@@ -370,10 +496,21 @@ fn a_dropped_row_fails_both_checkers() {
     let f = fixture();
     let drop_line = |files: &mut BTreeMap<String, Vec<u8>>, name: &str, n: usize| {
         let text = String::from_utf8(files[name].clone()).unwrap();
-        let kept: Vec<&str> = text.split_inclusive('\n').enumerate().filter(|(i, _)| *i != n).map(|(_, l)| l).collect();
+        let kept: Vec<&str> = text
+            .split_inclusive('\n')
+            .enumerate()
+            .filter(|(i, _)| *i != n)
+            .map(|(_, l)| l)
+            .collect();
         files.insert(name.into(), kept.concat().into_bytes());
     };
-    let naive = tampered("drop-naive", &f.pack, |fs| drop_line(fs, "events/events.jsonl", 5), false, |_| {});
+    let naive = tampered(
+        "drop-naive",
+        &f.pack,
+        |fs| drop_line(fs, "events/events.jsonl", 5),
+        false,
+        |_| {},
+    );
     both_fail(&naive, "events/events.jsonl");
     let all = |fs: &mut BTreeMap<String, Vec<u8>>| {
         drop_line(fs, "events/events.jsonl", 5);
@@ -384,7 +521,11 @@ fn a_dropped_row_fails_both_checkers() {
     both_fail(&resealed, "events/records.jsonl");
     // The last row dropped and the manifest's counts lowered to match.
     let last = |fs: &mut BTreeMap<String, Vec<u8>>| {
-        for name in ["events/events.jsonl", "events/records.jsonl", "events/events.csv"] {
+        for name in [
+            "events/events.jsonl",
+            "events/records.jsonl",
+            "events/events.csv",
+        ] {
             let text = String::from_utf8(fs[name].clone()).unwrap();
             let n = text.lines().count() - 1;
             let kept: Vec<&str> = text.split_inclusive('\n').take(n).collect();
@@ -404,17 +545,41 @@ fn a_swapped_checkpoint_fails_both_checkers() {
     for (name, source, file) in [
         ("swap-other-log", &f.other_log, "checkpoints/end.txt"),
         ("swap-other-period", &f.other_period, "checkpoints/end.txt"),
-        ("swap-start-other-log", &f.other_log, "checkpoints/start.txt"),
+        (
+            "swap-start-other-log",
+            &f.other_log,
+            "checkpoints/start.txt",
+        ),
     ] {
         let note = entry(source, file);
-        let naive = tampered(name, &f.pack, |fs| { fs.insert(file.into(), note.clone()); }, false, |_| {});
+        let naive = tampered(
+            name,
+            &f.pack,
+            |fs| {
+                fs.insert(file.into(), note.clone());
+            },
+            false,
+            |_| {},
+        );
         both_fail(&naive, file);
         // Re-signed, with the manifest made to agree with the new checkpoint.
         let theirs: Value = serde_json::from_slice(&entry(source, "manifest.json")).unwrap();
-        let side = if file.ends_with("end.txt") { "end" } else { "start" };
-        let resealed = tampered(&format!("{name}-resealed"), &f.pack, |fs| { fs.insert(file.into(), note.clone()); }, true, |m| {
-            m[side] = theirs[side].clone();
-        });
+        let side = if file.ends_with("end.txt") {
+            "end"
+        } else {
+            "start"
+        };
+        let resealed = tampered(
+            &format!("{name}-resealed"),
+            &f.pack,
+            |fs| {
+                fs.insert(file.into(), note.clone());
+            },
+            true,
+            |m| {
+                m[side] = theirs[side].clone();
+            },
+        );
         both_fail(&resealed, "");
     }
 }
@@ -422,13 +587,38 @@ fn a_swapped_checkpoint_fails_both_checkers() {
 #[test]
 fn an_added_file_or_another_key_fails() {
     let f = fixture();
-    let added = tampered("added", &f.pack, |fs| { fs.insert("events/extra.csv".into(), b"seq\n1\n".to_vec()); }, false, |_| {});
+    let added = tampered(
+        "added",
+        &f.pack,
+        |fs| {
+            fs.insert("events/extra.csv".into(), b"seq\n1\n".to_vec());
+        },
+        false,
+        |_| {},
+    );
     both_fail(&added, "events/extra.csv");
-    let dropped = tampered("dropped-file", &f.pack, |fs| { fs.remove("state/retention.json"); }, false, |_| {});
+    let dropped = tampered(
+        "dropped-file",
+        &f.pack,
+        |fs| {
+            fs.remove("state/retention.json");
+        },
+        false,
+        |_| {},
+    );
     both_fail(&dropped, "state/retention.json");
     let other_pub = f.dir.join("other.pub");
     if !other_pub.exists() {
-        ok(&["keygen", "--secret-key", p(&f.dir.join("other.sec")), "--public-key", p(&other_pub), "--name", "audit.example", "-q"]);
+        ok(&[
+            "keygen",
+            "--secret-key",
+            p(&f.dir.join("other.sec")),
+            "--public-key",
+            p(&other_pub),
+            "--name",
+            "audit.example",
+            "-q",
+        ]);
     }
     let out = chainlog(&["check-evidence", p(&f.pack), "--key", p(&other_pub)]);
     assert_eq!(out.status.code(), Some(1));
@@ -451,14 +641,20 @@ fn decode_png(png: &[u8]) -> (usize, usize, Vec<[u8; 3]>) {
             width = u32::from_be_bytes(data[0..4].try_into().unwrap()) as usize;
             height = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
             assert_eq!(data[8], 8, "8-bit depth");
-            channels = match data[9] { 2 => 3, 6 => 4, other => panic!("colour type {other}") };
+            channels = match data[9] {
+                2 => 3,
+                6 => 4,
+                other => panic!("colour type {other}"),
+            };
         } else if kind == b"IDAT" {
             idat.extend_from_slice(data);
         }
         at += 12 + len;
     }
     let mut raw = Vec::new();
-    flate2::read::ZlibDecoder::new(&idat[..]).read_to_end(&mut raw).unwrap();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .unwrap();
     let stride = width * channels;
     let mut prev = vec![0u8; stride];
     let mut pixels = Vec::with_capacity(width * height);
@@ -466,9 +662,17 @@ fn decode_png(png: &[u8]) -> (usize, usize, Vec<[u8; 3]>) {
         let row = &raw[y * (stride + 1)..(y + 1) * (stride + 1)];
         let (filter, mut line) = (row[0], row[1..].to_vec());
         for i in 0..stride {
-            let a = if i >= channels { line[i - channels] as i16 } else { 0 };
+            let a = if i >= channels {
+                line[i - channels] as i16
+            } else {
+                0
+            };
             let b = prev[i] as i16;
-            let c = if i >= channels { prev[i - channels] as i16 } else { 0 };
+            let c = if i >= channels {
+                prev[i - channels] as i16
+            } else {
+                0
+            };
             let add = match filter {
                 0 => 0,
                 1 => a,
@@ -477,7 +681,13 @@ fn decode_png(png: &[u8]) -> (usize, usize, Vec<[u8; 3]>) {
                 4 => {
                     let pp = a + b - c;
                     let (pa, pb, pc) = ((pp - a).abs(), (pp - b).abs(), (pp - c).abs());
-                    if pa <= pb && pa <= pc { a } else if pb <= pc { b } else { c }
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
                 }
                 other => panic!("filter {other}"),
             };
@@ -503,13 +713,22 @@ fn the_report_renders_in_headless_chromium_with_charts_and_tables() {
     let profile = f.dir.join("chromium-profile");
     let chromium = |extra: &[&str]| {
         let out = Command::new(browser::CHROMIUM)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
             .arg(&url)
             .output()
             .unwrap();
-        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     };
     // The DOM as Chromium built it.
@@ -517,23 +736,55 @@ fn the_report_renders_in_headless_chromium_with_charts_and_tables() {
     let manifest: Value = serde_json::from_slice(&entry(&f.pack, "manifest.json")).unwrap();
     let rows = manifest["period"]["rows"].as_u64().unwrap();
     assert!(dom.contains("<svg id=\"chart-days\""), "no day chart");
-    assert!(dom.contains("<svg id=\"chart-categories\""), "no category chart");
+    assert!(
+        dom.contains("<svg id=\"chart-categories\""),
+        "no category chart"
+    );
     assert!(dom.contains("class=\"bar-failures\""), "no failure bars");
-    assert!(dom.contains(&format!("<td>total</td><td class=\"n\">{rows}</td>")), "the category table's total is not {rows}");
-    for table in ["period", "checks", "categories", "actors", "failures", "access-reads", "access-failed", "access-keys", "retention", "controls"] {
-        assert!(dom.contains(&format!("<table id=\"{table}\"")), "no table {table}");
+    assert!(
+        dom.contains(&format!("<td>total</td><td class=\"n\">{rows}</td>")),
+        "the category table's total is not {rows}"
+    );
+    for table in [
+        "period",
+        "checks",
+        "categories",
+        "actors",
+        "failures",
+        "access-reads",
+        "access-failed",
+        "access-keys",
+        "retention",
+        "controls",
+    ] {
+        assert!(
+            dom.contains(&format!("<table id=\"{table}\"")),
+            "no table {table}"
+        );
     }
-    for control in ["CC6.1", "CC6.2", "CC7.2", "A.8.15", "A.8.17", "10.5.1", "10.2.1", "10.7"] {
-        assert!(dom.contains(control), "the controls table does not name {control}");
+    for control in [
+        "CC6.1", "CC6.2", "CC7.2", "A.8.15", "A.8.17", "10.5.1", "10.2.1", "10.7",
+    ] {
+        assert!(
+            dom.contains(control),
+            "the controls table does not name {control}"
+        );
     }
-    let failures = f.events[manifest["period"]["first_seq"].as_u64().unwrap() as usize..manifest["period"]["end_seq"].as_u64().unwrap() as usize]
+    let failures = f.events[manifest["period"]["first_seq"].as_u64().unwrap() as usize
+        ..manifest["period"]["end_seq"].as_u64().unwrap() as usize]
         .iter()
         .filter(|e| e.outcome == chainlog::Outcome::Failure)
         .count();
-    assert!(dom.contains(&format!("<h2>Failures ({failures})</h2>")), "failures are not {failures}");
+    assert!(
+        dom.contains(&format!("<h2>Failures ({failures})</h2>")),
+        "failures are not {failures}"
+    );
     // The screenshot: not blank, and the charts' colours are painted.
     let shot = f.dir.join("report.png");
-    chromium(&["--window-size=1100,1600", &format!("--screenshot={}", shot.display())]);
+    chromium(&[
+        "--window-size=1100,1600",
+        &format!("--screenshot={}", shot.display()),
+    ]);
     let (w, h, pixels) = decode_png(&std::fs::read(&shot).unwrap());
     assert_eq!((w, h), (1100, 1600));
     let count = |rgb: [u8; 3]| pixels.iter().filter(|px| **px == rgb).count();
@@ -560,7 +811,10 @@ async fn the_server_streams_a_pack_and_records_who_took_it() {
     let srv = server::TestServer::start(&data, &["--checkpoint-key", p(&f.secret)]);
     let client = reqwest::Client::new();
     let base = format!("{}/v1/workspaces/acme", srv.url);
-    let events: Vec<Value> = f.events[..300].iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    let events: Vec<Value> = f.events[..300]
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
     let posted = client
         .post(format!("{base}/events"))
         .bearer_auth(&admin)
@@ -570,7 +824,9 @@ async fn the_server_streams_a_pack_and_records_who_took_it() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 201, "{}", posted.text().await.unwrap());
-    let url = format!("{base}/evidence?since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z&sample=5&seed=3");
+    let url = format!(
+        "{base}/evidence?since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z&sample=5&seed=3"
+    );
     let refused = client.get(&url).bearer_auth(&read).send().await.unwrap();
     assert_eq!(refused.status(), 403, "a read key takes no pack");
     let answer = client.get(&url).bearer_auth(&admin).send().await.unwrap();
@@ -579,14 +835,23 @@ async fn the_server_streams_a_pack_and_records_who_took_it() {
     let body = answer.bytes().await.unwrap();
     let pack_path = tmp.path().join("served.zip");
     std::fs::write(&pack_path, &body).unwrap();
-    let out = ok(&["check-evidence", p(&pack_path), "--key", p(&f.public), "--json"]);
+    let out = ok(&[
+        "check-evidence",
+        p(&pack_path),
+        "--key",
+        p(&f.public),
+        "--json",
+    ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["first_seq"], 0);
     // The key's creation records come first, then the 300 events.
     assert!(report["rows"].as_u64().unwrap() >= 300, "{report}");
     assert_eq!(report["sample"], 5);
     let manifest: Value = serde_json::from_slice(&entry(&pack_path, "manifest.json")).unwrap();
-    assert_eq!(manifest["generated_by"], format!("apikey:{}", server::key_id(&admin)));
+    assert_eq!(
+        manifest["generated_by"],
+        format!("apikey:{}", server::key_id(&admin))
+    );
     // Taking the pack is recorded once it ends.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -605,7 +870,10 @@ async fn the_server_streams_a_pack_and_records_who_took_it() {
             assert_eq!(row["context"]["ended"], "complete");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no access.evidence event: {listed}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access.evidence event: {listed}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let (status, stderr) = srv.stop();
@@ -613,8 +881,21 @@ async fn the_server_streams_a_pack_and_records_who_took_it() {
     // The CLI makes the same pack from the data directory.
     let cli_pack = tmp.path().join("cli.zip");
     ok(&[
-        "evidence", "--data", p(&data), "--workspace", "acme", "--since", "2000-01-01T00:00:00Z",
-        "--until", "2100-01-01T00:00:00Z", "--checkpoint-key", p(&f.secret), "-o", p(&cli_pack), "--no-pdf", "-q",
+        "evidence",
+        "--data",
+        p(&data),
+        "--workspace",
+        "acme",
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--until",
+        "2100-01-01T00:00:00Z",
+        "--checkpoint-key",
+        p(&f.secret),
+        "-o",
+        p(&cli_pack),
+        "--no-pdf",
+        "-q",
     ]);
     ok(&["check-evidence", p(&cli_pack), "--key", p(&f.public)]);
 }

@@ -933,20 +933,41 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
             .query("since", "2000-01-01T00:00:00Z")
             .query("sample", "4")
     }
-    expect_status(r.send(pack("evidence", &admin, &evidence)).await, 200, "evidence");
-    expect_status(r.send(pack("evidence, read key", &read, &evidence)).await, 403, "evidence with a read key");
     expect_status(
-        r.send(Call::new("evidence without since", RequestInvalid, Method::GET, evidence.clone()).key(&admin))
-            .await,
+        r.send(pack("evidence", &admin, &evidence)).await,
+        200,
+        "evidence",
+    );
+    expect_status(
+        r.send(pack("evidence, read key", &read, &evidence)).await,
+        403,
+        "evidence with a read key",
+    );
+    expect_status(
+        r.send(
+            Call::new(
+                "evidence without since",
+                RequestInvalid,
+                Method::GET,
+                evidence.clone(),
+            )
+            .key(&admin),
+        )
+        .await,
         400,
         "evidence without since",
     );
     expect_status(
         r.send(
-            Call::new("evidence, bad seed", RequestInvalid, Method::GET, evidence.clone())
-                .key(&admin)
-                .query("since", "1d")
-                .query("seed", "x"),
+            Call::new(
+                "evidence, bad seed",
+                RequestInvalid,
+                Method::GET,
+                evidence.clone(),
+            )
+            .key(&admin)
+            .query("since", "1d")
+            .query("seed", "x"),
         )
         .await,
         400,
@@ -1235,9 +1256,14 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
     );
     expect_status(
         r2.send(
-            Call::new("evidence, not configured", Valid, Method::GET, format!("{ws}/evidence"))
-                .key(&admin)
-                .query("since", "1d"),
+            Call::new(
+                "evidence, not configured",
+                Valid,
+                Method::GET,
+                format!("{ws}/evidence"),
+            )
+            .key(&admin)
+            .query("since", "1d"),
         )
         .await,
         404,

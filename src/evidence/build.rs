@@ -198,7 +198,11 @@ fn signed_tree(
 }
 
 /// The seqs of the first and last record whose event time is in the period.
-fn period_range(log: &Log, since: Timestamp, until: Timestamp) -> Result<Option<(u64, u64)>, EvidenceError> {
+fn period_range(
+    log: &Log,
+    since: Timestamp,
+    until: Timestamp,
+) -> Result<Option<(u64, u64)>, EvidenceError> {
     let query = Query {
         filter: Filter {
             since: Some(since),
@@ -436,7 +440,11 @@ pub fn build<W: Write>(
                 return Err(EvidenceError::ChainBroken { seq: m.seq });
             }
             prev = m.hash;
-            stats.add(m.seq, view, view.timestamp >= since && view.timestamp < until);
+            stats.add(
+                m.seq,
+                view,
+                view.timestamp >= since && view.timestamp < until,
+            );
             done += 1;
             progress(done, total);
             Ok(())

@@ -100,7 +100,10 @@ impl Pack {
             .read_to_end(&mut bytes)
             .map_err(|e| unreadable(name, e))?;
         if bytes.len() as u64 > MAX_SMALL_FILE_BYTES {
-            return Err(malformed(name, format!("larger than {MAX_SMALL_FILE_BYTES} bytes")));
+            return Err(malformed(
+                name,
+                format!("larger than {MAX_SMALL_FILE_BYTES} bytes"),
+            ));
         }
         Ok(bytes)
     }
@@ -163,7 +166,10 @@ fn checkpoint(
         source,
     })?;
     if cp.origin != origin {
-        return Err(invalid(file, format!("is a checkpoint of {:?}, not of {origin:?}", cp.origin)));
+        return Err(invalid(
+            file,
+            format!("is a checkpoint of {:?}, not of {origin:?}", cp.origin),
+        ));
     }
     let head = cp.head.map(|h| h.to_hex());
     if cp.size != tree.size || hash_to_hex(&cp.root) != tree.root || head != tree.head {
@@ -189,7 +195,10 @@ fn next_line(reader: &mut impl BufRead, file: &str, line: &mut Vec<u8>) -> Resul
         .read_until(b'\n', line)
         .map_err(|e| unreadable(file, e))?;
     if n as u64 > MAX_ROW_BYTES {
-        return Err(malformed(file, format!("a line is longer than {MAX_ROW_BYTES} bytes")));
+        return Err(malformed(
+            file,
+            format!("a line is longer than {MAX_ROW_BYTES} bytes"),
+        ));
     }
     Ok(n > 0)
 }
@@ -219,65 +228,135 @@ fn check_rows(
     let (mut records_pack, mut events_pack) = (Pack::open(path)?, Pack::open(path)?);
     let mut records = BufReader::new(records_pack.reader(RECORDS_FILE)?);
     let mut events = BufReader::new(events_pack.reader(EVENTS_JSONL_FILE)?);
-    let since = Timestamp::parse_rfc3339(&m.period.since).map_err(|e| malformed(MANIFEST_FILE, e))?;
-    let until = Timestamp::parse_rfc3339(&m.period.until).map_err(|e| malformed(MANIFEST_FILE, e))?;
+    let since =
+        Timestamp::parse_rfc3339(&m.period.since).map_err(|e| malformed(MANIFEST_FILE, e))?;
+    let until =
+        Timestamp::parse_rfc3339(&m.period.until).map_err(|e| malformed(MANIFEST_FILE, e))?;
     let mut csv_sha = Hashing(Sha256::new(), 0);
     let mut csv = Exporter::new(&mut csv_sha, ExportOptions::new(ExportFormat::Csv))
         .map_err(|e| unreadable(EVENTS_CSV_FILE, e))?;
     let (mut prev, mut seq, mut in_period) = (start_head, m.period.first_seq, 0u64);
     let (mut rline, mut eline, mut expected) = (Vec::new(), Vec::new(), Vec::new());
     while next_line(&mut records, RECORDS_FILE, &mut rline)? {
-        let row: RecordLine = serde_json::from_slice(&rline).map_err(|e| malformed(RECORDS_FILE, e))?;
+        let row: RecordLine =
+            serde_json::from_slice(&rline).map_err(|e| malformed(RECORDS_FILE, e))?;
         if row.seq != seq {
-            return Err(invalid(RECORDS_FILE, format!("row {} has seq {}, expected {seq}: a row was dropped, added or moved", seq - m.period.first_seq, row.seq)));
+            return Err(invalid(
+                RECORDS_FILE,
+                format!(
+                    "row {} has seq {}, expected {seq}: a row was dropped, added or moved",
+                    seq - m.period.first_seq,
+                    row.seq
+                ),
+            ));
         }
         if seq >= end.size {
-            return Err(invalid(RECORDS_FILE, format!("seq {seq} is past the end checkpoint's {} records: a row was added", end.size)));
+            return Err(invalid(
+                RECORDS_FILE,
+                format!(
+                    "seq {seq} is past the end checkpoint's {} records: a row was added",
+                    end.size
+                ),
+            ));
         }
-        let bytes = B64.decode(&row.record).map_err(|_| malformed(RECORDS_FILE, format!("seq {seq}: the record is not base64")))?;
+        let bytes = B64
+            .decode(&row.record)
+            .map_err(|_| malformed(RECORDS_FILE, format!("seq {seq}: the record is not base64")))?;
         let hash = prev.next(seq, &bytes);
         if hash != row.hash {
             return Err(invalid(RECORDS_FILE, format!("seq {seq}: its record bytes chained from the hash before it give {hash}, the row says {}: the record was changed", row.hash)));
         }
         if sampled.get(&seq).is_some_and(|leaf| *leaf != hash) {
-            return Err(invalid(SAMPLE_FILE, format!("the proof of seq {seq} is for another record")));
+            return Err(invalid(
+                SAMPLE_FILE,
+                format!("the proof of seq {seq} is for another record"),
+            ));
         }
-        let view = decode_record(row.record_version, &bytes).map_err(|e| malformed(RECORDS_FILE, format!("seq {seq}: {e}")))?;
+        let view = decode_record(row.record_version, &bytes)
+            .map_err(|e| malformed(RECORDS_FILE, format!("seq {seq}: {e}")))?;
         in_period += u64::from(view.timestamp >= since && view.timestamp < until);
         expected.clear();
-        let mut exporter = Exporter::new(&mut expected, ExportOptions::new(ExportFormat::JsonLines)).map_err(|e| unreadable(EVENTS_JSONL_FILE, e))?;
-        exporter.write_view(seq, &hash, &view).map_err(|e| malformed(RECORDS_FILE, format!("seq {seq}: {e}")))?;
+        let mut exporter =
+            Exporter::new(&mut expected, ExportOptions::new(ExportFormat::JsonLines))
+                .map_err(|e| unreadable(EVENTS_JSONL_FILE, e))?;
+        exporter
+            .write_view(seq, &hash, &view)
+            .map_err(|e| malformed(RECORDS_FILE, format!("seq {seq}: {e}")))?;
         drop(exporter);
-        csv.write_view(seq, &hash, &view).map_err(|e| malformed(RECORDS_FILE, format!("seq {seq}: {e}")))?;
+        csv.write_view(seq, &hash, &view)
+            .map_err(|e| malformed(RECORDS_FILE, format!("seq {seq}: {e}")))?;
         if !next_line(&mut events, EVENTS_JSONL_FILE, &mut eline)? {
-            return Err(invalid(EVENTS_JSONL_FILE, format!("ends before seq {seq}: a row was dropped")));
+            return Err(invalid(
+                EVENTS_JSONL_FILE,
+                format!("ends before seq {seq}: a row was dropped"),
+            ));
         }
-        let got: serde_json::Value = serde_json::from_slice(&eline).map_err(|e| malformed(EVENTS_JSONL_FILE, format!("seq {seq}: {e}")))?;
-        let want: serde_json::Value = serde_json::from_slice(&expected).map_err(|e| malformed(RECORDS_FILE, e))?;
+        let got: serde_json::Value = serde_json::from_slice(&eline)
+            .map_err(|e| malformed(EVENTS_JSONL_FILE, format!("seq {seq}: {e}")))?;
+        let want: serde_json::Value =
+            serde_json::from_slice(&expected).map_err(|e| malformed(RECORDS_FILE, e))?;
         if got != want {
             let fields: Vec<&str> = want
                 .as_object()
-                .map(|w| w.iter().filter(|(k, v)| got.get(k.as_str()) != Some(*v)).map(|(k, _)| k.as_str()).collect())
+                .map(|w| {
+                    w.iter()
+                        .filter(|(k, v)| got.get(k.as_str()) != Some(*v))
+                        .map(|(k, _)| k.as_str())
+                        .collect()
+                })
                 .unwrap_or_default();
-            return Err(invalid(EVENTS_JSONL_FILE, format!("seq {seq}: the row's {} differ from its record bytes: the row was changed", if fields.is_empty() { "fields".to_string() } else { fields.join(", ") })));
+            return Err(invalid(
+                EVENTS_JSONL_FILE,
+                format!(
+                    "seq {seq}: the row's {} differ from its record bytes: the row was changed",
+                    if fields.is_empty() {
+                        "fields".to_string()
+                    } else {
+                        fields.join(", ")
+                    }
+                ),
+            ));
         }
         prev = hash;
         seq += 1;
     }
     if next_line(&mut events, EVENTS_JSONL_FILE, &mut eline)? {
-        return Err(invalid(EVENTS_JSONL_FILE, format!("has more rows than events/records.jsonl ({})", seq - m.period.first_seq)));
+        return Err(invalid(
+            EVENTS_JSONL_FILE,
+            format!(
+                "has more rows than events/records.jsonl ({})",
+                seq - m.period.first_seq
+            ),
+        ));
     }
     if seq != end.size {
-        return Err(invalid(RECORDS_FILE, format!("ends at seq {seq}, the end checkpoint has {} records: {} rows are missing", end.size, end.size - seq)));
+        return Err(invalid(
+            RECORDS_FILE,
+            format!(
+                "ends at seq {seq}, the end checkpoint has {} records: {} rows are missing",
+                end.size,
+                end.size - seq
+            ),
+        ));
     }
     if seq > m.period.first_seq && Some(prev) != end.head {
-        return Err(invalid(RECORDS_FILE, "the last row's hash is not the end checkpoint's chain head".into()));
+        return Err(invalid(
+            RECORDS_FILE,
+            "the last row's hash is not the end checkpoint's chain head".into(),
+        ));
     }
     csv.finish().map_err(|e| unreadable(EVENTS_CSV_FILE, e))?;
     let want_csv = hex(&csv_sha.0.finalize());
-    let listed = m.files.iter().find(|f| f.name == EVENTS_CSV_FILE).map(|f| f.sha256.as_str());
+    let listed = m
+        .files
+        .iter()
+        .find(|f| f.name == EVENTS_CSV_FILE)
+        .map(|f| f.sha256.as_str());
     if listed != Some(want_csv.as_str()) {
-        return Err(invalid(EVENTS_CSV_FILE, "is not the CSV export of the rows' records: a row was changed".into()));
+        return Err(invalid(
+            EVENTS_CSV_FILE,
+            "is not the CSV export of the rows' records: a row was changed".into(),
+        ));
     }
     Ok((seq - m.period.first_seq, in_period))
 }
@@ -306,10 +385,11 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
         None => NoteVerifier::parse(pack_key.trim()).map_err(|e| malformed(KEY_FILE, e))?,
     };
     let seal = pack.text(SEAL_FILE)?;
-    let (origin, manifest_sha) = open_seal(&seal, &verifier).map_err(|source| PackError::Signature {
-        file: SEAL_FILE.into(),
-        source,
-    })?;
+    let (origin, manifest_sha) =
+        open_seal(&seal, &verifier).map_err(|source| PackError::Signature {
+            file: SEAL_FILE.into(),
+            source,
+        })?;
     let manifest_bytes = pack.small(MANIFEST_FILE)?;
     let got = hex(&Sha256::digest(&manifest_bytes));
     if got != manifest_sha {
@@ -318,9 +398,16 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
             reason: format!("manifest.sig signs SHA-256 {manifest_sha}, the file has {got}"),
         });
     }
-    let m: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| malformed(MANIFEST_FILE, e))?;
+    let m: Manifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| malformed(MANIFEST_FILE, e))?;
     if m.format != MANIFEST_FORMAT || m.origin != origin {
-        return Err(malformed(MANIFEST_FILE, format!("format {:?} of {:?}; the seal is for {MANIFEST_FORMAT:?} of {origin:?}", m.format, m.origin)));
+        return Err(malformed(
+            MANIFEST_FILE,
+            format!(
+                "format {:?} of {:?}; the seal is for {MANIFEST_FORMAT:?} of {origin:?}",
+                m.format, m.origin
+            ),
+        ));
     }
     let listed: BTreeSet<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
     if listed.len() != m.files.len() {
@@ -341,36 +428,75 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
         if sha != entry.sha256 || bytes != entry.bytes {
             return Err(PackError::HashMismatch {
                 file: entry.name.clone(),
-                reason: format!("expected {} bytes with SHA-256 {}, found {bytes} bytes with {sha}", entry.bytes, entry.sha256),
+                reason: format!(
+                    "expected {} bytes with SHA-256 {}, found {bytes} bytes with {sha}",
+                    entry.bytes, entry.sha256
+                ),
             });
         }
     }
-    for required in [START_FILE, END_FILE, CONSISTENCY_FILE, SAMPLE_FILE, RECORDS_FILE, EVENTS_JSONL_FILE, EVENTS_CSV_FILE, KEY_FILE] {
+    for required in [
+        START_FILE,
+        END_FILE,
+        CONSISTENCY_FILE,
+        SAMPLE_FILE,
+        RECORDS_FILE,
+        EVENTS_JSONL_FILE,
+        EVENTS_CSV_FILE,
+        KEY_FILE,
+    ] {
         if !listed.contains(required) {
-            return Err(PackError::Missing { file: required.into() });
+            return Err(PackError::Missing {
+                file: required.into(),
+            });
         }
     }
     if m.start.file != START_FILE || m.end.file != END_FILE || m.sample.file != SAMPLE_FILE {
-        return Err(malformed(MANIFEST_FILE, "the checkpoints and the sample are not at their places"));
+        return Err(malformed(
+            MANIFEST_FILE,
+            "the checkpoints and the sample are not at their places",
+        ));
     }
     let start = checkpoint(&mut pack, &m.start, &origin, &verifier)?;
     let end = checkpoint(&mut pack, &m.end, &origin, &verifier)?;
     let p = &m.period;
-    if start.size != p.first_seq || end.size != p.end_seq || p.rows != p.end_seq.saturating_sub(p.first_seq) {
-        return Err(invalid(MANIFEST_FILE, format!("rows {} (seq {} to {}) do not match the checkpoints' trees of {} and {} records", p.rows, p.first_seq, p.end_seq, start.size, end.size)));
+    if start.size != p.first_seq
+        || end.size != p.end_seq
+        || p.rows != p.end_seq.saturating_sub(p.first_seq)
+    {
+        return Err(invalid(
+            MANIFEST_FILE,
+            format!(
+                "rows {} (seq {} to {}) do not match the checkpoints' trees of {} and {} records",
+                p.rows, p.first_seq, p.end_seq, start.size, end.size
+            ),
+        ));
     }
     if let Some(file) = &m.witnessed_checkpoint {
         let note = pack.text(file)?;
-        let cp = Checkpoint::open(&note, &verifier).map_err(|source| PackError::Signature { file: file.clone(), source })?;
+        let cp = Checkpoint::open(&note, &verifier).map_err(|source| PackError::Signature {
+            file: file.clone(),
+            source,
+        })?;
         if cp.origin != origin {
-            return Err(invalid(file, format!("is a checkpoint of {:?}, not of {origin:?}", cp.origin)));
+            return Err(invalid(
+                file,
+                format!("is a checkpoint of {:?}, not of {origin:?}", cp.origin),
+            ));
         }
     }
     let consistency: ConsistencyProof = pack.json(CONSISTENCY_FILE)?;
-    if (consistency.old_size, consistency.old_root, consistency.new_size, consistency.new_root)
-        != (start.size, start.root, end.size, end.root)
+    if (
+        consistency.old_size,
+        consistency.old_root,
+        consistency.new_size,
+        consistency.new_root,
+    ) != (start.size, start.root, end.size, end.root)
     {
-        return Err(invalid(CONSISTENCY_FILE, "is not a proof between the start and end checkpoints".into()));
+        return Err(invalid(
+            CONSISTENCY_FILE,
+            "is not a proof between the start and end checkpoints".into(),
+        ));
     }
     if !consistency.verify() {
         return Err(invalid(CONSISTENCY_FILE, format!("does not prove that the tree of {} records extends the tree of {}: the log was forked or rewritten", end.size, start.size)));
@@ -378,27 +504,51 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
     let sample: SampleFile = pack.json(SAMPLE_FILE)?;
     let want = sample_seqs(m.sample.seed, m.sample.count, start.size, end.size);
     let got: Vec<u64> = sample.proofs.iter().map(|p| p.seq).collect();
-    if sample.seed != m.sample.seed || got != want || sample.tree_size != end.size || sample.root != hash_to_hex(&end.root) {
-        return Err(invalid(SAMPLE_FILE, format!("is not the sample of seed {} ({} proofs against the end checkpoint)", m.sample.seed, want.len())));
+    if sample.seed != m.sample.seed
+        || got != want
+        || sample.tree_size != end.size
+        || sample.root != hash_to_hex(&end.root)
+    {
+        return Err(invalid(
+            SAMPLE_FILE,
+            format!(
+                "is not the sample of seed {} ({} proofs against the end checkpoint)",
+                m.sample.seed,
+                want.len()
+            ),
+        ));
     }
     let mut sampled = BTreeMap::new();
     for proof in &sample.proofs {
         if proof.tree_size != end.size || proof.root != end.root || !proof.verify() {
-            return Err(invalid(SAMPLE_FILE, format!("the inclusion proof of seq {} does not lead to the end checkpoint's root", proof.seq)));
+            return Err(invalid(
+                SAMPLE_FILE,
+                format!(
+                    "the inclusion proof of seq {} does not lead to the end checkpoint's root",
+                    proof.seq
+                ),
+            ));
         }
         sampled.insert(proof.seq, proof.leaf);
     }
     let start_head = match start.head {
         Some(h) => h,
         None if start.size == 0 => {
-            let id = log_id_of(&origin).ok_or_else(|| malformed(MANIFEST_FILE, "the origin does not end with a log id"))?;
+            let id = log_id_of(&origin)
+                .ok_or_else(|| malformed(MANIFEST_FILE, "the origin does not end with a log id"))?;
             ChainHash::genesis(&id)
         }
         None => return Err(invalid(START_FILE, "has no chain head".into())),
     };
     let (rows, in_period) = check_rows(path, &m, start_head, &end, &sampled)?;
     if in_period != p.rows_in_period {
-        return Err(invalid(MANIFEST_FILE, format!("says {} rows are in the period, the rows say {in_period}", p.rows_in_period)));
+        return Err(invalid(
+            MANIFEST_FILE,
+            format!(
+                "says {} rows are in the period, the rows say {in_period}",
+                p.rows_in_period
+            ),
+        ));
     }
     Ok(CheckReport {
         origin,

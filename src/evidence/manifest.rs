@@ -171,7 +171,10 @@ mod tests {
         let hash = "ab".repeat(32);
         let note = seal(&signer, "chainlog/0011", &hash).unwrap();
         let (origin, got) = open_seal(&note, &signer.verifier()).unwrap();
-        assert_eq!((origin.as_str(), got.as_str()), ("chainlog/0011", hash.as_str()));
+        assert_eq!(
+            (origin.as_str(), got.as_str()),
+            ("chainlog/0011", hash.as_str())
+        );
         let changed = note.replace("sha256 ab", "sha256 ac");
         assert!(matches!(
             open_seal(&changed, &signer.verifier()),

@@ -99,7 +99,11 @@ fn row(out: &mut String, cells: &[&str]) {
 }
 
 fn num_row(out: &mut String, label: &str, n: u64) {
-    let _ = write!(out, "<tr><td>{}</td><td class=\"n\">{n}</td></tr>", esc(label));
+    let _ = write!(
+        out,
+        "<tr><td>{}</td><td class=\"n\">{n}</td></tr>",
+        esc(label)
+    );
 }
 
 /// Events per day, failures stacked on top in their own colour.
@@ -149,7 +153,9 @@ fn day_chart(out: &mut String, stats: &PeriodStats) {
             );
         }
     }
-    out.push_str("</svg><p class=\"muted\">Blue: events; red: failures (stacked). Days in UTC.</p>");
+    out.push_str(
+        "</svg><p class=\"muted\">Blue: events; red: failures (stacked). Days in UTC.</p>",
+    );
 }
 
 /// A horizontal bar per category.
@@ -238,10 +244,39 @@ pub(crate) fn render(input: &ReportInput<'_>) -> String {
     out.push_str("<h2>Period</h2><table id=\"period\">");
     row(&mut out, &["since (event time, inclusive)", &p.since]);
     row(&mut out, &["until (event time, exclusive)", &p.until]);
-    row(&mut out, &["rows (seq range)", &format!("{} (seq {} to {})", p.rows, p.first_seq, p.end_seq.saturating_sub(1))]);
-    row(&mut out, &["rows timestamped in the period", &p.rows_in_period.to_string()]);
-    row(&mut out, &["start tree (size, root)", &format!("{} {}", p.first_seq, input.start_root)]);
-    row(&mut out, &["end tree (size, root)", &format!("{} {}", p.end_seq, input.end_root)]);
+    row(
+        &mut out,
+        &[
+            "rows (seq range)",
+            &format!(
+                "{} (seq {} to {})",
+                p.rows,
+                p.first_seq,
+                p.end_seq.saturating_sub(1)
+            ),
+        ],
+    );
+    row(
+        &mut out,
+        &[
+            "rows timestamped in the period",
+            &p.rows_in_period.to_string(),
+        ],
+    );
+    row(
+        &mut out,
+        &[
+            "start tree (size, root)",
+            &format!("{} {}", p.first_seq, input.start_root),
+        ],
+    );
+    row(
+        &mut out,
+        &[
+            "end tree (size, root)",
+            &format!("{} {}", p.end_seq, input.end_root),
+        ],
+    );
     out.push_str("</table>");
 
     out.push_str("<h2>Verification</h2><p id=\"verification\" class=\"ok\">Verified when the pack was made: every check below passed.</p><table id=\"checks\"><tr><th>check</th><th>result</th></tr>");
@@ -257,7 +292,17 @@ pub(crate) fn render(input: &ReportInput<'_>) -> String {
         },
     ];
     for check in &checks {
-        row(&mut out, &[check, if check.starts_with("no witnessed") { "not available" } else { "passed" }]);
+        row(
+            &mut out,
+            &[
+                check,
+                if check.starts_with("no witnessed") {
+                    "not available"
+                } else {
+                    "passed"
+                },
+            ],
+        );
     }
     out.push_str("</table><p>Check it again yourself: see VERIFY.md (<code>chainlog check-evidence</code> or <code>python3 verify_pack.py</code>).</p>");
 
@@ -270,7 +315,9 @@ pub(crate) fn render(input: &ReportInput<'_>) -> String {
         num_row(&mut out, cat, *n);
     }
     num_row(&mut out, "total", s.rows);
-    out.push_str("</table><h2>Top actors</h2><table id=\"actors\"><tr><th>actor</th><th>events</th></tr>");
+    out.push_str(
+        "</table><h2>Top actors</h2><table id=\"actors\"><tr><th>actor</th><th>events</th></tr>",
+    );
     for (actor, n) in s.top_actors(10) {
         num_row(&mut out, &actor, n);
     }
@@ -282,7 +329,13 @@ pub(crate) fn render(input: &ReportInput<'_>) -> String {
     for f in &s.failure_list {
         row(
             &mut out,
-            &[&f.seq.to_string(), &f.timestamp, &f.event, &f.actor, f.ip.as_deref().unwrap_or("-")],
+            &[
+                &f.seq.to_string(),
+                &f.timestamp,
+                &f.event,
+                &f.actor,
+                f.ip.as_deref().unwrap_or("-"),
+            ],
         );
     }
     out.push_str("</table>");
@@ -295,11 +348,31 @@ pub(crate) fn render(input: &ReportInput<'_>) -> String {
     }
     out.push_str("<h2>Access to the log</h2>");
     let a = &s.access;
-    access_table(&mut out, "access-reads", "Reads: queries, exports, verifications", &a.reads);
-    access_table(&mut out, "access-failed", "Failed sign-ins", &a.failed_sign_ins);
+    access_table(
+        &mut out,
+        "access-reads",
+        "Reads: queries, exports, verifications",
+        &a.reads,
+    );
+    access_table(
+        &mut out,
+        "access-failed",
+        "Failed sign-ins",
+        &a.failed_sign_ins,
+    );
     access_table(&mut out, "access-refusals", "Refused requests", &a.refusals);
-    access_table(&mut out, "access-keys", "API key creations, rotations, revocations", &a.key_changes);
-    access_table(&mut out, "access-engine", "The engine's records (retention, legal hold, recovery)", &a.engine);
+    access_table(
+        &mut out,
+        "access-keys",
+        "API key creations, rotations, revocations",
+        &a.key_changes,
+    );
+    access_table(
+        &mut out,
+        "access-engine",
+        "The engine's records (retention, legal hold, recovery)",
+        &a.engine,
+    );
 
     out.push_str("<h2>Retention, legal hold, archive</h2><table id=\"retention\">");
     let st = input.state;
@@ -308,14 +381,56 @@ pub(crate) fn render(input: &ReportInput<'_>) -> String {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    row(&mut out, &["first retained seq", &text(&st["log"]["first_retained_seq"])]);
-    row(&mut out, &["oldest retained record received", &text(&st["log"]["oldest_retained_received_at"])]);
-    row(&mut out, &["days retained", &text(&st["log"]["retained_days"])]);
-    row(&mut out, &["12 months retained (PCI DSS 10.5.1)", &text(&st["pci_dss_10_5_1"]["twelve_months_retained"])]);
-    row(&mut out, &["3 months immediately available (PCI DSS 10.5.1)", &text(&st["pci_dss_10_5_1"]["three_months_immediately_available"])]);
-    row(&mut out, &["legal hold now", &text(&st["legal_hold"]["now"])]);
-    row(&mut out, &["retention runs recorded", &st["retention"]["runs"].as_array().map_or(0, Vec::len).to_string()]);
-    row(&mut out, &["archive, Object Lock", &text(&st["archive"]["note"])]);
+    row(
+        &mut out,
+        &[
+            "first retained seq",
+            &text(&st["log"]["first_retained_seq"]),
+        ],
+    );
+    row(
+        &mut out,
+        &[
+            "oldest retained record received",
+            &text(&st["log"]["oldest_retained_received_at"]),
+        ],
+    );
+    row(
+        &mut out,
+        &["days retained", &text(&st["log"]["retained_days"])],
+    );
+    row(
+        &mut out,
+        &[
+            "12 months retained (PCI DSS 10.5.1)",
+            &text(&st["pci_dss_10_5_1"]["twelve_months_retained"]),
+        ],
+    );
+    row(
+        &mut out,
+        &[
+            "3 months immediately available (PCI DSS 10.5.1)",
+            &text(&st["pci_dss_10_5_1"]["three_months_immediately_available"]),
+        ],
+    );
+    row(
+        &mut out,
+        &["legal hold now", &text(&st["legal_hold"]["now"])],
+    );
+    row(
+        &mut out,
+        &[
+            "retention runs recorded",
+            &st["retention"]["runs"]
+                .as_array()
+                .map_or(0, Vec::len)
+                .to_string(),
+        ],
+    );
+    row(
+        &mut out,
+        &["archive, Object Lock", &text(&st["archive"]["note"])],
+    );
     out.push_str("</table><h2>Files and the controls they support</h2><table id=\"controls\"><tr><th>file</th><th>what it shows</th><th>controls</th></tr>");
     for (file, what, controls) in CONTROLS {
         row(&mut out, &[file, what, controls]);
@@ -330,6 +445,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc("<a href=\"x\">&'</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

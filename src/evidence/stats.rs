@@ -54,8 +54,13 @@ pub struct AccessKind {
 impl AccessKind {
     fn add(&mut self, seq: u64, view: &RecordView<'_>) {
         self.total += 1;
-        *self.by_event.entry(view.event_type.to_string()).or_default() += 1;
-        let ip = view.source_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        *self
+            .by_event
+            .entry(view.event_type.to_string())
+            .or_default() += 1;
+        let ip = view
+            .source_ip
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string());
         if self.by_ip.len() < MAX_LISTED_ACCESS || self.by_ip.contains_key(&ip) {
             *self.by_ip.entry(ip).or_default() += 1;
         }
@@ -140,13 +145,12 @@ impl PeriodStats {
         let day = day.or_default();
         day.events += 1;
         day.failures += u64::from(failed);
-        let actor = if self.by_actor.len() < MAX_TRACKED_ACTORS
-            || self.by_actor.contains_key(view.actor)
-        {
-            view.actor
-        } else {
-            OTHER_ACTORS
-        };
+        let actor =
+            if self.by_actor.len() < MAX_TRACKED_ACTORS || self.by_actor.contains_key(view.actor) {
+                view.actor
+            } else {
+                OTHER_ACTORS
+            };
         *self.by_actor.entry(actor.to_string()).or_default() += 1;
         if failed {
             self.failures += 1;
@@ -171,11 +175,8 @@ impl PeriodStats {
 
     /// The `n` actors with the most events, most first (ties by name).
     pub fn top_actors(&self, n: usize) -> Vec<(String, u64)> {
-        let mut all: Vec<(String, u64)> = self
-            .by_actor
-            .iter()
-            .map(|(a, c)| (a.clone(), *c))
-            .collect();
+        let mut all: Vec<(String, u64)> =
+            self.by_actor.iter().map(|(a, c)| (a.clone(), *c)).collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
         all

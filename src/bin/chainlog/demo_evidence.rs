@@ -38,7 +38,13 @@ fn cloudtrail_event(record: &Value) -> Option<Event> {
     }
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     };
     let identity = record.get("userIdentity")?;
@@ -46,7 +52,11 @@ fn cloudtrail_event(record: &Value) -> Option<Event> {
         .iter()
         .find_map(|k| identity.get(*k).and_then(Value::as_str))?;
     let time = Timestamp::parse_rfc3339(text("eventTime")?).ok()?;
-    let mut event = Event::new(time, format!("{}.{}", clean(service), clean(&action)), actor);
+    let mut event = Event::new(
+        time,
+        format!("{}.{}", clean(service), clean(&action)),
+        actor,
+    );
     event.node = text("awsRegion").map(str::to_string);
     event.source_ip = text("sourceIPAddress").and_then(|ip| ip.parse().ok());
     if record.get("errorCode").is_some() {
@@ -121,9 +131,13 @@ pub fn step(workspace: &Path, demo_log: &Path, step: u32) -> Result<(), CliError
         "   {}: report.html, the events, signed checkpoints, proofs, an access summary,",
         pack.display()
     )?;
-    outln!("   and a manifest of them all signed with {}.", public.display())?;
-    let report = evidence::check(&pack, Some(&signer.verifier()))
-        .map_err(|e| CliError::Integrity(format!("demo: the fresh pack does not check out: {e}")))?;
+    outln!(
+        "   and a manifest of them all signed with {}.",
+        public.display()
+    )?;
+    let report = evidence::check(&pack, Some(&signer.verifier())).map_err(|e| {
+        CliError::Integrity(format!("demo: the fresh pack does not check out: {e}"))
+    })?;
     outln!(
         "   Checked it as an auditor would: intact, {} rows (seq {} to {}), {} failures, {} sampled proofs.",
         report.rows,

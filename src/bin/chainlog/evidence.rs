@@ -83,10 +83,7 @@ pub struct CheckEvidenceArgs {
 
 fn log_dir(global: &Global, args: &EvidenceArgs) -> Result<PathBuf, CliError> {
     if let (Some(data), Some(workspace)) = (&args.data, &args.workspace) {
-        if workspace.is_empty()
-            || workspace.starts_with('.')
-            || workspace.contains(['/', '\\'])
-        {
+        if workspace.is_empty() || workspace.starts_with('.') || workspace.contains(['/', '\\']) {
             return Err(CliError::Usage(format!(
                 "--workspace {workspace:?} is not a workspace name"
             )));
@@ -120,7 +117,12 @@ pub fn render_pdf(html: &str) -> Option<Vec<u8>> {
         let pdf = dir.join("report.pdf");
         fs::write(&page, html).ok()?;
         let mut child = Command::new(renderer)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-pdf-header-footer",
+            ])
             .arg(format!("--user-data-dir={}", dir.join("profile").display()))
             .arg(format!("--print-to-pdf={}", pdf.display()))
             .arg(format!("file://{}", page.display()))
@@ -166,28 +168,38 @@ pub fn write_pack(
     pdf: bool,
     quiet: bool,
 ) -> Result<PackSummary, CliError> {
-    let name = output
-        .file_name()
-        .ok_or_else(|| CliError::Usage(format!("--output {}: not a file name", output.display())))?;
+    let name = output.file_name().ok_or_else(|| {
+        CliError::Usage(format!("--output {}: not a file name", output.display()))
+    })?;
     let mut tmp_name = name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = output.with_file_name(tmp_name);
-    let file = File::create(&tmp).map_err(|e| CliError::io(format!("creating {}", tmp.display()), e))?;
+    let file =
+        File::create(&tmp).map_err(|e| CliError::io(format!("creating {}", tmp.display()), e))?;
     let bar = (!quiet && io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} rows written ({per_sec})") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} rows written ({per_sec})")
+        {
             bar.set_style(style);
         }
         bar
     });
     let no_pdf = |_: &str| None;
     let renderer: &dyn Fn(&str) -> Option<Vec<u8>> = if pdf { &render_pdf } else { &no_pdf };
-    let result = evidence::build(log, signer, options, BufWriter::with_capacity(1 << 16, file), renderer, &mut |done, total| {
-        if let Some(bar) = &bar {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-    });
+    let result = evidence::build(
+        log,
+        signer,
+        options,
+        BufWriter::with_capacity(1 << 16, file),
+        renderer,
+        &mut |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        },
+    );
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -220,7 +232,10 @@ pub fn run(global: &Global, args: EvidenceArgs) -> Result<ExitCode, CliError> {
     let signer = load_signer(&args.checkpoint_key)?;
     let witnessed = match &args.witnessed_checkpoint {
         Some(path) => Some(fs::read_to_string(path).map_err(|e| {
-            CliError::io(format!("reading the witnessed checkpoint {}", path.display()), e)
+            CliError::io(
+                format!("reading the witnessed checkpoint {}", path.display()),
+                e,
+            )
         })?),
         None => None,
     };
@@ -232,7 +247,14 @@ pub fn run(global: &Global, args: EvidenceArgs) -> Result<ExitCode, CliError> {
     }
     options.origin_prefix = args.origin;
     options.witnessed_checkpoint = witnessed;
-    let summary = write_pack(&log, &signer, &options, &args.output, !args.no_pdf, global.quiet)?;
+    let summary = write_pack(
+        &log,
+        &signer,
+        &options,
+        &args.output,
+        !args.no_pdf,
+        global.quiet,
+    )?;
     if !global.quiet {
         outln!(
             "wrote {}: {} rows (seq {} to {}), {} in the period, {} failures; {} files{}",
@@ -243,7 +265,11 @@ pub fn run(global: &Global, args: EvidenceArgs) -> Result<ExitCode, CliError> {
             summary.rows_in_period,
             summary.failures,
             summary.files,
-            if summary.pdf { " with report.pdf" } else { " (no PDF renderer: report.html only)" }
+            if summary.pdf {
+                " with report.pdf"
+            } else {
+                " (no PDF renderer: report.html only)"
+            }
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -258,7 +284,8 @@ pub fn check(global: &Global, args: CheckEvidenceArgs) -> Result<ExitCode, CliEr
     match evidence::check(&args.pack, key.as_ref()) {
         Ok(report) => {
             if args.json {
-                let text = serde_json::to_string(&report).map_err(|e| CliError::io("writing JSON", e.into()))?;
+                let text = serde_json::to_string(&report)
+                    .map_err(|e| CliError::io("writing JSON", e.into()))?;
                 outln!("{text}")?;
             } else if !global.quiet {
                 outln!(
@@ -282,10 +309,9 @@ pub fn check(global: &Global, args: CheckEvidenceArgs) -> Result<ExitCode, CliEr
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(PackError::Unreadable { file, reason }) if file == "(pack)" => Err(CliError::Usage(format!(
-            "{}: {reason}",
-            args.pack.display()
-        ))),
+        Err(PackError::Unreadable { file, reason }) if file == "(pack)" => Err(CliError::Usage(
+            format!("{}: {reason}", args.pack.display()),
+        )),
         Err(e) => Err(CliError::Integrity(format!("{}: {e}", args.pack.display()))),
     }
 }

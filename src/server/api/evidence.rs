@@ -27,15 +27,27 @@ fn options(uri: &Uri, generated_by: String) -> Result<EvidenceOptions, ApiError>
     let bad = |detail: String| ApiError::bad_request("invalid_parameter", detail);
     let (mut since, mut until, mut sample, mut seed) = (None, None, None, None);
     for (name, value) in query_pairs(uri)? {
-        let number = || value.parse::<u64>().map_err(|_| bad(format!("{name} must be a whole number, not {value:?}")));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| bad(format!("{name} must be a whole number, not {value:?}")))
+        };
         match name.as_str() {
             "since" | "until" => {
                 let t = parse_time(&value, now).map_err(|e| bad(format!("{name}: {e}")))?;
-                if name == "since" { since = Some(t) } else { until = Some(t) }
+                if name == "since" {
+                    since = Some(t)
+                } else {
+                    until = Some(t)
+                }
             }
             "sample" => sample = Some(number()?),
             "seed" => seed = Some(number()?),
-            other => return Err(bad(format!("unknown parameter {other:?} (expected since, until, sample, seed)"))),
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?} (expected since, until, sample, seed)"
+                )))
+            }
         }
     }
     let since = since.ok_or_else(|| bad("since is required: the start of the period".into()))?;
@@ -47,7 +59,10 @@ fn options(uri: &Uri, generated_by: String) -> Result<EvidenceOptions, ApiError>
         options.seed = s;
     }
     if options.since >= options.until {
-        return Err(bad(format!("since {} is not before until {}", options.since, options.until)));
+        return Err(bad(format!(
+            "since {} is not before until {}",
+            options.since, options.until
+        )));
     }
     if options.sample > evidence::MAX_SAMPLE {
         return Err(bad(format!("sample is at most {}", evidence::MAX_SAMPLE)));
@@ -92,7 +107,14 @@ pub(super) async fn evidence_pack(
         let Some(signer) = st.signer.as_ref() else {
             return;
         };
-        let result = evidence::build(&log, signer, &options, &mut writer, &|_| None, &mut |_, _| {});
+        let result = evidence::build(
+            &log,
+            signer,
+            &options,
+            &mut writer,
+            &|_| None,
+            &mut |_, _| {},
+        );
         let ended = match &result {
             Ok(_) => "complete",
             Err(EvidenceError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => "client_gone",
@@ -119,7 +141,10 @@ pub(super) async fn evidence_pack(
     let disposition = format!("attachment; filename=\"{w}-evidence.zip\"");
     let mut response = Body::from_stream(ChunkStream(rx)).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, v);
