@@ -46,7 +46,7 @@ struct Fixture {
 }
 
 fn chainlog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chainlog"))
+    server::chainlog()
         .args(args)
         .env_remove("CHAINLOG_DIR")
         .stdin(Stdio::null())
@@ -311,11 +311,12 @@ fn verify_pack_py(pack: &Path) -> Option<Output> {
     )
 }
 
-/// Both checkers refuse `pack`, naming `file`.
-fn both_fail(pack: &Path, file: &str) {
+/// `chainlog check-evidence` refuses `pack` (exit 1), naming `file`;
+/// returns its message.
+fn chainlog_fails(pack: &Path, file: &str) -> String {
     let f = fixture();
     let out = chainlog(&["check-evidence", p(pack), "--key", p(&f.public)]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -326,14 +327,20 @@ fn both_fail(pack: &Path, file: &str) {
         stderr.contains(file),
         "check-evidence should name {file}: {stderr}"
     );
+    stderr
+}
+
+/// Both checkers refuse `pack`, naming `file`.
+fn both_fail(pack: &Path, file: &str) {
+    chainlog_fails(pack, file);
     if let Some(out) = verify_pack_py(pack) {
         let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
             Some(1),
-            "verify_pack.py passed {}: {stdout} {}",
-            pack.display(),
-            String::from_utf8_lossy(&out.stderr)
+            "verify_pack.py passed {}: {stdout} {stderr}",
+            pack.display()
         );
         assert!(stdout.starts_with("FAILED: "), "{stdout}");
     }
@@ -437,58 +444,74 @@ fn a_changed_row_fails_both_checkers() {
     let row: Value = serde_json::from_str(events_jsonl.lines().nth(10).unwrap()).unwrap();
     let actor = row["actor"].as_str().unwrap().to_string();
     let from = format!("\"actor\":{}", serde_json::to_string(&actor).unwrap());
-    // Left alone, the manifest's hash catches it.
-    let naive = tampered(
-        "row-naive",
-        &f.pack,
-        |fs| change(fs, "events/events.jsonl", &from, "\"actor\":\"mallory\""),
-        false,
-        |_| {},
-    );
-    both_fail(&naive, "events/events.jsonl");
-    // Re-signed: chainlog compares the row with its record bytes.
-    let resealed = tampered(
-        "row-resealed",
-        &f.pack,
-        |fs| change(fs, "events/events.jsonl", &from, "\"actor\":\"mallory\""),
-        true,
-        |_| {},
-    );
-    let out = chainlog(&["check-evidence", p(&resealed), "--key", p(&f.public)]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("events/events.jsonl") && stderr.contains("actor"),
-        "{stderr}"
-    );
-    // The record bytes themselves changed, re-signed: the chain breaks for both.
     let records = String::from_utf8(entry(&f.pack, "events/records.jsonl")).unwrap();
     let line: Value = serde_json::from_str(records.lines().nth(10).unwrap()).unwrap();
     let record = line["record"].as_str().unwrap().to_string();
-    let mut bytes =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &record).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut bytes = base64::Engine::decode(&b64, &record).unwrap();
     let at = bytes.len() - 3;
     bytes[at] ^= 1;
-    let forged = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes);
-    let changed = tampered(
-        "record-resealed",
-        &f.pack,
-        |fs| change(fs, "events/records.jsonl", &record, &forged),
-        true,
-        |_| {},
-    );
-    both_fail(&changed, "events/records.jsonl");
-    // A CSV cell changed, re-signed.
-    let csv = tampered(
-        "csv-resealed",
-        &f.pack,
-        |fs| change(fs, "events/events.csv", &actor, "mallory"),
-        true,
-        |_| {},
-    );
-    let out = chainlog(&["check-evidence", p(&csv), "--key", p(&f.public)]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("events/events.csv"));
+    let forged = base64::Engine::encode(&b64, &bytes);
+    let mallory = "\"actor\":\"mallory\"";
+    // (case, file, text, its replacement, re-signed, whether verify_pack.py
+    // sees it too, what chainlog's error names besides the file)
+    let cases = [
+        // Left alone, the manifest's hash catches it.
+        (
+            "row-naive",
+            "events/events.jsonl",
+            from.as_str(),
+            mallory,
+            false,
+            true,
+            "",
+        ),
+        // Re-signed: chainlog compares the row with its record bytes.
+        (
+            "row-resealed",
+            "events/events.jsonl",
+            &from,
+            mallory,
+            true,
+            false,
+            "actor",
+        ),
+        // The record bytes themselves, re-signed: the chain breaks for both.
+        (
+            "record-resealed",
+            "events/records.jsonl",
+            &record,
+            &forged,
+            true,
+            true,
+            "",
+        ),
+        // A CSV cell, re-signed.
+        (
+            "csv-resealed",
+            "events/events.csv",
+            &actor,
+            "mallory",
+            true,
+            false,
+            "",
+        ),
+    ];
+    for (name, file, text, to, reseal, python_too, detail) in cases {
+        let pack = tampered(
+            name,
+            &f.pack,
+            |fs| change(fs, file, text, to),
+            reseal,
+            |_| {},
+        );
+        if python_too {
+            both_fail(&pack, file);
+        } else {
+            let stderr = chainlog_fails(&pack, file);
+            assert!(stderr.contains(detail), "{name}: {stderr}");
+        }
+    }
 }
 
 #[test]

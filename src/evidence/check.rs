@@ -153,13 +153,13 @@ struct RecordLine {
     hash: ChainHash,
 }
 
-fn checkpoint(
+/// Opens the signed checkpoint `file` of the pack and checks it is of `origin`.
+fn open_checkpoint(
     pack: &mut Pack,
-    tree: &TreeManifest,
+    file: &str,
     origin: &str,
     verifier: &NoteVerifier,
 ) -> Result<Checkpoint, PackError> {
-    let file = tree.file.as_str();
     let note = pack.text(file)?;
     let cp = Checkpoint::open(&note, verifier).map_err(|source| PackError::Signature {
         file: file.to_string(),
@@ -171,6 +171,17 @@ fn checkpoint(
             format!("is a checkpoint of {:?}, not of {origin:?}", cp.origin),
         ));
     }
+    Ok(cp)
+}
+
+fn checkpoint(
+    pack: &mut Pack,
+    tree: &TreeManifest,
+    origin: &str,
+    verifier: &NoteVerifier,
+) -> Result<Checkpoint, PackError> {
+    let file = tree.file.as_str();
+    let cp = open_checkpoint(pack, file, origin, verifier)?;
     let head = cp.head.map(|h| h.to_hex());
     if cp.size != tree.size || hash_to_hex(&cp.root) != tree.root || head != tree.head {
         return Err(invalid(
@@ -473,17 +484,7 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
         ));
     }
     if let Some(file) = &m.witnessed_checkpoint {
-        let note = pack.text(file)?;
-        let cp = Checkpoint::open(&note, &verifier).map_err(|source| PackError::Signature {
-            file: file.clone(),
-            source,
-        })?;
-        if cp.origin != origin {
-            return Err(invalid(
-                file,
-                format!("is a checkpoint of {:?}, not of {origin:?}", cp.origin),
-            ));
-        }
+        open_checkpoint(&mut pack, file, &origin, &verifier)?;
     }
     let consistency: ConsistencyProof = pack.json(CONSISTENCY_FILE)?;
     if (

@@ -381,56 +381,32 @@ pub(crate) fn render(input: &ReportInput<'_>) -> String {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    row(
-        &mut out,
-        &[
-            "first retained seq",
-            &text(&st["log"]["first_retained_seq"]),
-        ],
-    );
-    row(
-        &mut out,
-        &[
+    let runs = st["retention"]["runs"]
+        .as_array()
+        .map_or(0, Vec::len)
+        .to_string();
+    let facts = [
+        ("first retained seq", text(&st["log"]["first_retained_seq"])),
+        (
             "oldest retained record received",
-            &text(&st["log"]["oldest_retained_received_at"]),
-        ],
-    );
-    row(
-        &mut out,
-        &["days retained", &text(&st["log"]["retained_days"])],
-    );
-    row(
-        &mut out,
-        &[
+            text(&st["log"]["oldest_retained_received_at"]),
+        ),
+        ("days retained", text(&st["log"]["retained_days"])),
+        (
             "12 months retained (PCI DSS 10.5.1)",
-            &text(&st["pci_dss_10_5_1"]["twelve_months_retained"]),
-        ],
-    );
-    row(
-        &mut out,
-        &[
+            text(&st["pci_dss_10_5_1"]["twelve_months_retained"]),
+        ),
+        (
             "3 months immediately available (PCI DSS 10.5.1)",
-            &text(&st["pci_dss_10_5_1"]["three_months_immediately_available"]),
-        ],
-    );
-    row(
-        &mut out,
-        &["legal hold now", &text(&st["legal_hold"]["now"])],
-    );
-    row(
-        &mut out,
-        &[
-            "retention runs recorded",
-            &st["retention"]["runs"]
-                .as_array()
-                .map_or(0, Vec::len)
-                .to_string(),
-        ],
-    );
-    row(
-        &mut out,
-        &["archive, Object Lock", &text(&st["archive"]["note"])],
-    );
+            text(&st["pci_dss_10_5_1"]["three_months_immediately_available"]),
+        ),
+        ("legal hold now", text(&st["legal_hold"]["now"])),
+        ("retention runs recorded", runs),
+        ("archive, Object Lock", text(&st["archive"]["note"])),
+    ];
+    for (label, value) in &facts {
+        row(&mut out, &[label, value]);
+    }
     out.push_str("</table><h2>Files and the controls they support</h2><table id=\"controls\"><tr><th>file</th><th>what it shows</th><th>controls</th></tr>");
     for (file, what, controls) in CONTROLS {
         row(&mut out, &[file, what, controls]);

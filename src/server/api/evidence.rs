@@ -5,11 +5,9 @@
 
 use std::io;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
 
 use crate::event::Timestamp;
 use crate::evidence::{self, EvidenceError, EvidenceOptions};
@@ -18,7 +16,7 @@ use crate::server::error::ApiError;
 use crate::server::keys::Scope;
 use crate::server::reads::{record_read_blocking, ReadKind};
 
-use super::read::{ChannelWriter, ChunkStream};
+use super::read::{attachment, body_channel};
 use super::*;
 
 /// The period and sample a request asks for.
@@ -91,19 +89,12 @@ pub(super) async fn evidence_pack(
         Err(busy) => return Ok(busy.into_response()),
     };
     let log = workspace_log(&state, &w, &key).await?;
-    let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
-    let runtime = tokio::runtime::Handle::current();
+    let (mut writer, body) = body_channel();
     let (st, workspace) = (state.clone(), w.clone());
     let mut read = caller.read(&key, ReadKind::Evidence, 0, 0);
     read.filters = uri.query().map(str::to_string);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096),
-            runtime,
-            sent: 0,
-        };
         let Some(signer) = st.signer.as_ref() else {
             return;
         };
@@ -138,16 +129,9 @@ pub(super) async fn evidence_pack(
         drop(writer);
         record_read_blocking(&st, Some(&workspace), &read);
     });
-    let disposition = format!("attachment; filename=\"{w}-evidence.zip\"");
-    let mut response = Body::from_stream(ChunkStream(rx)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(response)
+    Ok(attachment(
+        body,
+        "application/zip",
+        &format!("{w}-evidence.zip"),
+    ))
 }
