@@ -74,8 +74,7 @@ pub(super) async fn evidence_pack(
     caller: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     if state.signer.is_none() {
         return Err(ApiError::not_found(
             "checkpoints_not_configured",
