@@ -32,6 +32,8 @@ mod check;
 mod manifest;
 mod report;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use build::{build, EvidenceOptions, PackSummary};
 pub use check::{check, CheckReport};
