@@ -816,6 +816,41 @@ fn the_report_renders_in_headless_chromium_with_charts_and_tables() {
     assert!(count([0x3b, 0x82, 0xc4]) > 500, "no event bars painted");
     assert!(count([0xd1, 0x24, 0x2f]) > 50, "no failure bars painted");
     assert!(count([0x6e, 0x56, 0xcf]) > 500, "no category bars painted");
+    // With a renderer on the PATH, `chainlog evidence` also prints the
+    // report to report.pdf, which the manifest covers like any file.
+    let with_pdf = f.dir.join("with-pdf.zip");
+    let path = format!(
+        "{}:{}",
+        Path::new(browser::CHROMIUM).parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = server::chainlog()
+        .env("PATH", path)
+        .args([
+            "evidence",
+            "--log",
+            p(&f.dir.join("other")),
+            "--since",
+            "2000-01-01T00:00:00Z",
+        ])
+        .args([
+            "--checkpoint-key",
+            p(&f.secret),
+            "-o",
+            p(&with_pdf),
+            "--sample",
+            "4",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(entry(&with_pdf, "report.pdf").starts_with(b"%PDF"));
+    ok(&["check-evidence", p(&with_pdf), "--key", p(&f.public)]);
     if let Some(dir) = std::env::var_os("CHAINLOG_SCREENSHOTS") {
         std::fs::copy(&shot, Path::new(&dir).join("evidence-report.png")).unwrap();
     }

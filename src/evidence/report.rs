@@ -112,7 +112,7 @@ fn day_chart(out: &mut String, stats: &PeriodStats) {
     let max = days.iter().map(|(_, d)| d.events).max().unwrap_or(0).max(1);
     let (width, height, pad) = (960.0_f64, 220.0_f64, 30.0_f64);
     let slot = (width - pad) / days.len().max(1) as f64;
-    let bar = (slot * 0.8).max(1.0);
+    let bar = (slot * 0.8).clamp(1.0, 48.0);
     let _ = write!(
         out,
         "<svg id=\"chart-days\" role=\"img\" aria-label=\"events per day\" width=\"{width}\" height=\"{}\" viewBox=\"0 0 {width} {}\">",
