@@ -86,8 +86,17 @@ fn cloudtrail_events() -> Option<Vec<Event>> {
 
 /// Builds and checks the pack; `demo_log` is used when the fixture is missing.
 pub fn step(workspace: &Path, demo_log: &Path, step: u32) -> Result<(), CliError> {
+    let mut period = (Timestamp::from_unix_nanos(0), Timestamp::now());
     let (log_dir, what) = match cloudtrail_events() {
         Some(events) => {
+            // The period the fixture covers, to the day (UTC).
+            let day = 86_400 * 1_000_000_000_i64;
+            let times = events.iter().map(|e| e.timestamp.unix_nanos());
+            let (first, last) = (times.clone().min().unwrap_or(0), times.max().unwrap_or(0));
+            period = (
+                Timestamp::from_unix_nanos(first.div_euclid(day) * day),
+                Timestamp::from_unix_nanos((last.div_euclid(day) + 1) * day),
+            );
             let dir = workspace.join("cloudtrail");
             let options = Options {
                 segment_bytes: 4 << 20,
@@ -120,7 +129,7 @@ pub fn step(workspace: &Path, demo_log: &Path, step: u32) -> Result<(), CliError
     let options = EvidenceOptions {
         generated_by: "chainlog demo".into(),
         sample: 16,
-        ..EvidenceOptions::new(Timestamp::from_unix_nanos(0), Timestamp::now())
+        ..EvidenceOptions::new(period.0, period.1)
     };
     let pack = workspace.join("evidence.zip");
     // No PDF: rendering one starts a browser, which would slow the demo.
