@@ -34,5 +34,8 @@ export CHAINLOG_REQUIRE_OPENAPI=1
 # tests/ocsf.rs validates the OCSF mapping with ocsf-lib and
 # ocsf-json-schema, from the same venv.
 export CHAINLOG_REQUIRE_OCSF=1
+# tests/evidence.rs runs an evidence pack's verify_pack.py with that venv's
+# cryptography (Ed25519).
+export CHAINLOG_REQUIRE_PYTHON_TOOLS=1
 cargo test --all-targets "$@"
 cargo test --doc

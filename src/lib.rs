@@ -54,6 +54,7 @@
 //! | 10 | [`query`] | filters, exports, proofs and bundles over a log |
 //! | 11 | `archive` | sealed segments to object storage (feature `s3`) |
 //! | 11 | [`delivery`] | rows for SIEMs: OCSF, CEF, syslog over TLS |
+//! | 11 | [`evidence`] | evidence packs for auditors |
 //! | 12 | `server` | the HTTP API (feature `server`) |
 //!
 //! # A log on disk
@@ -85,6 +86,7 @@ pub mod archive;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod evidence;
 pub mod format;
 pub mod hash;
 pub mod index;

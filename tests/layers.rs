@@ -32,6 +32,7 @@ const LAYERS: &[(u32, &str)] = &[
     (10, "query"),
     (11, "archive"),
     (11, "delivery"),
+    (11, "evidence"),
     (12, "server"),
 ];
 

@@ -897,6 +897,55 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         "checkpoint with an append key",
     );
 
+    // --- Evidence packs.
+    let evidence = format!("{ws}/evidence");
+    fn pack<'k>(name: &'static str, key: &'k str, path: &str) -> Call<'k> {
+        Call::new(name, Valid, Method::GET, path)
+            .key(key)
+            .query("since", "2000-01-01T00:00:00Z")
+            .query("sample", "4")
+    }
+    expect_status(
+        r.send(pack("evidence", &admin, &evidence)).await,
+        200,
+        "evidence",
+    );
+    expect_status(
+        r.send(pack("evidence, read key", &read, &evidence)).await,
+        403,
+        "evidence with a read key",
+    );
+    expect_status(
+        r.send(
+            Call::new(
+                "evidence without since",
+                RequestInvalid,
+                Method::GET,
+                evidence.clone(),
+            )
+            .key(&admin),
+        )
+        .await,
+        400,
+        "evidence without since",
+    );
+    expect_status(
+        r.send(
+            Call::new(
+                "evidence, bad seed",
+                RequestInvalid,
+                Method::GET,
+                evidence.clone(),
+            )
+            .key(&admin)
+            .query("since", "1d")
+            .query("seed", "x"),
+        )
+        .await,
+        400,
+        "evidence with a bad seed",
+    );
+
     // --- Keys.
     let keys_path = format!("{ws}/keys");
     expect_status(
@@ -1087,6 +1136,7 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         (Method::GET, "events/stream".to_string(), None),
         (Method::GET, "verify".to_string(), None),
         (Method::GET, "checkpoint".to_string(), None),
+        (Method::GET, "evidence".to_string(), None),
         (Method::GET, "keys".to_string(), None),
         (Method::POST, "keys".to_string(), Some(&scope)),
         (Method::DELETE, format!("keys/{new_id}"), None),
@@ -1100,6 +1150,9 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
             }
             if tail == "export" {
                 call = call.query("format", "csv");
+            }
+            if tail == "evidence" {
+                call = call.query("since", "1d");
             }
             call
         };
@@ -1129,6 +1182,7 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         ("post an export", Method::POST, format!("{ws}/export")),
         ("post verify", Method::POST, format!("{ws}/verify")),
         ("post checkpoint", Method::POST, format!("{ws}/checkpoint")),
+        ("post evidence", Method::POST, format!("{ws}/evidence")),
         ("put keys", Method::PUT, keys_path.clone()),
         ("get a key", Method::GET, format!("{keys_path}/{new_id}")),
         ("get rotate", Method::GET, rotate.clone()),
@@ -1171,6 +1225,21 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         .await,
         404,
         "checkpoints not configured",
+    );
+    expect_status(
+        r2.send(
+            Call::new(
+                "evidence, not configured",
+                Valid,
+                Method::GET,
+                format!("{ws}/evidence"),
+            )
+            .key(&admin)
+            .query("since", "1d"),
+        )
+        .await,
+        404,
+        "evidence without checkpoints",
     );
     let exchanges: Vec<Value> = r.exchanges.into_iter().chain(r2.exchanges).collect();
     let recorded = tmp.path().join("exchanges.json");
