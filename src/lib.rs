@@ -53,6 +53,7 @@
 //! | 9 | [`log`] | the log: open, recover, append, read, retain |
 //! | 10 | [`query`] | filters, exports, proofs and bundles over a log |
 //! | 11 | `archive` | sealed segments to object storage (feature `s3`) |
+//! | 11 | [`witness`] | witness cosigning (C2SP tlog-witness): keys, policies, the witness, the log's client |
 //! | 12 | `server` | the HTTP API (feature `server`) |
 //!
 //! # A log on disk
@@ -96,6 +97,7 @@ pub mod server;
 pub mod storage;
 pub mod tiles;
 pub mod verify;
+pub mod witness;
 
 pub use error::{Error, Result};
 pub use event::{EncodeRecord, Event, Outcome, Timestamp};

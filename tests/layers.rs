@@ -31,6 +31,7 @@ const LAYERS: &[(u32, &str)] = &[
     (9, "log"),
     (10, "query"),
     (11, "archive"),
+    (11, "witness"),
     (12, "server"),
 ];
 

@@ -56,40 +56,60 @@ pub enum CheckpointError {
     BadSignature(String),
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a valid signed-note key name.
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
 
 fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+    typed_key_id(name, ALG_ED25519, public)
+}
+
+/// `SHA-256(name || "\n" || alg || public key)[:4]`: the signed-note key id
+/// of a key of signature type `alg`.
+pub(crate) fn typed_key_id(name: &str, alg: u8, public: &[u8; 32]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([ALG_ED25519]);
+    h.update([alg]);
     h.update(public);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
 fn decode_key(b64: &str) -> Result<[u8; 32], CheckpointError> {
+    decode_typed_key(b64, ALG_ED25519).map_err(|e| match e {
+        CheckpointError::BadKey("wrong signature type") => {
+            CheckpointError::BadKey("unsupported signature type (only Ed25519, 0x01)")
+        }
+        other => other,
+    })
+}
+
+/// The 32 key bytes of `base64(alg || key)`.
+pub(crate) fn decode_typed_key(b64: &str, alg: u8) -> Result<[u8; 32], CheckpointError> {
     let raw = B64
         .decode(b64)
         .map_err(|_| CheckpointError::BadKey("key data is not base64"))?;
     match raw.split_first() {
-        Some((&ALG_ED25519, key)) if key.len() == 32 => {
+        Some((&t, key)) if t == alg && key.len() == 32 => {
             let mut k = [0; 32];
             k.copy_from_slice(key);
             Ok(k)
         }
-        Some((&ALG_ED25519, _)) => Err(CheckpointError::BadKey("an Ed25519 key is 32 bytes")),
-        _ => Err(CheckpointError::BadKey(
-            "unsupported signature type (only Ed25519, 0x01)",
-        )),
+        Some((&t, _)) if t == alg => Err(CheckpointError::BadKey("an Ed25519 key is 32 bytes")),
+        _ => Err(CheckpointError::BadKey("wrong signature type")),
     }
 }
 
 fn encode_key(key: &[u8; 32]) -> String {
+    encode_typed_key(ALG_ED25519, key)
+}
+
+/// `base64(alg || key)`.
+pub(crate) fn encode_typed_key(alg: u8, key: &[u8; 32]) -> String {
     let mut raw = Vec::with_capacity(33);
-    raw.push(ALG_ED25519);
+    raw.push(alg);
     raw.extend_from_slice(key);
     B64.encode(raw)
 }
@@ -237,35 +257,15 @@ impl NoteVerifier {
     /// Checks a signed note and returns its text. Signature lines by other
     /// keys are ignored; one valid signature by this key is required.
     pub fn open_note<'a>(&self, note: &'a str) -> Result<&'a str, CheckpointError> {
-        let split = note.rfind("\n\n").ok_or_else(|| {
-            CheckpointError::Malformed("no blank line before the signatures".into())
-        })?;
-        let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-        check_note_text(text)?;
-        if sigs.is_empty() || !sigs.ends_with('\n') {
-            return Err(CheckpointError::Malformed("no signature lines".into()));
-        }
+        let parsed = crate::hash::note::SignedNote::parse(note)?;
+        let text = &note[..parsed.text.len()];
         let mut found = false;
-        for line in sigs.lines() {
-            let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| {
-                CheckpointError::Malformed(format!("bad signature line {line:?}"))
-            })?;
-            let (name, b64) = rest.split_once(' ').ok_or_else(|| {
-                CheckpointError::Malformed(format!("bad signature line {line:?}"))
-            })?;
-            let raw = B64.decode(b64).map_err(|_| {
-                CheckpointError::Malformed(format!("signature is not base64: {line:?}"))
-            })?;
-            if raw.len() < 4 {
-                return Err(CheckpointError::Malformed(format!(
-                    "signature too short: {line:?}"
-                )));
-            }
-            let id = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
-            if name != self.name || id != self.id() {
-                continue;
-            }
-            let signature = Signature::from_slice(&raw[4..])
+        for sig in parsed
+            .signatures
+            .iter()
+            .filter(|s| s.name == self.name && s.id == self.id())
+        {
+            let signature = Signature::from_slice(&sig.signature)
                 .map_err(|_| CheckpointError::BadSignature(self.to_text()))?;
             self.key
                 .verify(text.as_bytes(), &signature)
@@ -283,7 +283,8 @@ impl NoteVerifier {
     }
 }
 
-fn check_note_text(text: &str) -> Result<(), CheckpointError> {
+/// Checks a note's text: ends in a newline, no control characters, no blank line.
+pub(crate) fn check_note_text(text: &str) -> Result<(), CheckpointError> {
     if !text.ends_with('\n') {
         return Err(CheckpointError::Malformed(
             "note text must end with a newline".into(),
