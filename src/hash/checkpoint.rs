@@ -77,13 +77,79 @@ pub(crate) fn typed_key_id(name: &str, alg: u8, public: &[u8; 32]) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-fn decode_key(b64: &str) -> Result<[u8; 32], CheckpointError> {
-    decode_typed_key(b64, ALG_ED25519).map_err(|e| match e {
+/// The error for a key of another signature type than Ed25519 (0x01).
+fn unsupported_type(e: CheckpointError) -> CheckpointError {
+    match e {
         CheckpointError::BadKey("wrong signature type") => {
             CheckpointError::BadKey("unsupported signature type (only Ed25519, 0x01)")
         }
         other => other,
+    }
+}
+
+/// Splits `PRIVATE+KEY+<name>+<id>+base64(alg || seed)` into the name and
+/// the seed, checking the name and that the id is the key's.
+pub(crate) fn parse_secret_text(
+    text: &str,
+    alg: u8,
+) -> Result<(String, [u8; 32]), CheckpointError> {
+    let rest = text
+        .trim_end()
+        .strip_prefix("PRIVATE+KEY+")
+        .ok_or(CheckpointError::BadKey(
+            "a secret key starts with PRIVATE+KEY+",
+        ))?;
+    let (name, _public, seed) = split_key_text(rest, alg, |seed| {
+        SigningKey::from_bytes(seed).verifying_key().to_bytes()
     })
+    .map_err(|e| match e {
+        CheckpointError::BadKey("expected <name>+<id>+<key>") => {
+            CheckpointError::BadKey("expected PRIVATE+KEY+<name>+<id>+<key>")
+        }
+        other => other,
+    })?;
+    Ok((name, seed))
+}
+
+/// Splits `<name>+<id>+base64(alg || public key)` into the name and the
+/// key, checking the name, the key and that the id is the key's.
+pub(crate) fn parse_vkey_text(
+    text: &str,
+    alg: u8,
+) -> Result<(String, VerifyingKey), CheckpointError> {
+    let (name, public, _) = split_key_text(text.trim(), alg, |key| *key)?;
+    let key = VerifyingKey::from_bytes(&public)
+        .map_err(|_| CheckpointError::BadKey("not a valid Ed25519 public key"))?;
+    Ok((name, key))
+}
+
+/// `<name>+<id>+<key data>` with the key data decoded, the public key
+/// (`public` of the decoded bytes) and the id checked.
+fn split_key_text(
+    text: &str,
+    alg: u8,
+    public: impl Fn(&[u8; 32]) -> [u8; 32],
+) -> Result<(String, [u8; 32], [u8; 32]), CheckpointError> {
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(CheckpointError::BadKey("expected <name>+<id>+<key>"));
+    };
+    if !valid_name(name) {
+        return Err(CheckpointError::BadKey(
+            "a key name is non-empty, without spaces or '+'",
+        ));
+    }
+    let key = decode_typed_key(data, alg)?;
+    let public = public(&key);
+    if format!("{:08x}", typed_key_id(name, alg, &public)) != id {
+        return Err(CheckpointError::BadKey("the key id does not match the key"));
+    }
+    Ok((name.to_string(), public, key))
+}
+
+/// `<name>+<id>+base64(alg || key)`: a vkey, or after `PRIVATE+KEY+` a secret key.
+pub(crate) fn key_text(name: &str, alg: u8, key: &[u8; 32], id: u32) -> String {
+    format!("{name}+{id:08x}+{}", encode_typed_key(alg, key))
 }
 
 /// The 32 key bytes of `base64(alg || key)`.
@@ -102,12 +168,8 @@ pub(crate) fn decode_typed_key(b64: &str, alg: u8) -> Result<[u8; 32], Checkpoin
     }
 }
 
-fn encode_key(key: &[u8; 32]) -> String {
-    encode_typed_key(ALG_ED25519, key)
-}
-
 /// `base64(alg || key)`.
-pub(crate) fn encode_typed_key(alg: u8, key: &[u8; 32]) -> String {
+fn encode_typed_key(alg: u8, key: &[u8; 32]) -> String {
     let mut raw = Vec::with_capacity(33);
     raw.push(alg);
     raw.extend_from_slice(key);
@@ -143,23 +205,8 @@ impl NoteSigner {
 
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64>`.
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
-        let rest = text
-            .trim_end()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or(CheckpointError::BadKey(
-                "a secret key starts with PRIVATE+KEY+",
-            ))?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(CheckpointError::BadKey(
-                "expected PRIVATE+KEY+<name>+<id>+<key>",
-            ));
-        };
-        let signer = NoteSigner::from_seed(name, decode_key(data)?)?;
-        if format!("{:08x}", signer.id()) != id {
-            return Err(CheckpointError::BadKey("the key id does not match the key"));
-        }
-        Ok(signer)
+        let (name, seed) = parse_secret_text(text, ALG_ED25519).map_err(unsupported_type)?;
+        NoteSigner::from_seed(&name, seed)
     }
 
     /// The key's name.
@@ -175,10 +222,8 @@ impl NoteSigner {
     /// The secret key text (`PRIVATE+KEY+…`).
     pub fn to_secret_text(&self) -> String {
         format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.id(),
-            encode_key(self.key.as_bytes())
+            "PRIVATE+KEY+{}",
+            key_text(&self.name, ALG_ED25519, self.key.as_bytes(), self.id())
         )
     }
 
@@ -215,23 +260,8 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// Parses `<name>+<id>+<base64>`.
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(CheckpointError::BadKey("expected <name>+<id>+<key>"));
-        };
-        if !valid_name(name) {
-            return Err(CheckpointError::BadKey("bad key name"));
-        }
-        let key = VerifyingKey::from_bytes(&decode_key(data)?)
-            .map_err(|_| CheckpointError::BadKey("not a valid Ed25519 public key"))?;
-        let verifier = NoteVerifier {
-            name: name.to_string(),
-            key,
-        };
-        if format!("{:08x}", verifier.id()) != id {
-            return Err(CheckpointError::BadKey("the key id does not match the key"));
-        }
-        Ok(verifier)
+        let (name, key) = parse_vkey_text(text, ALG_ED25519).map_err(unsupported_type)?;
+        Ok(NoteVerifier { name, key })
     }
 
     /// The key's name.
@@ -246,12 +276,7 @@ impl NoteVerifier {
 
     /// The verifier key text.
     pub fn to_text(&self) -> String {
-        format!(
-            "{}+{:08x}+{}",
-            self.name,
-            self.id(),
-            encode_key(self.key.as_bytes())
-        )
+        key_text(&self.name, ALG_ED25519, self.key.as_bytes(), self.id())
     }
 
     /// Checks a signed note and returns its text. Signature lines by other

@@ -14,7 +14,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::hash::checkpoint::{
-    decode_typed_key, encode_typed_key, typed_key_id, valid_name, CheckpointError,
+    key_text, parse_secret_text, parse_vkey_text, typed_key_id, valid_name, CheckpointError,
 };
 use crate::hash::note::NoteSignature;
 use crate::witness::WitnessError;
@@ -70,24 +70,8 @@ impl Cosigner {
 
     /// Parses `PRIVATE+KEY+<name>+<id>+base64(0x04 || seed)`.
     pub fn parse(text: &str) -> Result<Self, WitnessError> {
-        let rest = text
-            .trim_end()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or(WitnessError::BadKey(
-                "a secret key starts with PRIVATE+KEY+",
-            ))?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(WitnessError::BadKey(
-                "expected PRIVATE+KEY+<name>+<id>+<key>",
-            ));
-        };
-        let seed = decode_typed_key(data, ALG_COSIGNATURE_V1).map_err(key_error)?;
-        let cosigner = Cosigner::from_seed(name, seed)?;
-        if format!("{:08x}", cosigner.id()) != id {
-            return Err(WitnessError::BadKey("the key id does not match the key"));
-        }
-        Ok(cosigner)
+        let (name, seed) = parse_secret_text(text, ALG_COSIGNATURE_V1).map_err(key_error)?;
+        Cosigner::from_seed(&name, seed)
     }
 
     /// The key's name.
@@ -107,10 +91,13 @@ impl Cosigner {
     /// The secret key text.
     pub fn to_secret_text(&self) -> String {
         format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.id(),
-            encode_typed_key(ALG_COSIGNATURE_V1, self.key.as_bytes())
+            "PRIVATE+KEY+{}",
+            key_text(
+                &self.name,
+                ALG_COSIGNATURE_V1,
+                self.key.as_bytes(),
+                self.id()
+            )
         )
     }
 
@@ -146,24 +133,8 @@ pub struct CosignatureVerifier {
 impl CosignatureVerifier {
     /// Parses `<name>+<id>+base64(0x04 || public key)`.
     pub fn parse(text: &str) -> Result<Self, WitnessError> {
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(WitnessError::BadKey("expected <name>+<id>+<key>"));
-        };
-        if !valid_name(name) {
-            return Err(WitnessError::BadKey("bad key name"));
-        }
-        let key = decode_typed_key(data, ALG_COSIGNATURE_V1).map_err(key_error)?;
-        let key = VerifyingKey::from_bytes(&key)
-            .map_err(|_| WitnessError::BadKey("not a valid Ed25519 public key"))?;
-        let verifier = CosignatureVerifier {
-            name: name.to_string(),
-            key,
-        };
-        if format!("{:08x}", verifier.id()) != id {
-            return Err(WitnessError::BadKey("the key id does not match the key"));
-        }
-        Ok(verifier)
+        let (name, key) = parse_vkey_text(text, ALG_COSIGNATURE_V1).map_err(key_error)?;
+        Ok(CosignatureVerifier { name, key })
     }
 
     /// The key's name.
@@ -178,11 +149,11 @@ impl CosignatureVerifier {
 
     /// The verifier key text.
     pub fn to_text(&self) -> String {
-        format!(
-            "{}+{:08x}+{}",
-            self.name,
+        key_text(
+            &self.name,
+            ALG_COSIGNATURE_V1,
+            self.key.as_bytes(),
             self.id(),
-            encode_typed_key(ALG_COSIGNATURE_V1, self.key.as_bytes())
         )
     }
 

@@ -26,15 +26,22 @@ const DEFAULT_KEY_NAME: &str = "chainlog";
 /// Largest key or checkpoint file read: both are a few hundred bytes.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
+/// Where `keygen` and `witness keygen` write a key pair.
+#[derive(Debug, Args)]
+pub struct KeyFiles {
+    /// Where to write the secret (signing) key; created with mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: PathBuf,
+    /// Where to write the public (verifier) key.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: PathBuf,
+}
+
 /// `chainlog keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Where to write the secret (signing) key; created with mode 0600.
-    #[arg(long, value_name = "FILE")]
-    secret_key: PathBuf,
-    /// Where to write the public (verifier) key.
-    #[arg(long, value_name = "FILE")]
-    public_key: PathBuf,
+    #[command(flatten)]
+    files: KeyFiles,
     /// The key's name, part of every signature: no spaces or '+'.
     /// Default: the host name (or `chainlog`).
     #[arg(long, value_name = "NAME")]
@@ -117,19 +124,21 @@ pub fn keygen(global: &Global, args: KeygenArgs) -> Result<ExitCode, CliError> {
         Some(name) => name,
         None => host_name().unwrap_or_else(|| DEFAULT_KEY_NAME.to_string()),
     };
-    check_new_key_paths(&args.secret_key, &args.public_key)?;
+    check_new_key_paths(&args.files)?;
     let signer = NoteSigner::from_seed(&name, random_seed()?)
         .map_err(|e| CliError::Usage(format!("key name {name:?}: {e}")))?;
     write_key_pair(
         global,
-        (&args.secret_key, &signer.to_secret_text()),
-        (&args.public_key, &signer.verifier().to_text()),
+        &args.files,
+        &signer.to_secret_text(),
+        &signer.verifier().to_text(),
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Refuses key paths that are the same file or exist already.
-pub(crate) fn check_new_key_paths(secret: &Path, public: &Path) -> Result<(), CliError> {
+pub(crate) fn check_new_key_paths(files: &KeyFiles) -> Result<(), CliError> {
+    let (secret, public) = (files.secret_key.as_path(), files.public_key.as_path());
     if secret == public {
         return Err(CliError::Usage(
             "--secret-key and --public-key must be different files".into(),
@@ -152,13 +161,15 @@ pub(crate) fn random_seed() -> Result<[u8; 32], CliError> {
 }
 
 /// Writes a new key pair: the secret key (mode 0600) and the public key
-/// (0644), each `(path, text)`, and prints where (unless quiet) and the
-/// public key.
+/// (0644), and prints where (unless quiet) and the public key.
 pub(crate) fn write_key_pair(
     global: &Global,
-    secret: (&Path, &str),
-    public: (&Path, &str),
+    files: &KeyFiles,
+    secret_text: &str,
+    public_text: &str,
 ) -> Result<(), CliError> {
+    let secret = (files.secret_key.as_path(), secret_text);
+    let public = (files.public_key.as_path(), public_text);
     write_new(secret.0, 0o600, &format!("{}\n", secret.1), "secret key")?;
     if let Err(e) = write_new(public.0, 0o644, &format!("{}\n", public.1), "public key") {
         // Leave no half-made pair behind: a rerun then starts clean.

@@ -51,12 +51,8 @@ pub struct ServeArgs {
 /// `chainlog witness keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Where to write the secret key; created with mode 0600.
-    #[arg(long, value_name = "FILE")]
-    secret_key: PathBuf,
-    /// Where to write the public (verifier) key.
-    #[arg(long, value_name = "FILE")]
-    public_key: PathBuf,
+    #[command(flatten)]
+    files: crate::keys::KeyFiles,
     /// The witness's name, part of every cosignature: a schema-less URL
     /// such as witness.example.com/w1 (no spaces or '+').
     #[arg(long, value_name = "NAME")]
@@ -87,13 +83,14 @@ pub fn run(global: &Global, command: WitnessCommand) -> Result<ExitCode, CliErro
 }
 
 fn keygen(global: &Global, args: KeygenArgs) -> Result<ExitCode, CliError> {
-    crate::keys::check_new_key_paths(&args.secret_key, &args.public_key)?;
+    crate::keys::check_new_key_paths(&args.files)?;
     let cosigner = chainlog::witness::Cosigner::from_seed(&args.name, crate::keys::random_seed()?)
         .map_err(|e| CliError::Usage(format!("key name {:?}: {e}", args.name)))?;
     crate::keys::write_key_pair(
         global,
-        (&args.secret_key, &cosigner.to_secret_text()),
-        (&args.public_key, &cosigner.verifier().to_text()),
+        &args.files,
+        &cosigner.to_secret_text(),
+        &cosigner.verifier().to_text(),
     )?;
     Ok(ExitCode::SUCCESS)
 }
