@@ -101,27 +101,14 @@ impl Setup {
             "128KiB",
         ]));
         append(&d.join("log"), "a", records);
-        ok(run(&[
-            "-q",
-            "keygen",
-            "--secret-key",
-            path(&d.join("log.key")),
-            "--public-key",
-            path(&d.join("log.pub")),
-            "--name",
-            "audit.example/log",
-        ]));
+        log_keygen(d, "log");
         for i in 1..=3 {
-            let out = ok(run(&[
-                "witness",
-                "keygen",
-                "--secret-key",
-                path(&d.join(format!("w{i}.key"))),
-                "--public-key",
-                path(&d.join(format!("w{i}.pub"))),
-                "--name",
+            let out = keygen(
+                d,
+                &["witness", "keygen"],
+                &format!("w{i}"),
                 &format!("w{i}.example/witness"),
-            ]));
+            );
             let vkey = std::fs::read_to_string(d.join(format!("w{i}.pub"))).unwrap();
             assert!(out.ends_with(&vkey), "keygen prints the vkey: {out}");
         }
@@ -195,6 +182,21 @@ impl Setup {
         file
     }
 
+    /// `chainlog verify --checkpoint CP --witness-policy POLICY` of the log.
+    fn verify(&self, cp: &Path, policy: &Path) -> Output {
+        run(&[
+            "--dir",
+            path(&self.p("log")),
+            "verify",
+            "--checkpoint",
+            path(cp),
+            "--public-key",
+            path(&self.p("log.pub")),
+            "--witness-policy",
+            path(policy),
+        ])
+    }
+
     fn refusals(&self, i: usize) -> Vec<serde_json::Value> {
         read(&self.p(&format!("w{i}-state/refusals.jsonl")))
             .lines()
@@ -215,19 +217,26 @@ fn append(log: &Path, actor: &str, n: usize) {
             )
         })
         .collect();
-    let mut child = chainlog()
-        .args(["-q", "--dir", path(log), "append"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(events.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let file = log.with_extension(format!("{actor}.jsonl"));
+    std::fs::write(&file, events).unwrap();
+    ok(run(&["-q", "--dir", path(log), "append", path(&file)]));
+}
+
+/// A log key pair `STEM.key`, `STEM.pub` in `dir`, named audit.example/log.
+fn log_keygen(dir: &Path, stem: &str) {
+    keygen(dir, &["-q", "keygen"], stem, "audit.example/log");
+}
+
+/// Runs `COMMAND… --secret-key DIR/STEM.key --public-key DIR/STEM.pub --name NAME`.
+fn keygen(dir: &Path, command: &[&str], stem: &str, name: &str) -> String {
+    let mut args = command.to_vec();
+    let (secret, public) = (
+        dir.join(format!("{stem}.key")),
+        dir.join(format!("{stem}.pub")),
+    );
+    args.extend(["--secret-key", path(&secret), "--public-key", path(&public)]);
+    args.extend(["--name", name]);
+    ok(run(&args))
 }
 
 fn origin(log: &Path) -> String {
@@ -277,17 +286,7 @@ fn growth_is_cosigned_by_all_three_witnesses_and_go_checks_it() {
             .collect();
         assert_eq!(state.len(), 1);
     }
-    let out = ok(run(&[
-        "--dir",
-        path(&s.p("log")),
-        "verify",
-        "--checkpoint",
-        path(&s.p("cp")),
-        "--public-key",
-        path(&s.p("log.pub")),
-        "--witness-policy",
-        path(&s.policy(3)),
-    ]));
+    let out = ok(s.verify(&s.p("cp"), &s.policy(3)));
     assert!(
         out.contains("witnesses: 3 cosigned (the policy asks for 3)"),
         "{out}"
@@ -422,19 +421,7 @@ fn fewer_cosignatures_than_the_policy_fail_verify_and_check_bundle() {
         "--output",
         path(&s.p("bundle.json")),
     ]));
-    let verify = |policy: &Path, cp: &Path| {
-        run(&[
-            "--dir",
-            path(&s.p("log")),
-            "verify",
-            "--checkpoint",
-            path(cp),
-            "--public-key",
-            path(&s.p("log.pub")),
-            "--witness-policy",
-            path(policy),
-        ])
-    };
+    let verify = |policy: &Path, cp: &Path| s.verify(cp, policy);
     let check_bundle = |policy: &Path, bundle: &Path| {
         run(&[
             "check-bundle",
@@ -575,15 +562,7 @@ fn a_restarted_witness_keeps_its_state_and_answers_with_the_protocols_codes() {
     assert_eq!(status, 403, "the changed note's log signature fails first");
     // A bad proof for a real larger checkpoint: 422.
     append(&s.p("log"), "c", 5);
-    ok(run(&[
-        "--dir",
-        path(&s.p("log")),
-        "checkpoint",
-        "--secret-key",
-        path(&s.p("log.key")),
-        "--output",
-        path(&s.p("cp30")),
-    ]));
+    ok(s.checkpoint("log", "cp30", &[], None));
     let note30 = read(&s.p("cp30"));
     let (status, _) = add_checkpoint(
         w1.addr,
@@ -601,16 +580,7 @@ fn a_restarted_witness_keeps_its_state_and_answers_with_the_protocols_codes() {
         &format!("old 0\n\n{}", note30.replacen("chainlog/", "other/", 1)),
     );
     assert_eq!(status, 404);
-    ok(run(&[
-        "-q",
-        "keygen",
-        "--secret-key",
-        path(&s.p("other.key")),
-        "--public-key",
-        path(&s.p("other.pub")),
-        "--name",
-        "audit.example/log",
-    ]));
+    log_keygen(s.dir.path(), "other");
     let other = run(&[
         "--dir",
         path(&s.p("log")),

@@ -1,13 +1,14 @@
 //! Builds `tests/go/notecheck`, the outside implementation (Go's
 //! `golang.org/x/mod/sumdb/note` and `tlog`) the tests check against.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The notecheck binary, built into the temporary directory under a name
-/// with `tag` and the process id; `None` (with a note) when Go is missing
-/// and `CHAINLOG_REQUIRE_GO` is unset (scripts/test.sh sets it).
-pub fn notecheck(tag: &str) -> Option<PathBuf> {
+/// Whether Go is installed; when it is not, fails under
+/// `CHAINLOG_REQUIRE_GO` (scripts/test.sh sets it) and otherwise prints a
+/// note that the outside-implementation check is skipped.
+pub fn go_found() -> bool {
     let found = Command::new("go")
         .arg("version")
         .output()
@@ -18,6 +19,14 @@ pub fn notecheck(tag: &str) -> Option<PathBuf> {
             "Go is required (scripts/test.sh installs golang-go and golang-golang-x-mod-dev)"
         );
         eprintln!("note: Go not installed; skipping the outside-implementation check (run scripts/test.sh)");
+    }
+    found
+}
+
+/// The notecheck binary, built into the temporary directory under a name
+/// with `tag` and the process id; `None` when Go is missing (see [`go_found`]).
+pub fn notecheck(tag: &str) -> Option<PathBuf> {
+    if !go_found() {
         return None;
     }
     let out = std::env::temp_dir().join(format!("chainlog-notecheck-{tag}-{}", std::process::id()));
