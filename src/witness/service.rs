@@ -409,3 +409,151 @@ impl Witness {
             .map_err(|e| Error::io(&path, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+    use crate::hash::checkpoint::NoteSigner;
+    use crate::hash::proof::{consistency_proof, tree_root, MemoryTree};
+
+    const ORIGIN: &str = "example.com/log";
+
+    fn log_key() -> NoteSigner {
+        NoteSigner::from_seed("example.com/log", [3; 32]).unwrap()
+    }
+
+    fn config() -> LogsConfig {
+        LogsConfig::parse(&format!(
+            r#"{{"logs":[{{"origin":"{ORIGIN}","keys":["{}"]}}]}}"#,
+            log_key().verifier().to_text()
+        ))
+        .unwrap()
+    }
+
+    fn open(dir: &Path) -> Result<Witness, Error> {
+        Witness::open(
+            Cosigner::from_seed("w.example", [4; 32]).unwrap(),
+            &config(),
+            dir,
+        )
+    }
+
+    /// The request for the tree of the first `size` of `leaves` from `old`.
+    fn request(leaves: &[Vec<u8>], old: u64, size: u64) -> Vec<u8> {
+        let mut tree = MemoryTree::new(leaves);
+        let checkpoint = Checkpoint {
+            origin: ORIGIN.into(),
+            size,
+            root: tree_root(&mut tree, size).unwrap(),
+            head: None,
+        };
+        let proof = if old == 0 {
+            vec![]
+        } else {
+            consistency_proof(&mut tree, old, size).unwrap()
+        };
+        AddCheckpoint {
+            old_size: old,
+            proof,
+            note: checkpoint.sign(&log_key()).unwrap(),
+        }
+        .to_body()
+        .into_bytes()
+    }
+
+    fn leaves(tag: u8, n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| vec![tag, i as u8]).collect()
+    }
+
+    #[test]
+    fn concurrent_requests_for_one_log_cannot_both_pass_the_old_size_check() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let witness = Arc::new(open(dir.path()).unwrap());
+            let leaves = leaves(1, 16);
+            let start = Arc::new(Barrier::new(4));
+            let answers: Vec<_> = (0..4u64)
+                .map(|k| {
+                    let (witness, start, body) =
+                        (witness.clone(), start.clone(), request(&leaves, 0, 5 + k));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        witness.add_checkpoint(&body, 1_700_000_000)
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            let cosigned = answers.iter().filter(|a| a.is_ok()).count();
+            assert_eq!(cosigned, 1, "{answers:?}");
+            for answer in answers.iter().filter_map(|a| a.as_ref().err()) {
+                assert_eq!(answer.status(), 409, "{answer}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_survives_a_reopen_and_a_fork_is_refused_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = leaves(1, 20);
+        {
+            let witness = open(dir.path()).unwrap();
+            let line = witness.add_checkpoint(&request(&real, 0, 10), 7).unwrap();
+            assert!(line.starts_with("\u{2014} w.example "));
+            assert!(matches!(
+                open(dir.path()),
+                Err(Error::Io { ref source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock
+            ));
+        }
+        let witness = open(dir.path()).unwrap();
+        // A rollback: 409 naming 10.
+        let err = witness
+            .add_checkpoint(&request(&real, 0, 8), 8)
+            .unwrap_err();
+        assert!(
+            matches!(err, AddError::Conflict { known: 10, old: 0 }),
+            "{err}"
+        );
+        // A fork: the same first 9 leaves, then others.
+        let mut fork = real[..9].to_vec();
+        fork.extend(leaves(2, 11));
+        let err = witness
+            .add_checkpoint(&request(&fork, 10, 20), 9)
+            .unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+        witness.add_checkpoint(&request(&real, 10, 20), 10).unwrap();
+        let refusals = std::fs::read_to_string(dir.path().join("refusals.jsonl")).unwrap();
+        let sizes: Vec<u64> = refusals
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["size"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(sizes, [8, 20]);
+        assert!(witness
+            .latest(&origin_hash(ORIGIN))
+            .unwrap()
+            .contains("\n20\n"));
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path())
+            .unwrap()
+            .add_checkpoint(&request(&leaves(1, 4), 0, 4), 7)
+            .unwrap();
+        let path = dir
+            .path()
+            .join("logs")
+            .join(format!("{}.json", origin_hash(ORIGIN)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"size\":4", "\"size\":\"4\"")).unwrap();
+        assert!(matches!(open(dir.path()), Err(Error::Corrupted { .. })));
+    }
+}
