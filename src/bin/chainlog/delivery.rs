@@ -242,10 +242,7 @@ fn statuses(dir: &std::path::Path, workspace: &str) -> Result<Vec<Value>, CliErr
                 .and_then(|r| r.received_at),
             ..Status::default()
         });
-        let lag = status
-            .as_ref()
-            .zip(end)
-            .map(|(s, end)| lag(s, end, now));
+        let lag = status.as_ref().zip(end).map(|(s, end)| lag(s, end, now));
         let mut shown = status_json(d, status.as_ref(), lag.as_ref());
         // What the CLI reads is the stored position, not a live task.
         if let Some(s) = shown.get_mut("status").and_then(Value::as_object_mut) {
@@ -278,7 +275,11 @@ pub fn run(command: DeliveryCommand, quiet: bool) -> Result<ExitCode, CliError> 
                         d.kind.as_str(),
                         d.format.as_str(),
                         d.url.as_deref().or(d.address.as_deref()).unwrap_or("-"),
-                        if d.filters.is_empty() { "all events" } else { &d.filters }
+                        if d.filters.is_empty() {
+                            "all events"
+                        } else {
+                            &d.filters
+                        }
                     )?;
                 }
             }
@@ -323,7 +324,9 @@ pub fn run(command: DeliveryCommand, quiet: bool) -> Result<ExitCode, CliError> 
                     d["kind"].as_str().unwrap_or_default(),
                     s["next_seq"].as_u64().map_or("-".into(), |n| n.to_string()),
                     s["delivered"].as_u64().unwrap_or(0),
-                    s["records_behind"].as_u64().map_or("?".into(), |n| n.to_string()),
+                    s["records_behind"]
+                        .as_u64()
+                        .map_or("?".into(), |n| n.to_string()),
                     s["seconds_behind"].as_f64().unwrap_or(0.0),
                     if s["failing"].as_bool() == Some(true) {
                         format!(

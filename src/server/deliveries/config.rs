@@ -22,6 +22,7 @@ use crate::storage::perms::{self, check_mode};
 use crate::storage::{write_file_atomic, FsStorage};
 
 use super::render::{self, Format};
+use super::send;
 use super::DeliveryError;
 
 /// The folder of the data directory that holds the deliveries.
@@ -149,7 +150,10 @@ impl Destination {
             ("address", &self.address),
         ] {
             if value.as_ref().is_some_and(|v| v.len() > MAX_FIELD_CHARS) {
-                return Err(invalid(field, format!("longer than {MAX_FIELD_CHARS} bytes")));
+                return Err(invalid(
+                    field,
+                    format!("longer than {MAX_FIELD_CHARS} bytes"),
+                ));
             }
         }
         if self.filters.len() > MAX_FIELD_CHARS {
@@ -188,7 +192,11 @@ impl Destination {
                 needs("url", &self.url)?;
                 needs("secret", &self.secret)?;
                 check_url(self.url.as_deref().unwrap_or_default())?;
-                if self.secret.as_ref().is_some_and(|s| s.len() < MIN_SECRET_CHARS) {
+                if self
+                    .secret
+                    .as_ref()
+                    .is_some_and(|s| s.len() < MIN_SECRET_CHARS)
+                {
                     return Err(invalid(
                         "secret",
                         format!("at least {MIN_SECRET_CHARS} characters"),
@@ -214,7 +222,7 @@ impl Destination {
                 refuses("index", self.index.is_some())?;
             }
         }
-        Ok(())
+        send::check_kind(self.kind)
     }
 
     /// The destination as shown by the API and the CLI: without its
@@ -260,9 +268,17 @@ fn check_url(url: &str) -> Result<(), DeliveryError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid("url", e.to_string()))?;
     match parsed.scheme() {
         "https" => Ok(()),
-        "http" => match parsed.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']')) {
+        "http" => match parsed
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        {
             Some("localhost") => Ok(()),
-            Some(h) if h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) => Ok(()),
+            Some(h)
+                if h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()) =>
+            {
+                Ok(())
+            }
             _ => Err(invalid(
                 "url",
                 "plain http is allowed to a loopback address only; use https".into(),
@@ -284,7 +300,11 @@ fn filter_pairs(filters: &str) -> Result<Vec<(String, String)>, DeliveryError> {
             u.query_pairs().into_owned().collect()
         })
         .map_err(|e| invalid("filters", e.to_string()))?;
-    let pairs: Vec<(String, String)> = if filters.is_empty() { Vec::new() } else { pairs };
+    let pairs: Vec<(String, String)> = if filters.is_empty() {
+        Vec::new()
+    } else {
+        pairs
+    };
     if pairs.iter().any(|(n, _)| n == "cursor") {
         return Err(invalid(
             "filters",
@@ -508,7 +528,10 @@ mod tests {
         assert_eq!(load(dir.path(), "acme").unwrap(), vec![d]);
         let path = config_path(dir.path(), "acme");
         let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         // A cut file and an unknown field are refused, not read as empty.
         let text = std::fs::read(&path).unwrap();
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
@@ -516,7 +539,9 @@ mod tests {
             load(dir.path(), "acme"),
             Err(DeliveryError::BadFile { .. })
         ));
-        let edited = String::from_utf8(text).unwrap().replace("\"kind\"", "\"bogus\": 1, \"kind\"");
+        let edited = String::from_utf8(text)
+            .unwrap()
+            .replace("\"kind\"", "\"bogus\": 1, \"kind\"");
         std::fs::write(&path, edited).unwrap();
         assert!(matches!(
             load(dir.path(), "acme"),
@@ -550,7 +575,10 @@ mod tests {
         assert!(d.validate().is_err());
         let mut d = webhook("a");
         d.kind = Kind::SplunkHec;
-        assert!(d.validate().is_err(), "a HEC destination needs a token, not a secret");
+        assert!(
+            d.validate().is_err(),
+            "a HEC destination needs a token, not a secret"
+        );
         d.secret = None;
         d.token = Some("tok".into());
         assert!(d.validate().is_ok());

@@ -203,7 +203,9 @@ impl Deliveries {
 
     /// Stops every task (at shutdown), so that none holds a log.
     pub(crate) async fn stop_all(&self) {
-        let running: Vec<Running> = std::mem::take(&mut *self.running.lock()).into_values().collect();
+        let running: Vec<Running> = std::mem::take(&mut *self.running.lock())
+            .into_values()
+            .collect();
         for r in running {
             r.task.abort();
             let _ = r.task.await;
@@ -297,7 +299,9 @@ pub(crate) async fn supervise(state: Arc<AppState>) {
                 if unreadable.contains(&key.0) {
                     continue;
                 }
-                let same = wanted.get(&key).is_some_and(|d| running.get(&key).is_some_and(|r| &r.destination == d));
+                let same = wanted
+                    .get(&key)
+                    .is_some_and(|d| running.get(&key).is_some_and(|r| &r.destination == d));
                 if !same {
                     if let Some(r) = running.remove(&key) {
                         r.task.abort();

@@ -92,7 +92,11 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Position, DeliveryError> {
 
 /// The stored position of destination `name` of `workspace`, when it has
 /// one.
-pub fn load(data_dir: &Path, workspace: &str, name: &str) -> Result<Option<Position>, DeliveryError> {
+pub fn load(
+    data_dir: &Path,
+    workspace: &str,
+    name: &str,
+) -> Result<Option<Position>, DeliveryError> {
     let path = positions_dir(data_dir, workspace).join(file_name(name));
     match std::fs::read(&path) {
         Ok(bytes) => decode(&path, &bytes).map(Some),

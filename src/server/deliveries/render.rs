@@ -98,7 +98,10 @@ mod tests {
         let Rendered::Json(out) = render(Format::Json, "acme", &row).unwrap() else {
             panic!("json renders as JSON");
         };
-        assert_eq!(out, json!({"seq": 4, "event": "auth.login", "hash": "ab", "workspace": "acme"}));
+        assert_eq!(
+            out,
+            json!({"seq": 4, "event": "auth.login", "hash": "ab", "workspace": "acme"})
+        );
         assert!(render(Format::Json, "acme", &json!([1])).is_err());
         assert!(matches!(
             render(Format::Ocsf, "acme", &row),

@@ -115,7 +115,10 @@ impl Worker {
         c.insert("destination".into(), self.destination.name.clone().into());
         c.insert("kind".into(), self.destination.kind.as_str().into());
         c.insert("next_seq".into(), position.next_seq.into());
-        c.insert("consecutive_failures".into(), position.consecutive_failures.into());
+        c.insert(
+            "consecutive_failures".into(),
+            position.consecutive_failures.into(),
+        );
         if let Some(since) = &position.failing_since {
             c.insert("failing_since".into(), since.clone().into());
         }
@@ -209,7 +212,8 @@ impl Worker {
         loop {
             let durable = log.durable_next_seq();
             if position.next_seq >= durable {
-                if stored_seq != position.next_seq && stored_at.elapsed() >= IDLE_POSITION_INTERVAL {
+                if stored_seq != position.next_seq && stored_at.elapsed() >= IDLE_POSITION_INTERVAL
+                {
                     if self.store(&position).await.is_ok() {
                         stored_seq = position.next_seq;
                         stored_at = Instant::now();
@@ -263,7 +267,10 @@ impl Worker {
             let count = values.len() as u64;
             let mut first_failure: Option<Instant> = None;
             loop {
-                match sender.send(&self.workspace, &values, rendered.clone()).await {
+                match sender
+                    .send(&self.workspace, &values, rendered.clone())
+                    .await
+                {
                     Ok(()) => break,
                     Err(e) => {
                         self.status.lock().failures_total += 1;
@@ -283,7 +290,8 @@ impl Worker {
                                 "chainlog serve: delivery {} of workspace {} is failing: {e}",
                                 self.destination.name, self.workspace
                             );
-                            let event = self.event(EVENT_DELIVERY_FAILING, Outcome::Failure, &position);
+                            let event =
+                                self.event(EVENT_DELIVERY_FAILING, Outcome::Failure, &position);
                             position.failing_event_seq = self.record(&log, event).await;
                         }
                         let _ = self.store(&position).await;
@@ -334,7 +342,10 @@ mod tests {
             let full = BACKOFF_FIRST
                 .saturating_mul(1 << (failures - 1).min(16))
                 .min(BACKOFF_MAX);
-            assert!(d >= full / 2 && d <= full, "{failures}: {d:?} against {full:?}");
+            assert!(
+                d >= full / 2 && d <= full,
+                "{failures}: {d:?} against {full:?}"
+            );
         }
         assert!(backoff(30) <= BACKOFF_MAX);
     }
