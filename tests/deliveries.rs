@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::{chainlog, create_key, json_request, metric_value, TestServer};
+use support::{
+    chainlog, create_key, json_request, metric_value, test_certificate, TestCertificate, TestServer,
+};
 
 /// Generous: CI machines are loaded.
 const WAIT: Duration = Duration::from_secs(60);
@@ -50,6 +52,34 @@ struct Receiver {
 
 impl Receiver {
     fn start(check: Check, workspace: &str) -> Receiver {
+        Receiver::start_with(check, workspace, None)
+    }
+
+    /// A receiver over HTTPS with this certificate.
+    fn start_tls(check: Check, workspace: &str, cert: &TestCertificate) -> Receiver {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls::{self, ServerConfig};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&cert.key).unwrap();
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+        Receiver::start_with(check, workspace, Some(Arc::new(config)))
+    }
+
+    fn start_with(
+        check: Check,
+        workspace: &str,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let r = Receiver {
             addr: listener.local_addr().unwrap(),
@@ -66,7 +96,17 @@ impl Receiver {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let (shared, check, workspace) = (shared.clone(), check.clone(), workspace.clone());
-                std::thread::spawn(move || serve_connection(stream, &shared, &check, &workspace));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve_connection(stream, &shared, &check, &workspace),
+                    Some(config) => {
+                        let Ok(server) = tokio_rustls::rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let stream = tokio_rustls::rustls::StreamOwned::new(server, stream);
+                        serve_connection(stream, &shared, &check, &workspace);
+                    }
+                });
             }
         });
         r
@@ -227,9 +267,8 @@ fn check_request(
     }
 }
 
-fn serve_connection(stream: TcpStream, h: &Handles, check: &Check, workspace: &str) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
+fn serve_connection(stream: impl Read + Write, h: &Handles, check: &Check, workspace: &str) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -282,7 +321,12 @@ fn serve_connection(stream: TcpStream, h: &Handles, check: &Check, workspace: &s
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
         );
-        if out.write_all(response.as_bytes()).is_err() {
+        let out = reader.get_mut();
+        if out
+            .write_all(response.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             return;
         }
     }
@@ -752,6 +796,39 @@ fn deliveries_need_an_admin_key_and_a_valid_destination() {
     let (status, _) = json_request(server.addr, "DELETE", path, Some(&admin), None);
     assert_eq!(status, 404);
     assert_eq!(events_of(server.addr, &admin, "delivery.removed").len(), 1);
+}
+
+#[test]
+fn https_webhook_verifies_the_receiver_with_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cert) = test_certificate(dir.path()) else {
+        panic!("openssl is needed to make the test certificate");
+    };
+    let data = dir.path().join("data");
+    let admin = create_key(&data, "acme", "admin");
+    let server = TestServer::start(&data, &[]);
+    let receiver = Receiver::start_tls(
+        Check::Webhook {
+            secret: "test-secret-0123456789".into(),
+        },
+        "acme",
+        &cert,
+    );
+    let url = format!("https://localhost:{}/hook", receiver.addr.port());
+    // Without the CA file the system's roots do not know the test CA: the
+    // handshake fails and the destination fails, nothing is delivered.
+    put_webhook(&server, &admin, "untrusted", &url, json!({}));
+    let failing = wait_until("delivery.failing of the untrusted one", || {
+        events_of(server.addr, &admin, "delivery.failing").pop()
+    });
+    assert_eq!(failing["context"]["destination"], "untrusted");
+    assert!(receiver.seqs().is_empty());
+    // With it, every record arrives.
+    let ca = cert.ca_cert.to_str().unwrap();
+    put_webhook(&server, &admin, "trusted", &url, json!({"ca_file": ca}));
+    let seqs = receiver.wait_for_all(2);
+    assert_in_order_none_skipped(&seqs, 0);
+    assert!(receiver.rejected.lock().unwrap().is_empty());
 }
 
 /// Events per second delivered on loopback, per destination kind:

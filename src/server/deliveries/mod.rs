@@ -1,15 +1,15 @@
-//! SIEM deliveries: each workspace's destinations ([`config`], in
-//! `DIR/deliveries/`), one task per destination in `chainlog serve`
-//! ([`worker`]) sending matching records in seq order, at least once, with
-//! a durable position ([`position`]); the webhook and Splunk HEC senders
-//! ([`send`]); the formats ([`render`]). Uses the library's log and query,
-//! and the server's workspaces, parameters and API helpers.
+//! SIEM deliveries: owns `DIR/deliveries/` (each workspace's destinations
+//! and their positions) and a task per destination in `chainlog serve`. Uses
+//! the library's log and query, and the server's workspaces, parameters and API helpers.
 //!
-//! The configuration file is the one source of truth: the API
-//! (`PUT/DELETE …/deliveries/{name}`) and `chainlog delivery` both change
-//! it under its lock, and a running server reads it again every
-//! [`WATCH_INTERVAL`] (at once after a change through the API), starting,
-//! restarting (a changed destination) and stopping tasks to match.
+//! [`config`] is the destinations' file; [`worker`] sends matching records
+//! in seq order, at least once, storing its [`position`] after each
+//! acknowledged batch; [`send`] holds the webhook and Splunk HEC senders;
+//! [`render`] the formats. The configuration file is the one source of
+//! truth: the API (`PUT/DELETE …/deliveries/{name}`) and `chainlog
+//! delivery` both change it under its lock, and a running server reads it
+//! again every [`WATCH_INTERVAL`] (at once after a change through the API),
+//! starting, restarting (a changed destination) and stopping tasks to match.
 
 pub mod config;
 pub mod position;
