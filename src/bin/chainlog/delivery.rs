@@ -25,18 +25,9 @@ use crate::error::CliError;
 pub enum DeliveryCommand {
     /// Add a destination. A webhook's secret is generated when not given
     /// and printed once, alone on the last line.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List the workspace's destinations (never their secrets or tokens).
-    List {
-        #[command(flatten)]
-        data: DataArg,
-        /// The workspace.
-        #[arg(long, value_name = "NAME")]
-        workspace: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ShowArgs),
     /// Remove a destination and its position.
     Remove {
         #[command(flatten)]
@@ -51,16 +42,20 @@ pub enum DeliveryCommand {
     /// Each destination's stored position, failures and lag (records
     /// behind the log's end, seconds since the oldest undelivered record
     /// was received), as the server last stored them.
-    Status {
-        #[command(flatten)]
-        data: DataArg,
-        /// The workspace.
-        #[arg(long, value_name = "NAME")]
-        workspace: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(ShowArgs),
+}
+
+/// `--data DIR --workspace W [--json]`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// The workspace.
+    #[arg(long, value_name = "NAME")]
+    workspace: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A destination's kind, as named on the command line.
@@ -257,12 +252,12 @@ fn statuses(dir: &std::path::Path, workspace: &str) -> Result<Vec<Value>, CliErr
 /// `chainlog delivery …`.
 pub fn run(command: DeliveryCommand, quiet: bool) -> Result<ExitCode, CliError> {
     match command {
-        DeliveryCommand::Add(args) => add(args, quiet),
-        DeliveryCommand::List {
+        DeliveryCommand::Add(args) => add(*args, quiet),
+        DeliveryCommand::List(ShowArgs {
             data,
             workspace,
             json,
-        } => {
+        }) => {
             let list = config::load(data.checked()?, &workspace).map_err(delivery_error)?;
             if json {
                 let shown: Vec<Value> = list.iter().map(Destination::redacted).collect();
@@ -306,11 +301,11 @@ pub fn run(command: DeliveryCommand, quiet: bool) -> Result<ExitCode, CliError> 
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeliveryCommand::Status {
+        DeliveryCommand::Status(ShowArgs {
             data,
             workspace,
             json,
-        } => {
+        }) => {
             let shown = statuses(data.checked()?, &workspace)?;
             if json {
                 outln!("{}", Value::Array(shown))?;

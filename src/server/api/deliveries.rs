@@ -107,16 +107,14 @@ pub(super) async fn put_delivery(
     let w = path_segment(&caller, 3);
     let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
     let name = path_segment(&caller, 5);
-    if body_kind(&headers)? != BodyKind::Json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the destination as application/json",
-        ));
-    }
-    let bytes = read_body(body, &headers, MAX_DELIVERY_REQUEST_BYTES).await?;
-    let mut wanted: Destination = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_delivery", json_message(&e)))?;
+    let mut wanted: Destination = read_json(
+        body,
+        &headers,
+        MAX_DELIVERY_REQUEST_BYTES,
+        "invalid_delivery",
+        "a destination (docs/SIEM.md)",
+    )
+    .await?;
     if !wanted.name.is_empty() && wanted.name != name {
         return Err(ApiError::bad_request(
             "invalid_delivery",

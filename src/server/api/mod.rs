@@ -37,7 +37,6 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::server::error::ApiError;
-use crate::server::ingest::BodyKind;
 use crate::server::refusals;
 use crate::server::AppState;
 

@@ -458,22 +458,7 @@ pub fn change<T>(
 /// The exclusive lock of the deliveries folder (blocks until free).
 fn lock(dir: &Path) -> Result<File, DeliveryError> {
     let path = dir.join(LOCK_FILE_NAME);
-    let io_err = |source| DeliveryError::Io {
-        path: path.clone(),
-        source,
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(io_err)?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| io_err(e.into()))?;
-    Ok(file)
+    perms::lock_private_file(&path).map_err(|source| DeliveryError::Io { path, source })
 }
 
 /// A new destination id: 16 random hex digits.

@@ -212,12 +212,12 @@ impl Worker {
         loop {
             let durable = log.durable_next_seq();
             if position.next_seq >= durable {
-                if stored_seq != position.next_seq && stored_at.elapsed() >= IDLE_POSITION_INTERVAL
+                if stored_seq != position.next_seq
+                    && stored_at.elapsed() >= IDLE_POSITION_INTERVAL
+                    && self.store(&position).await.is_ok()
                 {
-                    if self.store(&position).await.is_ok() {
-                        stored_seq = position.next_seq;
-                        stored_at = Instant::now();
-                    }
+                    stored_seq = position.next_seq;
+                    stored_at = Instant::now();
                 }
                 self.publish(&position, None);
                 tokio::select! {
