@@ -237,11 +237,21 @@ impl Worker {
                 Err(e) => return self.halt(Some(&log), format!("reading the log: {e}")).await,
             };
             let all_kept = rows.iter().all(|(seq, _)| *seq < durable);
-            let rows: Vec<(u64, Value)> = rows
+            let parsed: Result<Vec<(u64, Value)>, _> = rows
                 .into_iter()
                 .filter(|(seq, _)| *seq < durable)
-                .filter_map(|(seq, row)| serde_json::from_str(&row).ok().map(|v| (seq, v)))
+                .map(|(seq, row)| serde_json::from_str(&row).map(|v| (seq, v)))
                 .collect();
+            // Rows are the exporter's JSON; one that does not parse stops
+            // the destination rather than be skipped.
+            let rows = match parsed {
+                Ok(rows) => rows,
+                Err(e) => {
+                    return self
+                        .halt(Some(&log), format!("a row is not JSON: {e}"))
+                        .await
+                }
+            };
             let next = match rows.last() {
                 Some((last, _)) if full && all_kept => last + 1,
                 _ => durable,
