@@ -69,8 +69,7 @@ pub(super) async fn list_deliveries(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (w, _) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     let list = load(&state, &w).await?;
     Ok(Json(json!({ "deliveries": shown(&state, &w, &list) })).into_response())
 }
@@ -79,8 +78,7 @@ pub(super) async fn get_delivery(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (w, _) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     let name = path_segment(&caller, 5);
     let list = load(&state, &w).await?;
     let found: Vec<Destination> = list.into_iter().filter(|d| d.name == name).collect();
@@ -104,8 +102,7 @@ pub(super) async fn put_delivery(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     let name = path_segment(&caller, 5);
     let mut wanted: Destination = read_json(
         body,
@@ -194,8 +191,7 @@ pub(super) async fn delete_delivery(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     let name = path_segment(&caller, 5);
     let actor = caller.changed_by(&key).actor;
     let ip = caller.ip;
