@@ -40,14 +40,7 @@ enum Check {
 /// counts requests that fail its checks.
 struct Receiver {
     addr: SocketAddr,
-    seqs: Arc<Mutex<Vec<u64>>>,
-    rejected: Arc<Mutex<Vec<String>>>,
-    status: Arc<AtomicU16>,
-    /// Requests held (not answered) once this many seqs arrived.
-    hold_after: Arc<AtomicUsize>,
-    released: Arc<(Mutex<bool>, Condvar)>,
-    /// Every HEC item, as received.
-    items: Arc<Mutex<Vec<Value>>>,
+    h: Handles,
 }
 
 impl Receiver {
@@ -83,14 +76,16 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let r = Receiver {
             addr: listener.local_addr().unwrap(),
-            seqs: Arc::default(),
-            rejected: Arc::default(),
-            status: Arc::new(AtomicU16::new(200)),
-            hold_after: Arc::new(AtomicUsize::new(usize::MAX)),
-            released: Arc::new((Mutex::new(false), Condvar::new())),
-            items: Arc::default(),
+            h: Handles {
+                seqs: Arc::default(),
+                rejected: Arc::default(),
+                status: Arc::new(AtomicU16::new(200)),
+                hold_after: Arc::new(AtomicUsize::new(usize::MAX)),
+                released: Arc::new((Mutex::new(false), Condvar::new())),
+                items: Arc::default(),
+            },
         };
-        let shared = r.handles();
+        let shared = r.h.clone();
         let workspace = workspace.to_string();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -112,28 +107,17 @@ impl Receiver {
         r
     }
 
-    fn handles(&self) -> Handles {
-        Handles {
-            seqs: self.seqs.clone(),
-            rejected: self.rejected.clone(),
-            status: self.status.clone(),
-            hold_after: self.hold_after.clone(),
-            released: self.released.clone(),
-            items: self.items.clone(),
-        }
-    }
-
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     fn seqs(&self) -> Vec<u64> {
-        self.seqs.lock().unwrap().clone()
+        self.h.seqs.lock().unwrap().clone()
     }
 
     fn release(&self) {
-        self.hold_after.store(usize::MAX, Ordering::SeqCst);
-        let (lock, cv) = &*self.released;
+        self.h.hold_after.store(usize::MAX, Ordering::SeqCst);
+        let (lock, cv) = &*self.h.released;
         *lock.lock().unwrap() = true;
         cv.notify_all();
     }
@@ -156,13 +140,14 @@ impl Receiver {
                 Instant::now() < deadline,
                 "not every seq below {end} arrived: {} of them, rejected {:?}",
                 seen.iter().filter(|&&b| b).count(),
-                self.rejected.lock().unwrap()
+                self.h.rejected.lock().unwrap()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
+/// What a receiver's connections share.
 #[derive(Clone)]
 struct Handles {
     seqs: Arc<Mutex<Vec<u64>>>,
@@ -456,7 +441,7 @@ fn webhook_gets_every_record_in_order_signed() {
     // No failure, no restart: each record exactly once, in seq order (the
     // reads of this test are recorded too, and delivered after).
     assert_eq!(seqs[..end as usize], (0..end).collect::<Vec<_>>());
-    assert!(receiver.rejected.lock().unwrap().is_empty());
+    assert!(receiver.h.rejected.lock().unwrap().is_empty());
     let status = wait_until("the position to reach the end", || {
         let (code, list) = json_request(
             server.addr,
@@ -500,7 +485,7 @@ fn kill_9_in_the_middle_of_delivery_loses_nothing() {
     let receiver = webhook_receiver();
     append(server.addr, &append_key, "node.added", 2000);
     // Held once 500 seqs arrived: the server is then waiting for an answer.
-    receiver.hold_after.store(500, Ordering::SeqCst);
+    receiver.h.hold_after.store(500, Ordering::SeqCst);
     put_webhook(
         &server,
         &admin,
@@ -540,7 +525,7 @@ fn a_destination_down_for_a_while_fails_then_recovers() {
     let append_key = create_key(&data, "acme", "append");
     let server = TestServer::start(&data, &["--metrics-listen", "127.0.0.1:0"]);
     let receiver = webhook_receiver();
-    receiver.status.store(503, Ordering::SeqCst);
+    receiver.h.status.store(503, Ordering::SeqCst);
     put_webhook(&server, &admin, "siem", &receiver.url(), json!({}));
     append(server.addr, &append_key, "auth.login_failed", 100);
     let failing = wait_until("delivery.failing", || {
@@ -589,7 +574,7 @@ fn a_destination_down_for_a_while_fails_then_recovers() {
         Some(1.0)
     );
     assert!(receiver.seqs().is_empty());
-    receiver.status.store(200, Ordering::SeqCst);
+    receiver.h.status.store(200, Ordering::SeqCst);
     let recovered = wait_until("delivery.recovered", || {
         events_of(server.addr, &admin, "delivery.recovered").pop()
     });
@@ -665,8 +650,8 @@ fn splunk_hec_through_the_cli_with_filters() {
         wanted,
         "only the matching records, in order"
     );
-    assert!(receiver.rejected.lock().unwrap().is_empty());
-    let items = receiver.items.lock().unwrap().clone();
+    assert!(receiver.h.rejected.lock().unwrap().is_empty());
+    let items = receiver.h.items.lock().unwrap().clone();
     assert!(items.iter().all(|i| i["index"] == "audit"));
     assert_eq!(items[0]["event"]["event"], "pcap.download");
     // The status as the server stored it: caught up to the end.
@@ -833,7 +818,7 @@ fn https_webhook_verifies_the_receiver_with_the_ca_file() {
     put_webhook(&server, &admin, "trusted", &url, json!({"ca_file": ca}));
     let seqs = receiver.wait_for_all(2);
     assert_in_order_none_skipped(&seqs, 0);
-    assert!(receiver.rejected.lock().unwrap().is_empty());
+    assert!(receiver.h.rejected.lock().unwrap().is_empty());
 }
 
 /// Events per second delivered on loopback, per destination kind:

@@ -31,10 +31,7 @@ pub enum DeliveryCommand {
     /// Remove a destination and its position.
     Remove {
         #[command(flatten)]
-        data: DataArg,
-        /// The workspace.
-        #[arg(long, value_name = "NAME")]
-        workspace: String,
+        at: WorkspaceArgs,
         /// The destination.
         #[arg(long, value_name = "NAME")]
         name: String,
@@ -45,14 +42,21 @@ pub enum DeliveryCommand {
     Status(ShowArgs),
 }
 
-/// `--data DIR --workspace W [--json]`.
+/// `--data DIR --workspace W`.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub struct WorkspaceArgs {
     #[command(flatten)]
     data: DataArg,
     /// The workspace.
     #[arg(long, value_name = "NAME")]
     workspace: String,
+}
+
+/// `--data DIR --workspace W [--json]`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    at: WorkspaceArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -84,10 +88,7 @@ pub enum FormatArg {
 #[derive(Debug, Args)]
 pub struct AddArgs {
     #[command(flatten)]
-    data: DataArg,
-    /// The workspace.
-    #[arg(long, value_name = "NAME")]
-    workspace: String,
+    at: WorkspaceArgs,
     /// The destination's name (1-63 of a-z, 0-9, '_', '-').
     #[arg(long, value_name = "NAME")]
     name: String,
@@ -148,7 +149,8 @@ fn encode(text: &str) -> String {
 }
 
 fn add(args: AddArgs, quiet: bool) -> Result<ExitCode, CliError> {
-    let dir = args.data.checked()?.to_path_buf();
+    let dir = args.at.data.checked()?.to_path_buf();
+    let workspace = args.at.workspace.clone();
     let mut filters = Vec::new();
     for f in &args.filters {
         let (name, value) = f
@@ -186,7 +188,7 @@ fn add(args: AddArgs, quiet: bool) -> Result<ExitCode, CliError> {
         start_seq: args.start_seq,
     };
     destination.validate().map_err(delivery_error)?;
-    config::change(&dir, &args.workspace, |list| {
+    config::change(&dir, &workspace, |list| {
         if list.iter().any(|d| d.name == destination.name) {
             return Err(DeliveryError::Exists(destination.name.clone()));
         }
@@ -201,7 +203,7 @@ fn add(args: AddArgs, quiet: bool) -> Result<ExitCode, CliError> {
             "added {} destination {} to workspace {} (a running server starts it within a second)",
             kind.as_str(),
             args.name,
-            args.workspace
+            workspace
         )?;
     }
     if let Some(secret) = generated {
@@ -254,8 +256,7 @@ pub fn run(command: DeliveryCommand, quiet: bool) -> Result<ExitCode, CliError> 
     match command {
         DeliveryCommand::Add(args) => add(*args, quiet),
         DeliveryCommand::List(ShowArgs {
-            data,
-            workspace,
+            at: WorkspaceArgs { data, workspace },
             json,
         }) => {
             let list = config::load(data.checked()?, &workspace).map_err(delivery_error)?;
@@ -281,8 +282,7 @@ pub fn run(command: DeliveryCommand, quiet: bool) -> Result<ExitCode, CliError> 
             Ok(ExitCode::SUCCESS)
         }
         DeliveryCommand::Remove {
-            data,
-            workspace,
+            at: WorkspaceArgs { data, workspace },
             name,
         } => {
             let dir = data.checked()?;
@@ -302,8 +302,7 @@ pub fn run(command: DeliveryCommand, quiet: bool) -> Result<ExitCode, CliError> 
             Ok(ExitCode::SUCCESS)
         }
         DeliveryCommand::Status(ShowArgs {
-            data,
-            workspace,
+            at: WorkspaceArgs { data, workspace },
             json,
         }) => {
             let shown = statuses(data.checked()?, &workspace)?;
