@@ -20,7 +20,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::{
-    chainlog, create_key, json_request, metric_value, test_certificate, TestCertificate, TestServer,
+    chainlog, create_key, data_with_admin, json_request, metric_value, test_certificate,
+    TestCertificate, TestServer,
 };
 
 /// Generous: CI machines are loaded.
@@ -416,9 +417,7 @@ fn webhook_receiver() -> Receiver {
 
 #[test]
 fn webhook_gets_every_record_in_order_signed() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let append_key = create_key(&data, "acme", "append");
     let server = TestServer::start(&data, &["--metrics-listen", "127.0.0.1:0"]);
     let receiver = webhook_receiver();
@@ -477,9 +476,7 @@ fn webhook_gets_every_record_in_order_signed() {
 
 #[test]
 fn kill_9_in_the_middle_of_delivery_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let append_key = create_key(&data, "acme", "append");
     let server = TestServer::start(&data, &[]);
     let receiver = webhook_receiver();
@@ -519,9 +516,7 @@ fn kill_9_in_the_middle_of_delivery_loses_nothing() {
 
 #[test]
 fn a_destination_down_for_a_while_fails_then_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let append_key = create_key(&data, "acme", "append");
     let server = TestServer::start(&data, &["--metrics-listen", "127.0.0.1:0"]);
     let receiver = webhook_receiver();
@@ -718,9 +713,7 @@ fn splunk_hec_through_the_cli_with_filters() {
 
 #[test]
 fn deliveries_need_an_admin_key_and_a_valid_destination() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let append_key = create_key(&data, "acme", "append");
     let read_key = create_key(&data, "acme", "read");
     let other_admin = create_key(&data, "other", "admin");
@@ -833,9 +826,7 @@ fn delivery_throughput() {
         ("splunk_hec", 100),
         ("splunk_hec", 1000),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let admin = create_key(&data, "acme", "admin");
+        let (_dir, data, admin) = data_with_admin("acme");
         let append_key = create_key(&data, "acme", "append");
         let server = TestServer::start(&data, &[]);
         append(server.addr, &append_key, "pcap.download", EVENTS);
