@@ -318,6 +318,24 @@ fn serve_connection(stream: impl Read + Write, h: &Handles, check: &Check, works
     }
 }
 
+/// `chainlog delivery ARGS --workspace acme --data DATA`, which must
+/// succeed; its stdout.
+fn delivery_cli(data: &std::path::Path, args: &[&str]) -> String {
+    let out = chainlog()
+        .arg("delivery")
+        .args(args)
+        .args(["--workspace", "acme", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "delivery {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Appends `n` events (`kind`, numbered) through the API.
 fn append(addr: SocketAddr, key: &str, kind: &str, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
@@ -604,31 +622,24 @@ fn splunk_hec_through_the_cli_with_filters() {
     append(server.addr, &append_key, "pcap.download", 30);
     append(server.addr, &append_key, "incident.opened", 30);
     // Added with the CLI while the server runs: it picks the file up.
-    let out = chainlog()
-        .args(["delivery", "add", "--data"])
-        .arg(&data)
-        .args([
-            "--workspace",
-            "acme",
+    let url = receiver.url();
+    delivery_cli(
+        &data,
+        &[
+            "add",
             "--name",
             "splunk",
             "--kind",
             "splunk-hec",
             "--url",
-            &receiver.url(),
+            &url,
             "--token",
             "hec-token-1",
             "--index",
             "audit",
             "--filter",
             "event=pcap.*",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     append(server.addr, &append_key, "pcap.download", 30);
     let end = log_end(server.addr, &read_key);
@@ -651,55 +662,17 @@ fn splunk_hec_through_the_cli_with_filters() {
     assert_eq!(items[0]["event"]["event"], "pcap.download");
     // The status as the server stored it: caught up to the end.
     let status = wait_until("the stored position", || {
-        let out = chainlog()
-            .args([
-                "delivery",
-                "status",
-                "--json",
-                "--workspace",
-                "acme",
-                "--data",
-            ])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v: Value = serde_json::from_str(&delivery_cli(&data, &["status", "--json"])).unwrap();
         let s = &v[0]["status"];
         (s["next_seq"].as_u64() >= Some(end) && s["records_behind"] == 0).then_some(v.clone())
     });
     assert_eq!(status[0]["token_set"], true);
-    let listed = chainlog()
-        .args([
-            "delivery",
-            "list",
-            "--json",
-            "--workspace",
-            "acme",
-            "--data",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(listed.stdout).unwrap();
+    let text = delivery_cli(&data, &["list", "--json"]);
     assert!(
         text.contains("splunk") && !text.contains("hec-token-1"),
         "{text}"
     );
-    let removed = chainlog()
-        .args([
-            "delivery",
-            "remove",
-            "--workspace",
-            "acme",
-            "--name",
-            "splunk",
-            "--data",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(removed.status.success());
+    delivery_cli(&data, &["remove", "--name", "splunk"]);
     let (status, list) = json_request(
         server.addr,
         "GET",
