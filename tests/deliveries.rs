@@ -714,7 +714,6 @@ fn deliveries_need_an_admin_key_and_a_valid_destination() {
         json!({"kind": "webhook", "url": "https://siem.example/hook", "secret": "short"}),
         json!({"kind": "webhook", "url": "https://x.example", "filters": "outcome=maybe"}),
         json!({"kind": "webhook", "url": "https://x.example", "format": "cef"}),
-        json!({"kind": "webhook", "url": "https://x.example", "format": "ocsf"}),
         json!({"kind": "splunk_hec", "url": "https://x.example"}),
         json!({"kind": "webhook", "url": "https://x.example", "bogus": 1}),
         json!({"kind": "webhook", "url": "https://x.example", "id": "0123456789abcdef"}),
@@ -723,6 +722,17 @@ fn deliveries_need_an_admin_key_and_a_valid_destination() {
         let (status, answer) = json_request(server.addr, "PUT", path, Some(&admin), Some(&bad));
         assert_eq!(status, 400, "{bad}: {answer}");
     }
+    // OCSF (the library's delivery::ocsf) is a format of webhooks and HEC.
+    let ocsf = json!({"kind": "webhook", "url": "https://x.example", "format": "ocsf"});
+    let (status, answer) = json_request(
+        server.addr,
+        "PUT",
+        "/v1/workspaces/acme/deliveries/lake",
+        Some(&admin),
+        Some(&ocsf),
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["format"], "ocsf");
     // Without a secret, one is made and shown once.
     let (status, answer) = json_request(server.addr, "PUT", path, Some(&admin), Some(&body));
     assert_eq!(status, 201, "{answer}");

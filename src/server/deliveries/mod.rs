@@ -74,9 +74,9 @@ pub enum DeliveryError {
     /// Too many destinations.
     #[error("a workspace has at most {0} destinations")]
     TooMany(usize),
-    /// The format is known but not in this build.
-    #[error("format {0:?} is not available in this build (use json)")]
-    FormatUnavailable(&'static str),
+    /// A row does not fit the format.
+    #[error("rendering a row: {0}")]
+    Row(#[from] crate::delivery::RenderError),
     /// The kind is known but its transport is not in this build.
     #[error("kind {0:?} is not available in this build")]
     KindUnavailable(&'static str),

@@ -1,13 +1,14 @@
 //! What one record looks like at a destination: [`render`], the one place
 //! a format is resolved.
 //!
-//! `json` is the row of `GET …/events` with the workspace added. `ocsf`
-//! and `cef` are names the configuration accepts for the formats of the
-//! library's `delivery` module; until they are wired here, a destination
-//! that asks for one is refused with [`DeliveryError::FormatUnavailable`].
+//! `json` is the row of `GET …/events` with the workspace added; `ocsf` and
+//! `cef` are the library's [`crate::delivery`] formats (OCSF for webhooks and
+//! HEC, CEF for syslog).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::delivery::{cef, ocsf, Row};
 
 use super::config::Kind;
 use super::DeliveryError;
@@ -65,10 +66,7 @@ pub fn check(kind: Kind, format: Format) -> Result<(), DeliveryError> {
             ),
         });
     }
-    match format {
-        Format::Json => Ok(()),
-        other => Err(DeliveryError::FormatUnavailable(other.as_str())),
-    }
+    Ok(())
 }
 
 /// Renders one row (an object as `GET …/events` gives it, with `seq`,
@@ -83,7 +81,14 @@ pub fn render(format: Format, workspace: &str, row: &Value) -> Result<Rendered, 
             map.insert("workspace".into(), workspace.into());
             Ok(Rendered::Json(row))
         }
-        other => Err(DeliveryError::FormatUnavailable(other.as_str())),
+        Format::Ocsf => Ok(Rendered::Json(ocsf::to_ocsf(
+            workspace,
+            &Row::from_value(row)?,
+        ))),
+        Format::Cef => Ok(Rendered::Text(cef::to_cef(
+            workspace,
+            &Row::from_value(row)?,
+        ))),
     }
 }
 
@@ -103,9 +108,23 @@ mod tests {
             json!({"seq": 4, "event": "auth.login", "hash": "ab", "workspace": "acme"})
         );
         assert!(render(Format::Json, "acme", &json!([1])).is_err());
+        let row = json!({
+            "seq": 7, "timestamp": "2026-03-09T09:52:14Z", "event": "auth.login_failed",
+            "actor": "alice@acme.io", "node": null, "resource": null, "ip": "203.0.113.42",
+            "outcome": "failure", "context": {}, "hash": "ab".repeat(32),
+            "received_at": null, "origin": null, "appender": null,
+        });
+        let Rendered::Json(ocsf) = render(Format::Ocsf, "acme", &row).unwrap() else {
+            panic!("ocsf renders as JSON");
+        };
+        assert_eq!(ocsf["metadata"]["sequence"], 7);
+        let Rendered::Text(cef) = render(Format::Cef, "acme", &row).unwrap() else {
+            panic!("cef renders as text");
+        };
+        assert!(cef.starts_with("CEF:0|chainlog|"));
         assert!(matches!(
-            render(Format::Ocsf, "acme", &row),
-            Err(DeliveryError::FormatUnavailable("ocsf"))
+            render(Format::Ocsf, "acme", &json!({"seq": 1})),
+            Err(DeliveryError::Row(_))
         ));
         assert!(check(Kind::Webhook, Format::Cef).is_err());
         assert!(check(Kind::SplunkHec, Format::Json).is_ok());
