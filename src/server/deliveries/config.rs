@@ -84,7 +84,7 @@ pub struct Destination {
     /// Where the records go.
     pub kind: Kind,
     /// How each record is written. Default `json`.
-    #[serde(default)]
+    #[serde(default = "render::default_format", with = "render::format_name")]
     pub format: Format,
     /// Which records: the query string of `GET …/events`'s filters
     /// (`event=auth.*&outcome=failure`); empty for all.
@@ -519,12 +519,13 @@ mod tests {
         );
         // A cut file and an unknown field are refused, not read as empty.
         let text = std::fs::read(&path).unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("\"format\": \"json\""));
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
         assert!(matches!(
             load(dir.path(), "acme"),
             Err(DeliveryError::BadFile { .. })
         ));
-        let edited = String::from_utf8(text)
+        let edited = String::from_utf8(text.clone())
             .unwrap()
             .replace("\"kind\"", "\"bogus\": 1, \"kind\"");
         std::fs::write(&path, edited).unwrap();
@@ -532,6 +533,17 @@ mod tests {
             load(dir.path(), "acme"),
             Err(DeliveryError::BadFile { .. })
         ));
+        let unknown = String::from_utf8(text.clone())
+            .unwrap()
+            .replace("\"json\"", "\"xml\"");
+        assert!(parse(&path, unknown.as_bytes()).is_err(), "{unknown}");
+        let ocsf = String::from_utf8(text.clone())
+            .unwrap()
+            .replace("\"json\"", "\"ocsf\"");
+        assert_eq!(
+            parse(&path, ocsf.as_bytes()).unwrap()[0].format,
+            Format::Ocsf
+        );
         assert_eq!(configured_workspaces(dir.path()), vec!["acme".to_string()]);
     }
 

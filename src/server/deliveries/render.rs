@@ -5,7 +5,6 @@
 //! `cef` are the library's [`crate::delivery`] formats (OCSF for webhooks and
 //! HEC, CEF for syslog).
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::delivery::{cef, ocsf, Row};
@@ -13,27 +12,28 @@ use crate::delivery::{cef, ocsf, Row};
 use super::config::Kind;
 use super::DeliveryError;
 
-/// How each record is written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// The row of `GET …/events`, plus `workspace`.
-    #[default]
-    Json,
-    /// OCSF 1.x (API Activity, Authentication).
-    Ocsf,
-    /// ArcSight CEF (syslog only).
-    Cef,
+pub use crate::delivery::Format;
+
+/// The configuration's default format: `json`.
+pub fn default_format() -> Format {
+    Format::Json
 }
 
-impl Format {
-    /// The name in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Ocsf => "ocsf",
-            Format::Cef => "cef",
-        }
+/// [`Format`] in the configuration, by its name (`json`, `ocsf`, `cef`).
+pub mod format_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Format;
+
+    /// Writes the format's name.
+    pub fn serialize<S: Serializer>(format: &Format, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(format.as_str())
+    }
+
+    /// Reads a format's name.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
