@@ -332,3 +332,89 @@ async fn plain_tcp_framing_and_refused_certificates() {
         assert_eq!(line["raw"].as_str().unwrap().as_bytes(), &want[..]);
     }
 }
+
+/// A syslog destination of a running `chainlog serve`: every matching
+/// record reaches rsyslog over TLS, once, in seq order, as CEF with its seq
+/// and hash in the structured data; the destination's status shows no lag.
+#[test]
+fn the_server_delivers_to_rsyslog_through_a_syslog_destination() {
+    if !rsyslog_installed() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = support::test_certificate(tmp.path()).expect("openssl made no certificate");
+    let rsyslog = Rsyslog::start(tmp.path(), &cert);
+    let (_dir, data, admin) = support::data_with_admin("acme");
+    let server = support::TestServer::start(&data, &[]);
+    let events: Vec<Value> = (0..250)
+        .map(|i| serde_json::json!({"event": "pcap.download", "actor": "alice", "context": {"i": i}}))
+        .collect();
+    let path = "/v1/workspaces/acme/events";
+    let (status, answer) = support::json_request(
+        server.addr,
+        "POST",
+        path,
+        Some(&admin),
+        Some(&Value::Array(events)),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let seqs: Vec<u64> = answer["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let destination = serde_json::json!({
+        "kind": "syslog",
+        "format": "cef",
+        "address": rsyslog.tls,
+        "ca_file": cert.ca_cert,
+        "filters": "event=pcap.*",
+        "batch_events": 100,
+    });
+    let path = "/v1/workspaces/acme/deliveries/siem";
+    let (status, answer) =
+        support::json_request(server.addr, "PUT", path, Some(&admin), Some(&destination));
+    assert_eq!(status, 201, "{answer}");
+    let deadline = Instant::now() + PATIENCE;
+    let received = loop {
+        let text = std::fs::read_to_string(rsyslog.dir.join("received.jsonl")).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= seqs.len() {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rsyslog has {} of {} messages; stderr: {}",
+            lines.len(),
+            seqs.len(),
+            rsyslog.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (_, rows) = support::raw_get(
+        server.addr,
+        "/v1/workspaces/acme/events?event=pcap.*&limit=1000",
+        Some(&admin),
+    );
+    let rows: Value = serde_json::from_str(&rows).unwrap();
+    let rows = rows["events"].as_array().unwrap();
+    assert_eq!(received.len(), seqs.len(), "each record exactly once");
+    for ((line, seq), row) in received.iter().zip(&seqs).zip(rows) {
+        assert_eq!(line["input"], "tls");
+        let sd = line["sd"].as_str().unwrap();
+        let hash = row["hash"].as_str().unwrap();
+        assert_eq!(row["seq"].as_u64(), Some(*seq));
+        assert!(sd.contains(&format!("seq=\"{seq}\"")), "{sd}");
+        assert!(sd.contains(&format!("hash=\"{hash}\"")), "{sd}");
+        assert!(sd.contains("workspace=\"acme\""), "{sd}");
+        let msg = line["msg"].as_str().unwrap();
+        assert!(msg.starts_with("CEF:0|chainlog|"), "{msg}");
+    }
+    let (_, status) = support::raw_get(server.addr, "/v1/workspaces/acme/deliveries", Some(&admin));
+    assert!(status.contains("\"siem\""), "{status}");
+    server.stop();
+}

@@ -8,7 +8,7 @@
 //! not allowed, so it becomes a space (the event type cannot hold one; the
 //! exact value is in the extension too). Extension values escape `\`, `=`
 //! and line ends (`\n`, `\r`); keys are fixed here. The keys and their
-//! labels are in `docs/SIEM-formats.md`.
+//! labels are in `docs/SIEM.md`.
 
 use std::fmt::Write as _;
 

@@ -2,7 +2,7 @@
 //! version [`OCSF_VERSION`]): Authentication (class 3002) for logins,
 //! logouts and `auth.*`, API Activity (class 6003) for everything else.
 //!
-//! The mapping is documented field by field in `docs/SIEM-formats.md`; the
+//! The mapping is documented field by field in `docs/SIEM.md`; the
 //! chain's `seq` and `hash` and the workspace sit in `metadata`
 //! (`sequence`, `uid`, `log_name`/`tenant_uid`), so a receiver can dedupe
 //! and check an event against a bundle or checkpoint. What OCSF has no

@@ -31,7 +31,6 @@ fn delivery_error(doing: &str, e: DeliveryError) -> ApiError {
         | DeliveryError::InDestination { .. }
         | DeliveryError::Exists(_)
         | DeliveryError::TooMany(_)
-        | DeliveryError::KindUnavailable(_)
         | DeliveryError::Workspace(_)) => ApiError::bad_request("invalid_delivery", e.to_string()),
         e => ApiError::internal(doing, &e),
     }

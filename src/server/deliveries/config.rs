@@ -22,7 +22,6 @@ use crate::storage::perms::{self, check_mode};
 use crate::storage::{write_file_atomic, FsStorage};
 
 use super::render::{self, Format};
-use super::send;
 use super::DeliveryError;
 
 /// The folder of the data directory that holds the deliveries.
@@ -216,13 +215,17 @@ impl Destination {
             }
             Kind::Syslog => {
                 needs("address", &self.address)?;
+                needs(
+                    "ca_file",
+                    &self.ca_file.as_ref().map(|p| p.display().to_string()),
+                )?;
                 refuses("url", self.url.is_some())?;
                 refuses("secret", self.secret.is_some())?;
                 refuses("token", self.token.is_some())?;
                 refuses("index", self.index.is_some())?;
             }
         }
-        send::check_kind(self.kind)
+        Ok(())
     }
 
     /// The destination as shown by the API and the CLI: without its

@@ -77,9 +77,6 @@ pub enum DeliveryError {
     /// A row does not fit the format.
     #[error("rendering a row: {0}")]
     Row(#[from] crate::delivery::RenderError),
-    /// The kind is known but its transport is not in this build.
-    #[error("kind {0:?} is not available in this build")]
-    KindUnavailable(&'static str),
     /// A record could not be rendered.
     #[error("rendering a record: {0}")]
     Render(&'static str),

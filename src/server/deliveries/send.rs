@@ -1,10 +1,13 @@
 //! Sending a batch: the webhook (`POST`, HMAC-signed) and the Splunk HTTP
-//! Event Collector, over one reqwest client per destination.
+//! Event Collector, over one reqwest client per destination; syslog, as
+//! RFC 5424 messages octet-counted over TLS ([`crate::delivery::syslog`]),
+//! over one connection per destination, opened again after any failure.
 //!
 //! HTTPS verifies the receiver's certificate against the system's roots, or
 //! against `ca_file` alone when given. Redirects are not followed (a
 //! signed batch goes where it was configured to go) and no proxy is used.
-//! A 2xx answer acknowledges the batch (for HEC, a 200 with `"code": 0`);
+//! A syslog batch counts as acknowledged once it is written and flushed
+//! (RFC 5425 has no acknowledgement). An HTTP 2xx answer acknowledges the batch (for HEC, a 200 with `"code": 0`);
 //! 408, 429, 5xx, timeouts and connection failures are worth retrying; any
 //! other answer is a refusal ([`SendError::Refused`]), which the worker
 //! treats as a failure at once (it never skips the batch: see
@@ -21,6 +24,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
+use crate::delivery::syslog::{self, SyslogOptions};
+use crate::delivery::syslog_send::{SyslogSender, SyslogTarget};
 use crate::event::Timestamp;
 
 use super::config::{Destination, Kind};
@@ -53,15 +58,6 @@ pub enum SendError {
     /// not `"code": 0`): retrying as is will not help until it changes.
     #[error("{0}")]
     Refused(String),
-}
-
-/// Whether this build has a transport for `kind`: the syslog transport is
-/// the library's `delivery::syslog`, wired here when it is in the build.
-pub fn check_kind(kind: Kind) -> Result<(), DeliveryError> {
-    match kind {
-        Kind::Webhook | Kind::SplunkHec => Ok(()),
-        Kind::Syslog => Err(DeliveryError::KindUnavailable(kind.as_str())),
-    }
 }
 
 /// The signature header's value of a webhook request.
@@ -129,12 +125,13 @@ pub struct Sender {
     client: reqwest::Client,
     destination: Destination,
     host: String,
+    /// `syslog`: the open connection, if any.
+    syslog: tokio::sync::Mutex<Option<SyslogSender>>,
 }
 
 impl Sender {
     /// A sender for `destination` (a webhook or HEC destination).
     pub fn new(destination: &Destination) -> Result<Sender, DeliveryError> {
-        check_kind(destination.kind)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls_config(destination.ca_file.as_deref())?)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -148,6 +145,7 @@ impl Sender {
             client,
             host: destination.host.clone().unwrap_or_else(host_name),
             destination: destination.clone(),
+            syslog: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -208,11 +206,7 @@ impl Sender {
                     )
                     .body(body)
             }
-            Kind::Syslog => {
-                return Err(SendError::Refused(
-                    "the syslog transport is not in this build".into(),
-                ))
-            }
+            Kind::Syslog => return self.send_syslog(workspace, rows).await,
         };
         let answer = request
             .send()
@@ -242,6 +236,61 @@ impl Sender {
             Err(SendError::Refused(why))
         }
     }
+}
+
+impl Sender {
+    /// Writes one RFC 5424 message per row over the destination's
+    /// connection (opened first if there is none). A failure closes the
+    /// connection, so the retry starts on a new one; a receiver may then
+    /// see some of the batch twice, as at-least-once allows.
+    async fn send_syslog(&self, workspace: &str, rows: &[Value]) -> Result<(), SendError> {
+        let d = &self.destination;
+        let options = SyslogOptions::default()
+            .with_body(d.format)
+            .with_hostname(&self.host)
+            .map_err(|e| SendError::Refused(format!("host: {e}")))?;
+        let messages = rows
+            .iter()
+            .map(|row| syslog::message(&options, workspace, row))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SendError::Refused(e.to_string()))?;
+        let mut connection = self.syslog.lock().await;
+        if connection.is_none() {
+            let target = syslog_target(d).map_err(|e| SendError::Refused(e.to_string()))?;
+            let sender = SyslogSender::connect(&target).await.map_err(|e| {
+                if e.is_certificate_error() {
+                    SendError::Refused(e.to_string())
+                } else {
+                    SendError::Retry(e.to_string())
+                }
+            })?;
+            *connection = Some(sender);
+        }
+        let Some(sender) = connection.as_mut() else {
+            return Err(SendError::Retry("no connection".into()));
+        };
+        if let Err(e) = sender.send(&messages).await {
+            *connection = None;
+            return Err(SendError::Retry(e.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// The receiver of a syslog destination: TLS to `address`, its
+/// certificate checked against `ca_file` and the address's host name.
+fn syslog_target(d: &Destination) -> Result<SyslogTarget, DeliveryError> {
+    let address = d.address.as_deref().unwrap_or_default();
+    let ca_file = d.ca_file.as_deref().ok_or(DeliveryError::Invalid {
+        field: "ca_file",
+        reason: "required for a syslog destination (the CA that signs the receiver's certificate)"
+            .into(),
+    })?;
+    let host = address
+        .rsplit_once(':')
+        .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(address);
+    Ok(SyslogTarget::tls(address, ca_file, host))
 }
 
 fn into_json(r: Rendered) -> Value {
