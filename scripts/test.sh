@@ -26,5 +26,7 @@ export CHAINLOG_REQUIRE_BROWSER=1
 # openapi-spec-validator and openapi-core, pinned in a venv (.venv-tests).
 scripts/python-tools.sh >/dev/null
 export CHAINLOG_REQUIRE_OPENAPI=1
+# tests/lake.rs queries the lake export with DuckDB, from the same venv.
+export CHAINLOG_REQUIRE_DUCKDB=1
 cargo test --all-targets "$@"
 cargo test --doc
