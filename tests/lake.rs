@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use chainlog::archive::lake::{partition_date, LakeManifest};
 use chainlog::archive::Bucket;
@@ -32,6 +33,10 @@ use s3::{library_credentials, S3Server};
 
 #[path = "support/cloudtrail.rs"]
 mod cloudtrail;
+
+#[cfg(feature = "server")]
+#[path = "support/server.rs"]
+mod server;
 
 const PREFIX: &str = "prod";
 const QUERY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/lake_query.py");
@@ -166,25 +171,35 @@ impl Lake {
     }
 }
 
-fn setup() -> Option<(Lake, PathBuf)> {
-    let server = S3Server::start()?;
-    let python = duckdb_python()?;
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::create(dir.path(), Options::default()).unwrap();
+/// A log of the 2,900 CloudTrail events in `dir`.
+fn cloudtrail_log(dir: &Path) {
+    let log = Log::create(dir, Options::default()).unwrap();
     let events: Vec<Event> = cloudtrail::cloudtrail_records().iter().map(cloudtrail::to_event).collect();
     assert_eq!(events.len(), 2_900);
     for batch in events.chunks(500) {
         log.append_batch(batch).unwrap();
     }
     log.close().unwrap();
+}
+
+/// A checkpoint key pair: `secret.key` (mode 0600) and `public.key`.
+fn key_files() -> TempDir {
     let keys = tempfile::tempdir().unwrap();
     let signer = NoteSigner::from_seed("lake-test", [5; 32]).unwrap();
     let secret = keys.path().join("secret.key");
     std::fs::write(&secret, signer.to_secret_text()).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(keys.path().join("public.key"), signer.verifier().to_text()).unwrap();
+    keys
+}
+
+fn setup() -> Option<(Lake, PathBuf)> {
+    let server = S3Server::start()?;
+    let python = duckdb_python()?;
+    let dir = tempfile::tempdir().unwrap();
+    cloudtrail_log(dir.path());
     let url = format!("s3://{}/{PREFIX}", s3::BUCKET);
-    Some((Lake { server, dir, keys, url }, python))
+    Some((Lake { server, dir, keys: key_files(), url }, python))
 }
 
 /// The object files under the lake in the server's storage, with their bytes.
@@ -310,4 +325,51 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
     let key = lake.keys.path().join("secret.key");
     let out = lake.run(&["--dir", dir, "lake", "export", "--to", &lake.url, "--checkpoint-key", key.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `chainlog serve --lake-to` exports every workspace's log beside the
+/// archive when it starts, and the export verifies against the log.
+#[cfg(feature = "server")]
+#[test]
+fn the_server_exports_every_workspace_to_the_lake() {
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let workspace = data.join("workspaces").join("acme");
+    std::fs::create_dir_all(&workspace).unwrap();
+    cloudtrail_log(&workspace);
+    let keys = key_files();
+    let secret = keys.path().join("secret.key");
+    let archive = format!("s3://{}/archive", s3::BUCKET);
+    let lake = format!("s3://{}/lake-srv", s3::BUCKET);
+    let serve = server::TestServer::start_with_env(
+        &data,
+        &["--checkpoint-key", secret.to_str().unwrap(), "--archive-to", &archive, "--lake-to", &lake, "--archive-every", "1h"],
+        &s3.env(),
+    );
+    // The line is printed once the run's manifest is written.
+    let done = "exported 2900 record(s) of workspaces/acme";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !serve.stderr().contains(done) {
+        assert!(Instant::now() < deadline, "no lake export: {}", serve.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let manifests: Vec<String> = s3
+        .objects("lake-srv/workspaces/acme/lake/manifest")
+        .into_iter()
+        .filter(|o| o.ends_with(".json"))
+        .collect();
+    assert_eq!(manifests, ["00000000000000002899.json"]);
+    let (status, stderr) = serve.stop();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let public = keys.path().join("public.key");
+    let out = s3.run(&[
+        "lake", "verify", "--from", &format!("{lake}/workspaces/acme"), "--key",
+        public.to_str().unwrap(), "--log", workspace.to_str().unwrap(), "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["rows_matched_to_log"], 2900);
 }
