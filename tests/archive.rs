@@ -199,7 +199,6 @@ fn parse_requests(mut bytes: &[u8], out: &mut Vec<SentRequest>) {
     }
 }
 
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -56,7 +56,9 @@ fn duckdb_python() -> Option<PathBuf> {
         std::env::var_os("CHAINLOG_REQUIRE_DUCKDB").is_none(),
         "CHAINLOG_REQUIRE_DUCKDB is set but DuckDB could not be installed: {failed}"
     );
-    eprintln!("\n*** SKIPPED: DuckDB could not be installed ({failed}); the lake test did not run. ***\n");
+    eprintln!(
+        "\n*** SKIPPED: DuckDB could not be installed ({failed}); the lake test did not run. ***\n"
+    );
     None
 }
 
@@ -68,7 +70,9 @@ fn log_per_day(dir: &Path) -> PerDay {
     let mut days = PerDay::new();
     for record in log.iter_from(0) {
         let record = record.unwrap();
-        let day = days.entry(partition_date(record.event.timestamp)).or_default();
+        let day = days
+            .entry(partition_date(record.event.timestamp))
+            .or_default();
         day.0 += 1;
         day.1 += u64::from(record.event.outcome == Outcome::Failure);
     }
@@ -91,17 +95,36 @@ impl Lake {
         let dir = self.dir.path().to_str().unwrap();
         let key = self.keys.path().join("secret.key");
         let out = self.run(&[
-            "--dir", dir, "lake", "export", "--to", &self.url, "--checkpoint-key",
-            key.to_str().unwrap(), "--json",
+            "--dir",
+            dir,
+            "lake",
+            "export",
+            "--to",
+            &self.url,
+            "--checkpoint-key",
+            key.to_str().unwrap(),
+            "--json",
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// `chainlog lake verify --json`: (exit code, report).
     fn verify(&self, with_log: bool) -> (i32, Value) {
         let key = self.keys.path().join("public.key");
-        let mut args = vec!["lake", "verify", "--from", &self.url, "--key", key.to_str().unwrap(), "--json"];
+        let mut args = vec![
+            "lake",
+            "verify",
+            "--from",
+            &self.url,
+            "--key",
+            key.to_str().unwrap(),
+            "--json",
+        ];
         let dir = self.dir.path().to_str().unwrap();
         if with_log {
             args.extend(["--log", dir]);
@@ -134,7 +157,11 @@ impl Lake {
             .filter(|n| n.ends_with(".json"))
             .collect();
         let newest = names.iter().max().unwrap();
-        let manifest = LakeManifest::parse(&bucket.get(&format!("lake/manifest/{newest}")).unwrap(), newest).unwrap();
+        let manifest = LakeManifest::parse(
+            &bucket.get(&format!("lake/manifest/{newest}")).unwrap(),
+            newest,
+        )
+        .unwrap();
         let copy = tempfile::tempdir().unwrap();
         for object in &manifest.objects {
             let path = copy.path().join(&object.key);
@@ -148,8 +175,16 @@ impl Lake {
     /// day by day. Returns DuckDB's answer.
     fn query_matches_log(&self, python: &Path) -> Value {
         let copy = self.download();
-        let out = Command::new(python).arg(QUERY).arg(copy.path()).output().unwrap();
-        assert!(out.status.success(), "DuckDB: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(python)
+            .arg(QUERY)
+            .arg(copy.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "DuckDB: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
         let expected = log_per_day(self.dir.path());
         let total: u64 = expected.values().map(|d| d.0).sum();
@@ -159,7 +194,12 @@ impl Lake {
                 .as_object()
                 .unwrap()
                 .iter()
-                .map(|(day, c)| (day.clone(), (c["rows"].as_u64().unwrap(), c["failures"].as_u64().unwrap())))
+                .map(|(day, c)| {
+                    (
+                        day.clone(),
+                        (c["rows"].as_u64().unwrap(), c["failures"].as_u64().unwrap()),
+                    )
+                })
                 .collect();
             assert_eq!(days, expected, "{format}: rows and failures per day");
             assert_eq!(got["rows"], total, "{format}");
@@ -174,7 +214,10 @@ impl Lake {
 /// A log of the 2,900 CloudTrail events in `dir`.
 fn cloudtrail_log(dir: &Path) {
     let log = Log::create(dir, Options::default()).unwrap();
-    let events: Vec<Event> = cloudtrail::cloudtrail_records().iter().map(cloudtrail::to_event).collect();
+    let events: Vec<Event> = cloudtrail::cloudtrail_records()
+        .iter()
+        .map(cloudtrail::to_event)
+        .collect();
     assert_eq!(events.len(), 2_900);
     for batch in events.chunks(500) {
         log.append_batch(batch).unwrap();
@@ -199,7 +242,15 @@ fn setup() -> Option<(Lake, PathBuf)> {
     let dir = tempfile::tempdir().unwrap();
     cloudtrail_log(dir.path());
     let url = format!("s3://{}/{PREFIX}", s3::BUCKET);
-    Some((Lake { server, dir, keys: key_files(), url }, python))
+    Some((
+        Lake {
+            server,
+            dir,
+            keys: key_files(),
+            url,
+        },
+        python,
+    ))
 }
 
 /// The object files under the lake in the server's storage, with their bytes.
@@ -241,9 +292,26 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
     let objects_before = stored(&lake, "lake/jsonl/");
     let parquet_before = stored(&lake, "lake/parquet/");
     let log = Log::open(lake.dir.path(), Options::default()).unwrap();
-    for (i, when) in ["2023-07-11T08:00:00Z", "2023-07-09T23:59:59Z", "2023-07-12T00:00:00.5Z"].iter().cycle().take(30).enumerate() {
-        let mut event = Event::new(Timestamp::parse_rfc3339(when).unwrap(), "auth.login_failed", "mallory");
-        event.outcome = if i % 3 == 0 { Outcome::Failure } else { Outcome::Success };
+    for (i, when) in [
+        "2023-07-11T08:00:00Z",
+        "2023-07-09T23:59:59Z",
+        "2023-07-12T00:00:00.5Z",
+    ]
+    .iter()
+    .cycle()
+    .take(30)
+    .enumerate()
+    {
+        let mut event = Event::new(
+            Timestamp::parse_rfc3339(when).unwrap(),
+            "auth.login_failed",
+            "mallory",
+        );
+        event.outcome = if i % 3 == 0 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
         log.append(&event).unwrap();
     }
     drop(log);
@@ -257,7 +325,9 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
     }
     assert_eq!(after.len(), objects_before.len() + 3);
     let parquet_after = stored(&lake, "lake/parquet/");
-    assert!(parquet_before.iter().all(|(n, b)| parquet_after.get(n) == Some(b)));
+    assert!(parquet_before
+        .iter()
+        .all(|(n, b)| parquet_after.get(n) == Some(b)));
     let answer = lake.query_matches_log(&python);
     assert_eq!(answer["parquet"]["days"].as_object().unwrap().len(), 4);
     assert_eq!(lake.verify(true).0, 0);
@@ -277,7 +347,11 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
     assert_eq!(redone["exported"], serde_json::json!([2900, 2929]));
     assert_eq!(redone["objects_written"], 0);
     assert_eq!(redone["adopted"].as_array().unwrap().len(), 6);
-    assert_eq!(stored(&lake, "lake/manifest/"), manifests, "the same manifest, byte for byte");
+    assert_eq!(
+        stored(&lake, "lake/manifest/"),
+        manifests,
+        "the same manifest, byte for byte"
+    );
     assert_eq!(lake.verify(false).0, 0);
 
     // A changed object.
@@ -289,7 +363,11 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
     let (code, report) = lake.verify(false);
     assert_eq!(code, 1);
     // Its rows are not trusted either: they are missing from that format.
-    assert_eq!(Lake::problem_kinds(&report), ["digest_mismatch", "seq_gap"], "{report}");
+    assert_eq!(
+        Lake::problem_kinds(&report),
+        ["digest_mismatch", "seq_gap"],
+        "{report}"
+    );
     std::fs::write(root.join(name), bytes).unwrap();
     assert_eq!(lake.verify(false).0, 0);
 
@@ -305,7 +383,12 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
 
     // A manifest whose signature is not by the key: one that drops an
     // object from the list, signed by another key.
-    let newest = manifests.keys().filter(|n| n.ends_with(".json")).max().unwrap().clone();
+    let newest = manifests
+        .keys()
+        .filter(|n| n.ends_with(".json"))
+        .max()
+        .unwrap()
+        .clone();
     let mut manifest = LakeManifest::parse(&manifests[&newest], &newest).unwrap();
     manifest.objects.pop();
     let forger = NoteSigner::from_seed("lake-test", [6; 32]).unwrap();
@@ -316,15 +399,33 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
     assert_eq!(code, 1);
     assert_eq!(Lake::problem_kinds(&report), ["bad_signature"], "{report}");
     // The original signature over the changed manifest fails too.
-    std::fs::write(root.join(newest.replace(".json", ".sig")), &manifests[&newest.replace(".json", ".sig")]).unwrap();
+    std::fs::write(
+        root.join(newest.replace(".json", ".sig")),
+        &manifests[&newest.replace(".json", ".sig")],
+    )
+    .unwrap();
     let (code, report) = lake.verify(false);
     assert_eq!(code, 1);
     assert_eq!(Lake::problem_kinds(&report), ["bad_signature"], "{report}");
     // And an export refuses to continue a lake it cannot trust.
     let dir = lake.dir.path().to_str().unwrap();
     let key = lake.keys.path().join("secret.key");
-    let out = lake.run(&["--dir", dir, "lake", "export", "--to", &lake.url, "--checkpoint-key", key.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lake.run(&[
+        "--dir",
+        dir,
+        "lake",
+        "export",
+        "--to",
+        &lake.url,
+        "--checkpoint-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `chainlog serve --lake-to` exports every workspace's log beside the
@@ -346,14 +447,27 @@ fn the_server_exports_every_workspace_to_the_lake() {
     let lake = format!("s3://{}/lake-srv", s3::BUCKET);
     let serve = server::TestServer::start_with_env(
         &data,
-        &["--checkpoint-key", secret.to_str().unwrap(), "--archive-to", &archive, "--lake-to", &lake, "--archive-every", "1h"],
+        &[
+            "--checkpoint-key",
+            secret.to_str().unwrap(),
+            "--archive-to",
+            &archive,
+            "--lake-to",
+            &lake,
+            "--archive-every",
+            "1h",
+        ],
         &s3.env(),
     );
     // The line is printed once the run's manifest is written.
     let done = "exported 2900 record(s) of workspaces/acme";
     let deadline = Instant::now() + Duration::from_secs(120);
     while !serve.stderr().contains(done) {
-        assert!(Instant::now() < deadline, "no lake export: {}", serve.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no lake export: {}",
+            serve.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let manifests: Vec<String> = s3
@@ -366,8 +480,15 @@ fn the_server_exports_every_workspace_to_the_lake() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     let public = keys.path().join("public.key");
     let out = s3.run(&[
-        "lake", "verify", "--from", &format!("{lake}/workspaces/acme"), "--key",
-        public.to_str().unwrap(), "--log", workspace.to_str().unwrap(), "--json",
+        "lake",
+        "verify",
+        "--from",
+        &format!("{lake}/workspaces/acme"),
+        "--key",
+        public.to_str().unwrap(),
+        "--log",
+        workspace.to_str().unwrap(),
+        "--json",
     ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report}");

@@ -11,8 +11,8 @@ use super::super::upload::put_exact;
 use super::super::{ArchiveError, ArchiveTarget, Bucket, Created};
 use super::jsonl::gzip_lines;
 use super::manifest::{
-    frontier_from_hex, frontier_hex, newest_lake_manifest, run_marker, run_marker_key,
-    LakeFormat, LakeManifest, LakeObject, RunMarker, LAKE_MANIFEST_FORMAT,
+    frontier_from_hex, frontier_hex, newest_lake_manifest, run_marker, run_marker_key, LakeFormat,
+    LakeManifest, LakeObject, RunMarker, LAKE_MANIFEST_FORMAT,
 };
 use super::parquet_file::write_parquet;
 use super::rows::{partition_date, LakeRow};
@@ -128,9 +128,11 @@ impl Run<'_> {
         };
         let (first, last) = (first.seq, last.seq);
         let jsonl = gzip_lines(&part.lines).map_err(|e| ArchiveError::io("compressing rows", e))?;
-        let parquet = write_parquet(&part.rows).map_err(|e| ArchiveError::Refused(format!(
-            "writing the Parquet object of {dt}, seqs {first}..={last}: {e}"
-        )))?;
+        let parquet = write_parquet(&part.rows).map_err(|e| {
+            ArchiveError::Refused(format!(
+                "writing the Parquet object of {dt}, seqs {first}..={last}: {e}"
+            ))
+        })?;
         for (format, bytes) in [(LakeFormat::Jsonl, jsonl), (LakeFormat::Parquet, parquet)] {
             let key = format.object_key(dt, first, last);
             let mut tampered = Vec::new();
@@ -165,9 +167,7 @@ impl Run<'_> {
 /// The first local segment's base seq and the tree over the records before
 /// it (from its header's link block).
 fn first_segment(log_dir: &Path) -> Result<(u64, Frontier), ArchiveError> {
-    let names = FsStorage
-        .list(log_dir)
-        .map_err(|e| Error::io(log_dir, e))?;
+    let names = FsStorage.list(log_dir).map_err(|e| Error::io(log_dir, e))?;
     let base = names
         .iter()
         .filter_map(|n| segment::parse_file_name(n))
@@ -223,13 +223,16 @@ pub fn export_lake(
     let previous = match newest_lake_manifest(&bucket)? {
         None => None,
         Some((key, json, note)) => {
-            let note = note.and_then(|n| String::from_utf8(n).ok()).ok_or_else(|| {
-                ArchiveError::Tampered(vec![format!("{} has no signature note", bucket.url(&key))])
-            })?;
-            let manifest = LakeManifest::open(&json, &note, &verifier, &bucket.url(&key))
-                .map_err(|e| {
-                    ArchiveError::Tampered(vec![format!("{}: {e}", bucket.url(&key))])
+            let note = note
+                .and_then(|n| String::from_utf8(n).ok())
+                .ok_or_else(|| {
+                    ArchiveError::Tampered(vec![format!(
+                        "{} has no signature note",
+                        bucket.url(&key)
+                    )])
                 })?;
+            let manifest = LakeManifest::open(&json, &note, &verifier, &bucket.url(&key))
+                .map_err(|e| ArchiveError::Tampered(vec![format!("{}: {e}", bucket.url(&key))]))?;
             if manifest.log_id != log_id {
                 return Err(ArchiveError::WrongLog {
                     target: target.to_string(),
@@ -287,9 +290,8 @@ pub fn export_lake(
             match bucket.put_new(&run_marker_key(next), bytes)? {
                 Created::New => marker,
                 // A concurrent run claimed the range first: do the same.
-                Created::AlreadyThere => run_marker(&bucket, next)?.ok_or_else(|| {
-                    ArchiveError::Refused("the run marker vanished".into())
-                })?,
+                Created::AlreadyThere => run_marker(&bucket, next)?
+                    .ok_or_else(|| ArchiveError::Refused("the run marker vanished".into()))?,
             }
         }
     };
@@ -305,7 +307,10 @@ pub fn export_lake(
         options,
         partitions: BTreeMap::new(),
         buffered: 0,
-        objects: previous.as_ref().map(|m| m.objects.clone()).unwrap_or_default(),
+        objects: previous
+            .as_ref()
+            .map(|m| m.objects.clone())
+            .unwrap_or_default(),
         outcome,
     };
     let query = Query {
@@ -383,7 +388,11 @@ pub fn export_lake(
     };
     let (json, note) = manifest.sign(&options.signer)?;
     let mut outcome = run.outcome;
-    put_small(&bucket, &LakeManifest::signature_key(end), note.into_bytes())?;
+    put_small(
+        &bucket,
+        &LakeManifest::signature_key(end),
+        note.into_bytes(),
+    )?;
     put_small(&bucket, &LakeManifest::key(end), json)?;
     outcome.exported = Some((next, end));
     outcome.rows = total;

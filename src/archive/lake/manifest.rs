@@ -156,11 +156,16 @@ impl LakeManifest {
 
     /// Serializes the manifest and signs it: (manifest bytes, signature note).
     pub fn sign(&self, signer: &NoteSigner) -> Result<(Vec<u8>, String), ArchiveError> {
-        let mut json = serde_json::to_vec_pretty(self)
-            .map_err(|e| ArchiveError::Refused(format!("the lake manifest does not serialize: {e}")))?;
+        let mut json = serde_json::to_vec_pretty(self).map_err(|e| {
+            ArchiveError::Refused(format!("the lake manifest does not serialize: {e}"))
+        })?;
         json.push(b'\n');
         let note = signer
-            .sign_note(&Self::note_text(&self.origin, self.last_seq, &sha256_hex(&json)))
+            .sign_note(&Self::note_text(
+                &self.origin,
+                self.last_seq,
+                &sha256_hex(&json),
+            ))
             .map_err(|e| ArchiveError::Refused(format!("signing the lake manifest: {e}")))?;
         Ok((json, note))
     }
@@ -173,7 +178,9 @@ impl LakeManifest {
         verifier: &NoteVerifier,
         key: &str,
     ) -> Result<LakeManifest, ManifestRefused> {
-        let text = verifier.open_note(note).map_err(ManifestRefused::Signature)?;
+        let text = verifier
+            .open_note(note)
+            .map_err(ManifestRefused::Signature)?;
         let manifest = Self::parse(json, key).map_err(ManifestRefused::Malformed)?;
         let want = Self::note_text(&manifest.origin, manifest.last_seq, &sha256_hex(json));
         if text != want {
@@ -210,7 +217,9 @@ impl LakeManifest {
                 && o.key == o.format.object_key(&o.dt, o.first_seq, o.last_seq)
                 && is_date(&o.dt)
                 && o.sha256.len() == 64
-                && o.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                && o.sha256
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
             if !ok {
                 return Err(bad(format!("object {:?} is described wrongly", o.key)));
             }
@@ -294,15 +303,19 @@ pub(super) fn newest_lake_manifest(
 }
 
 /// The run marker for runs starting at `first_seq`, if one was written.
-pub(super) fn run_marker(bucket: &Bucket, first_seq: u64) -> Result<Option<RunMarker>, ArchiveError> {
+pub(super) fn run_marker(
+    bucket: &Bucket,
+    first_seq: u64,
+) -> Result<Option<RunMarker>, ArchiveError> {
     let key = run_marker_key(first_seq);
     let Some(bytes) = get_small(bucket, &key, MAX_NOTE_BYTES)? else {
         return Ok(None);
     };
-    let marker: RunMarker = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::BadManifest {
-        key: bucket.url(&key),
-        reason: e.to_string(),
-    })?;
+    let marker: RunMarker =
+        serde_json::from_slice(&bytes).map_err(|e| ArchiveError::BadManifest {
+            key: bucket.url(&key),
+            reason: e.to_string(),
+        })?;
     if marker.first_seq != first_seq || marker.last_seq < first_seq {
         return Err(ArchiveError::BadManifest {
             key: bucket.url(&key),

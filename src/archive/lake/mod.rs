@@ -1,8 +1,6 @@
-//! The nightly export for SIEMs and data lakes: the log's rows as gzip
-//! JSON Lines and Parquet objects beside the archive, partitioned by date,
-//! listed in a signed manifest so that a copy can be proven complete and
-//! unchanged (cargo feature `lake`). It uses the archive's bucket and
-//! create-only writes, and the query layer's export rows.
+//! The nightly export for SIEMs and data lakes (feature `lake`): the log's rows as gzip
+//! JSON Lines and Parquet objects beside the archive, listed in a signed manifest. It
+//! uses the archive's bucket and create-only writes, the query layer's rows, and `hash`.
 //!
 //! # Layout
 //!

@@ -73,7 +73,10 @@ fn write_column<T: DataType>(
     column.close()
 }
 
-fn text<'a>(rows: &'a [LakeRow], get: impl Fn(&'a LakeRow) -> Option<&'a str>) -> Vec<Option<ByteArray>> {
+fn text<'a>(
+    rows: &'a [LakeRow],
+    get: impl Fn(&'a LakeRow) -> Option<&'a str>,
+) -> Vec<Option<ByteArray>> {
     rows.iter()
         .map(|r| get(r).map(|s| ByteArray::from(s.as_bytes().to_vec())))
         .collect()
@@ -100,7 +103,9 @@ pub fn write_parquet(rows: &[LakeRow]) -> Result<Vec<u8>, ParquetError> {
     write_column::<Int64Type>(&mut group, seqs)?;
     write_column::<Int64Type>(
         &mut group,
-        rows.iter().map(|r| Some(unix_micros(r.timestamp))).collect(),
+        rows.iter()
+            .map(|r| Some(unix_micros(r.timestamp)))
+            .collect(),
     )?;
     write_column::<ByteArrayType>(&mut group, text(rows, |r| Some(&r.event)))?;
     write_column::<ByteArrayType>(&mut group, text(rows, |r| Some(&r.actor)))?;
@@ -112,11 +117,16 @@ pub fn write_parquet(rows: &[LakeRow]) -> Result<Vec<u8>, ParquetError> {
     let hashes: Vec<String> = rows.iter().map(|r| r.hash.to_string()).collect();
     write_column::<ByteArrayType>(
         &mut group,
-        hashes.iter().map(|h| Some(ByteArray::from(h.as_str()))).collect(),
+        hashes
+            .iter()
+            .map(|h| Some(ByteArray::from(h.as_str())))
+            .collect(),
     )?;
     write_column::<Int64Type>(
         &mut group,
-        rows.iter().map(|r| r.received_at.map(unix_micros)).collect(),
+        rows.iter()
+            .map(|r| r.received_at.map(unix_micros))
+            .collect(),
     )?;
     write_column::<ByteArrayType>(&mut group, text(rows, |r| r.origin.as_deref()))?;
     write_column::<ByteArrayType>(&mut group, text(rows, |r| r.appender.as_deref()))?;
@@ -218,7 +228,11 @@ mod tests {
 
     #[test]
     fn parquet_round_trip() {
-        let rows = vec![row(10, Some("nyc-edge-01")), row(11, None), row(12, Some("x"))];
+        let rows = vec![
+            row(10, Some("nyc-edge-01")),
+            row(11, None),
+            row(12, Some("x")),
+        ];
         let bytes = write_parquet(&rows).unwrap();
         assert_eq!(bytes, write_parquet(&rows).unwrap(), "deterministic");
         assert_eq!(read_parquet(bytes).unwrap(), rows);
@@ -233,7 +247,8 @@ mod tests {
             damaged[at] ^= 0xff;
             let read = read_parquet(damaged);
             assert!(
-                read.as_ref().map_or(true, |r| r != &[row(1, None), row(2, None)]),
+                read.as_ref()
+                    .map_or(true, |r| r != &[row(1, None), row(2, None)]),
                 "a flipped byte at {at} went unnoticed"
             );
         }

@@ -184,10 +184,8 @@ pub fn unix_micros(t: Timestamp) -> i64 {
 pub fn partition_date(t: Timestamp) -> String {
     let days = t.unix_nanos().div_euclid(86_400 * 1_000_000_000);
     // Every i64 nanosecond count is inside time's range of dates.
-    let date = time::Date::from_julian_day(
-        i32::try_from(days + 2_440_588).unwrap_or(i32::MAX),
-    )
-    .unwrap_or(time::Date::MIN);
+    let date = time::Date::from_julian_day(i32::try_from(days + 2_440_588).unwrap_or(i32::MAX))
+        .unwrap_or(time::Date::MIN);
     format!(
         "{:04}-{:02}-{:02}",
         date.year(),

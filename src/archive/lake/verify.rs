@@ -91,7 +91,7 @@ impl LakeReport {
 #[derive(Clone, Default)]
 struct Seen {
     jsonl: Option<([u8; 32], [u8; 32], [u8; 32])>, // hash, row digest, line digest
-    parquet: Option<[u8; 32]>,                      // row digest
+    parquet: Option<[u8; 32]>,                     // row digest
 }
 
 struct Checker<'a> {
@@ -136,12 +136,20 @@ pub fn verify_lake(
         },
     };
     let Some((key, json, note)) = newest_lake_manifest(&bucket)? else {
-        c.problem(K::NoManifest, "lake/manifest/", "no manifest: nothing in the lake can be trusted");
+        c.problem(
+            K::NoManifest,
+            "lake/manifest/",
+            "no manifest: nothing in the lake can be trusted",
+        );
         return Ok(c.report);
     };
     c.report.manifest = Some(key.clone());
     let Some(note) = note.and_then(|n| String::from_utf8(n).ok()) else {
-        c.problem(K::BadSignature, &key, "the manifest has no signature note (.sig)");
+        c.problem(
+            K::BadSignature,
+            &key,
+            "the manifest has no signature note (.sig)",
+        );
         return Ok(c.report);
     };
     let m = match LakeManifest::open(&json, &note, verifier, &bucket.url(&key)) {
@@ -154,14 +162,25 @@ pub fn verify_lake(
     c.report.seqs = Some((m.first_seq, m.last_seq));
     if let Some(log) = log {
         if log.log_id().to_string() != m.log_id {
-            c.problem(K::BadManifest, &key, format!("the lake holds log {}, not log {}", m.log_id, log.log_id()));
+            c.problem(
+                K::BadManifest,
+                &key,
+                format!("the lake holds log {}, not log {}", m.log_id, log.log_id()),
+            );
             return Ok(c.report);
         }
     }
     let checkpoint = match Checkpoint::open(&m.checkpoint, verifier) {
         Ok(cp) if cp.size == m.last_seq + 1 && cp.origin == m.origin => Some(cp),
         Ok(cp) => {
-            c.problem(K::BadSignature, &key, format!("the checkpoint is for {:?} at size {}, not the manifest's range", cp.origin, cp.size));
+            c.problem(
+                K::BadSignature,
+                &key,
+                format!(
+                    "the checkpoint is for {:?} at size {}, not the manifest's range",
+                    cp.origin, cp.size
+                ),
+            );
             None
         }
         Err(e) => {
@@ -187,9 +206,14 @@ pub fn verify_lake(
             .map(|(i, _)| m.first_seq + i as u64)
             .collect();
         if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
-            c.problem(K::SeqGap, &format!("lake/{format:?}/").to_lowercase(), format!(
-                "{} seq(s) between {first} and {last} are in no {format:?} object", missing.len()
-            ));
+            c.problem(
+                K::SeqGap,
+                &format!("lake/{format:?}/").to_lowercase(),
+                format!(
+                    "{} seq(s) between {first} and {last} are in no {format:?} object",
+                    missing.len()
+                ),
+            );
         }
     }
     let mut differ = 0;
@@ -198,7 +222,14 @@ pub fn verify_lake(
             if digest != p {
                 differ += 1;
                 if differ == 1 {
-                    c.problem(K::FormatsDiffer, "lake/", format!("seq {}: the JSON Lines row and the Parquet row differ", m.first_seq + i as u64));
+                    c.problem(
+                        K::FormatsDiffer,
+                        "lake/",
+                        format!(
+                            "seq {}: the JSON Lines row and the Parquet row differ",
+                            m.first_seq + i as u64
+                        ),
+                    );
                 }
             }
         }
@@ -216,9 +247,14 @@ pub fn verify_lake(
                 if tree.root() == cp.root && head_ok && end.as_ref() == Some(&tree) {
                     c.report.checkpoint_size = Some(cp.size);
                 } else {
-                    c.problem(K::RootMismatch, &key, format!(
-                        "the rows' hashes do not make the tree the checkpoint of size {} signs", cp.size
-                    ));
+                    c.problem(
+                        K::RootMismatch,
+                        &key,
+                        format!(
+                            "the rows' hashes do not make the tree the checkpoint of size {} signs",
+                            cp.size
+                        ),
+                    );
                 }
             }
             None => c.problem(K::BadManifest, &key, "the start frontier is malformed"),
@@ -240,25 +276,41 @@ fn check_object(
     let key = &object.key;
     let size = match c.bucket.head(key)? {
         None => {
-            c.problem(K::ObjectMissing, key, "the manifest lists it; the bucket does not have it");
+            c.problem(
+                K::ObjectMissing,
+                key,
+                "the manifest lists it; the bucket does not have it",
+            );
             return Ok(());
         }
         Some(meta) => meta.size,
     };
     if size != object.bytes || size > MAX_OBJECT_BYTES {
-        c.problem(K::DigestMismatch, key, format!("{size} bytes, the manifest says {}", object.bytes));
+        c.problem(
+            K::DigestMismatch,
+            key,
+            format!("{size} bytes, the manifest says {}", object.bytes),
+        );
         return Ok(());
     }
     let bytes = c.bucket.get(key)?;
     c.report.objects_checked += 1;
     let digest = sha256_hex(&bytes);
     if digest != object.sha256 {
-        c.problem(K::DigestMismatch, key, format!("SHA-256 {digest}, the manifest says {}", object.sha256));
+        c.problem(
+            K::DigestMismatch,
+            key,
+            format!("SHA-256 {digest}, the manifest says {}", object.sha256),
+        );
         return Ok(());
     }
     let rows: Result<Vec<(LakeRow, Option<[u8; 32]>)>, _> = match object.format {
-        LakeFormat::Jsonl => read_jsonl_gz(&bytes).map(|r| r.into_iter().map(|(row, d)| (row, Some(d))).collect()),
-        LakeFormat::Parquet => read_parquet(bytes).map(|r| r.into_iter().map(|row| (row, None)).collect()),
+        LakeFormat::Jsonl => {
+            read_jsonl_gz(&bytes).map(|r| r.into_iter().map(|(row, d)| (row, Some(d))).collect())
+        }
+        LakeFormat::Parquet => {
+            read_parquet(bytes).map(|r| r.into_iter().map(|row| (row, None)).collect())
+        }
     };
     let rows = match rows {
         Ok(rows) => rows,
@@ -268,7 +320,11 @@ fn check_object(
         }
     };
     if rows.len() as u64 != object.rows {
-        c.problem(K::BadRows, key, format!("{} rows, the manifest says {}", rows.len(), object.rows));
+        c.problem(
+            K::BadRows,
+            key,
+            format!("{} rows, the manifest says {}", rows.len(), object.rows),
+        );
     }
     let mut previous = None;
     for (row, line) in rows {
@@ -277,7 +333,12 @@ fn check_object(
         } else if previous.is_some_and(|p| row.seq <= p) {
             Some(format!("seq {} is out of order", row.seq))
         } else if row.dt() != object.dt {
-            Some(format!("seq {} is dated {}, in partition {}", row.seq, row.dt(), object.dt))
+            Some(format!(
+                "seq {} is dated {}, in partition {}",
+                row.seq,
+                row.dt(),
+                object.dt
+            ))
         } else {
             None
         };
@@ -290,7 +351,9 @@ fn check_object(
         let repeated = match (object.format, line) {
             (LakeFormat::Jsonl, Some(line)) => {
                 c.report.rows_checked.0 += 1;
-                slot.jsonl.replace((row.hash.0, row.digest(), line)).is_some()
+                slot.jsonl
+                    .replace((row.hash.0, row.digest(), line))
+                    .is_some()
             }
             _ => {
                 c.report.rows_checked.1 += 1;
@@ -298,7 +361,11 @@ fn check_object(
             }
         };
         if repeated {
-            c.problem(K::SeqGap, key, format!("seq {} is in more than one object", row.seq));
+            c.problem(
+                K::SeqGap,
+                key,
+                format!("seq {} is in more than one object", row.seq),
+            );
         }
     }
     Ok(())
@@ -317,7 +384,11 @@ fn check_against_log(
     if let Some(cp) = checkpoint {
         let mut prover = log.prover()?;
         if let Err(e) = prover.check_checkpoint(cp) {
-            c.problem(K::LogMismatch, &LakeManifest::key(m.last_seq), format!("the checkpoint does not match the log: {e}"));
+            c.problem(
+                K::LogMismatch,
+                &LakeManifest::key(m.last_seq),
+                format!("the checkpoint does not match the log: {e}"),
+            );
         }
     }
     let query = Query {
@@ -348,10 +419,24 @@ fn check_against_log(
     c.report.rows_matched_to_log = matched;
     let in_log = matched + mismatched.len() as u64;
     if let Some(first) = mismatched.first() {
-        c.problem(K::LogMismatch, "lake/jsonl/", format!("{} row(s) differ from the log's records, the first at seq {first}", mismatched.len()));
+        c.problem(
+            K::LogMismatch,
+            "lake/jsonl/",
+            format!(
+                "{} row(s) differ from the log's records, the first at seq {first}",
+                mismatched.len()
+            ),
+        );
     }
     if in_log < m.last_seq - m.first_seq + 1 {
-        c.problem(K::LogMismatch, "lake/", format!("the log holds {in_log} of the lake's {} seqs (retention, or another log)", m.last_seq - m.first_seq + 1));
+        c.problem(
+            K::LogMismatch,
+            "lake/",
+            format!(
+                "the log holds {in_log} of the lake's {} seqs (retention, or another log)",
+                m.last_seq - m.first_seq + 1
+            ),
+        );
     }
     Ok(())
 }

@@ -120,15 +120,20 @@ fn export(global: &Global, args: ExportArgs) -> Result<ExitCode, CliError> {
     if args.json {
         print_json(&outcome)?;
     } else if !global.quiet {
-        print_export(&target.to_string(), &outcome, started.elapsed().as_secs_f64())?;
+        print_export(
+            &target.to_string(),
+            &outcome,
+            started.elapsed().as_secs_f64(),
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_export(target: &str, outcome: &LakeOutcome, secs: f64) -> Result<(), CliError> {
-    let held = outcome
-        .lake_seqs
-        .map_or_else(|| "nothing yet".to_string(), |(a, b)| format!("seq {a}..={b}"));
+    let held = outcome.lake_seqs.map_or_else(
+        || "nothing yet".to_string(),
+        |(a, b)| format!("seq {a}..={b}"),
+    );
     match outcome.exported {
         None => outln!("nothing new to export: {target}/lake holds {held}")?,
         Some((first, last)) => outln!(
@@ -194,7 +199,11 @@ fn print_report(report: &LakeReport) -> Result<(), CliError> {
             }
         )?;
     } else {
-        outln!("lake NOT intact: {} problem(s) in {}", report.problems.len(), report.target)?;
+        outln!(
+            "lake NOT intact: {} problem(s) in {}",
+            report.problems.len(),
+            report.target
+        )?;
     }
     Ok(())
 }
