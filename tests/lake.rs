@@ -91,10 +91,11 @@ impl Lake {
         self.server.run(args)
     }
 
-    fn export(&self) -> Value {
+    /// `chainlog --dir LOG lake export --json`.
+    fn export_output(&self) -> Output {
         let dir = self.dir.path().to_str().unwrap();
         let key = self.keys.path().join("secret.key");
-        let out = self.run(&[
+        self.run(&[
             "--dir",
             dir,
             "lake",
@@ -104,7 +105,11 @@ impl Lake {
             "--checkpoint-key",
             key.to_str().unwrap(),
             "--json",
-        ]);
+        ])
+    }
+
+    fn export(&self) -> Value {
+        let out = self.export_output();
         assert!(
             out.status.success(),
             "{}",
@@ -408,18 +413,7 @@ fn cloudtrail_export_is_queried_by_duckdb_and_checked() {
     assert_eq!(code, 1);
     assert_eq!(Lake::problem_kinds(&report), ["bad_signature"], "{report}");
     // And an export refuses to continue a lake it cannot trust.
-    let dir = lake.dir.path().to_str().unwrap();
-    let key = lake.keys.path().join("secret.key");
-    let out = lake.run(&[
-        "--dir",
-        dir,
-        "lake",
-        "export",
-        "--to",
-        &lake.url,
-        "--checkpoint-key",
-        key.to_str().unwrap(),
-    ]);
+    let out = lake.export_output();
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -15,13 +15,12 @@ use super::manifest::{
     LakeManifest, LakeObject, RunMarker, LAKE_MANIFEST_FORMAT,
 };
 use super::parquet_file::write_parquet;
-use super::rows::{partition_date, LakeRow};
+use super::rows::{export_line, partition_date, LakeRow};
 use crate::event::Timestamp;
 use crate::format::segment;
 use crate::hash::checkpoint::{Checkpoint, NoteSigner};
 use crate::hash::merkle::Frontier;
 use crate::log::{Log, Options};
-use crate::query::export::{ExportFormat, ExportOptions, Exporter};
 use crate::query::Query;
 use crate::storage::{FsStorage, Storage};
 use crate::Error;
@@ -331,12 +330,7 @@ pub fn export_lake(
             expected += 1;
             frontier.push(&hash.0);
             head = Some(hash);
-            line.clear();
-            let mut rows = Exporter::new(&mut line, ExportOptions::new(ExportFormat::JsonLines))
-                .map_err(|e| ArchiveError::io("formatting a row", e))?;
-            rows.write_view(seq, &hash, view)
-                .map_err(|e| ArchiveError::Refused(e.to_string()))?;
-            drop(rows);
+            export_line(&mut line, seq, &hash, view)?;
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let row = LakeRow::from_json_line(text, 0)
                 .map_err(|e| ArchiveError::Refused(format!("record {seq}: {e}")))?;

@@ -15,6 +15,7 @@ use parquet::schema::parser::parse_message_type;
 
 use super::rows::{unix_micros, LakeRow, RowError};
 use crate::event::Timestamp;
+use crate::query::export::CSV_COLUMNS;
 
 /// The schema of every Parquet object, in Parquet's message syntax
 /// (documented in docs/LAKE.md). Timestamps are microseconds since the
@@ -36,22 +37,8 @@ pub const PARQUET_SCHEMA: &str = "message chainlog_event {
   OPTIONAL BYTE_ARRAY appender (STRING);
 }";
 
-/// The columns, in schema order.
-const COLUMNS: [&str; 13] = [
-    "seq",
-    "timestamp",
-    "event",
-    "actor",
-    "node",
-    "resource",
-    "ip",
-    "outcome",
-    "context",
-    "hash",
-    "received_at",
-    "origin",
-    "appender",
-];
+/// The columns, in schema order: the export's ([`CSV_COLUMNS`]).
+const COLUMNS: [&str; 13] = CSV_COLUMNS;
 
 type RowGroup<'a> = SerializedRowGroupWriter<'a, Vec<u8>>;
 

@@ -4,8 +4,10 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::event::Timestamp;
+use super::super::ArchiveError;
+use crate::event::{RecordView, Timestamp};
 use crate::hash::chain::ChainHash;
+use crate::query::export::{ExportFormat, ExportOptions, Exporter};
 
 /// Why a lake object's rows do not decode.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +175,22 @@ impl LakeRow {
         h.update(self.hash.0);
         h.finalize().into()
     }
+}
+
+/// Puts into `line` (cleared first) the row `chainlog export --format jsonl`
+/// writes for this record, `\n`-terminated.
+pub(super) fn export_line(
+    line: &mut Vec<u8>,
+    seq: u64,
+    hash: &ChainHash,
+    view: &RecordView<'_>,
+) -> Result<(), ArchiveError> {
+    line.clear();
+    let mut rows = Exporter::new(line, ExportOptions::new(ExportFormat::JsonLines))
+        .map_err(|e| ArchiveError::io("formatting a row", e))?;
+    rows.write_view(seq, hash, view)
+        .map_err(|e| ArchiveError::Refused(e.to_string()))?;
+    Ok(())
 }
 
 /// Microseconds since the Unix epoch, rounded down (Parquet's timestamps).

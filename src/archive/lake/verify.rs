@@ -10,10 +10,9 @@ use super::super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket};
 use super::jsonl::read_jsonl_gz;
 use super::manifest::{frontier_from_hex, newest_lake_manifest, LakeFormat, LakeManifest};
 use super::parquet_file::read_parquet;
-use super::rows::LakeRow;
+use super::rows::{export_line, LakeRow};
 use crate::hash::checkpoint::{Checkpoint, NoteVerifier};
 use crate::log::Log;
-use crate::query::export::{ExportFormat, ExportOptions, Exporter};
 use crate::query::Query;
 
 /// The largest object the checker downloads.
@@ -401,12 +400,7 @@ fn check_against_log(
     let mut matched = 0;
     log.query(&query)?
         .try_for_each_view(|seq, hash, view| -> Result<(), ArchiveError> {
-            line.clear();
-            let mut rows = Exporter::new(&mut line, ExportOptions::new(ExportFormat::JsonLines))
-                .map_err(|e| ArchiveError::io("formatting a row", e))?;
-            rows.write_view(seq, &hash, view)
-                .map_err(|e| ArchiveError::Refused(e.to_string()))?;
-            drop(rows);
+            export_line(&mut line, seq, &hash, view)?;
             let ours: [u8; 32] = Sha256::digest(line.strip_suffix(b"\n").unwrap_or(&line)).into();
             let lake = seen.get((seq - m.first_seq) as usize).and_then(|s| s.jsonl);
             if lake.map(|l| l.2) == Some(ours) {
