@@ -12,7 +12,7 @@ use super::super::{ArchiveError, ArchiveTarget, Bucket, Created};
 use super::jsonl::gzip_lines;
 use super::manifest::{
     frontier_from_hex, frontier_hex, newest_lake_manifest, run_marker, run_marker_key, LakeFormat,
-    LakeManifest, LakeObject, RunMarker, LAKE_MANIFEST_FORMAT,
+    LakeManifest, LakeObject, RunMarker, StoredManifest, LAKE_MANIFEST_FORMAT,
 };
 use super::parquet_file::write_parquet;
 use super::rows::{export_line, partition_date, LakeRow};
@@ -221,7 +221,7 @@ pub fn export_lake(
     let verifier = options.signer.verifier();
     let previous = match newest_lake_manifest(&bucket)? {
         None => None,
-        Some((key, json, note)) => {
+        Some(StoredManifest { key, json, note }) => {
             let note = note
                 .and_then(|n| String::from_utf8(n).ok())
                 .ok_or_else(|| {

@@ -281,11 +281,20 @@ pub(super) fn get_small(
     }
 }
 
-/// The newest manifest of the lake (by last seq): its key, bytes, and its
-/// signature note's bytes if there is one. `None` when there is none.
+/// A manifest as stored, not yet checked.
+pub(super) struct StoredManifest {
+    /// Its key.
+    pub key: String,
+    /// Its bytes.
+    pub json: Vec<u8>,
+    /// Its signature note's bytes, if there is one.
+    pub note: Option<Vec<u8>>,
+}
+
+/// The newest manifest of the lake (by last seq), `None` when there is none.
 pub(super) fn newest_lake_manifest(
     bucket: &Bucket,
-) -> Result<Option<(String, Vec<u8>, Option<Vec<u8>>)>, ArchiveError> {
+) -> Result<Option<StoredManifest>, ArchiveError> {
     let newest = bucket
         .list(LAKE_MANIFEST_DIR)?
         .into_iter()
@@ -299,7 +308,7 @@ pub(super) fn newest_lake_manifest(
         ArchiveError::NoArchive(format!("{} (listed, then gone)", bucket.url(&key)))
     })?;
     let note = get_small(bucket, &LakeManifest::signature_key(last), MAX_NOTE_BYTES)?;
-    Ok(Some((key, json, note)))
+    Ok(Some(StoredManifest { key, json, note }))
 }
 
 /// The run marker for runs starting at `first_seq`, if one was written.

@@ -8,7 +8,9 @@ use sha2::{Digest as _, Sha256};
 
 use super::super::{sha256_hex, ArchiveError, ArchiveTarget, Bucket};
 use super::jsonl::read_jsonl_gz;
-use super::manifest::{frontier_from_hex, newest_lake_manifest, LakeFormat, LakeManifest};
+use super::manifest::{
+    frontier_from_hex, newest_lake_manifest, LakeFormat, LakeManifest, StoredManifest,
+};
 use super::parquet_file::read_parquet;
 use super::rows::{export_line, LakeRow};
 use crate::hash::checkpoint::{Checkpoint, NoteVerifier};
@@ -86,6 +88,9 @@ impl LakeReport {
     }
 }
 
+/// An object's rows, each with its line's SHA-256 (JSON Lines only).
+type ObjectRows = Vec<(LakeRow, Option<[u8; 32]>)>;
+
 /// What the checker keeps per seq (about 100 bytes a row).
 #[derive(Clone, Default)]
 struct Seen {
@@ -134,7 +139,7 @@ pub fn verify_lake(
             problems: Vec::new(),
         },
     };
-    let Some((key, json, note)) = newest_lake_manifest(&bucket)? else {
+    let Some(StoredManifest { key, json, note }) = newest_lake_manifest(&bucket)? else {
         c.problem(
             K::NoManifest,
             "lake/manifest/",
@@ -303,7 +308,7 @@ fn check_object(
         );
         return Ok(());
     }
-    let rows: Result<Vec<(LakeRow, Option<[u8; 32]>)>, _> = match object.format {
+    let rows: Result<ObjectRows, _> = match object.format {
         LakeFormat::Jsonl => {
             read_jsonl_gz(&bytes).map(|r| r.into_iter().map(|(row, d)| (row, Some(d))).collect())
         }
