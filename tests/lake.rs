@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use chainlog::archive::lake::{partition_date, LakeManifest};
+use chainlog::archive::lake::{
+    export_lake, partition_date, verify_lake, LakeManifest, LakeOptions,
+};
 use chainlog::archive::Bucket;
 use chainlog::hash::checkpoint::NoteSigner;
 use chainlog::{Event, Log, Options, Outcome, Timestamp};
@@ -487,4 +489,38 @@ fn the_server_exports_every_workspace_to_the_lake() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert_eq!(report["rows_matched_to_log"], 2900);
+}
+
+/// Objects are cut at `max_rows_per_object` and when the rows held in
+/// memory pass `max_buffered_bytes`; the lake stays complete either way.
+#[test]
+fn objects_are_cut_by_rows_and_by_memory() {
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    library_credentials();
+    let dir = tempfile::tempdir().unwrap();
+    cloudtrail_log(dir.path());
+    let signer = NoteSigner::from_seed("lake-test", [5; 32]).unwrap();
+    for (prefix, rows, bytes) in [
+        ("by-rows", 1_000, 64 << 20),
+        ("by-memory", 100_000, 256 << 10),
+    ] {
+        let mut options = LakeOptions::new(signer.clone());
+        options.max_rows_per_object = rows;
+        options.max_buffered_bytes = bytes;
+        let target = s3.target(prefix);
+        let outcome = export_lake(dir.path(), &target, &options, &mut |_, _| {}).unwrap();
+        assert_eq!(outcome.rows, 2_900);
+        let report = verify_lake(&target, &signer.verifier(), None).unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        let parquet: Vec<String> = s3
+            .objects(prefix)
+            .into_iter()
+            .filter(|o| o.ends_with(".parquet"))
+            .collect();
+        // One day: 3 objects of 1,000 rows or fewer; or one per flush.
+        assert!(parquet.len() >= 3, "{prefix}: {parquet:?}");
+        assert_eq!(outcome.objects_written, 2 * parquet.len());
+    }
 }

@@ -91,7 +91,7 @@ impl LakeReport {
 /// An object's rows, each with its line's SHA-256 (JSON Lines only).
 type ObjectRows = Vec<(LakeRow, Option<[u8; 32]>)>;
 
-/// What the checker keeps per seq (about 100 bytes a row).
+/// What the checker keeps per seq (about 140 bytes a row).
 #[derive(Clone, Default)]
 struct Seen {
     jsonl: Option<([u8; 32], [u8; 32], [u8; 32])>, // hash, row digest, line digest
@@ -118,7 +118,7 @@ impl Checker<'_> {
 /// checkpoint key `verifier`; with `log` (the exported log), also checks
 /// every row against the log's record and the checkpoint against the log.
 ///
-/// Needs memory for about 100 bytes per row of the lake.
+/// Needs memory for about 140 bytes per row of the lake.
 pub fn verify_lake(
     target: &ArchiveTarget,
     verifier: &NoteVerifier,
