@@ -167,14 +167,7 @@ fn read_paths(c: &mut Criterion) {
             })
         });
     }
-    let log = Log::open(
-        dir.path(),
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir.path(), Options::for_reading()).unwrap();
     group.bench_function("export jsonl to a sink", |b| {
         b.iter_batched(
             || Exporter::new(io::sink(), ExportOptions::new(ExportFormat::JsonLines)).unwrap(),

@@ -80,14 +80,7 @@ fn append(dir: &Path, file: Option<&Path>, stdin: &str) -> Output {
 
 /// The actors of every record, in order.
 fn actors(dir: &Path) -> Vec<String> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir, Options::for_reading()).unwrap();
     log.iter_from(0)
         .map(|r| r.unwrap().event.actor.to_string())
         .collect()

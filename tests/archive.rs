@@ -425,22 +425,8 @@ fn archive_verify_from_the_bucket_restore_and_rerun() {
     assert!(out.contains("intact: "), "{out}");
     let report = verify_dir(&FsStorage, &restored, &mut |_| {}).unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
-    let original = Log::open(
-        &log_dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let copy = Log::open(
-        &restored,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let original = Log::open(&log_dir, Options::for_reading()).unwrap();
+    let copy = Log::open(&restored, Options::for_reading()).unwrap();
     let last = report.last_seq.unwrap();
     let a: Vec<_> = original
         .iter_from(0)

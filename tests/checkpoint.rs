@@ -4,6 +4,10 @@
 //! golang.org/x/mod/sumdb (an outside implementation), when Go is installed
 //! (`scripts/test.sh` installs it and sets CHAINLOG_REQUIRE_GO=1).
 
+#[path = "support/stdin.rs"]
+mod stdin;
+use stdin::output_with_stdin;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -339,20 +343,7 @@ fn go_sumdb_note_and_tlog_agree() {
 
     // Go's RFC 6962 tree hash over the same leaves equals ours.
     let leaves: String = hashes.iter().map(|h| format!("{h}\n")).collect();
-    let mut child = Command::new(&notecheck)
-        .arg("root")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(leaves.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(Command::new(&notecheck).arg("root"), leaves.as_bytes());
     assert!(out.status.success());
     let go_root = String::from_utf8(out.stdout).unwrap();
     let ours: String = cp.root.iter().map(|b| format!("{b:02x}")).collect();

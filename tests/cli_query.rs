@@ -423,16 +423,7 @@ fn every_filter_flag_alone_and_combined_matches_an_independent_scan() {
     let tmp = tempfile::tempdir().unwrap();
     let evs: Vec<Ev> = (0..600).map(|i| gen(i, 0)).collect();
     let dir = build(tmp.path(), &evs);
-    let segments = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "seg")
-        })
-        .count();
+    let segments = segment_count(&dir);
     assert!(
         segments >= 2,
         "the test wants several segments, got {segments}"
@@ -1310,16 +1301,7 @@ fn provenance_is_shown_and_filtered() {
         let args = ["append", "--appender", appender, input.to_str().unwrap()];
         at_clock(&dir, clock, &args);
     }
-    let segments = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "seg")
-        })
-        .count();
+    let segments = segment_count(&dir);
     assert!(segments >= 3, "{segments} segments");
     let rows = |args: &[&str]| -> Vec<Value> {
         let mut all = vec!["export", "--format", "jsonl", "--quiet"];
@@ -1677,4 +1659,18 @@ fn the_demo_queries_and_exports_its_log() {
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(failed, [4, 13]);
+}
+
+/// How many segment files `dir` holds.
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count()
 }

@@ -122,14 +122,7 @@ fn cloudtrail_events_round_trip_through_the_library() {
         (0..2900).collect::<Vec<_>>()
     );
 
-    let log = Log::open(
-        tmp.path(),
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(tmp.path(), Options::for_reading()).unwrap();
     assert!(log.state().segments > 2, "{:?}", log.state());
     let records: Vec<_> = log.iter_from(0).map(Result::unwrap).collect();
     let stored: Vec<Event> = records.iter().map(|r| r.event.clone()).collect();

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/stdin.rs"]
+mod stdin;
+use stdin::output_with_stdin;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -452,18 +456,25 @@ fn finding_5_garbage_then_an_older_frame_is_corruption_to_both() {
 // ---------------------------------------------------------------------------
 // Finding 6: a checkpoint signs only a root computed from the records.
 
-/// A two-segment log whose newest segment's link block is forged (a
-/// subtree root changed, its CRC fixed).
-fn forged_link_block() -> SimDisk {
+/// A closed log on a simulated disk: records padded by `pad` bytes until a
+/// second segment starts, then one small record in it.
+fn two_segments(pad: usize) -> SimDisk {
     let disk = SimDisk::new();
     let log = Log::create_in(Arc::new(disk.clone()), DIR, options()).unwrap();
     let mut i = 0;
     while log.state().segments < 2 {
-        log.append(&event(i, 9000)).unwrap();
+        log.append(&event(i, pad)).unwrap();
         i += 1;
     }
     log.append(&event(i, 10)).unwrap();
     log.close().unwrap();
+    disk
+}
+
+/// A two-segment log whose newest segment's link block is forged (a
+/// subtree root changed, its CRC fixed).
+fn forged_link_block() -> SimDisk {
+    let disk = two_segments(9000);
     let newest = disk
         .list(dir())
         .unwrap()
@@ -578,15 +589,7 @@ fn finding_6_plain_verify_catches_a_forged_link_block_in_the_newest_segment() {
 /// are not also used to hold the newest segment's link block to account.
 #[test]
 fn damage_before_the_newest_segment_is_not_also_a_link_block_problem() {
-    let disk = SimDisk::new();
-    let log = Log::create_in(Arc::new(disk.clone()), DIR, options()).unwrap();
-    let mut i = 0;
-    while log.state().segments < 2 {
-        log.append(&event(i, 3000)).unwrap();
-        i += 1;
-    }
-    log.append(&event(i, 10)).unwrap();
-    log.close().unwrap();
+    let disk = two_segments(3000);
     assert!(verify(&disk).is_intact());
     // Zero the second frame of the first segment: records go missing.
     let path = seg_path(0);
@@ -776,23 +779,10 @@ fn cli_finding_5_append_refuses_and_changes_nothing() {
     let tmp = real_log(&bytes);
     let (code, _, _) = chainlog(tmp.path(), &["verify"]);
     assert_eq!(code, 1);
-    let mut child = Command::new(BIN)
-        .arg("--dir")
-        .arg(tmp.path())
-        .arg("append")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"event":"a.b","actor":"x","timestamp":"2026-01-01T00:00:00Z"}"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new(BIN).arg("--dir").arg(tmp.path()).arg("append"),
+        br#"{"event":"a.b","actor":"x","timestamp":"2026-01-01T00:00:00Z"}"#,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains(&format!("--cut-at {end}")), "{err}");

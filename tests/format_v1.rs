@@ -150,10 +150,7 @@ fn cat_and_export_give_the_v1_rows() {
 fn the_library_reads_v1_records_with_no_provenance() {
     let log = copy_of_log();
     let before = contents(log.path());
-    let options = Options {
-        read_only: true,
-        ..Options::default()
-    };
+    let options = Options::for_reading();
     let handle = Log::open(log.path(), options).unwrap();
     let records: Vec<_> = handle.iter_from(0).collect::<Result<_, _>>().unwrap();
     assert_eq!(records.len(), 1259);
@@ -315,14 +312,7 @@ fn chainlog_migrate_then_append_then_migrate_again() {
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let handle = Log::open(
-        log.path(),
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let handle = Log::open(log.path(), Options::for_reading()).unwrap();
     let last = handle.iter_from(1864).next().unwrap().unwrap();
     assert_eq!(last.appender.as_deref(), Some("ops-bot"));
     drop(handle);

@@ -58,14 +58,7 @@ const KEPT_CONTEXT: &str = r#"{"max":18446744073709551615,"min":-922337203685477
 
 /// Every record of a log, read without the writer lock.
 fn records(dir: &Path) -> Vec<Record> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir, Options::for_reading()).unwrap();
     log.iter_from(0).map(Result::unwrap).collect()
 }
 
@@ -197,7 +190,7 @@ fn csv_exports_guard_formulas_behind_spaces_and_full_width_forms() {
 mod http {
     use super::*;
 
-    use crate::support::{create_key, TestServer};
+    use crate::support::{create_key, post_body, TestServer};
     use reqwest::StatusCode;
     use serde_json::Value;
 
@@ -208,20 +201,7 @@ mod http {
         content_type: &str,
         body: String,
     ) -> (StatusCode, Value) {
-        let response = client
-            .post(url)
-            .header("Authorization", format!("Bearer {key}"))
-            .header("Content-Type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        post_body(client, url, key, content_type, body.into_bytes()).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

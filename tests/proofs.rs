@@ -5,6 +5,10 @@
 //! CHAINLOG_REQUIRE_GO=1); damaged and missing tiles; retention; bundles;
 //! and the consistency proof `verify --checkpoint` prints.
 
+#[path = "support/stdin.rs"]
+mod stdin;
+use stdin::output_with_stdin;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -221,20 +225,8 @@ fn go() -> Option<PathBuf> {
 
 /// Runs notecheck with `args` and the leaves on stdin; returns its stdout.
 fn notecheck(tool: &Path, args: &[&str], leaves: &[ChainHash]) -> Result<String, String> {
-    let mut child = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input: String = leaves.iter().map(|h| format!("{h}\n")).collect();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = output_with_stdin(Command::new(tool).args(args), input.as_bytes());
     if out.status.success() {
         Ok(String::from_utf8(out.stdout).unwrap())
     } else {

@@ -17,8 +17,8 @@ use chainlog::{Log, Options, Record};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use support::{
-    chainlog, create_key, key_id, raw_get, raw_request, small_segment_workspace, test_certificate,
-    TestCertificate, TestServer,
+    chainlog, create_key, data_with_admin, key_id, raw_get, raw_request, small_segment_workspace,
+    test_certificate, TestCertificate, TestServer,
 };
 
 async fn call(
@@ -69,14 +69,7 @@ async fn get_text(client: &Client, url: &str, key: &str) -> (StatusCode, String)
 
 /// Every record of a log, read without the writer lock.
 fn records(dir: &Path) -> Vec<Record> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir, Options::for_reading()).unwrap();
     log.iter_from(0).map(Result::unwrap).collect()
 }
 
@@ -136,9 +129,7 @@ fn events_fixture() -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_query_page_export_and_verify() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &[]);
     let client = Client::new();
     let base = format!("{}/v1/workspaces/acme", server.url);
@@ -395,9 +386,7 @@ async fn append_query_page_export_and_verify() {
 /// origin, and when the server received it; and the filters on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provenance_is_served_and_filtered() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let writer = create_key(&data, "acme", "append");
     let server = TestServer::start(&data, &[]);
     let client = Client::new();
@@ -521,9 +510,7 @@ async fn provenance_is_served_and_filtered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let acme_admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, acme_admin) = data_with_admin("acme");
     let acme_append = create_key(&data, "acme", "append");
     let acme_read = create_key(&data, "acme", "read");
     let globex_read = create_key(&data, "globex", "read");
@@ -693,9 +680,7 @@ async fn scopes_and_workspaces_are_enforced_and_refusals_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_managed_over_http_and_the_cli() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let keys_file = data.join("keys.json");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -882,9 +867,7 @@ async fn keys_are_managed_over_http_and_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abuse_gets_clean_errors_and_loses_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &["--max-body-bytes", "1048576"]);
     let client = Client::new();
     let events_url = format!("{}/v1/workspaces/acme/events", server.url);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chainlog::{Log, Options, Record};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use support::{create_key, key_id, raw_request, TestServer};
+use support::{create_key, data_with_admin, key_id, raw_request, TestServer};
 
 /// The budgets' window in these tests: long enough that a slow machine
 /// never splits one test's requests across two windows (summaries are
@@ -45,14 +45,7 @@ async fn call(
 
 /// Every record of a log, read without the writer lock.
 fn records(dir: &Path) -> Vec<Record> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir, Options::for_reading()).unwrap();
     log.iter_from(0).map(Result::unwrap).collect()
 }
 
@@ -88,9 +81,7 @@ async fn seed(client: &Client, server: &TestServer, workspace: &str, admin: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_addresses_meet_the_log_and_total_budgets_and_are_counted_exactly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let acme = create_key(&data, "acme", "admin");
+    let (_tmp, data, acme) = data_with_admin("acme");
     let beta = create_key(&data, "beta", "admin");
     let server = TestServer::start(
         &data,
@@ -178,9 +169,7 @@ async fn many_addresses_meet_the_log_and_total_budgets_and_are_counted_exactly()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_key_outside_its_workspace_is_recorded_one_by_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let acme_admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, acme_admin) = data_with_admin("acme");
     let acme_read = create_key(&data, "acme", "read");
     let beta_admin = create_key(&data, "beta", "admin");
     // A tiny total budget: cheap refusals use it up at once.
@@ -288,9 +277,7 @@ fn has(events: &[Value], event: &str, reason: &str, path: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_lands_in_a_log_an_admin_reads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let read = create_key(&data, "acme", "read");
     let doomed = create_key(&data, "acme", "append");
     let server = TestServer::start(&data, &[]);
@@ -485,9 +472,7 @@ async fn every_refusal_lands_in_a_log_an_admin_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_recorded_with_rows_and_bytes_and_summarised_exactly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let read = create_key(&data, "acme", "read");
     let server = TestServer::start(&data, &["--audit-window", WINDOW, "--reads-per-key", "2"]);
     let client = Client::new();
@@ -570,9 +555,7 @@ async fn reads_are_recorded_with_rows_and_bytes_and_summarised_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_cut_short_is_recorded_with_what_was_sent() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &[]);
     let client = Client::new();
     // About 23 MB of export: far more than the socket buffers and the

@@ -17,23 +17,11 @@ use chainlog::verify::verify_dir;
 use chainlog::{Log, Options, Record};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use support::{create_key, small_segment_workspace, TestServer};
+use support::{create_key, post_body, small_segment_workspace, TestServer};
 
 async fn post(client: &Client, url: &str, key: &str, body: &Value) -> (StatusCode, Value) {
-    let response = client
-        .post(url)
-        .header("Authorization", format!("Bearer {key}"))
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(body).unwrap())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let body = serde_json::to_vec(body).unwrap();
+    post_body(client, url, key, "application/json", body).await
 }
 
 /// The (seq, hash) of every receipt in an answer.
@@ -53,14 +41,7 @@ fn receipts(body: &Value) -> Vec<(u64, String)> {
 
 /// Every record of a log, by seq.
 fn records(dir: &Path) -> BTreeMap<u64, Record> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir, Options::for_reading()).unwrap();
     log.iter_from(0)
         .map(|r| {
             let r = r.unwrap();

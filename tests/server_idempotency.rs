@@ -13,7 +13,7 @@ use std::path::Path;
 use chainlog::{Log, Options};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use support::{create_key, TestServer};
+use support::{data_with_admin, TestServer};
 
 /// An answer: status, the `Idempotent-Replayed` header, the body.
 #[derive(Debug)]
@@ -59,14 +59,7 @@ fn event(run: &str) -> String {
 
 /// How many stored events carry `run` in their context, per run.
 fn runs(workspace: &Path) -> std::collections::BTreeMap<String, usize> {
-    let log = Log::open(
-        workspace,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(workspace, Options::for_reading()).unwrap();
     let mut counts = std::collections::BTreeMap::new();
     for record in log.iter_from(0) {
         let record = record.unwrap();
@@ -80,10 +73,7 @@ fn runs(workspace: &Path) -> std::collections::BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_answered_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let key = create_key(&data, "w", "admin");
+    let (_tmp, data, key) = data_with_admin("w");
     let server = TestServer::start(&data, &["--idempotency-keys", "3"]);
     let url = format!("{}/v1/workspaces/w/events", server.url);
     let client = Client::new();

@@ -25,14 +25,7 @@ use support::{chainlog, create_key, key_id, raw_get, raw_request, small_segment_
 const OTHER_UID: u32 = 65534;
 
 fn records(dir: &Path) -> Vec<Record> {
-    let log = Log::open(
-        dir,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir, Options::for_reading()).unwrap();
     log.iter_from(0).map(Result::unwrap).collect()
 }
 
@@ -42,10 +35,7 @@ fn wait_for_record(dir: &Path, what: &str, found: impl Fn(&Record) -> bool) -> R
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // The log may not exist yet, or be half created.
-        let read_only = Options {
-            read_only: true,
-            ..Options::default()
-        };
+        let read_only = Options::for_reading();
         if let Ok(log) = Log::open(dir, read_only) {
             if let Some(r) = log.iter_from(0).map(Result::unwrap).find(|r| found(r)) {
                 return r;
@@ -519,8 +509,7 @@ fn links_inside_a_log_directory_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     Log::create(&dir, Options::default())
-        .unwrap()
-        .close()
+        .and_then(Log::close)
         .unwrap();
     let elsewhere = tmp.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
@@ -548,10 +537,7 @@ fn links_inside_a_log_directory_are_refused() {
     std::os::unix::fs::symlink(&copy, &segment).unwrap();
     let err = Log::open(&dir, Options::default()).unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
-    let read_only = Options {
-        read_only: true,
-        ..Options::default()
-    };
+    let read_only = Options::for_reading();
     let err = Log::open(&dir, read_only).unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
 }

@@ -12,7 +12,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{create_key, raw_request, test_certificate, tls_connect, TestServer};
+use support::{
+    create_key, data_with_admin, raw_request, test_certificate, tls_connect, TestServer,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -363,9 +365,7 @@ async fn two_authorization_headers_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_says_no_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_tmp, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &[]);
     let create = format!(
         "POST /v1/workspaces/acme/keys HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{{\"scope\":\"read\"}}"

@@ -5,16 +5,19 @@
 //! between two scrapes say they must.
 #![cfg(feature = "server")]
 
+#[path = "support/stdin.rs"]
+mod stdin;
+use stdin::output_with_stdin;
+
 #[path = "support/server.rs"]
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use support::{create_key, raw_get, raw_request, TestServer};
+use support::{data_with_admin, raw_get, raw_request, TestServer};
 
 const PARSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/prom_parse.py");
 
@@ -47,20 +50,7 @@ fn parser_python() -> Option<PathBuf> {
 type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
 
 fn parse(python: &Path, text: &str) -> Result<(Samples, BTreeMap<String, String>), String> {
-    let mut child = Command::new(python)
-        .arg(PARSER)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(Command::new(python).arg(PARSER), text.as_bytes());
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -130,9 +120,7 @@ fn metrics_move_as_the_requests_say() {
         assert!(parse(&python, bad).is_err(), "accepted {bad:?}");
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &["--metrics-listen", "127.0.0.1:0"]);
     let event = r#"{"event":"pcap.download","actor":"alice@acme.io"}"#;
     assert_eq!(post(server.addr, &admin, event), 201);

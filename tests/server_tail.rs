@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{create_key, key_id, raw_get, raw_request, TestServer};
+use support::{create_key, data_with_admin, key_id, raw_get, raw_request, TestServer};
 
 /// One SSE message: its `event:` (None for records), `id:` and `data:`.
 #[derive(Debug, Clone)]
@@ -137,10 +137,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn records_arrive_in_order_soon_after_the_append() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &[]);
     // Records before the stream opens are not sent (the stream starts at
     // the log's end).
@@ -205,10 +202,7 @@ fn records_arrive_in_order_soon_after_the_append() {
 
 #[test]
 fn resume_with_last_event_id_has_no_gaps_or_duplicates_and_filters_apply() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &[]);
     let mut first_seq = None;
     for i in 0..10 {
@@ -295,10 +289,7 @@ fn resume_with_last_event_id_has_no_gaps_or_duplicates_and_filters_apply() {
 
 #[test]
 fn wrong_key_and_other_workspace_are_refused_and_audited() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let other = create_key(&data, "globex", "read");
     let server = TestServer::start(&data, &[]);
     append(server.addr, &admin, &[event("node.added", "ops", 0)]);
@@ -333,10 +324,7 @@ fn wrong_key_and_other_workspace_are_refused_and_audited() {
 
 #[test]
 fn a_consumer_that_stops_reading_is_cut_off_with_an_error_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &[]);
     // A raw socket with a small receive buffer, never read until the end.
     let mut socket = TcpStream::connect(server.addr).unwrap();
@@ -413,10 +401,7 @@ fn a_consumer_that_stops_reading_is_cut_off_with_an_error_event() {
 
 #[test]
 fn streams_end_at_shutdown_and_are_audited() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let admin = create_key(&data, "acme", "admin");
+    let (_dir, data, admin) = data_with_admin("acme");
     let server = TestServer::start(&data, &[]);
     append(server.addr, &admin, &[event("node.added", "ops", 0)]);
     let stream = open_stream(
@@ -441,10 +426,7 @@ fn streams_end_at_shutdown_and_are_audited() {
     drop(stream);
     let log = chainlog::Log::open(
         data.join("workspaces").join("acme"),
-        chainlog::Options {
-            read_only: true,
-            ..chainlog::Options::default()
-        },
+        chainlog::Options::for_reading(),
     )
     .unwrap();
     let tails: Vec<_> = log

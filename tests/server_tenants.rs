@@ -239,28 +239,20 @@ async fn one_workspaces_verifies_do_not_hold_up_another() {
 
     // A signed checkpoint of big is refused at once: it would verify the
     // whole log too, so it takes a verify slot.
-    let response = client
-        .get(format!("{}/v1/workspaces/big/checkpoint", server.url))
-        .bearer_auth(&big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(response.headers()["retry-after"], "5");
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    assert_eq!(body["error"], "too_many_verifies", "{body}");
+    assert_verify_queue_full(
+        &client,
+        &format!("{}/v1/workspaces/big/checkpoint", server.url),
+        &big,
+    )
+    .await;
 
     // So is a fourth verification of big's, with Retry-After.
-    let response = client
-        .get(format!("{}/v1/workspaces/big/verify", server.url))
-        .bearer_auth(&big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(response.headers()["retry-after"], "5");
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    assert_eq!(body["error"], "too_many_verifies", "{body}");
+    assert_verify_queue_full(
+        &client,
+        &format!("{}/v1/workspaces/big/verify", server.url),
+        &big,
+    )
+    .await;
     // small's verification does not wait for big's queue to drain.
     let asked = started.elapsed();
     let (status, body) = get(
@@ -412,4 +404,14 @@ fn requests_without_a_valid_key_open_no_workspace_and_answer_alike() {
     );
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
+}
+
+/// `url` is refused at once because the workspace's verify queue is full:
+/// 503 with Retry-After and `too_many_verifies`.
+async fn assert_verify_queue_full(client: &reqwest::Client, url: &str, key: &str) {
+    let response = client.get(url).bearer_auth(key).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "too_many_verifies", "{body}");
 }

@@ -50,8 +50,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/stdin.rs"]
+mod stdin;
+use stdin::output_with_stdin;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use chainlog::format::frame;
@@ -531,23 +535,10 @@ fn append_behind(c: &Case, change: impl FnOnce(&mut RawRecord)) -> Done {
 // Attacks through the front doors.
 
 fn cli(c: &Case, args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(bin())
-        .arg("--dir")
-        .arg(&c.dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new(bin()).arg("--dir").arg(&c.dir).args(args),
+        stdin.as_bytes(),
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -2,10 +2,13 @@
 //! must not let a second writer in, a symbolic link in its place is not
 //! followed, and the file is still locked for older chainlog binaries.
 
+#[path = "support/stdin.rs"]
+mod stdin;
+use stdin::output_with_stdin;
+
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use chainlog::storage::FsStorage;
 use chainlog::verify::verify_dir;
@@ -28,26 +31,15 @@ fn assert_second_writer_refused(dir: &Path) {
         Err(Error::Locked(_)) => {}
         other => panic!("a second Log::open was not refused as locked: {other:?}"),
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chainlog"))
-        .arg("--dir")
-        .arg(dir)
-        .args(["append", "--durability", "always", "--receipts"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // It may be refused, and gone, before its input arrives.
     let line = r#"{"timestamp":"2026-03-09T09:52:14Z","event":"apikey.revoked","actor":"mallory"}"#;
-    if let Err(e) = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{line}\n").as_bytes())
-    {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_chainlog"))
+            .arg("--dir")
+            .arg(dir)
+            .args(["append", "--durability", "always", "--receipts"]),
+        format!("{line}\n").as_bytes(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -121,8 +113,7 @@ fn a_symbolic_link_in_place_of_the_lock_file_is_not_followed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     Log::create(&dir, Options::default())
-        .unwrap()
-        .close()
+        .and_then(Log::close)
         .unwrap();
     let target = tmp.path().join("elsewhere");
     std::fs::remove_file(dir.join(LOCK)).unwrap();
@@ -134,10 +125,7 @@ fn a_symbolic_link_in_place_of_the_lock_file_is_not_followed() {
     );
     assert!(!target.exists(), "the link was followed");
     // Read-only opens take no lock.
-    let read_only = Options {
-        read_only: true,
-        ..Options::default()
-    };
+    let read_only = Options::for_reading();
     Log::open(&dir, read_only).unwrap();
     std::fs::remove_file(dir.join(LOCK)).unwrap();
     Log::open(&dir, Options::default()).unwrap();

@@ -169,6 +169,8 @@ fn has_duplicate(text: &[u8], names: &[(usize, usize)]) -> bool {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    use crate::event::any_json::{any_json, Shape};
     use serde_json::{Map, Value};
 
     use super::accepts;
@@ -260,23 +262,11 @@ mod tests {
     }
 
     fn any_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            "[a-c\u{e9}]{0,4}".prop_map(Value::String),
-            ".{0,6}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 32, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec(("[a-c]{0,2}", inner), 0..4)
-                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
-            ]
+        any_json(Shape {
+            strings: ["[a-c\u{e9}]{0,4}", ".{0,6}"],
+            keys: "[a-c]{0,2}",
+            width: 4,
+            size: 32,
         })
     }
 

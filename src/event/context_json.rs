@@ -132,6 +132,8 @@ pub(crate) fn write_str(text: &str, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    use crate::event::any_json::{any_json, Shape};
     use serde_json::json;
 
     fn ours(map: &Map<String, Value>) -> Vec<u8> {
@@ -192,23 +194,11 @@ mod tests {
     }
 
     fn any_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            ".*".prop_map(Value::String),
-            "[\\x00-\\x7f]{0,40}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec((".{0,12}", inner), 0..6)
-                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
-            ]
+        any_json(Shape {
+            strings: [".*", "[\\x00-\\x7f]{0,40}"],
+            keys: ".{0,12}",
+            width: 6,
+            size: 64,
         })
     }
 

@@ -6,6 +6,8 @@
 //! without copying, so filters can look at the actor or event type without
 //! parsing the context.
 
+#[cfg(test)]
+mod any_json;
 pub(crate) mod context_fast;
 pub(crate) mod context_json;
 pub mod context_rules;

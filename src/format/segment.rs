@@ -58,6 +58,21 @@ pub fn file_name(base_seq: u64) -> String {
     format!("{base_seq:020}{SEGMENT_SUFFIX}")
 }
 
+/// Opens the segment that starts at `base_seq` in `dir` for reading;
+/// returns its file name (for errors) and the file.
+pub fn open_for_reading(
+    storage: &dyn Storage,
+    dir: &Path,
+    base_seq: u64,
+) -> Result<(String, Arc<dyn StorageFile>)> {
+    let name = file_name(base_seq);
+    let path = dir.join(&name);
+    let file = storage
+        .open(&path, false)
+        .map_err(|e| Error::io(&path, e))?;
+    Ok((name, file))
+}
+
 /// The base seq named by a segment file name, if it is one.
 pub fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;

@@ -58,12 +58,7 @@ impl Inner {
             let view = self.view.read();
             (view.next_seq, view.head, view.active_base, view.active_end)
         };
-        let name = segment::file_name(base);
-        let path = self.dir.join(&name);
-        let file = self
-            .storage
-            .open(&path, false)
-            .map_err(|e| Error::io(&path, e))?;
+        let (name, file) = segment::open_for_reading(&*self.storage, &self.dir, base)?;
         let frontier = read_frontier(file, &name, end)?;
         if frontier.size() != next_seq {
             return Err(Error::Corrupted {

@@ -101,11 +101,7 @@ pub fn plan_cut(storage: &dyn Storage, dir: &Path, offset: u64) -> Result<CutPla
     let Some(&base) = bases.last() else {
         return Err(Error::NotFound(dir.to_path_buf()));
     };
-    let name = segment::file_name(base);
-    let path = dir.join(&name);
-    let file = storage
-        .open(&path, false)
-        .map_err(|e| Error::io(&path, e))?;
+    let (name, file) = segment::open_for_reading(storage, dir, base)?;
     let header = segment::read_header(&*file, &name)?;
     let limit = data_end_limit(header.segment_bytes);
     let mut scan = Scanner::new(file.clone(), &name, HEADER_BYTES, limit);
@@ -146,7 +142,7 @@ pub fn plan_cut(storage: &dyn Storage, dir: &Path, offset: u64) -> Result<CutPla
     let data_end = damage::classify_data(&scanned, expected, true);
     let cut_end = scanned.nonzero_end.max(end);
     let mut trailer_bytes = [0; TRAILER_BYTES];
-    read_full_at(&*file, &mut trailer_bytes, limit).map_err(|e| Error::io(&path, e))?;
+    read_full_at(&*file, &mut trailer_bytes, limit).map_err(|e| Error::io(dir.join(&name), e))?;
     let trailer = trailer_bytes.iter().any(|&b| b != 0);
     if cut_end <= offset && !trailer {
         return Err(Error::InvalidOptions(format!(

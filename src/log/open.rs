@@ -131,11 +131,7 @@ impl Log {
             // and a restart too: an empty newest segment continues from the
             // sealed one before it.
             if let Some(&previous) = bases.iter().rev().nth(1) {
-                let name = segment::file_name(previous);
-                let path = dir.join(&name);
-                let file = storage
-                    .open(&path, false)
-                    .map_err(|e| Error::io(&path, e))?;
+                let (name, file) = segment::open_for_reading(&*storage, &dir, previous)?;
                 let header = segment::read_header(&*file, &name)?;
                 if let Some(trailer) = segment::read_trailer(&*file, &name, header.segment_bytes)? {
                     newest.active.last_received_at = trailer.last_received_at;
@@ -256,11 +252,7 @@ impl Log {
         let Some(&base) = list_segments(&FsStorage, dir)?.last() else {
             return Ok(None);
         };
-        let name = segment::file_name(base);
-        let path = dir.join(&name);
-        let file = FsStorage
-            .open(&path, false)
-            .map_err(|e| Error::io(&path, e))?;
+        let (name, file) = segment::open_for_reading(&FsStorage, dir, base)?;
         Ok(Some(segment::read_header(&*file, &name)?.segment_bytes))
     }
 }

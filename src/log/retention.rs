@@ -53,13 +53,10 @@ impl Log {
         let mut sealed = Vec::new();
         let mut total_bytes = 0;
         for &base in &snap.segments {
-            let name = segment::file_name(base);
-            let path = snap.dir.join(&name);
-            let file = snap
-                .storage
-                .open(&path, false)
-                .map_err(|e| Error::io(&path, e))?;
-            let bytes = file.size().map_err(|e| Error::io(&path, e))?;
+            let (name, file) = segment::open_for_reading(&*snap.storage, &snap.dir, base)?;
+            let bytes = file
+                .size()
+                .map_err(|e| Error::io(snap.dir.join(&name), e))?;
             total_bytes += bytes;
             if base >= snap.active_base {
                 continue; // the active segment is never deleted

@@ -478,12 +478,7 @@ impl QueryIter {
     /// Plans the next segment: skips it, or fills `ranges` with its candidate blocks.
     fn plan_segment(&mut self, seg: SegmentRef) -> Result<()> {
         let snap = &self.log_view;
-        let name = segment::file_name(seg.base);
-        let path = snap.dir.join(&name);
-        let file = snap
-            .storage
-            .open(&path, false)
-            .map_err(|e| Error::io(&path, e))?;
+        let (name, file) = segment::open_for_reading(&*snap.storage, &snap.dir, seg.base)?;
         let header = segment::read_header(&*file, &name)?;
         self.stats.data_bytes_read += segment::HEADER_BYTES;
         let filter = &self.query.filter;

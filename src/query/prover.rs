@@ -132,11 +132,7 @@ impl Prover {
     pub(crate) fn new(snap: Snapshot, log_id: crate::hash::chain::LogId) -> Result<Self> {
         let (storage, dir) = (snap.storage.clone(), snap.dir.clone());
         let sealed_end = snap.active_base;
-        let name = segment::file_name(sealed_end);
-        let path = dir.join(&name);
-        let file = storage
-            .open(&path, false)
-            .map_err(|e| Error::io(&path, e))?;
+        let (name, file) = segment::open_for_reading(&*storage, &dir, sealed_end)?;
         let header = segment::read_header(&*file, &name)?;
         let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
         // The active segment's records, as `Log::tree_head` reads them.
@@ -206,11 +202,7 @@ impl Prover {
         let frontier_first = if first_seq == sealed_end {
             frontier_map(&start_frontier)
         } else {
-            let name = segment::file_name(first_seq);
-            let path = dir.join(&name);
-            let file = storage
-                .open(&path, false)
-                .map_err(|e| Error::io(&path, e))?;
+            let (name, file) = segment::open_for_reading(&*storage, &dir, first_seq)?;
             let header = segment::read_header(&*file, &name)?;
             frontier_map(&segment::read_start_frontier(&*file, &name, &header)?)
         };

@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use crate::event::{Event, Outcome, Timestamp};
+use crate::server::windows::{Ended, Tally, WindowCounts, Windows};
 
 /// Failures recorded one by one per address and window.
 pub const INDIVIDUAL_FAILURES_PER_WINDOW: u32 = 10;
@@ -180,64 +181,6 @@ impl Default for AuditPolicy {
     }
 }
 
-/// Fixed windows of one length from a start.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WindowClock {
-    epoch: Instant,
-    epoch_at: Timestamp,
-    length: Duration,
-}
-
-impl WindowClock {
-    /// Windows of `length` (at least 1 ms) starting at `epoch` (which is
-    /// `epoch_at` on the wall clock).
-    pub(crate) fn new(epoch: Instant, epoch_at: Timestamp, length: Duration) -> Self {
-        WindowClock {
-            epoch,
-            epoch_at,
-            length: length.max(Duration::from_millis(1)),
-        }
-    }
-
-    /// The window `now` falls in.
-    pub(crate) fn index(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.epoch).as_nanos() / self.length.as_nanos()) as u64
-    }
-
-    /// The window's start and end on the wall clock, as text.
-    pub(crate) fn bounds(&self, index: u64) -> (String, String) {
-        let len = i64::try_from(self.length.as_nanos()).unwrap_or(i64::MAX);
-        let start = self
-            .epoch_at
-            .unix_nanos()
-            .saturating_add(len.saturating_mul(index as i64));
-        (
-            Timestamp::from_unix_nanos(start).to_string(),
-            Timestamp::from_unix_nanos(start.saturating_add(len)).to_string(),
-        )
-    }
-}
-
-/// Counts by name, naming at most `max` names; the rest are counted in
-/// `unlisted`.
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    pub(crate) listed: BTreeMap<String, u64>,
-    pub(crate) unlisted: u64,
-}
-
-impl Tally {
-    pub(crate) fn add(&mut self, name: &str, max: usize) {
-        if let Some(n) = self.listed.get_mut(name) {
-            *n += 1;
-        } else if self.listed.len() < max {
-            self.listed.insert(name.to_string(), 1);
-        } else {
-            self.unlisted += 1;
-        }
-    }
-}
-
 /// Refusals without a valid key counted for one target log in a window.
 #[derive(Debug, Default)]
 struct Counted {
@@ -266,13 +209,18 @@ struct DeniedCounted {
 /// One window's budgets and counts.
 #[derive(Debug, Default)]
 struct Window {
-    index: u64,
     per_address: HashMap<AddrKey, u32>,
     per_log: HashMap<Target, u32>,
     total: u32,
     per_key: HashMap<String, u32>,
     counted: BTreeMap<Target, Counted>,
     denied: BTreeMap<(Target, String), DeniedCounted>,
+}
+
+impl WindowCounts for Window {
+    fn is_empty(&self) -> bool {
+        self.counted.is_empty() && self.denied.is_empty()
+    }
 }
 
 /// A summary event and the log to write it to.
@@ -288,26 +236,23 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct FailureLimiter {
     policy: AuditPolicy,
-    clock: WindowClock,
-    state: Mutex<(Window, Vec<Window>)>,
+    windows: Mutex<Windows<Window>>,
 }
 
 impl FailureLimiter {
     /// A limiter whose windows start at `epoch`.
     pub fn new(policy: AuditPolicy, epoch: Instant) -> Self {
         FailureLimiter {
-            clock: WindowClock::new(epoch, Timestamp::now(), policy.window),
+            windows: Mutex::new(Windows::new(epoch, policy.window)),
             policy,
-            state: Mutex::new((Window::default(), Vec::new())),
         }
     }
 
     /// Notes a refusal at `now`: true when it is to be recorded on its
     /// own, false when it was counted for a summary.
     pub fn admit(&self, failure: &Failure, target: &Target, now: Instant) -> bool {
-        let mut state = self.state.lock();
-        roll(&mut state, self.clock.index(now));
-        let window = &mut state.0;
+        let mut windows = self.windows.lock();
+        let window = windows.at(now);
         if let Some(key_id) = failure.security_key() {
             let recorded = window.per_key.entry(key_id.to_string()).or_default();
             if *recorded < self.policy.security_events_per_key {
@@ -369,107 +314,79 @@ impl FailureLimiter {
     /// Ends the windows that are over at `now` (and the current one too
     /// with `all`) and returns their summaries.
     pub fn take_due(&self, now: Instant, all: bool) -> Vec<Summary> {
-        let mut state = self.state.lock();
-        roll(&mut state, self.clock.index(now));
-        let mut ended = std::mem::take(&mut state.1);
-        if all {
-            let index = state.0.index;
-            ended.push(std::mem::replace(
-                &mut state.0,
-                Window {
-                    index,
-                    ..Window::default()
-                },
-            ));
-        }
-        drop(state);
+        let ended = self.windows.lock().take_due(now, all);
+        ended.into_iter().flat_map(|w| self.summaries(w)).collect()
+    }
+
+    /// One ended window's summary events.
+    fn summaries(&self, ended: Ended<Window>) -> Vec<Summary> {
         let mut summaries = Vec::new();
-        for window in ended {
-            let (start, end) = self.clock.bounds(window.index);
-            for (target, c) in window.counted {
-                let mut event = Event::new(Timestamp::now(), EVENT_FAILED_SUMMARY, "system");
-                event.source_ip = c.first_ip;
-                event.outcome = Outcome::Failure;
-                let x = &mut event.context;
-                x.insert("failures".into(), c.count.into());
-                x.insert("by_event".into(), json!(c.by_event));
-                x.insert("by_reason".into(), json!(c.by_reason));
-                x.insert(
-                    "over_budget".into(),
-                    json!({
-                        "address": c.over_address_budget,
-                        "log": c.over_log_budget,
-                        "total": c.over_total_budget,
-                    }),
-                );
-                x.insert("addresses".into(), json!(c.addresses.listed));
-                x.insert(
-                    "failures_from_unlisted_addresses".into(),
-                    c.addresses.unlisted.into(),
-                );
-                x.insert("window_start".into(), start.clone().into());
-                x.insert("window_end".into(), end.clone().into());
-                x.insert(
-                    "budgets".into(),
-                    json!({
-                        "per_address": self.policy.refusals_per_address,
-                        "per_log": self.policy.refusals_per_log,
-                        "total": self.policy.refusals_total,
-                    }),
-                );
-                x.insert("last_method".into(), c.last_method.into());
-                x.insert("last_path".into(), c.last_path.into());
-                summaries.push(Summary { target, event });
-            }
-            for ((target, key_id), c) in window.denied {
-                let mut event = Event::new(
-                    Timestamp::now(),
-                    EVENT_DENIED_SUMMARY,
-                    format!("apikey:{key_id}"),
-                );
-                event.source_ip = c.first_ip;
-                event.outcome = Outcome::Failure;
-                let x = &mut event.context;
-                x.insert("key_id".into(), key_id.into());
-                x.insert("attempts".into(), c.count.into());
-                x.insert("by_reason".into(), json!(c.by_reason));
-                x.insert("paths".into(), json!(c.paths.listed));
-                x.insert("attempts_at_unlisted_paths".into(), c.paths.unlisted.into());
-                x.insert("addresses".into(), json!(c.addresses.listed));
-                x.insert(
-                    "attempts_from_unlisted_addresses".into(),
-                    c.addresses.unlisted.into(),
-                );
-                x.insert(
-                    "recorded_individually".into(),
-                    self.policy.security_events_per_key.into(),
-                );
-                x.insert("window_start".into(), start.clone().into());
-                x.insert("window_end".into(), end.clone().into());
-                summaries.push(Summary { target, event });
-            }
+        for (target, c) in ended.counts.counted {
+            let mut event = Event::new(Timestamp::now(), EVENT_FAILED_SUMMARY, "system");
+            event.source_ip = c.first_ip;
+            event.outcome = Outcome::Failure;
+            let x = &mut event.context;
+            x.insert("failures".into(), c.count.into());
+            x.insert("by_event".into(), json!(c.by_event));
+            x.insert("by_reason".into(), json!(c.by_reason));
+            x.insert(
+                "over_budget".into(),
+                json!({
+                    "address": c.over_address_budget,
+                    "log": c.over_log_budget,
+                    "total": c.over_total_budget,
+                }),
+            );
+            x.insert("addresses".into(), json!(c.addresses.listed));
+            x.insert(
+                "failures_from_unlisted_addresses".into(),
+                c.addresses.unlisted.into(),
+            );
+            x.insert("window_start".into(), ended.start.clone().into());
+            x.insert("window_end".into(), ended.end.clone().into());
+            x.insert(
+                "budgets".into(),
+                json!({
+                    "per_address": self.policy.refusals_per_address,
+                    "per_log": self.policy.refusals_per_log,
+                    "total": self.policy.refusals_total,
+                }),
+            );
+            x.insert("last_method".into(), c.last_method.into());
+            x.insert("last_path".into(), c.last_path.into());
+            summaries.push(Summary { target, event });
+        }
+        for ((target, key_id), c) in ended.counts.denied {
+            let mut event = Event::new(
+                Timestamp::now(),
+                EVENT_DENIED_SUMMARY,
+                format!("apikey:{key_id}"),
+            );
+            event.source_ip = c.first_ip;
+            event.outcome = Outcome::Failure;
+            let x = &mut event.context;
+            x.insert("key_id".into(), key_id.into());
+            x.insert("attempts".into(), c.count.into());
+            x.insert("by_reason".into(), json!(c.by_reason));
+            x.insert("paths".into(), json!(c.paths.listed));
+            x.insert("attempts_at_unlisted_paths".into(), c.paths.unlisted.into());
+            x.insert("addresses".into(), json!(c.addresses.listed));
+            x.insert(
+                "attempts_from_unlisted_addresses".into(),
+                c.addresses.unlisted.into(),
+            );
+            x.insert(
+                "recorded_individually".into(),
+                self.policy.security_events_per_key.into(),
+            );
+            x.insert("window_start".into(), ended.start.clone().into());
+            x.insert("window_end".into(), ended.end.clone().into());
+            summaries.push(Summary { target, event });
         }
         summaries
     }
 }
 
-/// Moves the current window to the ended ones when `index` is past it.
-fn roll(state: &mut (Window, Vec<Window>), index: u64) {
-    if index > state.0.index {
-        let ended = std::mem::replace(
-            &mut state.0,
-            Window {
-                index,
-                ..Window::default()
-            },
-        );
-        if !ended.counted.is_empty() || !ended.denied.is_empty() {
-            state.1.push(ended);
-        }
-    }
-}
-
-/// How a summary names an address.
 fn address_name(key: AddrKey, ip: IpAddr) -> String {
     match key {
         AddrKey::V4(_) => ip.to_string(),

@@ -68,6 +68,7 @@ mod refusals;
 mod server_log;
 pub mod slots;
 mod tls;
+mod windows;
 pub mod workspace;
 
 use std::future::Future;

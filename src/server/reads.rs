@@ -23,10 +23,9 @@ use serde_json::{json, Map, Value};
 use crate::event::{Event, Outcome, Timestamp};
 use crate::log::Log;
 use crate::server::api::Caller;
-use crate::server::audit::{
-    AuditPolicy, Summary, Tally, Target, WindowClock, MAX_LISTED_ADDRESSES,
-};
+use crate::server::audit::{AuditPolicy, Summary, Target, MAX_LISTED_ADDRESSES};
 use crate::server::keys::ApiKey;
+use crate::server::windows::{Ended, Tally, WindowCounts, Windows};
 use crate::server::AppState;
 
 /// Event type of the per-window count of a key's reads not recorded one by
@@ -136,17 +135,21 @@ struct ReadCounted {
 
 #[derive(Debug, Default)]
 struct ReadWindow {
-    index: u64,
     recorded: BTreeMap<(Target, String), u32>,
     counted: BTreeMap<(Target, String), ReadCounted>,
+}
+
+impl WindowCounts for ReadWindow {
+    fn is_empty(&self) -> bool {
+        self.counted.is_empty()
+    }
 }
 
 /// Decides which reads are recorded one by one, and counts the rest.
 #[derive(Debug)]
 pub struct ReadLimiter {
     per_key: u32,
-    clock: WindowClock,
-    state: Mutex<(ReadWindow, Vec<ReadWindow>)>,
+    windows: Mutex<Windows<ReadWindow>>,
 }
 
 impl ReadLimiter {
@@ -154,17 +157,15 @@ impl ReadLimiter {
     pub fn new(policy: &AuditPolicy, epoch: Instant) -> Self {
         ReadLimiter {
             per_key: policy.reads_per_key,
-            clock: WindowClock::new(epoch, Timestamp::now(), policy.window),
-            state: Mutex::new((ReadWindow::default(), Vec::new())),
+            windows: Mutex::new(Windows::new(epoch, policy.window)),
         }
     }
 
     /// Notes a read at `now`: true when it is to be recorded on its own,
     /// false when it was counted for a summary.
     pub fn admit(&self, read: &Read, target: &Target, now: Instant) -> bool {
-        let mut state = self.state.lock();
-        roll(&mut state, self.clock.index(now));
-        let window = &mut state.0;
+        let mut windows = self.windows.lock();
+        let window = windows.at(now);
         let key = (target.clone(), read.key_id.clone());
         let recorded = window.recorded.entry(key.clone()).or_default();
         if *recorded < self.per_key {
@@ -183,62 +184,36 @@ impl ReadLimiter {
     /// Ends the windows that are over at `now` (and the current one too
     /// with `all`) and returns their summaries.
     pub fn take_due(&self, now: Instant, all: bool) -> Vec<Summary> {
-        let mut state = self.state.lock();
-        roll(&mut state, self.clock.index(now));
-        let mut ended = std::mem::take(&mut state.1);
-        if all {
-            let index = state.0.index;
-            ended.push(std::mem::replace(
-                &mut state.0,
-                ReadWindow {
-                    index,
-                    ..ReadWindow::default()
-                },
-            ));
-        }
-        drop(state);
+        let ended = self.windows.lock().take_due(now, all);
+        ended.into_iter().flat_map(|w| self.summaries(w)).collect()
+    }
+
+    /// One ended window's summary events.
+    fn summaries(&self, ended: Ended<ReadWindow>) -> Vec<Summary> {
         let mut summaries = Vec::new();
-        for window in ended {
-            let (start, end) = self.clock.bounds(window.index);
-            for ((target, key_id), c) in window.counted {
-                let mut event = Event::new(
-                    Timestamp::now(),
-                    EVENT_READ_SUMMARY,
-                    format!("apikey:{key_id}"),
-                );
-                let x = &mut event.context;
-                x.insert("key_id".into(), key_id.into());
-                x.insert("reads".into(), c.reads.into());
-                x.insert("rows".into(), c.rows.into());
-                x.insert("bytes".into(), c.bytes.into());
-                x.insert("by_kind".into(), json!(c.by_kind));
-                x.insert("addresses".into(), json!(c.addresses.listed));
-                x.insert(
-                    "reads_from_unlisted_addresses".into(),
-                    c.addresses.unlisted.into(),
-                );
-                x.insert("recorded_individually".into(), self.per_key.into());
-                x.insert("window_start".into(), start.clone().into());
-                x.insert("window_end".into(), end.clone().into());
-                summaries.push(Summary { target, event });
-            }
+        for ((target, key_id), c) in ended.counts.counted {
+            let mut event = Event::new(
+                Timestamp::now(),
+                EVENT_READ_SUMMARY,
+                format!("apikey:{key_id}"),
+            );
+            let x = &mut event.context;
+            x.insert("key_id".into(), key_id.into());
+            x.insert("reads".into(), c.reads.into());
+            x.insert("rows".into(), c.rows.into());
+            x.insert("bytes".into(), c.bytes.into());
+            x.insert("by_kind".into(), json!(c.by_kind));
+            x.insert("addresses".into(), json!(c.addresses.listed));
+            x.insert(
+                "reads_from_unlisted_addresses".into(),
+                c.addresses.unlisted.into(),
+            );
+            x.insert("recorded_individually".into(), self.per_key.into());
+            x.insert("window_start".into(), ended.start.clone().into());
+            x.insert("window_end".into(), ended.end.clone().into());
+            summaries.push(Summary { target, event });
         }
         summaries
-    }
-}
-
-fn roll(state: &mut (ReadWindow, Vec<ReadWindow>), index: u64) {
-    if index > state.0.index {
-        let ended = std::mem::replace(
-            &mut state.0,
-            ReadWindow {
-                index,
-                ..ReadWindow::default()
-            },
-        );
-        if !ended.counted.is_empty() {
-            state.1.push(ended);
-        }
     }
 }
 

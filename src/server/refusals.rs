@@ -87,25 +87,29 @@ type Refusing = Pin<Box<dyn Future<Output = ApiError> + Send>>;
 pub(super) fn not_allowed(
     allow: &'static str,
 ) -> impl Fn(State<Shared>, Caller) -> Refusing + Clone + Send + Sync + 'static {
-    move |State(state): State<Shared>, caller: Caller| {
-        Box::pin(async move {
-            let error = ApiError::method_not_allowed(
-                allow,
-                format!("{} is not allowed here (allowed: {allow})", caller.method),
-            );
-            refused(&state, &caller, "method_not_allowed", error).await
-        })
-    }
+    method_refused(allow, "")
 }
 
 pub(super) fn events_not_editable(
     allow: &'static str,
 ) -> impl Fn(State<Shared>, Caller) -> Refusing + Clone + Send + Sync + 'static {
+    method_refused(
+        allow,
+        ": events are append-only and can never be modified or deleted",
+    )
+}
+
+/// A handler refusing the method with 405, saying `why` (if anything) and
+/// what is allowed.
+fn method_refused(
+    allow: &'static str,
+    why: &'static str,
+) -> impl Fn(State<Shared>, Caller) -> Refusing + Clone + Send + Sync + 'static {
     move |State(state): State<Shared>, caller: Caller| {
         Box::pin(async move {
             let error = ApiError::method_not_allowed(
                 allow,
-                format!("{} is not allowed: events are append-only and can never be modified or deleted (allowed: {allow})", caller.method),
+                format!("{} is not allowed{why} (allowed: {allow})", caller.method),
             );
             refused(&state, &caller, "method_not_allowed", error).await
         })

@@ -69,12 +69,7 @@ impl SegmentHashes {
             )));
         };
         if !self.open.contains_key(&base) {
-            let name = segment::file_name(base);
-            let path = self.dir.join(&name);
-            let file = self
-                .storage
-                .open(&path, false)
-                .map_err(|e| Error::io(&path, e))?;
+            let (name, file) = segment::open_for_reading(&*self.storage, &self.dir, base)?;
             let header = segment::read_header(&*file, &name)?;
             let trailer = segment::read_sealed_trailer(&*file, &name, header.segment_bytes)?;
             if self.open.len() >= OPEN_SEGMENTS {

@@ -382,8 +382,9 @@ fn check_level(
 mod tests {
     use super::*;
     use crate::storage::sim::SimDisk;
+    use crate::verify::test_logs;
     use crate::verify::SegmentCheck;
-    use crate::{Event, Log, Options, Timestamp};
+    use crate::{Event, Timestamp};
 
     /// The index the frame scan builds is, byte for byte, the one a second
     /// pass over the segment builds: on one thread and in two halves, with
@@ -391,12 +392,8 @@ mod tests {
     #[test]
     fn the_scan_builds_the_index_a_second_pass_builds() {
         let disk = SimDisk::new();
-        let dir = Path::new("/log");
-        let options = Options {
-            segment_bytes: segment::MIN_SEGMENT_BYTES,
-            ..Options::default()
-        };
-        let log = Log::create_in(Arc::new(disk.clone()), dir, options).unwrap();
+        let dir = Path::new(test_logs::DIR);
+        let log = test_logs::small_segments(&disk);
         let mut i = 0;
         while log.state().segments < 4 {
             let actor = ["alice", "bob", "zoë", "李"][i % 4];

@@ -318,11 +318,7 @@ fn check_segments(
     let last = count - 1;
     let verify_one = |index: usize| -> Result<SegmentResult> {
         let base = bases[index];
-        let name = segment::file_name(base);
-        let path = dir.join(&name);
-        let file = storage
-            .open(&path, false)
-            .map_err(|e| Error::io(&path, e))?;
+        let (name, file) = segment::open_for_reading(&*storage, dir, base)?;
         // With a thread to spare for it (a small log, or the last
         // segments), a segment's frames are checked in two halves at once.
         // A tree is built in order, so a segment that builds one is not
@@ -354,4 +350,28 @@ fn check_segments(
         Ok(())
     })?;
     Ok(linker)
+}
+
+/// Logs for the verifier's unit tests.
+#[cfg(test)]
+pub(crate) mod test_logs {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::format::segment;
+    use crate::storage::sim::SimDisk;
+    use crate::{Log, Options};
+
+    /// Where [`small_segments`] puts its log.
+    pub(crate) const DIR: &str = "/log";
+
+    /// A new log at [`DIR`] on `disk` with the smallest segments, so that a
+    /// test fills several.
+    pub(crate) fn small_segments(disk: &SimDisk) -> Log {
+        let options = Options {
+            segment_bytes: segment::MIN_SEGMENT_BYTES,
+            ..Options::default()
+        };
+        Log::create_in(Arc::new(disk.clone()), Path::new(DIR), options).unwrap()
+    }
 }

@@ -143,8 +143,9 @@ mod tests {
     use crate::format::segment::{self, data_end_limit, SegmentHeader};
     use crate::storage::sim::SimDisk;
     use crate::storage::Storage;
+    use crate::verify::test_logs;
     use crate::verify::Problem;
-    use crate::{Event, Log, Options};
+    use crate::Event;
 
     type Damage<'a> = dyn Fn(&mut Vec<u8>) + 'a;
 
@@ -173,12 +174,8 @@ mod tests {
     /// A one-segment log (unsealed, so that damage at its end is a torn tail).
     fn segment() -> (SegmentHeader, Vec<u8>) {
         let disk = SimDisk::new();
-        let dir = Path::new("/log");
-        let options = Options {
-            segment_bytes: segment::MIN_SEGMENT_BYTES,
-            ..Options::default()
-        };
-        let log = Log::create_in(Arc::new(disk.clone()), dir, options).unwrap();
+        let dir = Path::new(test_logs::DIR);
+        let log = test_logs::small_segments(&disk);
         for i in 0..150 {
             let mut e = Event::new(Timestamp::from_unix_nanos(i), "test.event", "alice");
             e.context

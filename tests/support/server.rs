@@ -163,6 +163,15 @@ pub fn small_segment_workspace(data: &Path, workspace: &str) -> u64 {
     small
 }
 
+/// A fresh data directory (in a temporary folder, removed on drop) with an
+/// admin key for `workspace`: the start of most server tests.
+pub fn data_with_admin(workspace: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = create_key(&data, workspace, "admin");
+    (dir, data, admin)
+}
+
 /// `chainlog apikey create`; returns the key (the last line of stdout).
 pub fn create_key(data: &Path, workspace: &str, scope: &str) -> String {
     let out = chainlog()
@@ -371,4 +380,27 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
                 None
             }
         })
+}
+
+/// POSTs `body` as `content_type` with `key`; returns the status and the
+/// answer as JSON (a string when it is not JSON).
+pub async fn post_body(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = client
+        .post(url)
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let answer = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, answer)
 }

@@ -300,21 +300,8 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// `--idempotency-ttl`: a number with s, m, h or d, from 1 s to 30 days.
 fn parse_keep(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("{text:?} is not a duration: use a number with s, m, h or d (90s, 30m, 24h, 7d)")
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let unit_secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    match n.checked_mul(unit_secs) {
-        Some(secs) if (1..=30 * 86_400).contains(&secs) => Ok(Duration::from_secs(secs)),
+    match crate::archive::parse_every(text)? {
+        keep if keep <= Duration::from_secs(30 * 86_400) => Ok(keep),
         _ => Err(format!("{text:?}: keep answers from 1s to 30d")),
     }
 }

@@ -305,8 +305,7 @@ pub(super) async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Append)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Append).await?;
     let kind = body_kind(&headers)?;
     let idempotency_key = idempotency::key_of(&headers)?;
     let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;

@@ -115,6 +115,18 @@ pub(in crate::server) fn presented_key(state: &Shared, caller: &Caller) -> Optio
     }
 }
 
+/// The workspace a `/v1/workspaces/{w}/…` request names, and the caller's
+/// key once [`authorize`] found it good for that workspace and `needed`.
+pub(in crate::server) async fn authorize_workspace(
+    state: &Shared,
+    caller: &Caller,
+    needed: Scope,
+) -> Result<(String, ApiKey), ApiError> {
+    let w = path_segment(caller, 3);
+    let key = authorize(state, caller, Some(&w), Some(needed)).await?;
+    Ok((w, key))
+}
+
 /// Checks the caller's key for `workspace` (if any) and `needed` (if any).
 /// Every refusal is recorded before it is answered.
 pub(in crate::server) async fn authorize(

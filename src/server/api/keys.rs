@@ -62,8 +62,7 @@ pub(super) async fn list_keys(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     let (st, ws) = (state.clone(), w.clone());
     let keys: Vec<KeyInfo> = blocking(move || st.keys.list(Some(&ws)))
         .await?
@@ -80,8 +79,7 @@ pub(super) async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Admin)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     if body_kind(&headers)? != BodyKind::Json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

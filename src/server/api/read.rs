@@ -94,8 +94,7 @@ pub(super) async fn get_events(
     caller: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Events, Timestamp::now())?;
     let log = workspace_log(&state, &w, &key).await?;
     let permit = match state.query_slots.acquire(&w).await {
@@ -117,8 +116,7 @@ pub(super) async fn get_event(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
     let seq_text = path_segment(&caller, 5);
     let seq: u64 = seq_text.parse().map_err(|_| {
         ApiError::bad_request("invalid_parameter", "the event's seq must be a number")
@@ -229,8 +227,7 @@ pub(super) async fn export(
     caller: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Export, Timestamp::now())?;
     let format = parsed.format.unwrap_or(ExportFormat::Json);
     let log = workspace_log(&state, &w, &key).await?;
@@ -321,8 +318,7 @@ pub(super) async fn verify(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
     // The verifier reads the segment files itself: it must report on a log
     // so damaged that it cannot be opened, so it does not open the log.
     let dir = state.workspaces.dir(&w);
@@ -365,8 +361,7 @@ pub(super) async fn checkpoint(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
     if state.signer.is_none() {
         return Err(ApiError::not_found(
             "checkpoints_not_configured",

@@ -80,8 +80,7 @@ pub(super) async fn stream(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let w = path_segment(&caller, 3);
-    let key = authorize(&state, &caller, Some(&w), Some(Scope::Read)).await?;
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
     let parsed = params::parse(&query_pairs(&uri)?, Endpoint::Tail, Timestamp::now())?;
     let last_id = match headers.get("last-event-id") {
         None => None,
