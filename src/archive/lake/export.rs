@@ -175,11 +175,7 @@ fn first_segment(log_dir: &Path) -> Result<(u64, Frontier), ArchiveError> {
     if base == 0 {
         return Ok((0, Frontier::new()));
     }
-    let name = segment::file_name(base);
-    let path = log_dir.join(&name);
-    let file = FsStorage
-        .open(&path, false)
-        .map_err(|e| Error::io(&path, e))?;
+    let (name, file) = segment::open_for_reading(&FsStorage, log_dir, base)?;
     let header = segment::read_header(&*file, &name)?;
     Ok((base, segment::read_start_frontier(&*file, &name, &header)?))
 }
