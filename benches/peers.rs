@@ -39,6 +39,9 @@ use rusqlite::{params, Connection};
 
 #[path = "../src/bin/chainlog/bench/events.rs"]
 mod events;
+#[path = "../src/bin/chainlog/bench/thousands.rs"]
+mod thousands;
+use thousands::group_thousands;
 
 use events::EventGen;
 
@@ -667,18 +670,6 @@ fn verify_comparison(root: &Path, plan: &Plan) -> Vec<Line> {
     ]
 }
 
-fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn main() {
     let plan = plan();
     let root_parent =
@@ -792,13 +783,13 @@ fn main() {
     let cells: Vec<[String; 7]> = lines
         .iter()
         .map(|l| {
-            let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), thousands);
+            let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), group_thousands);
             let ratio = |x: Option<f64>| {
                 x.map_or_else(|| "-".to_string(), |x| format!("{:.1}", l.chainlog / x))
             };
             [
                 l.measurement.clone(),
-                thousands(l.chainlog),
+                group_thousands(l.chainlog),
                 opt(l.sqlite),
                 opt(l.sqlite_no_index),
                 opt(l.commitlog),

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Python tools the tests use into a virtual environment:
+# ocsf-lib and ocsf-json-schema, which tests/ocsf.rs runs (via
+# tests/ocsf/check.py) to validate the OCSF mapping;
 # openapi-spec-validator and openapi-core, which tests/openapi.rs runs (via
 # tests/openapi/check.py) to hold docs/openapi.yaml against the server, and
 # prometheus_client, whose parser reads GET /metrics in
-# tests/server_metrics.rs (via tests/support/prom_parse.py), and DuckDB,
+# tests/server_metrics.rs (via tests/support/prom_parse.py), and cryptography,
+# whose Ed25519 an evidence pack's verify_pack.py uses in tests/evidence.rs, and DuckDB,
 # which queries the lake export in tests/lake.rs (via
 # tests/support/lake_query.py).
 # Versions are pinned in tests/openapi/requirements.txt.

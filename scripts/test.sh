@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs chainlog's test suite. Needs the Rust toolchain and python3 (which
 # reads exports back in tests/cli_query.rs); it installs jq, Go and Go's
-# x/mod package from Debian's packages when missing.
+# x/mod package, rsyslog and rsyslog-gnutls from Debian's packages when
+# missing, and the Python validators into .venv-tests.
 # Everything else the tests use (fixtures, the simulated disk) is in the
 # repository.
 set -euo pipefail
@@ -22,10 +23,20 @@ export CHAINLOG_REQUIRE_S3=1
 # chromium and chromium-driver, which the test installs when missing); here a
 # browser that cannot be installed fails the test instead of skipping it.
 export CHAINLOG_REQUIRE_BROWSER=1
+# tests/syslog_tls.rs delivers to a real rsyslog (Debian's rsyslog and
+# rsyslog-gnutls) over TLS and plain TCP.
+scripts/syslog-server.sh install
+export CHAINLOG_REQUIRE_SYSLOG=1
 # tests/openapi.rs holds docs/openapi.yaml against the running server with
 # openapi-spec-validator and openapi-core, pinned in a venv (.venv-tests).
 scripts/python-tools.sh >/dev/null
 export CHAINLOG_REQUIRE_OPENAPI=1
+# tests/ocsf.rs validates the OCSF mapping with ocsf-lib and
+# ocsf-json-schema, from the same venv.
+export CHAINLOG_REQUIRE_OCSF=1
+# tests/evidence.rs runs an evidence pack's verify_pack.py with that venv's
+# cryptography (Ed25519).
+export CHAINLOG_REQUIRE_PYTHON_TOOLS=1
 # tests/lake.rs queries the lake export with DuckDB, from the same venv.
 export CHAINLOG_REQUIRE_DUCKDB=1
 cargo test --all-targets "$@"

@@ -53,6 +53,8 @@
 //! | 9 | [`log`] | the log: open, recover, append, read, retain |
 //! | 10 | [`query`] | filters, exports, proofs and bundles over a log |
 //! | 11 | `archive` | sealed segments to object storage (feature `s3`); the lake export (feature `lake`) |
+//! | 11 | [`delivery`] | rows for SIEMs: OCSF, CEF, syslog over TLS |
+//! | 11 | [`evidence`] | evidence packs for auditors |
 //! | 12 | `server` | the HTTP API (feature `server`) |
 //!
 //! # A log on disk
@@ -81,8 +83,10 @@
 
 #[cfg(feature = "s3")]
 pub mod archive;
+pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod evidence;
 pub mod format;
 pub mod hash;
 pub mod index;

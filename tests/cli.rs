@@ -731,12 +731,23 @@ fn demo_shows_the_tampering_being_caught() {
         "TAMPERING DETECTED",
         "hash_mismatch: seq 4 in 00000000000000000000.seg at byte ",
         "The verifier points at the damaged record: seq 4",
+        "7. Built an evidence pack for auditors of the 2900 AWS CloudTrail events",
+        "Checked it as an auditor would: intact, 2900 rows (seq 0 to 2899)",
     ] {
         assert!(r.stdout.contains(expected), "{expected:?} missing: {r:?}");
     }
     // What it left behind is a real log and a tampered copy.
     assert_eq!(at(&ws.join("log"), &["verify"]).code, 0);
     assert_eq!(at(&ws.join("tampered"), &["verify"]).code, 1);
+    let pack = ws.join("evidence.zip");
+    let key = ws.join("demo.pub");
+    let checked = run(&[
+        "check-evidence",
+        pack.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(checked.code, 0, "{checked:?}");
     // The workspace now holds a log: a second run refuses to overwrite it.
     assert_eq!(run(&["demo", "--dir", ws.to_str().unwrap()]).code, 2);
 }

@@ -471,17 +471,21 @@ fn two_segments(pad: usize) -> SimDisk {
     disk
 }
 
+/// The base seq of the newest segment on `disk`.
+fn newest_base(disk: &SimDisk) -> u64 {
+    let names = disk.list(dir()).unwrap();
+    names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n))
+        .max()
+        .unwrap()
+}
+
 /// A two-segment log whose newest segment's link block is forged (a
 /// subtree root changed, its CRC fixed).
 fn forged_link_block() -> SimDisk {
     let disk = two_segments(9000);
-    let newest = disk
-        .list(dir())
-        .unwrap()
-        .iter()
-        .filter_map(|n| segment::parse_file_name(n))
-        .max()
-        .unwrap();
+    let newest = newest_base(&disk);
     let path = seg_path(newest);
     let image = disk.read_file(&path).unwrap();
     let at = (data_end_limit(MIN_SEGMENT_BYTES) as usize) + LINK_BLOCK_AT;
@@ -557,13 +561,7 @@ fn finding_6_checkpoint_refuses_a_forged_link_block() {
 #[test]
 fn finding_6_plain_verify_catches_a_forged_link_block_in_the_newest_segment() {
     let disk = forged_link_block();
-    let newest = disk
-        .list(dir())
-        .unwrap()
-        .iter()
-        .filter_map(|n| segment::parse_file_name(n))
-        .max()
-        .unwrap();
+    let newest = newest_base(&disk);
     let link_at = data_end_limit(MIN_SEGMENT_BYTES) + LINK_BLOCK_AT as u64;
     for threads in [1, 2, 4] {
         let report = verify_dir_with(

@@ -24,48 +24,11 @@ use reqwest::Client;
 use serde_json::{json, Value};
 use support::{create_key, key_id, TestServer};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+#[path = "support/browser.rs"]
+mod browser;
+use browser::{ensure_browser, CHROMEDRIVER, CHROMIUM};
+
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-fn browser_installed() -> bool {
-    Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists()
-}
-
-/// Installs chromium and chromium-driver if missing. False (after a loud
-/// note) when that fails and the browser is not required.
-fn ensure_browser() -> bool {
-    if browser_installed() {
-        return true;
-    }
-    eprintln!("dashboard test: installing chromium and chromium-driver with apt-get …");
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        install();
-    }
-    if browser_installed() {
-        return true;
-    }
-    if std::env::var_os("CHAINLOG_REQUIRE_BROWSER").is_some() {
-        panic!("CHAINLOG_REQUIRE_BROWSER is set but chromium and chromium-driver could not be installed");
-    }
-    eprintln!(
-        "\n\n******************************************************************\n\
-         NOTE: the dashboard browser test was SKIPPED: chromium and\n\
-         chromium-driver are missing and apt-get could not install them.\n\
-         Set CHAINLOG_REQUIRE_BROWSER=1 to make this a failure.\n\
-         ******************************************************************\n"
-    );
-    false
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -364,7 +327,7 @@ fn timestamp(minute: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_signs_in_filters_exports_and_verifies() {
-    if !ensure_browser() {
+    if !ensure_browser("dashboard") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -31,6 +31,8 @@ const LAYERS: &[(u32, &str)] = &[
     (9, "log"),
     (10, "query"),
     (11, "archive"),
+    (11, "delivery"),
+    (11, "evidence"),
     (12, "server"),
 ];
 

@@ -16,6 +16,8 @@
 
 #[path = "support/server.rs"]
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,42 +30,12 @@ use support::{chainlog, create_key, key_id, small_segment_workspace, TestServer}
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi/check.py");
 
-/// The venv's python with the validators, installing them if needed; None
-/// (after a loud note) when that fails and they are not required.
+/// The venv's python with the validators (see [`tools::venv_python`]).
 fn validator_python() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/python-tools.sh")).output();
-    let python = match out {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            Some(PathBuf::from(text.trim()))
-        }
-        Ok(out) => {
-            eprintln!(
-                "scripts/python-tools.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("scripts/python-tools.sh could not run: {e}");
-            None
-        }
-    };
-    if python.is_some() {
-        return python;
-    }
-    if std::env::var_os("CHAINLOG_REQUIRE_OPENAPI").is_some() {
-        panic!("CHAINLOG_REQUIRE_OPENAPI is set but the OpenAPI validators could not be installed (scripts/python-tools.sh)");
-    }
-    eprintln!(
-        "\n\n******************************************************************\n\
-         NOTE: the OpenAPI test was SKIPPED: openapi-core and\n\
-         openapi-spec-validator could not be installed.\n\
-         Set CHAINLOG_REQUIRE_OPENAPI=1 to make this a failure.\n\
-         ******************************************************************\n"
-    );
-    None
+    tools::venv_python(
+        "CHAINLOG_REQUIRE_OPENAPI",
+        "the OpenAPI validators (openapi-core, openapi-spec-validator)",
+    )
 }
 
 /// Runs check.py on `doc` (and the exchanges, if given); its exit status
@@ -925,6 +897,55 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         "checkpoint with an append key",
     );
 
+    // --- Evidence packs.
+    let evidence = format!("{ws}/evidence");
+    fn pack<'k>(name: &'static str, key: &'k str, path: &str) -> Call<'k> {
+        Call::new(name, Valid, Method::GET, path)
+            .key(key)
+            .query("since", "2000-01-01T00:00:00Z")
+            .query("sample", "4")
+    }
+    expect_status(
+        r.send(pack("evidence", &admin, &evidence)).await,
+        200,
+        "evidence",
+    );
+    expect_status(
+        r.send(pack("evidence, read key", &read, &evidence)).await,
+        403,
+        "evidence with a read key",
+    );
+    expect_status(
+        r.send(
+            Call::new(
+                "evidence without since",
+                RequestInvalid,
+                Method::GET,
+                evidence.clone(),
+            )
+            .key(&admin),
+        )
+        .await,
+        400,
+        "evidence without since",
+    );
+    expect_status(
+        r.send(
+            Call::new(
+                "evidence, bad seed",
+                RequestInvalid,
+                Method::GET,
+                evidence.clone(),
+            )
+            .key(&admin)
+            .query("since", "1d")
+            .query("seed", "x"),
+        )
+        .await,
+        400,
+        "evidence with a bad seed",
+    );
+
     // --- Keys.
     let keys_path = format!("{ws}/keys");
     expect_status(
@@ -1115,6 +1136,7 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         (Method::GET, "events/stream".to_string(), None),
         (Method::GET, "verify".to_string(), None),
         (Method::GET, "checkpoint".to_string(), None),
+        (Method::GET, "evidence".to_string(), None),
         (Method::GET, "keys".to_string(), None),
         (Method::POST, "keys".to_string(), Some(&scope)),
         (Method::DELETE, format!("keys/{new_id}"), None),
@@ -1128,6 +1150,9 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
             }
             if tail == "export" {
                 call = call.query("format", "csv");
+            }
+            if tail == "evidence" {
+                call = call.query("since", "1d");
             }
             call
         };
@@ -1157,6 +1182,7 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         ("post an export", Method::POST, format!("{ws}/export")),
         ("post verify", Method::POST, format!("{ws}/verify")),
         ("post checkpoint", Method::POST, format!("{ws}/checkpoint")),
+        ("post evidence", Method::POST, format!("{ws}/evidence")),
         ("put keys", Method::PUT, keys_path.clone()),
         ("get a key", Method::GET, format!("{keys_path}/{new_id}")),
         ("get rotate", Method::GET, rotate.clone()),
@@ -1199,6 +1225,21 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         .await,
         404,
         "checkpoints not configured",
+    );
+    expect_status(
+        r2.send(
+            Call::new(
+                "evidence, not configured",
+                Valid,
+                Method::GET,
+                format!("{ws}/evidence"),
+            )
+            .key(&admin)
+            .query("since", "1d"),
+        )
+        .await,
+        404,
+        "evidence without checkpoints",
     );
     let exchanges: Vec<Value> = r.exchanges.into_iter().chain(r2.exchanges).collect();
     let recorded = tmp.path().join("exchanges.json");

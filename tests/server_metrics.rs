@@ -11,6 +11,8 @@ use stdin::output_with_stdin;
 
 #[path = "support/server.rs"]
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,25 +27,7 @@ const PARSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/prom_pa
 /// (after a loud note) when that fails and it is not required
 /// (CHAINLOG_REQUIRE_OPENAPI, which scripts/test.sh sets, requires it).
 fn parser_python() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/python-tools.sh")).output();
-    match out {
-        Ok(out) if out.status.success() => {
-            return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        }
-        Ok(out) => eprintln!(
-            "scripts/python-tools.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => eprintln!("scripts/python-tools.sh could not run: {e}"),
-    }
-    if std::env::var_os("CHAINLOG_REQUIRE_OPENAPI").is_some() {
-        panic!("CHAINLOG_REQUIRE_OPENAPI is set but prometheus_client could not be installed (scripts/python-tools.sh)");
-    }
-    eprintln!(
-        "\n\n*** SKIPPED: prometheus_client is not installed; GET /metrics was not parsed ***\n\n"
-    );
-    None
+    tools::venv_python("CHAINLOG_REQUIRE_OPENAPI", "prometheus_client")
 }
 
 /// One scrape as the parser read it: (sample name, sorted labels) → value.

@@ -51,6 +51,8 @@ pub enum ReadKind {
     Checkpoint,
     /// `GET …/events/stream`: a live tail, recorded when it ends.
     Tail,
+    /// `GET …/evidence`: an evidence pack, recorded when it ends.
+    Evidence,
 }
 
 impl ReadKind {
@@ -64,6 +66,7 @@ impl ReadKind {
             ReadKind::SignIn => "access.sign_in",
             ReadKind::Checkpoint => "access.checkpoint",
             ReadKind::Tail => "access.tail",
+            ReadKind::Evidence => "access.evidence",
         }
     }
 }

@@ -14,11 +14,13 @@ mod child;
 mod events;
 mod limits;
 mod report;
+mod thousands;
 mod workload;
 
 use child::{child_executable, run_child, spawn_child};
 use limits::{interleave, seq_write_bytes, settle, sha256_bytes, Rate, RawFsync};
 use report::print_rows;
+use thousands::group_thousands;
 use workload::{build_log, open_ms, query_ms, Appender};
 
 use std::fs;

@@ -401,6 +401,8 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
         tampered.frame_offset
     )?;
     outln!()?;
+    crate::demo_evidence::step(&workspace, &log_dir, 7)?;
+    outln!()?;
     outln!("Try it yourself:")?;
     let exe = std::env::current_exe()
         .map_or_else(|_| "chainlog".to_string(), |p| p.display().to_string());
@@ -415,5 +417,10 @@ pub fn run(workspace: Option<PathBuf>) -> Result<ExitCode, CliError> {
         log_dir.display()
     )?;
     outln!("  {exe} --dir {} verify", copy_dir.display())?;
+    outln!(
+        "  {exe} check-evidence {} --key {}",
+        workspace.join("evidence.zip").display(),
+        workspace.join("demo.pub").display()
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,9 @@ mod archive;
 mod bench;
 mod clock;
 mod demo;
+mod demo_evidence;
 mod error;
+mod evidence;
 mod keys;
 #[cfg(feature = "lake")]
 mod lake;
@@ -175,6 +177,12 @@ enum Command {
     /// Check a bundle from `export --format bundle` offline, with the public
     /// key alone: the signature, and each row's hash, fields and inclusion.
     CheckBundle(prove::CheckBundleArgs),
+    /// Write an evidence pack for auditors: one zip with a period's events,
+    /// signed checkpoints, proofs, access summary and report.html.
+    Evidence(evidence::EvidenceArgs),
+    /// Check an evidence pack offline: its signatures, every file's hash,
+    /// the proofs, and every row's chain hash and fields.
+    CheckEvidence(evidence::CheckEvidenceArgs),
     /// Serve the HTTP API and the Audit Log dashboard over the workspaces
     /// in --data, until SIGTERM or Ctrl-C.
     #[cfg(feature = "server")]
@@ -299,6 +307,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Lake(command) => lake::run(&global, command),
         Command::Prove(command) => prove::run(&global, command),
         Command::CheckBundle(args) => prove::check_bundle(&global, args),
+        Command::Evidence(args) => evidence::run(&global, args),
+        Command::CheckEvidence(args) => evidence::check(&global, args),
         Command::Stats { json } => read::stats(&global, json),
         Command::Query(args) => query::query(&global, args),
         Command::Export(args) => query::export(&global, args),

@@ -2,6 +2,7 @@
 
 mod append;
 mod caller;
+mod evidence;
 mod keys;
 mod pages;
 mod read;
@@ -96,6 +97,10 @@ pub(crate) fn router(state: Shared) -> Router {
         .route(
             "/v1/workspaces/{w}/checkpoint",
             get(checkpoint).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/evidence",
+            get(evidence::evidence_pack).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/keys",

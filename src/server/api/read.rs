@@ -211,8 +211,36 @@ impl Write for ChannelWriter {
     }
 }
 
+/// A writer for a blocking thread and the body stream it feeds.
+pub(super) fn body_channel() -> (ChannelWriter, ChunkStream) {
+    let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
+    let writer = ChannelWriter {
+        tx,
+        buf: Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096),
+        runtime: tokio::runtime::Handle::current(),
+        sent: 0,
+    };
+    (writer, ChunkStream(rx))
+}
+
+/// A streamed download: `body`, of `content_type`, saved as `filename`.
+pub(super) fn attachment(
+    body: ChunkStream,
+    content_type: &'static str,
+    filename: &str,
+) -> Response {
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
+}
+
 /// The receiving end, as the body's stream.
-pub(super) struct ChunkStream(mpsc::Receiver<Result<Bytes, io::Error>>);
+pub(super) struct ChunkStream(pub(super) mpsc::Receiver<Result<Bytes, io::Error>>);
 
 impl futures_core::Stream for ChunkStream {
     type Item = Result<Bytes, io::Error>;
@@ -235,20 +263,13 @@ pub(super) async fn export(
         Ok(permit) => permit,
         Err(busy) => return Ok(busy.into_response()),
     };
-    let (tx, rx) = mpsc::channel(EXPORT_QUEUE_CHUNKS);
-    let runtime = tokio::runtime::Handle::current();
+    let (mut writer, body) = body_channel();
     let query = parsed.query;
     let (st, workspace) = (state.clone(), w.clone());
     let mut read = caller.read(&key, ReadKind::Export, 0, 0);
     read.filters = uri.query().map(str::to_string);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096),
-            runtime,
-            sent: 0,
-        };
         let mut rows = 0u64;
         let result = (|| -> Result<(), ExportError> {
             let mut exporter = Exporter::new(&mut writer, ExportOptions::new(format))?;
@@ -296,15 +317,11 @@ pub(super) async fn export(
         ExportFormat::Json => ("application/json", "json"),
         ExportFormat::JsonLines => ("application/x-ndjson", "jsonl"),
     };
-    let disposition = format!("attachment; filename=\"{w}-audit-log.{extension}\"");
-    let mut response = Body::from_stream(ChunkStream(rx)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(response)
+    Ok(attachment(
+        body,
+        content_type,
+        &format!("{w}-audit-log.{extension}"),
+    ))
 }
 
 #[derive(Serialize)]

@@ -6,18 +6,6 @@ use crate::error::CliError;
 
 use super::*;
 
-pub(super) fn group_thousands(n: f64) -> String {
-    let digits = format!("{:.0}", n.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 pub(super) fn format_value(value: f64, unit: &str) -> String {
     match unit {
         "events/s" | "ops/s" => format!("{} {unit}", group_thousands(value)),

@@ -1,0 +1,138 @@
+//! A pack's round trip (build, then check) and its corruption detection:
+//! one byte changed in any file of the pack is found, and named.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use super::*;
+use crate::hash::checkpoint::NoteSigner;
+use crate::{Event, Log, Options, Outcome, Timestamp};
+
+const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
+const START: i64 = 1_772_000_000 * 1_000_000_000;
+
+fn log_with_events(dir: &Path, n: i64) -> Log {
+    let log = Log::create(dir, Options::default()).unwrap();
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let time = Timestamp::from_unix_nanos(START + i * DAY_NANOS / 100);
+            let kind = [
+                "auth.login",
+                "access.export",
+                "auth.failed",
+                "apikey.rotated",
+            ][i as usize % 4];
+            let mut e = Event::new(time, kind, format!("user{}@acme.io", i % 5));
+            e.source_ip = Some(format!("203.0.113.{}", i % 200).parse().unwrap());
+            if kind == "auth.failed" {
+                e.outcome = Outcome::Failure;
+            }
+            e
+        })
+        .collect();
+    log.append_batch(&events).unwrap();
+    log
+}
+
+fn build_to(path: &Path, log: &Log, signer: &NoteSigner, options: &EvidenceOptions) -> PackSummary {
+    let file = std::fs::File::create(path).unwrap();
+    build(log, signer, options, file, &|_| None, &mut |_, _| {}).unwrap()
+}
+
+fn files_of(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    (0..zip.len())
+        .map(|i| {
+            let mut f = zip.by_index(i).unwrap();
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).unwrap();
+            (f.name().to_string(), bytes)
+        })
+        .collect()
+}
+
+fn write_zip(path: &Path, files: &[(String, Vec<u8>)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, bytes) in files {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn a_pack_round_trips_and_any_changed_byte_is_found_in_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_events(&dir.path().join("log"), 400);
+    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
+    let witnessed = log.checkpoint("chainlog").unwrap().sign(&signer).unwrap();
+    let mut options = EvidenceOptions::new(
+        Timestamp::from_unix_nanos(START + DAY_NANOS),
+        Timestamp::from_unix_nanos(START + 3 * DAY_NANOS),
+    );
+    options.seed = 11;
+    options.sample = 8;
+    options.witnessed_checkpoint = Some(witnessed);
+    let pack = dir.path().join("pack.zip");
+    let summary = build_to(&pack, &log, &signer, &options);
+    assert_eq!((summary.first_seq, summary.end_seq), (100, 300));
+    assert_eq!(summary.rows_in_period, 200);
+    assert_eq!(summary.failures, 50);
+    let report = check(&pack, Some(&signer.verifier())).unwrap();
+    assert_eq!(
+        (report.rows, report.sample, report.first_seq),
+        (200, 8, 100)
+    );
+    assert!(report.witnessed && report.key_given);
+
+    let files = files_of(&pack);
+    assert_eq!(files.len(), summary.files);
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        if bytes.is_empty() {
+            continue;
+        }
+        let mut changed = files.clone();
+        let at = bytes.len() / 2;
+        changed[i].1[at] ^= 0x20;
+        let copy = dir.path().join("changed.zip");
+        write_zip(&copy, &changed);
+        let err = check(&copy, Some(&signer.verifier())).expect_err(name);
+        assert_eq!(err.file(), name.as_str(), "{name}: {err}");
+    }
+    // Another key's verifier, and a file added.
+    let other = NoteSigner::from_seed("audit.example", [4; 32]).unwrap();
+    let err = check(&pack, Some(&other.verifier())).unwrap_err();
+    assert_eq!(err.file(), SEAL_FILE);
+    let mut added = files.clone();
+    added.push(("notes.txt".into(), b"trust me\n".to_vec()));
+    let copy = dir.path().join("added.zip");
+    write_zip(&copy, &added);
+    assert!(matches!(check(&copy, None), Err(PackError::Unlisted { file }) if file == "notes.txt"));
+}
+
+#[test]
+fn a_pack_from_the_first_record_and_an_empty_period_check_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_events(&dir.path().join("log"), 50);
+    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
+    let all = EvidenceOptions::new(Timestamp::from_unix_nanos(0), Timestamp::now());
+    let pack = dir.path().join("all.zip");
+    let summary = build_to(&pack, &log, &signer, &all);
+    assert_eq!((summary.first_seq, summary.end_seq), (0, 50));
+    let report = check(&pack, Some(&signer.verifier())).unwrap();
+    assert_eq!((report.rows, report.sample), (50, 32));
+    let none = EvidenceOptions::new(
+        Timestamp::from_unix_nanos(START - 2 * DAY_NANOS),
+        Timestamp::from_unix_nanos(START - DAY_NANOS),
+    );
+    let empty = dir.path().join("empty.zip");
+    let summary = build_to(&empty, &log, &signer, &none);
+    assert_eq!((summary.first_seq, summary.end_seq), (50, 50));
+    let report = check(&empty, Some(&signer.verifier())).unwrap();
+    assert_eq!((report.rows, report.sample), (0, 0));
+    let inverted = EvidenceOptions::new(Timestamp::now(), Timestamp::from_unix_nanos(0));
+    let out = std::io::sink();
+    let err = build(&log, &signer, &inverted, out, &|_| None, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, EvidenceError::BadRequest(_)), "{err}");
+}
