@@ -55,6 +55,7 @@
 //! | 11 | `archive` | sealed segments to object storage (feature `s3`); the lake export (feature `lake`) |
 //! | 11 | [`delivery`] | rows for SIEMs: OCSF, CEF, syslog over TLS |
 //! | 11 | [`evidence`] | evidence packs for auditors |
+//! | 11 | [`witness`] | witness cosigning (C2SP tlog-witness): keys, policies, the witness, the log's client |
 //! | 12 | `server` | the HTTP API (feature `server`) |
 //!
 //! # A log on disk
@@ -100,6 +101,7 @@ pub mod server;
 pub mod storage;
 pub mod tiles;
 pub mod verify;
+pub mod witness;
 
 pub use error::{Error, Result};
 pub use event::{EncodeRecord, Event, Outcome, Timestamp};

@@ -4,6 +4,8 @@
 //! golang.org/x/mod/sumdb (an outside implementation), when Go is installed
 //! (`scripts/test.sh` installs it and sets CHAINLOG_REQUIRE_GO=1).
 
+#[path = "support/go.rs"]
+mod go_support;
 #[path = "support/stdin.rs"]
 mod stdin;
 use stdin::output_with_stdin;
@@ -279,33 +281,7 @@ fn checkpoint_at_a_segment_boundary_and_empty_log() {
 }
 
 fn go() -> Option<PathBuf> {
-    let found = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CHAINLOG_REQUIRE_GO").is_none(),
-            "Go is required (scripts/test.sh installs golang-go and golang-golang-x-mod-dev)"
-        );
-        eprintln!("note: Go not installed; skipping the outside-implementation check (run scripts/test.sh)");
-        return None;
-    }
-    let out = std::env::temp_dir().join(format!("chainlog-notecheck-{}", std::process::id()));
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/go/notecheck/main.go"
-        ))
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOFLAGS", "")
-        .status()
-        .unwrap();
-    assert!(status.success(), "building tests/go/notecheck failed");
-    Some(out)
+    go_support::notecheck("checkpoint")
 }
 
 #[test]

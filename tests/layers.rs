@@ -33,6 +33,7 @@ const LAYERS: &[(u32, &str)] = &[
     (11, "archive"),
     (11, "delivery"),
     (11, "evidence"),
+    (11, "witness"),
     (12, "server"),
 ];
 

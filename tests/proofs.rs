@@ -5,6 +5,8 @@
 //! CHAINLOG_REQUIRE_GO=1); damaged and missing tiles; retention; bundles;
 //! and the consistency proof `verify --checkpoint` prints.
 
+#[path = "support/go.rs"]
+mod go_support;
 #[path = "support/stdin.rs"]
 mod stdin;
 use stdin::output_with_stdin;
@@ -193,34 +195,7 @@ fn flip_leaf_tile(dir: &Path, index: u64, at: usize) {
 // Go's tlog, an outside implementation.
 
 fn go() -> Option<PathBuf> {
-    let found = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CHAINLOG_REQUIRE_GO").is_none(),
-            "Go is required (scripts/test.sh installs golang-go and golang-golang-x-mod-dev)"
-        );
-        eprintln!("note: Go not installed; skipping the outside-implementation check (run scripts/test.sh)");
-        return None;
-    }
-    let out =
-        std::env::temp_dir().join(format!("chainlog-notecheck-proofs-{}", std::process::id()));
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/go/notecheck/main.go"
-        ))
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOFLAGS", "")
-        .status()
-        .unwrap();
-    assert!(status.success(), "building tests/go/notecheck failed");
-    Some(out)
+    go_support::notecheck("proofs")
 }
 
 /// Runs notecheck with `args` and the leaves on stdin; returns its stdout.

@@ -56,40 +56,122 @@ pub enum CheckpointError {
     BadSignature(String),
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a valid signed-note key name.
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
 
 fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+    typed_key_id(name, ALG_ED25519, public)
+}
+
+/// `SHA-256(name || "\n" || alg || public key)[:4]`: the signed-note key id
+/// of a key of signature type `alg`.
+pub(crate) fn typed_key_id(name: &str, alg: u8, public: &[u8; 32]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([ALG_ED25519]);
+    h.update([alg]);
     h.update(public);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-fn decode_key(b64: &str) -> Result<[u8; 32], CheckpointError> {
+/// The error for a key of another signature type than Ed25519 (0x01).
+fn unsupported_type(e: CheckpointError) -> CheckpointError {
+    match e {
+        CheckpointError::BadKey("wrong signature type") => {
+            CheckpointError::BadKey("unsupported signature type (only Ed25519, 0x01)")
+        }
+        other => other,
+    }
+}
+
+/// Splits `PRIVATE+KEY+<name>+<id>+base64(alg || seed)` into the name and
+/// the seed, checking the name and that the id is the key's.
+pub(crate) fn parse_secret_text(
+    text: &str,
+    alg: u8,
+) -> Result<(String, [u8; 32]), CheckpointError> {
+    let rest = text
+        .trim_end()
+        .strip_prefix("PRIVATE+KEY+")
+        .ok_or(CheckpointError::BadKey(
+            "a secret key starts with PRIVATE+KEY+",
+        ))?;
+    let (name, _public, seed) = split_key_text(rest, alg, |seed| {
+        SigningKey::from_bytes(seed).verifying_key().to_bytes()
+    })
+    .map_err(|e| match e {
+        CheckpointError::BadKey("expected <name>+<id>+<key>") => {
+            CheckpointError::BadKey("expected PRIVATE+KEY+<name>+<id>+<key>")
+        }
+        other => other,
+    })?;
+    Ok((name, seed))
+}
+
+/// Splits `<name>+<id>+base64(alg || public key)` into the name and the
+/// key, checking the name, the key and that the id is the key's.
+pub(crate) fn parse_vkey_text(
+    text: &str,
+    alg: u8,
+) -> Result<(String, VerifyingKey), CheckpointError> {
+    let (name, public, _) = split_key_text(text.trim(), alg, |key| *key)?;
+    let key = VerifyingKey::from_bytes(&public)
+        .map_err(|_| CheckpointError::BadKey("not a valid Ed25519 public key"))?;
+    Ok((name, key))
+}
+
+/// `<name>+<id>+<key data>` with the key data decoded, the public key
+/// (`public` of the decoded bytes) and the id checked.
+fn split_key_text(
+    text: &str,
+    alg: u8,
+    public: impl Fn(&[u8; 32]) -> [u8; 32],
+) -> Result<(String, [u8; 32], [u8; 32]), CheckpointError> {
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(CheckpointError::BadKey("expected <name>+<id>+<key>"));
+    };
+    if !valid_name(name) {
+        return Err(CheckpointError::BadKey(
+            "a key name is non-empty, without spaces or '+'",
+        ));
+    }
+    let key = decode_typed_key(data, alg)?;
+    let public = public(&key);
+    if format!("{:08x}", typed_key_id(name, alg, &public)) != id {
+        return Err(CheckpointError::BadKey("the key id does not match the key"));
+    }
+    Ok((name.to_string(), public, key))
+}
+
+/// `<name>+<id>+base64(alg || key)`: a vkey, or after `PRIVATE+KEY+` a secret key.
+pub(crate) fn key_text(name: &str, alg: u8, key: &[u8; 32], id: u32) -> String {
+    format!("{name}+{id:08x}+{}", encode_typed_key(alg, key))
+}
+
+/// The 32 key bytes of `base64(alg || key)`.
+pub(crate) fn decode_typed_key(b64: &str, alg: u8) -> Result<[u8; 32], CheckpointError> {
     let raw = B64
         .decode(b64)
         .map_err(|_| CheckpointError::BadKey("key data is not base64"))?;
     match raw.split_first() {
-        Some((&ALG_ED25519, key)) if key.len() == 32 => {
+        Some((&t, key)) if t == alg && key.len() == 32 => {
             let mut k = [0; 32];
             k.copy_from_slice(key);
             Ok(k)
         }
-        Some((&ALG_ED25519, _)) => Err(CheckpointError::BadKey("an Ed25519 key is 32 bytes")),
-        _ => Err(CheckpointError::BadKey(
-            "unsupported signature type (only Ed25519, 0x01)",
-        )),
+        Some((&t, _)) if t == alg => Err(CheckpointError::BadKey("an Ed25519 key is 32 bytes")),
+        _ => Err(CheckpointError::BadKey("wrong signature type")),
     }
 }
 
-fn encode_key(key: &[u8; 32]) -> String {
+/// `base64(alg || key)`.
+fn encode_typed_key(alg: u8, key: &[u8; 32]) -> String {
     let mut raw = Vec::with_capacity(33);
-    raw.push(ALG_ED25519);
+    raw.push(alg);
     raw.extend_from_slice(key);
     B64.encode(raw)
 }
@@ -123,23 +205,8 @@ impl NoteSigner {
 
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64>`.
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
-        let rest = text
-            .trim_end()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or(CheckpointError::BadKey(
-                "a secret key starts with PRIVATE+KEY+",
-            ))?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(CheckpointError::BadKey(
-                "expected PRIVATE+KEY+<name>+<id>+<key>",
-            ));
-        };
-        let signer = NoteSigner::from_seed(name, decode_key(data)?)?;
-        if format!("{:08x}", signer.id()) != id {
-            return Err(CheckpointError::BadKey("the key id does not match the key"));
-        }
-        Ok(signer)
+        let (name, seed) = parse_secret_text(text, ALG_ED25519).map_err(unsupported_type)?;
+        NoteSigner::from_seed(&name, seed)
     }
 
     /// The key's name.
@@ -155,10 +222,8 @@ impl NoteSigner {
     /// The secret key text (`PRIVATE+KEY+…`).
     pub fn to_secret_text(&self) -> String {
         format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.id(),
-            encode_key(self.key.as_bytes())
+            "PRIVATE+KEY+{}",
+            key_text(&self.name, ALG_ED25519, self.key.as_bytes(), self.id())
         )
     }
 
@@ -195,23 +260,8 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// Parses `<name>+<id>+<base64>`.
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(CheckpointError::BadKey("expected <name>+<id>+<key>"));
-        };
-        if !valid_name(name) {
-            return Err(CheckpointError::BadKey("bad key name"));
-        }
-        let key = VerifyingKey::from_bytes(&decode_key(data)?)
-            .map_err(|_| CheckpointError::BadKey("not a valid Ed25519 public key"))?;
-        let verifier = NoteVerifier {
-            name: name.to_string(),
-            key,
-        };
-        if format!("{:08x}", verifier.id()) != id {
-            return Err(CheckpointError::BadKey("the key id does not match the key"));
-        }
-        Ok(verifier)
+        let (name, key) = parse_vkey_text(text, ALG_ED25519).map_err(unsupported_type)?;
+        Ok(NoteVerifier { name, key })
     }
 
     /// The key's name.
@@ -226,46 +276,21 @@ impl NoteVerifier {
 
     /// The verifier key text.
     pub fn to_text(&self) -> String {
-        format!(
-            "{}+{:08x}+{}",
-            self.name,
-            self.id(),
-            encode_key(self.key.as_bytes())
-        )
+        key_text(&self.name, ALG_ED25519, self.key.as_bytes(), self.id())
     }
 
     /// Checks a signed note and returns its text. Signature lines by other
     /// keys are ignored; one valid signature by this key is required.
     pub fn open_note<'a>(&self, note: &'a str) -> Result<&'a str, CheckpointError> {
-        let split = note.rfind("\n\n").ok_or_else(|| {
-            CheckpointError::Malformed("no blank line before the signatures".into())
-        })?;
-        let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-        check_note_text(text)?;
-        if sigs.is_empty() || !sigs.ends_with('\n') {
-            return Err(CheckpointError::Malformed("no signature lines".into()));
-        }
+        let parsed = crate::hash::note::SignedNote::parse(note)?;
+        let text = &note[..parsed.text.len()];
         let mut found = false;
-        for line in sigs.lines() {
-            let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| {
-                CheckpointError::Malformed(format!("bad signature line {line:?}"))
-            })?;
-            let (name, b64) = rest.split_once(' ').ok_or_else(|| {
-                CheckpointError::Malformed(format!("bad signature line {line:?}"))
-            })?;
-            let raw = B64.decode(b64).map_err(|_| {
-                CheckpointError::Malformed(format!("signature is not base64: {line:?}"))
-            })?;
-            if raw.len() < 4 {
-                return Err(CheckpointError::Malformed(format!(
-                    "signature too short: {line:?}"
-                )));
-            }
-            let id = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
-            if name != self.name || id != self.id() {
-                continue;
-            }
-            let signature = Signature::from_slice(&raw[4..])
+        for sig in parsed
+            .signatures
+            .iter()
+            .filter(|s| s.name == self.name && s.id == self.id())
+        {
+            let signature = Signature::from_slice(&sig.signature)
                 .map_err(|_| CheckpointError::BadSignature(self.to_text()))?;
             self.key
                 .verify(text.as_bytes(), &signature)
@@ -283,7 +308,8 @@ impl NoteVerifier {
     }
 }
 
-fn check_note_text(text: &str) -> Result<(), CheckpointError> {
+/// Checks a note's text: ends in a newline, no control characters, no blank line.
+pub(crate) fn check_note_text(text: &str) -> Result<(), CheckpointError> {
     if !text.ends_with('\n') {
         return Err(CheckpointError::Malformed(
             "note text must end with a newline".into(),

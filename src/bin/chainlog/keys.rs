@@ -26,15 +26,22 @@ const DEFAULT_KEY_NAME: &str = "chainlog";
 /// Largest key or checkpoint file read: both are a few hundred bytes.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
+/// Where `keygen` and `witness keygen` write a key pair.
+#[derive(Debug, Args)]
+pub struct KeyFiles {
+    /// Where to write the secret (signing) key; created with mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: PathBuf,
+    /// Where to write the public (verifier) key.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: PathBuf,
+}
+
 /// `chainlog keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Where to write the secret (signing) key; created with mode 0600.
-    #[arg(long, value_name = "FILE")]
-    secret_key: PathBuf,
-    /// Where to write the public (verifier) key.
-    #[arg(long, value_name = "FILE")]
-    public_key: PathBuf,
+    #[command(flatten)]
+    files: KeyFiles,
     /// The key's name, part of every signature: no spaces or '+'.
     /// Default: the host name (or `chainlog`).
     #[arg(long, value_name = "NAME")]
@@ -54,6 +61,9 @@ pub struct CheckpointArgs {
     /// Origin prefix: the checkpoint's origin line is `<PREFIX>/<log id>`.
     #[arg(long, value_name = "PREFIX", default_value = "chainlog")]
     origin: String,
+    #[cfg(feature = "server")]
+    #[command(flatten)]
+    witness: crate::witness::CosignArgs,
 }
 
 /// The host name, when it is a valid key name.
@@ -67,7 +77,7 @@ fn host_name() -> Option<String> {
 
 /// Creates `path` with `mode`, refusing to replace an existing file, writes
 /// `text` and syncs it.
-fn write_new(path: &Path, mode: u32, text: &str, what: &str) -> Result<(), CliError> {
+pub(crate) fn write_new(path: &Path, mode: u32, text: &str, what: &str) -> Result<(), CliError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -114,51 +124,71 @@ pub fn keygen(global: &Global, args: KeygenArgs) -> Result<ExitCode, CliError> {
         Some(name) => name,
         None => host_name().unwrap_or_else(|| DEFAULT_KEY_NAME.to_string()),
     };
-    if args.secret_key == args.public_key {
+    check_new_key_paths(&args.files)?;
+    let signer = NoteSigner::from_seed(&name, random_seed()?)
+        .map_err(|e| CliError::Usage(format!("key name {name:?}: {e}")))?;
+    write_key_pair(
+        global,
+        &args.files,
+        &signer.to_secret_text(),
+        &signer.verifier().to_text(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses key paths that are the same file or exist already.
+pub(crate) fn check_new_key_paths(files: &KeyFiles) -> Result<(), CliError> {
+    let (secret, public) = (files.secret_key.as_path(), files.public_key.as_path());
+    if secret == public {
         return Err(CliError::Usage(
             "--secret-key and --public-key must be different files".into(),
         ));
     }
-    for path in [&args.secret_key, &args.public_key] {
+    for path in [secret, public] {
         if fs::symlink_metadata(path).is_ok() {
             return Err(already_exists(path));
         }
     }
+    Ok(())
+}
+
+/// 32 bytes from the system's random number generator: a key seed.
+pub(crate) fn random_seed() -> Result<[u8; 32], CliError> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed)
         .map_err(|e| CliError::io("reading the system's random number generator", e.into()))?;
-    let signer = NoteSigner::from_seed(&name, seed)
-        .map_err(|e| CliError::Usage(format!("key name {name:?}: {e}")))?;
-    let public = signer.verifier().to_text();
-    write_new(
-        &args.secret_key,
-        0o600,
-        &format!("{}\n", signer.to_secret_text()),
-        "secret key",
-    )?;
-    if let Err(e) = write_new(
-        &args.public_key,
-        0o644,
-        &format!("{public}\n"),
-        "public key",
-    ) {
+    Ok(seed)
+}
+
+/// Writes a new key pair: the secret key (mode 0600) and the public key
+/// (0644), and prints where (unless quiet) and the public key.
+pub(crate) fn write_key_pair(
+    global: &Global,
+    files: &KeyFiles,
+    secret_text: &str,
+    public_text: &str,
+) -> Result<(), CliError> {
+    let secret = (files.secret_key.as_path(), secret_text);
+    let public = (files.public_key.as_path(), public_text);
+    write_new(secret.0, 0o600, &format!("{}\n", secret.1), "secret key")?;
+    if let Err(e) = write_new(public.0, 0o644, &format!("{}\n", public.1), "public key") {
         // Leave no half-made pair behind: a rerun then starts clean.
-        let _ = fs::remove_file(&args.secret_key);
+        let _ = fs::remove_file(secret.0);
         return Err(e);
     }
     if !global.quiet {
         outln!(
             "secret key: {} (mode 0600; keep it private and outside the log's directory)",
-            args.secret_key.display()
+            secret.0.display()
         )?;
-        outln!("public key: {}", args.public_key.display())?;
-        outln!("{public}")?;
+        outln!("public key: {}", public.0.display())?;
+        outln!("{}", public.1)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Reads a small text file (a key or a checkpoint).
-fn read_small_text(path: &Path, what: &str) -> Result<String, CliError> {
+pub(crate) fn read_small_text(path: &Path, what: &str) -> Result<String, CliError> {
     let io_error = |e| CliError::io(format!("reading {what} {}", path.display()), e);
     let file = File::open(path).map_err(io_error)?;
     let mut bytes = Vec::new();
@@ -181,6 +211,19 @@ fn read_small_text(path: &Path, what: &str) -> Result<String, CliError> {
 
 /// Loads a secret key, refusing one that group or others may read or write.
 pub fn load_signer(path: &Path) -> Result<NoteSigner, CliError> {
+    let text = read_secret_text(path)?;
+    NoteSigner::parse(&text).map_err(|e| {
+        let hint = if NoteVerifier::parse(&text).is_ok() {
+            " (this is a public key; pass the secret key, which starts with PRIVATE+KEY+)"
+        } else {
+            ""
+        };
+        CliError::Usage(format!("secret key {}: {e}{hint}", path.display()))
+    })
+}
+
+/// Reads a secret key file, refusing one that group or others may read or write.
+pub(crate) fn read_secret_text(path: &Path) -> Result<String, CliError> {
     let metadata = fs::metadata(path)
         .map_err(|e| CliError::io(format!("reading secret key {}", path.display()), e))?;
     let mode = metadata.permissions().mode() & 0o7777;
@@ -192,15 +235,7 @@ pub fn load_signer(path: &Path) -> Result<NoteSigner, CliError> {
             path.display()
         )));
     }
-    let text = read_small_text(path, "secret key")?;
-    NoteSigner::parse(&text).map_err(|e| {
-        let hint = if NoteVerifier::parse(&text).is_ok() {
-            " (this is a public key; pass the secret key, which starts with PRIVATE+KEY+)"
-        } else {
-            ""
-        };
-        CliError::Usage(format!("secret key {}: {e}{hint}", path.display()))
-    })
+    read_small_text(path, "secret key")
 }
 
 /// Loads a public (verifier) key.
@@ -282,6 +317,20 @@ fn inside_log_dir(path: &Path, dir: &Path) -> bool {
     }
 }
 
+/// The size of the checkpoint in `path` (the previous one written there)
+/// when `signer` signed it for the same log and it is not larger: the size
+/// the witnesses most likely cosigned last. 0 otherwise.
+#[cfg(feature = "server")]
+fn previous_size(path: &Path, signer: &NoteSigner, new: &Checkpoint) -> u64 {
+    let Ok(text) = read_small_text(path, "checkpoint") else {
+        return 0;
+    };
+    match Checkpoint::open(&text, &signer.verifier()) {
+        Ok(old) if old.origin == new.origin && old.size <= new.size => old.size,
+        _ => 0,
+    }
+}
+
 /// Runs `chainlog checkpoint`.
 pub fn checkpoint(global: &Global, args: CheckpointArgs) -> Result<ExitCode, CliError> {
     let dir = global.dir()?;
@@ -292,6 +341,14 @@ pub fn checkpoint(global: &Global, args: CheckpointArgs) -> Result<ExitCode, Cli
     let note = checkpoint
         .sign(&signer)
         .map_err(|e| CliError::Usage(format!("signing the checkpoint: {e}")))?;
+    #[cfg(feature = "server")]
+    let note = {
+        let previous = args
+            .output
+            .as_deref()
+            .map_or(0, |p| previous_size(p, &signer, &checkpoint));
+        crate::witness::cosign(global, &log, &checkpoint, note, &args.witness, previous)?
+    };
     let Some(output) = args.output else {
         let mut out = io::stdout().lock();
         out.write_all(note.as_bytes())

@@ -41,6 +41,7 @@ mod retention;
 mod serve;
 mod tail;
 mod verify;
+mod witness;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -187,6 +188,9 @@ enum Command {
     /// in --data, until SIGTERM or Ctrl-C.
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
+    /// Witness cosigning (C2SP tlog-witness): run a witness, or create its key.
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
     /// Create, rotate, revoke or list the HTTP API's keys.
     #[cfg(feature = "server")]
     #[command(subcommand)]
@@ -318,6 +322,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Serve(args) => serve::run(args, global.quiet),
         #[cfg(feature = "server")]
         Command::Apikey(command) => apikey::run(command, global.quiet),
+        Command::Witness(command) => witness::run(&global, command),
         Command::Demo => {
             // The demo writes into its workspace: only take one the user
             // named on the command line, never a CHAINLOG_DIR meant for a real log.

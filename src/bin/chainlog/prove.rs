@@ -78,6 +78,8 @@ pub struct CheckBundleArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    witness: crate::witness::PolicyArgs,
 }
 
 /// Opens the log without the writer lock, so proofs work beside an appender.
@@ -225,6 +227,13 @@ pub fn export_bundle(
 /// Runs `chainlog check-bundle`.
 pub fn check_bundle(global: &Global, args: CheckBundleArgs) -> Result<ExitCode, CliError> {
     let verifier = load_verifier(&args.public_key)?;
+    let witnesses = match &args.witness.witness_policy {
+        Some(policy) => {
+            let note = crate::witness::bundle_note(&args.file)?;
+            Some(crate::witness::check_policy(policy, &note)?)
+        }
+        None => None,
+    };
     let file = File::open(&args.file)
         .map_err(|e| CliError::io(format!("reading bundle {}", args.file.display()), e))?;
     let shown = args.file.display();
@@ -236,7 +245,12 @@ pub fn check_bundle(global: &Global, args: CheckBundleArgs) -> Result<ExitCode, 
         other => CliError::Usage(format!("bundle {shown}: {other}")),
     })?;
     if args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| CliError::output(e.into()))?;
+        let mut value = serde_json::to_value(&report).map_err(|e| CliError::output(e.into()))?;
+        if let (Some(object), Some(w)) = (value.as_object_mut(), &witnesses) {
+            let w = serde_json::to_value(w).map_err(|e| CliError::output(e.into()))?;
+            object.insert("witnesses".into(), w);
+        }
+        let text = serde_json::to_string_pretty(&value).map_err(|e| CliError::output(e.into()))?;
         outln!("{text}")?;
     } else if report.is_intact() {
         if !global.quiet {
@@ -248,6 +262,9 @@ pub fn check_bundle(global: &Global, args: CheckBundleArgs) -> Result<ExitCode, 
                 report.signer,
                 report.origin
             )?;
+            if let Some(w) = &witnesses {
+                crate::witness::print_policy(global, w)?;
+            }
         }
     } else {
         let count = report.problems.len() as u64 + report.problems_omitted;

@@ -34,6 +34,8 @@ pub struct VerifyArgs {
     /// keygen`). Needs --checkpoint.
     #[arg(long, value_name = "FILE", requires = "checkpoint")]
     public_key: Option<PathBuf>,
+    #[command(flatten)]
+    witness: crate::witness::PolicyArgs,
     /// Segments verified in parallel. Default: the number of cores.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<usize>,
@@ -134,6 +136,18 @@ pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
         }
         _ => None,
     };
+    let witnesses = match (&args.witness.witness_policy, &args.checkpoint) {
+        (Some(policy), Some(path)) => {
+            let note = crate::keys::read_small_text(path, "checkpoint")?;
+            Some(crate::witness::check_policy(policy, &note)?)
+        }
+        (Some(_), None) => {
+            return Err(CliError::Usage(
+                "--witness-policy needs --checkpoint and --public-key".into(),
+            ))
+        }
+        _ => None,
+    };
     let options = VerifyOptions {
         threads: args
             .threads
@@ -157,6 +171,10 @@ pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
                 serde_json::to_value(&consistency).map_err(|e| CliError::output(e.into()))?;
             object.insert("consistency".into(), proof);
         }
+        if let (Some(object), Some(report)) = (value.as_object_mut(), &witnesses) {
+            let report = serde_json::to_value(report).map_err(|e| CliError::output(e.into()))?;
+            object.insert("witnesses".into(), report);
+        }
         let text = serde_json::to_string_pretty(&value).map_err(|e| CliError::output(e.into()))?;
         writeln!(out, "{text}").map_err(CliError::output)?;
     } else {
@@ -175,6 +193,7 @@ pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
                 checkpoint.origin
             ));
         }
+        lines.extend(witnesses.as_ref().map(crate::witness::policy_line));
         for line in lines {
             // --quiet keeps the problems and drops the all-clear and notes.
             let chatter = (report.is_intact() && matched) || line.starts_with("note:");

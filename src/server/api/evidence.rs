@@ -93,7 +93,6 @@ pub(super) async fn evidence_pack(
     let mut read = caller.read(&key, ReadKind::Evidence, 0, 0);
     read.filters = uri.query().map(str::to_string);
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let Some(signer) = st.signer.as_ref() else {
             return;
         };
@@ -125,8 +124,10 @@ pub(super) async fn evidence_pack(
         let _ = writer.send_buffered();
         read.bytes = writer.sent;
         read.extra.insert("ended".into(), ended.into());
-        drop(writer);
+        // Recorded, and the slot free, before the client sees the end.
         record_read_blocking(&st, Some(&workspace), &read);
+        drop(permit);
+        drop(writer);
     });
     Ok(attachment(
         body,

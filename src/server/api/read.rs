@@ -269,7 +269,6 @@ pub(super) async fn export(
     let mut read = caller.read(&key, ReadKind::Export, 0, 0);
     read.filters = uri.query().map(str::to_string);
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let mut rows = 0u64;
         let result = (|| -> Result<(), ExportError> {
             let mut exporter = Exporter::new(&mut writer, ExportOptions::new(format))?;
@@ -309,8 +308,12 @@ pub(super) async fn export(
                 let _ = writer.send(Err(io::Error::other("export failed")));
             }
         }
-        drop(writer);
+        // Recorded, and the slot free, before the client sees the body end:
+        // its next export is then neither refused as one too many nor
+        // missing from the log.
         record_read_blocking(&st, Some(&workspace), &read);
+        drop(permit);
+        drop(writer);
     });
     let (content_type, extension) = match format {
         ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
