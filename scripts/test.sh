@@ -27,6 +27,10 @@ export CHAINLOG_REQUIRE_BROWSER=1
 # rsyslog-gnutls) over TLS and plain TCP.
 scripts/syslog-server.sh install
 export CHAINLOG_REQUIRE_SYSLOG=1
+# tests/deliveries.rs checks an HTTPS webhook against a test CA made with the
+# openssl command (Debian's openssl).
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+export CHAINLOG_REQUIRE_OPENSSL=1
 # tests/openapi.rs holds docs/openapi.yaml against the running server with
 # openapi-spec-validator and openapi-core, pinned in a venv (.venv-tests).
 scripts/python-tools.sh >/dev/null

@@ -30,6 +30,116 @@ use support::{chainlog, create_key, key_id, small_segment_workspace, TestServer}
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi/check.py");
 
+/// SIEM destinations: list, add, replace, show, remove, and refusals.
+async fn delivery_cases(r: &mut Recorder, ws: &str, admin: &str, read: &str) {
+    use Expect::*;
+    let list = format!("{ws}/deliveries");
+    let one = format!("{list}/siem");
+    expect_status(
+        r.send(Call::new("list deliveries", Valid, Method::GET, &list).key(admin))
+            .await,
+        200,
+        "list deliveries",
+    );
+    let hook =
+        json!({"kind": "webhook", "url": "https://siem.example/hook", "filters": "event=auth.*"});
+    let added = expect_status(
+        r.send(
+            Call::new("add a webhook", Valid, Method::PUT, &one)
+                .key(admin)
+                .json(hook),
+        )
+        .await,
+        201,
+        "add a webhook",
+    );
+    assert_eq!(added["secret"].as_str().map(str::len), Some(64), "{added}");
+    let hec = json!({"kind": "splunk_hec", "url": "https://splunk.example:8088", "token": "t0k3n", "index": "audit"});
+    expect_status(
+        r.send(
+            Call::new("add a HEC", Valid, Method::PUT, format!("{list}/splunk"))
+                .key(admin)
+                .json(hec),
+        )
+        .await,
+        201,
+        "add a HEC",
+    );
+    let changed = json!({"kind": "webhook", "url": "https://siem.example/v2", "batch_events": 500});
+    expect_status(
+        r.send(
+            Call::new("replace a webhook", Valid, Method::PUT, &one)
+                .key(admin)
+                .json(changed),
+        )
+        .await,
+        200,
+        "replace a webhook",
+    );
+    expect_status(
+        r.send(Call::new("list deliveries, two", Valid, Method::GET, &list).key(admin))
+            .await,
+        200,
+        "list two deliveries",
+    );
+    expect_status(
+        r.send(Call::new("show a delivery", Valid, Method::GET, &one).key(admin))
+            .await,
+        200,
+        "show a delivery",
+    );
+    expect_status(
+        r.send(Call::new("deliveries, read key", Valid, Method::GET, &list).key(read))
+            .await,
+        403,
+        "deliveries with a read key",
+    );
+    let plain = json!({"kind": "webhook", "url": "http://siem.example/hook"});
+    expect_status(
+        r.send(
+            Call::new("plain http off loopback", Valid, Method::PUT, &one)
+                .key(admin)
+                .json(plain),
+        )
+        .await,
+        400,
+        "plain http off loopback",
+    );
+    let unknown = json!({"kind": "webhook", "url": "https://x.example", "colour": "red"});
+    expect_status(
+        r.send(
+            Call::new("unknown delivery field", RequestInvalid, Method::PUT, &one)
+                .key(admin)
+                .json(unknown),
+        )
+        .await,
+        400,
+        "unknown delivery field",
+    );
+    for name in ["siem", "splunk"] {
+        expect_status(
+            r.send(
+                Call::new(
+                    "remove a delivery",
+                    Valid,
+                    Method::DELETE,
+                    format!("{list}/{name}"),
+                )
+                .key(admin),
+            )
+            .await,
+            200,
+            "remove a delivery",
+        );
+    }
+    expect_status(
+        r.send(Call::new("show a removed delivery", Valid, Method::GET, &one).key(admin))
+            .await,
+        404,
+        "show a removed delivery",
+    );
+}
+
 /// The venv's python with the validators (see [`tools::venv_python`]).
 fn validator_python() -> Option<PathBuf> {
     tools::venv_python(
@@ -1068,6 +1178,8 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         409,
         "rotate a revoked key",
     );
+
+    delivery_cases(&mut r, ws, &admin, &read).await;
 
     // --- Who may ask.
     expect_status(

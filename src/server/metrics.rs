@@ -29,6 +29,7 @@ use axum::routing::get;
 use axum::Router;
 use parking_lot::Mutex;
 
+use crate::server::deliveries;
 use crate::server::slots::Slots;
 use crate::server::AppState;
 use crate::storage::stats::{self, SYNC_BUCKETS_US};
@@ -102,6 +103,8 @@ fn route_of(path: &str) -> &'static str {
             ["keys"] => "/v1/workspaces/{w}/keys",
             ["keys", _] => "/v1/workspaces/{w}/keys/{id}",
             ["keys", _, "rotate"] => "/v1/workspaces/{w}/keys/{id}/rotate",
+            ["deliveries"] => "/v1/workspaces/{w}/deliveries",
+            ["deliveries", _] => "/v1/workspaces/{w}/deliveries/{name}",
             _ => "other",
         },
         _ => "other",
@@ -387,6 +390,7 @@ pub(crate) fn render(state: &AppState) -> String {
         let labels = [("workspace", w.as_str())];
         f.sample("chainlog_workspace_bytes", &labels, dir_bytes(o.log.dir()));
     }
+    delivery_families(f, state);
     f.head(
         "process_open_fds",
         "gauge",
@@ -394,6 +398,47 @@ pub(crate) fn render(state: &AppState) -> String {
     );
     f.sample("process_open_fds", &[], open_fds());
     out
+}
+
+/// Each running SIEM destination's lag and counts.
+fn delivery_families(f: &mut Family<'_>, state: &AppState) {
+    let statuses = state.deliveries.statuses(None);
+    let now = crate::event::Timestamp::now();
+    let rows: Vec<_> = statuses
+        .iter()
+        .map(|(w, d, s)| {
+            let end = state
+                .workspaces
+                .cached(w)
+                .map_or(s.next_seq, |log| log.durable_next_seq());
+            (w.as_str(), d, s, deliveries::lag(s, end, now))
+        })
+        .collect();
+    let families: [(&str, &str, &str); 5] = [
+        ("chainlog_delivery_lag_records", "gauge", "Records of the workspace's log a destination has not yet passed (delivered or skipped as not matching)."),
+        ("chainlog_delivery_lag_seconds", "gauge", "Seconds since the oldest record a destination has not yet acknowledged was received (0 when caught up)."),
+        ("chainlog_delivery_records_total", "counter", "Records a destination acknowledged since it was created."),
+        ("chainlog_delivery_failures_total", "counter", "Requests to a destination that failed, since the server started."),
+        ("chainlog_delivery_failing", "gauge", "1 while a destination is failing (delivery.failing recorded, not yet recovered) or stopped."),
+    ];
+    for (i, (name, kind, help)) in families.into_iter().enumerate() {
+        f.head(name, kind, help);
+        for (w, d, s, lag) in &rows {
+            let labels = [
+                ("workspace", *w),
+                ("destination", d.name.as_str()),
+                ("kind", d.kind.as_str()),
+            ];
+            let value = match i {
+                0 => lag.records_behind as f64,
+                1 => lag.seconds_behind,
+                2 => s.delivered as f64,
+                3 => s.failures_total as f64,
+                _ => f64::from(u8::from(s.failing || s.stopped.is_some())),
+            };
+            f.sample(name, &labels, value);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! | `keys.lock` | taken while `keys.json` changes |
 //! | `workspaces/<name>/` | each workspace's log ([`workspace`]) |
 //! | `server-log/` | refused requests that name no existing workspace, and reads of it (`GET /v1/server-log/events`) |
+//! | `deliveries/` | each workspace's SIEM destinations and their positions ([`deliveries`]) |
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
 //! answer with receipts means the events are on disk. `POST …/events`
@@ -54,6 +55,7 @@ pub mod archiving;
 pub mod audit;
 mod commit;
 mod conn;
+pub mod deliveries;
 pub mod error;
 mod idempotency;
 mod ingest;
@@ -301,6 +303,8 @@ pub(crate) struct AppState {
     pub stopping: watch::Sender<bool>,
     pub metrics: metrics::Metrics,
     pub idempotency: Arc<idempotency::IdempotencyStore>,
+    /// The running SIEM destinations.
+    pub deliveries: deliveries::Deliveries,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -374,6 +378,7 @@ impl Server {
         let state = Arc::new(AppState {
             keys,
             workspaces: Workspaces::new(&config.data_dir),
+            deliveries: deliveries::Deliveries::new(config.data_dir.clone()),
             failures: FailureLimiter::new(limits.audit.clone(), std::time::Instant::now()),
             reads: ReadLimiter::new(&limits.audit, std::time::Instant::now()),
             // An export refused can be retried at once; a verification
@@ -471,6 +476,7 @@ impl Server {
         });
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
         let key_watch = tokio::spawn(key_watch::watch(state.clone()));
+        let deliveries = tokio::spawn(deliveries::supervise(state.clone()));
         let grace = state.limits.shutdown_grace;
         let refused = refusals::head_refusals(state.clone());
         let metrics = self.metrics.map(|(tcp, _)| {
@@ -498,6 +504,9 @@ impl Server {
         }
         summaries.abort();
         key_watch.abort();
+        deliveries.abort();
+        let _ = deliveries.await;
+        state.deliveries.stop_all().await;
         #[cfg(feature = "s3")]
         if let Some(archiver) = archiver {
             archiver.stop();

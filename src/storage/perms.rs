@@ -179,6 +179,26 @@ pub fn group_id(name: &str) -> Option<u32> {
     })
 }
 
+/// Opens (creating, mode 0600, never through a symbolic link) the lock file
+/// `path` and takes its exclusive `flock`, waiting until it is free; the
+/// lock lasts as long as the returned file.
+pub fn lock_private_file(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PRIVATE_LOCK_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
+}
+
+/// The mode of a lock file.
+const PRIVATE_LOCK_MODE: u32 = 0o600;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -417,3 +417,30 @@ pub async fn post_body(
     let answer = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, answer)
 }
+
+/// A request with a JSON body (or none) and an optional key; the status and
+/// the body parsed as JSON (`Null` when it is not JSON).
+pub fn json_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let kind = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/json\r\n".to_string()
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = raw_request(addr, request.as_bytes());
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}

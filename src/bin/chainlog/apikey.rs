@@ -91,7 +91,7 @@ pub struct DataArg {
 
 impl DataArg {
     /// The data directory, refused when another user owns it.
-    fn checked(&self) -> Result<&Path, CliError> {
+    pub fn checked(&self) -> Result<&Path, CliError> {
         if !self.allow_other_owner {
             check_dir_owner(&self.data).map_err(|e| CliError::Usage(e.to_string()))?;
         }

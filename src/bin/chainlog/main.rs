@@ -24,6 +24,8 @@ mod append;
 mod archive;
 mod bench;
 mod clock;
+#[cfg(feature = "server")]
+mod delivery;
 mod demo;
 mod demo_evidence;
 mod error;
@@ -195,6 +197,11 @@ enum Command {
     #[cfg(feature = "server")]
     #[command(subcommand)]
     Apikey(apikey::ApikeyCommand),
+    /// Add, list, remove SIEM destinations (webhook, Splunk HEC) of a
+    /// workspace, and show how far behind they are.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Delivery(delivery::DeliveryCommand),
     /// Create a log of realistic events, verify it, tamper with a copy and
     /// show the verifier catching it. Uses --dir as its workspace (a fresh
     /// temporary directory when absent).
@@ -323,6 +330,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         #[cfg(feature = "server")]
         Command::Apikey(command) => apikey::run(command, global.quiet),
         Command::Witness(command) => witness::run(&global, command),
+        #[cfg(feature = "server")]
+        Command::Delivery(command) => delivery::run(command, global.quiet),
         Command::Demo => {
             // The demo writes into its workspace: only take one the user
             // named on the command line, never a CHAINLOG_DIR meant for a real log.

@@ -95,6 +95,29 @@ pub(super) async fn read_body(
     }
 }
 
+/// Reads a small JSON request body of `limit` bytes at most as a `T`:
+/// 415 unless it is sent as JSON, 400 `error` (saying `expected`) when it
+/// does not parse.
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    error: &'static str,
+    expected: &str,
+) -> Result<T, ApiError> {
+    if body_kind(headers)? != BodyKind::Json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send application/json: {expected}"),
+        ));
+    }
+    let bytes = read_body(body, headers, limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(error, format!("expected {expected}: {}", json_message(&e)))
+    })
+}
+
 /// Deserializes a JSON array of events, stopping past `max`, and naming
 /// the index of a bad event.
 pub(super) struct EventArray<'a> {

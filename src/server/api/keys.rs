@@ -80,23 +80,14 @@ pub(super) async fn create_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
-    if body_kind(&headers)? != BodyKind::Json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send application/json: {\"scope\": \"append\" | \"read\" | \"admin\"}",
-        ));
-    }
-    let bytes = read_body(body, &headers, MAX_KEY_REQUEST_BYTES).await?;
-    let request: CreateKeyRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!(
-                "expected {{\"scope\": \"append\" | \"read\" | \"admin\"}}: {}",
-                json_message(&e)
-            ),
-        )
-    })?;
+    let request: CreateKeyRequest = read_json(
+        body,
+        &headers,
+        MAX_KEY_REQUEST_BYTES,
+        "invalid_request",
+        "{\"scope\": \"append\" | \"read\" | \"admin\"}",
+    )
+    .await?;
     let by = caller.changed_by(&key);
     let st = state.clone();
     let issued = blocking(move || {

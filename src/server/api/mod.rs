@@ -2,6 +2,7 @@
 
 mod append;
 mod caller;
+mod deliveries;
 mod evidence;
 mod keys;
 mod pages;
@@ -22,6 +23,7 @@ pub(crate) use caller::write_summaries_every_second;
 pub(crate) use caller::Caller;
 pub(super) use read::page;
 pub(super) use read::query_pairs;
+pub(super) use tail::read_batch;
 pub(super) use tail::tail_slots;
 
 use std::sync::Arc;
@@ -35,7 +37,6 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::server::error::ApiError;
-use crate::server::ingest::BodyKind;
 use crate::server::refusals;
 use crate::server::AppState;
 
@@ -111,6 +112,17 @@ pub(crate) fn router(state: Shared) -> Router {
         .route(
             "/v1/workspaces/{w}/keys/{id}",
             delete(revoke_key).fallback(refusals::not_allowed("DELETE")),
+        )
+        .route(
+            "/v1/workspaces/{w}/deliveries",
+            get(deliveries::list_deliveries).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/deliveries/{name}",
+            get(deliveries::get_delivery)
+                .put(deliveries::put_delivery)
+                .delete(deliveries::delete_delivery)
+                .fallback(refusals::not_allowed("GET, PUT, DELETE")),
         )
         .route(
             "/v1/workspaces/{w}/keys/{id}/rotate",

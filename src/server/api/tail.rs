@@ -171,7 +171,7 @@ impl Ended {
 
 /// Matches from the query's `from_seq`, as (seq, row) pairs, and whether
 /// the batch was cut at its limit.
-fn read_batch(log: &Log, query: &Query) -> Result<(Vec<(u64, String)>, bool), String> {
+pub(crate) fn read_batch(log: &Log, query: &Query) -> Result<(Vec<(u64, String)>, bool), String> {
     let mut rows = Vec::new();
     let limit = query.limit.unwrap_or(TAIL_BATCH_ROWS);
     for m in log.query(query).map_err(|e| e.to_string())? {

@@ -1,7 +1,7 @@
 //! Tests of the route handlers' helpers.
 
 use crate::event::{EncodeRecord, Timestamp};
-use crate::server::ingest;
+use crate::server::ingest::{self, BodyKind};
 
 use super::*;
 use crate::event::json::cases::{any_event, encoded, EventCase};

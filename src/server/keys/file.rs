@@ -116,25 +116,9 @@ pub(super) fn write_key_file(dir: &Path, path: &Path, file: &KeyFile) -> Result<
 /// The exclusive lock held while the key file changes (blocks until free).
 pub(super) fn lock_keys(dir: &Path) -> Result<File, KeyError> {
     let path = dir.join(KEYS_LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|source| KeyError::Io {
-            doing: "opening",
-            path: path.clone(),
-            source,
-        })?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        KeyError::Io {
-            doing: "locking",
-            path,
-            source: e.into(),
-        }
-    })?;
-    Ok(file)
+    crate::storage::perms::lock_private_file(&path).map_err(|source| KeyError::Io {
+        doing: "locking",
+        path,
+        source,
+    })
 }
