@@ -71,6 +71,7 @@ mod server_log;
 pub mod slots;
 mod tls;
 mod windows;
+pub mod witnessing;
 pub mod workspace;
 
 use std::future::Future;
@@ -224,6 +225,9 @@ pub struct ServerConfig {
     /// Default none.
     #[cfg(feature = "s3")]
     pub archive: Option<archiving::ArchiveSchedule>,
+    /// Submit each workspace's checkpoints to these witnesses on a
+    /// schedule ([`witnessing`]; needs `checkpoint_signer`). Default none.
+    pub witness: Option<witnessing::WitnessSchedule>,
 }
 
 impl ServerConfig {
@@ -242,6 +246,7 @@ impl ServerConfig {
             metrics_listen: None,
             #[cfg(feature = "s3")]
             archive: None,
+            witness: None,
         }
     }
 }
@@ -305,6 +310,8 @@ pub(crate) struct AppState {
     pub idempotency: Arc<idempotency::IdempotencyStore>,
     /// The running SIEM destinations.
     pub deliveries: deliveries::Deliveries,
+    /// The data directory.
+    pub data_dir: PathBuf,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -317,6 +324,8 @@ pub struct Server {
     /// The data directory and the archive schedule, when archiving.
     #[cfg(feature = "s3")]
     archive: Option<(PathBuf, archiving::ArchiveSchedule)>,
+    /// The witnesses, when submitting checkpoints to them.
+    witness: Option<witnessing::WitnessSchedule>,
 }
 
 impl std::fmt::Debug for Server {
@@ -420,6 +429,7 @@ impl Server {
             limits,
             signer: config.checkpoint_signer,
             checkpoint_origin: config.checkpoint_origin,
+            data_dir: config.data_dir.clone(),
         });
         Ok(Server {
             state,
@@ -428,6 +438,7 @@ impl Server {
             metrics,
             #[cfg(feature = "s3")]
             archive,
+            witness: config.witness,
         })
     }
 
@@ -457,6 +468,10 @@ impl Server {
         let archiver = self
             .archive
             .map(|(dir, schedule)| archiving::Archiver::start(dir, schedule));
+        let witnessing = self
+            .witness
+            .filter(|_| state.signer.is_some())
+            .map(|w| witnessing::Witnessing::start(state.data_dir.clone(), state.clone(), w));
         let app = intake::wrap(
             api::router(state.clone()),
             &state.limits,
@@ -510,6 +525,9 @@ impl Server {
         #[cfg(feature = "s3")]
         if let Some(archiver) = archiver {
             archiver.stop();
+        }
+        if let Some(w) = witnessing {
+            let _ = tokio::task::spawn_blocking(move || w.stop()).await;
         }
         api::write_summaries(&state, true).await;
         let closing = state.clone();
