@@ -11,13 +11,14 @@
 //! | path | what |
 //! |---|---|
 //! | `witnessed/<w>.checkpoint` | the newest checkpoint of workspace `w` cosigned by a quorum |
-//! | `witnessed/<w>.sizes.json` | `{"witnesses": {"<vkey>": size}}`: the size each witness last cosigned |
+//! | `witnessed/<w>.sizes.json` | `{"witnesses": {"<vkey>": size}, "refused": {"<vkey>": size}}`: the size each witness last cosigned, and the last refusal of those that refused |
 //!
 //! Both are replaced atomically (temporary file, fsync, rename, directory
 //! fsync). A witness that refuses the checkpoint as inconsistent with what
 //! it cosigned (422), or that has cosigned a larger tree (a rollback or a
 //! fork elsewhere), is recorded as a `witness.refused` event in the
-//! workspace's log; a witness that cannot be reached is reported on
+//! workspace's log, once until that witness cosigns again (the checkpoint
+//! is still submitted at every round); a witness that cannot be reached is reported on
 //! standard error and tried again at the next round. Appends never wait
 //! for any of this.
 
@@ -61,6 +62,10 @@ pub struct WitnessSchedule {
 #[serde(deny_unknown_fields)]
 struct Sizes {
     witnesses: BTreeMap<String, u64>,
+    /// Witnesses whose last answer was a refusal, with the refused size: a
+    /// refusal is recorded once, until the witness cosigns again.
+    #[serde(default)]
+    refused: BTreeMap<String, u64>,
 }
 
 fn witnessed_dir(data_dir: &Path) -> PathBuf {
@@ -180,13 +185,17 @@ impl Round<'_> {
                 Ok(sig) => {
                     cosigned.add(sig);
                     sizes.witnesses.insert(key.clone(), checkpoint.size);
+                    sizes.refused.remove(key);
                     outcome.cosigned += 1;
                 }
                 Err(e) => {
                     eprintln!("chainlog serve: workspace {name}: {e}");
                     if is_refusal(&e) {
                         outcome.refused += 1;
-                        record_refusal(&log, name, witness, &checkpoint, &e);
+                        if !sizes.refused.contains_key(key) {
+                            record_refusal(&log, name, witness, &checkpoint, &e);
+                        }
+                        sizes.refused.insert(key.clone(), checkpoint.size);
                     }
                 }
             }
