@@ -151,7 +151,7 @@ impl Round<'_> {
             return Ok(RoundOutcome::default());
         };
         let mut sizes = read_sizes(self.data_dir, name);
-        let size = log.durable_next_seq();
+        let size = log.state().next_seq;
         let keys: Vec<String> = self
             .schedule
             .witnesses
