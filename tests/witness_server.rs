@@ -143,7 +143,10 @@ impl Setup {
     fn policy(&self, which: &[usize], quorum: usize) -> PathBuf {
         let mut text = String::new();
         for i in which {
-            text.push_str(&format!("witness {}", read(&self.path(&format!("w{i}.pub")))));
+            text.push_str(&format!(
+                "witness {}",
+                read(&self.path(&format!("w{i}.pub")))
+            ));
         }
         text.push_str(&format!("quorum {quorum}\n"));
         let file = self.path(&format!("policy-{}-{quorum}", which.len()));
@@ -212,7 +215,11 @@ async fn the_server_gets_its_checkpoints_cosigned_and_packs_carry_them() {
     post_events(&client, &srv, &s.admin, "a", 20).await;
     let first = witnessed(&client, &srv, &s.admin, 21).await;
     let note = first["note"].as_str().unwrap();
-    assert_eq!(note.matches('\u{2014}').count(), 4, "the log and 3 witnesses: {note}");
+    assert_eq!(
+        note.matches('\u{2014}').count(),
+        4,
+        "the log and 3 witnesses: {note}"
+    );
     let (status, _) = get(&client, &url, "clk_not_a_key").await;
     assert_eq!(status, 401);
     assert!(srv.stop().0.success());
@@ -242,15 +249,23 @@ async fn the_server_gets_its_checkpoints_cosigned_and_packs_carry_them() {
     post_events(&client, &srv, &s.admin, "b", 10).await;
     let second = witnessed(&client, &srv, &s.admin, before + 10).await;
     let size = second["size"].as_u64().unwrap();
-    let sizes: Value = serde_json::from_str(&read(&s.data.join("witnessed/acme.sizes.json"))).unwrap();
+    let sizes: Value =
+        serde_json::from_str(&read(&s.data.join("witnessed/acme.sizes.json"))).unwrap();
     assert_eq!(sizes["witnesses"].as_object().unwrap().len(), 3, "{sizes}");
-    assert!(sizes["witnesses"].as_object().unwrap().values().all(|v| v.as_u64().unwrap() >= size));
+    assert!(sizes["witnesses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|v| v.as_u64().unwrap() >= size));
     assert_eq!((s.refusals(1), s.refusals(2), s.refusals(3)), (0, 0, 0));
 
     // The server's pack carries the witnessed checkpoint.
     let (status, pack) = get(
         &client,
-        &format!("{}/v1/workspaces/acme/evidence?since=2000-01-01T00:00:00Z&sample=3&seed=1", srv.url),
+        &format!(
+            "{}/v1/workspaces/acme/evidence?since=2000-01-01T00:00:00Z&sample=3&seed=1",
+            srv.url
+        ),
         &s.admin,
     )
     .await;
@@ -288,12 +303,23 @@ async fn the_server_gets_its_checkpoints_cosigned_and_packs_carry_them() {
         };
         let out = check(&all);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("witnessed checkpoint included"), "{stdout}");
         assert!(stdout.contains("witnesses: 3 cosigned"), "{stdout}");
         let out = check(&impossible);
-        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("3 of the policy's witnesses cosigned"));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("3 of the policy's witnesses cosigned")
+        );
     }
 
     // A fork: the log as it was at the first checkpoint, grown otherwise.
@@ -306,7 +332,10 @@ async fn the_server_gets_its_checkpoints_cosigned_and_packs_carry_them() {
     std::fs::write(&forged, lines).unwrap();
     ok(&["-q", "--dir", p(&s.workspace()), "append", p(&forged)]);
     let srv = s.serve();
-    let refused = format!("{}/v1/workspaces/acme/events?event=witness.refused", srv.url);
+    let refused = format!(
+        "{}/v1/workspaces/acme/events?event=witness.refused",
+        srv.url
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let events = loop {
         let (status, body) = get(&client, &refused, &s.admin).await;
@@ -321,7 +350,10 @@ async fn the_server_gets_its_checkpoints_cosigned_and_packs_carry_them() {
     };
     for e in &events {
         assert_eq!(e["outcome"], "failure", "{e}");
-        assert!(e["context"]["reason"].as_str().unwrap().contains("422"), "{e}");
+        assert!(
+            e["context"]["reason"].as_str().unwrap().contains("422"),
+            "{e}"
+        );
     }
     // The witnessed checkpoint is still the one before the fork.
     let kept = witnessed(&client, &srv, &s.admin, 0).await;

@@ -11,6 +11,7 @@
 //! | `workspaces/<name>/` | each workspace's log ([`workspace`]) |
 //! | `server-log/` | refused requests that name no existing workspace, and reads of it (`GET /v1/server-log/events`) |
 //! | `deliveries/` | each workspace's SIEM destinations and their positions ([`deliveries`]) |
+//! | `witnessed/` | each workspace's newest cosigned checkpoint and its witnesses' sizes ([`witnessing`]) |
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
 //! answer with receipts means the events are on disk. `POST …/events`
