@@ -245,7 +245,10 @@ async fn the_server_gets_its_checkpoints_cosigned_and_packs_carry_them() {
 
     // A restarted server goes on from the sizes it stored.
     let srv = s.serve();
-    let before = first["size"].as_u64().unwrap();
+    // The fork's records, all of which the witnesses may cosign before the
+    // new ones arrive.
+    let stats: Value = serde_json::from_str(&ok(&["--dir", p(&fork), "stats", "--json"])).unwrap();
+    let before = stats["records"].as_u64().unwrap();
     post_events(&client, &srv, &s.admin, "b", 10).await;
     let second = witnessed(&client, &srv, &s.admin, before + 10).await;
     let size = second["size"].as_u64().unwrap();
@@ -345,7 +348,13 @@ async fn the_server_gets_its_checkpoints_cosigned_and_packs_carry_them() {
         if events.len() >= 3 {
             break events;
         }
-        assert!(Instant::now() < deadline, "no refusals: {}", srv.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no refusals: {}\nsizes {}\nwitness 1: {}",
+            srv.stderr(),
+            read(&s.data.join("witnessed/acme.sizes.json")),
+            std::fs::read_to_string(s.path("w1-state.stderr")).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for e in &events {

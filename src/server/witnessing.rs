@@ -11,7 +11,7 @@
 //! | path | what |
 //! |---|---|
 //! | `witnessed/<w>.checkpoint` | the newest checkpoint of workspace `w` cosigned by a quorum |
-//! | `witnessed/<w>.sizes.json` | `{"witnesses": {"<vkey>": size}, "refused": {"<vkey>": size}}`: the size each witness last cosigned, and the last refusal of those that refused |
+//! | `witnessed/<w>.sizes.json` | `{"witnesses": {"<vkey>": size}, "refused": {"<vkey>": size}, "head": hex}`: the size each witness last cosigned, the last refusal of those that refused, the chain head last submitted |
 //!
 //! Both are replaced atomically (temporary file, fsync, rename, directory
 //! fsync). A witness that refuses the checkpoint as inconsistent with what
@@ -66,6 +66,10 @@ struct Sizes {
     /// refusal is recorded once, until the witness cosigns again.
     #[serde(default)]
     refused: BTreeMap<String, u64>,
+    /// The chain head (hex) of the last checkpoint submitted: a log of the
+    /// same size with another head (a fork) is submitted again.
+    #[serde(default)]
+    head: Option<String>,
 }
 
 fn witnessed_dir(data_dir: &Path) -> PathBuf {
@@ -151,14 +155,17 @@ impl Round<'_> {
             return Ok(RoundOutcome::default());
         };
         let mut sizes = read_sizes(self.data_dir, name);
-        let size = log.state().next_seq;
+        let state = log.state();
+        let (size, head) = (state.next_seq, Some(state.head.to_string()));
         let keys: Vec<String> = self
             .schedule
             .witnesses
             .iter()
             .map(|w| w.key.to_text())
             .collect();
-        if size == 0 || keys.iter().all(|k| sizes.witnesses.get(k) == Some(&size)) {
+        if size == 0
+            || (sizes.head == head && keys.iter().all(|k| sizes.witnesses.get(k) == Some(&size)))
+        {
             return Ok(RoundOutcome::default());
         }
         let checkpoint = log.checkpoint(self.origin).map_err(|e| e.to_string())?;
@@ -167,6 +174,7 @@ impl Round<'_> {
         let mut prover = log.prover().map_err(|e| e.to_string())?;
         let mut prove =
             |old: u64| client::proof_from(&mut prover, old, checkpoint.size, &checkpoint.root);
+        sizes.head = checkpoint.head.map(|h| h.to_string());
         let mut outcome = RoundOutcome {
             submitted: Some(checkpoint.size),
             ..RoundOutcome::default()
