@@ -76,20 +76,7 @@ impl Setup {
             let vkey = std::fs::read_to_string(d.join(format!("w{i}.pub"))).unwrap();
             assert!(out.ends_with(&vkey), "keygen prints the vkey: {out}");
         }
-        let logs = serde_json::json!({"logs": [{
-            "origin": origin(&d.join("log")),
-            "keys": [read(&d.join("log.pub")).trim()],
-        }]});
-        std::fs::write(d.join("logs.json"), logs.to_string()).unwrap();
-        let witnesses = (1..=3)
-            .map(|i| {
-                WitnessProcess::start(
-                    &d.join(format!("w{i}.key")),
-                    &d.join("logs.json"),
-                    &d.join(format!("w{i}-state")),
-                )
-            })
-            .collect();
+        let witnesses = witness_support::start_three(d, &origin(&d.join("log")));
         Setup { dir, witnesses }
     }
 

@@ -92,21 +92,9 @@ impl Setup {
             "--json",
         ]))
         .unwrap();
-        let logs = serde_json::json!({"logs": [{
-            "origin": format!("chainlog/{}", stats["log_id"].as_str().unwrap()),
-            "keys": [read(&d.join("log.pub")).trim()],
-        }]});
-        std::fs::write(d.join("logs.json"), logs.to_string()).unwrap();
         // Witness 4 never runs: a policy naming it cannot be met.
-        let witnesses = (1..=3)
-            .map(|i| {
-                WitnessProcess::start(
-                    &d.join(format!("w{i}.key")),
-                    &d.join("logs.json"),
-                    &d.join(format!("w{i}-state")),
-                )
-            })
-            .collect();
+        let origin = format!("chainlog/{}", stats["log_id"].as_str().unwrap());
+        let witnesses = witness_support::start_three(d, &origin);
         Setup {
             tmp,
             data,

@@ -50,3 +50,21 @@ impl Drop for WitnessProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Writes `DIR/logs.json` following `origin` with the log key in
+/// `DIR/log.pub`, and starts witnesses 1 to 3 of `DIR/wI.key` with their
+/// state in `DIR/wI-state`.
+pub fn start_three(dir: &Path, origin: &str) -> Vec<WitnessProcess> {
+    let vkey = std::fs::read_to_string(dir.join("log.pub")).unwrap();
+    let logs = serde_json::json!({"logs": [{"origin": origin, "keys": [vkey.trim()]}]});
+    std::fs::write(dir.join("logs.json"), logs.to_string()).unwrap();
+    (1..=3)
+        .map(|i| {
+            WitnessProcess::start(
+                &dir.join(format!("w{i}.key")),
+                &dir.join("logs.json"),
+                &dir.join(format!("w{i}-state")),
+            )
+        })
+        .collect()
+}
