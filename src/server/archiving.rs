@@ -13,13 +13,11 @@
 //! leaves nothing half-visible (see [`crate::archive`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-
 use crate::archive::{archive_sealed, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveTarget};
+use crate::server::stop_flag::StopFlag;
 use crate::server::workspace::{validate_workspace_name, SERVER_LOG_DIR_NAME, WORKSPACES_DIR_NAME};
 
 /// The default interval between archive runs: nightly.
@@ -96,7 +94,7 @@ fn has_sealed_segment(dir: &Path) -> bool {
 
 /// The running archive thread.
 pub(crate) struct Archiver {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: StopFlag,
     thread: JoinHandle<()>,
 }
 
@@ -104,18 +102,13 @@ impl Archiver {
     /// Starts archiving `data_dir` on `schedule`, reporting each run on
     /// standard error.
     pub(crate) fn start(data_dir: PathBuf, schedule: ArchiveSchedule) -> Archiver {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = StopFlag::default();
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || loop {
             for (name, target, outcome) in archive_data_dir(&data_dir, &schedule) {
                 report(&name, &target, &outcome);
             }
-            let (stopped, wake) = &*stopping;
-            let mut stopped = stopped.lock();
-            if !*stopped {
-                wake.wait_for(&mut stopped, schedule.every);
-            }
-            if *stopped {
+            if stopping.wait(schedule.every) {
                 return;
             }
         });
@@ -125,9 +118,7 @@ impl Archiver {
     /// Stops the schedule. A run in progress is not waited for: the process
     /// may end in the middle of it, which the next run completes.
     pub(crate) fn stop(self) {
-        let (stopped, wake) = &*self.stop;
-        *stopped.lock() = true;
-        wake.notify_all();
+        self.stop.set();
         if self.thread.is_finished() {
             let _ = self.thread.join();
         }

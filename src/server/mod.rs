@@ -70,6 +70,7 @@ pub mod reads;
 mod refusals;
 mod server_log;
 pub mod slots;
+mod stop_flag;
 mod tls;
 mod windows;
 pub mod witnessing;

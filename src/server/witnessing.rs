@@ -28,12 +28,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Outcome, Timestamp};
 use crate::hash::checkpoint::{Checkpoint, NoteSigner};
 use crate::hash::note::SignedNote;
+use crate::server::stop_flag::StopFlag;
 use crate::server::workspace::{validate_workspace_name, Workspaces, WORKSPACES_DIR_NAME};
 use crate::storage::{write_file_atomic, FsStorage};
 use crate::witness::client::{self, ClientError, WitnessEndpoint};
@@ -254,7 +254,7 @@ fn record_refusal(
 
 /// The running witnessing thread.
 pub(crate) struct Witnessing {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: StopFlag,
     thread: JoinHandle<()>,
 }
 
@@ -266,7 +266,7 @@ impl Witnessing {
         state: Arc<crate::server::AppState>,
         schedule: WitnessSchedule,
     ) -> Witnessing {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = StopFlag::default();
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             let (Ok(runtime), Some(signer)) = (
@@ -290,19 +290,14 @@ impl Witnessing {
             };
             loop {
                 for name in round.workspace_names() {
-                    if *stopping.0.lock() {
+                    if stopping.is_set() {
                         return;
                     }
                     if let Err(e) = round.workspace(&name) {
                         eprintln!("chainlog serve: witnessing workspace {name}: {e}");
                     }
                 }
-                let (stopped, wake) = &*stopping;
-                let mut stopped = stopped.lock();
-                if !*stopped {
-                    wake.wait_for(&mut stopped, schedule.every);
-                }
-                if *stopped {
+                if stopping.wait(schedule.every) {
                     return;
                 }
             }
@@ -313,9 +308,7 @@ impl Witnessing {
     /// Stops the rounds and waits for the one in progress (its requests
     /// time out after [`client::REQUEST_TIMEOUT`]).
     pub(crate) fn stop(self) {
-        let (stopped, wake) = &*self.stop;
-        *stopped.lock() = true;
-        wake.notify_all();
+        self.stop.set();
         let _ = self.thread.join();
     }
 }
