@@ -986,12 +986,35 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         404,
         "verify a workspace with no log",
     );
-    expect_status(
+    let signed = expect_status(
         r.send(Call::new("checkpoint", Valid, Method::GET, format!("{ws}/checkpoint")).key(&read))
             .await,
         200,
         "checkpoint",
     );
+    // The newest witnessed checkpoint: none yet, then one as `serve
+    // --witness` stores it (the log's signature stands in for cosignatures).
+    let witnessed = format!("{ws}/checkpoint/witnessed");
+    expect_status(
+        r.send(Call::new("witnessed checkpoint, none", Valid, Method::GET, &witnessed).key(&read))
+            .await,
+        404,
+        "no witnessed checkpoint",
+    );
+    std::fs::create_dir_all(data.join("witnessed")).unwrap();
+    std::fs::write(
+        data.join("witnessed/acme.checkpoint"),
+        signed["note"].as_str().unwrap(),
+    )
+    .unwrap();
+    let answer = expect_status(
+        r.send(Call::new("witnessed checkpoint", Valid, Method::GET, &witnessed).key(&read))
+            .await,
+        200,
+        "witnessed checkpoint",
+    );
+    assert_eq!(answer["note"], signed["note"]);
+    assert_eq!(answer["size"], signed["size"]);
     expect_status(
         r.send(
             Call::new(
@@ -1248,6 +1271,7 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         (Method::GET, "events/stream".to_string(), None),
         (Method::GET, "verify".to_string(), None),
         (Method::GET, "checkpoint".to_string(), None),
+        (Method::GET, "checkpoint/witnessed".to_string(), None),
         (Method::GET, "evidence".to_string(), None),
         (Method::GET, "keys".to_string(), None),
         (Method::POST, "keys".to_string(), Some(&scope)),

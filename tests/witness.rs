@@ -16,51 +16,15 @@
 mod go_support;
 #[path = "support/server.rs"]
 mod support;
+#[path = "support/witness.rs"]
+mod witness_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output};
+use std::process::Output;
 
-use support::{chainlog, raw_request, spawn_listening, terminate};
-
-/// A running `chainlog witness serve`.
-struct WitnessProcess {
-    child: Child,
-    url: String,
-    addr: SocketAddr,
-}
-
-impl WitnessProcess {
-    fn start(key: &Path, logs: &Path, state: &Path) -> WitnessProcess {
-        let mut command = chainlog();
-        command
-            .args(["witness", "serve", "--key"])
-            .arg(key)
-            .arg("--logs")
-            .arg(logs)
-            .arg("--state")
-            .arg(state)
-            .args(["--listen", "127.0.0.1:0"]);
-        let (child, first) = spawn_listening(command, &state.with_extension("stderr"));
-        let url = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_string();
-        let addr = url.trim_start_matches("http://").parse().unwrap();
-        WitnessProcess { child, url, addr }
-    }
-
-    fn stop(mut self) {
-        assert!(terminate(&mut self.child).success());
-    }
-}
-
-impl Drop for WitnessProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{chainlog, raw_request};
+use witness_support::WitnessProcess;
 
 /// Runs chainlog with `args` and returns its output.
 fn run(args: &[&str]) -> Output {
@@ -112,20 +76,7 @@ impl Setup {
             let vkey = std::fs::read_to_string(d.join(format!("w{i}.pub"))).unwrap();
             assert!(out.ends_with(&vkey), "keygen prints the vkey: {out}");
         }
-        let logs = serde_json::json!({"logs": [{
-            "origin": origin(&d.join("log")),
-            "keys": [read(&d.join("log.pub")).trim()],
-        }]});
-        std::fs::write(d.join("logs.json"), logs.to_string()).unwrap();
-        let witnesses = (1..=3)
-            .map(|i| {
-                WitnessProcess::start(
-                    &d.join(format!("w{i}.key")),
-                    &d.join("logs.json"),
-                    &d.join(format!("w{i}-state")),
-                )
-            })
-            .collect();
+        let witnesses = witness_support::start_three(d, &origin(&d.join("log")));
         Setup { dir, witnesses }
     }
 

@@ -49,6 +49,11 @@ pub struct CheckReport {
     /// Whether a witnessed checkpoint is in the pack (its log signature is
     /// checked; its cosignatures are for a witness policy to check).
     pub witnessed: bool,
+    /// The witnessed checkpoint's note (log signature checked, same origin;
+    /// when its size is the end checkpoint's, the same root), for a witness
+    /// policy to check its cosignatures.
+    #[serde(skip)]
+    pub witnessed_note: Option<String>,
 }
 
 fn unreadable(file: &str, e: impl std::fmt::Display) -> PackError {
@@ -483,9 +488,24 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
             ),
         ));
     }
-    if let Some(file) = &m.witnessed_checkpoint {
-        open_checkpoint(&mut pack, file, &origin, &verifier)?;
-    }
+    let witnessed_note = match &m.witnessed_checkpoint {
+        Some(file) => {
+            let witnessed = open_checkpoint(&mut pack, file, &origin, &verifier)?;
+            // Without a proof in the pack, trees of other sizes cannot be
+            // compared; one of the same size must be the same tree.
+            if witnessed.size == end.size && witnessed.root != end.root {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "has another root than the end checkpoint's tree of {} records: the log was forked",
+                        end.size
+                    ),
+                ));
+            }
+            Some(pack.text(file)?)
+        }
+        None => None,
+    };
     let consistency: ConsistencyProof = pack.json(CONSISTENCY_FILE)?;
     if (
         consistency.old_size,
@@ -563,5 +583,6 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
         sample: sample.proofs.len() as u64,
         files: m.files.len(),
         witnessed: m.witnessed_checkpoint.is_some(),
+        witnessed_note,
     })
 }

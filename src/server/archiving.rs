@@ -18,13 +18,11 @@
 //! archive, inside the lake's prefix.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-
 use crate::archive::{archive_sealed, ArchiveError, ArchiveOptions, ArchiveOutcome, ArchiveTarget};
+use crate::server::stop_flag::StopFlag;
 use crate::server::workspace::{validate_workspace_name, SERVER_LOG_DIR_NAME, WORKSPACES_DIR_NAME};
 
 /// The default interval between archive runs: nightly.
@@ -141,7 +139,7 @@ fn segment_names(dir: &Path) -> impl Iterator<Item = String> {
 
 /// The running archive thread.
 pub(crate) struct Archiver {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: StopFlag,
     thread: JoinHandle<()>,
 }
 
@@ -149,7 +147,7 @@ impl Archiver {
     /// Starts archiving `data_dir` on `schedule`, reporting each run on
     /// standard error.
     pub(crate) fn start(data_dir: PathBuf, schedule: ArchiveSchedule) -> Archiver {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = StopFlag::default();
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || loop {
             for (name, target, outcome) in archive_data_dir(&data_dir, &schedule) {
@@ -161,12 +159,7 @@ impl Archiver {
                     report_lake(&name, &target, &outcome);
                 }
             }
-            let (stopped, wake) = &*stopping;
-            let mut stopped = stopped.lock();
-            if !*stopped {
-                wake.wait_for(&mut stopped, schedule.every);
-            }
-            if *stopped {
+            if stopping.wait(schedule.every) {
                 return;
             }
         });
@@ -176,9 +169,7 @@ impl Archiver {
     /// Stops the schedule. A run in progress is not waited for: the process
     /// may end in the middle of it, which the next run completes.
     pub(crate) fn stop(self) {
-        let (stopped, wake) = &*self.stop;
-        *stopped.lock() = true;
-        wake.notify_all();
+        self.stop.set();
         if self.thread.is_finished() {
             let _ = self.thread.join();
         }

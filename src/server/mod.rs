@@ -11,6 +11,7 @@
 //! | `workspaces/<name>/` | each workspace's log ([`workspace`]) |
 //! | `server-log/` | refused requests that name no existing workspace, and reads of it (`GET /v1/server-log/events`) |
 //! | `deliveries/` | each workspace's SIEM destinations and their positions ([`deliveries`]) |
+//! | `witnessed/` | each workspace's newest cosigned checkpoint and its witnesses' sizes ([`witnessing`]) |
 //!
 //! Every workspace log is opened with [`crate::Durability::Always`]: an
 //! answer with receipts means the events are on disk. `POST …/events`
@@ -69,8 +70,10 @@ pub mod reads;
 mod refusals;
 mod server_log;
 pub mod slots;
+mod stop_flag;
 mod tls;
 mod windows;
+pub mod witnessing;
 pub mod workspace;
 
 use std::future::Future;
@@ -224,6 +227,9 @@ pub struct ServerConfig {
     /// Default none.
     #[cfg(feature = "s3")]
     pub archive: Option<archiving::ArchiveSchedule>,
+    /// Submit each workspace's checkpoints to these witnesses on a
+    /// schedule ([`witnessing`]; needs `checkpoint_signer`). Default none.
+    pub witness: Option<witnessing::WitnessSchedule>,
 }
 
 impl ServerConfig {
@@ -242,6 +248,7 @@ impl ServerConfig {
             metrics_listen: None,
             #[cfg(feature = "s3")]
             archive: None,
+            witness: None,
         }
     }
 }
@@ -305,6 +312,8 @@ pub(crate) struct AppState {
     pub idempotency: Arc<idempotency::IdempotencyStore>,
     /// The running SIEM destinations.
     pub deliveries: deliveries::Deliveries,
+    /// The data directory.
+    pub data_dir: PathBuf,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -317,6 +326,8 @@ pub struct Server {
     /// The data directory and the archive schedule, when archiving.
     #[cfg(feature = "s3")]
     archive: Option<(PathBuf, archiving::ArchiveSchedule)>,
+    /// The witnesses, when submitting checkpoints to them.
+    witness: Option<witnessing::WitnessSchedule>,
 }
 
 impl std::fmt::Debug for Server {
@@ -420,6 +431,7 @@ impl Server {
             limits,
             signer: config.checkpoint_signer,
             checkpoint_origin: config.checkpoint_origin,
+            data_dir: config.data_dir.clone(),
         });
         Ok(Server {
             state,
@@ -428,6 +440,7 @@ impl Server {
             metrics,
             #[cfg(feature = "s3")]
             archive,
+            witness: config.witness,
         })
     }
 
@@ -457,6 +470,10 @@ impl Server {
         let archiver = self
             .archive
             .map(|(dir, schedule)| archiving::Archiver::start(dir, schedule));
+        let witnessing = self
+            .witness
+            .filter(|_| state.signer.is_some())
+            .map(|w| witnessing::Witnessing::start(state.data_dir.clone(), state.clone(), w));
         let app = intake::wrap(
             api::router(state.clone()),
             &state.limits,
@@ -510,6 +527,9 @@ impl Server {
         #[cfg(feature = "s3")]
         if let Some(archiver) = archiver {
             archiver.stop();
+        }
+        if let Some(w) = witnessing {
+            let _ = tokio::task::spawn_blocking(move || w.stop()).await;
         }
         api::write_summaries(&state, true).await;
         let closing = state.clone();

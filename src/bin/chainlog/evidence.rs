@@ -58,7 +58,9 @@ pub struct EvidenceArgs {
     /// Origin prefix of the checkpoints (`<PREFIX>/<log id>`).
     #[arg(long, value_name = "PREFIX", default_value = "chainlog")]
     origin: String,
-    /// The newest witnessed (cosigned) checkpoint, to include.
+    /// The newest witnessed (cosigned) checkpoint, to include. Default with
+    /// --data: the one `chainlog serve --witness` stored for the workspace
+    /// (DATA/witnessed/<NAME>.checkpoint), if any.
     #[arg(long, value_name = "FILE")]
     witnessed_checkpoint: Option<PathBuf>,
     /// Do not render report.pdf even when a headless Chromium is installed.
@@ -79,6 +81,11 @@ pub struct CheckEvidenceArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Also require the pack's witnessed checkpoint to carry valid
+    /// cosignatures from this witness policy's quorum (fails when the pack
+    /// has none).
+    #[arg(long, value_name = "FILE")]
+    witness_policy: Option<PathBuf>,
 }
 
 fn log_dir(global: &Global, args: &EvidenceArgs) -> Result<PathBuf, CliError> {
@@ -237,6 +244,14 @@ pub fn run(global: &Global, args: EvidenceArgs) -> Result<ExitCode, CliError> {
                 e,
             )
         })?),
+        // A server's data directory: the one its witnesses cosigned last.
+        #[cfg(feature = "server")]
+        None => match (&args.data, &args.workspace) {
+            (Some(data), Some(w)) => chainlog::server::witnessing::witnessed_checkpoint(data, w)
+                .map_err(|e| CliError::io("reading the witnessed checkpoint", e))?,
+            _ => None,
+        },
+        #[cfg(not(feature = "server"))]
         None => None,
     };
     let log = Log::open(&dir, Options::for_reading())?;
@@ -283,6 +298,16 @@ pub fn check(global: &Global, args: CheckEvidenceArgs) -> Result<ExitCode, CliEr
     };
     match evidence::check(&args.pack, key.as_ref()) {
         Ok(report) => {
+            let cosigned = match (&args.witness_policy, &report.witnessed_note) {
+                (Some(policy), Some(note)) => Some(crate::witness::check_policy(policy, note)?),
+                (Some(_), None) => {
+                    return Err(CliError::Integrity(format!(
+                        "{}: the pack has no witnessed checkpoint; --witness-policy cannot be met",
+                        args.pack.display()
+                    )))
+                }
+                (None, _) => None,
+            };
             if args.json {
                 let text = serde_json::to_string(&report)
                     .map_err(|e| CliError::io("writing JSON", e.into()))?;
@@ -300,6 +325,9 @@ pub fn check(global: &Global, args: CheckEvidenceArgs) -> Result<ExitCode, CliEr
                     report.sample,
                     if report.witnessed { "; witnessed checkpoint included" } else { "; no witnessed checkpoint" }
                 )?;
+                if let Some(cosigned) = &cosigned {
+                    crate::witness::print_policy(global, cosigned)?;
+                }
                 if !report.key_given {
                     eprintln!(
                         "chainlog: warning: checked with the key in the pack ({}); pass --key with the log's published key to know who signed it",

@@ -36,6 +36,20 @@ pub struct ServeArgs {
     /// Origin prefix of signed checkpoints: `<PREFIX>/<log id>`.
     #[arg(long, value_name = "PREFIX", default_value = "chainlog")]
     checkpoint_origin: String,
+    /// Submit each workspace's checkpoints to this witness (C2SP
+    /// tlog-witness): its submission URL and public key (repeatable; needs
+    /// --checkpoint-key). The newest checkpoint a quorum cosigned is served
+    /// at GET …/checkpoint/witnessed and goes into evidence packs.
+    #[arg(long = "witness", value_name = "URL=VKEY", requires = "checkpoint_key")]
+    witnesses: Vec<String>,
+    /// Store a checkpoint only when at least N witnesses cosigned it.
+    /// Default: all of them.
+    #[arg(long, value_name = "N", requires = "witnesses")]
+    witness_quorum: Option<usize>,
+    /// Time between two submissions (a workspace is submitted only when its
+    /// log grew): 300ms, 10s, 5m.
+    #[arg(long, value_name = "DURATION", default_value = "5m", requires = "witnesses", value_parser = parse_timeout)]
+    witness_every: Duration,
     /// Largest request body, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     max_body_bytes: usize,
@@ -272,6 +286,34 @@ fn archive_schedule(
     }))
 }
 
+/// The witnesses `--witness` names, with their quorum, if any.
+fn witness_schedule(
+    witnesses: &[String],
+    quorum: Option<usize>,
+    every: Duration,
+) -> Result<Option<chainlog::server::witnessing::WitnessSchedule>, CliError> {
+    use chainlog::witness::client::WitnessEndpoint;
+    if witnesses.is_empty() {
+        return Ok(None);
+    }
+    let witnesses = witnesses
+        .iter()
+        .map(|w| WitnessEndpoint::parse(w).map_err(|e| CliError::Usage(format!("--witness: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let quorum = quorum.unwrap_or(witnesses.len());
+    if quorum == 0 || quorum > witnesses.len() {
+        return Err(CliError::Usage(format!(
+            "--witness-quorum {quorum}: between 1 and the {} witnesses given",
+            witnesses.len()
+        )));
+    }
+    Ok(Some(chainlog::server::witnessing::WitnessSchedule {
+        witnesses,
+        quorum,
+        every,
+    }))
+}
+
 /// A timeout: seconds, or a number with ms, s or m; at least 1 ms and at
 /// most a day.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -339,6 +381,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
     #[cfg(feature = "s3")]
     let archive = archive_schedule(&args, signer.as_ref())?;
     let group = args.group.as_deref().map(group_arg).transpose()?;
+    let witness = witness_schedule(&args.witnesses, args.witness_quorum, args.witness_every)?;
     let config = ServerConfig {
         data_dir: args.data.clone(),
         listen: args.listen,
@@ -386,6 +429,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
         metrics_listen: args.metrics_listen,
         #[cfg(feature = "s3")]
         archive,
+        witness,
     };
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

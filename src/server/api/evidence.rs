@@ -88,6 +88,13 @@ pub(super) async fn evidence_pack(
         Err(busy) => return Ok(busy.into_response()),
     };
     let log = workspace_log(&state, &w, &key).await?;
+    // The newest witnessed checkpoint goes in the pack when there is one.
+    let (data_dir, workspace) = (state.data_dir.clone(), w.clone());
+    options.witnessed_checkpoint = blocking(move || {
+        crate::server::witnessing::witnessed_checkpoint(&data_dir, &workspace)
+            .map_err(|e| ApiError::internal("reading the witnessed checkpoint", &e))
+    })
+    .await??;
     let (mut writer, body) = body_channel();
     let (st, workspace) = (state.clone(), w.clone());
     let mut read = caller.read(&key, ReadKind::Evidence, 0, 0);

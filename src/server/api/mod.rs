@@ -100,6 +100,10 @@ pub(crate) fn router(state: Shared) -> Router {
             get(checkpoint).fallback(refusals::not_allowed("GET")),
         )
         .route(
+            "/v1/workspaces/{w}/checkpoint/witnessed",
+            get(read::witnessed_checkpoint).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
             "/v1/workspaces/{w}/evidence",
             get(evidence::evidence_pack).fallback(refusals::not_allowed("GET")),
         )

@@ -423,3 +423,36 @@ pub(super) async fn checkpoint(
     record_read(&state, Some(&w), read).await;
     Ok(json_response(StatusCode::OK, body))
 }
+
+/// `GET …/checkpoint/witnessed`: the newest checkpoint a quorum of the
+/// server's witnesses cosigned (`chainlog serve --witness`), 404 when none.
+pub(super) async fn witnessed_checkpoint(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
+    let (data_dir, workspace) = (state.data_dir.clone(), w.clone());
+    let note = blocking(move || {
+        crate::server::witnessing::witnessed_checkpoint(&data_dir, &workspace)
+            .map_err(|e| ApiError::internal("reading the witnessed checkpoint", &e))
+    })
+    .await??
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "no_witnessed_checkpoint",
+            "no checkpoint of this workspace has been cosigned by the server's witnesses (chainlog serve --witness) yet",
+        )
+    })?;
+    let mut lines = note.lines();
+    let (origin, size, root) = (lines.next(), lines.next(), lines.next());
+    let body = json!({
+        "origin": origin.unwrap_or_default(),
+        "size": size.and_then(|s| s.parse::<u64>().ok()).unwrap_or_default(),
+        "root": root.unwrap_or_default(),
+        "note": note,
+    })
+    .to_string();
+    let read = caller.read(&key, ReadKind::Checkpoint, 0, body.len());
+    record_read(&state, Some(&w), read).await;
+    Ok(json_response(StatusCode::OK, body))
+}
