@@ -25,7 +25,9 @@ use std::process::Command;
 use chainlog::{Log, Options};
 use reqwest::{Client, Method};
 use serde_json::{json, Map, Value};
-use support::{chainlog, create_key, key_id, small_segment_workspace, TestServer};
+use support::{
+    chainlog, checkpoint_key, create_key, key_id, small_segment_workspace, TestServer,
+};
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi/check.py");
@@ -393,20 +395,6 @@ async fn issue_key(r: &mut Recorder, ws: &str, admin: &str, scope: &str) -> Stri
     .json(json!({ "scope": scope }));
     let issued = expect_status(r.send(call).await, 201, "create a key");
     issued["key"].as_str().unwrap().to_string()
-}
-
-/// A signing key for checkpoints; returns the secret key's path.
-fn checkpoint_key(dir: &Path) -> PathBuf {
-    let (secret, public) = (dir.join("cp.key"), dir.join("cp.pub"));
-    let out = chainlog()
-        .args(["keygen", "--name", "audit.example", "--secret-key"])
-        .arg(&secret)
-        .arg("--public-key")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    secret
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
