@@ -952,9 +952,9 @@ async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
     // A phone's width: the chart fits, nothing overflows sideways.
     browser.resize(390, 900).await;
     let fits = browser
-        .js("const s = document.querySelector('#chart svg').getBoundingClientRect(); return [s.right <= window.innerWidth, s.width > 100]")
+        .js("const s = document.querySelector('#chart svg').getBoundingClientRect(); return [s.right <= window.innerWidth, s.width > 100, document.documentElement.scrollWidth <= window.innerWidth]")
         .await;
-    assert_eq!(fits, json!([true, true]));
+    assert_eq!(fits, json!([true, true, true]));
     let narrow = browser.screenshot("6-chart-390").await;
     let (_, colours) = pixels_like(&narrow, [0xc4, 0x32, 0x0a]);
     assert!(colours > 50, "{colours} colours: blank?");
