@@ -218,7 +218,11 @@ impl Browser {
             .js("return [...document.querySelectorAll('#audit-table tbody tr.event')].map(tr => [Number(tr.dataset.seq), [...tr.children].map(td => td.textContent)])")
             .await;
         for r in rows.as_array().unwrap() {
-            assert_eq!(r[1][0].as_str().unwrap(), r[0].to_string(), "the seq column");
+            assert_eq!(
+                r[1][0].as_str().unwrap(),
+                r[0].to_string(),
+                "the seq column"
+            );
         }
         rows.as_array()
             .unwrap()
@@ -757,11 +761,17 @@ async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
         .put(format!("{}/v1/workspaces/acme/deliveries/siem", server.url))
         .header("Authorization", format!("Bearer {admin}"))
         .header("Content-Type", "application/json")
-        .body(json!({"kind": "webhook", "url": format!("http://127.0.0.1:{dead}/hook")}).to_string())
+        .body(
+            json!({"kind": "webhook", "url": format!("http://127.0.0.1:{dead}/hook")}).to_string(),
+        )
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{:?}", response.text().await);
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
 
     let browser = Browser::start().await;
     browser.resize(1280, 1000).await;
@@ -802,7 +812,13 @@ async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
     let expected: Vec<Value> = hours
         .iter()
         .map(|(start, total, failures)| {
-            json!([start, total, failures, u64::from(*failures > 0), u64::from(total > failures)])
+            json!([
+                start,
+                total,
+                failures,
+                u64::from(*failures > 0),
+                u64::from(total > failures)
+            ])
         })
         .collect();
     assert_eq!(bars, json!(expected));
@@ -874,7 +890,9 @@ async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
     let shown: Vec<u64> = browser.rows().await.iter().map(|r| r.0).collect();
     assert_eq!(shown, in_range(60, 120));
     assert_eq!(
-        browser.js("return document.getElementById('f-until').value").await,
+        browser
+            .js("return document.getElementById('f-until').value")
+            .await,
         "2026-03-09T10:00:00Z"
     );
 

@@ -650,7 +650,6 @@ fn an_added_file_or_another_key_fails() {
     assert_eq!(out.status.code(), Some(2), "not a zip is bad input");
 }
 
-
 #[test]
 fn the_report_renders_in_headless_chromium_with_charts_and_tables() {
     if !browser::ensure_browser("evidence report") {

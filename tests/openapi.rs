@@ -988,7 +988,13 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         ("proof past the end", Valid, "999999", 404),
         ("proof of no seq", RequestInvalid, "x", 400),
     ] {
-        let call = Call::new(name, expect, Method::GET, format!("{ws}/events/{seq}/proof")).key(&read);
+        let call = Call::new(
+            name,
+            expect,
+            Method::GET,
+            format!("{ws}/events/{seq}/proof"),
+        )
+        .key(&read);
         expect_status(r.send(call).await, status, name);
     }
 

@@ -285,6 +285,17 @@ mod tests {
     }
 
     #[test]
+    fn summaries_take_filters_only() {
+        let now = Timestamp::now();
+        let p = parse(&pairs(&[("actor", "alice")]), Endpoint::Summary, now).unwrap();
+        assert_eq!(p.query.limit, None);
+        for name in ["limit", "cursor", "reverse"] {
+            let e = parse(&pairs(&[(name, "1")]), Endpoint::Summary, now).unwrap_err();
+            assert!(e.detail.contains("summary"), "{}", e.detail);
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let now = Timestamp::now();
         for (items, needle) in [

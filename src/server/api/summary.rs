@@ -154,7 +154,11 @@ impl Summary {
     }
 }
 
-fn summarize(log: &Log, query: &crate::query::Query, width: BucketWidth) -> Result<SummaryBody, ApiError> {
+fn summarize(
+    log: &Log,
+    query: &crate::query::Query,
+    width: BucketWidth,
+) -> Result<SummaryBody, ApiError> {
     let mut summary = Summary::default();
     let matches = log
         .query(query)
@@ -183,7 +187,12 @@ pub(super) async fn get_summary(
         if name == "through" {
             match value.parse::<u64>() {
                 Ok(seq) => through = Some(seq),
-                Err(_) => bad_bucket = Some(format!("`through`: {:?} is not a seq", value.chars().take(100).collect::<String>())),
+                Err(_) => {
+                    bad_bucket = Some(format!(
+                        "`through`: {:?} is not a seq",
+                        value.chars().take(100).collect::<String>()
+                    ))
+                }
             }
             return false;
         }
@@ -294,8 +303,20 @@ mod tests {
                 ("2026-03-09T10:00:00Z", 1, 1)
             ]
         );
-        assert_eq!(body.top_actors[0], Named { name: "alice".into(), count: 2 });
-        assert_eq!(body.top_events[1], Named { name: "c.d".into(), count: 1 });
+        assert_eq!(
+            body.top_actors[0],
+            Named {
+                name: "alice".into(),
+                count: 2
+            }
+        );
+        assert_eq!(
+            body.top_events[1],
+            Named {
+                name: "c.d".into(),
+                count: 1
+            }
+        );
         assert_eq!(body.first.as_deref(), Some("2026-03-09T08:05:00Z"));
     }
 
