@@ -445,8 +445,9 @@ pub fn json_request(
     )
 }
 
-/// A checkpoint signing key pair made by `chainlog keygen` in `dir`; the
-/// secret key's path (for `serve --checkpoint-key`).
+/// A checkpoint signing key pair made by `chainlog keygen` in `dir`
+/// (`cp.key`, `cp.pub`, name `audit.example`); the secret key's path (for
+/// `serve --checkpoint-key`).
 pub fn checkpoint_key(dir: &Path) -> PathBuf {
     let (secret, public) = (dir.join("cp.key"), dir.join("cp.pub"));
     let out = chainlog()

@@ -243,9 +243,7 @@ pub(super) async fn get_proof(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
-    let seq: u64 = path_segment(&caller, 5).parse().map_err(|_| {
-        ApiError::bad_request("invalid_parameter", "the event's seq must be a number")
-    })?;
+    let seq = read::path_seq(&caller)?;
     let log = workspace_log(&state, &w, &key).await?;
     let permit = match state.query_slots.acquire(&w).await {
         Ok(permit) => permit,
