@@ -967,6 +967,16 @@ async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
         .unwrap();
     assert!(bytes > 1000, "{bytes} bytes");
 
+    // The destination nobody listens on has every record still to send.
+    let behind = browser
+        .wait_for(
+            "the delivery's lag",
+            "document.getElementById('deliveries-refresh').click(); const tr = document.querySelector('#deliveries-table tr.delivery'); const n = Number(tr.dataset.recordsBehind); return n > 0 && [n, tr.children[3].textContent]",
+        )
+        .await;
+    assert!(behind[0].as_u64().unwrap() >= 42, "{behind}");
+    assert!(behind[1].as_str().unwrap().parse::<u64>().is_ok(), "{behind}");
+
     // A phone's width: the chart fits, nothing overflows sideways.
     browser.resize(390, 900).await;
     let fits = browser
