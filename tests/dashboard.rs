@@ -1003,6 +1003,19 @@ async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
     let narrow = browser.screenshot("6-chart-390").await;
     let (_, colours) = pixels_like(&narrow, [0xc4, 0x32, 0x0a]);
     assert!(colours > 50, "{colours} colours: blank?");
+    // All time: the pack starts at the first matching event.
+    browser.resize(1280, 1000).await;
+    browser.click_and_reload("#clear").await;
+    browser
+        .js("delete document.getElementById('evidence').dataset.result; document.getElementById('evidence').click(); return true")
+        .await;
+    let result = browser
+        .wait_for(
+            "the evidence pack of all time",
+            "return document.getElementById('evidence').dataset.result",
+        )
+        .await;
+    assert_eq!(result, "200");
     browser.assert_no_csp_violation().await;
 
     let _ = browser.session("DELETE", "", Value::Null).await;
