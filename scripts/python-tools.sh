@@ -6,7 +6,9 @@
 # tests/openapi/check.py) to hold docs/openapi.yaml against the server, and
 # prometheus_client, whose parser reads GET /metrics in
 # tests/server_metrics.rs (via tests/support/prom_parse.py), and cryptography,
-# whose Ed25519 an evidence pack's verify_pack.py uses in tests/evidence.rs.
+# whose Ed25519 an evidence pack's verify_pack.py uses in tests/evidence.rs, and DuckDB,
+# which queries the lake export in tests/lake.rs (via
+# tests/support/lake_query.py).
 # Versions are pinned in tests/openapi/requirements.txt.
 #
 #   scripts/python-tools.sh          install (if needed); print the venv's python

@@ -41,5 +41,7 @@ export CHAINLOG_REQUIRE_OCSF=1
 # tests/evidence.rs runs an evidence pack's verify_pack.py with that venv's
 # cryptography (Ed25519).
 export CHAINLOG_REQUIRE_PYTHON_TOOLS=1
+# tests/lake.rs queries the lake export with DuckDB, from the same venv.
+export CHAINLOG_REQUIRE_DUCKDB=1
 cargo test --all-targets "$@"
 cargo test --doc

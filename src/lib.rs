@@ -52,7 +52,7 @@
 //! | 8 | [`verify`] | checking a log's files without trusting them |
 //! | 9 | [`log`] | the log: open, recover, append, read, retain |
 //! | 10 | [`query`] | filters, exports, proofs and bundles over a log |
-//! | 11 | `archive` | sealed segments to object storage (feature `s3`) |
+//! | 11 | `archive` | sealed segments to object storage (feature `s3`); the lake export (feature `lake`) |
 //! | 11 | [`delivery`] | rows for SIEMs: OCSF, CEF, syslog over TLS |
 //! | 11 | [`evidence`] | evidence packs for auditors |
 //! | 11 | [`witness`] | witness cosigning (C2SP tlog-witness): keys, policies, the witness, the log's client |

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use chainlog::evidence::seal;
@@ -299,7 +300,11 @@ fn python() -> Option<PathBuf> {
 fn verify_pack_py(pack: &Path) -> Option<Output> {
     let python = python()?;
     let f = fixture();
-    let script = f.dir.join(format!("verify_pack-{}.py", std::process::id()));
+    // One file per run: the tests run at once, and a script another test
+    // is still writing would run half-written (and pass, doing nothing).
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let script = f.dir.join(format!("verify_pack-{run}.py"));
     std::fs::write(&script, entry(&f.pack, "verify_pack.py")).unwrap();
     Some(
         Command::new(python)

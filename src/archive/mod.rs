@@ -49,6 +49,8 @@
 //! ```
 
 mod bucket;
+#[cfg(feature = "lake")]
+pub mod lake;
 mod manifest;
 mod object_lock;
 mod restore;

@@ -302,6 +302,18 @@ fn put_or_match(
     }
 }
 
+/// Writes `bytes` as `name` unless it is there, when the object there must
+/// hold the same bytes (else a line in `tampered`): the create-only write of
+/// every object that is never rewritten (the lake export's too).
+pub(super) fn put_exact(
+    bucket: &Bucket,
+    name: &str,
+    bytes: Vec<u8>,
+    tampered: &mut Vec<String>,
+) -> Result<(ObjectEntry, bool), ArchiveError> {
+    put_or_match(bucket, name, bytes, None, tampered)
+}
+
 /// The checkpoint of the archive: the tree over records `0..=last_seq`,
 /// computed from the local segment that starts right after it (its link
 /// block) or from the one that holds it.

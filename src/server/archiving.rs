@@ -11,6 +11,11 @@
 //! credentials, a segment deleted by retention meanwhile) is reported on
 //! standard error and retried at the next one, and an interrupted run
 //! leaves nothing half-visible (see [`crate::archive`]).
+//!
+//! With [`ArchiveSchedule::lake`] (cargo feature `lake`, `chainlog serve
+//! --lake-to`), each run then exports every log's new records to the lake
+//! ([`crate::archive::lake`]), each log under the same name as in the
+//! archive, inside the lake's prefix.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +40,9 @@ pub struct ArchiveSchedule {
     pub every: Duration,
     /// How each log is archived (checkpoint signing, Object Lock, ...).
     pub options: ArchiveOptions,
+    /// Also export every log to this lake, after archiving it.
+    #[cfg(feature = "lake")]
+    pub lake: Option<(ArchiveTarget, crate::archive::lake::LakeOptions)>,
 }
 
 /// One log's part of a run: its name (`workspaces/W` or `server-log`),
@@ -44,6 +52,47 @@ pub type LogArchived = (String, ArchiveTarget, Result<ArchiveOutcome, ArchiveErr
 /// Archives every log under `data_dir` once: the workspaces in name order,
 /// then the server's log. Logs with no sealed segment yet are skipped.
 pub fn archive_data_dir(data_dir: &Path, schedule: &ArchiveSchedule) -> Vec<LogArchived> {
+    logs_of(data_dir)
+        .into_iter()
+        .filter(|(_, dir)| has_sealed_segment(dir))
+        .map(|(name, dir)| {
+            let target = under(&schedule.target, &name);
+            let outcome = archive_sealed(&dir, &target, &schedule.options);
+            (name, target, outcome)
+        })
+        .collect()
+}
+
+/// One log's part of a lake export run.
+#[cfg(feature = "lake")]
+pub type LogExported = (
+    String,
+    ArchiveTarget,
+    Result<crate::archive::lake::LakeOutcome, ArchiveError>,
+);
+
+/// Exports every log under `data_dir` to the lake once, in the order
+/// [`archive_data_dir`] archives them. Logs without a segment are skipped.
+#[cfg(feature = "lake")]
+pub fn export_data_dir(
+    data_dir: &Path,
+    lake: &ArchiveTarget,
+    options: &crate::archive::lake::LakeOptions,
+) -> Vec<LogExported> {
+    logs_of(data_dir)
+        .into_iter()
+        .filter(|(_, dir)| segment_names(dir).next().is_some())
+        .map(|(name, dir)| {
+            let target = under(lake, &name);
+            let outcome = crate::archive::lake::export_lake(&dir, &target, options, &mut |_, _| {});
+            (name, target, outcome)
+        })
+        .collect()
+}
+
+/// The logs under `data_dir`: the workspaces in name order, then the
+/// server's log, with their names (`workspaces/W`, `server-log`).
+fn logs_of(data_dir: &Path) -> Vec<(String, PathBuf)> {
     let mut logs: Vec<(String, PathBuf)> = Vec::new();
     let workspaces = data_dir.join(WORKSPACES_DIR_NAME);
     if let Ok(entries) = std::fs::read_dir(&workspaces) {
@@ -61,14 +110,7 @@ pub fn archive_data_dir(data_dir: &Path, schedule: &ArchiveSchedule) -> Vec<LogA
         SERVER_LOG_DIR_NAME.to_string(),
         data_dir.join(SERVER_LOG_DIR_NAME),
     ));
-    logs.into_iter()
-        .filter(|(_, dir)| has_sealed_segment(dir))
-        .map(|(name, dir)| {
-            let target = under(&schedule.target, &name);
-            let outcome = archive_sealed(&dir, &target, &schedule.options);
-            (name, target, outcome)
-        })
-        .collect()
+    logs
 }
 
 /// `target` with `name` appended to its key prefix.
@@ -85,13 +127,16 @@ fn under(target: &ArchiveTarget, name: &str) -> ArchiveTarget {
 /// Whether `dir` holds more than one segment file (all but the newest are
 /// sealed). Cheap: a directory listing.
 fn has_sealed_segment(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| crate::format::segment::parse_file_name(n).is_some())
-            .nth(1)
-            .is_some()
-    })
+    segment_names(dir).nth(1).is_some()
+}
+
+/// The segment files in `dir` (none when it cannot be read).
+fn segment_names(dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| crate::format::segment::parse_file_name(n).is_some())
 }
 
 /// The running archive thread.
@@ -109,6 +154,12 @@ impl Archiver {
         let thread = std::thread::spawn(move || loop {
             for (name, target, outcome) in archive_data_dir(&data_dir, &schedule) {
                 report(&name, &target, &outcome);
+            }
+            #[cfg(feature = "lake")]
+            if let Some((lake, options)) = &schedule.lake {
+                for (name, target, outcome) in export_data_dir(&data_dir, lake, options) {
+                    report_lake(&name, &target, &outcome);
+                }
             }
             let (stopped, wake) = &*stopping;
             let mut stopped = stopped.lock();
@@ -143,6 +194,22 @@ fn report(name: &str, target: &ArchiveTarget, outcome: &Result<ArchiveOutcome, A
             o.uploaded_bytes
         ),
         Err(e) => eprintln!("chainlog serve: archiving {name} to {target} failed: {e}"),
+    }
+}
+
+#[cfg(feature = "lake")]
+fn report_lake(
+    name: &str,
+    target: &ArchiveTarget,
+    outcome: &Result<crate::archive::lake::LakeOutcome, ArchiveError>,
+) {
+    match outcome {
+        Ok(o) if o.rows == 0 => {}
+        Ok(o) => eprintln!(
+            "chainlog serve: exported {} record(s) of {name} to {target}/lake",
+            o.rows
+        ),
+        Err(e) => eprintln!("chainlog serve: exporting {name} to {target}/lake failed: {e}"),
     }
 }
 

@@ -31,6 +31,8 @@ mod demo_evidence;
 mod error;
 mod evidence;
 mod keys;
+#[cfg(feature = "lake")]
+mod lake;
 mod prove;
 mod query;
 mod read;
@@ -166,6 +168,11 @@ enum Command {
     /// s3://BUCKET/PREFIX, checking every object against the manifest.
     #[cfg(feature = "s3")]
     Restore(archive::RestoreArgs),
+    /// Export the log to a bucket as gzip JSON Lines and Parquet for SIEMs
+    /// and data lakes, with a signed manifest; check such an export.
+    #[cfg(feature = "lake")]
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
     /// Print a Merkle proof as JSON: that a record is in the tree a signed
     /// checkpoint signs, or that a newer checkpoint's tree extends an older one's.
     #[command(subcommand)]
@@ -307,6 +314,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode, CliError> {
         Command::Archive(args) => archive::run(&global, args),
         #[cfg(feature = "s3")]
         Command::Restore(args) => archive::restore(&global, args),
+        #[cfg(feature = "lake")]
+        Command::Lake(command) => lake::run(&global, command),
         Command::Prove(command) => prove::run(&global, command),
         Command::CheckBundle(args) => prove::check_bundle(&global, args),
         Command::Evidence(args) => evidence::run(&global, args),

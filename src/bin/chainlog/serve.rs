@@ -200,6 +200,13 @@ pub struct ServeArgs {
         value_parser = crate::archive::parse_lock_mode
     )]
     archive_object_lock_mode: chainlog::archive::ObjectLockMode,
+    /// With each archive run, also export every log's new records to
+    /// s3://BUCKET/PREFIX/…/lake/ as gzip JSON Lines and Parquet with a
+    /// signed manifest (as `chainlog lake export`; same endpoint and region
+    /// as the archive). Needs --checkpoint-key, which signs the manifests.
+    #[cfg(feature = "lake")]
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", requires_all = ["archive_to", "checkpoint_key"])]
+    lake_to: Option<String>,
 }
 
 /// `--admin-keys`.
@@ -248,6 +255,19 @@ fn archive_schedule(
             origin_prefix: args.checkpoint_origin.clone(),
             object_lock,
             ..ArchiveOptions::default()
+        },
+        #[cfg(feature = "lake")]
+        lake: match (&args.lake_to, signer) {
+            (Some(url), Some(signer)) => {
+                let target = ArchiveTarget::parse(url)
+                    .map_err(|e| CliError::Usage(e.to_string()))?
+                    .with_endpoint(args.archive_endpoint.clone())
+                    .with_region(args.archive_region.clone());
+                let mut options = chainlog::archive::lake::LakeOptions::new(signer.clone());
+                options.origin_prefix = args.checkpoint_origin.clone();
+                Some((target, options))
+            }
+            _ => None,
         },
     }))
 }
