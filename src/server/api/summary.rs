@@ -181,14 +181,14 @@ pub(super) async fn get_summary(
     let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
     let mut pairs = query_pairs(&uri)?;
     let mut width = BucketWidth::Auto;
-    let mut bad_bucket = None;
+    let mut bad_value = None;
     let mut through = None;
     pairs.retain(|(name, value)| {
         if name == "through" {
             match value.parse::<u64>() {
                 Ok(seq) => through = Some(seq),
                 Err(_) => {
-                    bad_bucket = Some(format!(
+                    bad_value = Some(format!(
                         "`through`: {:?} is not a seq",
                         value.chars().take(100).collect::<String>()
                     ))
@@ -204,7 +204,7 @@ pub(super) async fn get_summary(
             "day" => width = BucketWidth::Day,
             "auto" | "" => width = BucketWidth::Auto,
             other => {
-                bad_bucket = Some(format!(
+                bad_value = Some(format!(
                     "`bucket`: expected hour, day or auto, got {:?}",
                     other.chars().take(100).collect::<String>()
                 ))
@@ -212,7 +212,7 @@ pub(super) async fn get_summary(
         }
         false
     });
-    if let Some(detail) = bad_bucket {
+    if let Some(detail) = bad_value {
         return Err(ApiError::bad_request("invalid_parameter", detail));
     }
     let mut parsed = params::parse(&pairs, Endpoint::Summary, Timestamp::now())?;
