@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chainlog::format::frame::{padded_len, FRAME_HEADER_BYTES};
 use chainlog::format::segment::HEADER_BYTES;
+use chainlog::query::proofs::InclusionProof;
 use chainlog::{Event, Log, Options, Outcome, Timestamp};
 use reqwest::Client;
 use serde_json::{json, Value};
@@ -197,22 +198,32 @@ impl Browser {
         }
     }
 
-    async fn screenshot(&self, name: &str) {
+    /// A PNG of the window, saved under CHAINLOG_SCREENSHOTS when set.
+    async fn screenshot(&self, name: &str) -> Vec<u8> {
+        let png = self.session("GET", "/screenshot", Value::Null).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
         if let Some(dir) = &self.screenshots {
-            let png = self.session("GET", "/screenshot", Value::Null).await;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(png.as_str().unwrap())
-                .unwrap();
             std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(dir.join(format!("{name}.png")), bytes).unwrap();
+            std::fs::write(dir.join(format!("{name}.png")), &bytes).unwrap();
         }
+        bytes
     }
 
-    /// The table's rows: seq and the seven cells' text.
+    /// The table's rows: seq and the seven cells' text after the seq's own
+    /// (checked to show the seq).
     async fn rows(&self) -> Vec<(u64, Vec<String>)> {
         let rows = self
             .js("return [...document.querySelectorAll('#audit-table tbody tr.event')].map(tr => [Number(tr.dataset.seq), [...tr.children].map(td => td.textContent)])")
             .await;
+        for r in rows.as_array().unwrap() {
+            assert_eq!(
+                r[1][0].as_str().unwrap(),
+                r[0].to_string(),
+                "the seq column"
+            );
+        }
         rows.as_array()
             .unwrap()
             .iter()
@@ -221,6 +232,7 @@ impl Browser {
                     .as_array()
                     .unwrap()
                     .iter()
+                    .skip(1)
                     .map(|c| c.as_str().unwrap().to_string())
                     .collect();
                 (r[0].as_u64().unwrap(), cells)
@@ -232,10 +244,52 @@ impl Browser {
     async fn click_and_reload(&self, css: &str) {
         let before = self.js("return document.body.dataset.loaded || ''").await;
         self.click(css).await;
+        self.wait_reload(before).await;
+    }
+
+    /// Runs `script` and waits for the table to be reloaded.
+    async fn js_and_reload(&self, script: &str) {
+        let before = self.js("return document.body.dataset.loaded || ''").await;
+        self.js(script).await;
+        self.wait_reload(before).await;
+    }
+
+    /// Drags the mouse from one element's centre to another's and waits
+    /// for the table to be reloaded.
+    async fn drag_and_reload(&self, from: &str, to: &str) {
+        let before = self.js("return document.body.dataset.loaded || ''").await;
+        let (a, b) = (self.find(from).await, self.find(to).await);
+        let at = |el: &str| json!({"type": "pointerMove", "duration": 50, "origin": {ELEMENT_KEY: el}, "x": 0, "y": 0});
+        let actions = json!({"actions": [{"type": "pointer", "id": "mouse",
+            "parameters": {"pointerType": "mouse"},
+            "actions": [at(&a), {"type": "pointerDown", "button": 0}, at(&b),
+                        {"type": "pointerUp", "button": 0}]}]});
+        self.session("POST", "/actions", actions).await;
+        self.wait_reload(before).await;
+    }
+
+    async fn wait_reload(&self, before: Value) {
         let script = format!(
             "return (document.body.dataset.loaded || '') !== {before} && document.body.dataset.loaded"
         );
         self.wait_for("the table to reload", &script).await;
+    }
+
+    /// Fails on anything the page's Content-Security-Policy blocked.
+    async fn assert_no_csp_violation(&self) {
+        let v = self
+            .js("return document.body.dataset.cspViolations || null")
+            .await;
+        assert_eq!(v, Value::Null, "the CSP blocked something");
+    }
+
+    async fn resize(&self, width: u32, height: u32) {
+        self.session(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
     }
 
     async fn sign_in(&self, key: &str) {
@@ -325,6 +379,27 @@ fn timestamp(minute: u32) -> String {
     format!("2026-03-09T{:02}:{:02}:00Z", 8 + minute / 60, minute % 60)
 }
 
+/// Appends the fixture to workspace acme with an append key.
+async fn append_fixture(server: &TestServer, append: &str) {
+    let events: Vec<Value> = fixture()
+        .iter()
+        .map(|f| {
+            json!({"timestamp": timestamp(f.minute), "event": f.event, "actor": f.actor,
+                   "node": f.node, "resource": f.resource, "ip": "198.51.100.7",
+                   "outcome": if f.event == "auth.login_failed" { "failure" } else { "success" }})
+        })
+        .collect();
+    let response = Client::new()
+        .post(format!("{}/v1/workspaces/acme/events", server.url))
+        .header("Authorization", format!("Bearer {append}"))
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&events).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_signs_in_filters_exports_and_verifies() {
     if !ensure_browser("dashboard") {
@@ -355,24 +430,7 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
     // Every read recorded one by one, so the counts below do not depend on
     // where the audit window's minute falls.
     let server = TestServer::start(&data, &["--reads-per-key", "1000"]);
-    let http = Client::new();
-    let events: Vec<Value> = fixture()
-        .iter()
-        .map(|f| {
-            json!({"timestamp": timestamp(f.minute), "event": f.event, "actor": f.actor,
-                   "node": f.node, "resource": f.resource, "ip": "198.51.100.7",
-                   "outcome": if f.event == "auth.login_failed" { "failure" } else { "success" }})
-        })
-        .collect();
-    let response = http
-        .post(format!("{}/v1/workspaces/acme/events", server.url))
-        .header("Authorization", format!("Bearer {append}"))
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(&events).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    append_fixture(&server, &append).await;
     // seq 0 and 1 are the two apikey.created events; the fixture is 2..=41.
     let seq_of = |i: usize| i as u64 + 2;
 
@@ -401,6 +459,7 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
     assert_eq!(
         headers,
         json!([
+            "Seq",
             "Timestamp (UTC)",
             "Event",
             "Actor",
@@ -427,6 +486,11 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
         .js("return document.getElementById('workspace-name').textContent")
         .await;
     assert_eq!(workspace, "workspace acme");
+    // A read key sees no evidence button and no deliveries panel.
+    let admin_only = browser
+        .js("return ['evidence', 'deliveries'].map(id => document.getElementById(id).hidden)")
+        .await;
+    assert_eq!(admin_only, json!([true, true]));
     let f = &fixture()[39];
     let (_, cells) = rows.iter().find(|r| r.0 == seq_of(39)).unwrap();
     assert_eq!(
@@ -484,8 +548,10 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
     browser.click_and_reload("#apply").await;
     assert!(browser.rows().await.is_empty());
     browser.click_and_reload("#clear").await;
-    // The 43 rows, then the first page's query and the two filtered ones.
-    assert_eq!(browser.rows().await.len(), 46);
+    // The 43 rows, then the first page's query and summary, the first
+    // filter's query and summary, the second's query (it matched nothing,
+    // so the page asked for no summary).
+    assert_eq!(browser.rows().await.len(), 48);
     let cleared = browser
         .js("return ['f-appender', 'f-origin', 'f-received-since'].map(id => document.getElementById(id).value)")
         .await;
@@ -570,15 +636,16 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
         text.as_str()
             .unwrap()
             // 42, the sign-in, five queries (the first page, two provenance
-            // filters, the clear, the filtered page) and two exports.
-            .starts_with("Chain intact: 50 records in 1 segment"),
+            // filters, the clear, the filtered page), the summaries of the
+            // four that matched something and two exports.
+            .starts_with("Chain intact: 54 records in 1 segment"),
         "{text}"
     );
     browser.screenshot("3-verified").await;
 
     // Clearing the filters brings every row back, with the verification's.
     browser.click_and_reload("#clear").await;
-    assert_eq!(browser.rows().await.len(), 51);
+    assert_eq!(browser.rows().await.len(), 55);
 
     // The tampered workspace: verify names where the chain breaks.
     browser.click("#sign-out").await;
@@ -607,6 +674,7 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
         "{text}"
     );
     browser.screenshot("4-tampered").await;
+    browser.assert_no_csp_violation().await;
 
     // The key lives in session storage only; signing out forgets it.
     let stored = browser
@@ -618,6 +686,338 @@ async fn dashboard_signs_in_filters_exports_and_verifies() {
         .js("return sessionStorage.getItem('chainlog.apiKey')")
         .await;
     assert_eq!(stored, Value::Null);
+    let _ = browser.session("DELETE", "", Value::Null).await;
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+/// The fixture's events per hour: (bucket start, total, failures).
+fn fixture_hours() -> Vec<(String, u64, u64)> {
+    let mut hours: Vec<(String, u64, u64)> = Vec::new();
+    for f in fixture() {
+        let start = format!("2026-03-09T{:02}:00:00Z", 8 + f.minute / 60);
+        let failed = u64::from(f.event == "auth.login_failed");
+        match hours.last_mut() {
+            Some(h) if h.0 == start => {
+                h.1 += 1;
+                h.2 += failed;
+            }
+            _ => hours.push((start, 1, failed)),
+        }
+    }
+    hours
+}
+
+/// Counts of a top panel's names, highest first.
+fn fixture_top(name: impl Fn(&Fixture) -> &str) -> Value {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for f in fixture() {
+        *counts.entry(name(&f).to_string()).or_default() += 1;
+    }
+    let mut list: Vec<(String, u64)> = counts.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    json!(list
+        .into_iter()
+        .map(|(n, c)| json!([n, c.to_string()]))
+        .collect::<Vec<_>>())
+}
+
+/// Share of a screenshot's pixels within 40 of `rgb` in each channel, and
+/// the number of distinct colours (a blank page has one or two).
+fn pixels_like(png: &[u8], rgb: [u8; 3]) -> (f64, usize) {
+    let (w, h, pixels) = browser::decode_png(png);
+    assert!(w > 0 && h > 0);
+    let near = pixels
+        .iter()
+        .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 40))
+        .count();
+    let colours: std::collections::HashSet<[u8; 3]> = pixels.iter().copied().collect();
+    (near as f64 / pixels.len() as f64, colours.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
+    if !ensure_browser("dashboard") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let admin = create_key(&data, "acme", "admin");
+    let append = create_key(&data, "acme", "append");
+    let secret = support::checkpoint_key(tmp.path());
+    let server = TestServer::start(
+        &data,
+        &[
+            "--reads-per-key",
+            "1000",
+            "--checkpoint-key",
+            secret.to_str().unwrap(),
+        ],
+    );
+    append_fixture(&server, &append).await;
+    // A SIEM destination nobody listens on: it falls behind.
+    let dead = free_port();
+    let response = Client::new()
+        .put(format!("{}/v1/workspaces/acme/deliveries/siem", server.url))
+        .header("Authorization", format!("Bearer {admin}"))
+        .header("Content-Type", "application/json")
+        .body(
+            json!({"kind": "webhook", "url": format!("http://127.0.0.1:{dead}/hook")}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+
+    let browser = Browser::start().await;
+    browser.resize(1280, 1000).await;
+    browser.goto(&server.url).await;
+    browser.sign_in(&admin).await;
+    // The admin sees the evidence button and the deliveries with their lag.
+    browser
+        .wait_for(
+            "the deliveries panel",
+            "return document.getElementById('deliveries').dataset.loaded",
+        )
+        .await;
+    let deliveries = browser
+        .js("return [...document.querySelectorAll('#deliveries-table tr.delivery')].map(tr => [...tr.children].map(td => td.textContent))")
+        .await;
+    let row = &deliveries[0];
+    assert_eq!(deliveries.as_array().unwrap().len(), 1, "{deliveries}");
+    assert_eq!((&row[0], &row[1]), (&json!("siem"), &json!("webhook")));
+    let behind = row[2].as_str().unwrap();
+    assert!(
+        behind == "—" || behind.parse::<u64>().is_ok(),
+        "records behind: {behind}"
+    );
+    assert_eq!(
+        browser
+            .js("return document.getElementById('evidence').hidden")
+            .await,
+        false
+    );
+
+    // The fixture's day only: the audit records of today fall outside.
+    browser.type_into("#f-until", "2026-03-10T00:00:00Z").await;
+    browser.click_and_reload("#apply").await;
+    let hours = fixture_hours();
+    let bars = browser
+        .js("return [...document.querySelectorAll('#chart g.bucket')].map(g => [g.dataset.start, Number(g.dataset.total), Number(g.dataset.failures), g.querySelectorAll('rect.fail').length, g.querySelectorAll('rect.ok').length])")
+        .await;
+    let expected: Vec<Value> = hours
+        .iter()
+        .map(|(start, total, failures)| {
+            json!([
+                start,
+                total,
+                failures,
+                u64::from(*failures > 0),
+                u64::from(total > failures)
+            ])
+        })
+        .collect();
+    assert_eq!(bars, json!(expected));
+    assert_eq!(hours.len(), 4);
+    let svg_bucket = browser
+        .js("return document.querySelector('#chart svg').dataset.bucket")
+        .await;
+    assert_eq!(svg_bucket, "hour");
+    let count = browser
+        .js("const c = document.getElementById('count'); return [c.dataset.total, c.textContent]")
+        .await;
+    assert_eq!(count, json!(["40", "40 events"]));
+    let top = |id: &str| {
+        format!("return [...document.querySelectorAll('#{id} li')].map(li => [li.dataset.name, li.dataset.count])")
+    };
+    assert_eq!(
+        browser.js(&top("top-actors")).await,
+        fixture_top(|f| f.actor)
+    );
+    assert_eq!(
+        browser.js(&top("top-events")).await,
+        fixture_top(|f| f.event)
+    );
+    let wide = browser.screenshot("5-chart-1280").await;
+    let (red, colours) = pixels_like(&wide, [0xc4, 0x32, 0x0a]);
+    assert!(colours > 50, "{colours} colours: blank?");
+    assert!(red > 0.0005, "failure segments drawn: {red}");
+
+    // Drag across the second and third bars: 09:00 to 11:00.
+    browser
+        .drag_and_reload(
+            "#chart g.bucket[data-index='1'] rect.hit",
+            "#chart g.bucket[data-index='2'] rect.hit",
+        )
+        .await;
+    let range = browser
+        .js("return ['f-since', 'f-until', 'f-range'].map(id => document.getElementById(id).value)")
+        .await;
+    assert_eq!(
+        range,
+        json!(["2026-03-09T09:00:00Z", "2026-03-09T11:00:00Z", "custom"])
+    );
+    let in_range = |lo: u32, hi: u32| -> Vec<u64> {
+        fixture()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| (lo..hi).contains(&f.minute))
+            .map(|(i, _)| i as u64 + 2)
+            .rev()
+            .collect()
+    };
+    let shown: Vec<u64> = browser.rows().await.iter().map(|r| r.0).collect();
+    assert_eq!(shown, in_range(60, 180));
+    let total = browser
+        .js("return document.getElementById('count').dataset.total")
+        .await;
+    assert_eq!(total, (hours[1].1 + hours[2].1).to_string());
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#chart g.bucket').length")
+            .await,
+        2
+    );
+
+    // Click the first of the two: 09:00 to 10:00.
+    browser
+        .click_and_reload("#chart g.bucket[data-index='0'] rect.hit")
+        .await;
+    let shown: Vec<u64> = browser.rows().await.iter().map(|r| r.0).collect();
+    assert_eq!(shown, in_range(60, 120));
+    assert_eq!(
+        browser
+            .js("return document.getElementById('f-until').value")
+            .await,
+        "2026-03-09T10:00:00Z"
+    );
+
+    // A late event, sent after the others but timed within the hour: last
+    // by arrival, between 09:35 and 09:30 by event time.
+    let response = Client::new()
+        .post(format!("{}/v1/workspaces/acme/events", server.url))
+        .header("Authorization", format!("Bearer {append}"))
+        .header("Content-Type", "application/json")
+        .body(json!({"timestamp": "2026-03-09T09:30:30Z", "event": "node.added", "actor": "late-bot"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let receipt: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let late = receipt["receipts"][0]["seq"].as_u64().unwrap();
+
+    // Oldest first, then by event time.
+    let order = |value: &str| {
+        format!("const o = document.getElementById('order'); o.value = '{value}'; o.dispatchEvent(new Event('change')); return true")
+    };
+    browser.js_and_reload(&order("seq-asc")).await;
+    let shown: Vec<u64> = browser.rows().await.iter().map(|r| r.0).collect();
+    let mut ascending = in_range(60, 120);
+    ascending.reverse();
+    ascending.push(late);
+    assert_eq!(shown, ascending);
+    assert_eq!(
+        browser
+            .js("return document.getElementById('count').dataset.total")
+            .await,
+        "13"
+    );
+    browser.js_and_reload(&order("time-desc")).await;
+    let shown: Vec<u64> = browser.rows().await.iter().map(|r| r.0).collect();
+    // Newest first: 09:55 … 09:35 (five rows), the late one, 09:30 … 09:00.
+    let mut by_time = in_range(60, 120);
+    by_time.insert(5, late);
+    assert_eq!(shown, by_time);
+
+    // The inclusion proof of a row, downloaded from its detail, checks.
+    let seq = in_range(60, 120)[3];
+    browser
+        .js(&format!(
+            "document.querySelector('#audit-table tr.event[data-seq=\"{seq}\"]').click(); return true"
+        ))
+        .await;
+    browser.click("#audit-table tr.details button.proof").await;
+    let text = browser
+        .wait_for(
+            "the proof",
+            &format!("const p = document.getElementById('proof-data'); return p.dataset.seq === '{seq}' && p.textContent"),
+        )
+        .await;
+    let proof: InclusionProof = serde_json::from_str(text.as_str().unwrap()).unwrap();
+    assert_eq!(proof.seq, seq);
+    assert!(proof.verify(), "{proof:?}");
+    let detail = browser
+        .js("return document.querySelector('#audit-table tr.details pre').textContent")
+        .await;
+    let leaf = serde_json::to_value(&proof).unwrap()["leaf"].clone();
+    assert!(
+        detail.as_str().unwrap().contains(leaf.as_str().unwrap()),
+        "the proof's leaf is the row's hash: {detail} {leaf}"
+    );
+    let mut forged = proof.clone();
+    forged.seq += 1;
+    assert!(!forged.verify());
+
+    // An evidence pack of the range, for the admin.
+    browser.click("#evidence").await;
+    let result = browser
+        .wait_for(
+            "the evidence pack",
+            "return document.getElementById('evidence').dataset.result",
+        )
+        .await;
+    let page = browser.js("return document.body.innerText").await;
+    assert_eq!(result, "200", "{}", page.as_str().unwrap_or(""));
+    let bytes: u64 = browser
+        .js("return document.getElementById('evidence').dataset.bytes")
+        .await
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes > 1000, "{bytes} bytes");
+
+    // The destination nobody listens on has every record still to send.
+    let behind = browser
+        .wait_for(
+            "the delivery's lag",
+            "document.getElementById('deliveries-refresh').click(); const tr = document.querySelector('#deliveries-table tr.delivery'); const n = Number(tr.dataset.recordsBehind); return n > 0 && [n, tr.children[3].textContent]",
+        )
+        .await;
+    assert!(behind[0].as_u64().unwrap() >= 42, "{behind}");
+    assert!(
+        behind[1].as_str().unwrap().parse::<u64>().is_ok(),
+        "{behind}"
+    );
+
+    // A phone's width: the chart fits, nothing overflows sideways.
+    browser.resize(390, 900).await;
+    let fits = browser
+        .js("const s = document.querySelector('#chart svg').getBoundingClientRect(); return [s.right <= window.innerWidth, s.width > 100, document.documentElement.scrollWidth <= window.innerWidth]")
+        .await;
+    assert_eq!(fits, json!([true, true, true]));
+    let narrow = browser.screenshot("6-chart-390").await;
+    let (_, colours) = pixels_like(&narrow, [0xc4, 0x32, 0x0a]);
+    assert!(colours > 50, "{colours} colours: blank?");
+    // All time: the pack starts at the first matching event.
+    browser.resize(1280, 1000).await;
+    browser.click_and_reload("#clear").await;
+    browser
+        .js("delete document.getElementById('evidence').dataset.result; document.getElementById('evidence').click(); return true")
+        .await;
+    let result = browser
+        .wait_for(
+            "the evidence pack of all time",
+            "return document.getElementById('evidence').dataset.result",
+        )
+        .await;
+    assert_eq!(result, "200");
+    browser.assert_no_csp_violation().await;
+
     let _ = browser.session("DELETE", "", Value::Null).await;
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");

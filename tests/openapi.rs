@@ -25,7 +25,7 @@ use std::process::Command;
 use chainlog::{Log, Options};
 use reqwest::{Client, Method};
 use serde_json::{json, Map, Value};
-use support::{chainlog, create_key, key_id, small_segment_workspace, TestServer};
+use support::{checkpoint_key, create_key, key_id, small_segment_workspace, TestServer};
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi/check.py");
@@ -393,20 +393,6 @@ async fn issue_key(r: &mut Recorder, ws: &str, admin: &str, scope: &str) -> Stri
     .json(json!({ "scope": scope }));
     let issued = expect_status(r.send(call).await, 201, "create a key");
     issued["key"].as_str().unwrap().to_string()
-}
-
-/// A signing key for checkpoints; returns the secret key's path.
-fn checkpoint_key(dir: &Path) -> PathBuf {
-    let (secret, public) = (dir.join("cp.key"), dir.join("cp.pub"));
-    let out = chainlog()
-        .args(["keygen", "--name", "audit.example", "--secret-key"])
-        .arg(&secret)
-        .arg("--public-key")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    secret
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -963,6 +949,54 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         404,
         "live tail of a workspace with no log",
     );
+
+    // --- The dashboard's summary and inclusion proofs.
+    let summary = format!("{ws}/events/summary");
+    let got = expect_status(
+        r.send(Call::new("summary", Valid, Method::GET, &summary).key(&read))
+            .await,
+        200,
+        "summary",
+    );
+    assert!(got["total"].as_u64().unwrap() > 0, "{got}");
+    let call = Call::new("summary per day, filtered", Valid, Method::GET, &summary)
+        .key(&read)
+        .query("bucket", "day")
+        .query("outcome", "failure")
+        .query("through", "3");
+    expect_status(r.send(call).await, 200, "summary per day");
+    let call = Call::new("summary of nothing", Valid, Method::GET, &summary)
+        .key(&read)
+        .query("actor", "nobody");
+    let nothing = expect_status(r.send(call).await, 200, "summary of nothing");
+    assert_eq!(nothing["total"], 0, "{nothing}");
+    let call = Call::new("summary, bad bucket", RequestInvalid, Method::GET, &summary)
+        .key(&read)
+        .query("bucket", "week");
+    expect_status(r.send(call).await, 400, "summary, bad bucket");
+    let call = Call::new("summary, append key", Valid, Method::GET, &summary).key(&append);
+    expect_status(r.send(call).await, 403, "summary with an append key");
+    let proof = expect_status(
+        r.send(Call::new("proof", Valid, Method::GET, format!("{ws}/events/1/proof")).key(&read))
+            .await,
+        200,
+        "inclusion proof",
+    );
+    let proof: chainlog::query::proofs::InclusionProof = serde_json::from_value(proof).unwrap();
+    assert!(proof.verify());
+    for (name, expect, seq, status) in [
+        ("proof past the end", Valid, "999999", 404),
+        ("proof of no seq", RequestInvalid, "x", 400),
+    ] {
+        let call = Call::new(
+            name,
+            expect,
+            Method::GET,
+            format!("{ws}/events/{seq}/proof"),
+        )
+        .key(&read);
+        expect_status(r.send(call).await, status, name);
+    }
 
     // --- Verify and checkpoint.
     let report = expect_status(

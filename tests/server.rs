@@ -1209,15 +1209,8 @@ async fn checkpoints_are_signed_on_request() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let key = create_key(&data, "acme", "read");
-    let (secret, public) = (tmp.path().join("cp.key"), tmp.path().join("cp.pub"));
-    let out = chainlog()
-        .args(["keygen", "--name", "audit.example", "--secret-key"])
-        .arg(&secret)
-        .arg("--public-key")
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let secret = support::checkpoint_key(tmp.path());
+    let public = tmp.path().join("cp.pub");
 
     let plain = TestServer::start(&data, &[]);
     let client = Client::new();

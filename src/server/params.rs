@@ -25,6 +25,9 @@ pub enum Endpoint {
     /// `GET …/events/stream`: no `limit`, `reverse` or `format`; `cursor`
     /// is the first seq to send (inclusive).
     Tail,
+    /// `GET …/events/summary`: filters only (its `bucket` is taken out
+    /// before); no `limit`, `cursor`, `reverse` or `format`.
+    Summary,
 }
 
 /// The parsed parameters.
@@ -109,6 +112,11 @@ pub fn parse(
                     return Err(bad(format!("`{name}` is given more than once")));
                 }
             }
+            "limit" | "cursor" | "reverse" if endpoint == Endpoint::Summary => {
+                return Err(bad(format!(
+                    "`{name}` does not apply to a summary (it counts every matching record)"
+                )))
+            }
             "limit" | "reverse" if endpoint == Endpoint::Tail => {
                 return Err(bad(format!(
                     "`{name}` does not apply to a live stream (it sends every matching record, oldest first)"
@@ -128,7 +136,7 @@ pub fn parse(
                     .map_err(|_| bad(format!("`limit`: {:?} is not a number", cut(value))))?;
                 let max = match endpoint {
                     Endpoint::Events => MAX_PAGE_EVENTS,
-                    Endpoint::Export | Endpoint::Tail => u64::MAX,
+                    Endpoint::Export | Endpoint::Tail | Endpoint::Summary => u64::MAX,
                 };
                 if n == 0 || n > max {
                     return Err(bad(format!("`limit` must be between 1 and {max}, got {n}")));
@@ -169,7 +177,7 @@ pub fn parse(
     query.filter = filter;
     query.limit = match endpoint {
         Endpoint::Events => Some(limit.unwrap_or(DEFAULT_PAGE_EVENTS)),
-        Endpoint::Export | Endpoint::Tail => limit,
+        Endpoint::Export | Endpoint::Tail | Endpoint::Summary => limit,
     };
     if endpoint == Endpoint::Export && format.is_none() {
         return Err(bad("`format` is required: csv, json or jsonl".to_string()));
@@ -274,6 +282,17 @@ mod tests {
         }
         let e = parse(&pairs(&[("format", "csv")]), Endpoint::Tail, now).unwrap_err();
         assert!(e.detail.contains("unknown parameter"), "{}", e.detail);
+    }
+
+    #[test]
+    fn summaries_take_filters_only() {
+        let now = Timestamp::now();
+        let p = parse(&pairs(&[("actor", "alice")]), Endpoint::Summary, now).unwrap();
+        assert_eq!(p.query.limit, None);
+        for name in ["limit", "cursor", "reverse"] {
+            let e = parse(&pairs(&[(name, "1")]), Endpoint::Summary, now).unwrap_err();
+            assert!(e.detail.contains("summary"), "{}", e.detail);
+        }
     }
 
     #[test]

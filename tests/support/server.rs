@@ -444,3 +444,19 @@ pub fn json_request(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A checkpoint signing key pair made by `chainlog keygen` in `dir`
+/// (`cp.key`, `cp.pub`, name `audit.example`); the secret key's path (for
+/// `serve --checkpoint-key`).
+pub fn checkpoint_key(dir: &Path) -> PathBuf {
+    let (secret, public) = (dir.join("cp.key"), dir.join("cp.pub"));
+    let out = chainlog()
+        .args(["keygen", "--name", "audit.example", "--secret-key"])
+        .arg(&secret)
+        .arg("--public-key")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    secret
+}

@@ -7,6 +7,7 @@ mod evidence;
 mod keys;
 mod pages;
 mod read;
+mod summary;
 mod tail;
 #[cfg(test)]
 mod tests;
@@ -82,6 +83,14 @@ pub(crate) fn router(state: Shared) -> Router {
         .route(
             "/v1/workspaces/{w}/events/stream",
             get(tail::stream).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/events/summary",
+            get(summary::get_summary).fallback(refusals::not_allowed("GET")),
+        )
+        .route(
+            "/v1/workspaces/{w}/events/{seq}/proof",
+            get(summary::get_proof).fallback(refusals::not_allowed("GET")),
         )
         .route(
             "/v1/workspaces/{w}/events/{seq}",

@@ -112,15 +112,19 @@ pub(super) async fn get_events(
     Ok(json_response(StatusCode::OK, body))
 }
 
+/// The `{seq}` of `…/events/{seq}` and the paths under it.
+pub(super) fn path_seq(caller: &Caller) -> Result<u64, ApiError> {
+    path_segment(caller, 5)
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_parameter", "the event's seq must be a number"))
+}
+
 pub(super) async fn get_event(
     State(state): State<Shared>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let (w, key) = authorize_workspace(&state, &caller, Scope::Read).await?;
-    let seq_text = path_segment(&caller, 5);
-    let seq: u64 = seq_text.parse().map_err(|_| {
-        ApiError::bad_request("invalid_parameter", "the event's seq must be a number")
-    })?;
+    let seq = path_seq(&caller)?;
     let log = workspace_log(&state, &w, &key).await?;
     let query = Query {
         from_seq: Some(seq),
