@@ -41,7 +41,7 @@ pub use manifest::{
     sample_seqs, seal, FileEntry, Manifest, PeriodManifest, SampleManifest, TreeManifest,
     MANIFEST_FORMAT, SEAL_PREFIX,
 };
-pub use stats::{AccessSummary, PeriodStats};
+pub use stats::{AccessSummary, PeriodStats, MAX_LISTED_FAILURES, MAX_TRACKED_ACTORS};
 
 use crate::hash::checkpoint::CheckpointError;
 use crate::query::proofs::ProveError;
