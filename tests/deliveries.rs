@@ -800,7 +800,7 @@ fn https_webhook_verifies_the_receiver_with_the_ca_file() {
 /// Events per second delivered on loopback, per destination kind:
 /// `cargo test --release --test deliveries -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement (docs/PERFORMANCE.md): run with --release -- --ignored --nocapture"]
 fn delivery_throughput() {
     const EVENTS: usize = 20_000;
     for (kind, batch) in [

@@ -87,11 +87,23 @@ pub(super) async fn get_delivery(
 }
 
 /// Appends a `delivery.*` event for a change made over HTTP.
+/// The change is already saved: a record that cannot be written is said
+/// on standard error (and the answer's `event_seq` is null), never dropped
+/// silently.
 fn record_change(state: &Shared, workspace: &str, event: &Event) -> Option<u64> {
-    match state.workspaces.open(workspace, false) {
-        Ok(Some(log)) => log.append(event).ok().map(|r| r.seq),
-        _ => None,
-    }
+    let appended = match state.workspaces.open(workspace, false) {
+        Ok(Some(log)) => log.append(event).map(|r| r.seq).map_err(|e| e.to_string()),
+        Ok(None) => Err("the workspace has no log".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    appended
+        .map_err(|e| {
+            eprintln!(
+                "chainlog serve: {} of {workspace} not recorded: {e}",
+                event.event_type
+            )
+        })
+        .ok()
 }
 
 pub(super) async fn put_delivery(
