@@ -932,6 +932,10 @@ async fn dashboard_charts_narrows_orders_proves_and_shows_lag() {
     let mut by_time = in_range(60, 120);
     by_time.insert(5, late);
     assert_eq!(shown, by_time);
+    browser.js_and_reload(&order("time-asc")).await;
+    let shown: Vec<u64> = browser.rows().await.iter().map(|r| r.0).collect();
+    by_time.reverse();
+    assert_eq!(shown, by_time, "oldest event time first");
 
     // The inclusion proof of a row, downloaded from its detail, checks.
     let seq = in_range(60, 120)[3];

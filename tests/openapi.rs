@@ -725,6 +725,32 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         "next page",
     );
     assert_eq!(page["count"], 5, "{page}");
+    let page = expect_status(
+        r.send(
+            Call::new("first page by event time", Valid, Method::GET, &events)
+                .key(&read)
+                .query("order", "time")
+                .query("reverse", "true")
+                .query("limit", "5"),
+        )
+        .await,
+        200,
+        "first page by event time",
+    );
+    let cursor = page["next_cursor"].as_str().expect("a next page by time");
+    expect_status(
+        r.send(
+            Call::new("next page by event time", Valid, Method::GET, &events)
+                .key(&read)
+                .query("order", "time")
+                .query("reverse", "true")
+                .query("limit", "5")
+                .query("cursor", cursor),
+        )
+        .await,
+        200,
+        "next page by event time",
+    );
     let filtered = expect_status(
         r.send(
             Call::new("filters", Valid, Method::GET, &events)
@@ -763,6 +789,7 @@ async fn the_server_answers_as_docs_openapi_yaml_says() {
         ("limit 1001", RequestInvalid, ("limit", "1001")),
         ("bad outcome", RequestInvalid, ("outcome", "maybe")),
         ("bad cursor", RequestInvalid, ("cursor", "-1")),
+        ("unknown order", RequestInvalid, ("order", "arrival")),
         ("bad event pattern", RequestInvalid, ("event", "Bad")),
         ("unknown parameter", Valid, ("nope", "1")),
         ("bad since", Valid, ("since", "yesterday")),

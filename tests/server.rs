@@ -1423,3 +1423,67 @@ async fn a_workspace_keeps_its_segment_size() {
         None
     );
 }
+
+/// `order=time` pages by event time (ties by seq) across pages, a late
+/// event in its place, with a cursor that is a string and `through` the
+/// records the page was read from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_page_in_event_time_order() {
+    let (_tmp, data, admin) = data_with_admin("acme");
+    let server = TestServer::start(&data, &[]);
+    let client = Client::new();
+    let events_url = format!("{}/v1/workspaces/acme/events", server.url);
+    let mut fixture = events_fixture();
+    // Late and early arrivals: seq 41 is dated between seqs 16 and 17, seq 42
+    // at the same second as seq 4.
+    fixture.push(
+        json!({"timestamp": "2026-03-09T09:00:15.5Z", "event": "node.added", "actor": "late-bot"}),
+    );
+    fixture.push(
+        json!({"timestamp": "2026-03-09T09:00:03Z", "event": "node.added", "actor": "late-bot"}),
+    );
+    let (status, body) = post_json(&client, &events_url, &admin, json!(fixture)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut by_time: Vec<(chainlog::Timestamp, u64)> = fixture
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let t = chainlog::Timestamp::parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+            (t, i as u64 + 1)
+        })
+        .collect();
+    by_time.sort();
+    let oldest_first: Vec<u64> = by_time.iter().map(|&(_, seq)| seq).collect();
+    let newest_first: Vec<u64> = oldest_first.iter().rev().copied().collect();
+    let period = "since=2026-03-09T00:00:00Z&until=2026-03-10T00:00:00Z";
+    for (reverse, expected) in [("true", &newest_first), ("false", &oldest_first)] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("{events_url}?order=time&reverse={reverse}&limit=6&{period}");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = get(&client, &url, Some(&admin)).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert!(page["through"].as_u64().unwrap() >= 43, "{page}");
+            seen.extend(seqs(&page["events"]));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => {
+                    assert_eq!(page["next_cursor"], Value::Null, "{page}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(&seen, expected, "reverse={reverse}");
+    }
+    let (status, body) = get(
+        &client,
+        &format!("{events_url}?order=time&cursor=42"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_clean_error(&body, "invalid_parameter", &data);
+}

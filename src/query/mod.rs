@@ -18,6 +18,7 @@ pub mod bundle;
 pub mod export;
 pub mod proofs;
 pub mod prover;
+pub mod time_order;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use crate::event::{Outcome, Timestamp};
 use crate::query::export::ExportFormat;
+use crate::query::time_order::TimeCursor;
 use crate::query::{parse_origin, parse_time, EventPattern, Filter, FilterError, IpNet, Query};
 use crate::server::error::ApiError;
 
@@ -30,6 +31,16 @@ pub enum Endpoint {
     Summary,
 }
 
+/// The order of a page of `GET …/events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Arrival order (`order=seq`, the default); the cursor is a seq.
+    Seq,
+    /// Event time, ties by seq (`order=time`); the cursor is a
+    /// [`TimeCursor`], or absent on the first page.
+    Time(Option<TimeCursor>),
+}
+
 /// The parsed parameters.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -37,6 +48,8 @@ pub struct Params {
     pub query: Query,
     /// The export format (`Export` only).
     pub format: Option<ExportFormat>,
+    /// The page's order (`Events` only; `Seq` elsewhere).
+    pub order: Order,
 }
 
 fn bad(detail: String) -> ApiError {
@@ -68,6 +81,8 @@ pub fn parse(
     let mut filter = Filter::default();
     let mut query = Query::default();
     let mut format = None;
+    let mut by_time = false;
+    let mut cursor = None;
     let mut limit = None;
     let mut since = None;
     let mut until = None;
@@ -144,12 +159,21 @@ pub fn parse(
                 limit = Some(n);
             }
             "cursor" => {
-                query.after = Some(value.parse().map_err(|_| {
-                    bad(format!(
-                        "`cursor`: {:?} is not a seq (pass the next_cursor of the previous page)",
-                        cut(value)
-                    ))
-                })?);
+                if cursor.replace(value).is_some() {
+                    return Err(bad("`cursor` is given more than once".to_string()));
+                }
+            }
+            "order" if endpoint == Endpoint::Events => {
+                by_time = match value.as_str() {
+                    "seq" => false,
+                    "time" => true,
+                    other => {
+                        return Err(bad(format!(
+                            "`order`: {:?} is not an order (expected seq or time)",
+                            cut(other)
+                        )))
+                    }
+                };
             }
             "reverse" => query.reverse = parse_bool("reverse", value)?,
             "format" if endpoint == Endpoint::Export => {
@@ -164,7 +188,11 @@ pub fn parse(
                 return Err(bad(format!(
                     "unknown parameter `{}` (known: actor, event, node, resource, ip, outcome, since, until, appender, origin, received_since, received_until, limit, cursor, reverse{})",
                     cut(other),
-                    if endpoint == Endpoint::Export { ", format" } else { "" }
+                    match endpoint {
+                        Endpoint::Export => ", format",
+                        Endpoint::Events => ", order",
+                        Endpoint::Tail | Endpoint::Summary => "",
+                    }
                 )))
             }
         }
@@ -182,7 +210,29 @@ pub fn parse(
     if endpoint == Endpoint::Export && format.is_none() {
         return Err(bad("`format` is required: csv, json or jsonl".to_string()));
     }
-    Ok(Params { query, format })
+    let order = if by_time {
+        Order::Time(
+            cursor
+                .map(|c| c.parse::<TimeCursor>())
+                .transpose()
+                .map_err(|e| bad(format!("`cursor`: {e}")))?,
+        )
+    } else {
+        if let Some(c) = cursor {
+            query.after = Some(c.parse().map_err(|_| {
+                bad(format!(
+                    "`cursor`: {:?} is not a seq (pass the next_cursor of the previous page)",
+                    cut(c)
+                ))
+            })?);
+        }
+        Order::Seq
+    };
+    Ok(Params {
+        query,
+        format,
+        order,
+    })
 }
 
 #[cfg(test)]
@@ -220,6 +270,49 @@ mod tests {
         assert!(p.query.reverse);
         assert_eq!(p.query.after, Some(42));
         assert_eq!(p.query.limit, Some(DEFAULT_PAGE_EVENTS));
+    }
+
+    #[test]
+    fn order_by_time_takes_a_time_cursor() {
+        let now = Timestamp::parse_rfc3339("2026-03-09T12:00:00Z").unwrap();
+        let parsed = |items: &[(&str, &str)], endpoint| parse(&pairs(items), endpoint, now);
+        let p = parsed(&[("order", "time"), ("cursor", "-5.42")], Endpoint::Events).unwrap();
+        let cursor = TimeCursor {
+            timestamp: Timestamp::from_unix_nanos(-5),
+            seq: 42,
+        };
+        assert_eq!(p.order, Order::Time(Some(cursor)));
+        assert_eq!(p.query.after, None);
+        // The cursor is read after the order, wherever each stands.
+        let p = parsed(&[("cursor", "7"), ("order", "seq")], Endpoint::Events).unwrap();
+        assert_eq!((p.order, p.query.after), (Order::Seq, Some(7)));
+        let refusals: [(&[(&str, &str)], Endpoint, &str); 5] = [
+            (
+                &[("order", "time"), ("cursor", "7")],
+                Endpoint::Events,
+                "time-order cursor",
+            ),
+            (
+                &[("order", "arrival")],
+                Endpoint::Events,
+                "expected seq or time",
+            ),
+            (&[("cursor", "1.2")], Endpoint::Events, "is not a seq"),
+            (
+                &[("cursor", "1"), ("cursor", "2")],
+                Endpoint::Events,
+                "more than once",
+            ),
+            (
+                &[("order", "time"), ("format", "csv")],
+                Endpoint::Export,
+                "unknown parameter `order`",
+            ),
+        ];
+        for (items, endpoint, said) in refusals {
+            let e = parsed(items, endpoint).unwrap_err();
+            assert!(e.detail.contains(said), "{items:?}: {}", e.detail);
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(super) async fn events(
             .workspaces
             .server_log()
             .map_err(|e| ApiError::from_log("opening the server's log", &e))?;
-        api::page(&log, &parsed.query)
+        api::page(&log, &parsed.query, parsed.order)
     })
     .await??;
     let mut read = caller.read(&key, ReadKind::Query, rows, body.len());

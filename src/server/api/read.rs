@@ -19,7 +19,7 @@ use crate::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
 use crate::query::Query;
 use crate::server::error::ApiError;
 use crate::server::keys::Scope;
-use crate::server::params::{self, Endpoint};
+use crate::server::params::{self, Endpoint, Order};
 use crate::server::reads::{record_read, record_read_blocking, ReadKind};
 use crate::storage::FsStorage;
 use crate::verify::{verify_dir_with, Report, VerifyOptions};
@@ -48,43 +48,54 @@ pub(super) fn export_failed(e: ExportError) -> ApiError {
     }
 }
 
-/// One page of matches as `{"events": [...], "count": n, "next_cursor": seq|null}`,
+/// One page of matches as `{"events": [...], "count": n, "next_cursor": …}`
+/// (in event-time order also `"through"`: the seq the page was read below),
 /// and its count.
-pub(in crate::server) fn page(log: &Log, query: &Query) -> Result<(String, u64), ApiError> {
+pub(in crate::server) fn page(
+    log: &Log,
+    query: &Query,
+    order: Order,
+) -> Result<(String, u64), ApiError> {
+    let failed = |e: crate::Error| ApiError::from_log("reading events", &e);
     let page_size = query.limit.unwrap_or(params::DEFAULT_PAGE_EVENTS);
-    let mut probe = query.clone();
-    probe.limit = Some(page_size + 1);
+    let (matches, cursor, through) = match order {
+        Order::Seq => {
+            let mut probe = query.clone();
+            probe.limit = Some(page_size + 1);
+            let mut matches = log
+                .query(&probe)
+                .map_err(failed)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            let more = matches.len() as u64 > page_size;
+            matches.truncate(page_size as usize);
+            let cursor = matches.last().filter(|_| more).map(|m| m.seq.to_string());
+            (matches, cursor, None)
+        }
+        Order::Time(cursor) => {
+            let page = log.page_by_time(query, cursor).map_err(failed)?;
+            let cursor = page.next_cursor.map(|c| format!("\"{c}\""));
+            (page.matches, cursor, Some(page.through))
+        }
+    };
     let mut exporter = Exporter::new(
         Vec::with_capacity(4096),
         ExportOptions::new(ExportFormat::Json),
     )
     .map_err(|e| ApiError::internal("reading events", &e))?;
-    let mut last = None;
-    let mut more = false;
-    let matches = log
-        .query(&probe)
-        .map_err(|e| ApiError::from_log("reading events", &e))?;
-    for m in matches {
-        let m = m.map_err(|e| ApiError::from_log("reading events", &e))?;
-        if exporter.rows() == page_size {
-            more = true;
-            break;
-        }
-        exporter.write(&m).map_err(export_failed)?;
-        last = Some(m.seq);
+    for m in &matches {
+        exporter.write(m).map_err(export_failed)?;
     }
     let count = exporter.rows();
     let rows = exporter
         .finish()
         .map_err(|e| ApiError::internal("reading events", &e))?;
     let rows = String::from_utf8(rows).map_err(|e| ApiError::internal("reading events", &e))?;
-    let cursor = match (more, last) {
-        (true, Some(seq)) => seq.to_string(),
-        _ => "null".to_string(),
-    };
+    let through = through.map_or(String::new(), |t| format!(",\"through\":{t}"));
     let body = format!(
-        "{{\"events\":{},\"count\":{count},\"next_cursor\":{cursor}}}",
-        rows.trim_end()
+        "{{\"events\":{},\"count\":{count},\"next_cursor\":{}{through}}}",
+        rows.trim_end(),
+        cursor.as_deref().unwrap_or("null"),
     );
     Ok((body, count))
 }
@@ -103,7 +114,7 @@ pub(super) async fn get_events(
     };
     let (body, rows) = blocking(move || {
         let _permit = permit;
-        page(&log, &parsed.query)
+        page(&log, &parsed.query, parsed.order)
     })
     .await??;
     let mut read = caller.read(&key, ReadKind::Query, rows, body.len());
@@ -137,7 +148,7 @@ pub(super) async fn get_event(
     };
     let (body, _) = blocking(move || {
         let _permit = permit;
-        page(&log, &query)
+        page(&log, &query, Order::Seq)
     })
     .await??;
     let parsed: Value =
