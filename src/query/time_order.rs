@@ -241,10 +241,10 @@ impl Log {
             limit: Some(1),
             ..Query::default()
         };
-        for m in self.query(&probe)? {
-            return Ok(Some(m?.view()?.timestamp.unix_nanos()));
+        match self.query(&probe)?.next() {
+            Some(m) => Ok(Some(m?.view()?.timestamp.unix_nanos())),
+            None => Ok(None),
         }
-        Ok(None)
     }
 }
 

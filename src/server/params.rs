@@ -286,7 +286,8 @@ mod tests {
         // The cursor is read after the order, wherever each stands.
         let p = parsed(&[("cursor", "7"), ("order", "seq")], Endpoint::Events).unwrap();
         assert_eq!((p.order, p.query.after), (Order::Seq, Some(7)));
-        let refusals: [(&[(&str, &str)], Endpoint, &str); 5] = [
+        type Refusal<'a> = (&'a [(&'a str, &'a str)], Endpoint, &'a str);
+        let refusals: [Refusal; 5] = [
             (
                 &[("order", "time"), ("cursor", "7")],
                 Endpoint::Events,
