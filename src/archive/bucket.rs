@@ -25,6 +25,7 @@ use object_store::{
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 
+use super::lock_state::{HeaderTap, LastHeaders, ObjectLockState};
 use super::object_lock::lock_headers;
 use super::{hex, ArchiveError, ArchiveTarget, ObjectLockMode};
 use crate::storage::{DirLock, Storage, StorageFile};
@@ -67,6 +68,11 @@ pub struct Bucket {
     runtime: tokio::runtime::Runtime,
     /// Use `If-None-Match: *` (true) or HEAD-then-PUT (false).
     conditional_put: bool,
+    /// For [`Bucket::object_lock`]: HEADs whose answers' headers are kept
+    /// in `lock_headers`, one at a time.
+    inspector: AmazonS3,
+    lock_headers: LastHeaders,
+    inspecting: Mutex<()>,
 }
 
 impl Bucket {
@@ -75,7 +81,10 @@ impl Bucket {
     /// endpoint and region. `conditional_put` false falls back to a HEAD
     /// before each PUT, for servers without `If-None-Match` on PUT.
     pub fn connect(target: &ArchiveTarget, conditional_put: bool) -> Result<Bucket, ArchiveError> {
-        let store = build_store(target, None)?;
+        let store = build_store(target, None, None)?;
+        let tap = HeaderTap::default();
+        let lock_headers = tap.last.clone();
+        let inspector = build_store(target, None, Some(tap))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("chainlog-s3")
@@ -88,6 +97,9 @@ impl Bucket {
             store,
             runtime,
             conditional_put,
+            inspector,
+            lock_headers,
+            inspecting: Mutex::new(()),
         })
     }
 
@@ -100,7 +112,7 @@ impl Bucket {
         mode: ObjectLockMode,
         retain_until: &str,
     ) -> Result<Bucket, ArchiveError> {
-        self.writer = build_store(&self.target, Some(lock_headers(mode, retain_until)?))?;
+        self.writer = build_store(&self.target, Some(lock_headers(mode, retain_until)?), None)?;
         Ok(self)
     }
 
@@ -155,6 +167,27 @@ impl Bucket {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(ArchiveError::store(
                 format!("reading {}", self.url(name)),
+                e,
+            )),
+        }
+    }
+
+    /// The metadata of `name` and its S3 Object Lock state as the bucket
+    /// reports it, or `None` when there is no such object.
+    pub fn object_lock(
+        &self,
+        name: &str,
+    ) -> Result<Option<(ObjectMeta, ObjectLockState)>, ArchiveError> {
+        let _one = self.inspecting.lock();
+        *self.lock_headers.lock() = None;
+        match self.runtime.block_on(self.inspector.head(&self.path(name))) {
+            Ok(meta) => {
+                let headers = self.lock_headers.lock().take().unwrap_or_default();
+                Ok(Some((meta, ObjectLockState::from_headers(&headers))))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ArchiveError::store(
+                format!("reading the lock of {}", self.url(name)),
                 e,
             )),
         }
@@ -238,10 +271,12 @@ impl Bucket {
     }
 }
 
-/// An S3 client for `target`, adding `headers` (signed) to every request.
+/// An S3 client for `target`, adding `headers` (signed) to every request,
+/// through `tap` when given.
 fn build_store(
     target: &ArchiveTarget,
     headers: Option<HeaderMap>,
+    tap: Option<HeaderTap>,
 ) -> Result<AmazonS3, ArchiveError> {
     let mut client = ClientOptions::new()
         .with_timeout(REQUEST_TIMEOUT)
@@ -270,6 +305,9 @@ fn build_store(
     }
     if let Some(region) = &target.region {
         builder = builder.with_region(region);
+    }
+    if let Some(tap) = tap {
+        builder = builder.with_http_connector(tap);
     }
     builder
         .build()

@@ -51,8 +51,10 @@
 mod bucket;
 #[cfg(feature = "lake")]
 pub mod lake;
+mod lock_state;
 mod manifest;
 mod object_lock;
+mod period;
 mod restore;
 mod upload;
 mod verify;
@@ -61,11 +63,13 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use bucket::{Bucket, BucketStorage, Created, LOOPBACK_HOSTS};
+pub use lock_state::ObjectLockState;
 pub use manifest::{
     checkpoint_key, manifest_key, segment_key, Manifest, ObjectEntry, SegmentEntry, CHECKPOINT_DIR,
     MANIFEST_DIR, MANIFEST_FORMAT,
 };
 pub use object_lock::{ObjectLock, ObjectLockMode};
+pub use period::{period_archive, period_archive_json, PeriodArchive, PeriodSegment};
 pub use restore::{restore, RestoreOutcome};
 pub use upload::{
     apply_retention_archived, archive_sealed, archived_bases, confirm_archived, ArchiveOptions,

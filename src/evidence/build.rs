@@ -2,6 +2,7 @@
 //! after another into a streamed zip, each hashed as it is written.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -46,6 +47,22 @@ pub struct EvidenceOptions {
     pub witnessed_checkpoint: Option<String>,
     /// Who makes the pack, as the manifest names them.
     pub generated_by: String,
+    /// Where the log is archived, when it is: asked for the archive's state
+    /// of the pack's seqs.
+    pub archive: Option<ArchiveState>,
+}
+
+/// The archive's state of the seqs `[first, end)` as JSON, found by the
+/// caller (the archive is a module of this one's rank, so it is handed in:
+/// the CLI and the server pass `archive::period_archive`, or the error it
+/// gave as `{"error": …}`).
+#[derive(Clone)]
+pub struct ArchiveState(pub Arc<dyn Fn(u64, u64) -> Value + Send + Sync>);
+
+impl std::fmt::Debug for ArchiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArchiveState(..)")
+    }
 }
 
 impl EvidenceOptions {
@@ -59,6 +76,7 @@ impl EvidenceOptions {
             origin_prefix: "chainlog".into(),
             witnessed_checkpoint: None,
             generated_by: "chainlog evidence".into(),
+            archive: None,
         }
     }
 }
@@ -284,6 +302,7 @@ fn retention_state(
     prover: &Prover,
     start: u64,
     end: u64,
+    archive: Option<&ArchiveState>,
 ) -> Result<Value, EvidenceError> {
     let pattern: EventPattern = "log.*"
         .parse()
@@ -347,13 +366,12 @@ fn retention_state(
             "note": "each run deleted whole sealed segments after recording the seq and hash the retained log starts from",
         },
         "other_engine_records": other,
-        "archive": {
-            "recorded_in_log": false,
-            "note": "archiving is not recorded in the log's directory: check the archive with `chainlog verify --from s3://BUCKET/PREFIX`, which compares every archived segment with its manifest",
-        },
-        "object_lock": {
-            "recorded_in_log": false,
-            "note": "Object Lock is a property of the archived objects (`chainlog archive --object-lock-mode/--object-lock-days`); the bucket's object versions show it",
+        "archive": match archive {
+            Some(ArchiveState(state)) => state(start, end),
+            None => json!({
+                "configured": false,
+                "note": "no archive was named for this pack (chainlog evidence --archive s3://BUCKET/PREFIX, or serve --archive-to): the pack says nothing about archived copies or Object Lock",
+            }),
         },
         "pci_dss_10_5_1": {
             "twelve_months_retained": retained_days.map(|d| d >= 365),
@@ -406,7 +424,7 @@ pub fn build<W: Write>(
         .iter()
         .map(|&seq| prover.inclusion(seq, end, &end_tree.root))
         .collect::<Result<Vec<InclusionProof>, _>>()?;
-    let state = retention_state(log, &prover, start, end)?;
+    let state = retention_state(log, &prover, start, end, options.archive.as_ref())?;
 
     let mut pack = PackWriter {
         zip: ZipWriter::new_stream(out),

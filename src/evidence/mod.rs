@@ -18,7 +18,7 @@
 //! | `proofs/inclusion-sample.json` | inclusion proofs of a random sample, and its seed |
 //! | `events/events.jsonl`, `events/events.csv` | the rows, as `chainlog export` writes them |
 //! | `events/records.jsonl` | each row's stored record bytes: the chain from the start head to the end head is recomputed from them |
-//! | `state/retention.json` | retention, legal hold, archive and Object Lock as the log records them |
+//! | `state/retention.json` | retention and legal hold as the log records them; the archive and Object Lock as the bucket reports them |
 //! | `access/summary.json` | reads of the log, failed sign-ins, refusals and key changes in the period |
 //! | `report.html` (and `report.pdf`) | the report for people, with the controls each file supports |
 //! | `VERIFY.md`, `verify_pack.py` | how to check the pack, and a short independent checker |
@@ -35,7 +35,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use build::{build, EvidenceOptions, PackSummary};
+pub use build::{build, ArchiveState, EvidenceOptions, PackSummary};
 pub use check::{check, CheckReport};
 pub use manifest::{
     sample_seqs, seal, FileEntry, Manifest, PeriodManifest, SampleManifest, TreeManifest,

@@ -136,3 +136,50 @@ fn a_pack_from_the_first_record_and_an_empty_period_check_out() {
     let err = build(&log, &signer, &inverted, out, &|_| None, &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, EvidenceError::BadRequest(_)), "{err}");
 }
+
+#[test]
+fn the_archive_state_is_asked_for_the_packs_seqs_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_events(&dir.path().join("log"), 400);
+    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
+    let mut options = EvidenceOptions::new(
+        Timestamp::from_unix_nanos(START + DAY_NANOS),
+        Timestamp::from_unix_nanos(START + 3 * DAY_NANOS),
+    );
+    options.archive = Some(ArchiveState(std::sync::Arc::new(|first, end| {
+        serde_json::json!({
+            "target": "s3://audit/prod", "first_seq": first, "end_seq": end,
+            "archived_seqs": [0, 255], "records_not_archived": end - 256,
+            "segments": [{"present": true}, {"present": false}],
+            "locked_segments": 1, "earliest_retain_until": null,
+            "problems": ["s3://audit/prod/00000000000000000128.seg is missing"],
+        })
+    })));
+    let pack = dir.path().join("pack.zip");
+    build_to(&pack, &log, &signer, &options);
+    assert!(check(&pack, Some(&signer.verifier())).is_ok());
+    let file = |name: &str| {
+        let files = files_of(&pack);
+        files.into_iter().find(|(n, _)| n == name).unwrap().1
+    };
+    let state: serde_json::Value = serde_json::from_slice(&file(STATE_FILE)).unwrap();
+    let archive = &state["archive"];
+    assert_eq!(
+        (archive["first_seq"].as_u64(), archive["end_seq"].as_u64()),
+        (Some(100), Some(300))
+    );
+    let html = String::from_utf8(file("report.html")).unwrap();
+    for shown in [
+        "s3://audit/prod",
+        "records of the period not archived yet",
+        "1 of 2",
+        "00000000000000000128.seg is missing",
+    ] {
+        assert!(html.contains(shown), "the report lacks {shown:?}");
+    }
+    // Without an archive, the pack says it says nothing about one.
+    options.archive = None;
+    build_to(&pack, &log, &signer, &options);
+    let state: serde_json::Value = serde_json::from_slice(&file(STATE_FILE)).unwrap();
+    assert_eq!(state["archive"]["configured"], false);
+}

@@ -1,18 +1,13 @@
 #!/usr/bin/env python3
-# Checks a chainlog evidence pack without chainlog:
-#   python3 verify_pack.py pack.zip [PUBLIC_KEY_FILE]
-# Needs Python 3.8+ and the `cryptography` package (pip install cryptography).
-# Without PUBLIC_KEY_FILE it uses public-key.txt from the pack, which only shows
-# that the pack agrees with itself: pass the log's published key.
-# Prints "OK: ..." and exits 0, or prints "FAILED: <file>: <why>" and exits 1.
-# It reads each file whole (fine for packs of a few million rows).
+# Checks a chainlog evidence pack without chainlog: python3 verify_pack.py pack.zip [PUBLIC_KEY_FILE]
+# Needs Python 3.8+ and `cryptography`. Without PUBLIC_KEY_FILE it uses the pack's public-key.txt, which
+# only shows the pack agrees with itself. Prints "OK: ..." (exit 0) or "FAILED: <file>: <why>" (exit 1).
 import base64, csv, hashlib, io, json, sys, zipfile
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 def H(*parts): return hashlib.sha256(b"".join(parts)).digest()
 def fail(file, why): print(f"FAILED: {file}: {why}"); sys.exit(1)
 def node(left, right): return H(b"\1", left, right)
-
 def open_note(file, key):  # C2SP signed note: body, blank line, "— name base64(key id || sig)"
     name, key_id, raw = key.split("+", 2); raw = base64.b64decode(raw)
     body, _, sigs = z.read(file).decode().rpartition("\n\n")
@@ -23,7 +18,6 @@ def open_note(file, key):  # C2SP signed note: body, blank line, "— name base6
             except Exception: fail(file, "the signature does not verify")
             return body.split("\n")
     fail(file, f"not signed by {name}+{key_id}")
-
 def walk(f, s, first, proof, pairs):  # RFC 9162 2.1.3.2 and 2.1.4.2, both hashes at once
     fr = sr = first
     for c in proof:
@@ -35,7 +29,6 @@ def walk(f, s, first, proof, pairs):  # RFC 9162 2.1.3.2 and 2.1.4.2, both hashe
         else: fr = sr = node(fr, c)
         f, s = f >> 1, s >> 1
     return (fr, sr) if s == 0 else None
-
 def consistent(m, n, old, new, proof):
     if m == n or m == 0: return not proof and (m == 0 or old == new)
     path = ([old] if m & (m - 1) == 0 else []) + proof
@@ -57,10 +50,10 @@ for side in ("start", "end"):
     head = next((e.split(" ")[1] for e in ext if e.startswith("chainlog-head ")), None)
     if o != origin or int(size) != m["period"][{"start": "first_seq", "end": "end_seq"}[side]]: fail(m[side]["file"], "is not the period's checkpoint")
     trees.append((int(size), base64.b64decode(root), head))
-(m0, r0, h0), (n, r1, h1) = trees
-c = json.loads(z.read("proofs/consistency.json"))
+(m0, r0, h0), (n, r1, h1) = trees; c = json.loads(z.read("proofs/consistency.json"))
 if (c["old_size"], c["new_size"]) != (m0, n) or not consistent(m0, n, r0, r1, [bytes.fromhex(h) for h in c["proof"]]): fail("proofs/consistency.json", "does not prove the end tree extends the start tree")
-for p in json.loads(z.read("proofs/inclusion-sample.json"))["proofs"]:
+sample = json.loads(z.read("proofs/inclusion-sample.json"))["proofs"]
+for p in sample:
     ok = p["tree_size"] == n and p["seq"] < n and walk(p["seq"], n - 1, H(b"\0", bytes.fromhex(p["leaf"])), [bytes.fromhex(h) for h in p["proof"]], False) == (r1, r1)
     if not ok: fail("proofs/inclusion-sample.json", f"the proof of seq {p['seq']} does not lead to the end root")
 prev = bytes.fromhex(h0) if h0 else H(b"chainlog/genesis/v1\0", bytes.fromhex(origin.rsplit("/", 1)[1]))
@@ -71,4 +64,4 @@ for i, (r, e, t) in enumerate(zip(map(json.loads, records), map(json.loads, even
     seq = m0 + i; prev = H(b"chainlog/record/v1\0", prev, seq.to_bytes(8, "little"), base64.b64decode(r["record"]))
     if (r["seq"], e["seq"], t[0], r["hash"], e["hash"], t[9]) != (seq, seq, str(seq), prev.hex(), prev.hex(), prev.hex()): fail("events/records.jsonl", f"seq {seq}: the chain breaks")
 if n > m0 and prev.hex() != h1: fail("events/records.jsonl", "the last row is not the end checkpoint's head")
-print(f"OK: {n - m0} rows (seq {m0} to {n - 1}) of {origin}, chained from the start checkpoint to the end one; consistency and {len(json.loads(z.read('proofs/inclusion-sample.json'))['proofs'])} inclusion proofs verified")
+print(f"OK: {n - m0} rows (seq {m0} to {n - 1}) of {origin}, chained from the start checkpoint to the end one; consistency and {len(sample)} inclusion proofs verified")

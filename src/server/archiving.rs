@@ -111,6 +111,11 @@ fn logs_of(data_dir: &Path) -> Vec<(String, PathBuf)> {
     logs
 }
 
+/// Where `target`'s archive of workspace `w` lies.
+pub(crate) fn workspace_archive(target: &ArchiveTarget, w: &str) -> ArchiveTarget {
+    under(target, &format!("{WORKSPACES_DIR_NAME}/{w}"))
+}
+
 /// `target` with `name` appended to its key prefix.
 fn under(target: &ArchiveTarget, name: &str) -> ArchiveTarget {
     let mut t = target.clone();

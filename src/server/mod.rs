@@ -314,6 +314,9 @@ pub(crate) struct AppState {
     pub deliveries: deliveries::Deliveries,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The archive (`--archive-to`), for evidence packs.
+    #[cfg(feature = "s3")]
+    pub archive_target: Option<crate::archive::ArchiveTarget>,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -432,6 +435,8 @@ impl Server {
             signer: config.checkpoint_signer,
             checkpoint_origin: config.checkpoint_origin,
             data_dir: config.data_dir.clone(),
+            #[cfg(feature = "s3")]
+            archive_target: archive.as_ref().map(|(_, a)| a.target.clone()),
         });
         Ok(Server {
             state,

@@ -66,6 +66,15 @@ pub struct EvidenceArgs {
     /// Do not render report.pdf even when a headless Chromium is installed.
     #[arg(long)]
     no_pdf: bool,
+    /// The log's archive (s3://BUCKET/PREFIX, as given to `chainlog
+    /// archive --to`): the pack then states which of the period's segments
+    /// the bucket holds and their Object Lock, as the bucket reports them.
+    #[cfg(feature = "s3")]
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    archive: Option<String>,
+    #[cfg(feature = "s3")]
+    #[command(flatten)]
+    endpoint: crate::archive::EndpointArgs,
 }
 
 /// `chainlog check-evidence`.
@@ -262,6 +271,15 @@ pub fn run(global: &Global, args: EvidenceArgs) -> Result<ExitCode, CliError> {
     }
     options.origin_prefix = args.origin;
     options.witnessed_checkpoint = witnessed;
+    #[cfg(feature = "s3")]
+    let archive_error = match &args.archive {
+        Some(url) => Some(archive_state(
+            &mut options,
+            args.endpoint.target(url)?,
+            &log,
+        )),
+        None => None,
+    };
     let summary = write_pack(
         &log,
         &signer,
@@ -287,7 +305,35 @@ pub fn run(global: &Global, args: EvidenceArgs) -> Result<ExitCode, CliError> {
             }
         )?;
     }
+    #[cfg(feature = "s3")]
+    if let Some(error) = archive_error.and_then(|e| e.lock().ok().and_then(|mut cell| cell.take()))
+    {
+        eprintln!("chainlog: warning: the archive could not be read ({error}); the pack says so in state/retention.json");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks `target` for the archive's state of the pack's seqs while the pack
+/// is built; the error it gave, if any, lands in the returned cell.
+#[cfg(feature = "s3")]
+fn archive_state(
+    options: &mut EvidenceOptions,
+    target: chainlog::archive::ArchiveTarget,
+    log: &Log,
+) -> std::sync::Arc<std::sync::Mutex<Option<String>>> {
+    let error = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = error.clone();
+    let log_id = log.log_id().to_string();
+    options.archive = Some(evidence::ArchiveState(std::sync::Arc::new(
+        move |first, end| {
+            let state = chainlog::archive::period_archive_json(&target, &log_id, first, end);
+            if let (Some(e), Ok(mut cell)) = (state["error"].as_str(), seen.lock()) {
+                *cell = Some(e.to_string());
+            }
+            state
+        },
+    )));
+    error
 }
 
 /// Runs `chainlog check-evidence`.

@@ -95,6 +95,14 @@ pub(super) async fn evidence_pack(
             .map_err(|e| ApiError::internal("reading the witnessed checkpoint", &e))
     })
     .await??;
+    #[cfg(feature = "s3")]
+    if let Some(target) = &state.archive_target {
+        let target = crate::server::archiving::workspace_archive(target, &w);
+        let log_id = log.log_id().to_string();
+        options.archive = Some(evidence::ArchiveState(std::sync::Arc::new(
+            move |first, end| crate::archive::period_archive_json(&target, &log_id, first, end),
+        )));
+    }
     let (mut writer, body) = body_channel();
     let (st, workspace) = (state.clone(), w.clone());
     let mut read = caller.read(&key, ReadKind::Evidence, 0, 0);

@@ -1,0 +1,243 @@
+//! An evidence pack of an archived log states the archive's part of the
+//! period (`chainlog evidence --archive s3://…`): which archived segments
+//! hold the period's records, whether the bucket has each one at its
+//! manifest size, their Object Lock as the bucket reports it, and the
+//! records not archived yet; a missing segment is named, and an archive
+//! that cannot be read is said in the pack (and on stderr), never left out.
+//! Against s3s-fs (a real S3 server; it ignores Object Lock, so no segment is
+//! reported locked).
+#![cfg(feature = "s3")]
+
+#[path = "support/s3.rs"]
+mod s3;
+#[cfg(feature = "server")]
+#[path = "support/server.rs"]
+mod support;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Output;
+
+use s3::S3Server;
+use serde_json::Value;
+
+fn run(server: &S3Server, args: &[&str]) -> Output {
+    server.command(args).output().unwrap()
+}
+
+fn ok(server: &S3Server, args: &[&str]) -> Output {
+    let out = run(server, args);
+    assert!(
+        out.status.success(),
+        "chainlog {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The pack's `state/retention.json`.
+fn state(pack: &Path) -> Value {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(pack).unwrap()).unwrap();
+    let mut text = String::new();
+    zip.by_name("state/retention.json")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A log of 3,000 events on 2026-03-09 from 09:00 to 09:49:59, with small
+/// segments (so that several are sealed and can be archived).
+fn make_log(server: &S3Server, log: &Path) {
+    let input = log.with_extension("jsonl");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let lines: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2026-03-09T09:{:02}:{:02}Z\",\"event\":\"pcap.download\",\"actor\":\"alice\",\"context\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
+                i / 60 % 60,
+                i % 60,
+                "x".repeat(300)
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    ok(
+        server,
+        &["--dir", p(log), "init", "--segment-bytes", "256KiB", "-q"],
+    );
+    ok(server, &["--dir", p(log), "append", "-q", p(&input)]);
+}
+
+#[test]
+fn a_pack_states_the_archived_segments_of_its_period() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    make_log(&server, &log);
+    let (secret, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
+    ok(
+        &server,
+        &[
+            "keygen",
+            "--secret-key",
+            p(&secret),
+            "--public-key",
+            p(&public),
+            "--name",
+            "audit.example",
+            "-q",
+        ],
+    );
+    ok(
+        &server,
+        &["--dir", p(&log), "archive", "--to", "s3://audit/ev", "-q"],
+    );
+
+    let pack = |name: &str, archive: &str| {
+        let path = tmp.path().join(name);
+        let out = ok(
+            &server,
+            &[
+                "--dir",
+                p(&log),
+                "evidence",
+                "--since",
+                "2026-03-09T09:10:00Z",
+                "--until",
+                "2026-03-09T09:50:00Z",
+                "--checkpoint-key",
+                p(&secret),
+                "--output",
+                p(&path),
+                "--no-pdf",
+                "--archive",
+                archive,
+            ],
+        );
+        ok(
+            &server,
+            &["check-evidence", p(&path), "--key", p(&public), "-q"],
+        );
+        (
+            state(&path)["archive"].clone(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    // Seqs 600..3000 are the period (09:10 to 09:49:59); the archive holds every sealed segment.
+    let (archive, _) = pack("pack.zip", "s3://audit/ev");
+    assert_eq!(archive["target"], "s3://audit/ev", "{archive:#}");
+    assert_eq!(
+        (archive["first_seq"].as_u64(), archive["end_seq"].as_u64()),
+        (Some(600), Some(3000))
+    );
+    let archived_last = archive["archived_seqs"][1].as_u64().unwrap();
+    let segments = archive["segments"].as_array().unwrap();
+    assert!(segments.len() >= 3, "{archive:#}");
+    assert!(
+        segments
+            .iter()
+            .all(|s| s["present"] == true && s["object_lock"]["mode"].is_null()),
+        "{archive:#}"
+    );
+    assert!(segments.first().unwrap()["base_seq"].as_u64().unwrap() <= 600);
+    assert_eq!(
+        segments.last().unwrap()["last_seq"].as_u64(),
+        Some(archived_last)
+    );
+    assert_eq!(
+        archive["records_not_archived"].as_u64(),
+        Some(3000 - (archived_last + 1))
+    );
+    assert_eq!(archive["locked_segments"], 0);
+    assert_eq!(archive["earliest_retain_until"], Value::Null);
+    assert_eq!(archive["problems"], serde_json::json!([]));
+    assert!(archive["manifest"]
+        .as_str()
+        .unwrap()
+        .starts_with("manifest/"));
+
+    // A segment deleted from the bucket is named as missing.
+    let gone = segments[1]["object"].as_str().unwrap().to_string();
+    std::fs::remove_file(server.objects_dir("ev").join(&gone)).unwrap();
+    let (archive, _) = pack("pack-missing.zip", "s3://audit/ev");
+    let problems = archive["problems"].to_string();
+    assert!(
+        problems.contains(&gone) && problems.contains("missing"),
+        "{archive:#}"
+    );
+    assert_eq!(archive["segments"][1]["present"], false);
+
+    // No archive under the prefix: the pack (and stderr) says so.
+    let (archive, stderr) = pack("pack-none.zip", "s3://audit/none");
+    assert!(
+        archive["error"].as_str().unwrap().contains("no archive at"),
+        "{archive:#}"
+    );
+    assert!(stderr.contains("the archive could not be read"), "{stderr}");
+}
+
+/// `chainlog serve --archive-to` puts the workspace's archive (under its
+/// prefix) in the packs `GET …/evidence` streams.
+#[cfg(feature = "server")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_packs_state_the_workspace_archive() {
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_log(&s3, &data.join("workspaces/acme"));
+    let admin = support::create_key(&data, "acme", "admin");
+    let secret = support::checkpoint_key(tmp.path());
+    let url = "s3://audit/srv";
+    let serve = support::TestServer::start_with_env(
+        &data,
+        &["--archive-to", url, "--checkpoint-key", p(&secret)],
+        &s3.env(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !s3
+        .objects("srv/workspaces/acme")
+        .iter()
+        .any(|o| o.starts_with("manifest/"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not archived: {}",
+            serve.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/workspaces/acme/evidence?since=2026-03-09T09:10:00Z&until=2026-03-09T09:50:00Z&sample=5&seed=3",
+            serve.url
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let pack = tmp.path().join("server-pack.zip");
+    std::fs::write(&pack, response.bytes().await.unwrap()).unwrap();
+    let archive = state(&pack)["archive"].clone();
+    assert_eq!(
+        archive["target"],
+        format!("{url}/workspaces/acme"),
+        "{archive:#}"
+    );
+    let segments = archive["segments"].as_array().unwrap();
+    assert!(
+        !segments.is_empty() && segments.iter().all(|s| s["present"] == true),
+        "{archive:#}"
+    );
+    assert_eq!(archive["problems"], serde_json::json!([]));
+}
