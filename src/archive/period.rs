@@ -152,9 +152,7 @@ pub fn period_archive_json(
 ) -> serde_json::Value {
     let state = Bucket::connect(target, true)
         .and_then(|bucket| period_archive(&bucket, log_id, first_seq, end_seq));
-    let error = |e: &dyn std::fmt::Display| {
-        serde_json::json!({"target": target.to_string(), "error": e.to_string()})
-    };
+    let error = |e: &dyn std::fmt::Display| serde_json::json!({"target": target.to_string(), "error": e.to_string()});
     match state.map(serde_json::to_value) {
         Ok(Ok(value)) => value,
         Ok(Err(e)) => error(&e),

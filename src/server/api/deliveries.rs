@@ -32,6 +32,7 @@ fn delivery_error(doing: &str, e: DeliveryError) -> ApiError {
         | DeliveryError::Exists(_)
         | DeliveryError::TooMany(_)
         | DeliveryError::Workspace(_)) => ApiError::bad_request("invalid_delivery", e.to_string()),
+        DeliveryError::NotRecorded(e) => ApiError::from_log("recording the change", &e),
         e => ApiError::internal(doing, &e),
     }
 }
@@ -86,24 +87,16 @@ pub(super) async fn get_delivery(
     }
 }
 
-/// Appends a `delivery.*` event for a change made over HTTP.
-/// The change is already saved: a record that cannot be written is said
-/// on standard error (and the answer's `event_seq` is null), never dropped
-/// silently.
-fn record_change(state: &Shared, workspace: &str, event: &Event) -> Option<u64> {
-    let appended = match state.workspaces.open(workspace, false) {
-        Ok(Some(log)) => log.append(event).map(|r| r.seq).map_err(|e| e.to_string()),
-        Ok(None) => Err("the workspace has no log".to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    appended
-        .map_err(|e| {
-            eprintln!(
-                "chainlog serve: {} of {workspace} not recorded: {e}",
-                event.event_type
-            )
-        })
-        .ok()
+/// Appends a `delivery.*` event for a change made over HTTP, before the
+/// change is saved (as key changes are: record, then apply): a change the
+/// log cannot record is not made.
+fn record_change(state: &Shared, workspace: &str, event: &Event) -> Result<u64, DeliveryError> {
+    match state.workspaces.open(workspace, false) {
+        Ok(Some(log)) => log.append(event).map(|r| r.seq),
+        Ok(None) => Err(crate::Error::NotFound(workspace.into())),
+        Err(e) => Err(e),
+    }
+    .map_err(DeliveryError::NotRecorded)
 }
 
 pub(super) async fn put_delivery(
@@ -140,7 +133,7 @@ pub(super) async fn put_delivery(
     let ip = caller.ip;
     let st = state.clone();
     let ws = w.clone();
-    let (created, generated, saved) = blocking(move || {
+    let (created, generated, saved, seq) = blocking(move || {
         let dir = st.deliveries.data_dir.clone();
         config::change(&dir, &ws, |list| {
             let old = list.iter().position(|d| d.name == wanted.name);
@@ -167,19 +160,21 @@ pub(super) async fn put_delivery(
                 Some(i) => list[i] = wanted.clone(),
                 None => list.push(wanted.clone()),
             }
-            Ok((old.is_none(), generated, wanted))
+            config::check_all(list)?;
+            let mut event = Event::new(Timestamp::now(), EVENT_DELIVERY_CONFIGURED, actor);
+            event.source_ip = Some(ip);
+            event.resource = Some(wanted.name.clone());
+            event
+                .context
+                .insert("destination".into(), wanted.redacted());
+            event.context.insert("created".into(), old.is_none().into());
+            let seq = record_change(&st, &ws, &event)?;
+            Ok((old.is_none(), generated, wanted, seq))
         })
     })
     .await?
     .map_err(|e| delivery_error("changing the deliveries", e))?;
     state.deliveries.poke();
-    let mut event = Event::new(Timestamp::now(), EVENT_DELIVERY_CONFIGURED, actor);
-    event.source_ip = Some(ip);
-    event.resource = Some(saved.name.clone());
-    event.context.insert("destination".into(), saved.redacted());
-    event.context.insert("created".into(), created.into());
-    let (st, ws) = (state.clone(), w.clone());
-    let seq = blocking(move || record_change(&st, &ws, &event)).await?;
     let mut answer = shown(&state, &w, std::slice::from_ref(&saved))
         .pop()
         .unwrap_or(Value::Null);
@@ -206,28 +201,27 @@ pub(super) async fn delete_delivery(
     let actor = caller.changed_by(&key).actor;
     let ip = caller.ip;
     let (st, ws, n) = (state.clone(), w.clone(), name.clone());
-    let removed = blocking(move || {
+    let seq = blocking(move || {
         let dir = st.deliveries.data_dir.clone();
-        let removed = config::change(&dir, &ws, |list| {
+        let seq = config::change(&dir, &ws, |list| {
             let i = list
                 .iter()
                 .position(|d| d.name == n)
                 .ok_or_else(|| DeliveryError::NotFound(n.clone()))?;
-            Ok(list.remove(i))
+            let removed = list.remove(i);
+            let mut event = Event::new(Timestamp::now(), EVENT_DELIVERY_REMOVED, actor);
+            event.source_ip = Some(ip);
+            event.resource = Some(n.clone());
+            event
+                .context
+                .insert("destination".into(), removed.redacted());
+            record_change(&st, &ws, &event)
         })?;
         position::remove(&dir, &ws, &n)?;
-        Ok::<_, DeliveryError>(removed)
+        Ok::<_, DeliveryError>(seq)
     })
     .await?
     .map_err(|e| delivery_error("changing the deliveries", e))?;
     state.deliveries.poke();
-    let mut event = Event::new(Timestamp::now(), EVENT_DELIVERY_REMOVED, actor);
-    event.source_ip = Some(ip);
-    event.resource = Some(name.clone());
-    event
-        .context
-        .insert("destination".into(), removed.redacted());
-    let (st, ws) = (state.clone(), w.clone());
-    let seq = blocking(move || record_change(&st, &ws, &event)).await?;
     Ok(Json(json!({ "removed": name, "event_seq": seq })).into_response())
 }

@@ -400,7 +400,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Destination>, DeliveryErro
     Ok(file.destinations)
 }
 
-fn check_all(destinations: &[Destination]) -> Result<(), DeliveryError> {
+pub(crate) fn check_all(destinations: &[Destination]) -> Result<(), DeliveryError> {
     if destinations.len() > MAX_DESTINATIONS {
         return Err(DeliveryError::TooMany(MAX_DESTINATIONS));
     }

@@ -102,6 +102,10 @@ pub enum DeliveryError {
     /// An invalid workspace name.
     #[error(transparent)]
     Workspace(#[from] WorkspaceNameError),
+    /// The change could not be recorded in the workspace's log, so it was
+    /// not made.
+    #[error("the change was not recorded in the workspace's log, so it was not made: {0}")]
+    NotRecorded(crate::Error),
     /// Reading or locking failed.
     #[error("{path}: {source}")]
     Io {

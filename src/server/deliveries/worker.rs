@@ -302,6 +302,10 @@ impl Worker {
                             );
                             let event =
                                 self.event(EVENT_DELIVERY_FAILING, Outcome::Failure, &position);
+                            // The status says failing before the event is in
+                            // the log: whoever reads the event finds it so.
+                            self.publish(&position, oldest);
+                            self.status.lock().failing = true;
                             position.failing_event_seq = self.record(&log, event).await;
                         }
                         let _ = self.store(&position).await;
@@ -316,6 +320,8 @@ impl Worker {
                 }
             }
             if position.failing_event_seq.is_some() {
+                // As above: the status has recovered before the event says so.
+                self.status.lock().failing = false;
                 let mut event = self.event(EVENT_DELIVERY_RECOVERED, Outcome::Success, &position);
                 event.context.insert(
                     "failing_event_seq".into(),
