@@ -41,6 +41,7 @@ mod report;
 mod retention;
 #[cfg(feature = "server")]
 mod serve;
+mod source;
 mod tail;
 mod verify;
 mod witness;

@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{CliError, EXIT_INTEGRITY};
 use crate::keys::{load_verifier, open_checkpoint};
+use crate::source::SourceArgs;
 use crate::Global;
 
 /// Largest checkpoint file read (a checkpoint is a few hundred bytes).
@@ -50,6 +51,8 @@ pub struct InclusionArgs {
     /// The public key the checkpoint must be signed by. Needs --checkpoint.
     #[arg(long, value_name = "FILE", requires = "checkpoint")]
     public_key: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 /// `chainlog prove consistency`.
@@ -64,6 +67,8 @@ pub struct ConsistencyArgs {
     /// Check that both checkpoints are signed by this public key.
     #[arg(long, value_name = "FILE")]
     public_key: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 /// `chainlog check-bundle`.
@@ -80,11 +85,6 @@ pub struct CheckBundleArgs {
     json: bool,
     #[command(flatten)]
     witness: crate::witness::PolicyArgs,
-}
-
-/// Opens the log without the writer lock, so proofs work beside an appender.
-fn open_read_only(dir: &Path) -> Result<Log, CliError> {
-    crate::read::open_read_only(dir)
 }
 
 /// The CLI error for a proof that cannot be made.
@@ -141,7 +141,7 @@ pub fn run(global: &Global, command: ProveCommand) -> Result<ExitCode, CliError>
                 (Some(cp), Some(key)) => Some(load_checkpoint(cp, Some(&load_verifier(key)?))?),
                 _ => None,
             };
-            let log = open_read_only(global.dir()?)?;
+            let log = args.source.open(global)?;
             let proof = log
                 .prove_inclusion(args.seq, checkpoint.as_ref())
                 .map_err(prove_error)?;
@@ -157,7 +157,7 @@ pub fn run(global: &Global, command: ProveCommand) -> Result<ExitCode, CliError>
                     old.origin, new.origin
                 )));
             }
-            let log = open_read_only(global.dir()?)?;
+            let log = args.source.open(global)?;
             let proof = log
                 .prove_consistency(&old, Some(&new))
                 .map_err(prove_error)?;

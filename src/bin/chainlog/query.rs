@@ -31,6 +31,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::CliError;
+use crate::source::SourceArgs;
 use crate::Global;
 
 /// Rows a table shows when `--limit` is absent.
@@ -130,6 +131,8 @@ pub struct QueryArgs {
     filter: FilterArgs,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 /// `chainlog export`'s arguments.
@@ -147,6 +150,8 @@ pub struct ExportArgs {
     filter: FilterArgs,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 /// `query`'s formats.
@@ -272,11 +277,6 @@ fn export_error(path: Option<&Path>, e: ExportError) -> CliError {
         }
         other => CliError::Usage(other.to_string()),
     }
-}
-
-/// Opens the log without the writer lock, so it works beside an appender.
-fn open_read_only(dir: &Path) -> Result<Log, CliError> {
-    crate::read::open_read_only(dir)
 }
 
 /// How a query run ended: rows written, and whether --limit cut it short.
@@ -516,7 +516,7 @@ fn stream(
 /// Runs `chainlog query`.
 pub fn query(global: &Global, args: QueryArgs) -> Result<ExitCode, CliError> {
     let mut query = args.filter.to_query(Timestamp::now())?;
-    let log = open_read_only(global.dir()?)?;
+    let log = args.source.open(global)?;
     let options = ExportOptions {
         format: match args.format {
             QueryFormat::Table => {
@@ -552,7 +552,7 @@ pub fn query(global: &Global, args: QueryArgs) -> Result<ExitCode, CliError> {
 /// Runs `chainlog export`.
 pub fn export(global: &Global, args: ExportArgs) -> Result<ExitCode, CliError> {
     let query = args.filter.to_query(Timestamp::now())?;
-    let log = open_read_only(global.dir()?)?;
+    let log = args.source.open(global)?;
     let Some(format) = args.format.export_format() else {
         let checkpoint = args.checkpoint.as_deref().ok_or_else(|| {
             CliError::Usage(

@@ -1,11 +1,15 @@
-//! An evidence pack of an archived log states the archive's part of the
-//! period (`chainlog evidence --archive s3://…`): which archived segments
-//! hold the period's records, whether the bucket has each one at its
-//! manifest size, their Object Lock as the bucket reports it, and the
-//! records not archived yet; a missing segment is named, and an archive
-//! that cannot be read is said in the pack (and on stderr), never left out.
-//! Against s3s-fs (a real S3 server; it ignores Object Lock, so no segment is
-//! reported locked).
+//! Reading a log's archive in a bucket, against s3s-fs (a real S3 server;
+//! it ignores Object Lock, so no segment is reported locked):
+//!
+//! - `chainlog query`, `export` and `prove --from s3://…` answer from the
+//!   archive as they do from the log's directory, for the records archived;
+//! - an evidence pack of an archived log states the archive's part of the
+//!   period (`chainlog evidence --archive s3://…`, and `serve --archive-to`):
+//!   which archived segments hold the period's records, whether the bucket
+//!   has each one at its manifest size, their Object Lock as the bucket
+//!   reports it, and the records not archived yet; a missing segment is
+//!   named, and an archive that cannot be read is said in the pack (and on
+//!   stderr), never left out.
 #![cfg(feature = "s3")]
 
 #[path = "support/s3.rs"]
@@ -240,4 +244,78 @@ async fn the_server_packs_state_the_workspace_archive() {
         "{archive:#}"
     );
     assert_eq!(archive["problems"], serde_json::json!([]));
+}
+
+/// The records of `log` as `chainlog ARGS` prints them, from the directory
+/// and from the archive.
+fn both(server: &S3Server, log: &Path, args: &[&str]) -> (String, String) {
+    let text = |out: Output| String::from_utf8(out.stdout).unwrap();
+    let mut local = vec!["--dir", p(log)];
+    local.extend_from_slice(args);
+    let mut archived = args.to_vec();
+    archived.extend_from_slice(&["--from", "s3://audit/rd"]);
+    (text(ok(server, &local)), text(ok(server, &archived)))
+}
+
+#[test]
+fn query_export_and_prove_read_the_archive() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    make_log(&server, &log);
+    ok(
+        &server,
+        &["--dir", p(&log), "archive", "--to", "s3://audit/rd", "-q"],
+    );
+    // The archive holds the sealed segments: the first rows of the log.
+    let (local, archived) = both(&server, &log, &["export", "--format", "jsonl"]);
+    let archived_rows = archived.lines().count();
+    assert!(
+        archived_rows > 1000 && archived_rows < 3000,
+        "{archived_rows} rows archived"
+    );
+    assert_eq!(
+        archived,
+        local
+            .lines()
+            .take(archived_rows)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
+    let filtered = [
+        "query",
+        "--format",
+        "csv",
+        "--since",
+        "2026-03-09T09:05:00Z",
+        "--until",
+        "2026-03-09T09:07:00Z",
+        "--limit",
+        "50",
+    ];
+    let (local, archived) = both(&server, &log, &filtered);
+    assert_eq!(archived, local);
+    assert_eq!(archived.lines().count(), 51, "a header and 50 rows");
+    let (local, archived) = both(&server, &log, &["prove", "inclusion", "--seq", "700"]);
+    let (local, archived): (Value, Value) = (
+        serde_json::from_str(&local).unwrap(),
+        serde_json::from_str(&archived).unwrap(),
+    );
+    assert_eq!(
+        (archived["seq"].as_u64(), archived["leaf"].clone()),
+        (Some(700), local["leaf"].clone())
+    );
+    assert_eq!(
+        archived["tree_size"].as_u64(),
+        Some(archived_rows as u64),
+        "the archive's tree is its records'"
+    );
+
+    // No archive there: exit 2 and a clear message.
+    let out = run(&server, &["query", "--from", "s3://audit/none"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no archive at s3://audit/none"), "{stderr}");
 }
