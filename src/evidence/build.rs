@@ -215,6 +215,40 @@ fn signed_tree(
     })
 }
 
+/// The consistency proof between the witnessed checkpoint's tree and the
+/// end checkpoint's, the smaller first (`None` when they are of one size:
+/// then they must be the same tree). A witnessed checkpoint of another
+/// log, or one the log's own tree does not match (a fork), is refused.
+fn witnessed_link(
+    prover: &mut Prover,
+    signer: &NoteSigner,
+    origin: &str,
+    note: &str,
+    end: &Tree,
+) -> Result<Option<crate::query::proofs::ConsistencyProof>, EvidenceError> {
+    let witnessed = Checkpoint::open(note, &signer.verifier())
+        .map_err(|e| EvidenceError::BadWitnessed(e.to_string()))?;
+    if witnessed.origin != origin {
+        return Err(EvidenceError::BadWitnessed(format!(
+            "its origin is {:?}, the pack's {origin:?}",
+            witnessed.origin
+        )));
+    }
+    let (w, e) = ((witnessed.size, witnessed.root), (end.size, end.root));
+    let proof = match w.0.cmp(&e.0) {
+        std::cmp::Ordering::Equal if w.1 == e.1 => return Ok(None),
+        std::cmp::Ordering::Equal => {
+            return Err(EvidenceError::BadWitnessed(format!(
+                "its tree of {} records has another root than the log's: the log was forked",
+                w.0
+            )))
+        }
+        std::cmp::Ordering::Less => prover.consistency(w.0, &w.1, e.0, &e.1)?,
+        std::cmp::Ordering::Greater => prover.consistency(e.0, &e.1, w.0, &w.1)?,
+    };
+    Ok(Some(proof))
+}
+
 /// The seqs of the first and last record whose event time is in the period.
 fn period_range(
     log: &Log,
@@ -436,6 +470,10 @@ pub fn build<W: Write>(
     pack.bytes(END_FILE, end_tree.note.as_bytes())?;
     if let Some(witnessed) = &options.witnessed_checkpoint {
         pack.bytes(WITNESSED_FILE, witnessed.as_bytes())?;
+        let link = witnessed_link(&mut prover, signer, &origin, witnessed, &end_tree)?;
+        if let Some(proof) = link {
+            pack.bytes(WITNESSED_CONSISTENCY_FILE, &pretty(&proof)?)?;
+        }
     }
     pack.bytes(CONSISTENCY_FILE, &pretty(&consistency)?)?;
     let sample_json = json!({

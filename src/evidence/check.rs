@@ -54,6 +54,11 @@ pub struct CheckReport {
     /// policy to check its cosignatures.
     #[serde(skip)]
     pub witnessed_note: Option<String>,
+    /// Whether the witnessed tree and the end checkpoint's tree are shown to
+    /// be one history: the same tree, or a consistency proof between them
+    /// (`proofs/witnessed-consistency.json`) that verifies. False without a
+    /// witnessed checkpoint, and for a pack made before the proof was added.
+    pub witnessed_linked: bool,
 }
 
 fn unreadable(file: &str, e: impl std::fmt::Display) -> PackError {
@@ -177,6 +182,43 @@ fn open_checkpoint(
         ));
     }
     Ok(cp)
+}
+
+/// Checks `proofs/witnessed-consistency.json`: a proof from the smaller of
+/// the two trees to the larger that verifies (an error otherwise).
+fn witnessed_consistent(
+    pack: &mut Pack,
+    witnessed: &Checkpoint,
+    end: &Checkpoint,
+) -> Result<bool, PackError> {
+    let proof: ConsistencyProof = pack.json(WITNESSED_CONSISTENCY_FILE)?;
+    let (old, new) = if witnessed.size < end.size {
+        (witnessed, end)
+    } else {
+        (end, witnessed)
+    };
+    if (
+        proof.old_size,
+        proof.old_root,
+        proof.new_size,
+        proof.new_root,
+    ) != (old.size, old.root, new.size, new.root)
+    {
+        return Err(invalid(
+            WITNESSED_CONSISTENCY_FILE,
+            "is not a proof between the witnessed and the end checkpoints".into(),
+        ));
+    }
+    if !proof.verify() {
+        return Err(invalid(
+            WITNESSED_CONSISTENCY_FILE,
+            format!(
+                "does not prove that the tree of {} records extends the tree of {}: the witnessed and the end checkpoint are not one history",
+                new.size, old.size
+            ),
+        ));
+    }
+    Ok(true)
 }
 
 fn checkpoint(
@@ -488,6 +530,7 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
             ),
         ));
     }
+    let mut witnessed_linked = false;
     let witnessed_note = match &m.witnessed_checkpoint {
         Some(file) => {
             let witnessed = open_checkpoint(&mut pack, file, &origin, &verifier)?;
@@ -502,6 +545,9 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
                     ),
                 ));
             }
+            witnessed_linked = witnessed.size == end.size
+                || (listed.contains(WITNESSED_CONSISTENCY_FILE)
+                    && witnessed_consistent(&mut pack, &witnessed, &end)?);
             Some(pack.text(file)?)
         }
         None => None,
@@ -584,5 +630,6 @@ pub fn check(path: &Path, key: Option<&NoteVerifier>) -> Result<CheckReport, Pac
         files: m.files.len(),
         witnessed: m.witnessed_checkpoint.is_some(),
         witnessed_note,
+        witnessed_linked,
     })
 }

@@ -14,6 +14,7 @@
 //! | `public-key.txt` | the key that signed it (compare its id with the log's published key) |
 //! | `checkpoints/start.txt`, `checkpoints/end.txt` | signed checkpoints of the trees of `start` and `end` records, with their chain heads |
 //! | `checkpoints/witnessed.txt` | the newest witnessed (cosigned) checkpoint, when one was given |
+//! | `proofs/witnessed-consistency.json` | with it, when its size is not the end's: the consistency proof between the two trees, the smaller first |
 //! | `proofs/consistency.json` | the consistency proof from the start tree to the end tree |
 //! | `proofs/inclusion-sample.json` | inclusion proofs of a random sample, and its seed |
 //! | `events/events.jsonl`, `events/events.csv` | the rows, as `chainlog export` writes them |
@@ -58,6 +59,9 @@ pub const START_FILE: &str = "checkpoints/start.txt";
 pub const END_FILE: &str = "checkpoints/end.txt";
 /// The newest witnessed checkpoint, when one was given.
 pub const WITNESSED_FILE: &str = "checkpoints/witnessed.txt";
+/// The consistency proof between the witnessed checkpoint's tree and the
+/// end checkpoint's (the smaller first), when their sizes differ.
+pub const WITNESSED_CONSISTENCY_FILE: &str = "proofs/witnessed-consistency.json";
 /// The consistency proof.
 pub const CONSISTENCY_FILE: &str = "proofs/consistency.json";
 /// The sample's inclusion proofs.
@@ -114,6 +118,10 @@ pub enum EvidenceError {
     /// The period is empty or inverted, or a limit is exceeded.
     #[error("{0}")]
     BadRequest(String),
+    /// The witnessed checkpoint given is not a checkpoint of this log signed
+    /// with its key.
+    #[error("the witnessed checkpoint is not this log's: {0}")]
+    BadWitnessed(String),
     /// A record's hash is not what its bytes chain to: the log needs `chainlog verify`.
     #[error("record {seq} does not chain from the record before it: run `chainlog verify`; no pack is made from a damaged log")]
     ChainBroken {

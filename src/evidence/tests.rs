@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::*;
-use crate::hash::checkpoint::NoteSigner;
+use crate::hash::checkpoint::{Checkpoint, NoteSigner};
 use crate::{Event, Log, Options, Outcome, Timestamp};
 
 const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
@@ -84,7 +84,7 @@ fn a_pack_round_trips_and_any_changed_byte_is_found_in_its_file() {
         (report.rows, report.sample, report.first_seq),
         (200, 8, 100)
     );
-    assert!(report.witnessed && report.key_given);
+    assert!(report.witnessed && report.witnessed_linked && report.key_given);
 
     let files = files_of(&pack);
     assert_eq!(files.len(), summary.files);
@@ -182,4 +182,75 @@ fn the_archive_state_is_asked_for_the_packs_seqs_and_reported() {
     build_to(&pack, &log, &signer, &options);
     let state: serde_json::Value = serde_json::from_slice(&file(STATE_FILE)).unwrap();
     assert_eq!(state["archive"]["configured"], false);
+}
+
+#[test]
+fn a_witnessed_checkpoint_is_linked_to_the_end_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_events(&dir.path().join("log"), 400);
+    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
+    let mut options = EvidenceOptions::new(
+        Timestamp::from_unix_nanos(START + DAY_NANOS),
+        Timestamp::from_unix_nanos(START + 3 * DAY_NANOS),
+    );
+    let pack = dir.path().join("pack.zip");
+    let proof_of = |pack: &Path| {
+        files_of(pack)
+            .into_iter()
+            .find(|(n, _)| n == WITNESSED_CONSISTENCY_FILE)
+            .map(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+    };
+    // A witnessed tree past the end (400 records), and one before it (a
+    // checkpoint of the first 150, as a witness saw the log then).
+    let mut now = log.checkpoint("chainlog").unwrap();
+    options.witnessed_checkpoint = Some(now.sign(&signer).unwrap());
+    build_to(&pack, &log, &signer, &options);
+    assert!(
+        check(&pack, Some(&signer.verifier()))
+            .unwrap()
+            .witnessed_linked
+    );
+    let proof = proof_of(&pack).unwrap();
+    assert_eq!(
+        (proof["old_size"].as_u64(), proof["new_size"].as_u64()),
+        (Some(300), Some(400))
+    );
+    let mut prover = log.prover().unwrap();
+    let earlier = Checkpoint {
+        root: crate::hash::proof::tree_root(&mut prover, 150).unwrap(),
+        size: 150,
+        head: Some(prover.stored_hash(149).unwrap()),
+        ..now.clone()
+    };
+    options.witnessed_checkpoint = Some(earlier.sign(&signer).unwrap());
+    build_to(&pack, &log, &signer, &options);
+    assert!(
+        check(&pack, Some(&signer.verifier()))
+            .unwrap()
+            .witnessed_linked
+    );
+    assert_eq!(proof_of(&pack).unwrap()["old_size"].as_u64(), Some(150));
+    // A fork: the log's size, another root. No pack is made.
+    now.root[0] ^= 1;
+    options.witnessed_checkpoint = Some(now.sign(&signer).unwrap());
+    let file = std::fs::File::create(dir.path().join("fork.zip")).unwrap();
+    let err = build(&log, &signer, &options, file, &|_| None, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("forked"), "{err}");
+    // Another log's checkpoint, or one signed by another key.
+    let other = NoteSigner::from_seed("audit.example", [4; 32]).unwrap();
+    now.root[0] ^= 1;
+    for note in [
+        now.sign(&other).unwrap(),
+        Checkpoint {
+            origin: "chainlog/other".into(),
+            ..now.clone()
+        }
+        .sign(&signer)
+        .unwrap(),
+    ] {
+        options.witnessed_checkpoint = Some(note);
+        let file = std::fs::File::create(dir.path().join("bad.zip")).unwrap();
+        let err = build(&log, &signer, &options, file, &|_| None, &mut |_, _| {}).unwrap_err();
+        assert!(matches!(err, EvidenceError::BadWitnessed(_)), "{err}");
+    }
 }

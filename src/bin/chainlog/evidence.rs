@@ -345,6 +345,12 @@ pub fn check(global: &Global, args: CheckEvidenceArgs) -> Result<ExitCode, CliEr
     match evidence::check(&args.pack, key.as_ref()) {
         Ok(report) => {
             let cosigned = match (&args.witness_policy, &report.witnessed_note) {
+                (Some(_), Some(_)) if !report.witnessed_linked => {
+                    return Err(CliError::Integrity(format!(
+                        "{}: the pack has no consistency proof between its witnessed checkpoint and its end checkpoint; --witness-policy cannot show the period is in the witnessed history (make the pack again)",
+                        args.pack.display()
+                    )))
+                }
                 (Some(policy), Some(note)) => Some(crate::witness::check_policy(policy, note)?),
                 (Some(_), None) => {
                     return Err(CliError::Integrity(format!(
@@ -369,7 +375,11 @@ pub fn check(global: &Global, args: CheckEvidenceArgs) -> Result<ExitCode, CliEr
                     report.until,
                     report.files,
                     report.sample,
-                    if report.witnessed { "; witnessed checkpoint included" } else { "; no witnessed checkpoint" }
+                    match (report.witnessed, report.witnessed_linked) {
+                        (true, true) => "; witnessed checkpoint included, one history with the end checkpoint",
+                        (true, false) => "; witnessed checkpoint included, with no proof linking it to the end checkpoint",
+                        (false, _) => "; no witnessed checkpoint",
+                    }
                 )?;
                 if let Some(cosigned) = &cosigned {
                     crate::witness::print_policy(global, cosigned)?;
