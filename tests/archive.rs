@@ -30,7 +30,7 @@ mod support;
 
 #[path = "support/s3.rs"]
 mod s3;
-use s3::{library_credentials, S3Server, TestS3, ACCESS_KEY, BUCKET, SECRET_KEY};
+use s3::{library_credentials, S3Server, TestS3, BUCKET};
 #[path = "support/ceph.rs"]
 mod ceph;
 #[path = "support/tools.rs"]
@@ -1072,7 +1072,6 @@ fn the_library_archives_and_lists_archived_segments(server: &dyn TestS3) {
 #[test]
 #[ignore = "a measurement; run it on purpose (see docs/PERFORMANCE.md)"]
 fn throughput() {
-    use object_store::aws::AmazonS3Builder;
     use object_store::{ObjectStoreExt as _, PutPayload};
 
     let Some(server) = S3Server::start() else {
@@ -1119,20 +1118,7 @@ fn throughput() {
     assert!(local.is_intact());
 
     // The plain baseline: the same segment files PUT and GET with object_store.
-    let store = AmazonS3Builder::new()
-        .with_bucket_name(BUCKET)
-        .with_endpoint(server.endpoint())
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id(ACCESS_KEY)
-        .with_secret_access_key(SECRET_KEY)
-        .build()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (store, runtime) = s3::client(&server.endpoint(), BUCKET);
     let t = Instant::now();
     for (i, path) in segments.iter().enumerate() {
         let data = std::fs::read(path).unwrap();

@@ -19,11 +19,11 @@ use std::sync::{Arc, Barrier};
 
 use chainlog::archive::{ArchiveTarget, Bucket};
 use chainlog::cluster::{
-    check_head, probe_conditional_writes, publish_head, read_head, read_lease, ClusterError, Head,
-    Lease, LeaseOptions, ProbeCheck, PublishedHead,
+    check_head, head_of_log, probe_conditional_writes, publish_head, read_head, read_lease,
+    ClusterError, Head, Lease, LeaseOptions, ProbeCheck, PublishedHead,
 };
 use chainlog::hash::checkpoint::{Checkpoint, NoteSigner};
-use chainlog::{Durability, Event, Log, Options, Timestamp};
+use chainlog::{Event, Log, Options, Timestamp};
 
 #[path = "support/s3.rs"]
 mod s3;
@@ -139,14 +139,7 @@ struct Writer {
 impl Writer {
     fn new() -> Writer {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::create(
-            dir.path(),
-            Options {
-                durability: Durability::None,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let log = Log::create(dir.path(), Options::default()).unwrap();
         Writer {
             _dir: dir,
             log,
@@ -167,13 +160,7 @@ impl Writer {
 
     /// The head of the log now, for `epoch`, proven from `previous`.
     fn head(&self, epoch: u64, previous: Option<&Head>) -> Head {
-        let checkpoint = self.log.checkpoint("chainlog").unwrap();
-        let consistency = previous.filter(|p| p.size < checkpoint.size).map(|p| {
-            let old = Checkpoint::open(&p.checkpoint, &self.signer.verifier()).unwrap();
-            self.log.prove_consistency(&old, Some(&checkpoint)).unwrap()
-        });
-        let note = checkpoint.sign(&self.signer).unwrap();
-        Head::new(epoch, &checkpoint, note, consistency)
+        head_of_log(&self.log, &self.signer, "chainlog", epoch, previous).unwrap()
     }
 }
 
@@ -231,30 +218,20 @@ fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced() {
     // neither from the head it knew nor from the one there now.
     lease_a.check_valid().unwrap();
     writer.append(30);
-    let stale = publish_head(&lease_a, Some(&h2), writer.head(1, Some(&h2.head)));
-    assert!(
-        matches!(
-            stale,
-            Err(ClusterError::StaleEpoch {
-                epoch: 1,
-                head_epoch: 2,
-                ..
-            })
-        ),
-        "{stale:?}"
-    );
-    let stale = publish_head(&lease_a, Some(&h3), writer.head(1, Some(&h3.head)));
-    assert!(
-        matches!(
-            stale,
-            Err(ClusterError::StaleEpoch {
-                epoch: 1,
-                head_epoch: 2,
-                ..
-            })
-        ),
-        "{stale:?}"
-    );
+    for known in [&h2, &h3] {
+        let stale = publish_head(&lease_a, Some(known), writer.head(1, Some(&known.head)));
+        assert!(
+            matches!(
+                stale,
+                Err(ClusterError::StaleEpoch {
+                    epoch: 1,
+                    head_epoch: 2,
+                    ..
+                })
+            ),
+            "{stale:?}"
+        );
+    }
     // Its renew is refused: the lease is lost, for good.
     let renew = lease_a.renew();
     assert!(
@@ -356,42 +333,33 @@ fn the_probe_passes_on_ceph_and_fails_where_conditions_are_ignored() {
     probe_conditional_writes(&bucket(server, "probe")).unwrap();
     assert!(server.objects("probe").is_empty(), "the probe key was left");
 
-    // Ceph 16 on a bucket with Object Lock (so, versioned) ignores
-    // If-None-Match (and refuses every If-Match): the probe says so.
-    let locked = ArchiveTarget::parse(&format!("s3://{}/probe", ceph::LOCKED_BUCKET))
-        .unwrap()
-        .with_endpoint(Some(server.endpoint()));
-    let probed = probe_conditional_writes(&Bucket::connect(&locked, true).unwrap());
-    assert!(
-        matches!(
-            &probed,
-            Err(ClusterError::NotEnforced {
-                check: ProbeCheck::SecondCreateWritten,
-                ..
-            })
-        ),
-        "{probed:?}"
-    );
-
-    // A server that ignores conditions: Ceph behind a proxy that drops
-    // If-Match, If-None-Match and the signature, on a bucket anyone may write.
+    // Servers that let a second create through, so the probe fails:
+    // - Ceph 16 on a bucket with Object Lock (so, versioned), which ignores
+    //   If-None-Match (and refuses every If-Match);
+    // - Ceph behind a proxy that drops If-Match, If-None-Match and the
+    //   signature, on a bucket anyone may write.
     let proxy = StrippingProxy::start(server.port());
-    let target = ArchiveTarget::parse(&format!("s3://{}/probe", ceph::OPEN_BUCKET))
-        .unwrap()
-        .with_endpoint(Some(format!("http://127.0.0.1:{proxy}")));
+    let ignoring = [
+        (ceph::LOCKED_BUCKET, server.endpoint()),
+        (ceph::OPEN_BUCKET, format!("http://127.0.0.1:{proxy}")),
+    ];
     library_credentials();
-    let open = Bucket::connect(&target, true).unwrap();
-    let probed = probe_conditional_writes(&open);
-    assert!(
-        matches!(
-            &probed,
-            Err(ClusterError::NotEnforced {
-                check: ProbeCheck::SecondCreateWritten,
-                ..
-            })
-        ),
-        "{probed:?}"
-    );
+    for (bucket, endpoint) in ignoring {
+        let target = ArchiveTarget::parse(&format!("s3://{bucket}/probe"))
+            .unwrap()
+            .with_endpoint(Some(endpoint));
+        let probed = probe_conditional_writes(&Bucket::connect(&target, true).unwrap());
+        assert!(
+            matches!(
+                &probed,
+                Err(ClusterError::NotEnforced {
+                    check: ProbeCheck::SecondCreateWritten,
+                    ..
+                })
+            ),
+            "{bucket}: {probed:?}"
+        );
+    }
 }
 
 /// A sequential probe cannot see s3s-fs's check-then-write: it passes.

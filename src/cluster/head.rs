@@ -22,7 +22,8 @@ use super::lease::Lease;
 use super::{parse_json, read_small, ClusterError, HEAD_OBJECT};
 use crate::archive::{Bucket, Conditional, ObjectVersion};
 use crate::hash::chain::ChainHash;
-use crate::hash::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
+use crate::hash::checkpoint::{Checkpoint, CheckpointError, NoteSigner, NoteVerifier};
+use crate::log::Log;
 use crate::query::proofs::ConsistencyProof;
 
 /// The `format` member of every head object.
@@ -70,6 +71,31 @@ impl Head {
         // Strings, integers and hashes always serialize.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// The head of `log` as it is now, for `epoch`: its checkpoint (origin
+/// `<origin_prefix>/<log id>`, see [`Log::checkpoint`], which reads the
+/// whole log) signed by `signer`, with the consistency proof from
+/// `previous` when the log grew since. `previous` must be signed by the
+/// same key.
+pub fn head_of_log(
+    log: &Log,
+    signer: &NoteSigner,
+    origin_prefix: &str,
+    epoch: u64,
+    previous: Option<&Head>,
+) -> Result<Head, ClusterError> {
+    let checkpoint = log.checkpoint(origin_prefix)?;
+    let consistency = match previous.filter(|p| p.size < checkpoint.size) {
+        Some(previous) => {
+            let old = Checkpoint::open(&previous.checkpoint, &signer.verifier())
+                .map_err(HeadProblem::from)?;
+            Some(log.prove_consistency(&old, Some(&checkpoint))?)
+        }
+        None => None,
+    };
+    let note = checkpoint.sign(signer).map_err(HeadProblem::from)?;
+    Ok(Head::new(epoch, &checkpoint, note, consistency))
 }
 
 /// A head as read from the bucket, with the version to swap against.

@@ -3,8 +3,9 @@
 //! enforces conditional writes. The foundation of issue 16's cluster.
 //!
 //! Uses [`crate::archive`] (the bucket connection and its conditional
-//! writes), [`crate::hash`] (checkpoints, consistency proof checking) and
-//! [`crate::query`] (the consistency proofs a log gives); never the server.
+//! writes), [`crate::hash`] (checkpoints, consistency proof checking),
+//! [`crate::log`] and [`crate::query`] (a log's checkpoint and consistency
+//! proofs); never the server.
 //!
 //! Under a workspace's prefix `s3://BUCKET/PREFIX/` (docs/CLUSTER.md
 //! specifies both objects member by member):
@@ -29,7 +30,7 @@ pub mod probe;
 use std::sync::Arc;
 
 pub use head::{
-    check_head, publish_head, read_head, Head, HeadProblem, PublishedHead, HEAD_FORMAT,
+    check_head, head_of_log, publish_head, read_head, Head, HeadProblem, PublishedHead, HEAD_FORMAT,
 };
 pub use lease::{read_lease, Lease, LeaseOptions, LeaseRecord, LEASE_FORMAT};
 pub use probe::{probe_conditional_writes, ProbeCheck};
@@ -134,6 +135,12 @@ pub enum ClusterError {
         /// Its epoch now.
         head_epoch: u64,
     },
+    /// The local log could not be read or checkpointed.
+    #[error(transparent)]
+    Log(#[from] crate::Error),
+    /// A consistency proof could not be made from the log.
+    #[error(transparent)]
+    Prove(#[from] crate::query::proofs::ProveError),
     /// A head failed a reader's (or the publisher's own) check.
     #[error("head rejected: {0}")]
     BadHead(#[from] HeadProblem),

@@ -60,7 +60,7 @@ impl CephServer {
         ));
         let dir_text = dir.to_str().unwrap().to_string();
         // First the watcher, so that nothing outlives this process.
-        let watcher = Command::new(script())
+        let mut watcher = Command::new(script())
             .args(["stop-on-eof", &dir_text])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -73,7 +73,11 @@ impl CephServer {
             REQUIRE_VAR,
             "Ceph (Debian's ceph-mon, ceph-osd and radosgw)",
         );
-        let out = out?;
+        let Some(out) = out else {
+            drop(watcher.stdin.take());
+            let _ = watcher.wait();
+            return None;
+        };
         let value = |name: &str| {
             out.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name}=")))

@@ -270,8 +270,9 @@ pub trait TestS3 {
     }
 }
 
-/// A plain object_store client for `bucket` at `endpoint`.
-fn client(endpoint: &str, bucket: &str) -> (AmazonS3, tokio::runtime::Runtime) {
+/// A plain object_store client for `bucket` at `endpoint`, with the test
+/// credentials, and a runtime to drive it.
+pub fn client(endpoint: &str, bucket: &str) -> (AmazonS3, tokio::runtime::Runtime) {
     let store = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_endpoint(endpoint)
