@@ -65,13 +65,21 @@ wait_until() {
   done
 }
 
+# running PID: the process exists and is not a zombie (a daemon whose
+# parent is a PID 1 that does not reap stays one).
+running() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "${state#Z}" = "$state" ]
+}
+
 stop() {
   local dir=$1 pidfile pid
   for pidfile in "$dir/run/client.rgw.a.pid" "$dir/run/osd.0.pid" "$dir/run/mon.a.pid"; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || continue
-    wait_until 10 bash -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
+    wait_until 10 bash -c "$(declare -f running); ! running $pid" || kill -9 "$pid" 2>/dev/null || true
   done
 }
 
