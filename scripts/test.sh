@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs chainlog's test suite. Needs the Rust toolchain and python3 (which
 # reads exports back in tests/cli_query.rs); it installs jq, Go and Go's
-# x/mod package, rsyslog and rsyslog-gnutls from Debian's packages when
-# missing, and the Python validators into .venv-tests.
+# x/mod package, rsyslog and rsyslog-gnutls, and Ceph (ceph-mon, ceph-osd,
+# radosgw) from Debian's packages when missing, and the Python validators
+# into .venv-tests.
 # Everything else the tests use (fixtures, the simulated disk) is in the
 # repository.
 set -euo pipefail
@@ -19,6 +20,11 @@ export CHAINLOG_REQUIRE_GO=1
 # tests/archive.rs runs against a real S3 server on 127.0.0.1 (s3s-fs).
 scripts/s3-server.sh install
 export CHAINLOG_REQUIRE_S3=1
+# tests/archive.rs runs against Ceph's radosgw too, and tests/cluster_lease.rs
+# needs it (a server that evaluates conditional writes atomically): Debian's
+# ceph-mon, ceph-osd and radosgw, started per test binary.
+scripts/ceph-server.sh install
+export CHAINLOG_REQUIRE_CEPH=1
 # tests/dashboard.rs drives the dashboard in headless Chromium (Debian's
 # chromium and chromium-driver, which the test installs when missing); here a
 # browser that cannot be installed fails the test instead of skipping it.

@@ -1,10 +1,15 @@
-//! Archiving to S3-compatible object storage, end to end, against a real S3
-//! server on 127.0.0.1: `s3s-fs` (which checks request signatures), installed
-//! by `scripts/s3-server.sh install`. Each test starts its own server on a
-//! free loopback port with a fresh root directory, and kills it on drop.
+//! Archiving to S3-compatible object storage, end to end, against two real
+//! S3 servers on 127.0.0.1: `s3s-fs` (which checks request signatures),
+//! installed by `scripts/s3-server.sh install`, and Ceph's radosgw (Debian's
+//! packages, `scripts/ceph-server.sh`). Most tests are one body run against
+//! both ([`on_both_servers`]): `NAME::s3s_fs` starts its own s3s-fs on a free
+//! loopback port with a fresh root directory, killed on drop; `NAME::ceph`
+//! uses the test binary's one Ceph, under a prefix of its own. Killing the
+//! server mid-run and the throughput figures are s3s-fs only.
 //!
-//! Without the `s3s-fs` binary the tests are skipped with a note, unless
-//! `CHAINLOG_REQUIRE_S3` is set (as `scripts/test.sh` does), when they fail.
+//! Without a server's binaries its tests are skipped with a note, unless
+//! `CHAINLOG_REQUIRE_S3` (s3s-fs) or `CHAINLOG_REQUIRE_CEPH` (Ceph) is set
+//! (as `scripts/test.sh` does), when they fail.
 #![cfg(feature = "s3")]
 
 use std::io::{Read, Write};
@@ -25,7 +30,13 @@ mod support;
 
 #[path = "support/s3.rs"]
 mod s3;
-use s3::{library_credentials, S3Server, ACCESS_KEY, BUCKET, SECRET_KEY};
+use s3::{library_credentials, S3Server, TestS3, BUCKET};
+#[macro_use]
+#[path = "support/ceph.rs"]
+mod ceph;
+#[path = "support/tools.rs"]
+mod tools;
+use ceph::CephServer;
 
 const SEGMENT_BYTES: u64 = 128 * 1024;
 
@@ -305,11 +316,8 @@ fn dir_arg(dir: &Path) -> String {
     dir.to_str().unwrap().to_string()
 }
 
-#[test]
-fn archive_verify_from_the_bucket_restore_and_rerun() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn archive_verify_from_the_bucket_restore_and_rerun(server: &dyn TestS3) {
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
     make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 1);
@@ -398,9 +406,12 @@ fn archive_verify_from_the_bucket_restore_and_rerun() {
     assert!(out.contains("checkpoint: checkpoint/"), "{out}");
     let checkpoints = server.objects("prod/eu/checkpoint");
     assert_eq!(checkpoints.len(), 1);
-    let checkpoint = server
-        .objects_dir("prod/eu/checkpoint")
-        .join(&checkpoints[0]);
+    let checkpoint = work.path().join("archived.checkpoint");
+    std::fs::write(
+        &checkpoint,
+        server.read_object(&format!("prod/eu/checkpoint/{}", checkpoints[0])),
+    )
+    .unwrap();
     let public = work.path().join("k.pub");
     let out = expect_code(
         &server.run(&[
@@ -453,6 +464,7 @@ fn archive_verify_from_the_bucket_restore_and_rerun() {
         text(&out.stderr)
     );
 }
+}
 
 #[test]
 fn an_archive_interrupted_by_a_killed_server_completes_on_the_next_run() {
@@ -475,7 +487,7 @@ fn an_archive_interrupted_by_a_killed_server_completes_on_the_next_run() {
     // Kill the server once the first segments have landed.
     let deadline = Instant::now() + Duration::from_secs(60);
     while server
-        .objects("nightly")
+        .files("nightly")
         .iter()
         .filter(|o| o.ends_with(".seg"))
         .count()
@@ -486,7 +498,7 @@ fn an_archive_interrupted_by_a_killed_server_completes_on_the_next_run() {
     }
     server.kill();
     let out = archiving.wait_with_output().unwrap();
-    let uploaded = server.objects("nightly");
+    let uploaded = server.files("nightly");
     if out.status.success() {
         eprintln!("note: the archive finished before the server was killed; the rerun below is then a no-op");
     } else {
@@ -512,16 +524,13 @@ fn an_archive_interrupted_by_a_killed_server_completes_on_the_next_run() {
     assert!(out.starts_with("nothing new to archive"), "{out}");
 }
 
+on_both_servers! {
 /// A segment already in the bucket but in no manifest (a run that was cut
 /// off before writing its manifest) is adopted after a byte-for-byte
 /// comparison. Regression: s3s-fs answers the create-only PUT with 412
 /// before reading the body and closes the connection, which the client
 /// saw as a failed upload about one time in five.
-#[test]
-fn a_segment_uploaded_before_an_interrupted_run_is_adopted() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+fn a_segment_uploaded_before_an_interrupted_run_is_adopted(server: &dyn TestS3) {
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
     make_log(&log_dir, 4000, 4000, 2 << 20, 1);
@@ -532,35 +541,33 @@ fn a_segment_uploaded_before_an_interrupted_run_is_adopted() {
     for trial in 0..4 {
         let prefix = format!("adopt{trial}");
         let url = format!("s3://{BUCKET}/{prefix}");
-        std::fs::create_dir_all(server.objects_dir(&prefix)).unwrap();
-        std::fs::copy(log_dir.join(first), server.objects_dir(&prefix).join(first)).unwrap();
+        server.write_object(
+            &format!("{prefix}/{first}"),
+            std::fs::read(log_dir.join(first)).unwrap(),
+        );
         let out = expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
         assert!(out.contains("found 1 object already uploaded"), "{out}");
         assert_eq!(server.objects(&prefix).len(), 2 * sealed + 1);
         expect_code(&server.run(&["verify", "--from", &url]), 0);
     }
 }
+}
 
-#[test]
-fn changed_or_deleted_objects_are_reported_as_tampering() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn changed_or_deleted_objects_are_reported_as_tampering(server: &dyn TestS3) {
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
     make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 1);
     let dir = dir_arg(&log_dir);
     let url = format!("s3://{BUCKET}/tamper");
     expect_code(&server.run(&["--dir", &dir, "archive", "--to", &url]), 0);
-    let first = server
-        .objects_dir("tamper")
-        .join("00000000000000000000.seg");
-    let original = std::fs::read(&first).unwrap();
+    let first = "tamper/00000000000000000000.seg";
+    let original = server.read_object(first);
 
     // One byte of a record changed on the server's disk.
     let mut changed = original.clone();
     changed[1000] ^= 0x20;
-    std::fs::write(&first, &changed).unwrap();
+    server.write_object(first, changed);
     let out = server.run(&["verify", "--from", &url]);
     let stdout = expect_code(&out, 1);
     assert!(stdout.starts_with("NOT INTACT"), "{stdout}");
@@ -587,7 +594,7 @@ fn changed_or_deleted_objects_are_reported_as_tampering() {
         "{}",
         text(&out.stderr)
     );
-    std::fs::write(&first, &original).unwrap();
+    server.write_object(first, original);
     expect_code(&server.run(&["verify", "--from", &url]), 0);
 
     // A segment deleted from the bucket: the chain has a gap, and a plain
@@ -599,9 +606,9 @@ fn changed_or_deleted_objects_are_reported_as_tampering() {
         .collect();
     assert!(segment_objects.len() >= 3, "{segment_objects:?}");
     let second_name = segment_objects[1].clone();
-    let second = server.objects_dir("tamper").join(&second_name);
-    let saved = std::fs::read(&second).unwrap();
-    std::fs::remove_file(&second).unwrap();
+    let second = format!("tamper/{second_name}");
+    let saved = server.read_object(&second);
+    server.delete_object(&second);
     let stdout = expect_code(&server.run(&["verify", "--from", &url]), 1);
     assert!(stdout.contains("object_missing"), "{stdout}");
     assert!(
@@ -617,20 +624,15 @@ fn changed_or_deleted_objects_are_reported_as_tampering() {
     );
 
     // The newest archived segment deleted: the chain alone cannot tell, the manifest can.
-    std::fs::write(&second, &saved).unwrap();
-    let newest = server
-        .objects_dir("tamper")
-        .join(segment_objects.last().unwrap());
-    std::fs::remove_file(&newest).unwrap();
+    server.write_object(&second, saved);
+    server.delete_object(&format!("tamper/{}", segment_objects.last().unwrap()));
     let stdout = expect_code(&server.run(&["verify", "--from", &url]), 1);
     assert!(stdout.contains("object_missing"), "{stdout}");
 }
+}
 
-#[test]
-fn wrong_credentials_are_a_clear_error() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn wrong_credentials_are_a_clear_error(server: &dyn TestS3) {
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
     make_log(&log_dir, 1500, 100, SEGMENT_BYTES, 1);
@@ -653,6 +655,7 @@ fn wrong_credentials_are_a_clear_error() {
     let out = server.run(&["verify", "--from", "s3://NO/x"]);
     expect_code(&out, 2);
 }
+}
 
 /// The segment files of the log in `dir`, sorted (oldest first).
 fn segment_files(dir: &Path) -> Vec<String> {
@@ -670,11 +673,8 @@ fn plural_segments(n: usize) -> String {
     format!("{n} segment{}", if n == 1 { "" } else { "s" })
 }
 
-#[test]
-fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn retention_deletes_only_archived_segments_and_the_archive_still_verifies(server: &dyn TestS3) {
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
     // Old events: every sealed segment is past a 90-day max age.
@@ -787,6 +787,7 @@ fn retention_deletes_only_archived_segments_and_the_archive_still_verifies() {
     let out = expect_code(&server.run(&["verify", "--from", &url]), 0);
     assert!(out.contains(", seq 0..="), "{out}");
 }
+}
 
 /// Checks the PUTs of one archive run: each carries the Object Lock headers
 /// (`mode`, one retain-until date about `days` days ahead), signed, and an
@@ -841,18 +842,15 @@ fn assert_no_lock_on_reads(requests: &[SentRequest]) {
     }
 }
 
-#[test]
-fn object_lock_headers_are_sent_and_signed_on_every_put_and_only_there() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
-    let proxy = RecordingProxy::start(server.port);
+on_both_servers! {
+fn object_lock_headers_are_sent_and_signed_on_every_put_and_only_there(server: &dyn TestS3) {
+    let proxy = RecordingProxy::start(server.port());
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
     make_log(&log_dir, 3000, 100, SEGMENT_BYTES, 1);
     let sealed = sealed_segments(&log_dir);
     let dir = dir_arg(&log_dir);
-    let url = format!("s3://{BUCKET}/locked");
+    let url = format!("s3://{}/locked", server.locked_bucket());
     let key = work.path().join("k.key");
     expect_code(
         &server.run(&[
@@ -927,7 +925,7 @@ fn object_lock_headers_are_sent_and_signed_on_every_put_and_only_there() {
         );
     }
 
-    // s3s-fs took every locked PUT: the archive verifies, read through the
+    // The server took every locked PUT: the archive verifies, read through the
     // proxy without lock headers.
     let out = expect_code(
         &server.run(&["verify", "--from", &url, "--endpoint", &proxy.endpoint()]),
@@ -937,14 +935,12 @@ fn object_lock_headers_are_sent_and_signed_on_every_put_and_only_there() {
     let requests = proxy.take_requests();
     assert!(requests.iter().any(|r| r.method == "GET"), "{requests:#?}");
     assert_no_lock_on_reads(&requests);
-    assert_eq!(server.objects("locked").len(), 2 * sealed_now + 3);
+    assert_eq!(server.objects_in(server.locked_bucket(), "locked").len(), 2 * sealed_now + 3);
+}
 }
 
-#[test]
-fn bad_object_lock_settings_are_refused_before_anything_is_uploaded() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn bad_object_lock_settings_are_refused_before_anything_is_uploaded(server: &dyn TestS3) {
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
     make_log(&log_dir, 1500, 100, SEGMENT_BYTES, 1);
@@ -1007,12 +1003,10 @@ fn bad_object_lock_settings_are_refused_before_anything_is_uploaded() {
     assert_eq!(status.code(), Some(2));
     assert!(server.objects("badlock").is_empty());
 }
+}
 
-#[test]
-fn the_library_archives_and_lists_archived_segments() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn the_library_archives_and_lists_archived_segments(server: &dyn TestS3) {
     library_credentials();
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("log");
@@ -1044,6 +1038,7 @@ fn the_library_archives_and_lists_archived_segments() {
         report.archive.extra_bytes
     );
 }
+}
 
 /// Archive and verify-from-bucket throughput, next to a plain upload and
 /// download of the same bytes to the same server. Run with
@@ -1051,7 +1046,6 @@ fn the_library_archives_and_lists_archived_segments() {
 #[test]
 #[ignore = "a measurement; run it on purpose (see docs/PERFORMANCE.md)"]
 fn throughput() {
-    use object_store::aws::AmazonS3Builder;
     use object_store::{ObjectStoreExt as _, PutPayload};
 
     let Some(server) = S3Server::start() else {
@@ -1098,20 +1092,7 @@ fn throughput() {
     assert!(local.is_intact());
 
     // The plain baseline: the same segment files PUT and GET with object_store.
-    let store = AmazonS3Builder::new()
-        .with_bucket_name(BUCKET)
-        .with_endpoint(server.endpoint())
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id(ACCESS_KEY)
-        .with_secret_access_key(SECRET_KEY)
-        .build()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (store, runtime) = s3::client(&server.endpoint(), BUCKET);
     let t = Instant::now();
     for (i, path) in segments.iter().enumerate() {
         let data = std::fs::read(path).unwrap();
@@ -1140,15 +1121,12 @@ fn throughput() {
     eprintln!("  local verify (1 thread):                                               {:.2}s, {:.0} MiB/s", local_secs, mib / local_secs);
 }
 
+on_both_servers! {
 /// `chainlog serve --archive-to` archives every workspace's log when it
 /// starts and again every `--archive-every`, each under its own prefix, and
 /// the archives verify from the bucket alone.
 #[cfg(feature = "server")]
-#[test]
-fn the_server_archives_every_workspace_on_a_schedule() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+fn the_server_archives_every_workspace_on_a_schedule(server: &dyn TestS3) {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     // Two workspaces whose logs already have sealed segments (the server
@@ -1194,7 +1172,7 @@ fn the_server_archives_every_workspace_on_a_schedule() {
     // The schedule keeps running: the next run checks the archive again and
     // reports an object deleted from the bucket.
     let first = "00000000000000000000.seg";
-    std::fs::remove_file(server.objects_dir("srv/workspaces/beta").join(first)).unwrap();
+    server.delete_object(&format!("srv/workspaces/beta/{first}"));
     wait_for(
         &|| {
             serve.stderr().contains(&format!(
@@ -1235,4 +1213,5 @@ fn the_server_archives_every_workspace_on_a_schedule() {
         "1h",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
 }

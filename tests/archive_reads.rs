@@ -1,5 +1,6 @@
-//! Reading a log's archive in a bucket, against s3s-fs (a real S3 server;
-//! it ignores Object Lock, so no segment is reported locked):
+//! Reading a log's archive in a bucket, each test against s3s-fs and Ceph
+//! RGW (`NAME::s3s_fs`, `NAME::ceph`; s3s-fs ignores Object Lock, Ceph keeps
+//! it):
 //!
 //! - `chainlog query`, `export` and `prove --from s3://…` answer from the
 //!   archive as they do from the log's directory, for the records archived;
@@ -9,28 +10,31 @@
 //!   has each one at its manifest size, their Object Lock as the bucket
 //!   reports it, and the records not archived yet; a missing segment is
 //!   named, and an archive that cannot be read is said in the pack (and on
-//!   stderr), never left out.
+//!   stderr), never left out; on Ceph every segment is reported locked in
+//!   compliance mode until the archive run's date.
 #![cfg(feature = "s3")]
 
 #[path = "support/s3.rs"]
 mod s3;
+#[macro_use]
+#[path = "support/ceph.rs"]
+mod ceph;
 #[cfg(feature = "server")]
 #[path = "support/server.rs"]
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::io::Read;
 use std::path::Path;
 use std::process::Output;
 
-use s3::S3Server;
+use ceph::CephServer;
+use s3::{S3Server, TestS3};
 use serde_json::Value;
 
-fn run(server: &S3Server, args: &[&str]) -> Output {
-    server.command(args).output().unwrap()
-}
-
-fn ok(server: &S3Server, args: &[&str]) -> Output {
-    let out = run(server, args);
+fn ok(server: &dyn TestS3, args: &[&str]) -> Output {
+    let out = server.run(args);
     assert!(
         out.status.success(),
         "chainlog {args:?}: {}",
@@ -56,7 +60,7 @@ fn state(pack: &Path) -> Value {
 
 /// A log of 3,000 events on 2026-03-09 from 09:00 to 09:49:59, with small
 /// segments (so that several are sealed and can be archived).
-fn make_log(server: &S3Server, log: &Path) {
+fn make_log(server: &dyn TestS3, log: &Path) {
     let input = log.with_extension("jsonl");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let lines: String = (0..3000)
@@ -77,17 +81,14 @@ fn make_log(server: &S3Server, log: &Path) {
     ok(server, &["--dir", p(log), "append", "-q", p(&input)]);
 }
 
-#[test]
-fn a_pack_states_the_archived_segments_of_its_period() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn a_pack_states_the_archived_segments_of_its_period(server: &dyn TestS3) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log");
-    make_log(&server, &log);
+    make_log(server, &log);
     let (secret, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
     ok(
-        &server,
+        server,
         &[
             "keygen",
             "--secret-key",
@@ -100,14 +101,14 @@ fn a_pack_states_the_archived_segments_of_its_period() {
         ],
     );
     ok(
-        &server,
+        server,
         &["--dir", p(&log), "archive", "--to", "s3://audit/ev", "-q"],
     );
 
     let pack = |name: &str, archive: &str| {
         let path = tmp.path().join(name);
         let out = ok(
-            &server,
+            server,
             &[
                 "--dir",
                 p(&log),
@@ -126,7 +127,7 @@ fn a_pack_states_the_archived_segments_of_its_period() {
             ],
         );
         ok(
-            &server,
+            server,
             &["check-evidence", p(&path), "--key", p(&public), "-q"],
         );
         (
@@ -170,7 +171,7 @@ fn a_pack_states_the_archived_segments_of_its_period() {
 
     // A segment deleted from the bucket is named as missing.
     let gone = segments[1]["object"].as_str().unwrap().to_string();
-    std::fs::remove_file(server.objects_dir("ev").join(&gone)).unwrap();
+    server.delete_object(&format!("ev/{gone}"));
     let (archive, _) = pack("pack-missing.zip", "s3://audit/ev");
     let problems = archive["problems"].to_string();
     assert!(
@@ -186,6 +187,7 @@ fn a_pack_states_the_archived_segments_of_its_period() {
         "{archive:#}"
     );
     assert!(stderr.contains("the archive could not be read"), "{stderr}");
+}
 }
 
 /// `chainlog serve --archive-to` puts the workspace's archive (under its
@@ -208,11 +210,9 @@ async fn the_server_packs_state_the_workspace_archive() {
         &s3.env(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !s3
-        .objects("srv/workspaces/acme")
-        .iter()
-        .any(|o| o.starts_with("manifest/"))
-    {
+    // The listing blocks on a runtime of its own.
+    let archived = || tokio::task::block_in_place(|| s3.objects("srv/workspaces/acme"));
+    while !archived().iter().any(|o| o.starts_with("manifest/")) {
         assert!(
             std::time::Instant::now() < deadline,
             "not archived: {}",
@@ -248,7 +248,7 @@ async fn the_server_packs_state_the_workspace_archive() {
 
 /// The records of `log` as `chainlog ARGS` prints them, from the directory
 /// and from the archive.
-fn both(server: &S3Server, log: &Path, args: &[&str]) -> (String, String) {
+fn both(server: &dyn TestS3, log: &Path, args: &[&str]) -> (String, String) {
     let text = |out: Output| String::from_utf8(out.stdout).unwrap();
     let mut local = vec!["--dir", p(log)];
     local.extend_from_slice(args);
@@ -257,20 +257,17 @@ fn both(server: &S3Server, log: &Path, args: &[&str]) -> (String, String) {
     (text(ok(server, &local)), text(ok(server, &archived)))
 }
 
-#[test]
-fn query_export_and_prove_read_the_archive() {
-    let Some(server) = S3Server::start() else {
-        return;
-    };
+on_both_servers! {
+fn query_export_and_prove_read_the_archive(server: &dyn TestS3) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log");
-    make_log(&server, &log);
+    make_log(server, &log);
     ok(
-        &server,
+        server,
         &["--dir", p(&log), "archive", "--to", "s3://audit/rd", "-q"],
     );
     // The archive holds the sealed segments: the first rows of the log.
-    let (local, archived) = both(&server, &log, &["export", "--format", "jsonl"]);
+    let (local, archived) = both(server, &log, &["export", "--format", "jsonl"]);
     let archived_rows = archived.lines().count();
     assert!(
         archived_rows > 1000 && archived_rows < 3000,
@@ -295,10 +292,10 @@ fn query_export_and_prove_read_the_archive() {
         "--limit",
         "50",
     ];
-    let (local, archived) = both(&server, &log, &filtered);
+    let (local, archived) = both(server, &log, &filtered);
     assert_eq!(archived, local);
     assert_eq!(archived.lines().count(), 51, "a header and 50 rows");
-    let (local, archived) = both(&server, &log, &["prove", "inclusion", "--seq", "700"]);
+    let (local, archived) = both(server, &log, &["prove", "inclusion", "--seq", "700"]);
     let (local, archived): (Value, Value) = (
         serde_json::from_str(&local).unwrap(),
         serde_json::from_str(&archived).unwrap(),
@@ -314,8 +311,50 @@ fn query_export_and_prove_read_the_archive() {
     );
 
     // No archive there: exit 2 and a clear message.
-    let out = run(&server, &["query", "--from", "s3://audit/none"]);
+    let out = server.run(&["query", "--from", "s3://audit/none"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no archive at s3://audit/none"), "{stderr}");
+}
+}
+
+on_both_servers! {
+/// The Object Lock of the archived segments, as the bucket reports it: Ceph
+/// keeps the lock (compliance, until the run's date); s3s-fs ignores the
+/// lock headers, and the pack says no segment is locked.
+fn a_pack_reports_the_object_lock_the_bucket_reports(server: &dyn TestS3) {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    make_log(server, &log);
+    let (secret, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
+    ok(server, &["keygen", "--secret-key", p(&secret), "--public-key", p(&public), "--name", "audit.example", "-q"]);
+    let url = format!("s3://{}/lk", server.locked_bucket());
+    let out = ok(server, &["--dir", p(&log), "archive", "--to", &url, "--object-lock-days", "1"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let until = said
+        .split("in compliance mode until ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no retain-until date in {said}"));
+    let pack = tmp.path().join("pack.zip");
+    ok(server, &["--dir", p(&log), "evidence", "--since", "2026-03-09T09:00:00Z", "--until", "2026-03-10T00:00:00Z", "--checkpoint-key", p(&secret), "--output", p(&pack), "--no-pdf", "--archive", &url]);
+    let archive = state(&pack)["archive"].clone();
+    let segments = archive["segments"].as_array().unwrap();
+    assert!(!segments.is_empty(), "{archive:#}");
+    if server.name() == "ceph" {
+        assert_eq!(archive["locked_segments"].as_u64(), Some(segments.len() as u64), "{archive:#}");
+        for s in segments {
+            assert_eq!(s["object_lock"]["mode"], "COMPLIANCE", "{archive:#}");
+        }
+        let earliest = archive["earliest_retain_until"].as_str().unwrap();
+        let (a, b) = (
+            chainlog::Timestamp::parse_rfc3339(earliest).unwrap(),
+            chainlog::Timestamp::parse_rfc3339(until).unwrap(),
+        );
+        assert!((a.unix_nanos() - b.unix_nanos()).abs() < 2_000_000_000, "{earliest} against {until}");
+    } else {
+        assert_eq!(archive["locked_segments"], 0, "{archive:#}");
+        assert_eq!(archive["earliest_retain_until"], Value::Null);
+    }
+}
 }

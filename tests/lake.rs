@@ -31,7 +31,7 @@ use tempfile::TempDir;
 
 #[path = "support/s3.rs"]
 mod s3;
-use s3::{library_credentials, S3Server};
+use s3::{library_credentials, S3Server, TestS3};
 
 #[path = "support/cloudtrail.rs"]
 mod cloudtrail;

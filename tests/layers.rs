@@ -34,7 +34,8 @@ const LAYERS: &[(u32, &str)] = &[
     (11, "delivery"),
     (11, "evidence"),
     (11, "witness"),
-    (12, "server"),
+    (12, "cluster"),
+    (13, "server"),
 ];
 
 /// Lines a source file may have without saying why it is one piece.

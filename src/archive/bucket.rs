@@ -60,12 +60,12 @@ pub enum Created {
 #[derive(Debug)]
 pub struct Bucket {
     target: ArchiveTarget,
-    /// For HEAD, GET and LIST.
-    store: AmazonS3,
+    /// For HEAD, GET, LIST and the conditional writes (`conditional.rs`).
+    pub(super) store: AmazonS3,
     /// For PUT: `store`, or a client that adds Object Lock headers to each
     /// request ([`Bucket::with_object_lock`]). GETs must not carry them.
     writer: AmazonS3,
-    runtime: tokio::runtime::Runtime,
+    pub(super) runtime: tokio::runtime::Runtime,
     /// Use `If-None-Match: *` (true) or HEAD-then-PUT (false).
     conditional_put: bool,
     /// For [`Bucket::object_lock`]: HEADs whose answers' headers are kept
@@ -126,7 +126,7 @@ impl Bucket {
         format!("s3://{}/{}", self.target.bucket, self.target.key(name))
     }
 
-    fn path(&self, name: &str) -> ObjectPath {
+    pub(super) fn path(&self, name: &str) -> ObjectPath {
         ObjectPath::from(self.target.key(name))
     }
 

@@ -49,6 +49,7 @@
 //! ```
 
 mod bucket;
+mod conditional;
 #[cfg(feature = "lake")]
 pub mod lake;
 mod lock_state;
@@ -63,6 +64,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use bucket::{Bucket, BucketStorage, Created, LOOPBACK_HOSTS};
+pub use conditional::{Conditional, ObjectVersion, Versioned};
 pub use lock_state::ObjectLockState;
 pub use manifest::{
     checkpoint_key, manifest_key, segment_key, Manifest, ObjectEntry, SegmentEntry, CHECKPOINT_DIR,
@@ -233,6 +235,10 @@ pub enum ArchiveError {
     /// An option is inconsistent (e.g. a checkpoint for another log).
     #[error("{0}")]
     Refused(String),
+    /// The server answered a read or a write without an ETag, which
+    /// conditional writes need.
+    #[error("{0}: the server sent no ETag, so conditional writes cannot be used")]
+    MissingETag(String),
 }
 
 impl ArchiveError {

@@ -14,6 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chainlog::archive::ArchiveTarget;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 use tempfile::TempDir;
 
 pub const ACCESS_KEY: &str = "chainlog-test";
@@ -113,17 +115,14 @@ impl S3Server {
         }
     }
 
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
     /// The directory holding the objects under `prefix`.
     pub fn objects_dir(&self, prefix: &str) -> PathBuf {
         self.root.path().join(BUCKET).join(prefix)
     }
 
-    /// The object files under `prefix`, relative, sorted.
-    pub fn objects(&self, prefix: &str) -> Vec<String> {
+    /// The object files under `prefix`, relative, sorted, read from the
+    /// server's directory (so, also while the server is down).
+    pub fn files(&self, prefix: &str) -> Vec<String> {
         fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 return;
@@ -148,8 +147,41 @@ impl S3Server {
         out.sort();
         out
     }
+}
 
-    pub fn target(&self, prefix: &str) -> ArchiveTarget {
+impl TestS3 for S3Server {
+    fn name(&self) -> &'static str {
+        "s3s-fs"
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// What the tests need of an S3 server, whichever it is (s3s-fs here, Ceph's
+/// radosgw in support/ceph.rs): both use [`ACCESS_KEY`], [`SECRET_KEY`] and
+/// the bucket [`BUCKET`]. Objects are read, changed and listed through the
+/// S3 API, as someone with write access to the bucket would.
+pub trait TestS3 {
+    /// The server's name, for messages.
+    fn name(&self) -> &'static str;
+
+    /// Its loopback port.
+    fn port(&self) -> u16;
+
+    /// `http://127.0.0.1:PORT`.
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+
+    /// The bucket for Object Lock: [`BUCKET`] on s3s-fs (which ignores the
+    /// lock headers).
+    fn locked_bucket(&self) -> &'static str {
+        BUCKET
+    }
+
+    fn target(&self, prefix: &str) -> ArchiveTarget {
         ArchiveTarget::parse(&format!("s3://{BUCKET}/{prefix}"))
             .unwrap()
             .with_endpoint(Some(self.endpoint()))
@@ -157,7 +189,7 @@ impl S3Server {
 
     /// `chainlog ARGS` with the server's endpoint and credentials in the
     /// environment.
-    pub fn command(&self, args: &[&str]) -> Command {
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chainlog"));
         command
             .args(args)
@@ -170,7 +202,7 @@ impl S3Server {
     }
 
     /// The credentials, region and endpoint a `chainlog` process needs.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
@@ -179,9 +211,82 @@ impl S3Server {
         ]
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
+    fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
+
+    /// The keys under `prefix/` of [`BUCKET`], relative to it, sorted.
+    fn objects(&self, prefix: &str) -> Vec<String> {
+        self.objects_in(BUCKET, prefix)
+    }
+
+    /// The keys under `prefix/` of `bucket`, relative to it, sorted.
+    fn objects_in(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (store, runtime) = client(&self.endpoint(), bucket);
+        let base = format!("{}/", prefix.trim_end_matches('/'));
+        let mut keys = Vec::new();
+        let mut dirs = vec![object_store::path::Path::from(prefix)];
+        while let Some(dir) = dirs.pop() {
+            let listed = runtime
+                .block_on(store.list_with_delimiter(Some(&dir)))
+                .unwrap_or_else(|e| panic!("listing {dir}: {e}"));
+            dirs.extend(listed.common_prefixes);
+            keys.extend(listed.objects.into_iter().filter_map(|meta| {
+                meta.location
+                    .as_ref()
+                    .strip_prefix(&base)
+                    .map(str::to_string)
+            }));
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The whole object `key` (under the bucket).
+    fn read_object(&self, key: &str) -> Vec<u8> {
+        let (store, runtime) = client(&self.endpoint(), BUCKET);
+        let path = object_store::path::Path::from(key);
+        runtime
+            .block_on(async { store.get(&path).await?.bytes().await })
+            .unwrap_or_else(|e| panic!("reading {key}: {e}"))
+            .to_vec()
+    }
+
+    /// Writes `key` over whatever is there (plain PUT).
+    fn write_object(&self, key: &str, bytes: Vec<u8>) {
+        let (store, runtime) = client(&self.endpoint(), BUCKET);
+        let path = object_store::path::Path::from(key);
+        runtime
+            .block_on(store.put(&path, PutPayload::from(bytes)))
+            .unwrap_or_else(|e| panic!("writing {key}: {e}"));
+    }
+
+    fn delete_object(&self, key: &str) {
+        let (store, runtime) = client(&self.endpoint(), BUCKET);
+        let path = object_store::path::Path::from(key);
+        runtime
+            .block_on(store.delete(&path))
+            .unwrap_or_else(|e| panic!("deleting {key}: {e}"));
+    }
+}
+
+/// A plain object_store client for `bucket` at `endpoint`, with the test
+/// credentials, and a runtime to drive it.
+pub fn client(endpoint: &str, bucket: &str) -> (AmazonS3, tokio::runtime::Runtime) {
+    let store = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id(ACCESS_KEY)
+        .with_secret_access_key(SECRET_KEY)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (store, runtime)
 }
 
 impl Drop for S3Server {
