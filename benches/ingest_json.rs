@@ -26,6 +26,9 @@
 //! DATA=synthetic|cloudtrail). Without `--bench` (as under
 //! `cargo test --benches`) it runs a tiny smoke pass.
 
+#[path = "support/bench_log.rs"]
+mod bench_log;
+
 #[path = "../src/bin/chainlog/bench/events.rs"]
 #[allow(dead_code)]
 mod events;
@@ -36,7 +39,7 @@ use std::time::Instant;
 use chainlog::event::record::RECORD_V1;
 use chainlog::event::{decode_record, encode_record, EventError, EventRef};
 use chainlog::query::export::{ExportFormat, ExportOptions, Exporter};
-use chainlog::{ChainHash, Durability, EncodeRecord, Event, Log, Options, Timestamp};
+use chainlog::{ChainHash, EncodeRecord, Event, Log, Timestamp};
 use serde_json::Value;
 
 const BATCH: usize = 4096;
@@ -168,14 +171,7 @@ impl Batch {
 /// CLI-like ingest of `text` into a fresh log; returns seconds.
 fn cli(reader: Reader, text: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::create(
-        dir.path(),
-        Options {
-            durability: Durability::None,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = bench_log::unsynced(dir.path());
     let mut scratch = Vec::new();
     let start = Instant::now();
     match reader {
@@ -264,14 +260,7 @@ impl EncodeRecord for Encoded<'_> {
 /// are then appended (Durability::None) as the commit thread does.
 fn server(reader: Reader, body: &str, reps: usize, append: bool) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::create(
-        dir.path(),
-        Options {
-            durability: Durability::None,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = bench_log::unsynced(dir.path());
     let (mut out, mut ends) = (Vec::new(), Vec::new());
     let start = Instant::now();
     for _ in 0..reps {

@@ -37,6 +37,9 @@ use chainlog::verify::{verify_dir_with, VerifyOptions};
 use chainlog::{ChainHash, Durability, Event, Log, LogId, Options, Outcome};
 use rusqlite::{params, Connection};
 
+#[path = "support/bench_log.rs"]
+mod bench_log;
+
 #[path = "../src/bin/chainlog/bench/events.rs"]
 mod events;
 #[path = "../src/bin/chainlog/bench/thousands.rs"]
@@ -605,14 +608,7 @@ fn verify_comparison(root: &Path, plan: &Plan) -> Vec<Line> {
     let chain_dir = fresh(root, "verify-chainlog");
     let sqlite_path = fresh(root, "verify-sqlite").join("db");
     let bare_path = fresh(root, "verify-sqlite-bare").join("db");
-    let log = Log::create(
-        &chain_dir,
-        Options {
-            durability: Durability::None,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let log = bench_log::unsynced(&chain_dir);
     let mut sqlite = open_sqlite(&sqlite_path, true, SqlitePolicy::None);
     let mut bare = open_sqlite(&bare_path, false, SqlitePolicy::None);
     let mut gen = EventGen::new(0x5eed, EVENT_BYTES);

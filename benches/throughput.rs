@@ -22,6 +22,9 @@ use chainlog::verify::{verify_dir_with, VerifyOptions};
 use chainlog::{ChainHash, Durability, Event, Log, LogId, Options};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+#[path = "support/bench_log.rs"]
+mod bench_log;
+
 #[path = "../src/bin/chainlog/bench/events.rs"]
 mod events;
 
@@ -81,14 +84,7 @@ fn append(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     for batched in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::create(
-            dir.path(),
-            Options {
-                durability: Durability::None,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let log = bench_log::unsynced(dir.path());
         let mut k = 0;
         let name = if batched {
             "append_batch of 256"

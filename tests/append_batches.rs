@@ -78,6 +78,16 @@ fn append(dir: &Path, file: Option<&Path>, stdin: &str) -> Output {
     out
 }
 
+/// Checks that `out` is an append refused (exit 2) at line `n` of `input`,
+/// for its unknown field; returns its stderr.
+fn refused_at(out: Output, n: u64) -> String {
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "line {n}: {stderr}");
+    let want = format!("chainlog: line {}: unknown field `colour`", numbered(n));
+    assert!(stderr.starts_with(&want), "line {n}: {stderr}");
+    stderr
+}
+
 /// The actors of every record, in order.
 fn actors(dir: &Path) -> Vec<String> {
     let log = Log::open(dir, Options::for_reading()).unwrap();
@@ -121,16 +131,7 @@ fn a_bad_line_in_a_large_file_appends_nothing_and_is_numbered_from_the_start() {
     ];
     for (bad, reported) in cases {
         std::fs::write(&file, input(&bad)).unwrap();
-        let out = append(&dir, Some(&file), "");
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!(
-                "chainlog: line {}: unknown field `colour`",
-                numbered(reported)
-            )),
-            "{bad:?}: {stderr}"
-        );
+        let stderr = refused_at(append(&dir, Some(&file), ""), reported);
         assert!(
             stderr.contains("nothing was appended (the whole file is checked first)"),
             "{bad:?}: {stderr}"
@@ -152,16 +153,7 @@ fn a_bad_line_in_a_large_stream_appends_the_lines_before_it() {
     init(&dir);
     // After two full batches and part of a third.
     let bad = 4096 * 2 + 100;
-    let out = append(&dir, None, &input(&[bad]));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.starts_with(&format!(
-            "chainlog: line {}: unknown field `colour`",
-            numbered(bad)
-        )),
-        "{stderr}"
-    );
+    let stderr = refused_at(append(&dir, None, &input(&[bad])), bad);
     let before = bad - 1;
     assert!(
         stderr.contains(&format!(

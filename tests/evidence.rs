@@ -668,24 +668,18 @@ fn the_report_renders_in_headless_chromium_with_charts_and_tables() {
     let url = format!("file://{}", page.display());
     let profile = f.dir.join("chromium-profile");
     let chromium = |extra: &[&str]| {
-        let out = Command::new(browser::CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "chromium: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        server::succeed(
+            Command::new(browser::CHROMIUM)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--hide-scrollbars",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .args(extra)
+                .arg(&url),
+        )
     };
     // The DOM as Chromium built it.
     let dom = String::from_utf8(chromium(&["--dump-dom"]).stdout).unwrap();
@@ -757,30 +751,25 @@ fn the_report_renders_in_headless_chromium_with_charts_and_tables() {
         Path::new(browser::CHROMIUM).parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = server::chainlog()
-        .env("PATH", path)
-        .args([
-            "evidence",
-            "--log",
-            p(&f.dir.join("other")),
-            "--since",
-            "2000-01-01T00:00:00Z",
-        ])
-        .args([
-            "--checkpoint-key",
-            p(&f.secret),
-            "-o",
-            p(&with_pdf),
-            "--sample",
-            "4",
-            "-q",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    server::succeed(
+        server::chainlog()
+            .env("PATH", path)
+            .args([
+                "evidence",
+                "--log",
+                p(&f.dir.join("other")),
+                "--since",
+                "2000-01-01T00:00:00Z",
+            ])
+            .args([
+                "--checkpoint-key",
+                p(&f.secret),
+                "-o",
+                p(&with_pdf),
+                "--sample",
+                "4",
+                "-q",
+            ]),
     );
     assert!(entry(&with_pdf, "report.pdf").starts_with(b"%PDF"));
     ok(&["check-evidence", p(&with_pdf), "--key", p(&f.public)]);

@@ -18,7 +18,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use support::{
     chainlog, create_key, data_with_admin, key_id, raw_get, raw_request, small_segment_workspace,
-    test_certificate, TestCertificate, TestServer,
+    succeed, test_certificate, TestCertificate, TestServer,
 };
 
 async fn call(
@@ -839,22 +839,17 @@ async fn keys_are_managed_over_http_and_the_cli() {
     assert_eq!(listed.as_array().unwrap().len(), 4);
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
-    let out = chainlog()
-        .args([
-            "apikey",
-            "revoke",
-            key_id(&fresh),
-            "--actor",
-            "carol",
-            "--data",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        chainlog()
+            .args([
+                "apikey",
+                "revoke",
+                key_id(&fresh),
+                "--actor",
+                "carol",
+                "--data",
+            ])
+            .arg(&data),
     );
     let globex = records(&data.join("workspaces/globex"));
     let last = globex.last().unwrap();

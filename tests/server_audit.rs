@@ -43,6 +43,15 @@ async fn call(
     (response.status(), response.text().await.unwrap())
 }
 
+/// The first page of workspace `acme`'s events of `event_type` (none if
+/// the answer has no page).
+async fn acme_events(client: &Client, url: &str, key: &str, event_type: &str) -> Vec<Value> {
+    let events = format!("{url}/v1/workspaces/acme/events?event={event_type}");
+    let (_, body) = call(client, Method::GET, &events, Some(key), None).await;
+    let page: Value = serde_json::from_str(&body).unwrap();
+    page["events"].as_array().cloned().unwrap_or_default()
+}
+
 /// Every record of a log, read without the writer lock.
 fn records(dir: &Path) -> Vec<Record> {
     let log = Log::open(dir, Options::for_reading()).unwrap();
@@ -407,17 +416,8 @@ async fn every_refusal_lands_in_a_log_an_admin_reads() {
         .unwrap();
     assert_eq!(revoked["context"]["key_id"], key_id(&doomed));
     // A refusal on a workspace's route goes to that workspace's log.
-    let (_, body) = call(
-        &client,
-        Method::GET,
-        &format!("{url}/v1/workspaces/acme/events?event=request.refused"),
-        Some(&read),
-        None,
-    )
-    .await;
-    let page: Value = serde_json::from_str(&body).unwrap();
-    let acme = page["events"].as_array().unwrap();
-    assert_eq!(acme.len(), 1, "{page}");
+    let acme = acme_events(&client, url, &read, "request.refused").await;
+    assert_eq!(acme.len(), 1, "{acme:?}");
     assert_eq!(acme[0]["context"]["path"], "/v1/workspaces/acme/events/1");
     assert_eq!(acme[0]["context"]["method"], "DELETE");
     // The same with a valid key is a security event, with the key's id.
@@ -430,17 +430,8 @@ async fn every_refusal_lands_in_a_log_an_admin_reads() {
     )
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    let (_, body) = call(
-        &client,
-        Method::GET,
-        &format!("{url}/v1/workspaces/acme/events?event=access.denied"),
-        Some(&read),
-        None,
-    )
-    .await;
-    let page: Value = serde_json::from_str(&body).unwrap();
-    let denied = page["events"].as_array().unwrap();
-    assert_eq!(denied.len(), 1, "{page}");
+    let denied = acme_events(&client, url, &read, "access.denied").await;
+    assert_eq!(denied.len(), 1, "{denied:?}");
     assert_eq!(denied[0]["context"]["reason"], "method_not_allowed");
     assert_eq!(denied[0]["context"]["key_id"], key_id(&read));
     assert_eq!(denied[0]["context"]["status"], 405);
@@ -591,14 +582,9 @@ async fn an_export_cut_short_is_recorded_with_what_was_sent() {
     // The export ends when the server notices; then it is recorded.
     let deadline = Instant::now() + Duration::from_secs(60);
     let export = loop {
-        let url = format!(
-            "{}/v1/workspaces/acme/events?event=access.export",
-            server.url
-        );
-        let (_, body) = call(&client, Method::GET, &url, Some(&admin), None).await;
-        let page: Value = serde_json::from_str(&body).unwrap();
-        if let Some(e) = page["events"].get(0) {
-            break e.clone();
+        let events = acme_events(&client, &server.url, &admin, "access.export").await;
+        if let Some(e) = events.into_iter().next() {
+            break e;
         }
         assert!(Instant::now() < deadline, "no access.export event");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -23,6 +23,15 @@ struct Answer {
     body: Value,
 }
 
+/// Checks that `a` is a new append (201, not a replayed answer).
+fn assert_appended(a: &Answer) {
+    assert_eq!(
+        (a.status, a.replayed.as_deref()),
+        (StatusCode::CREATED, None),
+        "{a:?}"
+    );
+}
+
 async fn post(
     client: &Client,
     url: &str,
@@ -108,11 +117,7 @@ async fn retries_are_answered_once() {
     .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused:?}");
     let fixed = post(&client, &url, &key, Some("retry-2"), &event("d")).await;
-    assert_eq!(
-        (fixed.status, fixed.replayed.as_deref()),
-        (StatusCode::CREATED, None),
-        "{fixed:?}"
-    );
+    assert_appended(&fixed);
 
     // Eight identical requests at once: one append, and every answer is
     // that append's (first or replayed) or 409 while it runs.
@@ -146,11 +151,7 @@ async fn retries_are_answered_once() {
     let newest = post(&client, &url, &key, Some("retry-4"), &event("f")).await;
     assert_eq!(newest.status, StatusCode::CREATED, "{newest:?}");
     let forgotten = post(&client, &url, &key, Some("retry-1"), &event("a")).await;
-    assert_eq!(
-        (forgotten.status, forgotten.replayed.as_deref()),
-        (StatusCode::CREATED, None),
-        "{forgotten:?}"
-    );
+    assert_appended(&forgotten);
     assert_ne!(forgotten.body, first.body);
 
     // Without the header, every POST appends.

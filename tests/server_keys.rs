@@ -29,6 +29,14 @@ fn records(dir: &Path) -> Vec<Record> {
     log.iter_from(0).map(Result::unwrap).collect()
 }
 
+/// How many records of `event_type` `dir`'s log holds.
+fn count_records(dir: &Path, event_type: &str) -> usize {
+    records(dir)
+        .iter()
+        .filter(|r| r.event.event_type == event_type)
+        .count()
+}
+
 /// Polls `dir`'s log until a record satisfies `found` (the server records
 /// outside changes within half a second; the deadline is for slow CI).
 fn wait_for_record(dir: &Path, what: &str, found: impl Fn(&Record) -> bool) -> Record {
@@ -247,10 +255,7 @@ fn a_reload_of_an_unsafe_key_file_is_refused_and_recorded() {
     assert_eq!(created.event.actor, "system");
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
-    let refusals = records(&data.join("server-log"))
-        .into_iter()
-        .filter(|r| r.event.event_type == "apikey.reload_refused")
-        .count();
+    let refusals = count_records(&data.join("server-log"), "apikey.reload_refused");
     assert_eq!(refusals, 1, "one refusal recorded, not one per look");
 }
 
@@ -303,10 +308,7 @@ fn edits_to_the_key_file_are_recorded_in_the_workspace() {
     assert_eq!(status, 201);
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
-    let created = records(&data.join("workspaces/acme"))
-        .into_iter()
-        .filter(|r| r.event.event_type == "apikey.created")
-        .count();
+    let created = count_records(&data.join("workspaces/acme"), "apikey.created");
     assert_eq!(created, 3, "two by the CLI, one over HTTP, none twice");
 }
 
@@ -360,10 +362,7 @@ fn the_cli_revokes_a_key_while_the_server_runs() {
     });
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
-    let revocations = records(&data.join("workspaces/acme"))
-        .into_iter()
-        .filter(|r| r.event.event_type == "apikey.revoked")
-        .count();
+    let revocations = count_records(&data.join("workspaces/acme"), "apikey.revoked");
     assert_eq!(revocations, 1);
 }
 

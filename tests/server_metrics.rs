@@ -65,6 +65,16 @@ fn parse(python: &Path, text: &str) -> Result<(Samples, BTreeMap<String, String>
     Ok((samples, types))
 }
 
+/// The labels of `chainlog_http_requests_total` for answers of `status` to
+/// `method` on the events route.
+fn events_route<'a>(method: &'a str, status: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("route", "/v1/workspaces/{w}/events"),
+        ("method", method),
+        ("status", status),
+    ]
+}
+
 fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut labels: Vec<(String, String)> = labels
         .iter()
@@ -133,11 +143,7 @@ fn metrics_move_as_the_requests_say() {
     assert_eq!(value(&before, "chainlog_commit_queue_depth", &acme), 0.0);
     assert_eq!(value(&before, "chainlog_workspace_records", &acme), 2.0);
     assert!(value(&before, "chainlog_workspace_bytes", &acme) > 0.0);
-    let posted = [
-        ("route", "/v1/workspaces/{w}/events"),
-        ("method", "POST"),
-        ("status", "201"),
-    ];
+    let posted = events_route("POST", "201");
     assert_eq!(value(&before, "chainlog_http_requests_total", &posted), 1.0);
 
     // Seven events in one request: +7 records, one more fdatasync at least.
@@ -172,22 +178,14 @@ fn metrics_move_as_the_requests_say() {
     );
     assert_eq!(status, 400);
     let (refused, _) = parse(&python, &server.scrape()).unwrap();
-    let duplicate = [
-        ("route", "/v1/workspaces/{w}/events"),
-        ("method", "GET"),
-        ("status", "400"),
-    ];
+    let duplicate = events_route("GET", "400");
     assert_eq!(
         value(&refused, "chainlog_http_requests_total", &duplicate),
         1.0
     );
     let missing = [("event", "auth.failed"), ("reason", "missing_key")];
     assert_eq!(value(&refused, "chainlog_refusals_total", &missing), 1.0);
-    let unauthorized = [
-        ("route", "/v1/workspaces/{w}/events"),
-        ("method", "GET"),
-        ("status", "401"),
-    ];
+    let unauthorized = events_route("GET", "401");
     assert_eq!(
         value(&refused, "chainlog_http_requests_total", &unauthorized),
         1.0

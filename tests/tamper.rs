@@ -6,6 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/segment_image.rs"]
+mod segment_image;
+use segment_image::{data_end, fix_frame_crc, fix_header_crc, fix_trailer_crc, frames, FrameAt};
+
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -15,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use chainlog::event::encode_record;
 use chainlog::format::frame::{self, FRAME_HEADER_BYTES};
 use chainlog::format::segment::{
-    self, data_end_limit, HEADER_BYTES, MIN_SEGMENT_BYTES, TRAILER_AREA_BYTES, TRAILER_BYTES,
+    self, data_end_limit, MIN_SEGMENT_BYTES, TRAILER_AREA_BYTES, TRAILER_BYTES,
 };
 use chainlog::hash::chain::{ChainHash, LogId};
 use chainlog::storage::sim::SimDisk;
@@ -163,60 +167,6 @@ impl Built {
     }
 }
 
-/// A frame found in a segment image.
-#[derive(Debug, Clone, Copy)]
-struct FrameAt {
-    offset: usize,
-    len: usize,
-    seq: u64,
-}
-
-fn frames(image: &[u8]) -> Vec<FrameAt> {
-    let limit = data_end_limit(image.len() as u64) as usize;
-    let mut at = HEADER_BYTES as usize;
-    let mut out = Vec::new();
-    while at + FRAME_HEADER_BYTES <= limit {
-        match frame::decode(&image[at..limit]).unwrap() {
-            Some(f) => {
-                out.push(FrameAt {
-                    offset: at,
-                    len: f.padded_len(),
-                    seq: f.seq,
-                });
-                at += f.padded_len();
-            }
-            None => break,
-        }
-    }
-    out
-}
-
-fn data_end(image: &[u8]) -> usize {
-    let f = frames(image);
-    let last = f.last().unwrap();
-    last.offset + last.len
-}
-
-/// Recomputes the CRC of the frame at `offset`.
-fn fix_crc(image: &mut [u8], offset: usize) {
-    let len = u32::from_le_bytes(image[offset + 4..offset + 8].try_into().unwrap()) as usize;
-    let crc = crc32c::crc32c(&image[offset + 4..offset + FRAME_HEADER_BYTES + len]);
-    image[offset..offset + 4].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Recomputes the header CRC.
-fn fix_header_crc(image: &mut [u8]) {
-    let crc = crc32c::crc32c(&image[..124]);
-    image[124..128].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Recomputes the trailer CRC.
-fn fix_trailer_crc(image: &mut [u8]) {
-    let at = data_end_limit(image.len() as u64) as usize;
-    let crc = crc32c::crc32c(&image[at..at + 92]);
-    image[at + 92..at + 96].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// Replaces a segment file's contents (both images).
 fn put(disk: &SimDisk, path: &Path, image: &[u8]) {
     disk.tamper(path, 0, image).unwrap();
@@ -304,7 +254,7 @@ fn modified_record_with_crc_fixed_is_a_hash_mismatch() {
         let at = f.offset + f.len - 16;
         assert_eq!(img[at], b'x');
         img[at] = b'y';
-        fix_crc(img, f.offset);
+        fix_frame_crc(img, f.offset);
     });
     assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
     assert_problem(
@@ -381,7 +331,7 @@ fn modified_stored_hash_is_a_hash_mismatch() {
     let (s, f) = middle_of_segment_1();
     let report = verify_damaged(s, |img| {
         img[f.offset + 16 + 5] ^= 0x80;
-        fix_crc(img, f.offset);
+        fix_frame_crc(img, f.offset);
     });
     assert_problem(
         &report.problems[0],
@@ -509,7 +459,7 @@ fn inserted_forged_record_is_detected() {
     frame::finish(&mut forged, start);
     frame::link(&mut forged, f.seq, &ChainHash([0x42; 32]));
     forged[16..48].copy_from_slice(&[0x17; 32]);
-    fix_crc(&mut forged, 0);
+    fix_frame_crc(&mut forged, 0);
     assert!(frame::decode(&forged).unwrap().is_some());
     let report = verify_damaged(s, |img| {
         let end = data_end(img);
@@ -580,7 +530,7 @@ fn damage_to_any_of_consecutive_frames_is_reported_alike() {
         // A changed record with a fixed CRC: only its hash is wrong.
         let report = verify_damaged(1, |img| {
             img[at.offset + FRAME_HEADER_BYTES + 20] ^= 0x01;
-            fix_crc(img, at.offset);
+            fix_frame_crc(img, at.offset);
         });
         assert_eq!(
             report.problems.len(),
@@ -644,7 +594,7 @@ fn record_that_does_not_decode_is_malformed() {
     let report = verify_damaged(s, |img| {
         // Outcome code 7: the CRC is fixed, the hash is not.
         img[f.offset + 48 + 8] = 7;
-        fix_crc(img, f.offset);
+        fix_frame_crc(img, f.offset);
     });
     assert!(
         has(&report, ProblemKind::RecordMalformed, Some(f.seq)),
@@ -1014,7 +964,7 @@ fn tampering_on_real_files_is_detected() {
     let mut image = std::fs::read(&path).unwrap();
     let f = frames(&image)[5];
     image[f.offset + f.len - 16] = b'z';
-    fix_crc(&mut image, f.offset);
+    fix_frame_crc(&mut image, f.offset);
     std::fs::write(&path, &image).unwrap();
     let report = verify_dir(&FsStorage, tmp.path(), &mut |_| {}).unwrap();
     assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);

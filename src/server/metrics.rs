@@ -30,7 +30,8 @@ use axum::Router;
 use parking_lot::Mutex;
 
 use crate::server::deliveries;
-use crate::server::slots::Slots;
+use crate::server::slots::{Slots, Usage};
+use crate::server::workspace::Open;
 use crate::server::AppState;
 use crate::storage::stats::{self, SYNC_BUCKETS_US};
 
@@ -209,29 +210,52 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
 }
 
+/// A gauge with `value` of every open workspace.
+fn workspace_gauge(
+    f: &mut Family<'_>,
+    open: &[(String, Open)],
+    name: &str,
+    help: &str,
+    value: fn(&Open) -> u64,
+) {
+    f.head(name, "gauge", help);
+    for (w, o) in open {
+        f.sample(name, &[("workspace", w.as_str())], value(o));
+    }
+}
+
+/// A gauge with `value` of every workspace's slot usage, by kind.
+fn slot_gauge(
+    f: &mut Family<'_>,
+    all: &[&Slots],
+    name: &str,
+    help: &str,
+    value: fn(&Usage) -> usize,
+) {
+    f.head(name, "gauge", help);
+    for slots in all {
+        for (w, usage) in slots.usage() {
+            let labels = [("kind", slots.kind()), ("workspace", w.as_str())];
+            f.sample(name, &labels, value(&usage));
+        }
+    }
+}
+
 fn slot_families(f: &mut Family<'_>, all: &[&Slots]) {
-    f.head(
+    slot_gauge(
+        f,
+        all,
         "chainlog_slots_running",
-        "gauge",
         "Exports streaming and verifications running, per workspace.",
+        |u| u.running,
     );
-    for slots in all {
-        for (w, usage) in slots.usage() {
-            let labels = [("kind", slots.kind()), ("workspace", w.as_str())];
-            f.sample("chainlog_slots_running", &labels, usage.running);
-        }
-    }
-    f.head(
+    slot_gauge(
+        f,
+        all,
         "chainlog_slots_queued",
-        "gauge",
         "Requests waiting for a slot, per workspace.",
+        |u| u.queued,
     );
-    for slots in all {
-        for (w, usage) in slots.usage() {
-            let labels = [("kind", slots.kind()), ("workspace", w.as_str())];
-            f.sample("chainlog_slots_queued", &labels, usage.queued);
-        }
-    }
     f.head(
         "chainlog_slots_refused_total",
         "counter",
@@ -358,38 +382,30 @@ pub(crate) fn render(state: &AppState) -> String {
         "Workspace logs open (opened by an authorized request, kept open).",
     );
     f.sample("chainlog_workspaces_open", &[], open.len());
-    f.head(
+    workspace_gauge(
+        f,
+        &open,
         "chainlog_commit_queue_depth",
-        "gauge",
         "Append requests waiting in a workspace's commit queue.",
+        |o| o.committer.depth() as u64,
     );
-    for (w, o) in &open {
-        let labels = [("workspace", w.as_str())];
-        f.sample("chainlog_commit_queue_depth", &labels, o.committer.depth());
-    }
-    f.head(
+    workspace_gauge(
+        f,
+        &open,
         "chainlog_workspace_records",
-        "gauge",
         "Records retained in an open workspace's log.",
+        |o| {
+            let s = o.log.state();
+            s.next_seq.saturating_sub(s.first_seq)
+        },
     );
-    for (w, o) in &open {
-        let s = o.log.state();
-        let labels = [("workspace", w.as_str())];
-        f.sample(
-            "chainlog_workspace_records",
-            &labels,
-            s.next_seq.saturating_sub(s.first_seq),
-        );
-    }
-    f.head(
+    workspace_gauge(
+        f,
+        &open,
         "chainlog_workspace_bytes",
-        "gauge",
         "Bytes of an open workspace's log directory (segments, preallocated, and indexes).",
+        |o| dir_bytes(o.log.dir()),
     );
-    for (w, o) in &open {
-        let labels = [("workspace", w.as_str())];
-        f.sample("chainlog_workspace_bytes", &labels, dir_bytes(o.log.dir()));
-    }
     delivery_families(f, state);
     f.head(
         "process_open_fds",

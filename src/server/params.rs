@@ -319,31 +319,16 @@ mod tests {
     #[test]
     fn provenance_filters() {
         let now = Timestamp::parse_rfc3339("2026-03-09T12:00:00Z").unwrap();
-        let p = parse(
-            &pairs(&[
-                ("appender", "key-1"),
-                ("appender", "key-2"),
-                ("origin", "engine"),
-                ("received_since", "2h"),
-                ("received_until", "2026-03-09T11:30:00Z"),
-            ]),
-            Endpoint::Export,
-            now,
-        );
-        let e = p.unwrap_err();
+        let items = pairs(&[
+            ("appender", "key-1"),
+            ("appender", "key-2"),
+            ("origin", "engine"),
+            ("received_since", "2h"),
+            ("received_until", "2026-03-09T11:30:00Z"),
+        ]);
+        let e = parse(&items, Endpoint::Export, now).unwrap_err();
         assert!(e.detail.contains("`format` is required"), "{}", e.detail);
-        let p = parse(
-            &pairs(&[
-                ("appender", "key-1"),
-                ("appender", "key-2"),
-                ("origin", "engine"),
-                ("received_since", "2h"),
-                ("received_until", "2026-03-09T11:30:00Z"),
-            ]),
-            Endpoint::Events,
-            now,
-        )
-        .unwrap();
+        let p = parse(&items, Endpoint::Events, now).unwrap();
         let f = &p.query.filter;
         assert_eq!(f.appenders, ["key-1", "key-2"]);
         assert_eq!(f.origins, [crate::event::Origin::Engine]);

@@ -10,6 +10,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Runs `command` and returns its output; fails the test, with the
+/// command's standard error, unless it exits 0.
+pub fn succeed(command: &mut Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The `chainlog` binary.
 pub fn chainlog() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chainlog"))

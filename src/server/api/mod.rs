@@ -31,10 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 
 use crate::server::error::ApiError;
@@ -61,60 +62,39 @@ type Shared = Arc<AppState>;
 /// All routes, with the request timeout and common headers around them.
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
-        .route("/", get(dashboard).fallback(refusals::not_allowed("GET")))
-        .route(
-            "/healthz",
-            get(healthz).fallback(refusals::not_allowed("GET")),
-        )
-        .route(
-            "/v1/key",
-            get(whoami).fallback(refusals::not_allowed("GET")),
-        )
-        .route(
-            "/v1/server-log/events",
-            get(super::server_log::events).fallback(refusals::not_allowed("GET")),
-        )
+        .route("/", get_only(dashboard))
+        .route("/healthz", get_only(healthz))
+        .route("/v1/key", get_only(whoami))
+        .route("/v1/server-log/events", get_only(super::server_log::events))
         .route(
             "/v1/workspaces/{w}/events",
             get(get_events)
                 .post(post_events)
                 .fallback(refusals::events_not_editable("GET, POST")),
         )
-        .route(
-            "/v1/workspaces/{w}/events/stream",
-            get(tail::stream).fallback(refusals::not_allowed("GET")),
-        )
+        .route("/v1/workspaces/{w}/events/stream", get_only(tail::stream))
         .route(
             "/v1/workspaces/{w}/events/summary",
-            get(summary::get_summary).fallback(refusals::not_allowed("GET")),
+            get_only(summary::get_summary),
         )
         .route(
             "/v1/workspaces/{w}/events/{seq}/proof",
-            get(summary::get_proof).fallback(refusals::not_allowed("GET")),
+            get_only(summary::get_proof),
         )
         .route(
             "/v1/workspaces/{w}/events/{seq}",
             get(get_event).fallback(refusals::events_not_editable("GET")),
         )
-        .route(
-            "/v1/workspaces/{w}/export",
-            get(export).fallback(refusals::not_allowed("GET")),
-        )
-        .route(
-            "/v1/workspaces/{w}/verify",
-            get(verify).fallback(refusals::not_allowed("GET")),
-        )
-        .route(
-            "/v1/workspaces/{w}/checkpoint",
-            get(checkpoint).fallback(refusals::not_allowed("GET")),
-        )
+        .route("/v1/workspaces/{w}/export", get_only(export))
+        .route("/v1/workspaces/{w}/verify", get_only(verify))
+        .route("/v1/workspaces/{w}/checkpoint", get_only(checkpoint))
         .route(
             "/v1/workspaces/{w}/checkpoint/witnessed",
-            get(read::witnessed_checkpoint).fallback(refusals::not_allowed("GET")),
+            get_only(read::witnessed_checkpoint),
         )
         .route(
             "/v1/workspaces/{w}/evidence",
-            get(evidence::evidence_pack).fallback(refusals::not_allowed("GET")),
+            get_only(evidence::evidence_pack),
         )
         .route(
             "/v1/workspaces/{w}/keys",
@@ -128,7 +108,7 @@ pub(crate) fn router(state: Shared) -> Router {
         )
         .route(
             "/v1/workspaces/{w}/deliveries",
-            get(deliveries::list_deliveries).fallback(refusals::not_allowed("GET")),
+            get_only(deliveries::list_deliveries),
         )
         .route(
             "/v1/workspaces/{w}/deliveries/{name}",
@@ -144,6 +124,16 @@ pub(crate) fn router(state: Shared) -> Router {
         .fallback(refusals::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// A route that answers GET with `handler`, and any other method with 405
+/// naming GET.
+fn get_only<H, T>(handler: H) -> MethodRouter<Shared>
+where
+    H: Handler<T, Shared>,
+    T: 'static,
+{
+    get(handler).fallback(refusals::not_allowed("GET"))
 }
 
 /// Request timeout and headers every answer carries.
