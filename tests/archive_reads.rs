@@ -12,14 +12,13 @@
 //!   named, and an archive that cannot be read is said in the pack (and on
 //!   stderr), never left out; on Ceph every segment is reported locked in
 //!   compliance mode until the archive run's date.
-#![cfg(feature = "s3")]
+#![cfg(all(feature = "s3", feature = "server"))]
 
 #[path = "support/s3.rs"]
 mod s3;
 #[macro_use]
 #[path = "support/ceph.rs"]
 mod ceph;
-#[cfg(feature = "server")]
 #[path = "support/server.rs"]
 mod support;
 #[path = "support/tools.rs"]
@@ -34,13 +33,7 @@ use s3::{S3Server, TestS3};
 use serde_json::Value;
 
 fn ok(server: &dyn TestS3, args: &[&str]) -> Output {
-    let out = server.run(args);
-    assert!(
-        out.status.success(),
-        "chainlog {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    support::succeed(&mut server.command(args))
 }
 
 fn p(path: &Path) -> &str {
@@ -86,20 +79,9 @@ fn a_pack_states_the_archived_segments_of_its_period(server: &dyn TestS3) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log");
     make_log(server, &log);
-    let (secret, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
-    ok(
-        server,
-        &[
-            "keygen",
-            "--secret-key",
-            p(&secret),
-            "--public-key",
-            p(&public),
-            "--name",
-            "audit.example",
-            "-q",
-        ],
-    );
+    // The log's checkpoint key, and its public half beside it.
+    let secret = support::checkpoint_key(tmp.path());
+    let public = tmp.path().join("cp.pub");
     ok(
         server,
         &["--dir", p(&log), "archive", "--to", "s3://audit/ev", "-q"],
@@ -192,7 +174,6 @@ fn a_pack_states_the_archived_segments_of_its_period(server: &dyn TestS3) {
 
 /// `chainlog serve --archive-to` puts the workspace's archive (under its
 /// prefix) in the packs `GET …/evidence` streams.
-#[cfg(feature = "server")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_packs_state_the_workspace_archive() {
     let Some(s3) = S3Server::start() else {
@@ -326,8 +307,7 @@ fn a_pack_reports_the_object_lock_the_bucket_reports(server: &dyn TestS3) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log");
     make_log(server, &log);
-    let (secret, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
-    ok(server, &["keygen", "--secret-key", p(&secret), "--public-key", p(&public), "--name", "audit.example", "-q"]);
+    let secret = support::checkpoint_key(tmp.path());
     let url = format!("s3://{}/lk", server.locked_bucket());
     let out = ok(server, &["--dir", p(&log), "archive", "--to", &url, "--object-lock-days", "1"]);
     let said = String::from_utf8_lossy(&out.stdout);

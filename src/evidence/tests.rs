@@ -34,6 +34,19 @@ fn log_with_events(dir: &Path, n: i64) -> Log {
     log
 }
 
+/// A log of 400 events, 100 a day from `START`, its key, and the options
+/// of a pack of its second and third days (seqs 100 to 300).
+fn days_one_and_two() -> (tempfile::TempDir, Log, NoteSigner, EvidenceOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_events(&dir.path().join("log"), 400);
+    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
+    let options = EvidenceOptions::new(
+        Timestamp::from_unix_nanos(START + DAY_NANOS),
+        Timestamp::from_unix_nanos(START + 3 * DAY_NANOS),
+    );
+    (dir, log, signer, options)
+}
+
 fn build_to(path: &Path, log: &Log, signer: &NoteSigner, options: &EvidenceOptions) -> PackSummary {
     let file = std::fs::File::create(path).unwrap();
     build(log, signer, options, file, &|_| None, &mut |_, _| {}).unwrap()
@@ -63,14 +76,8 @@ fn write_zip(path: &Path, files: &[(String, Vec<u8>)]) {
 
 #[test]
 fn a_pack_round_trips_and_any_changed_byte_is_found_in_its_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log_with_events(&dir.path().join("log"), 400);
-    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
+    let (dir, log, signer, mut options) = days_one_and_two();
     let witnessed = log.checkpoint("chainlog").unwrap().sign(&signer).unwrap();
-    let mut options = EvidenceOptions::new(
-        Timestamp::from_unix_nanos(START + DAY_NANOS),
-        Timestamp::from_unix_nanos(START + 3 * DAY_NANOS),
-    );
     options.seed = 11;
     options.sample = 8;
     options.witnessed_checkpoint = Some(witnessed);
@@ -139,13 +146,7 @@ fn a_pack_from_the_first_record_and_an_empty_period_check_out() {
 
 #[test]
 fn the_archive_state_is_asked_for_the_packs_seqs_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log_with_events(&dir.path().join("log"), 400);
-    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
-    let mut options = EvidenceOptions::new(
-        Timestamp::from_unix_nanos(START + DAY_NANOS),
-        Timestamp::from_unix_nanos(START + 3 * DAY_NANOS),
-    );
+    let (dir, log, signer, mut options) = days_one_and_two();
     options.archive = Some(ArchiveState(std::sync::Arc::new(|first, end| {
         serde_json::json!({
             "target": "s3://audit/prod", "first_seq": first, "end_seq": end,
@@ -186,13 +187,7 @@ fn the_archive_state_is_asked_for_the_packs_seqs_and_reported() {
 
 #[test]
 fn a_witnessed_checkpoint_is_linked_to_the_end_or_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log_with_events(&dir.path().join("log"), 400);
-    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
-    let mut options = EvidenceOptions::new(
-        Timestamp::from_unix_nanos(START + DAY_NANOS),
-        Timestamp::from_unix_nanos(START + 3 * DAY_NANOS),
-    );
+    let (dir, log, signer, mut options) = days_one_and_two();
     let pack = dir.path().join("pack.zip");
     let proof_of = |pack: &Path| {
         files_of(pack)
