@@ -2,7 +2,7 @@
 //! S3 servers on 127.0.0.1: `s3s-fs` (which checks request signatures),
 //! installed by `scripts/s3-server.sh install`, and Ceph's radosgw (Debian's
 //! packages, `scripts/ceph-server.sh`). Most tests are one body run against
-//! both ([`on_both_servers`]): `NAME::s3s_fs` starts its own s3s-fs on a free
+//! both (`on_both_servers!`, in tests/support/ceph.rs): `NAME::s3s_fs` starts its own s3s-fs on a free
 //! loopback port with a fresh root directory, killed on drop; `NAME::ceph`
 //! uses the test binary's one Ceph, under a prefix of its own. Killing the
 //! server mid-run and the throughput figures are s3s-fs only.
