@@ -26,7 +26,7 @@ use crate::hash::merkle::Hash;
 use crate::hash::proof;
 use crate::log::Log;
 use crate::query::export::{ExportFormat, ExportOptions, Exporter};
-use crate::query::proofs::{hash_to_hex, InclusionProof};
+use crate::query::proofs::{hash_to_hex, InclusionProof, ProveError};
 use crate::query::prover::Prover;
 use crate::query::{EventPattern, Filter, Match, Query};
 
@@ -235,18 +235,30 @@ fn witnessed_link(
         )));
     }
     let (w, e) = ((witnessed.size, witnessed.root), (end.size, end.root));
+    let size = prover.tree_head().size;
+    if w.0 > size {
+        return Err(EvidenceError::BadWitnessed(format!(
+            "the witnesses saw {} records, the log has {size}: records were lost after they cosigned",
+            w.0
+        )));
+    }
     let proof = match w.0.cmp(&e.0) {
         std::cmp::Ordering::Equal if w.1 == e.1 => return Ok(None),
-        std::cmp::Ordering::Equal => {
-            return Err(EvidenceError::BadWitnessed(format!(
-                "its tree of {} records has another root than the log's: the log was forked",
-                w.0
-            )))
-        }
-        std::cmp::Ordering::Less => prover.consistency(w.0, &w.1, e.0, &e.1)?,
-        std::cmp::Ordering::Greater => prover.consistency(e.0, &e.1, w.0, &w.1)?,
+        std::cmp::Ordering::Equal => Err(ProveError::Mismatch(String::new())),
+        std::cmp::Ordering::Less => prover.consistency(w.0, &w.1, e.0, &e.1),
+        std::cmp::Ordering::Greater => prover.consistency(e.0, &e.1, w.0, &w.1),
     };
-    Ok(Some(proof))
+    match proof {
+        Ok(proof) => Ok(Some(proof)),
+        // Retention deleted what the proof needs: the pack carries the
+        // witnessed checkpoint unlinked, and the checker says so.
+        Err(ProveError::Unavailable(_)) => Ok(None),
+        Err(ProveError::Mismatch(_)) => Err(EvidenceError::BadWitnessed(format!(
+            "its tree of {} records is not the log's: the log was forked or rewritten",
+            w.0
+        ))),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// The seqs of the first and last record whose event time is in the period.

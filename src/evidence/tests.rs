@@ -231,6 +231,15 @@ fn a_witnessed_checkpoint_is_linked_to_the_end_or_refused() {
     let file = std::fs::File::create(dir.path().join("fork.zip")).unwrap();
     let err = build(&log, &signer, &options, file, &|_| None, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("forked"), "{err}");
+    // Witnesses that saw more than the log has: records were lost since.
+    let ahead = Checkpoint {
+        size: 500,
+        ..now.clone()
+    };
+    options.witnessed_checkpoint = Some(ahead.sign(&signer).unwrap());
+    let file = std::fs::File::create(dir.path().join("ahead.zip")).unwrap();
+    let err = build(&log, &signer, &options, file, &|_| None, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("records were lost"), "{err}");
     // Another log's checkpoint, or one signed by another key.
     let other = NoteSigner::from_seed("audit.example", [4; 32]).unwrap();
     now.root[0] ^= 1;
