@@ -250,8 +250,9 @@ fn witnessed_link(
     };
     match proof {
         Ok(proof) => Ok(Some(proof)),
-        // Retention deleted what the proof needs: the pack carries the
-        // witnessed checkpoint unlinked, and the checker says so.
+        // The hashes the proof needs are gone (retention keeps the tiles,
+        // so only if they were lost): the pack carries the witnessed
+        // checkpoint unlinked, and the checker says so.
         Err(ProveError::Unavailable(_)) => Ok(None),
         Err(ProveError::Mismatch(_)) => Err(EvidenceError::BadWitnessed(format!(
             "its tree of {} records is not the log's: the log was forked or rewritten",

@@ -258,3 +258,52 @@ fn a_witnessed_checkpoint_is_linked_to_the_end_or_refused() {
         assert!(matches!(err, EvidenceError::BadWitnessed(_)), "{err}");
     }
 }
+
+#[test]
+/// Retention deletes records but keeps the tree's tiles, so a witnessed
+/// checkpoint from before the retained records is still linked.
+fn a_witnessed_checkpoint_older_than_retention_is_still_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_bytes: crate::format::segment::MIN_SEGMENT_BYTES,
+        ..Options::default()
+    };
+    let log = Log::create(dir.path().join("log"), options).unwrap();
+    let signer = NoteSigner::from_seed("audit.example", [3; 32]).unwrap();
+    let event = |i: i64| {
+        let mut e = Event::new(
+            Timestamp::from_unix_nanos(START + i * DAY_NANOS / 100),
+            "auth.login",
+            "alice",
+        );
+        e.context.insert("pad".into(), "x".repeat(400).into());
+        e
+    };
+    log.append(&event(0)).unwrap();
+    let early = log.checkpoint("chainlog").unwrap().sign(&signer).unwrap();
+    for i in 1..2000 {
+        log.append(&event(i)).unwrap();
+    }
+    let policy = crate::retention::RetentionPolicy {
+        max_age: None,
+        max_bytes: Some(4 * crate::format::segment::MIN_SEGMENT_BYTES),
+    };
+    let outcome = log.apply_retention(&policy).unwrap();
+    assert!(!outcome.deleted.is_empty(), "retention deleted nothing");
+    let mut pack_options = EvidenceOptions::new(
+        Timestamp::from_unix_nanos(START + 18 * DAY_NANOS),
+        Timestamp::from_unix_nanos(START + 19 * DAY_NANOS),
+    );
+    pack_options.witnessed_checkpoint = Some(early);
+    let pack = dir.path().join("pack.zip");
+    build_to(&pack, &log, &signer, &pack_options);
+    let report = check(&pack, Some(&signer.verifier())).unwrap();
+    assert!(report.witnessed && report.witnessed_linked);
+    assert!(
+        report.first_seq > 1,
+        "the period starts after the witnessed tree"
+    );
+    assert!(files_of(&pack)
+        .iter()
+        .any(|(n, _)| n == WITNESSED_CONSISTENCY_FILE));
+}
