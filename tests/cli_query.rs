@@ -1674,3 +1674,71 @@ fn segment_count(dir: &Path) -> usize {
         })
         .count()
 }
+
+/// `--order time` pages by event time (ties by seq) with `--cursor`, the
+/// filters applying, newest first with `--reverse`; the table says how to
+/// go on; misuse is exit 2.
+#[test]
+fn order_time_pages_by_event_time_with_a_cursor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evs: Vec<Ev> = (0..400).map(|s| gen(s, 5)).collect();
+    let dir = build(tmp.path(), &evs);
+    for reverse in [false, true] {
+        let mut expected: Vec<(i64, u64)> = evs
+            .iter()
+            .filter(|e| e.actor == ACTORS[1])
+            .map(|e| (e.nanos, e.seq))
+            .collect();
+        expected.sort();
+        if reverse {
+            expected.reverse();
+        }
+        let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let mut args = vec![
+                "query", "--order", "time", "--format", "jsonl", "--limit", "7", "--actor",
+                ACTORS[1],
+            ];
+            if reverse {
+                args.push("--reverse");
+            }
+            if let Some(c) = &cursor {
+                args.extend(["--cursor", c.as_str()]);
+            }
+            let r = ok(&dir, &args);
+            seen.extend(seqs_of_jsonl(&r.stdout));
+            match r.stderr.trim().strip_prefix("more: --order time --cursor ") {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        let want: Vec<u64> = expected.iter().map(|&(_, seq)| seq).collect();
+        assert_eq!(seen, want, "reverse {reverse}");
+    }
+    let table = ok(&dir, &["query", "--order", "time", "--limit", "5"]);
+    assert!(
+        table
+            .stdout
+            .contains("(limit reached); more: --order time --cursor "),
+        "{table:?}"
+    );
+    for (args, said) in [
+        (
+            &["query", "--cursor", "1.2"][..],
+            "--cursor goes with --order time",
+        ),
+        (
+            &["query", "--order", "time", "--after", "3"][..],
+            "not --from-seq or --after",
+        ),
+        (&["query", "--order", "time", "--stats"][..], "--stats"),
+        (
+            &["query", "--order", "time", "--cursor", "7"][..],
+            "bad time-order cursor",
+        ),
+    ] {
+        let r = at(&dir, args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(said), "{args:?}: {r:?}");
+    }
+}

@@ -22,6 +22,7 @@ use std::time::Duration;
 use chainlog::event::Origin;
 use chainlog::event::RecordView;
 use chainlog::query::export::{ExportError, ExportFormat, ExportOptions, Exporter};
+use chainlog::query::time_order::TimeCursor;
 use chainlog::query::{
     parse_origin, parse_time, EventPattern, Filter, FilterError, IpNet, Query, QueryStats,
 };
@@ -127,12 +128,31 @@ pub struct QueryArgs {
     /// records). The other formats always carry them.
     #[arg(long)]
     provenance: bool,
+    /// Row order: arrival (`seq`, the chain's order), or event time
+    /// (`time`, ties by seq; one page of --limit rows, newest first with
+    /// --reverse, continued with --cursor; not with --from-seq, --after or
+    /// --stats).
+    #[arg(long, value_enum, default_value_t = OrderArg::Seq)]
+    order: OrderArg,
+    /// With --order time: continue after this row (the `--cursor` that
+    /// "more:" printed).
+    #[arg(long, value_name = "CURSOR", allow_hyphen_values = true)]
+    cursor: Option<TimeCursor>,
     #[command(flatten)]
     filter: FilterArgs,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     source: SourceArgs,
+}
+
+/// `--order`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OrderArg {
+    /// Arrival (seq) order.
+    Seq,
+    /// Event time, ties by seq.
+    Time,
 }
 
 /// `chainlog export`'s arguments.
@@ -282,18 +302,44 @@ fn export_error(path: Option<&Path>, e: ExportError) -> CliError {
 /// How a query run ended: rows written, and whether --limit cut it short.
 struct PageEnd {
     rows: u64,
-    /// The cursor for the next page, when `--limit` cut this one short.
-    more_after: Option<u64>,
+    /// The flags that continue with the next page (`--after SEQ`, or
+    /// `--order time --cursor C`), when `--limit` cut this one short.
+    more: Option<String>,
     stats: QueryStats,
+}
+
+/// The order of a query's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Arrival (seq) order.
+    Seq,
+    /// Event time, ties by seq: one page, after the cursor when given.
+    Time(Option<TimeCursor>),
 }
 
 /// Runs `query` against `log`, handing each match to `row`. When the query
 /// has a limit, one more match is fetched to learn whether the page was cut.
+/// In event-time order it is one page of `--limit` rows (the library's
+/// [`Log::page_by_time`]; no read statistics).
 fn run_query(
     log: &Log,
     mut query: Query,
+    order: Order,
     mut row: impl FnMut(u64, &ChainHash, &RecordView<'_>) -> Result<(), CliError>,
 ) -> Result<PageEnd, CliError> {
+    if let Order::Time(cursor) = order {
+        let page = log.page_by_time(&query, cursor)?;
+        for m in &page.matches {
+            row(m.seq, &m.hash, &m.view()?)?;
+        }
+        return Ok(PageEnd {
+            rows: page.matches.len() as u64,
+            more: page
+                .next_cursor
+                .map(|c| format!("--order time --cursor {c}")),
+            stats: QueryStats::default(),
+        });
+    }
     let limit = query.limit;
     query.limit = limit.map(|l| l.saturating_add(1));
     let mut matches = log.query(&query)?;
@@ -311,7 +357,7 @@ fn run_query(
     })?;
     Ok(PageEnd {
         rows,
-        more_after: last.filter(|_| more),
+        more: last.filter(|_| more).map(|seq| format!("--after {seq}")),
         stats: matches.stats(),
     })
 }
@@ -420,10 +466,10 @@ pub fn table_lines<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> V
 }
 
 /// `12 events`, and the cursor when the page was cut short.
-pub fn count_line(rows: u64, more_after: Option<u64>) -> String {
+pub fn count_line(rows: u64, more: Option<&str>) -> String {
     let noun = if rows == 1 { "event" } else { "events" };
-    match more_after {
-        Some(seq) => format!("{rows} {noun} (limit reached); more: --after {seq}"),
+    match more {
+        Some(more) => format!("{rows} {noun} (limit reached); more: {more}"),
         None => format!("{rows} {noun}"),
     }
 }
@@ -431,7 +477,7 @@ pub fn count_line(rows: u64, more_after: Option<u64>) -> String {
 /// Runs a query and returns the table's lines, ending with the count line
 /// (all indented by two spaces). Buffers at most `query.limit` rows.
 pub fn query_table(log: &Log, query: Query) -> Result<(Vec<String>, QueryStats), CliError> {
-    query_table_with(log, query, false)
+    query_table_with(log, query, false, Order::Seq)
 }
 
 /// [`query_table`], with the provenance columns when `provenance` is set.
@@ -439,10 +485,11 @@ fn query_table_with(
     log: &Log,
     query: Query,
     provenance: bool,
+    order: Order,
 ) -> Result<(Vec<String>, QueryStats), CliError> {
     let mut rows = Vec::new();
     let mut wide = Vec::new();
-    let done = run_query(log, query, |seq, _, view| {
+    let done = run_query(log, query, order, |seq, _, view| {
         let row = table_row(seq, view);
         if provenance {
             let [a, b, c, d, e, f, g] = row;
@@ -462,7 +509,7 @@ fn query_table_with(
     } else {
         table_lines(TABLE_HEADER, &rows)
     };
-    lines.push(format!("  {}", count_line(done.rows, done.more_after)));
+    lines.push(format!("  {}", count_line(done.rows, done.more.as_deref())));
     Ok((lines, done.stats))
 }
 
@@ -484,13 +531,14 @@ fn progress_spinner() -> ProgressBar {
 fn stream(
     log: &Log,
     query: Query,
+    order: Order,
     options: ExportOptions,
     output: Option<&Path>,
     progress: Option<&ProgressBar>,
 ) -> Result<PageEnd, CliError> {
     let mut out = open_output(output)?;
     let mut exporter = Exporter::new(&mut out, options).map_err(|e| write_error(output, e))?;
-    let done = run_query(log, query, |seq, hash, view| {
+    let done = run_query(log, query, order, |seq, hash, view| {
         exporter
             .write_view(seq, hash, view)
             .map_err(|e| export_error(output, e))?;
@@ -516,12 +564,29 @@ fn stream(
 /// Runs `chainlog query`.
 pub fn query(global: &Global, args: QueryArgs) -> Result<ExitCode, CliError> {
     let mut query = args.filter.to_query(Timestamp::now())?;
+    let order = match (args.order, args.cursor) {
+        (OrderArg::Seq, None) => Order::Seq,
+        (OrderArg::Seq, Some(_)) => {
+            return Err(CliError::Usage("--cursor goes with --order time".into()))
+        }
+        (OrderArg::Time, _) if query.from_seq.is_some() || query.after.is_some() => {
+            return Err(CliError::Usage(
+                "--order time pages with --cursor, not --from-seq or --after".into(),
+            ))
+        }
+        (OrderArg::Time, _) if args.output.stats => {
+            return Err(CliError::Usage(
+                "--stats is not kept in event-time order".into(),
+            ))
+        }
+        (OrderArg::Time, cursor) => Order::Time(cursor),
+    };
     let log = args.source.open(global)?;
     let options = ExportOptions {
         format: match args.format {
             QueryFormat::Table => {
                 query.limit = Some(query.limit.unwrap_or(DEFAULT_TABLE_LIMIT));
-                let (lines, stats) = query_table_with(&log, query, args.provenance)?;
+                let (lines, stats) = query_table_with(&log, query, args.provenance, order)?;
                 let path = args.output.output.as_deref();
                 let mut out = open_output(path)?;
                 for line in lines {
@@ -539,9 +604,16 @@ pub fn query(global: &Global, args: QueryArgs) -> Result<ExitCode, CliError> {
         },
         csv_formula_guard: !args.output.no_formula_guard,
     };
-    let done = stream(&log, query, options, args.output.output.as_deref(), None)?;
-    if let Some(seq) = done.more_after.filter(|_| !global.quiet) {
-        eprintln!("more: --after {seq}");
+    let done = stream(
+        &log,
+        query,
+        order,
+        options,
+        args.output.output.as_deref(),
+        None,
+    )?;
+    if let Some(more) = done.more.filter(|_| !global.quiet) {
+        eprintln!("more: {more}");
     }
     if args.output.stats {
         print_stats(&done.stats);
@@ -578,15 +650,15 @@ pub fn export(global: &Global, args: ExportArgs) -> Result<ExitCode, CliError> {
     };
     let progress = (!global.quiet && io::stderr().is_terminal()).then(progress_spinner);
     let output = args.output.output.as_deref();
-    let result = stream(&log, query, options, output, progress.as_ref());
+    let result = stream(&log, query, Order::Seq, options, output, progress.as_ref());
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
     let done = result?;
     if !global.quiet {
         let to = output.map_or_else(String::new, |p| format!(" to {}", p.display()));
-        let more = done.more_after.map_or_else(String::new, |seq| {
-            format!(" (limit reached; more: --after {seq})")
+        let more = done.more.map_or_else(String::new, |more| {
+            format!(" (limit reached; more: {more})")
         });
         eprintln!("exported {} records{to}{more}", done.rows);
     }
