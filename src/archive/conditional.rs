@@ -1,7 +1,7 @@
 //! Conditional writes on a [`Bucket`]: create-only PUTs that report the
 //! version they wrote, compare-and-swap PUTs (`If-Match`), and reads that
-//! return the version to swap against. The cluster's lease and head
-//! (`crate::cluster`) are built on these.
+//! return the version to swap against: what a writer's lease and a
+//! published head over a bucket need.
 //!
 //! A refused write is an answer, not an error: [`Conditional::Refused`].
 //! Since a write can succeed on the server and its response be lost (the
