@@ -53,13 +53,11 @@ for t in "${targets[@]}"; do
     cargo fuzz build $(flags_for "$t") "$t"
 done
 
-failed=()
-for t in "${targets[@]}"; do
-    work="target/corpus/$t"
+# run_target T: fuzzes T for SECONDS, then reports; its exit status is the
+# fuzzer's.
+run_target() {
+    local t=$1 work="target/corpus/$1" log="target/fuzz-$1.log" status=0 runs secs crash
     mkdir -p "$work" "artifacts/$t"
-    log="target/fuzz-$t.log"
-    echo "fuzz: $t for ${seconds}s (seeds: fuzz/corpus/$t, log: fuzz/$log)"
-    status=0
     # shellcheck disable=SC2046
     cargo fuzz run $(flags_for "$t") "$t" "$work" "corpus/$t" -- \
         -max_total_time="$seconds" "${limits[@]}" -print_final_stats=1 \
@@ -67,7 +65,6 @@ for t in "${targets[@]}"; do
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
     secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' || true)
     if [ "$status" -ne 0 ]; then
-        failed+=("$t")
         echo "fuzz: $t FAILED (exit $status); the end of its log:"
         tail -n 40 "$log"
         crash=$(grep -o 'Test unit written to [^ ]*' "$log" | tail -n 1 | sed 's/Test unit written to //' || true)
@@ -78,7 +75,32 @@ for t in "${targets[@]}"; do
     else
         echo "fuzz: $t ok: ${runs:-?} runs in ${secs:-?}s"
     fi
+    return "$status"
+}
+
+# Each fuzzer is one process on one core: as many run at once as there are
+# cores, so each gets a whole core and the run takes SECONDS per round.
+cores=$(nproc 2>/dev/null || echo 1)
+declare -A running=()
+failed=()
+# reap: waits for one fuzzer to end, and counts it failed if it did.
+reap() {
+    local pid="" status=0 t
+    wait -n -p pid || status=$?
+    for t in "${!running[@]}"; do
+        if [ "${running[$t]}" = "$pid" ]; then
+            [ "$status" -eq 0 ] || failed+=("$t")
+            unset "running[$t]"
+        fi
+    done
+}
+for t in "${targets[@]}"; do
+    while [ ${#running[@]} -ge "$cores" ]; do reap; done
+    echo "fuzz: $t for ${seconds}s (seeds: fuzz/corpus/$t, log: fuzz/target/fuzz-$t.log)"
+    run_target "$t" &
+    running[$t]=$!
 done
+while [ ${#running[@]} -gt 0 ]; do reap; done
 
 if [ ${#failed[@]} -ne 0 ]; then
     echo "fuzz: failed: ${failed[*]}"

@@ -184,7 +184,7 @@ async fn the_server_packs_state_the_workspace_archive() {
     make_log(&s3, &data.join("workspaces/acme"));
     let admin = support::create_key(&data, "acme", "admin");
     let secret = support::checkpoint_key(tmp.path());
-    let url = "s3://audit/srv";
+    let url = "s3://audit/reads-srv";
     let serve = support::TestServer::start_with_env(
         &data,
         &["--archive-to", url, "--checkpoint-key", p(&secret)],
@@ -192,7 +192,7 @@ async fn the_server_packs_state_the_workspace_archive() {
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     // The listing blocks on a runtime of its own.
-    let archived = || tokio::task::block_in_place(|| s3.objects("srv/workspaces/acme"));
+    let archived = || tokio::task::block_in_place(|| s3.objects("reads-srv/workspaces/acme"));
     while !archived().iter().any(|o| o.starts_with("manifest/")) {
         assert!(
             std::time::Instant::now() < deadline,

@@ -5,8 +5,11 @@
 //! loopback port, with the same credentials and bucket as s3s-fs
 //! (support/s3.rs).
 //!
-//! [`CephServer::shared`] starts one per test binary; [`CephServer::start`]
-//! one for a test that stops it. Either way a `ceph-server.sh stop-on-eof
+//! [`CephServer::shared`] is the one `scripts/test.sh` started for every
+//! test binary (it exports [`SHARED_PORT_VAR`]; so every prefix a test
+//! writes must be unique across test binaries: start it with the file's
+//! name), or else one started for this binary; [`CephServer::start`] one for
+//! a test that stops it. A server started here has a `ceph-server.sh stop-on-eof
 //! DIR` child holds the read end of a pipe whose write end this process
 //! holds: when the server is dropped, or the test process ends however it
 //! ends, the daemons are stopped and DIR removed.
@@ -28,6 +31,9 @@ use crate::s3::TestS3;
 use crate::tools;
 
 pub const REQUIRE_VAR: &str = "CHAINLOG_REQUIRE_CEPH";
+/// The port of a radosgw that `scripts/test.sh` started for all test
+/// binaries, and stops after them.
+pub const SHARED_PORT_VAR: &str = "CHAINLOG_CEPH_PORT";
 /// The bucket anyone may write (see scripts/ceph-server.sh).
 pub const OPEN_BUCKET: &str = "audit-open";
 /// The bucket with Object Lock enabled, hence versioned: where Ceph 16
@@ -98,10 +104,28 @@ impl CephServer {
         Some(server)
     }
 
-    /// The test binary's server, started by the first caller.
+    /// The server of every test binary (`scripts/test.sh`'s, see
+    /// [`SHARED_PORT_VAR`]), else this binary's, started by the first caller.
     pub fn shared() -> Option<&'static CephServer> {
         static SHARED: OnceLock<Option<CephServer>> = OnceLock::new();
-        SHARED.get_or_init(CephServer::start).as_ref()
+        SHARED
+            .get_or_init(|| CephServer::started_by_script().or_else(CephServer::start))
+            .as_ref()
+    }
+
+    /// The server `scripts/test.sh` started, if it did: not stopped here.
+    fn started_by_script() -> Option<CephServer> {
+        let port = std::env::var(SHARED_PORT_VAR).ok()?;
+        let port = port
+            .parse()
+            .unwrap_or_else(|_| panic!("{SHARED_PORT_VAR}={port:?} is not a port"));
+        eprintln!("Ceph radosgw on 127.0.0.1:{port} (scripts/test.sh's)");
+        Some(CephServer {
+            dir: PathBuf::new(),
+            port,
+            startup_ms: 0,
+            watcher: None,
+        })
     }
 
     /// The directory holding its configuration, pid files and logs.
