@@ -170,7 +170,7 @@ fn load(cluster: &Cluster, w: &str, clients: usize, batch: usize, tag: &str) -> 
         clients,
         batch,
         tag: tag.into(),
-        pause: Duration::ZERO,
+        interval: Duration::ZERO,
         timeout: Duration::from_secs(60),
     })
 }
@@ -193,7 +193,7 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
     let w = "acme".to_string();
     let options = ClusterOptions::default();
     let ttl = options.lease_ttl;
-    let mut c = Cluster::start(ceph, "node-loss", 3, &[w.clone()], options);
+    let mut c = Cluster::start(ceph, "cluster_failover/node-loss", 3, &[w.clone()], options);
     append_ok(&c, "node-0", &w, "first", 1);
     let old = c.lease(&w).expect("a lease after the first append");
 
@@ -262,7 +262,13 @@ fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
     let w = "acme".to_string();
     let options = ClusterOptions::default();
     let ttl = options.lease_ttl;
-    let c = Cluster::start(ceph, "split-brain", 2, &[w.clone()], options);
+    let c = Cluster::start(
+        ceph,
+        "cluster_failover/split-brain",
+        2,
+        &[w.clone()],
+        options,
+    );
     let watch = cluster::HeadWatch::start(&c, &w);
     let mut answered = vec![append_ok(&c, "node-0", &w, "first", 1)];
     let old = c.lease(&w).expect("a lease after the first append");
@@ -428,7 +434,7 @@ fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
     let w = "acme".to_string();
     let options = ClusterOptions::default();
     let (ttl, ack) = (options.lease_ttl, options.ack_timeout);
-    let c = Cluster::start(ceph, "outage", 2, &[w.clone()], options);
+    let c = Cluster::start(ceph, "cluster_failover/outage", 2, &[w.clone()], options);
     append_ok(&c, "node-0", &w, "first", 1);
     let load = load(&c, &w, 4, 10, "outage");
     assert!(
@@ -509,7 +515,7 @@ fn many_workspaces_spread_over_three_nodes_move_when_one_dies_and_all_verify() {
     let names: Vec<String> = (0..30).map(|i| format!("ws{i:02}")).collect();
     let options = ClusterOptions::default();
     let ttl = options.lease_ttl;
-    let mut c = Cluster::start(ceph, "many", 3, &names, options);
+    let mut c = Cluster::start(ceph, "cluster_failover/many", 3, &names, options);
 
     // A first append to each, sent to node i % 3 (forwarded to the
     // preferred holder), from 6 threads.

@@ -177,7 +177,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `nodes` nodes (`node-0`, `node-1`, …) under a fresh prefix
-    /// named after `test`, with an admin key for each workspace, and waits
+    /// `TEST-PID-MS` (`test` starts with the test file's name: Ceph may be
+    /// shared by all test binaries), with an admin key for each workspace, and waits
     /// until each has registered itself in the bucket.
     pub fn start(
         ceph: &'static CephServer,
@@ -648,8 +649,9 @@ pub struct LoadSpec {
     pub batch: usize,
     /// Tags are `TAG-CLIENT-REQUEST-I`.
     pub tag: String,
-    /// Pause between two POSTs of a client (zero: none).
-    pub pause: Duration,
+    /// A client starts a POST every `interval` (when the last one was
+    /// answered in time); zero: as fast as answers come.
+    pub interval: Duration,
     /// How long a POST may take.
     pub timeout: Duration,
 }
@@ -670,7 +672,15 @@ impl Load {
                 std::thread::spawn(move || {
                     let mut target = client % spec.targets.len();
                     let mut request = 0u64;
+                    let mut next = Instant::now();
                     while !stop.load(Ordering::SeqCst) {
+                        if !spec.interval.is_zero() {
+                            let now = Instant::now();
+                            if next > now {
+                                std::thread::sleep(next - now);
+                            }
+                            next = next.max(now) + spec.interval;
+                        }
                         let tags: Vec<String> = (0..spec.batch)
                             .map(|i| format!("{}-{client}-{request}-{i}", spec.tag))
                             .collect();
@@ -709,13 +719,10 @@ impl Load {
                             receipts: got,
                             tags,
                         });
-                        if status.is_none() {
-                            // The node is gone: not a busy loop of refused
-                            // connections while the next one takes over.
+                        if status != Some(201) {
+                            // Not a busy loop of refusals while a node
+                            // takes over.
                             std::thread::sleep(Duration::from_millis(20));
-                        }
-                        if !spec.pause.is_zero() {
-                            std::thread::sleep(spec.pause);
                         }
                     }
                 })
