@@ -51,6 +51,7 @@ fn defaults() -> ClusterOptions {
         lease_ttl: Duration::from_secs(10),
         flush_interval: Duration::from_millis(250),
         ack_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(30),
     }
 }
 

@@ -50,6 +50,9 @@ pub struct ClusterOptions {
     pub flush_interval: Duration,
     /// `--ack-timeout`.
     pub ack_timeout: Duration,
+    /// `--request-timeout`, which also bounds a forwarded request: a
+    /// request forwarded to a frozen holder waits that long.
+    pub request_timeout: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -58,6 +61,7 @@ impl Default for ClusterOptions {
             lease_ttl: Duration::from_secs(3),
             flush_interval: Duration::from_millis(250),
             ack_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -262,6 +266,8 @@ impl Cluster {
                 &ms(o.flush_interval),
                 "--ack-timeout",
                 &ms(o.ack_timeout),
+                "--request-timeout",
+                &o.request_timeout.as_secs().to_string(),
             ],
             true,
         );
