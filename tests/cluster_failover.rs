@@ -31,18 +31,9 @@ use chainlog::hash::checkpoint::{Checkpoint, NoteVerifier};
 use chainlog::hash::proof::{consistency_proof, tree_root, verify_consistency, MemoryTree};
 use chainlog::ChainHash;
 
-#[path = "support/ceph.rs"]
-mod ceph;
 #[path = "support/cluster.rs"]
 mod cluster;
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/s3.rs"]
-mod s3;
-#[path = "support/server.rs"]
-mod server;
-#[path = "support/tools.rs"]
-mod tools;
+use cluster::{ceph, proxy, s3, tools};
 
 use ceph::CephServer;
 use cluster::{
@@ -59,8 +50,33 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// and a loaded 2-core machine.
 const TAKEOVER_MARGIN: Duration = Duration::from_secs(10);
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+/// A scenario's cluster of `nodes` nodes with `workspaces`, under the
+/// prefix `cluster_failover/NAME-…`, holding the lock until dropped; None
+/// (after a note) without Ceph.
+struct Scenario {
+    cluster: Cluster,
+    started: Instant,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Scenario {
+    fn start(name: &str, nodes: usize, workspaces: &[String]) -> Option<Scenario> {
+        let ceph = CephServer::shared()?;
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let cluster = Cluster::start(
+            ceph,
+            &format!("cluster_failover/{name}"),
+            nodes,
+            workspaces,
+            ClusterOptions::default(),
+        );
+        Some(Scenario {
+            cluster,
+            started,
+            _one: one,
+        })
+    }
 }
 
 /// A POST of `batch` events tagged `TAG-i` to `node`, answered 201; its
@@ -185,15 +201,16 @@ fn first_201_after(outcomes: &[Outcome], at: Instant) -> Option<Instant> {
 
 #[test]
 fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_lost() {
-    let Some(ceph) = CephServer::shared() else {
+    let w = "acme".to_string();
+    let Some(Scenario {
+        cluster: mut c,
+        started,
+        _one,
+    }) = Scenario::start("node-loss", 3, &[w.clone()])
+    else {
         return;
     };
-    let _one = serial();
-    let started = Instant::now();
-    let w = "acme".to_string();
-    let options = ClusterOptions::default();
-    let ttl = options.lease_ttl;
-    let mut c = Cluster::start(ceph, "cluster_failover/node-loss", 3, &[w.clone()], options);
+    let ttl = c.options.lease_ttl;
     append_ok(&c, "node-0", &w, "first", 1);
     let old = c.lease(&w).expect("a lease after the first append");
 
@@ -254,21 +271,16 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
 
 #[test]
 fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
-    let Some(ceph) = CephServer::shared() else {
+    let w = "acme".to_string();
+    let Some(Scenario {
+        cluster: c,
+        started,
+        _one,
+    }) = Scenario::start("split-brain", 2, &[w.clone()])
+    else {
         return;
     };
-    let _one = serial();
-    let started = Instant::now();
-    let w = "acme".to_string();
-    let options = ClusterOptions::default();
-    let ttl = options.lease_ttl;
-    let c = Cluster::start(
-        ceph,
-        "cluster_failover/split-brain",
-        2,
-        &[w.clone()],
-        options,
-    );
+    let ttl = c.options.lease_ttl;
     let watch = cluster::HeadWatch::start(&c, &w);
     let mut answered = vec![append_ok(&c, "node-0", &w, "first", 1)];
     let old = c.lease(&w).expect("a lease after the first append");
@@ -426,15 +438,16 @@ fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
 
 #[test]
 fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
-    let Some(ceph) = CephServer::shared() else {
+    let w = "acme".to_string();
+    let Some(Scenario {
+        cluster: c,
+        started,
+        _one,
+    }) = Scenario::start("outage", 2, &[w.clone()])
+    else {
         return;
     };
-    let _one = serial();
-    let started = Instant::now();
-    let w = "acme".to_string();
-    let options = ClusterOptions::default();
-    let (ttl, ack) = (options.lease_ttl, options.ack_timeout);
-    let c = Cluster::start(ceph, "cluster_failover/outage", 2, &[w.clone()], options);
+    let (ttl, ack) = (c.options.lease_ttl, c.options.ack_timeout);
     append_ok(&c, "node-0", &w, "first", 1);
     let load = load(&c, &w, 4, 10, "outage");
     assert!(
@@ -507,15 +520,16 @@ fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
 
 #[test]
 fn many_workspaces_spread_over_three_nodes_move_when_one_dies_and_all_verify() {
-    let Some(ceph) = CephServer::shared() else {
+    let names: Vec<String> = (0..30).map(|i| format!("ws{i:02}")).collect();
+    let Some(Scenario {
+        cluster: mut c,
+        started,
+        _one,
+    }) = Scenario::start("many", 3, &names)
+    else {
         return;
     };
-    let _one = serial();
-    let started = Instant::now();
-    let names: Vec<String> = (0..30).map(|i| format!("ws{i:02}")).collect();
-    let options = ClusterOptions::default();
-    let ttl = options.lease_ttl;
-    let mut c = Cluster::start(ceph, "cluster_failover/many", 3, &names, options);
+    let ttl = c.options.lease_ttl;
 
     // A first append to each, sent to node i % 3 (forwarded to the
     // preferred holder), from 6 threads.

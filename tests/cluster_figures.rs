@@ -23,18 +23,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-#[path = "support/ceph.rs"]
-mod ceph;
 #[path = "support/cluster.rs"]
 mod cluster;
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/s3.rs"]
-mod s3;
-#[path = "support/server.rs"]
-mod server;
-#[path = "support/tools.rs"]
-mod tools;
+use cluster::{ceph, s3, tools};
 
 use ceph::CephServer;
 use cluster::{

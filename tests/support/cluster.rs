@@ -12,9 +12,22 @@
 //! refuse connections (a bucket outage); the test itself reads the bucket
 //! directly.
 //!
-//! A test binary using this declares `mod s3; mod ceph; mod tools; mod
-//! server; mod proxy;` (from support/) at its root.
+//! It brings the support modules it uses as its own (`cluster::{ceph, s3,
+//! tools, server, proxy}`); a test binary declares `mod cluster;` and
+//! imports them at its root (`use cluster::{ceph, s3, tools};`: ceph.rs
+//! names `crate::s3` and `crate::tools`).
 #![allow(dead_code)]
+
+#[path = "ceph.rs"]
+pub mod ceph;
+#[path = "proxy.rs"]
+pub mod proxy;
+#[path = "s3.rs"]
+pub mod s3;
+#[path = "server.rs"]
+pub mod server;
+#[path = "tools.rs"]
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -29,10 +42,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use object_store::ObjectStoreExt as _;
 use serde_json::Value;
 
-use crate::ceph::CephServer;
-use crate::proxy::Proxy;
-use crate::s3::{self, TestS3};
-use crate::server::{checkpoint_key, create_key, spawn_listening};
+use ceph::CephServer;
+use proxy::Proxy;
+use s3::TestS3;
+use server::{checkpoint_key, create_key, spawn_listening};
 
 /// The bucket the cluster writes (no Object Lock).
 pub const BUCKET: &str = s3::BUCKET;
@@ -613,7 +626,7 @@ pub fn post_events(
 /// `GET PATH` at `addr` with `key`; the status and body parsed as JSON
 /// (Null when it is not).
 pub fn get_json(addr: SocketAddr, path: &str, key: &str) -> (u16, Value) {
-    let (status, body) = crate::server::raw_get(addr, path, Some(key));
+    let (status, body) = server::raw_get(addr, path, Some(key));
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
