@@ -1,2 +1,413 @@
-//! Rebuilding a log directory from the bucket: archived sealed segments,
-//! then the segments after them from pieces, up to a head.
+//! Rebuilding a log directory from the pieces in the bucket, up to a head,
+//! by the reader's rule of docs/CLUSTER.md: at each position below the
+//! head's size, the piece of the highest epoch not above the head's that
+//! starts there. Every frame is checked (CRC, seq, chain hash recomputed),
+//! every header and link block against what came before, and the Merkle
+//! root and last hash against the head's: the bucket is never trusted.
+//!
+//! [`Replay`] keeps its place, so a follower extends it head after head.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use super::pieces::{parse_piece_file_name, piece_dir, piece_file_name, Piece};
+use crate::archive::Bucket;
+use crate::cluster::{ClusterError, Head};
+use crate::format::frame;
+use crate::format::segment::{
+    self, data_end_limit, SegmentHeader, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT,
+    TRAILER_BYTES,
+};
+use crate::hash::chain::ChainHash;
+use crate::hash::merkle::Frontier;
+
+/// The largest piece read (a whole segment of the largest size, and its
+/// piece framing).
+const MAX_PIECE_BYTES: usize = (segment::MAX_SEGMENT_BYTES as usize) + (1 << 16);
+
+/// The segment being rebuilt.
+#[derive(Debug)]
+struct Current {
+    base: u64,
+    file: File,
+    segment_bytes: u64,
+    /// Where the next frame goes.
+    data_end: u64,
+    sealed: bool,
+}
+
+/// A log directory rebuilt from the bucket, and where it stands.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    dir: PathBuf,
+    /// The log id, as the heads' checkpoints name it.
+    log_id: String,
+    current: Option<Current>,
+    next_seq: u64,
+    chain_head: Option<ChainHash>,
+    frontier: Frontier,
+    /// Piece names listed per segment folder during one [`Replay::advance`].
+    listed: BTreeMap<u64, Vec<(u64, u64)>>,
+    /// Pieces read and bytes downloaded.
+    pub(crate) pieces_read: u64,
+    pub(crate) bytes_read: u64,
+}
+
+/// Where a replay ended: what the uploader continues from.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplayEnd {
+    /// The newest segment's base seq, and where its next frame goes (`None`
+    /// when it is sealed or there is none).
+    pub(crate) active: Option<(u64, u64)>,
+    /// Records rebuilt.
+    pub(crate) next_seq: u64,
+    /// The Merkle tree over them.
+    pub(crate) frontier: Frontier,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> ClusterError {
+    move |source| ClusterError::Io { context, source }
+}
+
+fn mismatch(head: &Head, reason: String) -> ClusterError {
+    ClusterError::HeadMismatch {
+        size: head.size,
+        root: head.root,
+        reason,
+    }
+}
+
+/// The log id a head's checkpoint origin (`<prefix>/<log id>`) names.
+pub(crate) fn head_log_id(head: &Head) -> Result<String, ClusterError> {
+    let origin = head.checkpoint.lines().next().unwrap_or_default();
+    origin
+        .rsplit_once('/')
+        .map(|(_, id)| id.to_string())
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| mismatch(head, format!("its origin {origin:?} names no log id")))
+}
+
+impl Replay {
+    /// An empty replay into `dir` (created; it must hold no segment).
+    pub(crate) fn new(dir: &Path, log_id: String) -> Result<Replay, ClusterError> {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        Ok(Replay {
+            dir: dir.to_path_buf(),
+            log_id,
+            current: None,
+            next_seq: 0,
+            chain_head: None,
+            frontier: Frontier::new(),
+            listed: BTreeMap::new(),
+            pieces_read: 0,
+            bytes_read: 0,
+        })
+    }
+
+    /// Records rebuilt so far.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Applies the pieces that lead to `head` (checked by the caller), then
+    /// checks the tree against it. On an error the replay is left where it
+    /// failed: start a new one.
+    pub(crate) fn advance(&mut self, bucket: &Bucket, head: &Head) -> Result<(), ClusterError> {
+        if head_log_id(head)? != self.log_id {
+            return Err(mismatch(head, format!("it is not log {}", self.log_id)));
+        }
+        if head.size < self.next_seq {
+            return Err(mismatch(
+                head,
+                format!("{} records were rebuilt already", self.next_seq),
+            ));
+        }
+        self.listed.clear();
+        loop {
+            let p = self.next_seq;
+            let (base, new_segment) = match &self.current {
+                Some(c) if !c.sealed => (c.base, false),
+                _ => (p, true),
+            };
+            if new_segment && p == head.size {
+                break;
+            }
+            let Some(piece) = self.best_piece(bucket, base, p, head.epoch)? else {
+                if p == head.size {
+                    break;
+                }
+                return Err(mismatch(
+                    head,
+                    format!(
+                        "no piece at seq {p} in {} of an epoch up to {}",
+                        bucket.url(&piece_dir(base)),
+                        head.epoch
+                    ),
+                ));
+            };
+            if p == head.size && piece.next_seq > p {
+                // Frames beyond the head: not published (yet, or ever).
+                break;
+            }
+            if piece.next_seq > head.size {
+                return Err(mismatch(
+                    head,
+                    format!(
+                        "the piece {} runs past the head, to seq {}",
+                        bucket.url(&piece.key()),
+                        piece.next_seq
+                    ),
+                ));
+            }
+            let url = bucket.url(&piece.key());
+            self.apply(&piece, new_segment)
+                .map_err(|reason| mismatch(head, format!("{url}: {reason}")))?;
+        }
+        if self.next_seq != head.size || self.frontier.root() != head.root.0 {
+            return Err(mismatch(
+                head,
+                format!(
+                    "the pieces give {} records with root {}",
+                    self.next_seq,
+                    ChainHash(self.frontier.root())
+                ),
+            ));
+        }
+        if let Some(c) = &self.current {
+            c.file
+                .sync_data()
+                .map_err(io(format!("syncing {}", self.dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Where the replay stands.
+    pub(crate) fn end(&self) -> ReplayEnd {
+        ReplayEnd {
+            active: self
+                .current
+                .as_ref()
+                .filter(|c| !c.sealed)
+                .map(|c| (c.base, c.data_end)),
+            next_seq: self.next_seq,
+            frontier: self.frontier.clone(),
+        }
+    }
+
+    /// The piece of the highest epoch up to `max_epoch` starting at `p` in
+    /// segment `base`: first a GET of the head's own epoch's (the usual
+    /// case), else from a listing of the folder.
+    fn best_piece(
+        &mut self,
+        bucket: &Bucket,
+        base: u64,
+        p: u64,
+        max_epoch: u64,
+    ) -> Result<Option<Piece>, ClusterError> {
+        let dir = piece_dir(base);
+        if let Some(piece) = self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, max_epoch)))? {
+            return Ok(Some(piece));
+        }
+        if !self.listed.contains_key(&base) {
+            let names = bucket
+                .list(&dir)?
+                .into_iter()
+                .filter_map(|(name, _)| parse_piece_file_name(&name))
+                .collect();
+            self.listed.insert(base, names);
+        }
+        let best = self.listed[&base]
+            .iter()
+            .filter(|&&(first, epoch)| first == p && epoch <= max_epoch)
+            .map(|&(_, epoch)| epoch)
+            .max();
+        match best {
+            Some(epoch) => self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, epoch))),
+            None => Ok(None),
+        }
+    }
+
+    fn read_piece(&mut self, bucket: &Bucket, key: &str) -> Result<Option<Piece>, ClusterError> {
+        let Some(found) = bucket.get_versioned(key)? else {
+            return Ok(None);
+        };
+        let url = bucket.url(key);
+        if found.bytes.len() > MAX_PIECE_BYTES {
+            return Err(ClusterError::Malformed {
+                url,
+                reason: format!("{} bytes", found.bytes.len()),
+            });
+        }
+        let piece = Piece::decode(&found.bytes).map_err(|problem| ClusterError::BadPiece {
+            url: url.clone(),
+            problem,
+        })?;
+        if piece.key() != key {
+            return Err(ClusterError::Malformed {
+                url,
+                reason: "its fields name another key".into(),
+            });
+        }
+        self.pieces_read += 1;
+        self.bytes_read += found.bytes.len() as u64;
+        Ok(Some(piece))
+    }
+
+    /// Checks `piece` against what the replay holds and writes it.
+    fn apply(&mut self, piece: &Piece, new_segment: bool) -> Result<(), String> {
+        let mut ranges = piece.ranges.iter().peekable();
+        if new_segment {
+            let header_range = ranges
+                .next_if(|r| r.offset == 0)
+                .ok_or("the first piece of a segment does not start with its header")?;
+            let header = self.check_header(piece, &header_range.bytes)?;
+            let link = ranges
+                .next_if(|r| r.offset == data_end_limit(piece.segment_bytes) + LINK_BLOCK_AT as u64)
+                .ok_or("the first piece of a segment has no link block")?;
+            let (frontier, len) = segment::decode_link_block(&link.bytes, "piece", link.offset)
+                .map_err(|e| e.to_string())?;
+            if len != link.bytes.len() || frontier != self.frontier {
+                return Err("its link block is not the tree before the segment".into());
+            }
+            let name = segment::file_name(piece.base_seq);
+            let path = self.dir.join(&name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            file.set_len(header.segment_bytes)
+                .map_err(|e| format!("sizing {}: {e}", path.display()))?;
+            if self.chain_head.is_none() {
+                self.chain_head = Some(header.prev_hash);
+            }
+            self.current = Some(Current {
+                base: piece.base_seq,
+                file,
+                segment_bytes: header.segment_bytes,
+                data_end: HEADER_BYTES,
+                sealed: false,
+            });
+            let c = self.current.as_ref().ok_or("no segment")?;
+            write(&c.file, 0, &header_range.bytes)?;
+            write(&c.file, link.offset, &link.bytes)?;
+        }
+        let Some(c) = self.current.as_mut() else {
+            return Err("no segment to continue".into());
+        };
+        if c.segment_bytes != piece.segment_bytes || c.base != piece.base_seq {
+            return Err("it names another segment size or base".into());
+        }
+        let limit = data_end_limit(c.segment_bytes);
+        let mut head = self.chain_head.ok_or("no chain head")?;
+        let mut seq = piece.first_seq;
+        if let Some(frames) = ranges.next_if(|r| r.offset < limit) {
+            if frames.offset != c.data_end || frames.end() > limit {
+                return Err(format!(
+                    "frames at {} (+{}), the segment's data ends at {}",
+                    frames.offset,
+                    frames.bytes.len(),
+                    c.data_end
+                ));
+            }
+            let mut at = 0;
+            while at < frames.bytes.len() {
+                let frame = match frame::decode(&frames.bytes[at..]) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return Err(format!("a zero frame header at {}", frames.offset + at as u64)),
+                    Err(e) => return Err(format!("the frame at {}: {e}", frames.offset + at as u64)),
+                };
+                let expected = head.next(seq, frame.record);
+                if frame.seq != seq || frame.hash != expected {
+                    return Err(format!(
+                        "the frame at {} is seq {} with hash {}; expected seq {seq} with hash {expected}",
+                        frames.offset + at as u64,
+                        frame.seq,
+                        frame.hash
+                    ));
+                }
+                self.frontier.push(&frame.hash.0);
+                head = frame.hash;
+                seq += 1;
+                at += frame.padded_len();
+            }
+            write(&c.file, frames.offset, &frames.bytes)?;
+            c.data_end = frames.end();
+        }
+        if seq != piece.next_seq {
+            return Err(format!(
+                "its frames end at seq {seq}, it says {}",
+                piece.next_seq
+            ));
+        }
+        self.chain_head = Some(head);
+        self.next_seq = seq;
+        if let Some(trailer) = ranges.next_if(|r| r.offset == limit) {
+            let raw: &[u8; TRAILER_BYTES] = trailer
+                .bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| "a trailer range of the wrong length")?;
+            let t: SegmentTrailer = SegmentTrailer::decode(raw, "piece", limit)
+                .map_err(|e| e.to_string())?
+                .ok_or("an empty trailer")?;
+            if t.record_count != seq - c.base
+                || t.last_seq + 1 != seq
+                || t.last_hash != head
+                || t.data_end != c.data_end
+            {
+                return Err("its trailer does not describe the segment's frames".into());
+            }
+            write(&c.file, limit, &trailer.bytes)?;
+            c.file
+                .sync_data()
+                .map_err(|e| format!("syncing a sealed segment: {e}"))?;
+            c.sealed = true;
+        }
+        if ranges.next().is_some() {
+            return Err("a range out of place".into());
+        }
+        if !new_segment && piece.next_seq == piece.first_seq && !c.sealed {
+            return Err("a piece with nothing in it".into());
+        }
+        Ok(())
+    }
+
+    fn check_header(&self, piece: &Piece, bytes: &[u8]) -> Result<SegmentHeader, String> {
+        let raw: &[u8; HEADER_BYTES as usize] = bytes
+            .try_into()
+            .map_err(|_| "a header range of the wrong length")?;
+        let header =
+            SegmentHeader::decode(raw, &segment::file_name(piece.base_seq)).map_err(|e| e.to_string())?;
+        let prev = match self.chain_head {
+            Some(h) => h,
+            None if piece.base_seq == 0 => ChainHash::genesis(&header.log_id),
+            // The first segment rebuilt may follow retained-away ones only
+            // when its frontier says so; pieces start at seq 0 today.
+            None => return Err("the first piece does not start the log".into()),
+        };
+        if header.log_id.to_string() != self.log_id
+            || header.base_seq != piece.base_seq
+            || header.segment_bytes != piece.segment_bytes
+            || header.prev_hash != prev
+            || header.version != segment::FORMAT_VERSION
+        {
+            return Err("its segment header does not continue the log".into());
+        }
+        Ok(header)
+    }
+}
+
+fn write(file: &File, at: u64, bytes: &[u8]) -> Result<(), String> {
+    file.write_all_at(bytes, at)
+        .map_err(|e| format!("writing the rebuilt segment: {e}"))
+}
