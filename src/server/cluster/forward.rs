@@ -21,6 +21,8 @@ use crate::server::api::ChunkStream;
 pub const FORWARDED_HEADER: &str = "x-chainlog-forwarded";
 /// Answer chunks buffered between the holder and the client.
 const QUEUED_CHUNKS: usize = 4;
+/// Answers up to this long are read whole and passed on with their length.
+const WHOLE_ANSWER_BYTES: u64 = 1 << 20;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,21 @@ pub async fn forward(
     let mut response = Response::builder().status(answer.status());
     if let Some(headers) = response.headers_mut() {
         *headers = end_to_end(answer.headers());
+    }
+    // An answer of known, small length (every answer but exports and
+    // tails) is passed on whole, with its length.
+    if answer
+        .content_length()
+        .is_some_and(|n| n <= WHOLE_ANSWER_BYTES)
+    {
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|source| ForwardError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        return Ok(response.body(Body::from(body)).unwrap_or_default());
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_CHUNKS);
     tokio::spawn(relay(answer, tx));
