@@ -221,9 +221,10 @@ pub struct ServeArgs {
     #[cfg(feature = "lake")]
     #[arg(long, value_name = "s3://BUCKET/PREFIX", requires_all = ["archive_to", "checkpoint_key"])]
     lake_to: Option<String>,
+    /// Boxed: the serve command would otherwise be the largest by far.
     #[cfg(feature = "s3")]
     #[command(flatten)]
-    cluster: ClusterArgs,
+    cluster: Box<ClusterArgs>,
 }
 
 /// `chainlog serve --bucket …`: serving a cluster over a bucket.

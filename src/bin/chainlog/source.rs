@@ -98,11 +98,10 @@ fn follow(
     let cache = cache_dir(target);
     std::fs::create_dir_all(&cache)
         .map_err(|e| CliError::io(format!("creating the cache {}", cache.display()), e))?;
-    let follower = Follower::open(&cache, bucket, verifier, FollowOptions::default())
+    let (log, _) = Follower::open(&cache, bucket, verifier, FollowOptions::default())
+        .and_then(|follower| follower.log())
         .map_err(cluster_error)?;
-    let (log, _) = follower.log().map_err(cluster_error)?;
-    drop(follower);
-    // The follower let go of its log: this read owns it.
+    // The follower (dropped) let go of its log: this read owns it.
     Arc::try_unwrap(log).or_else(|shared| {
         // Still shared (a follower thread winding down): reopen it read-only.
         let dir = shared.dir().to_path_buf();
