@@ -189,6 +189,12 @@ pub enum ClusterError {
         /// What was found instead.
         reason: String,
     },
+    /// The workspace has no records yet (no head, or a head of size 0).
+    #[error("{url}: the workspace has no records yet")]
+    Empty {
+        /// The head object.
+        url: String,
+    },
     /// A local file or directory operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -422,7 +422,9 @@ impl Uploader {
             Ok(buf)
         };
         let limit = data_end_limit(u.segment_bytes);
+        // In file order: header, frames, trailer, link block.
         let mut ranges = Vec::new();
+        let mut link = None;
         if !u.header_sent {
             ranges.push(PieceRange {
                 offset: 0,
@@ -431,7 +433,7 @@ impl Uploader {
             let at = limit + LINK_BLOCK_AT as u64;
             let block = read(&u.file, at, MAX_LINK_BLOCK_BYTES as u64)?;
             let (_, len) = segment::decode_link_block(&block, &name, at)?;
-            ranges.push(PieceRange {
+            link = Some(PieceRange {
                 offset: at,
                 bytes: block[..len].to_vec(),
             });
@@ -530,6 +532,7 @@ impl Uploader {
                 None => {}
             }
         }
+        ranges.extend(link);
         u.header_sent = true;
         let piece = (!ranges.is_empty()).then(|| {
             let piece = Piece {
