@@ -80,7 +80,7 @@ fn lease(ttl_ms: u64, offset_ms: u64) -> LeaseOptions {
 
 fn replication(ack_timeout: Duration) -> ReplicationOptions {
     ReplicationOptions {
-        flush_interval: Duration::from_millis(100),
+        flush_interval: Duration::from_millis(20),
         ack_timeout,
         ..ReplicationOptions::default()
     }
@@ -385,7 +385,7 @@ fn a_follower_keeps_up_and_refuses_what_the_pieces_do_not_give() {
         }
         lags.push(appended.elapsed());
     }
-    eprintln!("follower: append to visible at the follower: {lags:?} (flush 100 ms, poll 100 ms)");
+    eprintln!("follower: append to visible at the follower: {lags:?} (flush 20 ms, poll 100 ms)");
     assert!(f.lag() < Duration::from_secs(5));
     append_and_wait(&w, "more", 2, 200);
     let head = w.head().unwrap();
@@ -509,4 +509,65 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
         }
         let _ = to.shutdown(Shutdown::Write);
     });
+}
+
+/// Figures, not assertions: `cargo test --release --test cluster_replica
+/// -- --ignored --nocapture figures`. 64 threads each append single events
+/// and wait for each to be replicated, with the default options (flush
+/// every 250 ms or at 1 MiB).
+#[test]
+#[ignore]
+fn figures() {
+    let Some(server) = CephServer::shared() else {
+        return;
+    };
+    let prefix = unique("figures");
+    let bucket = bucket_on(server, server.port(), &prefix);
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Replicated::open(
+        &tmp.path().join("w"),
+        bucket.clone(),
+        "node-w",
+        lease(30_000, 0),
+        signer(),
+        Options::default(),
+        ReplicationOptions::default(),
+    )
+    .unwrap();
+    let threads = 64;
+    let run = Duration::from_secs(10);
+    let waits = Mutex::new(Vec::new());
+    let puts_before = w.puts();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (w, waits) = (&w, &waits);
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                let mut i = 0;
+                while started.elapsed() < run {
+                    let r = w.log().append(&event("fig", t * 1_000_000 + i)).unwrap();
+                    let at = Instant::now();
+                    w.wait_replicated(r.seq + 1).unwrap();
+                    mine.push(at.elapsed());
+                    i += 1;
+                }
+                waits.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let mut waits = waits.into_inner().unwrap();
+    waits.sort();
+    let n = waits.len();
+    let puts = w.puts() - puts_before;
+    eprintln!(
+        "figures: {n} appends by {threads} threads in {elapsed:.1?}: {:.0} appends/s; wait_replicated p50 {:?}, p99 {:?}, max {:?}; {puts} PUTs ({:.1}/s)",
+        n as f64 / elapsed.as_secs_f64(),
+        waits[n / 2],
+        waits[n * 99 / 100],
+        waits[n - 1],
+        puts as f64 / elapsed.as_secs_f64(),
+    );
+    w.close().unwrap();
 }

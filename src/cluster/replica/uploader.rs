@@ -632,3 +632,35 @@ fn perfect_root(leaves: &[Hash]) -> Hash {
     let half = leaves.len() / 2;
     node_hash(&perfect_root(&leaves[..half]), &perfect_root(&leaves[half..]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::proof::{tree_root, MemoryTree};
+
+    /// The proof from the old frontier and the new leaves is the one the
+    /// whole tree gives, for every pair of sizes up to 40.
+    #[test]
+    fn round_proofs_equal_whole_tree_proofs() {
+        let hashes: Vec<Hash> = (0..40u8).map(|i| [i; 32]).collect();
+        let mut whole = MemoryTree::new(&hashes);
+        for m in 1..40 {
+            let mut old = Frontier::new();
+            for h in &hashes[..m] {
+                old.push(h);
+            }
+            for n in m + 1..=40 {
+                let mut round = RoundTree {
+                    old: &old,
+                    leaves: &hashes[m..n],
+                };
+                assert_eq!(
+                    consistency_proof(&mut round, m as u64, n as u64).unwrap(),
+                    consistency_proof(&mut whole, m as u64, n as u64).unwrap(),
+                    "{m} -> {n}"
+                );
+            }
+            assert_eq!(old.root(), tree_root(&mut whole, m as u64).unwrap());
+        }
+    }
+}
