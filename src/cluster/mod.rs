@@ -1,6 +1,7 @@
 //! One fenced writer per workspace over a bucket (feature `s3`): the
-//! writer's lease, the published head, and the probe that checks a bucket
-//! enforces conditional writes. The foundation of issue 16's cluster.
+//! writer's lease, the published head, the probe that checks a bucket
+//! enforces conditional writes, and replicated durability over them
+//! ([`replica`]: a writer acknowledged once in the bucket, and a follower).
 //!
 //! Uses [`crate::archive`] (the bucket connection and its conditional
 //! writes), [`crate::hash`] (checkpoints, consistency proof checking),
@@ -14,6 +15,7 @@
 //! |---|---|---|
 //! | `PREFIX/lease.json` | [`LeaseRecord`]: who writes the workspace, in which epoch, until when | `If-None-Match: *` (first holder), else `If-Match` |
 //! | `PREFIX/head.json` | [`Head`]: the published checkpoint, with the epoch that published it | `If-None-Match: *` (first head), else `If-Match` |
+//! | `PREFIX/tail/<base>/<first>-<epoch>.piece` | [`Piece`]: byte ranges of one segment file, written by the holder of `epoch` | `If-None-Match: *`, never replaced |
 //!
 //! Nothing here is a home-made consensus: every decision is one
 //! conditional PUT that the object store orders. That is only as strong as
@@ -188,6 +190,12 @@ pub enum ClusterError {
         root: crate::hash::chain::ChainHash,
         /// What was found instead.
         reason: String,
+    },
+    /// The workspace has no records yet (no head, or a head of size 0).
+    #[error("{url}: the workspace has no records yet")]
+    Empty {
+        /// The head object.
+        url: String,
     },
     /// A local file or directory operation failed.
     #[error("{context}: {source}")]

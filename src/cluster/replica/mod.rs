@@ -23,7 +23,7 @@ pub use pieces::{Piece, PieceError, PieceRange};
 use rebuild::Replay;
 use uploader::Uploader;
 
-use super::head::{check_head, publish_head, read_head, Head, HeadProblem};
+use super::head::{check_head, publish_head, read_head, Head, HeadProblem, PublishedHead};
 use super::lease::{Lease, LeaseOptions};
 use super::ClusterError;
 use crate::archive::Bucket;
@@ -117,18 +117,10 @@ impl Replicated {
         };
         let lease = Lease::acquire(bucket.clone(), holder, lease)?;
         let epoch = lease.epoch();
-        let current = read_head(&bucket)?;
+        let (current, claimed) = claim_head(&lease, &signer)?;
         move_aside(dir, epoch)?;
-        let (log, start) = match current {
-            Some(found) if found.head.size > 0 => {
-                check_head(&found.head, &signer.verifier(), None)?;
-                // Fence every older epoch before reading anything.
-                let claimed = Head {
-                    epoch,
-                    consistency: None,
-                    ..found.head.clone()
-                };
-                let published = publish_head(&lease, Some(&found), claimed)?;
+        let (log, start) = match (current, claimed) {
+            (_, Some(published)) => {
                 let mut replay = Replay::new(dir, rebuild::head_log_id(&published.head)?)?;
                 replay.advance(&bucket, &published.head)?;
                 let end = replay.end();
@@ -153,7 +145,7 @@ impl Replicated {
                 };
                 (log, start)
             }
-            previous => {
+            (previous, None) => {
                 let log = Log::create(dir, log_options)?;
                 let checkpoint = Checkpoint {
                     origin: format!("{}/{}", options.origin_prefix, log.log_id()),
@@ -344,6 +336,36 @@ impl Drop for Replicated {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Reads the head and, when it has records, republishes it under the
+/// lease's epoch: from then on no older epoch can move it. A head moved
+/// meanwhile by the old holder (its last publish racing the takeover) is
+/// read again. Returns the head read, and the one republished.
+fn claim_head(
+    lease: &Lease,
+    signer: &NoteSigner,
+) -> Result<(Option<PublishedHead>, Option<PublishedHead>), ClusterError> {
+    const ATTEMPTS: usize = 8;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = read_head(lease.bucket())?;
+        let Some(found) = current.as_ref().filter(|f| f.head.size > 0) else {
+            return Ok((current, None));
+        };
+        check_head(&found.head, &signer.verifier(), None)?;
+        let claimed = Head {
+            epoch: lease.epoch(),
+            consistency: None,
+            ..found.head.clone()
+        };
+        match publish_head(lease, Some(found), claimed) {
+            Ok(published) => return Ok((current, Some(published))),
+            Err(ClusterError::HeadMoved { .. }) if attempt < ATTEMPTS => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -17,7 +17,8 @@ use crate::archive::Bucket;
 use crate::cluster::{ClusterError, Head};
 use crate::format::frame;
 use crate::format::segment::{
-    self, data_end_limit, SegmentHeader, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT, TRAILER_BYTES,
+    self, data_end_limit, SegmentHeader, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT,
+    TRAILER_BYTES,
 };
 use crate::hash::chain::ChainHash;
 use crate::hash::merkle::Frontier;
@@ -103,11 +104,6 @@ impl Replay {
             pieces_read: 0,
             bytes_read: 0,
         })
-    }
-
-    /// Records rebuilt so far.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq
     }
 
     /// The directory.
@@ -211,9 +207,7 @@ impl Replay {
         max_epoch: u64,
     ) -> Result<Option<Piece>, ClusterError> {
         let dir = piece_dir(base);
-        if let Some(piece) =
-            self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, max_epoch)))?
-        {
+        if let Some(piece) = self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, max_epoch)))? {
             return Ok(Some(piece));
         }
         if !self.listed.contains_key(&base) {
@@ -263,15 +257,26 @@ impl Replay {
 
     /// Checks `piece` against what the replay holds and writes it.
     fn apply(&mut self, piece: &Piece, new_segment: bool) -> Result<(), String> {
-        let mut ranges = piece.ranges.iter().peekable();
+        let limit = data_end_limit(piece.segment_bytes);
+        let link_at = limit + LINK_BLOCK_AT as u64;
+        let (mut header, mut frames, mut trailer, mut link) = (None, None, None, None);
+        for range in &piece.ranges {
+            let slot = match range.offset {
+                0 => &mut header,
+                at if at == limit => &mut trailer,
+                at if at == link_at => &mut link,
+                at if at < limit => &mut frames,
+                at => return Err(format!("a range at {at}, in no part of a segment")),
+            };
+            if slot.replace(range).is_some() {
+                return Err("two ranges for one part of the segment".into());
+            }
+        }
         if new_segment {
-            let header_range = ranges
-                .next_if(|r| r.offset == 0)
-                .ok_or("the first piece of a segment does not start with its header")?;
+            let (Some(header_range), Some(link)) = (header, link) else {
+                return Err("the first piece of a segment lacks its header or link block".into());
+            };
             let header = self.check_header(piece, &header_range.bytes)?;
-            let link = ranges
-                .next_if(|r| r.offset == data_end_limit(piece.segment_bytes) + LINK_BLOCK_AT as u64)
-                .ok_or("the first piece of a segment has no link block")?;
             let (frontier, len) = segment::decode_link_block(&link.bytes, "piece", link.offset)
                 .map_err(|e| e.to_string())?;
             if len != link.bytes.len() || frontier != self.frontier {
@@ -288,6 +293,8 @@ impl Replay {
                 .map_err(|e| format!("creating {}: {e}", path.display()))?;
             file.set_len(header.segment_bytes)
                 .map_err(|e| format!("sizing {}: {e}", path.display()))?;
+            write(&file, 0, &header_range.bytes)?;
+            write(&file, link.offset, &link.bytes)?;
             if self.chain_head.is_none() {
                 self.chain_head = Some(header.prev_hash);
             }
@@ -298,9 +305,8 @@ impl Replay {
                 data_end: HEADER_BYTES,
                 sealed: false,
             });
-            let c = self.current.as_ref().ok_or("no segment")?;
-            write(&c.file, 0, &header_range.bytes)?;
-            write(&c.file, link.offset, &link.bytes)?;
+        } else if header.is_some() || link.is_some() {
+            return Err("a header or link block in a piece that continues a segment".into());
         }
         let Some(c) = self.current.as_mut() else {
             return Err("no segment to continue".into());
@@ -308,10 +314,9 @@ impl Replay {
         if c.segment_bytes != piece.segment_bytes || c.base != piece.base_seq {
             return Err("it names another segment size or base".into());
         }
-        let limit = data_end_limit(c.segment_bytes);
         let mut head = self.chain_head.ok_or("no chain head")?;
         let mut seq = piece.first_seq;
-        if let Some(frames) = ranges.next_if(|r| r.offset < limit) {
+        if let Some(frames) = frames {
             if frames.offset != c.data_end || frames.end() > limit {
                 return Err(format!(
                     "frames at {} (+{}), the segment's data ends at {}",
@@ -322,25 +327,17 @@ impl Replay {
             }
             let mut at = 0;
             while at < frames.bytes.len() {
+                let offset = frames.offset + at as u64;
                 let frame = match frame::decode(&frames.bytes[at..]) {
                     Ok(Some(frame)) => frame,
-                    Ok(None) => {
-                        return Err(format!(
-                            "a zero frame header at {}",
-                            frames.offset + at as u64
-                        ))
-                    }
-                    Err(e) => {
-                        return Err(format!("the frame at {}: {e}", frames.offset + at as u64))
-                    }
+                    Ok(None) => return Err(format!("a zero frame header at {offset}")),
+                    Err(e) => return Err(format!("the frame at {offset}: {e}")),
                 };
                 let expected = head.next(seq, frame.record);
                 if frame.seq != seq || frame.hash != expected {
                     return Err(format!(
-                        "the frame at {} is seq {} with hash {}; expected seq {seq} with hash {expected}",
-                        frames.offset + at as u64,
-                        frame.seq,
-                        frame.hash
+                        "the frame at {offset} is seq {} with hash {}; expected seq {seq} with hash {expected}",
+                        frame.seq, frame.hash
                     ));
                 }
                 self.frontier.push(&frame.hash.0);
@@ -359,7 +356,7 @@ impl Replay {
         }
         self.chain_head = Some(head);
         self.next_seq = seq;
-        if let Some(trailer) = ranges.next_if(|r| r.offset == limit) {
+        if let Some(trailer) = trailer {
             let raw: &[u8; TRAILER_BYTES] = trailer
                 .bytes
                 .as_slice()
@@ -381,9 +378,6 @@ impl Replay {
                 .map_err(|e| format!("syncing a sealed segment: {e}"))?;
             c.sealed = true;
         }
-        if ranges.next().is_some() {
-            return Err("a range out of place".into());
-        }
         if !new_segment && piece.next_seq == piece.first_seq && !c.sealed {
             return Err("a piece with nothing in it".into());
         }
@@ -394,8 +388,8 @@ impl Replay {
         let raw: &[u8; HEADER_BYTES as usize] = bytes
             .try_into()
             .map_err(|_| "a header range of the wrong length")?;
-        let header = SegmentHeader::decode(raw, &segment::file_name(piece.base_seq))
-            .map_err(|e| e.to_string())?;
+        let header =
+            SegmentHeader::decode(raw, &segment::file_name(piece.base_seq)).map_err(|e| e.to_string())?;
         let prev = match self.chain_head {
             Some(h) => h,
             None if piece.base_seq == 0 => ChainHash::genesis(&header.log_id),

@@ -422,7 +422,9 @@ impl Uploader {
             Ok(buf)
         };
         let limit = data_end_limit(u.segment_bytes);
+        // In file order: header, frames, trailer, link block.
         let mut ranges = Vec::new();
+        let mut link = None;
         if !u.header_sent {
             ranges.push(PieceRange {
                 offset: 0,
@@ -431,7 +433,7 @@ impl Uploader {
             let at = limit + LINK_BLOCK_AT as u64;
             let block = read(&u.file, at, MAX_LINK_BLOCK_BYTES as u64)?;
             let (_, len) = segment::decode_link_block(&block, &name, at)?;
-            ranges.push(PieceRange {
+            link = Some(PieceRange {
                 offset: at,
                 bytes: block[..len].to_vec(),
             });
@@ -530,6 +532,7 @@ impl Uploader {
                 None => {}
             }
         }
+        ranges.extend(link);
         u.header_sent = true;
         let piece = (!ranges.is_empty()).then(|| {
             let piece = Piece {
@@ -636,4 +639,36 @@ fn perfect_root(leaves: &[Hash]) -> Hash {
         &perfect_root(&leaves[..half]),
         &perfect_root(&leaves[half..]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::proof::{tree_root, MemoryTree};
+
+    /// The proof from the old frontier and the new leaves is the one the
+    /// whole tree gives, for every pair of sizes up to 40.
+    #[test]
+    fn round_proofs_equal_whole_tree_proofs() {
+        let hashes: Vec<Hash> = (0..40u8).map(|i| [i; 32]).collect();
+        let mut whole = MemoryTree::new(&hashes);
+        for m in 1..40 {
+            let mut old = Frontier::new();
+            for h in &hashes[..m] {
+                old.push(h);
+            }
+            for n in m + 1..=40 {
+                let mut round = RoundTree {
+                    old: &old,
+                    leaves: &hashes[m..n],
+                };
+                assert_eq!(
+                    consistency_proof(&mut round, m as u64, n as u64).unwrap(),
+                    consistency_proof(&mut whole, m as u64, n as u64).unwrap(),
+                    "{m} -> {n}"
+                );
+            }
+            assert_eq!(old.root(), tree_root(&mut whole, m as u64).unwrap());
+        }
+    }
 }
