@@ -552,7 +552,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = always(dir.path(), Options::default().segment_bytes);
         let replication: Arc<dyn Replication> = Arc::new(ReplicatedUpTo(2));
-        let committer = Committer::start_replicated("acme", log.clone(), Some(replication)).unwrap();
+        let committer =
+            Committer::start_replicated("acme", log.clone(), Some(replication)).unwrap();
         let first = queue_at_once(&committer, vec![records_of("a", 2)], false);
         let first = first.into_iter().next().unwrap().blocking_recv().unwrap();
         assert_eq!(first.unwrap().len(), 2);

@@ -56,9 +56,9 @@
 mod api;
 #[cfg(feature = "s3")]
 pub mod archiving;
+pub mod audit;
 #[cfg(feature = "s3")]
 pub mod cluster;
-pub mod audit;
 mod commit;
 mod conn;
 pub mod deliveries;
@@ -510,16 +510,12 @@ impl Server {
             state.clone(),
             cluster::routing::route,
         ));
-        let app = intake::wrap(
-            routes,
-            &state.limits,
-            self.listener.tls.is_some(),
-        )
-        // Outermost, so that intake's answers (400, 408, 503) are counted.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ));
+        let app = intake::wrap(routes, &state.limits, self.listener.tls.is_some())
+            // Outermost, so that intake's answers (400, 408, 503) are counted.
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::track,
+            ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let tails = state.clone();
         tokio::spawn(async move {

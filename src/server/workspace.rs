@@ -21,9 +21,9 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::log::{Durability, Log, Options};
-use crate::server::commit::Committer;
 #[cfg(feature = "s3")]
 use crate::server::cluster;
+use crate::server::commit::Committer;
 
 /// The folder under the data directory that holds the workspaces.
 pub const WORKSPACES_DIR_NAME: &str = "workspaces";
@@ -345,7 +345,10 @@ impl Workspaces {
                     drop(workspace.log);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if let Err(e) = close_replica(replica, left) {
-                        failures.push((name, Error::io(self.dir(""), std::io::Error::other(e.to_string()))));
+                        failures.push((
+                            name,
+                            Error::io(self.dir(""), std::io::Error::other(e.to_string())),
+                        ));
                     }
                     continue;
                 }

@@ -98,8 +98,8 @@ fn follow(
     let cache = cache_dir(target);
     std::fs::create_dir_all(&cache)
         .map_err(|e| CliError::io(format!("creating the cache {}", cache.display()), e))?;
-    let follower =
-        Follower::open(&cache, bucket, verifier, FollowOptions::default()).map_err(cluster_error)?;
+    let follower = Follower::open(&cache, bucket, verifier, FollowOptions::default())
+        .map_err(cluster_error)?;
     let (log, _) = follower.log().map_err(cluster_error)?;
     drop(follower);
     // The follower let go of its log: this read owns it.

@@ -17,8 +17,7 @@ use crate::archive::Bucket;
 use crate::cluster::{ClusterError, Head};
 use crate::format::frame;
 use crate::format::segment::{
-    self, data_end_limit, SegmentHeader, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT,
-    TRAILER_BYTES,
+    self, data_end_limit, SegmentHeader, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT, TRAILER_BYTES,
 };
 use crate::hash::chain::ChainHash;
 use crate::hash::merkle::Frontier;
@@ -212,7 +211,9 @@ impl Replay {
         max_epoch: u64,
     ) -> Result<Option<Piece>, ClusterError> {
         let dir = piece_dir(base);
-        if let Some(piece) = self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, max_epoch)))? {
+        if let Some(piece) =
+            self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, max_epoch)))?
+        {
             return Ok(Some(piece));
         }
         if !self.listed.contains_key(&base) {
@@ -323,8 +324,15 @@ impl Replay {
             while at < frames.bytes.len() {
                 let frame = match frame::decode(&frames.bytes[at..]) {
                     Ok(Some(frame)) => frame,
-                    Ok(None) => return Err(format!("a zero frame header at {}", frames.offset + at as u64)),
-                    Err(e) => return Err(format!("the frame at {}: {e}", frames.offset + at as u64)),
+                    Ok(None) => {
+                        return Err(format!(
+                            "a zero frame header at {}",
+                            frames.offset + at as u64
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(format!("the frame at {}: {e}", frames.offset + at as u64))
+                    }
                 };
                 let expected = head.next(seq, frame.record);
                 if frame.seq != seq || frame.hash != expected {
@@ -386,8 +394,8 @@ impl Replay {
         let raw: &[u8; HEADER_BYTES as usize] = bytes
             .try_into()
             .map_err(|_| "a header range of the wrong length")?;
-        let header =
-            SegmentHeader::decode(raw, &segment::file_name(piece.base_seq)).map_err(|e| e.to_string())?;
+        let header = SegmentHeader::decode(raw, &segment::file_name(piece.base_seq))
+            .map_err(|e| e.to_string())?;
         let prev = match self.chain_head {
             Some(h) => h,
             None if piece.base_seq == 0 => ChainHash::genesis(&header.log_id),

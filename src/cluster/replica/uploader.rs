@@ -523,7 +523,9 @@ impl Uploader {
                     return Err(crate::Error::Corrupted {
                         file: name,
                         offset: u.end,
-                        reason: format!("records up to {target} are visible, the segment's frames end at seq {seq}"),
+                        reason: format!(
+                        "records up to {target} are visible, the segment's frames end at seq {seq}"
+                    ),
                     }
                     .into())
                 }
@@ -561,7 +563,12 @@ fn lease_ttl_ms(lease: &Lease) -> u64 {
 }
 
 /// Opens segment `base` of `dir` for uploading from `end`.
-fn open_upload(dir: &std::path::Path, base: u64, end: u64, header_sent: bool) -> Result<Upload, ClusterError> {
+fn open_upload(
+    dir: &std::path::Path,
+    base: u64,
+    end: u64,
+    header_sent: bool,
+) -> Result<Upload, ClusterError> {
     let name = segment::file_name(base);
     let path = dir.join(&name);
     let file = File::open(&path).map_err(|source| ClusterError::Io {
@@ -627,5 +634,8 @@ fn perfect_root(leaves: &[Hash]) -> Hash {
         return leaf_hash(&leaves[0]);
     }
     let half = leaves.len() / 2;
-    node_hash(&perfect_root(&leaves[..half]), &perfect_root(&leaves[half..]))
+    node_hash(
+        &perfect_root(&leaves[..half]),
+        &perfect_root(&leaves[half..]),
+    )
 }

@@ -24,8 +24,8 @@ pub(crate) use caller::write_summaries;
 pub(crate) use caller::write_summaries_every_second;
 pub(crate) use caller::Caller;
 pub(super) use read::page;
-pub(super) use read::ChunkStream;
 pub(super) use read::query_pairs;
+pub(super) use read::ChunkStream;
 pub(super) use tail::read_batch;
 pub(super) use tail::tail_slots;
 

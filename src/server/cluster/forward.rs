@@ -153,7 +153,10 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("content-length", "12"),
         ] {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         let kept = end_to_end(&headers);
         let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();

@@ -366,12 +366,8 @@ impl Cluster {
                 }))
             }
             Role::ReadOnly(reader) => {
-                let follower = Follower::open(
-                    dir,
-                    bucket,
-                    reader.verifier.clone(),
-                    reader.follow.clone(),
-                )?;
+                let follower =
+                    Follower::open(dir, bucket, reader.verifier.clone(), reader.follow.clone())?;
                 let (log, _) = follower.log()?;
                 Ok(Some(Opened {
                     log,
@@ -395,11 +391,13 @@ impl Cluster {
         };
         let bucket = self.workspace_bucket(name)?;
         let now = (self.lease.clock)();
-        let live_holder = read_lease(&bucket)?.map(|(record, _)| record).filter(|record| {
-            now < record
-                .expires_at_ms
-                .saturating_add(self.lease.skew_margin_ms)
-        });
+        let live_holder = read_lease(&bucket)?
+            .map(|(record, _)| record)
+            .filter(|record| {
+                now < record
+                    .expires_at_ms
+                    .saturating_add(self.lease.skew_margin_ms)
+            });
         let route = match live_holder {
             Some(record) if record.holder == nodes.me() => Route::Here,
             Some(record) => match nodes.advertise_of(&record.holder)? {
