@@ -427,9 +427,14 @@ impl Cluster {
         )
     }
 
-    /// `chainlog ARGS` with radosgw's endpoint and the test credentials.
+    /// `chainlog ARGS` with radosgw's endpoint and the test credentials,
+    /// and the `--from` readers' cache in the test's directory.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.ceph.command(args).output().unwrap()
+        self.ceph
+            .command(args)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .output()
+            .unwrap()
     }
 
     /// Every record of `w` up to its published head, as `chainlog export
