@@ -215,11 +215,7 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
     let old = c.lease(&w).expect("a lease after the first append");
 
     let load = load(&c, &w, 6, 10, "loss");
-    assert!(
-        load.wait_more(300, Duration::from_secs(60)),
-        "no load\n{}",
-        c.stderrs()
-    );
+    load.expect_more(300, Duration::from_secs(60), "the load", &c);
     let killed_at = Instant::now();
     let victim = c.node_mut(&old.holder);
     victim.kill();
@@ -230,9 +226,11 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
         || c.lease(&w).filter(|l| l.holder != old.holder),
     );
     assert!(new.epoch > old.epoch, "{old:?} then {new:?}");
-    assert!(
-        load.wait_more(300, Duration::from_secs(60)),
-        "no load after the takeover"
+    load.expect_more(
+        300,
+        Duration::from_secs(60),
+        "no load after the takeover",
+        &c,
     );
     let outcomes = load.finish();
 
@@ -422,6 +420,8 @@ fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
         c.checkpoint_pub.to_str().unwrap(),
         "--from",
         &url,
+        "--checkpoint-public-key",
+        c.checkpoint_pub.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -450,11 +450,7 @@ fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
     let (ttl, ack) = (c.options.lease_ttl, c.options.ack_timeout);
     append_ok(&c, "node-0", &w, "first", 1);
     let load = load(&c, &w, 4, 10, "outage");
-    assert!(
-        load.wait_more(200, Duration::from_secs(60)),
-        "no load\n{}",
-        c.stderrs()
-    );
+    load.expect_more(200, Duration::from_secs(60), "the load", &c);
 
     let cut_at = Instant::now();
     c.proxy.set_mode(Mode::Refuse);
@@ -475,10 +471,7 @@ fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
     let resumed = c.wait_for(Duration::from_secs(60), "a 201 after the outage", || {
         first_201_after(&load.outcomes(), restored_at)
     });
-    assert!(
-        load.wait_more(100, Duration::from_secs(60)),
-        "no load after the outage"
-    );
+    load.expect_more(100, Duration::from_secs(60), "no load after the outage", &c);
     let outcomes = load.finish();
 
     // In the outage (sent a second after the cut, answered before the

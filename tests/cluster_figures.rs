@@ -114,11 +114,7 @@ fn cluster_figures() {
         for batch in [100, 500] {
             let before = c.proxy.counts();
             let load = Load::start(spec(&c, &w, 64, batch, Duration::ZERO));
-            assert!(
-                load.wait_more(1, Duration::from_secs(60)),
-                "{}",
-                c.stderrs()
-            );
+            load.expect_more(1, Duration::from_secs(60), "the load", &c);
             let start = Instant::now();
             let at_start = load.acknowledged();
             std::thread::sleep(Duration::from_secs(10)); // the measured window
@@ -153,11 +149,7 @@ fn cluster_figures() {
     {
         let c = Cluster::start(ceph, "cluster_figures/cost", 1, &[w.clone()], defaults());
         let load = Load::start(spec(&c, &w, 40, 10, Duration::from_millis(400)));
-        assert!(
-            load.wait_more(1000, Duration::from_secs(60)),
-            "{}",
-            c.stderrs()
-        );
+        load.expect_more(1000, Duration::from_secs(60), "the load", &c);
         let (before, at_start, start) = (c.proxy.counts(), load.acknowledged(), Instant::now());
         std::thread::sleep(Duration::from_secs(20));
         let (after, events, elapsed) = (
@@ -233,11 +225,7 @@ fn cluster_figures() {
             targets: c.nodes.iter().map(|n| n.addr).collect(),
             ..spec(&c, &w, 4, 10, Duration::ZERO)
         });
-        assert!(
-            load.wait_more(200, Duration::from_secs(60)),
-            "{}",
-            c.stderrs()
-        );
+        load.expect_more(200, Duration::from_secs(60), "the load", &c);
         let holder = c.lease(&w).unwrap().holder;
         let killed_at = Instant::now();
         c.node_mut(&holder).kill();

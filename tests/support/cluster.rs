@@ -427,16 +427,29 @@ impl Cluster {
         )
     }
 
-    /// `chainlog ARGS` with radosgw's endpoint and the test credentials.
+    /// `chainlog ARGS` with radosgw's endpoint and the test credentials,
+    /// and the `--from` readers' cache in the test's directory.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.ceph.command(args).output().unwrap()
+        self.ceph
+            .command(args)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .output()
+            .unwrap()
     }
 
     /// Every record of `w` up to its published head, as `chainlog export
     /// --format jsonl --from` reads it from the bucket.
     pub fn export(&self, w: &str) -> Vec<Row> {
         let url = self.workspace_url(w);
-        let out = self.cli(&["export", "--format", "jsonl", "--from", &url]);
+        let out = self.cli(&[
+            "export",
+            "--format",
+            "jsonl",
+            "--from",
+            &url,
+            "--checkpoint-public-key",
+            self.checkpoint_pub.to_str().unwrap(),
+        ]);
         assert!(
             out.status.success(),
             "export --from {url}: {}",
@@ -616,11 +629,36 @@ pub fn post_events(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    // A forwarded answer streams on, in chunks.
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
+}
+
+/// The body of a chunked HTTP/1.1 answer.
+fn dechunk(mut chunks: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, rest)) = chunks.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or("").trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        body.push_str(&rest[..n]);
+        chunks = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    body
 }
 
 /// `GET PATH` at `addr` with `key`; the status and body parsed as JSON
@@ -777,6 +815,34 @@ impl Load {
             std::thread::sleep(Duration::from_millis(20));
         }
         true
+    }
+
+    /// The answers other than 201 so far, by status (or `connection`),
+    /// each with the last body seen: for a failure's message.
+    pub fn errors(&self) -> BTreeMap<String, (usize, String)> {
+        let mut errors: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for o in self.outcomes.lock().unwrap().iter() {
+            if o.status != Some(201) {
+                let kind = o.status.map_or("connection".into(), |s| s.to_string());
+                let entry = errors.entry(kind).or_default();
+                entry.0 += 1;
+                entry.1 = o.body.clone();
+            }
+        }
+        errors
+    }
+
+    /// Waits as [`Load::wait_more`]; fails the test, with the errors seen
+    /// and the nodes' stderr, if the events were not acknowledged.
+    pub fn expect_more(&self, n: u64, timeout: Duration, what: &str, cluster: &Cluster) {
+        if !self.wait_more(n, timeout) {
+            panic!(
+                "{what}: fewer than {n} events acknowledged in {timeout:?}; answers other than \
+                 201: {:?}\n{}",
+                self.errors(),
+                cluster.stderrs()
+            );
+        }
     }
 
     /// Stops the clients (each finishes its POST) and returns every answer.
