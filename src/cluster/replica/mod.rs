@@ -267,7 +267,12 @@ impl Replicated {
     /// Why this writer stopped (lease lost, ...), if it did: the server then
     /// drops the workspace.
     pub fn fenced(&self) -> Option<String> {
-        self.shared.state.lock().fenced.as_ref().map(|f| f.why.clone())
+        self.shared
+            .state
+            .lock()
+            .fenced
+            .as_ref()
+            .map(|f| f.why.clone())
     }
 
     /// The newest head this writer published.
@@ -380,11 +385,18 @@ fn move_aside(dir: &Path, epoch: u64) -> Result<(), ClusterError> {
     if empty {
         return Ok(());
     }
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let parent = dir.parent().unwrap_or(Path::new("."));
     if let Ok(entries) = std::fs::read_dir(parent) {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&format!("{name}.stale-")) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.stale-"))
+            {
                 let path = entry.path();
                 std::fs::remove_dir_all(&path).map_err(io("removing", &path))?;
             }

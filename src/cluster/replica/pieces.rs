@@ -118,7 +118,11 @@ pub fn piece_file_name(first_seq: u64, epoch: u64) -> String {
 
 /// `tail/<base_seq>/<first_seq>-<epoch>.piece`, under the workspace prefix.
 pub fn piece_key(base_seq: u64, first_seq: u64, epoch: u64) -> String {
-    format!("{}/{}", piece_dir(base_seq), piece_file_name(first_seq, epoch))
+    format!(
+        "{}/{}",
+        piece_dir(base_seq),
+        piece_file_name(first_seq, epoch)
+    )
 }
 
 /// The `(first_seq, epoch)` a piece's file name gives.
@@ -350,7 +354,11 @@ mod tests {
             parse_piece_file_name("00000000000000000100-00000000000000000003.piece"),
             Some((100, 3))
         );
-        for bad in ["100-3.piece", "00000000000000000100-00000000000000000003", "x"] {
+        for bad in [
+            "100-3.piece",
+            "00000000000000000100-00000000000000000003",
+            "x",
+        ] {
             assert_eq!(parse_piece_file_name(bad), None, "{bad}");
         }
     }
@@ -386,10 +394,7 @@ mod tests {
             ("next before first", Box::new(|p| p.next_seq = 99)),
             ("first before base", Box::new(|p| p.first_seq = 50)),
             ("segment size", Box::new(|p| p.segment_bytes = 1000)),
-            (
-                "overlap",
-                Box::new(|p| p.ranges[1].offset = 100),
-            ),
+            ("overlap", Box::new(|p| p.ranges[1].offset = 100)),
             (
                 "outside the segment",
                 Box::new(|p| p.ranges[2].offset = 1 << 20),

@@ -17,8 +17,7 @@ use crate::archive::Bucket;
 use crate::cluster::{ClusterError, Head};
 use crate::format::frame;
 use crate::format::segment::{
-    self, data_end_limit, SegmentHeader, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT,
-    TRAILER_BYTES,
+    self, data_end_limit, SegmentHeader, SegmentTrailer, HEADER_BYTES, LINK_BLOCK_AT, TRAILER_BYTES,
 };
 use crate::hash::chain::ChainHash;
 use crate::hash::merkle::Frontier;
@@ -207,18 +206,22 @@ impl Replay {
         max_epoch: u64,
     ) -> Result<Option<Piece>, ClusterError> {
         let dir = piece_dir(base);
-        if let Some(piece) = self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, max_epoch)))? {
+        if let Some(piece) =
+            self.read_piece(bucket, &format!("{dir}/{}", piece_file_name(p, max_epoch)))?
+        {
             return Ok(Some(piece));
         }
-        if !self.listed.contains_key(&base) {
-            let names = bucket
-                .list(&dir)?
-                .into_iter()
-                .filter_map(|(name, _)| parse_piece_file_name(&name))
-                .collect();
-            self.listed.insert(base, names);
-        }
-        let best = self.listed[&base]
+        let listed = match self.listed.entry(base) {
+            std::collections::btree_map::Entry::Occupied(found) => found.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(
+                bucket
+                    .list(&dir)?
+                    .into_iter()
+                    .filter_map(|(name, _)| parse_piece_file_name(&name))
+                    .collect(),
+            ),
+        };
+        let best = listed
             .iter()
             .filter(|&&(first, epoch)| first == p && epoch <= max_epoch)
             .map(|&(_, epoch)| epoch)
@@ -388,8 +391,8 @@ impl Replay {
         let raw: &[u8; HEADER_BYTES as usize] = bytes
             .try_into()
             .map_err(|_| "a header range of the wrong length")?;
-        let header =
-            SegmentHeader::decode(raw, &segment::file_name(piece.base_seq)).map_err(|e| e.to_string())?;
+        let header = SegmentHeader::decode(raw, &segment::file_name(piece.base_seq))
+            .map_err(|e| e.to_string())?;
         let prev = match self.chain_head {
             Some(h) => h,
             None if piece.base_seq == 0 => ChainHash::genesis(&header.log_id),

@@ -358,13 +358,14 @@ impl Uploader {
             what: "consistency proof",
             reason: "the uploader's tree cannot give it".into(),
         })?;
-        let consistency = (self.published.is_some() && size > old_size).then(|| ConsistencyProof {
-            old_size,
-            new_size: size,
-            old_root,
-            new_root: root,
-            proof,
-        });
+        let consistency =
+            (self.published.is_some() && size > old_size).then_some(ConsistencyProof {
+                old_size,
+                new_size: size,
+                old_root,
+                new_root: root,
+                proof,
+            });
         let head = Head::new(self.lease.epoch(), &checkpoint, note, consistency);
         let published = publish_head(&self.lease, self.published.as_ref(), head)?;
         self.shared.state.lock().puts += 1;
@@ -525,7 +526,9 @@ impl Uploader {
                     return Err(crate::Error::Corrupted {
                         file: name,
                         offset: u.end,
-                        reason: format!("records up to {target} are visible, the segment's frames end at seq {seq}"),
+                        reason: format!(
+                        "records up to {target} are visible, the segment's frames end at seq {seq}"
+                    ),
                     }
                     .into())
                 }
@@ -564,7 +567,12 @@ fn lease_ttl_ms(lease: &Lease) -> u64 {
 }
 
 /// Opens segment `base` of `dir` for uploading from `end`.
-fn open_upload(dir: &std::path::Path, base: u64, end: u64, header_sent: bool) -> Result<Upload, ClusterError> {
+fn open_upload(
+    dir: &std::path::Path,
+    base: u64,
+    end: u64,
+    header_sent: bool,
+) -> Result<Upload, ClusterError> {
     let name = segment::file_name(base);
     let path = dir.join(&name);
     let file = File::open(&path).map_err(|source| ClusterError::Io {
@@ -630,7 +638,10 @@ fn perfect_root(leaves: &[Hash]) -> Hash {
         return leaf_hash(&leaves[0]);
     }
     let half = leaves.len() / 2;
-    node_hash(&perfect_root(&leaves[..half]), &perfect_root(&leaves[half..]))
+    node_hash(
+        &perfect_root(&leaves[..half]),
+        &perfect_root(&leaves[half..]),
+    )
 }
 
 #[cfg(test)]
