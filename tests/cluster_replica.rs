@@ -114,18 +114,27 @@ fn event(tag: &str, i: usize) -> Event {
     e
 }
 
-/// `threads` appenders, each appending `each` single events and waiting
-/// for every one to be replicated; returns the receipts.
-fn append_and_wait(w: &Replicated, tag: &str, threads: usize, each: usize) -> Vec<Receipt> {
+/// `threads` appenders, each appending `rounds` batches of `batch` events
+/// and waiting for each batch to be replicated; returns the receipts.
+fn append_and_wait(
+    w: &Replicated,
+    tag: &str,
+    threads: usize,
+    rounds: usize,
+    batch: usize,
+) -> Vec<Receipt> {
     let receipts = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for t in 0..threads {
             let receipts = &receipts;
             s.spawn(move || {
-                for i in 0..each {
-                    let r = w.log().append(&event(tag, t * each + i)).unwrap();
-                    w.wait_replicated(r.seq + 1).unwrap();
-                    receipts.lock().unwrap().push(r);
+                for round in 0..rounds {
+                    let events: Vec<Event> = (0..batch)
+                        .map(|i| event(tag, (t * rounds + round) * batch + i))
+                        .collect();
+                    let got = w.log().append_batch(&events).unwrap();
+                    w.wait_replicated(got[got.len() - 1].seq + 1).unwrap();
+                    receipts.lock().unwrap().extend(got);
                 }
             });
         }
@@ -170,23 +179,31 @@ fn acknowledged_records_survive_the_writer_and_its_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let a = open(&tmp.path().join("a"), &bucket, "node-a", lease(3_000, 0));
     assert_eq!(a.epoch(), 1);
-    let receipts = append_and_wait(&a, "a", 4, 250);
+    let receipts = append_and_wait(&a, "a", 4, 50, 5);
     assert_eq!(receipts.len(), 1000);
     let log_id = a.log().log_id();
     let segments = a.log().state().segments;
-    assert!(segments >= 3, "only {segments} segments: no seal was crossed");
+    assert!(
+        segments >= 3,
+        "only {segments} segments: no seal was crossed"
+    );
     // A crash: no last upload, no release; the disk is lost too.
     drop(a);
     std::fs::remove_dir_all(tmp.path().join("a")).unwrap();
 
     // Another node, its clock past the lease's expiry, takes over.
-    let b = open(&tmp.path().join("b"), &bucket, "node-b", lease(3_000, 10_000));
+    let b = open(
+        &tmp.path().join("b"),
+        &bucket,
+        "node-b",
+        lease(3_000, 10_000),
+    );
     assert_eq!(b.epoch(), 2);
     assert_eq!(b.log().log_id(), log_id);
     assert_eq!(b.log().state().next_seq, 1000);
     assert_has(b.log(), &receipts);
     verify_intact(&tmp.path().join("b"));
-    let more = append_and_wait(&b, "b", 2, 50);
+    let more = append_and_wait(&b, "b", 2, 10, 5);
     assert_eq!(more.first().map(|r| r.seq), Some(1000));
 
     // A follower rebuilds the same log from the bucket, and it verifies.
@@ -201,7 +218,12 @@ fn acknowledged_records_survive_the_writer_and_its_disk() {
 
     // A restart of the same holder rebuilds too; its old directory is a
     // cache moved aside.
-    let c = open(&tmp.path().join("b"), &bucket, "node-b", lease(3_000, 10_000));
+    let c = open(
+        &tmp.path().join("b"),
+        &bucket,
+        "node-b",
+        lease(3_000, 10_000),
+    );
     assert_eq!(c.epoch(), 3);
     assert_eq!(c.log().state().next_seq, 1100);
     assert!(tmp.path().join("b.stale-3").is_dir());
@@ -225,10 +247,15 @@ fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
         clock: clock(Arc::new(AtomicU64::new(0)), frozen.clone()),
     };
     let a = open(&tmp.path().join("a"), &bucket, "node-a", a_lease);
-    let before = append_and_wait(&a, "a", 2, 100);
+    let before = append_and_wait(&a, "a", 2, 20, 5);
     frozen.store((chainlog::cluster::system_clock())(), Ordering::SeqCst);
 
-    let b = open(&tmp.path().join("b"), &bucket, "node-b", lease(60_000, 120_000));
+    let b = open(
+        &tmp.path().join("b"),
+        &bucket,
+        "node-b",
+        lease(60_000, 120_000),
+    );
     assert_eq!(b.epoch(), 2);
     let taken_at = b.log().state().next_seq;
     assert_eq!(taken_at, 200);
@@ -254,7 +281,7 @@ fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
     assert!(!late_pieces.is_empty(), "A wrote no late piece");
 
     // B writes other records at the same seqs.
-    let after = append_and_wait(&b, "b", 2, 20);
+    let after = append_and_wait(&b, "b", 2, 4, 5);
     assert_eq!(after.first().map(|r| r.seq), Some(taken_at));
     let head = read_head(&bucket).unwrap().unwrap().head;
     assert_eq!((head.epoch, head.size), (2, 240));
@@ -270,7 +297,12 @@ fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
         late.hash
     );
     drop(b);
-    let c = open(&tmp.path().join("c"), &bucket, "node-c", lease(3_000, 200_000));
+    let c = open(
+        &tmp.path().join("c"),
+        &bucket,
+        "node-c",
+        lease(3_000, 200_000),
+    );
     assert_eq!(c.log().state().next_seq, 240);
     assert_has(c.log(), &after);
     assert!(c.head().is_some_and(|h| h.root == head.root));
@@ -320,7 +352,7 @@ fn a_bucket_outage_costs_a_bounded_wait_and_nothing_acknowledged() {
         replication(ack_timeout),
     )
     .unwrap();
-    let before = append_and_wait(&w, "before", 4, 50);
+    let before = append_and_wait(&w, "before", 4, 10, 5);
 
     proxy.set_up(false);
     let during = w.log().append(&event("during", 0)).unwrap();
@@ -344,8 +376,11 @@ fn a_bucket_outage_costs_a_bounded_wait_and_nothing_acknowledged() {
             Err(e) => panic!("{e}"),
         }
     }
-    eprintln!("outage: replicated again {:?} after the bucket returned", started.elapsed());
-    let after = append_and_wait(&w, "after", 2, 20);
+    eprintln!(
+        "outage: replicated again {:?} after the bucket returned",
+        started.elapsed()
+    );
+    let after = append_and_wait(&w, "after", 2, 4, 5);
     w.close().unwrap();
 
     let direct = bucket_on(server, server.port(), &prefix);
@@ -380,14 +415,18 @@ fn a_follower_keeps_up_and_refuses_what_the_pieces_do_not_give() {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "the follower did not see seq {}", r.seq);
+            assert!(
+                Instant::now() < deadline,
+                "the follower did not see seq {}",
+                r.seq
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         lags.push(appended.elapsed());
     }
     eprintln!("follower: append to visible at the follower: {lags:?} (flush 20 ms, poll 100 ms)");
     assert!(f.lag() < Duration::from_secs(5));
-    append_and_wait(&w, "more", 2, 200);
+    append_and_wait(&w, "more", 2, 10, 20);
     let head = w.head().unwrap();
     w.close().unwrap();
 
@@ -416,7 +455,9 @@ fn a_follower_keeps_up_and_refuses_what_the_pieces_do_not_give() {
         .unwrap();
     frames.bytes[60] ^= 1;
     assert!(matches!(
-        bucket.put_swap(&key, piece.encode(), &found.version).unwrap(),
+        bucket
+            .put_swap(&key, piece.encode(), &found.version)
+            .unwrap(),
         Conditional::Written(_)
     ));
     let refused = follower(&bucket, &tmp.path().join("cache2"));
@@ -430,7 +471,9 @@ fn a_follower_keeps_up_and_refuses_what_the_pieces_do_not_give() {
     let text = String::from_utf8(found.bytes).unwrap();
     let edited = text.replace(&head.root.to_string(), &"0".repeat(64));
     assert_ne!(edited, text);
-    bucket.put_swap("head.json", edited.into_bytes(), &found.version).unwrap();
+    bucket
+        .put_swap("head.json", edited.into_bytes(), &found.version)
+        .unwrap();
     let refused = follower(&bucket, &tmp.path().join("cache3"));
     assert!(
         matches!(refused, Err(ClusterError::BadHead(_))),
@@ -439,7 +482,10 @@ fn a_follower_keeps_up_and_refuses_what_the_pieces_do_not_give() {
     // The running follower keeps the last head it checked, and says why.
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.problem().is_none() {
-        assert!(Instant::now() < deadline, "the follower took the edited head");
+        assert!(
+            Instant::now() < deadline,
+            "the follower took the edited head"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let (log, kept) = f.log().unwrap();
