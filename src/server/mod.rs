@@ -581,7 +581,15 @@ impl Server {
             // close (a refusal was recorded by the watcher already).
             let _ = closing.keys.reload();
             key_watch::record_outside_changes(&closing);
-            closing.workspaces.close_all(grace)
+            let failures = closing.workspaces.close_all(grace);
+            // Its workspaces are released: others may take them now.
+            #[cfg(feature = "s3")]
+            if let Some(nodes) = closing.workspaces.cluster().and_then(|c| c.nodes()) {
+                if let Err(e) = nodes.leave() {
+                    eprintln!("chainlog serve: removing this node's record: {e}");
+                }
+            }
+            failures
         })
         .await
         .unwrap_or_default();

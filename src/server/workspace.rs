@@ -71,13 +71,20 @@ pub(crate) struct Open {
 }
 
 impl Open {
-    /// A follower's log at its newest head; any other as it is.
+    /// The copy a request gets: a follower's log at its newest head, and
+    /// no share of the replicated writer or the follower, which only the
+    /// map holds (their bucket connections must not be dropped last by a
+    /// request on the async runtime).
     fn fresh(mut self) -> Open {
         #[cfg(feature = "s3")]
-        if let Some(cluster::Held::Reader(follower)) = &self.held {
+        if let Some(cluster::Held::Reader(follower)) = self.held.take() {
             if let Ok((log, _)) = follower.log() {
                 self.log = log;
             }
+        }
+        #[cfg(feature = "s3")]
+        {
+            self.held = None;
         }
         self
     }
@@ -187,10 +194,24 @@ impl Workspaces {
             .logs
             .lock()
             .iter()
-            .map(|(name, open)| (name.clone(), open.clone()))
+            .map(|(name, open)| (name.clone(), open.clone().fresh()))
             .collect();
         open.sort_by(|a, b| a.0.cmp(&b.0));
         open
+    }
+
+    /// The replicated writers held here, by name (call it off the async
+    /// runtime: the last share of a writer may go with the list).
+    #[cfg(feature = "s3")]
+    pub(crate) fn writers(&self) -> Vec<(String, Arc<crate::cluster::Replicated>)> {
+        self.logs
+            .lock()
+            .iter()
+            .filter_map(|(name, open)| match &open.held {
+                Some(cluster::Held::Writer(replica)) => Some((name.clone(), replica.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The workspace's log and commit queue, opening the log if needed;
@@ -258,7 +279,7 @@ impl Workspaces {
             held: Some(opened.held),
         };
         self.logs.lock().insert(name.to_string(), open.clone());
-        Ok(Some(open))
+        Ok(Some(Open { held: None, ..open }))
     }
 
     /// Takes workspace `name` over from the bucket when it exists there and

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{placement, Cluster, Held};
+use super::{placement, Cluster};
 use crate::cluster::{read_lease, ClusterError};
 use crate::server::workspace::validate_workspace_name;
 use crate::server::AppState;
@@ -45,12 +45,11 @@ pub(crate) async fn hold(state: Arc<AppState>, cluster: Arc<Cluster>) {
 /// One round: let go of fenced writers, take over what this node should
 /// hold. Blocking.
 fn take_over(state: &AppState, cluster: &Cluster) -> Result<(), ClusterError> {
-    for (name, open) in state.workspaces.open_list() {
-        if let Some(Held::Writer(replica)) = &open.held {
-            if let Some(why) = replica.fenced() {
-                eprintln!("chainlog serve: letting go of workspace {name}: {why}");
-                super::let_go(state, &name);
-            }
+    for (name, replica) in state.workspaces.writers() {
+        if let Some(why) = replica.fenced() {
+            drop(replica);
+            eprintln!("chainlog serve: letting go of workspace {name}: {why}");
+            super::let_go(state, &name);
         }
     }
     let Some(nodes) = cluster.nodes() else {

@@ -190,6 +190,8 @@ pub struct Cluster {
     remote: Option<Remote>,
     routes: Mutex<HashMap<String, (Route, Instant)>>,
     pub(crate) http: reqwest::Client,
+    /// When a failed forward was last reported, and how many since.
+    forward_failures: Mutex<(Option<Instant>, u64)>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -266,6 +268,7 @@ pub fn join(config: ClusterConfig) -> Result<Cluster, JoinError> {
             buckets: Mutex::new(HashMap::new()),
         }),
         routes: Mutex::new(HashMap::new()),
+        forward_failures: Mutex::new((None, 0)),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
@@ -440,6 +443,29 @@ impl Cluster {
     /// held here).
     pub(crate) fn forget_route(&self, name: &str) {
         self.routes.lock().remove(name);
+    }
+
+    /// Reports a failed forward on stderr: at most one line a second,
+    /// counting the others (a dead holder fails every request until its
+    /// lease runs out).
+    pub(crate) fn report_forward_failure(&self, what: &dyn std::fmt::Display) {
+        let mut failures = self.forward_failures.lock();
+        let quiet = failures
+            .0
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+        if quiet {
+            failures.1 += 1;
+            return;
+        }
+        let more = std::mem::take(&mut failures.1);
+        failures.0 = Some(Instant::now());
+        drop(failures);
+        match more {
+            0 => eprintln!("chainlog serve: {what}"),
+            n => eprintln!(
+                "chainlog serve: {what} (and {n} more failed forwards since the last report)"
+            ),
+        }
     }
 
     /// The workspaces in the bucket. Blocking.

@@ -146,6 +146,14 @@ impl Nodes {
         })
     }
 
+    /// Deletes this node's record (a clean stop): the others stop counting
+    /// it as live at once, not a TTL later. Blocking.
+    pub fn leave(&self) -> Result<(), ClusterError> {
+        self.bucket.delete(&object_name(&self.me.node_id))?;
+        *self.written.lock() = None;
+        Ok(())
+    }
+
     /// Lists and reads every node record; returns the live ones (this node
     /// always among them). Blocking.
     pub fn refresh(&self) -> Result<Vec<NodeRecord>, ClusterError> {

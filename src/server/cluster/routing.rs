@@ -96,7 +96,7 @@ pub(crate) async fn route(State(state): State<Shared>, request: Request, next: N
             proxy(&state, &cluster, &w, &node, &url, request, held).await
         }
         // Here, or forwarded here by a node that prefers this one.
-        _ => take_then_serve(&state, &cluster, &w, request, next).await,
+        _ => take_then_serve(&state, &cluster, &w, request, next, forwarded).await,
     }
 }
 
@@ -108,15 +108,33 @@ async fn take_then_serve(
     w: &str,
     request: Request,
     next: Next,
+    forwarded: bool,
 ) -> Response {
     let (st, name) = (state.clone(), w.to_string());
     match tokio::task::spawn_blocking(move || st.workspaces.take(&name)).await {
         Ok(Ok(_)) => retry_soon(next.run(request).await),
         Ok(Err(ClusterError::HeldBy { holder, .. })) => {
+            // Another node took it between the look at its lease and the
+            // take: forward there (unless forwarded already).
             cluster.forget_route(w);
-            not_holder(format!(
-                "node {holder:?} took the workspace a moment ago; try again"
-            ))
+            let me = cluster.node_id().unwrap_or_default();
+            if forwarded || holder == me {
+                return not_holder(format!(
+                    "node {holder:?} took the workspace a moment ago; try again"
+                ));
+            }
+            let (c, node) = (cluster.clone(), holder.clone());
+            let url = tokio::task::spawn_blocking(move || match c.nodes() {
+                Some(nodes) => nodes.advertise_of(&node),
+                None => Ok(None),
+            })
+            .await;
+            match url {
+                Ok(Ok(Some(url))) => proxy(state, cluster, w, &holder, &url, request, true).await,
+                _ => not_holder(format!(
+                    "node {holder:?} took the workspace a moment ago; try again"
+                )),
+            }
         }
         Ok(Err(e)) => bucket_unavailable("taking the workspace over", &e),
         Err(e) => ApiError::internal("taking the workspace over", &e).into_response(),
@@ -156,7 +174,7 @@ async fn proxy(
         }
         Err(e) => {
             cluster.forget_route(w);
-            eprintln!("chainlog serve: forwarding a request for {w}: {e}");
+            cluster.report_forward_failure(&format_args!("forwarding a request for {w}: {e}"));
             let whose = if held { "holds" } else { "should take" };
             not_holder(format!(
                 "node {node:?}, which {whose} the workspace, could not be reached; try again shortly (a dead holder's workspaces move once its lease runs out)"
