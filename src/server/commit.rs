@@ -299,12 +299,24 @@ fn run(shared: &Shared, log: &Log, max_bytes: u64, acks: Option<&mpsc::Sender<Ap
 /// The acknowledger's loop: for each appended batch in order, wait until it
 /// is replicated, then answer its requests.
 fn acknowledge(appended: &mpsc::Receiver<Appended>, replication: &dyn Replication) {
+    let answer_all = |replies: Vec<(oneshot::Sender<Answer>, Vec<Receipt>)>,
+                      answer: &Result<(), CommitError>| {
+        for (reply, receipts) in replies {
+            let _ = reply.send(answer.clone().map(|()| receipts));
+        }
+    };
     for (next_seq, replies) in appended {
         let answer = replication
             .wait(next_seq)
             .map_err(|why| CommitError::NotReplicated(Arc::new(why)));
-        for (reply, receipts) in replies {
-            let _ = reply.send(answer.clone().map(|()| receipts));
+        answer_all(replies, &answer);
+        if answer.is_err() {
+            // The batches queued behind a failed wait fail with it: each
+            // would otherwise wait a whole timeout after the one before, and
+            // a request's answer take several.
+            while let Ok((_, replies)) = appended.try_recv() {
+                answer_all(replies, &answer);
+            }
         }
     }
 }

@@ -25,17 +25,25 @@ pub struct SourceArgs {
     #[cfg(feature = "s3")]
     #[command(flatten)]
     endpoint: crate::archive::EndpointArgs,
+    #[cfg(feature = "s3")]
+    #[command(flatten)]
+    head_key: HeadKeyArgs,
+}
+
+/// The key of a replicated workspace's heads, for `--from`.
+#[cfg(feature = "s3")]
+#[derive(Debug, Args)]
+pub struct HeadKeyArgs {
     /// With --from a replicated workspace: the public key of the checkpoint
     /// key that signs its heads (as `chainlog keygen --public-key` wrote
     /// it); the head is checked with it, and the records against the head.
-    #[cfg(feature = "s3")]
     #[arg(
         long = "checkpoint-public-key",
         visible_alias = "checkpoint-vkey",
         value_name = "FILE",
         requires = "from"
     )]
-    checkpoint_public_key: Option<std::path::PathBuf>,
+    pub checkpoint_public_key: Option<std::path::PathBuf>,
 }
 
 impl SourceArgs {
@@ -45,7 +53,7 @@ impl SourceArgs {
         if let Some(url) = &self.from {
             return open_bucket(
                 &self.endpoint.target(url)?,
-                self.checkpoint_public_key.as_deref(),
+                self.head_key.checkpoint_public_key.as_deref(),
             );
         }
         crate::read::open_read_only(global.dir()?)

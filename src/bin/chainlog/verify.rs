@@ -48,17 +48,12 @@ pub struct VerifyArgs {
     #[cfg(feature = "s3")]
     #[command(flatten)]
     archive_endpoint: crate::archive::EndpointArgs,
-    /// With --from a replicated workspace (`serve --bucket`): the public key
-    /// its heads are signed by (default: --public-key). The log is read up
-    /// to its head and verified as a local one.
+    /// With --from a replicated workspace (`serve --bucket`), read up to its
+    /// head and verified as a local log: the key of its heads (default:
+    /// --public-key).
     #[cfg(feature = "s3")]
-    #[arg(
-        long = "checkpoint-public-key",
-        visible_alias = "checkpoint-vkey",
-        value_name = "FILE",
-        requires = "from"
-    )]
-    checkpoint_public_key: Option<PathBuf>,
+    #[command(flatten)]
+    head_key: crate::source::HeadKeyArgs,
 }
 
 fn parse_threads(text: &str) -> Result<usize, String> {
