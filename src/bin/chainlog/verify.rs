@@ -133,10 +133,7 @@ pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
     #[cfg(feature = "s3")]
     let followed = match &args.from {
         Some(url) => {
-            let key = args
-                .checkpoint_public_key
-                .as_ref()
-                .or(args.public_key.as_ref());
+            let key = (args.head_key.checkpoint_public_key.as_ref()).or(args.public_key.as_ref());
             let target = args.archive_endpoint.target(url)?;
             match crate::source::followed_dir(&target, key.map(PathBuf::as_path))? {
                 Some(dir) => Some(dir),
