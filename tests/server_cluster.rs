@@ -235,6 +235,28 @@ fn export_from_reads_the_records_in_pieces_that_are_not_archived_yet() {
         .map(|row| (row.seq, row.hash))
         .collect();
     assert_eq!(rows, written);
+    // query --from reads them too, and verify --from checks the whole log
+    // against the published head.
+    let public = cluster.checkpoint_pub.to_str().unwrap();
+    let out = cluster.cli(&[
+        "query",
+        "--format",
+        "jsonl",
+        "--from",
+        &url,
+        "--checkpoint-public-key",
+        public,
+        "--actor",
+        "load@acme.io",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 5);
+    let text = cluster.verify("acme");
+    assert!(text.contains("matches"), "{text}");
     // A replicated workspace is not read without the key that checks its head.
     let out = cluster.cli(&["export", "--format", "jsonl", "--from", &url]);
     assert_eq!(out.status.code(), Some(2));
