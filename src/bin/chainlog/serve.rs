@@ -246,21 +246,11 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "REGION", requires = "bucket")]
     region: Option<String>,
     /// This node's id, unique in the cluster: A-Z, a-z, 0-9, '.', '_', '-'.
-    #[arg(
-        long,
-        value_name = "NAME",
-        requires = "bucket",
-        conflicts_with = "read_only"
-    )]
+    #[arg(long, value_name = "NAME", requires = "bucket")]
     node_id: Option<String>,
     /// Where the other nodes reach this one (they forward requests to it):
     /// http://HOST:PORT.
-    #[arg(
-        long,
-        value_name = "URL",
-        requires = "bucket",
-        conflicts_with = "read_only"
-    )]
+    #[arg(long, value_name = "URL", requires = "bucket")]
     advertise: Option<String>,
     /// How long a workspace's lease lasts without renewal: a dead node's
     /// workspaces move after about this long (plus a fifth of it).
