@@ -122,6 +122,19 @@ fn a_request_to_the_node_that_does_not_hold_the_workspace_is_forwarded_with_its_
         event_tags(&page),
         ["first-0", "first-1", "second-0", "second-1"]
     );
+    // A streamed answer (an export, chunked) comes back through the forward.
+    let (status, body) = server::raw_get(
+        cluster.nodes[other].addr,
+        "/v1/workspaces/acme/export?format=jsonl",
+        Some(cluster.key("acme")),
+    );
+    assert_eq!(status, 200, "{body}");
+    for tag in ["first-0", "first-1", "second-0", "second-1"] {
+        assert!(
+            body.contains(&format!("\"tag\":\"{tag}\"")),
+            "{tag}: {body}"
+        );
+    }
     // A wrong key is refused by the holder, through the forward.
     let (status, _) = post_events(
         cluster.nodes[other].addr,

@@ -177,10 +177,16 @@ impl Workspaces {
 
     /// The workspace's log, opened if needed, to write the server's own
     /// events in; `None` when the workspace does not exist (and `create` is
-    /// false), and on a read-only replica. Blocking.
+    /// false), and on a read-only replica. Blocking. A cluster node writes
+    /// only in the workspaces it holds: it never takes one over for its own
+    /// events (they go to the server's log instead).
     pub fn open(&self, name: &str, create: bool) -> Result<Option<Arc<Log>>, Error> {
         if self.read_only() {
             return Ok(None);
+        }
+        #[cfg(feature = "s3")]
+        if self.cluster.is_some() {
+            return Ok(self.logs.lock().get(name).map(|open| open.log.clone()));
         }
         Ok(self.open_workspace(name, create)?.map(|open| open.log))
     }
