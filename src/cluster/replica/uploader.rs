@@ -269,10 +269,18 @@ impl Uploader {
         }
     }
 
+    /// Renews the lease; after a failure, tries again after a tenth of the
+    /// TTL (at most a second).
     fn renew(&mut self) -> Result<(), ClusterError> {
-        self.lease.renew()?;
-        self.next_renew = Instant::now() + Duration::from_millis(lease_ttl_ms(&self.lease) / 3);
-        Ok(())
+        let ttl_ms = lease_ttl_ms(&self.lease);
+        let result = self.lease.renew();
+        let next_ms = if result.is_ok() {
+            ttl_ms / 3
+        } else {
+            (ttl_ms / 10).min(1_000)
+        };
+        self.next_renew = Instant::now() + Duration::from_millis(next_ms);
+        result
     }
 
     /// Records a failure: fencing ones stop the writer, others are kept for
@@ -353,7 +361,9 @@ impl Uploader {
     fn publish(&mut self) -> Result<(), ClusterError> {
         let old_size = self.published.as_ref().map_or(0, |p| p.head.size);
         if self.uploaded_next <= old_size && self.published.is_some() {
-            return Ok(());
+            // Published before, maybe not acknowledged (the lease check
+            // failed then): acknowledge once it passes.
+            return self.acknowledge();
         }
         let size = self.uploaded_next;
         let root = self.uploaded_frontier.root();
@@ -395,14 +405,28 @@ impl Uploader {
         self.published_frontier = self.uploaded_frontier.clone();
         self.leaves.drain(..self.leaves_uploaded);
         self.leaves_uploaded = 0;
-        // Nothing is acknowledged that a new holder may not have seen.
-        self.lease.check_valid()?;
         if let Some(base) = self.sealed_uploaded.take() {
             self.archiver.archive_up_to(base);
         }
+        self.acknowledge()
+    }
+
+    /// Lets the waiters for records below the published head go, once the
+    /// lease is still valid: nothing is acknowledged that a new holder may
+    /// not have seen.
+    fn acknowledge(&mut self) -> Result<(), ClusterError> {
+        let Some(published) = &self.published else {
+            return Ok(());
+        };
         let mut state = self.shared.state.lock();
-        state.replicated_next = size;
-        state.head = Some(published.head);
+        if state.replicated_next >= published.head.size && state.head.is_some() {
+            return Ok(());
+        }
+        drop(state);
+        self.lease.check_valid()?;
+        state = self.shared.state.lock();
+        state.replicated_next = published.head.size;
+        state.head = Some(published.head.clone());
         self.shared.changed.notify_all();
         Ok(())
     }
