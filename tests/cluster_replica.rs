@@ -559,39 +559,53 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 }
 
 /// Figures, not assertions: `cargo test --release --test cluster_replica
-/// -- --ignored --nocapture figures`. 64 threads each append single events
-/// and wait for each to be replicated, with the default options (flush
-/// every 250 ms or at 1 MiB).
+/// -- --ignored --nocapture figures`. 64 threads each append batches and
+/// wait for each to be replicated: single events at the default flush
+/// interval (250 ms), batches of 200 (an HTTP client's batch), and single
+/// events at a 20 ms interval.
 #[test]
 #[ignore]
 fn figures() {
-    let Some((_, _, bucket, tmp)) = setup("figures") else {
-        return;
-    };
-    let options = ReplicationOptions::default();
-    let w = open_with(
-        tmp.path(),
-        "w",
-        &bucket,
-        lease(30_000, 0),
-        Options::default(),
-        options,
-    );
+    for (flush_ms, batch) in [(250, 1), (250, 200), (20, 1)] {
+        let Some((_, _, bucket, tmp)) = setup("figures") else {
+            return;
+        };
+        let options = ReplicationOptions {
+            flush_interval: Duration::from_millis(flush_ms),
+            ..ReplicationOptions::default()
+        };
+        let w = open_with(
+            tmp.path(),
+            "w",
+            &bucket,
+            lease(30_000, 0),
+            Options::default(),
+            options,
+        );
+        figure(&w, flush_ms, batch);
+        w.close().unwrap();
+    }
+}
+
+fn figure(w: &Replicated, flush_ms: u64, batch: usize) {
     let threads = 64;
-    let run = Duration::from_secs(10);
+    let run = Duration::from_secs(6);
     let waits = Mutex::new(Vec::new());
     let puts_before = w.puts();
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (w, waits) = (&w, &waits);
+            let waits = &waits;
             s.spawn(move || {
                 let mut mine = Vec::new();
                 let mut i = 0;
                 while started.elapsed() < run {
-                    let r = w.log().append(&event("fig", t * 1_000_000 + i)).unwrap();
+                    let events: Vec<Event> = (0..batch)
+                        .map(|j| event("fig", (t * 1_000_000 + i) * batch + j))
+                        .collect();
+                    let got = w.log().append_batch(&events).unwrap();
                     let at = Instant::now();
-                    w.wait_replicated(r.seq + 1).unwrap();
+                    w.wait_replicated(got[got.len() - 1].seq + 1).unwrap();
                     mine.push(at.elapsed());
                     i += 1;
                 }
@@ -605,12 +619,12 @@ fn figures() {
     let n = waits.len();
     let puts = w.puts() - puts_before;
     eprintln!(
-        "figures: {n} appends by {threads} threads in {elapsed:.1?}: {:.0} appends/s; wait_replicated p50 {:?}, p99 {:?}, max {:?}; {puts} PUTs ({:.1}/s)",
-        n as f64 / elapsed.as_secs_f64(),
+        "figures: flush {flush_ms} ms, {threads} threads, batches of {batch}: {} events in {elapsed:.1?}, {:.0} events/s; wait_replicated p50 {:?}, p99 {:?}, max {:?}; {puts} PUTs, {:.1}/s",
+        n * batch,
+        (n * batch) as f64 / elapsed.as_secs_f64(),
         waits[n / 2],
         waits[n * 99 / 100],
         waits[n - 1],
         puts as f64 / elapsed.as_secs_f64(),
     );
-    w.close().unwrap();
 }

@@ -424,3 +424,16 @@ fn sync_dir(dir: &Path) -> Result<(), ClusterError> {
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server shares both between request handlers.
+    #[test]
+    fn writers_and_followers_are_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Replicated>();
+        shared::<Follower>();
+    }
+}
