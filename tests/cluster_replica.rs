@@ -55,6 +55,15 @@ fn bucket_on(server: &dyn TestS3, port: u16, prefix: &str) -> Arc<Bucket> {
     Arc::new(Bucket::connect(&target, true).unwrap())
 }
 
+/// The binary's Ceph, a fresh prefix `<name>-…` on it with a connection,
+/// and a temporary directory; `None` without Ceph.
+fn setup(name: &str) -> Option<(&'static CephServer, String, Arc<Bucket>, tempfile::TempDir)> {
+    let server = CephServer::shared()?;
+    let prefix = unique(name);
+    let bucket = bucket_on(server, server.port(), &prefix);
+    Some((server, prefix, bucket, tempfile::tempdir().unwrap()))
+}
+
 fn signer() -> NoteSigner {
     NoteSigner::from_seed("replica.test", [9; 32]).unwrap()
 }
@@ -93,15 +102,29 @@ fn log_options() -> Options {
     }
 }
 
-fn open(dir: &Path, bucket: &Arc<Bucket>, holder: &str, lease: LeaseOptions) -> Replicated {
+/// The writer of node `node`, in `tmp/<node>`.
+fn open(tmp: &Path, node: &str, bucket: &Arc<Bucket>, lease: LeaseOptions) -> Replicated {
+    let replication = replication(Duration::from_secs(30));
+    open_with(tmp, node, bucket, lease, log_options(), replication)
+}
+
+fn open_with(
+    tmp: &Path,
+    node: &str,
+    bucket: &Arc<Bucket>,
+    lease: LeaseOptions,
+    log_options: Options,
+    replication: ReplicationOptions,
+) -> Replicated {
+    let (dir, holder) = (tmp.join(node), format!("node-{node}"));
     Replicated::open(
-        dir,
+        &dir,
         bucket.clone(),
-        holder,
+        &holder,
         lease,
         signer(),
-        log_options(),
-        replication(Duration::from_secs(30)),
+        log_options,
+        replication,
     )
     .unwrap()
 }
@@ -171,13 +194,10 @@ fn verify_intact(dir: &Path) {
 
 #[test]
 fn acknowledged_records_survive_the_writer_and_its_disk() {
-    let Some(server) = CephServer::shared() else {
+    let Some((_, _, bucket, tmp)) = setup("survive") else {
         return;
     };
-    let prefix = unique("survive");
-    let bucket = bucket_on(server, server.port(), &prefix);
-    let tmp = tempfile::tempdir().unwrap();
-    let a = open(&tmp.path().join("a"), &bucket, "node-a", lease(3_000, 0));
+    let a = open(tmp.path(), "a", &bucket, lease(3_000, 0));
     assert_eq!(a.epoch(), 1);
     let receipts = append_and_wait(&a, "a", 4, 50, 5);
     assert_eq!(receipts.len(), 1000);
@@ -187,17 +207,23 @@ fn acknowledged_records_survive_the_writer_and_its_disk() {
         segments >= 3,
         "only {segments} segments: no seal was crossed"
     );
+    // The sealed segments are archived as whole objects, in the background.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !bucket
+        .list("")
+        .unwrap()
+        .iter()
+        .any(|(name, _)| name.ends_with(".seg"))
+    {
+        assert!(Instant::now() < deadline, "no segment was archived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A crash: no last upload, no release; the disk is lost too.
     drop(a);
     std::fs::remove_dir_all(tmp.path().join("a")).unwrap();
 
     // Another node, its clock past the lease's expiry, takes over.
-    let b = open(
-        &tmp.path().join("b"),
-        &bucket,
-        "node-b",
-        lease(3_000, 10_000),
-    );
+    let b = open(tmp.path(), "b", &bucket, lease(3_000, 10_000));
     assert_eq!(b.epoch(), 2);
     assert_eq!(b.log().log_id(), log_id);
     assert_eq!(b.log().state().next_seq, 1000);
@@ -218,12 +244,7 @@ fn acknowledged_records_survive_the_writer_and_its_disk() {
 
     // A restart of the same holder rebuilds too; its old directory is a
     // cache moved aside.
-    let c = open(
-        &tmp.path().join("b"),
-        &bucket,
-        "node-b",
-        lease(3_000, 10_000),
-    );
+    let c = open(tmp.path(), "b", &bucket, lease(3_000, 10_000));
     assert_eq!(c.epoch(), 3);
     assert_eq!(c.log().state().next_seq, 1100);
     assert!(tmp.path().join("b.stale-3").is_dir());
@@ -232,12 +253,9 @@ fn acknowledged_records_survive_the_writer_and_its_disk() {
 
 #[test]
 fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
-    let Some(server) = CephServer::shared() else {
+    let Some((_, _, bucket, tmp)) = setup("fence") else {
         return;
     };
-    let prefix = unique("fence");
-    let bucket = bucket_on(server, server.port(), &prefix);
-    let tmp = tempfile::tempdir().unwrap();
     // A's clock will stop: by it, its lease never runs out. A long TTL keeps
     // A from renewing (and learning of the takeover) before it uploads.
     let frozen = Arc::new(AtomicU64::new(0));
@@ -246,16 +264,11 @@ fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
         skew_margin_ms: 5_000,
         clock: clock(Arc::new(AtomicU64::new(0)), frozen.clone()),
     };
-    let a = open(&tmp.path().join("a"), &bucket, "node-a", a_lease);
+    let a = open(tmp.path(), "a", &bucket, a_lease);
     let before = append_and_wait(&a, "a", 2, 20, 5);
     frozen.store((chainlog::cluster::system_clock())(), Ordering::SeqCst);
 
-    let b = open(
-        &tmp.path().join("b"),
-        &bucket,
-        "node-b",
-        lease(60_000, 120_000),
-    );
+    let b = open(tmp.path(), "b", &bucket, lease(60_000, 120_000));
     assert_eq!(b.epoch(), 2);
     let taken_at = b.log().state().next_seq;
     assert_eq!(taken_at, 200);
@@ -297,12 +310,7 @@ fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
         late.hash
     );
     drop(b);
-    let c = open(
-        &tmp.path().join("c"),
-        &bucket,
-        "node-c",
-        lease(3_000, 200_000),
-    );
+    let c = open(tmp.path(), "c", &bucket, lease(3_000, 200_000));
     assert_eq!(c.log().state().next_seq, 240);
     assert_has(c.log(), &after);
     assert!(c.head().is_some_and(|h| h.root == head.root));
@@ -334,24 +342,21 @@ fn piece_names(bucket: &Bucket) -> Vec<(u64, u64, u64)> {
 
 #[test]
 fn a_bucket_outage_costs_a_bounded_wait_and_nothing_acknowledged() {
-    let Some(server) = CephServer::shared() else {
+    let Some((server, prefix, direct, tmp)) = setup("outage") else {
         return;
     };
     let proxy = SwitchProxy::start(server.port());
-    let prefix = unique("outage");
     let bucket = bucket_on(server, proxy.port, &prefix);
-    let tmp = tempfile::tempdir().unwrap();
     let ack_timeout = Duration::from_secs(3);
-    let w = Replicated::open(
-        &tmp.path().join("w"),
-        bucket.clone(),
-        "node-w",
+    let options = replication(ack_timeout);
+    let w = open_with(
+        tmp.path(),
+        "w",
+        &bucket,
         lease(120_000, 0),
-        signer(),
         log_options(),
-        replication(ack_timeout),
-    )
-    .unwrap();
+        options,
+    );
     let before = append_and_wait(&w, "before", 4, 10, 5);
 
     proxy.set_up(false);
@@ -383,7 +388,6 @@ fn a_bucket_outage_costs_a_bounded_wait_and_nothing_acknowledged() {
     let after = append_and_wait(&w, "after", 2, 4, 5);
     w.close().unwrap();
 
-    let direct = bucket_on(server, server.port(), &prefix);
     let f = follower(&direct, &tmp.path().join("cache")).unwrap();
     let (log, _) = f.log().unwrap();
     assert_has(&log, &before);
@@ -393,13 +397,10 @@ fn a_bucket_outage_costs_a_bounded_wait_and_nothing_acknowledged() {
 
 #[test]
 fn a_follower_keeps_up_and_refuses_what_the_pieces_do_not_give() {
-    let Some(server) = CephServer::shared() else {
+    let Some((_, _, bucket, tmp)) = setup("follow") else {
         return;
     };
-    let prefix = unique("follow");
-    let bucket = bucket_on(server, server.port(), &prefix);
-    let tmp = tempfile::tempdir().unwrap();
-    let w = open(&tmp.path().join("w"), &bucket, "node-w", lease(30_000, 0));
+    let w = open(tmp.path(), "w", &bucket, lease(30_000, 0));
     // Before the first record the workspace is empty.
     let f = follower(&bucket, &tmp.path().join("cache")).unwrap();
     assert!(matches!(f.log(), Err(ClusterError::Empty { .. })));
@@ -558,43 +559,53 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 }
 
 /// Figures, not assertions: `cargo test --release --test cluster_replica
-/// -- --ignored --nocapture figures`. 64 threads each append single events
-/// and wait for each to be replicated, with the default options (flush
-/// every 250 ms or at 1 MiB).
+/// -- --ignored --nocapture figures`. 64 threads each append batches and
+/// wait for each to be replicated: single events at the default flush
+/// interval (250 ms), batches of 200 (an HTTP client's batch), and single
+/// events at a 20 ms interval.
 #[test]
 #[ignore]
 fn figures() {
-    let Some(server) = CephServer::shared() else {
-        return;
-    };
-    let prefix = unique("figures");
-    let bucket = bucket_on(server, server.port(), &prefix);
-    let tmp = tempfile::tempdir().unwrap();
-    let w = Replicated::open(
-        &tmp.path().join("w"),
-        bucket.clone(),
-        "node-w",
-        lease(30_000, 0),
-        signer(),
-        Options::default(),
-        ReplicationOptions::default(),
-    )
-    .unwrap();
+    for (flush_ms, batch) in [(250, 1), (250, 200), (20, 1)] {
+        let Some((_, _, bucket, tmp)) = setup("figures") else {
+            return;
+        };
+        let options = ReplicationOptions {
+            flush_interval: Duration::from_millis(flush_ms),
+            ..ReplicationOptions::default()
+        };
+        let w = open_with(
+            tmp.path(),
+            "w",
+            &bucket,
+            lease(30_000, 0),
+            Options::default(),
+            options,
+        );
+        figure(&w, flush_ms, batch);
+        w.close().unwrap();
+    }
+}
+
+fn figure(w: &Replicated, flush_ms: u64, batch: usize) {
     let threads = 64;
-    let run = Duration::from_secs(10);
+    let run = Duration::from_secs(6);
     let waits = Mutex::new(Vec::new());
     let puts_before = w.puts();
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (w, waits) = (&w, &waits);
+            let waits = &waits;
             s.spawn(move || {
                 let mut mine = Vec::new();
                 let mut i = 0;
                 while started.elapsed() < run {
-                    let r = w.log().append(&event("fig", t * 1_000_000 + i)).unwrap();
+                    let events: Vec<Event> = (0..batch)
+                        .map(|j| event("fig", (t * 1_000_000 + i) * batch + j))
+                        .collect();
+                    let got = w.log().append_batch(&events).unwrap();
                     let at = Instant::now();
-                    w.wait_replicated(r.seq + 1).unwrap();
+                    w.wait_replicated(got[got.len() - 1].seq + 1).unwrap();
                     mine.push(at.elapsed());
                     i += 1;
                 }
@@ -608,12 +619,12 @@ fn figures() {
     let n = waits.len();
     let puts = w.puts() - puts_before;
     eprintln!(
-        "figures: {n} appends by {threads} threads in {elapsed:.1?}: {:.0} appends/s; wait_replicated p50 {:?}, p99 {:?}, max {:?}; {puts} PUTs ({:.1}/s)",
-        n as f64 / elapsed.as_secs_f64(),
+        "figures: flush {flush_ms} ms, {threads} threads, batches of {batch}: {} events in {elapsed:.1?}, {:.0} events/s; wait_replicated p50 {:?}, p99 {:?}, max {:?}; {puts} PUTs, {:.1}/s",
+        n * batch,
+        (n * batch) as f64 / elapsed.as_secs_f64(),
         waits[n / 2],
         waits[n * 99 / 100],
         waits[n - 1],
         puts as f64 / elapsed.as_secs_f64(),
     );
-    w.close().unwrap();
 }

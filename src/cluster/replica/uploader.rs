@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::archiver::Archiver;
 use super::pieces::{Piece, PieceRange};
 use super::ReplicationOptions;
 use crate::archive::{Bucket, Conditional};
@@ -80,6 +81,10 @@ pub(super) struct State {
     pub(super) puts: u64,
     /// The segment and offset the written pieces' frames end at.
     pub(super) uploaded_at: (u64, u64),
+    /// Sealed segments archived as whole objects.
+    pub(super) archived_segments: u64,
+    /// The last archiving failure (retried at the next seal).
+    pub(super) archive_error: Option<String>,
 }
 
 /// Why the writer stopped.
@@ -162,6 +167,10 @@ pub(super) struct Uploader {
     leaves: Vec<Hash>,
     leaves_uploaded: usize,
     next_renew: Instant,
+    /// The newest segment whose trailer is in a written piece, until a head
+    /// is published after it.
+    sealed_uploaded: Option<u64>,
+    archiver: Archiver,
 }
 
 impl Uploader {
@@ -180,6 +189,7 @@ impl Uploader {
             None => None,
         };
         let renew_every = Duration::from_millis(lease_ttl_ms(&lease) / 3);
+        let archiver = Archiver::start(start.dir.clone(), bucket.target().clone(), shared.clone());
         Ok(Uploader {
             log,
             bucket,
@@ -201,12 +211,20 @@ impl Uploader {
             leaves: Vec::new(),
             leaves_uploaded: 0,
             next_renew: Instant::now() + renew_every,
+            sealed_uploaded: None,
+            archiver,
         })
     }
 
     /// The thread's body: rounds until stopped (after a last round) or
     /// fenced. Returns the lease, and the last round's error when stopped.
     pub(super) fn run(mut self) -> (Lease, Option<ClusterError>) {
+        let failed = self.rounds();
+        self.archiver.finish();
+        (self.lease, failed)
+    }
+
+    fn rounds(&mut self) -> Option<ClusterError> {
         let mut last_round = Instant::now();
         loop {
             let (stopping, flush) = {
@@ -226,7 +244,7 @@ impl Uploader {
                     self.shared.wake.wait_until(&mut state, until);
                 }
                 if state.fenced.is_some() {
-                    return (self.lease, None);
+                    return None;
                 }
                 let flush = state.flush_now || Instant::now() >= due;
                 state.flush_now = false;
@@ -241,20 +259,28 @@ impl Uploader {
                 last_round = Instant::now();
                 match self.round() {
                     Ok(()) => self.shared.state.lock().last_error = None,
-                    Err(e) if stopping => return (self.lease, Some(e)),
+                    Err(e) if stopping => return Some(e),
                     Err(e) => self.failed(e),
                 }
             }
             if stopping {
-                return (self.lease, None);
+                return None;
             }
         }
     }
 
+    /// Renews the lease; after a failure, tries again after a tenth of the
+    /// TTL (at most a second).
     fn renew(&mut self) -> Result<(), ClusterError> {
-        self.lease.renew()?;
-        self.next_renew = Instant::now() + Duration::from_millis(lease_ttl_ms(&self.lease) / 3);
-        Ok(())
+        let ttl_ms = lease_ttl_ms(&self.lease);
+        let result = self.lease.renew();
+        let next_ms = if result.is_ok() {
+            ttl_ms / 3
+        } else {
+            (ttl_ms / 10).min(1_000)
+        };
+        self.next_renew = Instant::now() + Duration::from_millis(next_ms);
+        result
     }
 
     /// Records a failure: fencing ones stop the writer, others are kept for
@@ -326,12 +352,18 @@ impl Uploader {
         self.uploaded_next = cut.piece.next_seq;
         self.uploaded_hash = cut.last_hash;
         self.shared.state.lock().uploaded_at = cut.end;
+        let trailer_at = data_end_limit(cut.piece.segment_bytes);
+        if cut.piece.ranges.iter().any(|r| r.offset == trailer_at) {
+            self.sealed_uploaded = Some(cut.piece.base_seq);
+        }
     }
 
     fn publish(&mut self) -> Result<(), ClusterError> {
         let old_size = self.published.as_ref().map_or(0, |p| p.head.size);
         if self.uploaded_next <= old_size && self.published.is_some() {
-            return Ok(());
+            // Published before, maybe not acknowledged (the lease check
+            // failed then): acknowledge once it passes.
+            return self.acknowledge();
         }
         let size = self.uploaded_next;
         let root = self.uploaded_frontier.root();
@@ -373,11 +405,28 @@ impl Uploader {
         self.published_frontier = self.uploaded_frontier.clone();
         self.leaves.drain(..self.leaves_uploaded);
         self.leaves_uploaded = 0;
-        // Nothing is acknowledged that a new holder may not have seen.
-        self.lease.check_valid()?;
+        if let Some(base) = self.sealed_uploaded.take() {
+            self.archiver.archive_up_to(base);
+        }
+        self.acknowledge()
+    }
+
+    /// Lets the waiters for records below the published head go, once the
+    /// lease is still valid: nothing is acknowledged that a new holder may
+    /// not have seen.
+    fn acknowledge(&mut self) -> Result<(), ClusterError> {
+        let Some(published) = &self.published else {
+            return Ok(());
+        };
         let mut state = self.shared.state.lock();
-        state.replicated_next = size;
-        state.head = Some(published.head);
+        if state.replicated_next >= published.head.size && state.head.is_some() {
+            return Ok(());
+        }
+        drop(state);
+        self.lease.check_valid()?;
+        state = self.shared.state.lock();
+        state.replicated_next = published.head.size;
+        state.head = Some(published.head.clone());
         self.shared.changed.notify_all();
         Ok(())
     }
