@@ -187,6 +187,17 @@ fn acknowledged_records_survive_the_writer_and_its_disk() {
         segments >= 3,
         "only {segments} segments: no seal was crossed"
     );
+    // The sealed segments are archived as whole objects, in the background.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !bucket
+        .list("")
+        .unwrap()
+        .iter()
+        .any(|(name, _)| name.ends_with(".seg"))
+    {
+        assert!(Instant::now() < deadline, "no segment was archived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A crash: no last upload, no release; the disk is lost too.
     drop(a);
     std::fs::remove_dir_all(tmp.path().join("a")).unwrap();

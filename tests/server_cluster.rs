@@ -229,28 +229,10 @@ fn export_from_reads_the_records_in_pieces_that_are_not_archived_yet() {
     let objects = ceph.objects(&format!("{}/ws/acme", cluster.prefix));
     let archived: Vec<&String> = objects.iter().filter(|k| k.ends_with(".seg")).collect();
     assert!(archived.is_empty(), "{archived:?}");
-    let public = cluster.checkpoint_pub.to_str().unwrap();
-    let out = cluster.cli(&[
-        "export",
-        "--format",
-        "jsonl",
-        "--from",
-        &url,
-        "--checkpoint-public-key",
-        public,
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let rows: Vec<(u64, String)> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).unwrap();
-            (
-                v["seq"].as_u64().unwrap(),
-                v["hash"].as_str().unwrap().to_string(),
-            )
-        })
+    let rows: Vec<(u64, String)> = cluster
+        .export("acme")
+        .into_iter()
+        .map(|row| (row.seq, row.hash))
         .collect();
     assert_eq!(rows, written);
     // A replicated workspace is not read without the key that checks its head.

@@ -97,8 +97,10 @@ pub struct Workspaces {
     logs: Mutex<HashMap<String, Open>>,
     server_log: Mutex<Option<Arc<Log>>>,
     /// Held while a log is opened or created, so two requests never race
-    /// to create the same one.
-    opening: Mutex<()>,
+    /// to create the same one: one lock per log (the server's log under
+    /// the empty name), so that a slow open (a takeover rebuilding from a
+    /// bucket) holds up no other log.
+    opening: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Serving from a bucket.
     #[cfg(feature = "s3")]
     cluster: Option<Arc<cluster::Cluster>>,
@@ -125,7 +127,7 @@ impl Workspaces {
             data_dir: data_dir.to_path_buf(),
             logs: Mutex::new(HashMap::new()),
             server_log: Mutex::new(None),
-            opening: Mutex::new(()),
+            opening: Mutex::new(HashMap::new()),
             #[cfg(feature = "s3")]
             cluster: None,
         }
@@ -223,7 +225,8 @@ impl Workspaces {
         if validate_workspace_name(name).is_err() {
             return Ok(None);
         }
-        let _opening = self.opening.lock();
+        let opening = self.opening_lock(name);
+        let _opening = opening.lock();
         if let Some(open) = self.cached_open(name) {
             return Ok(Some(open));
         }
@@ -292,7 +295,8 @@ impl Workspaces {
         if self.logs.lock().contains_key(name) {
             return Ok(true);
         }
-        let _opening = self.opening.lock();
+        let opening = self.opening_lock(name);
+        let _opening = opening.lock();
         if self.logs.lock().contains_key(name) {
             return Ok(true);
         }
@@ -325,12 +329,22 @@ impl Workspaces {
         }
     }
 
+    /// The lock held while the log `name` is opened.
+    fn opening_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        self.opening
+            .lock()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// The server's own log, created on first use. Blocking.
     pub fn server_log(&self) -> Result<Arc<Log>, Error> {
         if let Some(log) = self.server_log.lock().clone() {
             return Ok(log);
         }
-        let _opening = self.opening.lock();
+        let opening = self.opening_lock("");
+        let _opening = opening.lock();
         if let Some(log) = self.server_log.lock().clone() {
             return Ok(log);
         }

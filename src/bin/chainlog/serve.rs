@@ -298,16 +298,12 @@ fn cluster_config(
     signer: Option<&chainlog::hash::checkpoint::NoteSigner>,
     origin: &str,
 ) -> Result<Option<chainlog::server::cluster::ClusterConfig>, CliError> {
-    use chainlog::archive::ArchiveTarget;
     use chainlog::cluster::{FollowOptions, ReplicationOptions};
     use chainlog::server::cluster::{ClusterConfig, ReadOnlyConfig, Role, WriterConfig};
     let Some(url) = &args.bucket else {
         return Ok(None);
     };
-    let target = ArchiveTarget::parse(url)
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .with_endpoint(args.endpoint.clone())
-        .with_region(args.region.clone());
+    let target = s3_target(url, &args.endpoint, &args.region)?;
     let role = if args.read_only {
         let Some(path) = &args.checkpoint_public_key else {
             return Err(CliError::Usage(
@@ -370,6 +366,20 @@ pub fn group_arg(name: &str) -> Result<u32, CliError> {
     })
 }
 
+/// `s3://BUCKET/PREFIX` reached at `endpoint` in `region` (each `None`:
+/// from the environment).
+#[cfg(feature = "s3")]
+fn s3_target(
+    url: &str,
+    endpoint: &Option<String>,
+    region: &Option<String>,
+) -> Result<chainlog::archive::ArchiveTarget, CliError> {
+    Ok(chainlog::archive::ArchiveTarget::parse(url)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .with_endpoint(endpoint.clone())
+        .with_region(region.clone()))
+}
+
 /// The archive schedule the arguments ask for, if any. Archived checkpoints
 /// are signed with the server's checkpoint key, when it has one.
 #[cfg(feature = "s3")]
@@ -377,14 +387,11 @@ fn archive_schedule(
     args: &ServeArgs,
     signer: Option<&chainlog::hash::checkpoint::NoteSigner>,
 ) -> Result<Option<chainlog::server::archiving::ArchiveSchedule>, CliError> {
-    use chainlog::archive::{ArchiveOptions, ArchiveTarget, ObjectLock};
+    use chainlog::archive::{ArchiveOptions, ObjectLock};
     let Some(url) = &args.archive_to else {
         return Ok(None);
     };
-    let target = ArchiveTarget::parse(url)
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .with_endpoint(args.archive_endpoint.clone())
-        .with_region(args.archive_region.clone());
+    let target = s3_target(url, &args.archive_endpoint, &args.archive_region)?;
     let object_lock = args
         .archive_object_lock_days
         .map(|days| ObjectLock::new(args.archive_object_lock_mode, days))
@@ -402,10 +409,7 @@ fn archive_schedule(
         #[cfg(feature = "lake")]
         lake: match (&args.lake_to, signer) {
             (Some(url), Some(signer)) => {
-                let target = ArchiveTarget::parse(url)
-                    .map_err(|e| CliError::Usage(e.to_string()))?
-                    .with_endpoint(args.archive_endpoint.clone())
-                    .with_region(args.archive_region.clone());
+                let target = s3_target(url, &args.archive_endpoint, &args.archive_region)?;
                 let mut options = chainlog::archive::lake::LakeOptions::new(signer.clone());
                 options.origin_prefix = args.checkpoint_origin.clone();
                 Some((target, options))

@@ -59,18 +59,12 @@ fn open_bucket(
     target: &chainlog::archive::ArchiveTarget,
     head_key: Option<&std::path::Path>,
 ) -> Result<Log, CliError> {
-    use chainlog::archive::{ArchiveError, Bucket, BucketStorage};
+    use chainlog::archive::{ArchiveError, BucketStorage};
     use std::sync::Arc;
-    let bucket = Arc::new(Bucket::connect(target, true).map_err(crate::archive::cli_error)?);
-    let head = chainlog::cluster::read_head(&bucket).map_err(cluster_error)?;
-    if head.is_some() {
-        let Some(key) = head_key else {
-            return Err(CliError::Usage(format!(
-                "{target} is a replicated workspace (it has a published head): pass --checkpoint-public-key FILE, the public key of the checkpoint key that signs its heads, to read it up to its head"
-            )));
-        };
-        return follow(target, bucket, crate::keys::load_verifier(key)?);
-    }
+    let bucket = match replicated(target, head_key)? {
+        Ok(log) => return Ok(log),
+        Err(bucket) => bucket,
+    };
     let storage = Arc::new(BucketStorage::new(bucket));
     match Log::open_in(
         storage,
@@ -82,6 +76,44 @@ fn open_bucket(
         )),
         other => Ok(other?),
     }
+}
+
+/// The directory of the log of the replicated workspace at `target`,
+/// followed up to its head into the cache; `None` when `target` has no
+/// head (an archive, for `verify --from`'s archive checks).
+#[cfg(feature = "s3")]
+pub fn followed_dir(
+    target: &chainlog::archive::ArchiveTarget,
+    head_key: Option<&std::path::Path>,
+) -> Result<Option<std::path::PathBuf>, CliError> {
+    Ok(replicated(target, head_key)?
+        .ok()
+        .map(|log| log.dir().to_path_buf()))
+}
+
+/// The log of the replicated workspace at `target` (it has a published
+/// head: `head_key` must then be given), or the connection to a bucket
+/// prefix without a head.
+#[cfg(feature = "s3")]
+fn replicated(
+    target: &chainlog::archive::ArchiveTarget,
+    head_key: Option<&std::path::Path>,
+) -> Result<Result<Log, std::sync::Arc<chainlog::archive::Bucket>>, CliError> {
+    use chainlog::archive::Bucket;
+    use std::sync::Arc;
+    let bucket = Arc::new(Bucket::connect(target, true).map_err(crate::archive::cli_error)?);
+    if chainlog::cluster::read_head(&bucket)
+        .map_err(cluster_error)?
+        .is_none()
+    {
+        return Ok(Err(bucket));
+    }
+    let Some(key) = head_key else {
+        return Err(CliError::Usage(format!(
+            "{target} is a replicated workspace (it has a published head): pass --checkpoint-public-key FILE, the public key of the checkpoint key that signs its heads, to read it up to its head"
+        )));
+    };
+    follow(target, bucket, crate::keys::load_verifier(key)?).map(Ok)
 }
 
 /// The log of a replicated workspace at its newest head, through a

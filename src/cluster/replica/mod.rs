@@ -7,6 +7,7 @@
 //! and the format and hash layers below; never the server. docs/CLUSTER.md
 //! ("Replicated durability") specifies the objects.
 
+mod archiver;
 pub mod follow;
 pub mod pieces;
 pub mod rebuild;
@@ -371,12 +372,21 @@ fn claim_head(
 }
 
 /// Moves a non-empty `dir` aside to `<dir>.stale-<epoch>` (removing an
-/// older one): a local copy is a cache, never trusted over the bucket.
+/// older one, and the archiver's `<dir>.archive`): a local copy is a cache,
+/// never trusted over the bucket.
 fn move_aside(dir: &Path, epoch: u64) -> Result<(), ClusterError> {
     let io = |what: &str, path: &Path| {
         let context = format!("{what} {}", path.display());
         move |source| ClusterError::Io { context, source }
     };
+    // The archiver's links to an earlier run's segments go too.
+    let staging = archiver::staging_dir(dir);
+    match std::fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("removing", &staging)(e))
+        }
+        _ => {}
+    }
     let empty = match std::fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -12,8 +12,10 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use super::pieces::{parse_piece_file_name, piece_dir, piece_file_name, Piece};
-use crate::archive::Bucket;
+use sha2::{Digest as _, Sha256};
+
+use super::pieces::{parse_piece_file_name, piece_dir, piece_file_name, Piece, PieceRange};
+use crate::archive::{newest_manifest, Bucket};
 use crate::cluster::{ClusterError, Head};
 use crate::format::frame;
 use crate::format::segment::{
@@ -49,8 +51,9 @@ pub(crate) struct Replay {
     frontier: Frontier,
     /// Piece names listed per segment folder during one [`Replay::advance`].
     listed: BTreeMap<u64, Vec<(u64, u64)>>,
-    /// Pieces read and bytes downloaded.
+    /// Pieces and archived segments read, and bytes downloaded.
     pub(crate) pieces_read: u64,
+    pub(crate) segments_read: u64,
     pub(crate) bytes_read: u64,
 }
 
@@ -101,6 +104,7 @@ impl Replay {
             frontier: Frontier::new(),
             listed: BTreeMap::new(),
             pieces_read: 0,
+            segments_read: 0,
             bytes_read: 0,
         })
     }
@@ -124,6 +128,9 @@ impl Replay {
             ));
         }
         self.listed.clear();
+        if self.current.is_none() && self.next_seq == 0 {
+            self.apply_archived(bucket, head)?;
+        }
         loop {
             let p = self.next_seq;
             let (base, new_segment) = match &self.current {
@@ -178,6 +185,42 @@ impl Replay {
             c.file
                 .sync_data()
                 .map_err(io(format!("syncing {}", self.dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the sealed segments the newest archive manifest names, whole
+    /// (each checked against the manifest's SHA-256, then exactly as a
+    /// piece holding all of it), while they lie below the head.
+    fn apply_archived(&mut self, bucket: &Bucket, head: &Head) -> Result<(), ClusterError> {
+        let Some((key, manifest)) = newest_manifest(bucket)? else {
+            return Ok(());
+        };
+        if manifest.log_id != self.log_id {
+            return Err(mismatch(
+                head,
+                format!("{} is for log {}", bucket.url(&key), manifest.log_id),
+            ));
+        }
+        for entry in &manifest.segments {
+            if entry.base_seq != self.next_seq || entry.last_seq >= head.size {
+                break;
+            }
+            let url = bucket.url(&entry.segment.name);
+            let bytes = bucket.get(&entry.segment.name)?;
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            if ChainHash(digest).to_hex() != entry.segment.sha256 {
+                return Err(mismatch(head, format!("{url} differs from its manifest")));
+            }
+            let piece = segment_as_piece(entry.base_seq, &bytes)
+                .map_err(|reason| mismatch(head, format!("{url}: {reason}")))?;
+            self.apply(&piece, true)
+                .map_err(|reason| mismatch(head, format!("{url}: {reason}")))?;
+            if !self.current.as_ref().is_some_and(|c| c.sealed) {
+                return Err(mismatch(head, format!("{url} is not sealed")));
+            }
+            self.segments_read += 1;
+            self.bytes_read += bytes.len() as u64;
         }
         Ok(())
     }
@@ -410,6 +453,63 @@ impl Replay {
         }
         Ok(header)
     }
+}
+
+/// A whole sealed segment file as the one piece that would give it.
+fn segment_as_piece(base_seq: u64, bytes: &[u8]) -> Result<Piece, String> {
+    let name = segment::file_name(base_seq);
+    let raw: &[u8; HEADER_BYTES as usize] = bytes
+        .get(..HEADER_BYTES as usize)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("shorter than a header")?;
+    let header = SegmentHeader::decode(raw, &name).map_err(|e| e.to_string())?;
+    let limit = data_end_limit(header.segment_bytes);
+    if bytes.len() as u64 != header.segment_bytes {
+        return Err(format!(
+            "{} bytes, its header says {}",
+            bytes.len(),
+            header.segment_bytes
+        ));
+    }
+    let at = |from: u64, len: usize| bytes[from as usize..from as usize + len].to_vec();
+    let trailer_raw: [u8; TRAILER_BYTES] = bytes[limit as usize..limit as usize + TRAILER_BYTES]
+        .try_into()
+        .map_err(|_| "no trailer")?;
+    let trailer = SegmentTrailer::decode(&trailer_raw, &name, limit)
+        .map_err(|e| e.to_string())?
+        .ok_or("not sealed")?;
+    let link_at = limit + LINK_BLOCK_AT as u64;
+    let (_, link_len) = segment::decode_link_block(&bytes[link_at as usize..], &name, link_at)
+        .map_err(|e| e.to_string())?;
+    if trailer.data_end <= HEADER_BYTES || trailer.data_end > limit {
+        return Err("its trailer's data end is out of range".into());
+    }
+    let ranges = vec![
+        PieceRange {
+            offset: 0,
+            bytes: at(0, HEADER_BYTES as usize),
+        },
+        PieceRange {
+            offset: HEADER_BYTES,
+            bytes: at(HEADER_BYTES, (trailer.data_end - HEADER_BYTES) as usize),
+        },
+        PieceRange {
+            offset: limit,
+            bytes: trailer_raw.to_vec(),
+        },
+        PieceRange {
+            offset: link_at,
+            bytes: at(link_at, link_len),
+        },
+    ];
+    Ok(Piece {
+        base_seq,
+        epoch: 1,
+        first_seq: base_seq,
+        next_seq: trailer.last_seq + 1,
+        segment_bytes: header.segment_bytes,
+        ranges,
+    })
 }
 
 fn write(file: &File, at: u64, bytes: &[u8]) -> Result<(), String> {

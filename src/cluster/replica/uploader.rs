@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::archiver::Archiver;
 use super::pieces::{Piece, PieceRange};
 use super::ReplicationOptions;
 use crate::archive::{Bucket, Conditional};
@@ -80,6 +81,10 @@ pub(super) struct State {
     pub(super) puts: u64,
     /// The segment and offset the written pieces' frames end at.
     pub(super) uploaded_at: (u64, u64),
+    /// Sealed segments archived as whole objects.
+    pub(super) archived_segments: u64,
+    /// The last archiving failure (retried at the next seal).
+    pub(super) archive_error: Option<String>,
 }
 
 /// Why the writer stopped.
@@ -162,6 +167,10 @@ pub(super) struct Uploader {
     leaves: Vec<Hash>,
     leaves_uploaded: usize,
     next_renew: Instant,
+    /// The newest segment whose trailer is in a written piece, until a head
+    /// is published after it.
+    sealed_uploaded: Option<u64>,
+    archiver: Archiver,
 }
 
 impl Uploader {
@@ -180,6 +189,7 @@ impl Uploader {
             None => None,
         };
         let renew_every = Duration::from_millis(lease_ttl_ms(&lease) / 3);
+        let archiver = Archiver::start(start.dir.clone(), bucket.target().clone(), shared.clone());
         Ok(Uploader {
             log,
             bucket,
@@ -201,12 +211,20 @@ impl Uploader {
             leaves: Vec::new(),
             leaves_uploaded: 0,
             next_renew: Instant::now() + renew_every,
+            sealed_uploaded: None,
+            archiver,
         })
     }
 
     /// The thread's body: rounds until stopped (after a last round) or
     /// fenced. Returns the lease, and the last round's error when stopped.
     pub(super) fn run(mut self) -> (Lease, Option<ClusterError>) {
+        let failed = self.rounds();
+        self.archiver.finish();
+        (self.lease, failed)
+    }
+
+    fn rounds(&mut self) -> Option<ClusterError> {
         let mut last_round = Instant::now();
         loop {
             let (stopping, flush) = {
@@ -226,7 +244,7 @@ impl Uploader {
                     self.shared.wake.wait_until(&mut state, until);
                 }
                 if state.fenced.is_some() {
-                    return (self.lease, None);
+                    return None;
                 }
                 let flush = state.flush_now || Instant::now() >= due;
                 state.flush_now = false;
@@ -241,12 +259,12 @@ impl Uploader {
                 last_round = Instant::now();
                 match self.round() {
                     Ok(()) => self.shared.state.lock().last_error = None,
-                    Err(e) if stopping => return (self.lease, Some(e)),
+                    Err(e) if stopping => return Some(e),
                     Err(e) => self.failed(e),
                 }
             }
             if stopping {
-                return (self.lease, None);
+                return None;
             }
         }
     }
@@ -326,6 +344,10 @@ impl Uploader {
         self.uploaded_next = cut.piece.next_seq;
         self.uploaded_hash = cut.last_hash;
         self.shared.state.lock().uploaded_at = cut.end;
+        let trailer_at = data_end_limit(cut.piece.segment_bytes);
+        if cut.piece.ranges.iter().any(|r| r.offset == trailer_at) {
+            self.sealed_uploaded = Some(cut.piece.base_seq);
+        }
     }
 
     fn publish(&mut self) -> Result<(), ClusterError> {
@@ -375,6 +397,9 @@ impl Uploader {
         self.leaves_uploaded = 0;
         // Nothing is acknowledged that a new holder may not have seen.
         self.lease.check_valid()?;
+        if let Some(base) = self.sealed_uploaded.take() {
+            self.archiver.archive_up_to(base);
+        }
         let mut state = self.shared.state.lock();
         state.replicated_next = size;
         state.head = Some(published.head);

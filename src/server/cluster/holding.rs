@@ -11,6 +11,9 @@ use crate::cluster::{read_lease, ClusterError};
 use crate::server::workspace::validate_workspace_name;
 use crate::server::AppState;
 
+/// Workspaces taken over at once by one round.
+const TAKEOVERS_AT_ONCE: usize = 4;
+
 /// Runs until aborted.
 pub(crate) async fn hold(state: Arc<AppState>, cluster: Arc<Cluster>) {
     let ttl = Duration::from_millis(cluster.lease().ttl_ms);
@@ -56,6 +59,7 @@ fn take_over(state: &AppState, cluster: &Cluster) -> Result<(), ClusterError> {
         return Ok(());
     };
     let live = nodes.refresh()?;
+    let mut due = Vec::new();
     for name in cluster.workspaces_in_bucket()? {
         if validate_workspace_name(&name).is_err() || state.workspaces.cached_open(&name).is_some()
         {
@@ -76,17 +80,28 @@ fn take_over(state: &AppState, cluster: &Cluster) -> Result<(), ClusterError> {
             }
             None => true,
         };
-        if !expired {
-            continue;
-        }
-        match state.workspaces.take(&name) {
-            Ok(true) => eprintln!("chainlog serve: took workspace {name} over"),
-            Ok(false) => {}
-            Err(ClusterError::HeldBy { holder, .. }) => {
-                eprintln!("chainlog serve: workspace {name} was taken by {holder:?} first");
-            }
-            Err(e) => eprintln!("chainlog serve: taking workspace {name} over: {e}"),
+        if expired {
+            due.push(name);
         }
     }
+    // A takeover waits on the bucket more than on the cores: a few at once.
+    let due = parking_lot::Mutex::new(due);
+    std::thread::scope(|s| {
+        for _ in 0..TAKEOVERS_AT_ONCE {
+            s.spawn(|| loop {
+                let Some(name) = due.lock().pop() else {
+                    return;
+                };
+                match state.workspaces.take(&name) {
+                    Ok(true) => eprintln!("chainlog serve: took workspace {name} over"),
+                    Ok(false) => {}
+                    Err(ClusterError::HeldBy { holder, .. }) => {
+                        eprintln!("chainlog serve: workspace {name} was taken by {holder:?} first");
+                    }
+                    Err(e) => eprintln!("chainlog serve: taking workspace {name} over: {e}"),
+                }
+            });
+        }
+    });
     Ok(())
 }
