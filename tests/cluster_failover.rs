@@ -191,6 +191,24 @@ fn load(cluster: &Cluster, w: &str, clients: usize, batch: usize, tag: &str) -> 
     })
 }
 
+/// The answers sent after `at`, per second since then: `second: status×count …`.
+fn timeline(outcomes: &[Outcome], at: Instant) -> String {
+    let mut seconds: BTreeMap<u64, BTreeMap<String, usize>> = BTreeMap::new();
+    for o in outcomes.iter().filter(|o| o.sent_at >= at) {
+        let status = o.status.map_or("conn".into(), |s| s.to_string());
+        *seconds
+            .entry((o.done_at - at).as_secs())
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
+    }
+    seconds
+        .iter()
+        .map(|(s, counts)| format!("{s}s: {counts:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn first_201_after(outcomes: &[Outcome], at: Instant) -> Option<Instant> {
     outcomes
         .iter()
@@ -225,6 +243,7 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
         "a new holder",
         || c.lease(&w).filter(|l| l.holder != old.holder),
     );
+    let leased = killed_at.elapsed();
     assert!(new.epoch > old.epoch, "{old:?} then {new:?}");
     load.expect_more(
         300,
@@ -236,12 +255,16 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
 
     let failover = first_201_after(&outcomes, killed_at).expect("a 201 after the kill") - killed_at;
     eprintln!(
-        "node loss: {} killed, {} took over at epoch {}; first 201 after the kill: {failover:?} (lease TTL {ttl:?})",
+        "node loss: {} killed, {} took the lease at epoch {} (seen {leased:?} after the kill); \
+         first 201 after the kill: {failover:?} (lease TTL {ttl:?})",
         old.holder, new.holder, new.epoch
     );
     assert!(
         failover <= ttl + TAKEOVER_MARGIN,
-        "failover took {failover:?}, more than the TTL {ttl:?} + {TAKEOVER_MARGIN:?}"
+        "failover took {failover:?}, more than the TTL {ttl:?} + {TAKEOVER_MARGIN:?}; answers \
+         after the kill, by second: {}\n{}",
+        timeline(&outcomes, killed_at),
+        c.stderrs()
     );
     let errors: BTreeMap<String, usize> =
         outcomes
@@ -490,9 +513,23 @@ fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
         .map(Outcome::latency)
         .collect();
     let longest = waits.iter().max().copied().unwrap_or_default();
+    let slow: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.status == Some(503) && o.latency() > bound)
+        .map(|o| {
+            format!(
+                "sent {:?} after the cut, waited {:?}: {}",
+                o.sent_at.saturating_duration_since(cut_at),
+                o.latency(),
+                o.body
+            )
+        })
+        .collect();
     assert!(
-        longest <= bound,
-        "a 503 took {longest:?}, more than {bound:?}"
+        slow.is_empty(),
+        "503s slower than {bound:?} (the bucket came back {:?} after the cut):\n{}",
+        restored_at - cut_at,
+        slow.join("\n")
     );
     let receipts = receipted(&outcomes);
     let rows = c.export(&w);
@@ -535,7 +572,10 @@ fn many_workspaces_spread_over_three_nodes_move_when_one_dies_and_all_verify() {
     for lease in holders.values() {
         *per_node.entry(&lease.holder).or_default() += 1;
     }
-    eprintln!("many workspaces: leases per node {per_node:?}");
+    eprintln!(
+        "many workspaces: 30 created in {:?}; leases per node {per_node:?}",
+        started.elapsed()
+    );
     for node in ["node-0", "node-1", "node-2"] {
         assert!(
             per_node.get(node).copied().unwrap_or(0) > 0,
@@ -570,6 +610,10 @@ fn many_workspaces_spread_over_three_nodes_move_when_one_dies_and_all_verify() {
         killed_at.elapsed()
     );
     let again = append_all(&c, &names, "second", &["node-0", "node-2"]);
+    eprintln!(
+        "many workspaces: appended to all 30 again at {:?}",
+        started.elapsed()
+    );
 
     // All 30 logs: every receipt in the bucket, and verify --from intact.
     let receipts: Vec<Outcome> = appended.into_iter().chain(again).collect();
