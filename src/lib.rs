@@ -56,7 +56,7 @@
 //! | 11 | [`delivery`] | rows for SIEMs: OCSF, CEF, syslog over TLS |
 //! | 11 | [`evidence`] | evidence packs for auditors |
 //! | 11 | [`witness`] | witness cosigning (C2SP tlog-witness): keys, policies, the witness, the log's client |
-//! | 12 | `cluster` | one fenced writer per workspace over a bucket: the lease, the published head, the conditional-write probe (feature `s3`) |
+//! | 12 | `cluster` | one fenced writer per workspace over a bucket: the lease, the published head, the conditional-write probe, replicated durability and the follower (feature `s3`) |
 //! | 13 | `server` | the HTTP API (feature `server`) |
 //!
 //! # A log on disk

@@ -66,6 +66,7 @@ use std::path::PathBuf;
 pub use bucket::{Bucket, BucketStorage, Created, LOOPBACK_HOSTS};
 pub use conditional::{Conditional, ObjectVersion, Versioned};
 pub use lock_state::ObjectLockState;
+pub(crate) use manifest::newest_manifest;
 pub use manifest::{
     checkpoint_key, manifest_key, segment_key, Manifest, ObjectEntry, SegmentEntry, CHECKPOINT_DIR,
     MANIFEST_DIR, MANIFEST_FORMAT,

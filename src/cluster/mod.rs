@@ -1,6 +1,7 @@
 //! One fenced writer per workspace over a bucket (feature `s3`): the
-//! writer's lease, the published head, and the probe that checks a bucket
-//! enforces conditional writes. The foundation of issue 16's cluster.
+//! writer's lease, the published head, the probe that checks a bucket
+//! enforces conditional writes, and replicated durability over them
+//! ([`replica`]: a writer acknowledged once in the bucket, and a follower).
 //!
 //! Uses [`crate::archive`] (the bucket connection and its conditional
 //! writes), [`crate::hash`] (checkpoints, consistency proof checking),
@@ -14,6 +15,7 @@
 //! |---|---|---|
 //! | `PREFIX/lease.json` | [`LeaseRecord`]: who writes the workspace, in which epoch, until when | `If-None-Match: *` (first holder), else `If-Match` |
 //! | `PREFIX/head.json` | [`Head`]: the published checkpoint, with the epoch that published it | `If-None-Match: *` (first head), else `If-Match` |
+//! | `PREFIX/tail/<base>/<first>-<epoch>.piece` | [`Piece`]: byte ranges of one segment file, written by the holder of `epoch` | `If-None-Match: *`, never replaced |
 //!
 //! Nothing here is a home-made consensus: every decision is one
 //! conditional PUT that the object store orders. That is only as strong as
@@ -26,6 +28,7 @@
 pub mod head;
 pub mod lease;
 pub mod probe;
+pub mod replica;
 
 use std::sync::Arc;
 
@@ -34,6 +37,9 @@ pub use head::{
 };
 pub use lease::{read_lease, Lease, LeaseOptions, LeaseRecord, LEASE_FORMAT};
 pub use probe::{probe_conditional_writes, ProbeCheck};
+pub use replica::{
+    FollowOptions, Follower, Piece, PieceError, PieceRange, Replicated, ReplicationOptions,
+};
 
 use crate::archive::{ArchiveError, Bucket};
 
@@ -151,6 +157,53 @@ pub enum ClusterError {
         url: String,
         /// Why.
         reason: String,
+    },
+    /// Records were not replicated (uploaded under a published head) within
+    /// the acknowledgement timeout: the bucket is slow or unreachable.
+    #[error("records below {next_seq} were not replicated within {waited_ms} ms (replicated: {replicated_next_seq}){}", last_error.as_deref().map(|e| format!("; last upload error: {e}")).unwrap_or_default())]
+    ReplicationTimeout {
+        /// The records waited for.
+        next_seq: u64,
+        /// The records replicated when the wait gave up.
+        replicated_next_seq: u64,
+        /// How long it waited.
+        waited_ms: u64,
+        /// The uploader's last failure, if any.
+        last_error: Option<String>,
+    },
+    /// A piece object does not decode.
+    #[error("{url}: {problem}")]
+    BadPiece {
+        /// The piece.
+        url: String,
+        /// What is wrong.
+        problem: PieceError,
+    },
+    /// What the bucket holds does not give the head it publishes: the
+    /// records rebuilt from the pieces have another Merkle root, or pieces
+    /// are missing.
+    #[error("the bucket's objects do not give the head (size {size}, root {root}): {reason}")]
+    HeadMismatch {
+        /// The head's size.
+        size: u64,
+        /// The head's root.
+        root: crate::hash::chain::ChainHash,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The workspace has no records yet (no head, or a head of size 0).
+    #[error("{url}: the workspace has no records yet")]
+    Empty {
+        /// The head object.
+        url: String,
+    },
+    /// A local file or directory operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
     },
     /// An argument is out of range (an empty holder id, a zero TTL).
     #[error("invalid {what}: {reason}")]

@@ -481,6 +481,14 @@ impl Log {
         self.inner.durable_next.load(Ordering::Acquire)
     }
 
+    /// The newest segment's base seq and the offset where the data written
+    /// to its file ends (what a reader of the file finds): for a replicator
+    /// that uploads the file's new bytes.
+    pub fn written_end(&self) -> (u64, u64) {
+        let view = self.inner.view.read();
+        (view.active_base, view.written_end)
+    }
+
     /// Calls `listener` with [`Log::durable_next_seq`] each time records
     /// become durable (after each group commit and seal), on the thread
     /// that made them so: it must be quick and must not append. The log
