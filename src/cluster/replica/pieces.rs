@@ -389,7 +389,8 @@ mod tests {
             Err(PieceError::Checksum { .. })
         ));
         // Well-checksummed but breaking the rules.
-        let rules: Vec<(&str, Box<dyn Fn(&mut Piece)>)> = vec![
+        type Change = Box<dyn Fn(&mut Piece)>;
+        let rules: Vec<(&str, Change)> = vec![
             ("epoch 0", Box::new(|p| p.epoch = 0)),
             ("next before first", Box::new(|p| p.next_seq = 99)),
             ("first before base", Box::new(|p| p.first_seq = 50)),
