@@ -14,6 +14,7 @@ pub mod rebuild;
 pub mod uploader;
 
 use std::path::Path;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 pub use follow::{FollowOptions, Follower};
 pub use pieces::{Piece, PieceError, PieceRange};
 
+use parking_lot::Mutex;
 use rebuild::Replay;
 use uploader::Uploader;
 
@@ -116,9 +118,13 @@ impl Replicated {
             retention: None,
             ..log_options
         };
+        let renew_every = Duration::from_millis((lease.ttl_ms / 3).max(1));
         let lease = Lease::acquire(bucket.clone(), holder, lease)?;
         let epoch = lease.epoch();
-        let (log, start) = match take_over(dir, &lease, &signer, log_options, &options) {
+        let (lease, taken) = while_renewed(lease, renew_every, |lease| {
+            take_over(dir, lease, &signer, log_options, &options)
+        });
+        let (log, start) = match taken {
             Ok(taken) => taken,
             Err(e) => {
                 // Let another node try at once rather than after the TTL.
@@ -299,23 +305,56 @@ impl Drop for Replicated {
     }
 }
 
+/// Runs `work` while a thread renews `lease` every `every`, then returns the
+/// lease (renewed last at most `every` ago) and what `work` returned. A
+/// rebuild can outlast the lease's TTL: left to expire, the lease would be
+/// taken by another node before this one's uploader first renewed it, and
+/// that node's rebuild could lose it the same way. A renew that fails leaves
+/// the lease to `work`'s own checks ([`publish_head`] refuses a lost lease)
+/// and the uploader's.
+fn while_renewed<T>(
+    lease: Lease,
+    every: Duration,
+    work: impl FnOnce(&Mutex<Lease>) -> T,
+) -> (Lease, T) {
+    let lease = Mutex::new(lease);
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let renewed = &lease;
+    let result = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+                if renewed.lock().renew().is_err() {
+                    return;
+                }
+            }
+        });
+        let result = work(&lease);
+        drop(done);
+        result
+    });
+    (lease.into_inner(), result)
+}
+
 /// Everything [`Replicated::open`] does under the lease before the uploader
 /// starts: the head claimed, the directory rebuilt (or a new log), the log
 /// opened.
 fn take_over(
     dir: &Path,
-    lease: &Lease,
+    lease: &Mutex<Lease>,
     signer: &NoteSigner,
     log_options: Options,
     options: &ReplicationOptions,
 ) -> Result<(Log, uploader::Start), ClusterError> {
-    let epoch = lease.epoch();
+    let (epoch, bucket) = {
+        let lease = lease.lock();
+        (lease.epoch(), lease.bucket().clone())
+    };
     let (current, claimed) = claim_head(lease, signer)?;
     move_aside(dir, epoch)?;
     let taken = match (current, claimed) {
         (_, Some(published)) => {
             let mut replay = Replay::new(dir, rebuild::head_log_id(&published.head)?)?;
-            replay.advance(lease.bucket(), &published.head)?;
+            replay.advance(&bucket, &published.head)?;
             let end = replay.end();
             drop(replay);
             sync_dir(dir)?;
@@ -348,7 +387,7 @@ fn take_over(
             };
             let note = checkpoint.sign(signer).map_err(HeadProblem::from)?;
             let first = Head::new(epoch, &checkpoint, note, None);
-            let published = publish_head(lease, previous.as_ref(), first)?;
+            let published = publish_head(&lease.lock(), previous.as_ref(), first)?;
             let start = uploader::Start {
                 dir: dir.to_path_buf(),
                 active: None,
@@ -368,24 +407,28 @@ fn take_over(
 /// meanwhile by the old holder (its last publish racing the takeover) is
 /// read again. Returns the head read, and the one republished.
 fn claim_head(
-    lease: &Lease,
+    lease: &Mutex<Lease>,
     signer: &NoteSigner,
 ) -> Result<(Option<PublishedHead>, Option<PublishedHead>), ClusterError> {
     const ATTEMPTS: usize = 8;
     let mut attempt = 0;
+    let (epoch, bucket) = {
+        let lease = lease.lock();
+        (lease.epoch(), lease.bucket().clone())
+    };
     loop {
         attempt += 1;
-        let current = read_head(lease.bucket())?;
+        let current = read_head(&bucket)?;
         let Some(found) = current.as_ref().filter(|f| f.head.size > 0) else {
             return Ok((current, None));
         };
         check_head(&found.head, &signer.verifier(), None)?;
         let claimed = Head {
-            epoch: lease.epoch(),
+            epoch,
             consistency: None,
             ..found.head.clone()
         };
-        match publish_head(lease, Some(found), claimed) {
+        match publish_head(&lease.lock(), Some(found), claimed) {
             Ok(published) => return Ok((current, Some(published))),
             Err(ClusterError::HeadMoved { .. }) if attempt < ATTEMPTS => continue,
             Err(e) => return Err(e),
