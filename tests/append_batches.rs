@@ -1,7 +1,9 @@
 //! `chainlog append` on inputs of many batches: a FILE's two halves are
-//! checked on two threads and parsing overlaps appending, so a bad line's
-//! number and what is appended before it must not depend on where the
-//! batches or the halves begin.
+//! checked on two threads, keeping their records up to a memory budget
+//! (the lines past it are parsed again when appended), and a stream's
+//! parsing overlaps appending, so a bad line's number and what is appended
+//! before it must not depend on where the batches, the halves or the
+//! budget end.
 
 use std::io::Write;
 use std::path::Path;
@@ -56,15 +58,27 @@ fn init(dir: &Path) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// The debug build's hook for the memory budget of a FILE's kept records.
+const KEPT_BYTES_VAR: &str = "CHAINLOG_TEST_APPEND_KEPT_BYTES";
+
 fn append(dir: &Path, file: Option<&Path>, stdin: &str) -> Output {
+    append_keeping(dir, file, stdin, None)
+}
+
+/// `append` with the kept records' budget set to `kept` bytes.
+fn append_keeping(dir: &Path, file: Option<&Path>, stdin: &str, kept: Option<usize>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(["--dir", dir.to_str().unwrap(), "append"])
         .env_remove("CHAINLOG_DIR")
+        .env_remove(KEPT_BYTES_VAR)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(file) = file {
         cmd.arg(file);
+    }
+    if let Some(kept) = kept {
+        cmd.env(KEPT_BYTES_VAR, kept.to_string());
     }
     let mut child = cmd.spawn().unwrap();
     let mut pipe = child.stdin.take().unwrap();
@@ -163,4 +177,71 @@ fn a_bad_line_in_a_large_stream_appends_the_lines_before_it() {
         "{stderr}"
     );
     assert_eq!(actors(&dir), expected_actors(1..bad));
+}
+
+#[test]
+fn lines_past_the_memory_budget_are_parsed_again_and_appended_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("in.jsonl");
+    // Nothing kept; part of the first batch of each half (a batch of 4096
+    // records is about 600 KB); a few batches of each half.
+    for kept in [0, 150_000, 2_500_000] {
+        let dir = tmp.path().join(format!("log-{kept}"));
+        init(&dir);
+        // A bad line is found in the check, wherever the budget ended.
+        for bad in [LINES - 2, 3000] {
+            std::fs::write(&file, input(&[bad])).unwrap();
+            let out = append_keeping(&dir, Some(&file), "", Some(kept));
+            let stderr = refused_at(out, bad);
+            assert!(
+                stderr.contains("nothing was appended (the whole file is checked first)"),
+                "{kept}: {stderr}"
+            );
+            assert!(actors(&dir).is_empty(), "{kept}: something was appended");
+        }
+        std::fs::write(&file, input(&[])).unwrap();
+        let out = append_keeping(&dir, Some(&file), "", Some(kept));
+        assert!(out.status.success(), "{kept}: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            stdout.starts_with(&format!(
+                "appended {LINES} records (seq 0..={}), head ",
+                LINES - 1
+            )),
+            "{kept}: {stdout}"
+        );
+        assert_eq!(actors(&dir), expected_actors(1..LINES + 1), "{kept}");
+    }
+}
+
+#[test]
+fn a_named_pipe_as_file_is_checked_whole_before_appending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    init(&dir);
+    let fifo = tmp.path().join("in.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let through_fifo = |text: String| {
+        let path = fifo.clone();
+        // Opening a FIFO for writing waits for its reader; the reader may
+        // stop at a bad line, so a failed write is expected then.
+        let writer = std::thread::spawn(move || {
+            let mut pipe = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            let _ = pipe.write_all(text.as_bytes());
+        });
+        let out = append(&dir, Some(&fifo), "");
+        writer.join().unwrap();
+        out
+    };
+    let bad = LINES - 5;
+    let stderr = refused_at(through_fifo(input(&[bad])), bad);
+    assert!(
+        stderr.contains("nothing was appended (the whole file is checked first)"),
+        "{stderr}"
+    );
+    assert!(actors(&dir).is_empty(), "something was appended");
+    let out = through_fifo(input(&[]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(actors(&dir), expected_actors(1..LINES + 1));
 }
