@@ -6,7 +6,7 @@
 //! budget end.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use chainlog::{Log, Options};
@@ -47,6 +47,14 @@ fn line_after_middle(text: &str) -> u64 {
     let mid = text.len() / 2;
     let split = mid + text[mid..].find('\n').unwrap() + 1;
     text[..split].matches('\n').count() as u64 + 1
+}
+
+/// A temporary directory holding an initialised log, and the log's path.
+fn new_log() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    init(&dir);
+    (tmp, dir)
 }
 
 fn init(dir: &Path) {
@@ -102,6 +110,17 @@ fn refused_at(out: Output, n: u64) -> String {
     stderr
 }
 
+/// Checks that `out` is a FILE refused at line `n` with nothing appended
+/// to the log in `dir`.
+fn refused_whole(out: Output, n: u64, dir: &Path) {
+    let stderr = refused_at(out, n);
+    assert!(
+        stderr.contains("nothing was appended (the whole file is checked first)"),
+        "line {n}: {stderr}"
+    );
+    assert!(actors(dir).is_empty(), "line {n}: something was appended");
+}
+
 /// The actors of every record, in order.
 fn actors(dir: &Path) -> Vec<String> {
     let log = Log::open(dir, Options::for_reading()).unwrap();
@@ -126,9 +145,7 @@ fn numbered(n: u64) -> u64 {
 
 #[test]
 fn a_bad_line_in_a_large_file_appends_nothing_and_is_numbered_from_the_start() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    init(&dir);
+    let (tmp, dir) = new_log();
     let file = tmp.path().join("in.jsonl");
     let after_middle = line_after_middle(&input(&[]));
     // Content line `n` is input line `numbered(n)`; the blank line is
@@ -145,12 +162,7 @@ fn a_bad_line_in_a_large_file_appends_nothing_and_is_numbered_from_the_start() {
     ];
     for (bad, reported) in cases {
         std::fs::write(&file, input(&bad)).unwrap();
-        let stderr = refused_at(append(&dir, Some(&file), ""), reported);
-        assert!(
-            stderr.contains("nothing was appended (the whole file is checked first)"),
-            "{bad:?}: {stderr}"
-        );
-        assert!(actors(&dir).is_empty(), "{bad:?}: something was appended");
+        refused_whole(append(&dir, Some(&file), ""), reported, &dir);
     }
 
     // The same file without a bad line: every record, in order.
@@ -162,9 +174,7 @@ fn a_bad_line_in_a_large_file_appends_nothing_and_is_numbered_from_the_start() {
 
 #[test]
 fn a_bad_line_in_a_large_stream_appends_the_lines_before_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    init(&dir);
+    let (_tmp, dir) = new_log();
     // After two full batches and part of a third.
     let bad = 4096 * 2 + 100;
     let stderr = refused_at(append(&dir, None, &input(&[bad])), bad);
@@ -191,13 +201,7 @@ fn lines_past_the_memory_budget_are_parsed_again_and_appended_in_order() {
         // A bad line is found in the check, wherever the budget ended.
         for bad in [LINES - 2, 3000] {
             std::fs::write(&file, input(&[bad])).unwrap();
-            let out = append_keeping(&dir, Some(&file), "", Some(kept));
-            let stderr = refused_at(out, bad);
-            assert!(
-                stderr.contains("nothing was appended (the whole file is checked first)"),
-                "{kept}: {stderr}"
-            );
-            assert!(actors(&dir).is_empty(), "{kept}: something was appended");
+            refused_whole(append_keeping(&dir, Some(&file), "", Some(kept)), bad, &dir);
         }
         std::fs::write(&file, input(&[])).unwrap();
         let out = append_keeping(&dir, Some(&file), "", Some(kept));
@@ -216,9 +220,7 @@ fn lines_past_the_memory_budget_are_parsed_again_and_appended_in_order() {
 
 #[test]
 fn a_named_pipe_as_file_is_checked_whole_before_appending() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    init(&dir);
+    let (tmp, dir) = new_log();
     let fifo = tmp.path().join("in.fifo");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
@@ -235,12 +237,7 @@ fn a_named_pipe_as_file_is_checked_whole_before_appending() {
         out
     };
     let bad = LINES - 5;
-    let stderr = refused_at(through_fifo(input(&[bad])), bad);
-    assert!(
-        stderr.contains("nothing was appended (the whole file is checked first)"),
-        "{stderr}"
-    );
-    assert!(actors(&dir).is_empty(), "something was appended");
+    refused_whole(through_fifo(input(&[bad])), bad, &dir);
     let out = through_fifo(input(&[]));
     assert!(out.status.success(), "{out:?}");
     assert_eq!(actors(&dir), expected_actors(1..LINES + 1));

@@ -217,6 +217,7 @@ fn append_kept(appender: &mut Appender<'_>, kept: Vec<Records>) -> Result<(), Cl
 /// A pipe or device cannot be read twice: all its records are kept in
 /// memory (with no budget, nothing is left to parse again).
 fn append_unseekable(appender: &mut Appender<'_>, file: File) -> Result<(), CliError> {
+    appender.progress.start_checking_stream();
     let lines = EventLines::new(file, 0);
     let checked = check_and_keep(lines, appender.limits(), usize::MAX, &appender.progress)
         .map_err(|e| appender.refused(e, true, 0))?;

@@ -173,6 +173,14 @@ impl Progress {
         );
     }
 
+    /// A pipe's length is not known: bytes checked so far.
+    fn start_checking_stream(&self) {
+        self.restyle(
+            "{spinner} checking: {binary_bytes} ({binary_bytes_per_sec})",
+            0,
+        );
+    }
+
     /// `bytes` more of the input were checked (from either thread).
     fn checked(&self, bytes: u64) {
         if let Some(bar) = &self.0 {
