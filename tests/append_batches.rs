@@ -41,12 +41,13 @@ fn input(bad: &[u64]) -> String {
     text
 }
 
-/// The 1-based number of the line that starts just after the middle of
-/// `text` (where the second checking thread begins).
-fn line_after_middle(text: &str) -> u64 {
-    let mid = text.len() / 2;
-    let split = mid + text[mid..].find('\n').unwrap() + 1;
-    text[..split].matches('\n').count() as u64 + 1
+/// The 1-based number of the line that starts chunk `k` of the eight a
+/// FILE of `text` is checked in (the first line that starts at or after
+/// `k` eighths of it; the threads take chunks in turn).
+fn line_starting_chunk(text: &str, k: usize) -> u64 {
+    let at = k * (text.len() / 8);
+    let start = at + text[at - 1..].find('\n').unwrap();
+    text[..start].matches('\n').count() as u64 + 1
 }
 
 /// A temporary directory holding an initialised log, and the log's path.
@@ -147,19 +148,22 @@ fn numbered(n: u64) -> u64 {
 fn a_bad_line_in_a_large_file_appends_nothing_and_is_numbered_from_the_start() {
     let (tmp, dir) = new_log();
     let file = tmp.path().join("in.jsonl");
-    let after_middle = line_after_middle(&input(&[]));
-    // Content line `n` is input line `numbered(n)`; the blank line is
-    // before the middle, so the line after the middle is content line
-    // `after_middle - 1`.
-    let cases: Vec<(Vec<u64>, u64)> = vec![
+    let mut cases: Vec<(Vec<u64>, u64)> = vec![
         (vec![5000], 5000),
         (vec![LINES - 3], LINES - 3),
-        (vec![after_middle - 1], after_middle - 1),
-        (vec![after_middle - 2], after_middle - 2),
-        // Bad lines in both halves: the first one is reported.
+        // Bad lines in two chunks: the first one is reported.
         (vec![9000, LINES - 1], 9000),
+        (vec![1, LINES - 1], 1),
         (vec![LINES], LINES),
     ];
+    // The first line of a chunk, and the last of the one before it.
+    // Content line `n` is input line `numbered(n)`; the blank line is in
+    // the first chunk.
+    for k in [1, 4, 7] {
+        let first = line_starting_chunk(&input(&[]), k) - 1;
+        cases.push((vec![first], first));
+        cases.push((vec![first - 1], first - 1));
+    }
     for (bad, reported) in cases {
         std::fs::write(&file, input(&bad)).unwrap();
         refused_whole(append(&dir, Some(&file), ""), reported, &dir);

@@ -1,17 +1,20 @@
 //! `chainlog append FILE`: the whole file is checked before anything is
 //! appended, and each event is parsed once.
 //!
-//! A regular file's two halves are checked on two threads, each keeping
-//! the encoded records of its lines, in batches, while they fit in half of
-//! [`KEPT_BYTES`]. Once the whole file is checked the kept batches are
-//! appended as they are, and only the lines a half could not keep are
-//! parsed again (pipelined, as stdin is). A pipe or device cannot be read
-//! twice, so all its records are kept.
+//! A regular file is cut into chunks of whole lines, which two threads
+//! check, each taking the next chunk when it is done (so a thread slowed
+//! by other work on the machine does not hold the other up). A chunk keeps
+//! the encoded records of its lines, in batches, while the memory budget
+//! ([`KEPT_BYTES`]) lasts. Once the whole file is checked the kept batches
+//! are appended as they are, and only the lines a chunk could not keep
+//! are parsed again (pipelined, as stdin is). A pipe or device cannot be
+//! read twice, so all its records are kept.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chainlog::limits::MAX_INPUT_LINE_BYTES;
 
@@ -46,6 +49,36 @@ fn kept_bytes() -> usize {
 /// Files smaller than this are checked on one thread (a thread costs more
 /// than it saves).
 const PARALLEL_CHECK_MIN_BYTES: u64 = 1 << 20;
+/// A file is checked in chunks of an eighth of it, within these bounds.
+const MIN_CHUNK_BYTES: u64 = 128 << 10;
+const MAX_CHUNK_BYTES: u64 = 4 << 20;
+/// Budget a checking thread takes at a time.
+const BUDGET_BLOCK_BYTES: usize = 1 << 20;
+
+/// Memory left for kept records, shared by the checking threads, which
+/// take it in blocks (so they seldom touch the same cache line).
+struct Budget(AtomicUsize);
+
+impl Budget {
+    /// Takes a block, or at least `need` bytes; `None` when fewer are left.
+    fn take(&self, need: usize) -> Option<usize> {
+        let mut taken = 0;
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                if left < need {
+                    return None;
+                }
+                taken = left.min(need.max(BUDGET_BLOCK_BYTES));
+                Some(left - taken)
+            })
+            .ok()
+            .map(|_| taken)
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
 
 /// A checked part of the input.
 struct Checked {
@@ -68,15 +101,15 @@ struct Rest {
 }
 
 /// Checks every line of `lines`, keeping the records of the first lines
-/// in batches while they take at most `budget` bytes of memory.
+/// in batches while `budget` lasts (a record costs its bytes and its end).
 fn check_and_keep<R: Read>(
     mut lines: EventLines<R>,
     limits: BatchLimits,
-    budget: usize,
+    budget: &Budget,
     progress: &Progress,
 ) -> Result<Checked, LineError> {
     let mut kept = Vec::new();
-    let mut kept_bytes = 0;
+    let mut allowance = 0;
     let mut batch = Records::default();
     let mut rest = None;
     let mut reported = 0;
@@ -95,20 +128,25 @@ fn check_and_keep<R: Read>(
         let frame_bytes = limits.frame_bytes(record);
         if limits.is_full(&batch, frame_bytes) {
             batch.shrink_to_fit();
-            kept_bytes += batch.memory_bytes();
             kept.push(std::mem::take(&mut batch));
             progress.checked(offset - reported);
             reported = offset;
         }
-        if kept_bytes + batch.memory_bytes() + record.len() > budget {
-            rest = Some(Rest {
-                offset,
-                lines_before,
-            });
-            continue;
+        let need = record.len() + size_of::<usize>();
+        if allowance < need {
+            let Some(taken) = budget.take(need) else {
+                rest = Some(Rest {
+                    offset,
+                    lines_before,
+                });
+                continue;
+            };
+            allowance += taken;
         }
+        allowance -= need;
         batch.push(record, frame_bytes);
     }
+    budget.give_back(allowance);
     progress.checked(lines.consumed - reported);
     if !batch.is_empty() {
         kept.push(batch);
@@ -134,42 +172,67 @@ pub(super) fn append_file(appender: &mut Appender<'_>, path: &Path) -> Result<()
     let progress = &appender.progress;
     progress.start_checking(metadata.len());
     let limits = appender.limits();
-    let split = split_point(&file, metadata.len()).map_err(read_error)?;
-    let budget = kept_bytes() / 2;
-    let check = |start, end| {
-        let lines = EventLines::new(
-            FileRange {
+    let starts = chunk_starts(&file, metadata.len()).map_err(read_error)?;
+    let budget = Budget(AtomicUsize::new(kept_bytes()));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(usize::MAX);
+    // Takes chunks in order until none is left or one before the next has
+    // failed; returns each chunk's number and outcome.
+    let check_chunks = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= starts.len() || i > failed.load(Ordering::Relaxed) {
+                return done;
+            }
+            // The last chunk reads to the end, wherever that now is.
+            let end = starts.get(i + 1).copied().unwrap_or(u64::MAX);
+            let input = FileRange {
                 file: &file,
-                pos: start,
+                pos: starts[i],
                 end,
-            },
-            0,
-        );
-        check_and_keep(lines, limits, budget, progress)
+            };
+            let checked = check_and_keep(EventLines::new(input, 0), limits, &budget, progress);
+            if checked.is_err() {
+                failed.fetch_min(i, Ordering::Relaxed);
+            }
+            done.push((i, checked));
+        }
     };
-    let (first, second) = std::thread::scope(|scope| {
-        // The second half reads to the end, wherever that now is.
-        let second = scope.spawn(|| check(split, u64::MAX));
-        let first = check(0, split);
-        (first, second.join())
+    let mut chunks: Vec<_> = std::thread::scope(|scope| {
+        let other = (starts.len() > 1).then(|| scope.spawn(check_chunks));
+        let mut chunks = check_chunks();
+        if let Some(other) = other {
+            match other.join() {
+                Ok(theirs) => chunks.extend(theirs),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        chunks
     });
-    let first = first.map_err(|e| appender.refused(e, true, 0))?;
-    let second = match second {
-        Ok(second) => second.map_err(|e| appender.refused(e, true, first.lines))?,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
+    chunks.sort_by_key(|(i, _)| *i);
+    // Every chunk before the first that failed was checked (chunks are
+    // taken in order), so its lines are numbered from the start of the file.
+    let mut checked = Vec::with_capacity(chunks.len());
+    let mut lines_before = 0;
+    for (i, chunk) in chunks {
+        let chunk = chunk.map_err(|e| appender.refused(e, true, lines_before))?;
+        let lines = chunk.lines;
+        checked.push((starts[i], lines_before, chunk));
+        lines_before += lines;
+    }
     progress.start_appending(
-        first
-            .kept
+        checked
             .iter()
-            .chain(&second.kept)
+            .flat_map(|(_, _, c)| &c.kept)
             .map(|b| b.len() as u64)
             .sum(),
-        first.rest.is_some() || second.rest.is_some(),
+        checked.iter().any(|(_, _, c)| c.rest.is_some()),
     );
-    let first_lines = first.lines;
-    append_checked(appender, &file, 0, 0, first)?;
-    append_checked(appender, &file, split, first_lines, second)
+    for (start, lines_before, chunk) in checked {
+        append_checked(appender, &file, start, lines_before, chunk)?;
+    }
+    Ok(())
 }
 
 /// Appends a part of `file` that was checked, starting at offset `start`
@@ -219,34 +282,57 @@ fn append_kept(appender: &mut Appender<'_>, kept: Vec<Records>) -> Result<(), Cl
 fn append_unseekable(appender: &mut Appender<'_>, file: File) -> Result<(), CliError> {
     appender.progress.start_checking_stream();
     let lines = EventLines::new(file, 0);
-    let checked = check_and_keep(lines, appender.limits(), usize::MAX, &appender.progress)
+    let unlimited = Budget(AtomicUsize::new(usize::MAX));
+    let checked = check_and_keep(lines, appender.limits(), &unlimited, &appender.progress)
         .map_err(|e| appender.refused(e, true, 0))?;
     let kept = checked.kept.iter().map(|b| b.len() as u64).sum();
     appender.progress.start_appending(kept, false);
     append_kept(appender, checked.kept)
 }
 
-/// Where the line after the middle of the file starts (so both halves are
-/// whole lines), or `len` for a small file or when no line ends within the
-/// longest line allowed (that line is then refused by the first half).
-fn split_point(file: &File, len: u64) -> io::Result<u64> {
+/// Where the chunks a file of `len` bytes is checked in start: each at
+/// the start of a line; the last one reads to the end. One chunk for a
+/// small file.
+fn chunk_starts(file: &File, len: u64) -> io::Result<Vec<u64>> {
+    let mut starts = vec![0];
     if len < PARALLEL_CHECK_MIN_BYTES {
-        return Ok(len);
+        return Ok(starts);
     }
-    let mut pos = len / 2;
+    let chunk = (len / 8).clamp(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES);
+    for at in (1..).map(|k| k * chunk).take_while(|&at| at < len) {
+        // No line ends within the longest line allowed: that line is
+        // refused by the chunk it starts in, which reads to the end.
+        let Some(start) = next_line_start(file, at, len)? else {
+            break;
+        };
+        if start >= len {
+            break;
+        }
+        // A long line may span several chunks' nominal starts.
+        if starts.last().is_some_and(|&last| start > last) {
+            starts.push(start);
+        }
+    }
+    Ok(starts)
+}
+
+/// Where the first line that starts at or after `at` (> 0) starts, if a
+/// line ends within the longest line allowed from there.
+fn next_line_start(file: &File, at: u64, len: u64) -> io::Result<Option<u64>> {
+    let mut pos = at - 1;
     let limit = len.min(pos + MAX_INPUT_LINE_BYTES as u64 + 2);
-    let mut buf = vec![0; 64 << 10];
+    let mut buf = vec![0; 16 << 10];
     while pos < limit {
         let n = file.read_at(&mut buf, pos)?;
         if n == 0 {
             break;
         }
         if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
-            return Ok(pos + i as u64 + 1);
+            return Ok(Some(pos + i as u64 + 1));
         }
         pos += n as u64;
     }
-    Ok(len)
+    Ok(None)
 }
 
 /// A byte range of a file, read with `pread` (no shared cursor, so two

@@ -54,11 +54,6 @@ impl Records {
         self.ends.shrink_to_fit();
     }
 
-    /// Memory the records hold (bytes and ends), for a budget.
-    pub(super) fn memory_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * size_of::<usize>()
-    }
-
     pub(super) fn iter(&self) -> impl Iterator<Item = Encoded<'_>> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
