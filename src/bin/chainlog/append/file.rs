@@ -354,3 +354,48 @@ impl Read for FileRange<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// The chunk starts of a file holding `text`, checked to be line
+    /// starts in increasing order.
+    fn starts_of(text: &[u8]) -> Vec<u64> {
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, text).unwrap();
+        let starts = chunk_starts(&file, text.len() as u64).unwrap();
+        assert_eq!(starts.first(), Some(&0));
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+        for &s in &starts {
+            assert!(s < text.len() as u64);
+            assert!(
+                s == 0 || text[s as usize - 1] == b'\n',
+                "{s} is no line start"
+            );
+        }
+        starts
+    }
+
+    #[test]
+    fn chunks_start_at_lines() {
+        let line = format!("{}\n", "x".repeat(99));
+        assert_eq!(starts_of(line.repeat(1000).as_bytes()), [0]);
+        let text = line.repeat((2 << 20) / 100);
+        let starts = starts_of(text.as_bytes());
+        assert_eq!(starts.len(), 8, "{starts:?}");
+        assert!(starts.iter().all(|s| s % 100 == 0));
+        // A line over two nominal starts (143,750 and 287,500) gives one.
+        let long = "y".repeat(249_999);
+        let text = format!("{}{long}\n{}", line.repeat(1000), line.repeat(8000));
+        let starts = starts_of(text.as_bytes());
+        assert_eq!(starts[..3], [0, 350_000, 431_300], "{starts:?}");
+        assert_eq!(starts.len(), 7, "{starts:?}");
+        // A line longer than the limit: the chunk it starts in reads to
+        // the end (and refuses it), whatever follows.
+        let longer = "y".repeat(MAX_INPUT_LINE_BYTES * 3);
+        let text = format!("{}{longer}\n{}", line.repeat(6000), line.repeat(3000));
+        assert_eq!(starts_of(text.as_bytes()), [0, 210_900, 421_700]);
+    }
+}
