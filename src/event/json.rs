@@ -65,6 +65,8 @@ pub struct EventRef<'a> {
     pub outcome: Outcome,
     /// The context in its stored form (compact JSON, as the record holds it).
     context_json: Cow<'a, str>,
+    /// serde_json read a number of the context as an `f64`.
+    float_read: bool,
 }
 
 impl<'a> EventRef<'a> {
@@ -79,6 +81,16 @@ impl<'a> EventRef<'a> {
     /// record holds.
     pub fn context_json(&self) -> &str {
         &self.context_json
+    }
+
+    /// Whether serde_json read a number of the context as a 64-bit float:
+    /// one with a fraction or an exponent, `-0`, or an integer beyond 64
+    /// bits. Only such a number can be stored as another number than the
+    /// one sent, so when this is false the text passes
+    /// [`check_numbers`](crate::event::input::check_numbers) and a reader
+    /// need not run it (a number outside the context is refused by serde).
+    pub fn float_read(&self) -> bool {
+        self.float_read
     }
 }
 
@@ -169,30 +181,41 @@ impl<'de> serde::de::Visitor<'de> for TextVisitor {
     }
 }
 
-/// The context's stored form, written while serde reads it.
-struct StoredContext(String);
+/// The context's stored form, written while serde reads it, and whether a
+/// number of it was read as an `f64`.
+struct StoredContext {
+    json: String,
+    float_read: bool,
+}
 
 impl Default for StoredContext {
     fn default() -> Self {
-        StoredContext("{}".to_owned())
+        StoredContext {
+            json: "{}".to_owned(),
+            float_read: false,
+        }
     }
 }
 
 impl<'de> serde::Deserialize<'de> for StoredContext {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut out = Vec::with_capacity(256);
-        d.deserialize_map(Stored { out: &mut out })?;
+        let mut float_read = false;
+        d.deserialize_map(Stored {
+            out: &mut out,
+            float_read: &mut float_read,
+        })?;
         // Only whole strings and ASCII punctuation were written.
-        String::from_utf8(out)
-            .map(StoredContext)
-            .map_err(serde::de::Error::custom)
+        let json = String::from_utf8(out).map_err(serde::de::Error::custom)?;
+        Ok(StoredContext { json, float_read })
     }
 }
 
 /// Writes the value serde reads as [`crate::context_json`] writes the
-/// `Value` serde_json would build from it.
+/// `Value` serde_json would build from it; notes any number read as `f64`.
 struct Stored<'o> {
     out: &'o mut Vec<u8>,
+    float_read: &'o mut bool,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Stored<'_> {
@@ -225,6 +248,7 @@ impl<'de> serde::de::Visitor<'de> for Stored<'_> {
         Ok(())
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        *self.float_read = true;
         // serde_json's Value turns a non-finite float into null.
         match serde_json::Number::from_f64(v) {
             Some(n) => self.number(n),
@@ -244,7 +268,11 @@ impl<'de> serde::de::Visitor<'de> for Stored<'_> {
             if !first {
                 self.out.push(b',');
             }
-            if seq.next_element_seed(Stored { out: self.out })?.is_none() {
+            let element = Stored {
+                out: &mut *self.out,
+                float_read: &mut *self.float_read,
+            };
+            if seq.next_element_seed(element)?.is_none() {
                 self.out.truncate(before);
                 break;
             }
@@ -268,7 +296,10 @@ impl<'de> serde::de::Visitor<'de> for Stored<'_> {
             }
             crate::event::context_json::write_str(&key, self.out);
             self.out.push(b':');
-            map.next_value_seed(Stored { out: self.out })?;
+            map.next_value_seed(Stored {
+                out: &mut *self.out,
+                float_read: &mut *self.float_read,
+            })?;
         }
         self.out.push(b'}');
         Ok(())
@@ -342,7 +373,8 @@ impl<'de> serde::Deserialize<'de> for EventRef<'de> {
             resource: wire.resource.map(|t| t.0),
             source_ip: wire.source_ip,
             outcome: wire.outcome,
-            context_json: Cow::Owned(wire.context.0),
+            context_json: Cow::Owned(wire.context.json),
+            float_read: wire.context.float_read,
         })
     }
 }
@@ -549,6 +581,26 @@ mod tests {
             let event = taken(&text);
             assert_eq!(encoded(|out| event.encode_record(out)), Err(expected));
         }
+    }
+
+    #[test]
+    fn numbers_read_as_floats_are_noted() {
+        for (context, float) in [
+            (r#"{}"#, false),
+            (
+                r#"{"a":[1,-7,18446744073709551615,-9223372036854775808],"s":"1.5"}"#,
+                false,
+            ),
+            (r#"{"a":{"b":[1.5]}}"#, true),
+            (r#"{"a":-0}"#, true),
+            (r#"{"a":1e2}"#, true),
+            (r#"{"a":18446744073709551616}"#, true),
+            (r#"{"a":-9223372036854775809}"#, true),
+        ] {
+            let text = format!(r#"{{"event":"a.b","actor":"x","context":{context}}}"#);
+            assert_eq!(taken(&text).float_read(), float, "{context}");
+        }
+        assert!(!taken(r#"{"event":"a.b","actor":"x"}"#).float_read());
     }
 
     #[test]

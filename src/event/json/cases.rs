@@ -454,5 +454,13 @@ pub(crate) fn parse_both_and_compare(text: &str) -> bool {
         encoded(|out| encode_record(&owned, out)),
         "{text:?}"
     );
+    // Without a number read as a float, the number rule has nothing to refuse.
+    if !borrowed.float_read() {
+        assert_eq!(
+            crate::event::input::check_numbers(text.as_bytes()),
+            Ok(()),
+            "{text:?}"
+        );
+    }
     true
 }
