@@ -12,8 +12,6 @@
 //! fail; likewise s3s-fs with `CHAINLOG_REQUIRE_S3`.
 #![cfg(feature = "s3")]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
@@ -30,9 +28,12 @@ mod s3;
 use s3::{library_credentials, S3Server, TestS3};
 #[path = "support/ceph.rs"]
 mod ceph;
+#[path = "support/proxy.rs"]
+mod proxy;
 #[path = "support/tools.rs"]
 mod tools;
 use ceph::CephServer;
+use proxy::Proxy;
 
 const TTL_MS: u64 = 10_000;
 const SKEW_MS: u64 = 1_000;
@@ -338,7 +339,7 @@ fn the_probe_passes_on_ceph_and_fails_where_conditions_are_ignored() {
     //   If-None-Match (and refuses every If-Match);
     // - Ceph behind a proxy that drops If-Match, If-None-Match and the
     //   signature, on a bucket anyone may write.
-    let proxy = StrippingProxy::start(server.port());
+    let proxy = Proxy::stripping(server.port()).port;
     let ignoring = [
         (ceph::LOCKED_BUCKET, server.endpoint()),
         (ceph::OPEN_BUCKET, format!("http://127.0.0.1:{proxy}")),
@@ -370,77 +371,4 @@ fn the_probe_passes_on_s3s_fs() {
     };
     probe_conditional_writes(&bucket(&server, "probe")).unwrap();
     assert!(server.objects("probe").is_empty());
-}
-
-/// An HTTP/1.1 proxy that forwards each request without its Authorization,
-/// If-Match and If-None-Match headers. Returns its port.
-struct StrippingProxy;
-
-impl StrippingProxy {
-    fn start(upstream: u16) -> u16 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)) else {
-                    continue;
-                };
-                let (mut answers, mut back) =
-                    (server.try_clone().unwrap(), client.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut answers, &mut back);
-                    let _ = back.shutdown(Shutdown::Write);
-                });
-                std::thread::spawn(move || forward_stripped(client, server));
-            }
-        });
-        port
-    }
-}
-
-/// Copies requests from `client` to `server`, dropping the stripped headers.
-fn forward_stripped(client: TcpStream, mut server: TcpStream) {
-    const STRIPPED: [&str; 3] = ["authorization", "if-match", "if-none-match"];
-    let mut reader = BufReader::new(client);
-    loop {
-        let mut head = String::new();
-        let mut content_length = 0usize;
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => {
-                    let _ = server.shutdown(Shutdown::Write);
-                    return;
-                }
-                Ok(_) => {}
-            }
-            let name = line
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if name == "content-length" {
-                content_length = line.split(':').nth(1).unwrap().trim().parse().unwrap();
-            }
-            assert!(
-                name != "transfer-encoding",
-                "chunked requests are not proxied"
-            );
-            if !STRIPPED.contains(&name.as_str()) {
-                head.push_str(&line);
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; content_length];
-        if reader.read_exact(&mut body).is_err()
-            || server.write_all(head.as_bytes()).is_err()
-            || server.write_all(&body).is_err()
-        {
-            return;
-        }
-    }
 }

@@ -160,6 +160,24 @@ impl Bucket {
             .collect())
     }
 
+    /// The names of the "folders" directly under `PREFIX/dir` (the common
+    /// prefixes of a delimited listing), sorted.
+    pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>, ArchiveError> {
+        let key = self.target.key(dir);
+        let prefix = ObjectPath::from(key.as_str());
+        let listed = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(Some(&prefix)))
+            .map_err(|e| ArchiveError::store(format!("listing {}", self.url(dir)), e))?;
+        let mut dirs: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+
     /// The metadata of `name`, or `None` when there is no such object.
     pub fn head(&self, name: &str) -> Result<Option<ObjectMeta>, ArchiveError> {
         match self.runtime.block_on(self.store.head(&self.path(name))) {

@@ -11,8 +11,15 @@
 //! holding a thread. The committer takes everything queued, appends it
 //! with one [`Log::append_batch`] and answers each request with its own
 //! receipts, in order.
+//!
+//! Under replicated durability (`chainlog serve --bucket`), an append is
+//! answered only once its records are in the bucket: the committer hands
+//! each appended batch to the workspace's acknowledger thread, which waits
+//! for the replication ([`Replication`]) in order and then answers, while the
+//! committer appends the next batch.
 
 use std::collections::VecDeque;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -95,7 +102,7 @@ impl EncodeRecord for Encoded<'_> {
 }
 
 /// Why a request's records were not appended.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum CommitError {
     /// The server is stopping; the queue takes nothing more.
     #[error("the workspace's commit queue is closed")]
@@ -106,10 +113,36 @@ pub(crate) enum CommitError {
     /// The committer stopped without answering (it panicked).
     #[error("the committer stopped without answering")]
     Lost,
+    /// Appended here, but not acknowledged as replicated (replicated
+    /// durability only): the records may or may not survive this node.
+    #[error(transparent)]
+    NotReplicated(Arc<NotReplicated>),
+}
+
+/// Why appended records were not acknowledged as replicated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotReplicated {
+    /// The bucket did not take them within the acknowledgement timeout.
+    #[error("not replicated in time: {0}")]
+    Timeout(String),
+    /// This node lost the workspace's lease: another node writes it now.
+    #[error("this node no longer holds the workspace: {0}")]
+    Fenced(String),
+}
+
+/// How a replicated workspace waits until its records below `next_seq`
+/// are durable in the bucket (blocking).
+pub(crate) trait Replication: Send + Sync + 'static {
+    /// Returns once records below `next_seq` are replicated, or why not.
+    fn wait(&self, next_seq: u64) -> Result<(), NotReplicated>;
 }
 
 /// What a committer sends back to a request.
-type Answer = Result<Vec<Receipt>, Arc<Error>>;
+type Answer = Result<Vec<Receipt>, CommitError>;
+
+/// An appended batch waiting for its replication: the log's next seq after
+/// it, and each request's reply with its receipts.
+type Appended = (u64, Vec<(oneshot::Sender<Answer>, Vec<Receipt>)>);
 
 /// A request waiting in the queue.
 #[derive(Debug)]
@@ -138,23 +171,48 @@ struct Shared {
 pub(crate) struct Committer {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The acknowledger, under replicated durability: it ends once the
+    /// committer's thread has ended and it has answered everything.
+    acks: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Committer {
     /// Starts the committer of `log`, named after its workspace.
     pub(crate) fn start(workspace: &str, log: Arc<Log>) -> Result<Committer, Error> {
+        Committer::start_replicated(workspace, log, None)
+    }
+
+    /// Starts the committer of `log`; with `replication`, each request is
+    /// answered only once `replication` says its records are replicated.
+    pub(crate) fn start_replicated(
+        workspace: &str,
+        log: Arc<Log>,
+        replication: Option<Arc<dyn Replication>>,
+    ) -> Result<Committer, Error> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
         // Well under a segment: requests are combined only while the
         // append cannot fail for being larger than a segment.
         let max_bytes = (data_end_limit(log.options().segment_bytes) - HEADER_BYTES) / 4;
+        let (acks, ack_thread) = match replication {
+            Some(replication) => {
+                let (tx, rx) = mpsc::channel::<Appended>();
+                let thread = std::thread::Builder::new()
+                    .name(format!("ack-{workspace}"))
+                    .spawn(move || acknowledge(&rx, &*replication))
+                    .map_err(|e| Error::io(format!("the ack thread of {workspace}"), e))?;
+                (Some(tx), Some(thread))
+            }
+            None => (None, None),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("commit-{workspace}"))
-            .spawn(move || run(&theirs, &log, max_bytes))
+            .spawn(move || run(&theirs, &log, max_bytes, acks.as_ref()))
             .map_err(|e| Error::io(format!("the commit thread of {workspace}"), e))?;
         Ok(Committer {
             shared,
             thread: Mutex::new(Some(thread)),
+            acks: Mutex::new(ack_thread),
         })
     }
 
@@ -171,7 +229,7 @@ impl Committer {
         }
         self.shared.wake.notify_one();
         match answer.await {
-            Ok(answer) => answer.map_err(CommitError::Append),
+            Ok(answer) => answer,
             Err(_) => Err(CommitError::Lost),
         }
     }
@@ -190,6 +248,11 @@ impl Committer {
         if let Some(thread) = self.thread.lock().take() {
             // A panic was already reported; its requests were answered
             // `Lost` when their replies were dropped.
+            let _ = thread.join();
+        }
+        // The committer's end dropped the channel: the acknowledger answers
+        // what it holds and ends.
+        if let Some(thread) = self.acks.lock().take() {
             let _ = thread.join();
         }
     }
@@ -216,7 +279,7 @@ impl Drop for CloseOnExit<'_> {
 
 /// The committer's loop: until closed and drained, take what is queued and
 /// append it.
-fn run(shared: &Shared, log: &Log, max_bytes: u64) {
+fn run(shared: &Shared, log: &Log, max_bytes: u64, acks: Option<&mpsc::Sender<Appended>>) {
     let _close = CloseOnExit(shared);
     loop {
         let batch = {
@@ -229,7 +292,32 @@ fn run(shared: &Shared, log: &Log, max_bytes: u64) {
             }
             take(&mut queue.waiting, max_bytes)
         };
-        append(log, batch);
+        append(log, batch, acks);
+    }
+}
+
+/// The acknowledger's loop: for each appended batch in order, wait until it
+/// is replicated, then answer its requests.
+fn acknowledge(appended: &mpsc::Receiver<Appended>, replication: &dyn Replication) {
+    let answer_all = |replies: Vec<(oneshot::Sender<Answer>, Vec<Receipt>)>,
+                      answer: &Result<(), CommitError>| {
+        for (reply, receipts) in replies {
+            let _ = reply.send(answer.clone().map(|()| receipts));
+        }
+    };
+    for (next_seq, replies) in appended {
+        let answer = replication
+            .wait(next_seq)
+            .map_err(|why| CommitError::NotReplicated(Arc::new(why)));
+        answer_all(replies, &answer);
+        if answer.is_err() {
+            // The batches queued behind a failed wait fail with it: each
+            // would otherwise wait a whole timeout after the one before, and
+            // a request's answer take several.
+            while let Ok((_, replies)) = appended.try_recv() {
+                answer_all(replies, &answer);
+            }
+        }
     }
 }
 
@@ -250,22 +338,37 @@ fn take(waiting: &mut VecDeque<Waiting>, max_bytes: u64) -> Vec<Waiting> {
 }
 
 /// Appends the batch's records with one call and answers every request:
-/// its own receipts, or the error for all.
-fn append(log: &Log, batch: Vec<Waiting>) {
+/// its own receipts (through the acknowledger, when there is one), or the
+/// error for all.
+fn append(log: &Log, batch: Vec<Waiting>, acks: Option<&mpsc::Sender<Appended>>) {
     let records: Vec<Encoded<'_>> = batch.iter().flat_map(|w| w.records.iter()).collect();
     match log.append_batch(&records) {
         Ok(receipts) => {
             drop(records);
+            let next_seq = receipts.last().map_or(0, |r| r.seq + 1);
             let mut receipts = receipts.into_iter();
-            for w in batch {
-                let mine = receipts.by_ref().take(w.records.len()).collect();
-                // A request that gave up (its client left) needs no answer.
-                let _ = w.reply.send(Ok(mine));
+            let replies = batch.into_iter().map(|w| {
+                let mine: Vec<Receipt> = receipts.by_ref().take(w.records.len()).collect();
+                (w.reply, mine)
+            });
+            match acks {
+                Some(acks) => {
+                    // The acknowledger ends only after this thread: a send
+                    // fails only if it panicked, and then the replies
+                    // dropped answer `Lost`.
+                    let _ = acks.send((next_seq, replies.collect()));
+                }
+                None => {
+                    for (reply, mine) in replies {
+                        // A request that gave up (its client left) needs no answer.
+                        let _ = reply.send(Ok(mine));
+                    }
+                }
             }
         }
         Err(e) => {
             drop(records);
-            let e = Arc::new(e);
+            let e = CommitError::Append(Arc::new(e));
             for w in batch {
                 let _ = w.reply.send(Err(e.clone()));
             }
@@ -433,13 +536,47 @@ mod tests {
         assert_eq!(answers[0].as_ref().unwrap().len(), 2);
         assert!(
             matches!(
-                answers[1].as_ref().map_err(|e| &**e),
-                Err(Error::BatchTooLarge { .. })
+                &answers[1],
+                Err(CommitError::Append(e)) if matches!(**e, Error::BatchTooLarge { .. })
             ),
             "{:?}",
             answers[1]
         );
         let after: Vec<u64> = answers[2].as_ref().unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(after, [2, 3]);
+    }
+
+    /// Replicated up to a fixed seq: later records time out.
+    struct ReplicatedUpTo(u64);
+
+    impl Replication for ReplicatedUpTo {
+        fn wait(&self, next_seq: u64) -> Result<(), NotReplicated> {
+            if next_seq <= self.0 {
+                Ok(())
+            } else {
+                Err(NotReplicated::Timeout(format!("{next_seq} > {}", self.0)))
+            }
+        }
+    }
+
+    #[test]
+    fn a_replicated_workspace_answers_only_what_the_replication_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = always(dir.path(), Options::default().segment_bytes);
+        let replication: Arc<dyn Replication> = Arc::new(ReplicatedUpTo(2));
+        let committer =
+            Committer::start_replicated("acme", log.clone(), Some(replication)).unwrap();
+        let first = queue_at_once(&committer, vec![records_of("a", 2)], false);
+        let first = first.into_iter().next().unwrap().blocking_recv().unwrap();
+        assert_eq!(first.unwrap().len(), 2);
+        let second = queue_at_once(&committer, vec![records_of("b", 2)], false);
+        let second = second.into_iter().next().unwrap().blocking_recv().unwrap();
+        assert!(
+            matches!(&second, Err(CommitError::NotReplicated(why)) if matches!(**why, NotReplicated::Timeout(_))),
+            "{second:?}"
+        );
+        // Appended here all the same: only the acknowledgement is withheld.
+        assert_eq!(log.state().next_seq, 4);
+        committer.close();
     }
 }

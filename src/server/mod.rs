@@ -44,6 +44,9 @@
 //!
 //! With [`ServerConfig::archive`] (cargo feature `s3`), a background thread
 //! archives every log to S3-compatible storage on a schedule ([`archiving`]).
+//! With [`ServerConfig::cluster`], every workspace is served from a bucket
+//! instead: held by one node of several, appends acknowledged once in the
+//! bucket, or followed read-only ([`cluster`]).
 //!
 //! On SIGTERM or Ctrl-C the server stops accepting, lets requests in
 //! flight finish (up to [`Limits::shutdown_grace`]), writes the pending
@@ -54,6 +57,8 @@ mod api;
 #[cfg(feature = "s3")]
 pub mod archiving;
 pub mod audit;
+#[cfg(feature = "s3")]
+pub mod cluster;
 mod commit;
 mod conn;
 pub mod deliveries;
@@ -230,6 +235,9 @@ pub struct ServerConfig {
     /// Submit each workspace's checkpoints to these witnesses on a
     /// schedule ([`witnessing`]; needs `checkpoint_signer`). Default none.
     pub witness: Option<witnessing::WitnessSchedule>,
+    /// Serve every workspace from this bucket ([`cluster`]). Default none.
+    #[cfg(feature = "s3")]
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -249,6 +257,8 @@ impl ServerConfig {
             #[cfg(feature = "s3")]
             archive: None,
             witness: None,
+            #[cfg(feature = "s3")]
+            cluster: None,
         }
     }
 }
@@ -287,6 +297,10 @@ pub enum ServerError {
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
+    /// The bucket of [`ServerConfig::cluster`] cannot be served from.
+    #[cfg(feature = "s3")]
+    #[error("serving from the bucket: {0}")]
+    Cluster(#[from] cluster::JoinError),
     /// Closing logs at shutdown failed: their last records may not be durable.
     #[error("closing logs failed: {0}")]
     Close(String),
@@ -389,9 +403,20 @@ impl Server {
         let limits = config.limits;
         #[cfg(feature = "s3")]
         let archive = config.archive.map(|a| (config.data_dir.clone(), a));
+        let workspaces = Workspaces::new(&config.data_dir);
+        #[cfg(feature = "s3")]
+        let workspaces = match config.cluster {
+            Some(cluster) => {
+                let joined = tokio::task::spawn_blocking(move || cluster::join(cluster))
+                    .await
+                    .map_err(|e| ServerError::Serve(std::io::Error::other(e)))??;
+                workspaces.with_cluster(Arc::new(joined))
+            }
+            None => workspaces,
+        };
         let state = Arc::new(AppState {
             keys,
-            workspaces: Workspaces::new(&config.data_dir),
+            workspaces,
             deliveries: deliveries::Deliveries::new(config.data_dir.clone()),
             failures: FailureLimiter::new(limits.audit.clone(), std::time::Instant::now()),
             reads: ReadLimiter::new(&limits.audit, std::time::Instant::now()),
@@ -479,16 +504,18 @@ impl Server {
             .witness
             .filter(|_| state.signer.is_some())
             .map(|w| witnessing::Witnessing::start(state.data_dir.clone(), state.clone(), w));
-        let app = intake::wrap(
-            api::router(state.clone()),
-            &state.limits,
-            self.listener.tls.is_some(),
-        )
-        // Outermost, so that intake's answers (400, 408, 503) are counted.
-        .layer(axum::middleware::from_fn_with_state(
+        let routes = api::router(state.clone());
+        #[cfg(feature = "s3")]
+        let routes = routes.layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::track,
+            cluster::routing::route,
         ));
+        let app = intake::wrap(routes, &state.limits, self.listener.tls.is_some())
+            // Outermost, so that intake's answers (400, 408, 503) are counted.
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::track,
+            ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let tails = state.clone();
         tokio::spawn(async move {
@@ -499,6 +526,12 @@ impl Server {
         let summaries = tokio::spawn(api::write_summaries_every_second(state.clone()));
         let key_watch = tokio::spawn(key_watch::watch(state.clone()));
         let deliveries = tokio::spawn(deliveries::supervise(state.clone()));
+        #[cfg(feature = "s3")]
+        let holding = state
+            .workspaces
+            .cluster()
+            .filter(|c| !c.is_read_only())
+            .map(|c| tokio::spawn(cluster::holding::hold(state.clone(), c.clone())));
         let grace = state.limits.shutdown_grace;
         let refused = refusals::head_refusals(state.clone());
         let metrics = self.metrics.map(|(tcp, _)| {
@@ -526,6 +559,11 @@ impl Server {
         }
         summaries.abort();
         key_watch.abort();
+        #[cfg(feature = "s3")]
+        if let Some(holding) = holding {
+            holding.abort();
+            let _ = holding.await;
+        }
         deliveries.abort();
         let _ = deliveries.await;
         state.deliveries.stop_all().await;
@@ -543,7 +581,15 @@ impl Server {
             // close (a refusal was recorded by the watcher already).
             let _ = closing.keys.reload();
             key_watch::record_outside_changes(&closing);
-            closing.workspaces.close_all(grace)
+            let failures = closing.workspaces.close_all(grace);
+            // Its workspaces are released: others may take them now.
+            #[cfg(feature = "s3")]
+            if let Some(nodes) = closing.workspaces.cluster().and_then(|c| c.nodes()) {
+                if let Err(e) = nodes.leave() {
+                    eprintln!("chainlog serve: removing this node's record: {e}");
+                }
+            }
+            failures
         })
         .await
         .unwrap_or_default();

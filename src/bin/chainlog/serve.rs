@@ -221,6 +221,121 @@ pub struct ServeArgs {
     #[cfg(feature = "lake")]
     #[arg(long, value_name = "s3://BUCKET/PREFIX", requires_all = ["archive_to", "checkpoint_key"])]
     lake_to: Option<String>,
+    /// Boxed: the serve command would otherwise be the largest by far.
+    #[cfg(feature = "s3")]
+    #[command(flatten)]
+    cluster: Box<ClusterArgs>,
+}
+
+/// `chainlog serve --bucket …`: serving a cluster over a bucket.
+#[cfg(feature = "s3")]
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Serve every workspace from s3://BUCKET/PREFIX (under PREFIX/ws/<name>/),
+    /// as one node of a cluster: appends are answered once they are in the
+    /// bucket, each workspace is held by one node under a lease, requests
+    /// for a workspace held elsewhere are forwarded to its holder. Needs
+    /// --node-id, --advertise and --checkpoint-key (or --read-only).
+    /// Credentials from the AWS environment variables.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", conflicts_with = "archive_to")]
+    bucket: Option<String>,
+    /// The bucket's S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, value_name = "URL", requires = "bucket")]
+    endpoint: Option<String>,
+    /// The bucket's region (default: AWS_REGION, else us-east-1).
+    #[arg(long, value_name = "REGION", requires = "bucket")]
+    region: Option<String>,
+    /// This node's id, unique in the cluster: A-Z, a-z, 0-9, '.', '_', '-'.
+    #[arg(long, value_name = "NAME", requires = "bucket")]
+    node_id: Option<String>,
+    /// Where the other nodes reach this one (they forward requests to it):
+    /// http://HOST:PORT.
+    #[arg(long, value_name = "URL", requires = "bucket")]
+    advertise: Option<String>,
+    /// How long a workspace's lease lasts without renewal: a dead node's
+    /// workspaces move after about this long (plus a fifth of it).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    lease_ttl: Duration,
+    /// Upload what was appended to the bucket at least this often.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_timeout)]
+    flush_interval: Duration,
+    /// Answer an append 503 when the bucket has not taken it after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    ack_timeout: Duration,
+    /// Serve every workspace of --bucket read-only, following the bucket
+    /// (no lease taken; appends and changes are refused with 405). Needs
+    /// --checkpoint-public-key.
+    #[arg(long, requires_all = ["bucket", "checkpoint_public_key"])]
+    read_only: bool,
+    /// With --read-only: the public (verifier) key of the checkpoint key
+    /// that signs the heads, as `chainlog keygen --public-key` wrote it.
+    #[arg(
+        long = "checkpoint-public-key",
+        visible_alias = "checkpoint-vkey",
+        value_name = "FILE",
+        requires = "read_only"
+    )]
+    checkpoint_public_key: Option<PathBuf>,
+    /// With --read-only: read each workspace's head this often.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_timeout)]
+    poll_interval: Duration,
+}
+
+/// The cluster the arguments ask to serve from, if any.
+#[cfg(feature = "s3")]
+fn cluster_config(
+    args: &ClusterArgs,
+    signer: Option<&chainlog::hash::checkpoint::NoteSigner>,
+    origin: &str,
+) -> Result<Option<chainlog::server::cluster::ClusterConfig>, CliError> {
+    use chainlog::cluster::{FollowOptions, ReplicationOptions};
+    use chainlog::server::cluster::{ClusterConfig, ReadOnlyConfig, Role, WriterConfig};
+    let Some(url) = &args.bucket else {
+        return Ok(None);
+    };
+    let target = s3_target(url, &args.endpoint, &args.region)?;
+    let role = if args.read_only {
+        let Some(path) = &args.checkpoint_public_key else {
+            return Err(CliError::Usage(
+                "--read-only needs --checkpoint-public-key FILE (the key that checks the heads)"
+                    .into(),
+            ));
+        };
+        Role::ReadOnly(ReadOnlyConfig {
+            verifier: crate::keys::load_verifier(path)?,
+            follow: FollowOptions {
+                poll_interval: args.poll_interval,
+                ..FollowOptions::default()
+            },
+        })
+    } else {
+        let missing = |flag: &str| {
+            CliError::Usage(format!(
+                "--bucket needs {flag} (or --read-only for a read replica)"
+            ))
+        };
+        Role::Writer(WriterConfig {
+            node_id: args
+                .node_id
+                .clone()
+                .ok_or_else(|| missing("--node-id NAME"))?,
+            advertise: args
+                .advertise
+                .clone()
+                .ok_or_else(|| missing("--advertise http://HOST:PORT"))?,
+            signer: signer
+                .cloned()
+                .ok_or_else(|| missing("--checkpoint-key FILE (it signs the heads)"))?,
+            lease_ttl: args.lease_ttl,
+            replication: ReplicationOptions {
+                flush_interval: args.flush_interval,
+                ack_timeout: args.ack_timeout,
+                origin_prefix: origin.to_string(),
+                ..ReplicationOptions::default()
+            },
+        })
+    };
+    Ok(Some(ClusterConfig { target, role }))
 }
 
 /// `--admin-keys`.
@@ -241,6 +356,20 @@ pub fn group_arg(name: &str) -> Result<u32, CliError> {
     })
 }
 
+/// `s3://BUCKET/PREFIX` reached at `endpoint` in `region` (each `None`:
+/// from the environment).
+#[cfg(feature = "s3")]
+fn s3_target(
+    url: &str,
+    endpoint: &Option<String>,
+    region: &Option<String>,
+) -> Result<chainlog::archive::ArchiveTarget, CliError> {
+    Ok(chainlog::archive::ArchiveTarget::parse(url)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .with_endpoint(endpoint.clone())
+        .with_region(region.clone()))
+}
+
 /// The archive schedule the arguments ask for, if any. Archived checkpoints
 /// are signed with the server's checkpoint key, when it has one.
 #[cfg(feature = "s3")]
@@ -248,14 +377,11 @@ fn archive_schedule(
     args: &ServeArgs,
     signer: Option<&chainlog::hash::checkpoint::NoteSigner>,
 ) -> Result<Option<chainlog::server::archiving::ArchiveSchedule>, CliError> {
-    use chainlog::archive::{ArchiveOptions, ArchiveTarget, ObjectLock};
+    use chainlog::archive::{ArchiveOptions, ObjectLock};
     let Some(url) = &args.archive_to else {
         return Ok(None);
     };
-    let target = ArchiveTarget::parse(url)
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .with_endpoint(args.archive_endpoint.clone())
-        .with_region(args.archive_region.clone());
+    let target = s3_target(url, &args.archive_endpoint, &args.archive_region)?;
     let object_lock = args
         .archive_object_lock_days
         .map(|days| ObjectLock::new(args.archive_object_lock_mode, days))
@@ -273,10 +399,7 @@ fn archive_schedule(
         #[cfg(feature = "lake")]
         lake: match (&args.lake_to, signer) {
             (Some(url), Some(signer)) => {
-                let target = ArchiveTarget::parse(url)
-                    .map_err(|e| CliError::Usage(e.to_string()))?
-                    .with_endpoint(args.archive_endpoint.clone())
-                    .with_region(args.archive_region.clone());
+                let target = s3_target(url, &args.archive_endpoint, &args.archive_region)?;
                 let mut options = chainlog::archive::lake::LakeOptions::new(signer.clone());
                 options.origin_prefix = args.checkpoint_origin.clone();
                 Some((target, options))
@@ -380,6 +503,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
     }
     #[cfg(feature = "s3")]
     let archive = archive_schedule(&args, signer.as_ref())?;
+    #[cfg(feature = "s3")]
+    let cluster = cluster_config(&args.cluster, signer.as_ref(), &args.checkpoint_origin)?;
     let group = args.group.as_deref().map(group_arg).transpose()?;
     let witness = witness_schedule(&args.witnesses, args.witness_quorum, args.witness_every)?;
     let config = ServerConfig {
@@ -430,6 +555,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> Result<ExitCode, CliError> {
         #[cfg(feature = "s3")]
         archive,
         witness,
+        #[cfg(feature = "s3")]
+        cluster,
     };
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -48,6 +48,12 @@ pub struct VerifyArgs {
     #[cfg(feature = "s3")]
     #[command(flatten)]
     archive_endpoint: crate::archive::EndpointArgs,
+    /// With --from a replicated workspace (`serve --bucket`), read up to its
+    /// head and verified as a local log: the key of its heads (default:
+    /// --public-key).
+    #[cfg(feature = "s3")]
+    #[command(flatten)]
+    head_key: crate::source::HeadKeyArgs,
 }
 
 fn parse_threads(text: &str) -> Result<usize, String> {
@@ -122,11 +128,26 @@ fn consistency_since(
 
 /// Runs `chainlog verify`.
 pub fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliError> {
+    // A replicated workspace is followed up to its head and verified as a
+    // local log; an archive is verified in the bucket.
     #[cfg(feature = "s3")]
-    if let Some(url) = &args.from {
-        return run_from(global, url, &args);
-    }
-    let dir = global.dir()?;
+    let followed = match &args.from {
+        Some(url) => {
+            let key = (args.head_key.checkpoint_public_key.as_ref()).or(args.public_key.as_ref());
+            let target = args.archive_endpoint.target(url)?;
+            match crate::source::followed_dir(&target, key.map(PathBuf::as_path))? {
+                Some(dir) => Some(dir),
+                None => return run_from(global, url, &args),
+            }
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "s3"))]
+    let followed: Option<PathBuf> = None;
+    let dir = match &followed {
+        Some(dir) => dir.as_path(),
+        None => global.dir()?,
+    };
     // The checkpoint is checked first: a bad one fails before a long verify.
     let checkpoint = match (&args.checkpoint, &args.public_key) {
         (Some(checkpoint), Some(public_key)) => {

@@ -12,7 +12,7 @@ use serde::de::{DeserializeSeed, Error as _, IgnoredAny, SeqAccess, Visitor};
 use crate::event::{EncodeRecord, Event};
 use crate::limits::MAX_BATCH_EVENTS;
 use crate::log::Receipt;
-use crate::server::commit::{CommitError, Records};
+use crate::server::commit::{CommitError, NotReplicated, Records};
 use crate::server::error::ApiError;
 use crate::server::idempotency;
 use crate::server::ingest::{self, BodyKind};
@@ -48,7 +48,7 @@ pub(super) fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     }
 }
 
-pub(super) fn too_large(limit: usize) -> ApiError {
+pub(in crate::server) fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
@@ -322,6 +322,31 @@ pub(in crate::server) fn json_response(status: StatusCode, body: String) -> Resp
         .into_response()
 }
 
+/// The answer for appended events that were not acknowledged as
+/// replicated (`serve --bucket`): 503, and a fenced workspace is let go.
+fn not_replicated(state: &Shared, workspace: &str, why: &NotReplicated) -> ApiError {
+    match why {
+        NotReplicated::Timeout(cause) => {
+            eprintln!("chainlog serve: {workspace}: {cause}");
+            ApiError::unavailable(
+                "not_replicated",
+                "the events were appended on this node but the bucket did not acknowledge them in time, so they may be lost if this node fails; retry with the same Idempotency-Key",
+            )
+        }
+        NotReplicated::Fenced(cause) => {
+            eprintln!("chainlog serve: {workspace}: {cause}");
+            #[cfg(feature = "s3")]
+            crate::server::cluster::let_go(state, workspace);
+            #[cfg(not(feature = "s3"))]
+            let _ = state;
+            ApiError::unavailable(
+                "not_holder",
+                "this node lost the workspace to another node and nothing it appended since counts; retry: the request will reach the new holder",
+            )
+        }
+    }
+}
+
 pub(super) async fn post_events(
     State(state): State<Shared>,
     caller: Caller,
@@ -366,6 +391,7 @@ pub(super) async fn post_events(
     } else {
         blocking(encode).await??
     };
+    let state = state.clone();
     let commit = async move {
         // Waiting for the sync holds no thread.
         let receipts = committer.commit(records).await.map_err(|e| match e {
@@ -375,6 +401,7 @@ pub(super) async fn post_events(
                 "the server is stopping and appends nothing more; try again once it is back",
             ),
             CommitError::Lost => ApiError::internal("appending", &e),
+            CommitError::NotReplicated(why) => not_replicated(&state, &w, &why),
         })?;
         Ok(receipts_json(&receipts))
     };

@@ -14,6 +14,7 @@ mod tests;
 
 use self::{append::*, caller::*, keys::*, pages::*, read::*};
 pub(super) use append::json_response;
+pub(super) use append::too_large as too_large_answer;
 pub(super) use caller::authorize;
 pub(super) use caller::blocking;
 pub(super) use caller::path_segment;
@@ -24,6 +25,7 @@ pub(crate) use caller::write_summaries_every_second;
 pub(crate) use caller::Caller;
 pub(super) use read::page;
 pub(super) use read::query_pairs;
+pub(super) use read::ChunkStream;
 pub(super) use tail::read_batch;
 pub(super) use tail::tail_slots;
 

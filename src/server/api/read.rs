@@ -255,7 +255,9 @@ pub(super) fn attachment(
 }
 
 /// The receiving end, as the body's stream.
-pub(super) struct ChunkStream(pub(super) mpsc::Receiver<Result<Bytes, io::Error>>);
+pub(in crate::server) struct ChunkStream(
+    pub(in crate::server) mpsc::Receiver<Result<Bytes, io::Error>>,
+);
 
 impl futures_core::Stream for ChunkStream {
     type Item = Result<Bytes, io::Error>;
