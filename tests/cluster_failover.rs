@@ -615,20 +615,24 @@ fn many_workspaces_spread_over_three_nodes_move_when_one_dies_and_all_verify() {
         started.elapsed()
     );
 
-    // All 30 logs: every receipt in the bucket, and verify --from intact.
+    // All 30 logs verify --from the bucket; in those that moved, every
+    // receipt is there (each read through the bucket costs a rebuild of
+    // the workspace: the node-loss test checks receipts under load).
     let receipts: Vec<Outcome> = appended.into_iter().chain(again).collect();
     std::thread::scope(|s| {
         for chunk in names.chunks(8) {
-            let (c, receipts) = (&c, &receipts);
+            let (c, receipts, moved) = (&c, &receipts, &moved);
             s.spawn(move || {
                 for w in chunk {
-                    let mine: Vec<Outcome> = receipts
-                        .iter()
-                        .filter(|o| o.tags[0].starts_with(&format!("{w}-")))
-                        .cloned()
-                        .collect();
-                    assert_eq!(mine.len(), 2, "{w}");
-                    assert_receipts_present(&receipted(&mine), &c.export(w));
+                    if moved.contains(&w) {
+                        let mine: Vec<Outcome> = receipts
+                            .iter()
+                            .filter(|o| o.tags[0].starts_with(&format!("{w}-")))
+                            .cloned()
+                            .collect();
+                        assert_eq!(mine.len(), 2, "{w}");
+                        assert_receipts_present(&receipted(&mine), &c.export(w));
+                    }
                     c.verify(w);
                 }
             });

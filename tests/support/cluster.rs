@@ -207,9 +207,15 @@ impl Cluster {
         s3::library_credentials();
         let dir = tempfile::tempdir().unwrap();
         let keys_dir = dir.path().join("keys");
+        // `apikey create` records the key in the workspace's log there, a
+        // preallocated 64 MiB segment: only keys.json is kept.
         let keys = workspaces
             .iter()
-            .map(|w| (w.clone(), create_key(&keys_dir, w, "admin")))
+            .map(|w| {
+                let key = create_key(&keys_dir, w, "admin");
+                std::fs::remove_dir_all(keys_dir.join("workspaces").join(w)).unwrap();
+                (w.clone(), key)
+            })
             .collect();
         let checkpoint_key = checkpoint_key(dir.path());
         let checkpoint_pub = dir.path().join("cp.pub");
@@ -428,11 +434,13 @@ impl Cluster {
     }
 
     /// `chainlog ARGS` with radosgw's endpoint and the test credentials,
-    /// and the `--from` readers' cache in the test's directory.
+    /// and the `--from` readers' cache in a directory of its own, removed
+    /// afterwards (a workspace's rebuilt segment takes 64 MiB).
     pub fn cli(&self, args: &[&str]) -> Output {
+        let cache = tempfile::tempdir_in(self.dir.path()).unwrap();
         self.ceph
             .command(args)
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env("XDG_CACHE_HOME", cache.path())
             .output()
             .unwrap()
     }
