@@ -224,7 +224,7 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
         cluster: mut c,
         started,
         _one,
-    }) = Scenario::start("node-loss", 3, &[w.clone()])
+    }) = Scenario::start("node-loss", 3, std::slice::from_ref(&w))
     else {
         return;
     };
@@ -297,7 +297,7 @@ fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
         cluster: c,
         started,
         _one,
-    }) = Scenario::start("split-brain", 2, &[w.clone()])
+    }) = Scenario::start("split-brain", 2, std::slice::from_ref(&w))
     else {
         return;
     };
@@ -466,7 +466,7 @@ fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
         cluster: c,
         started,
         _one,
-    }) = Scenario::start("outage", 2, &[w.clone()])
+    }) = Scenario::start("outage", 2, std::slice::from_ref(&w))
     else {
         return;
     };

@@ -109,7 +109,7 @@ fn cluster_figures() {
             ceph,
             "cluster_figures/throughput",
             1,
-            &[w.clone()],
+            std::slice::from_ref(&w),
             defaults(),
         );
         for batch in [100, 500] {
@@ -148,7 +148,13 @@ fn cluster_figures() {
     // 2. Requests to the bucket at 1,000 events/s (40 clients, 10 events
     // every 400 ms each) and idle.
     {
-        let c = Cluster::start(ceph, "cluster_figures/cost", 1, &[w.clone()], defaults());
+        let c = Cluster::start(
+            ceph,
+            "cluster_figures/cost",
+            1,
+            std::slice::from_ref(&w),
+            defaults(),
+        );
         let load = Load::start(spec(&c, &w, 40, 10, Duration::from_millis(400)));
         load.expect_more(1000, Duration::from_secs(60), "the load", &c);
         let (before, at_start, start) = (c.proxy.counts(), load.acknowledged(), Instant::now());
@@ -178,7 +184,13 @@ fn cluster_figures() {
 
     // 3. Read-replica lag.
     {
-        let mut c = Cluster::start(ceph, "cluster_figures/replica", 1, &[w.clone()], defaults());
+        let mut c = Cluster::start(
+            ceph,
+            "cluster_figures/replica",
+            1,
+            std::slice::from_ref(&w),
+            defaults(),
+        );
         let poll = Duration::from_millis(500);
         c.add_read_only("replica", poll);
         let (writer, replica) = (c.nodes[0].addr, c.nodes[1].addr);
@@ -219,7 +231,7 @@ fn cluster_figures() {
             ceph,
             "cluster_figures/failover",
             2,
-            &[w.clone()],
+            std::slice::from_ref(&w),
             defaults(),
         );
         let load = Load::start(LoadSpec {
