@@ -431,25 +431,18 @@ fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
         c.write_file("first.checkpoint", &heads[0].checkpoint),
         c.write_file("last.checkpoint", &heads[heads.len() - 1].checkpoint),
     );
-    let url = c.workspace_url(&w);
-    let out = c.cli(&[
-        "prove",
-        "consistency",
-        "--old",
-        first.to_str().unwrap(),
-        "--new",
-        last.to_str().unwrap(),
-        "--public-key",
-        c.checkpoint_pub.to_str().unwrap(),
-        "--from",
-        &url,
-        "--checkpoint-public-key",
-        c.checkpoint_pub.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "prove consistency --from: {}",
-        String::from_utf8_lossy(&out.stderr)
+    c.read_from(
+        &w,
+        &[
+            "prove",
+            "consistency",
+            "--old",
+            first.to_str().unwrap(),
+            "--new",
+            last.to_str().unwrap(),
+            "--public-key",
+            c.checkpoint_pub.to_str().unwrap(),
+        ],
     );
     eprintln!(
         "split brain: {} receipts, exactly the clients' records in the bucket ({unreceipted} \

@@ -445,26 +445,27 @@ impl Cluster {
             .unwrap()
     }
 
+    /// `chainlog COMMAND… --from s3://…/ws/W --checkpoint-public-key KEY`
+    /// (reading up to the published head); its stdout, or a failed test
+    /// with its stderr.
+    pub fn read_from(&self, w: &str, command: &[&str]) -> String {
+        let (url, key) = (self.workspace_url(w), self.checkpoint_pub.to_str().unwrap());
+        let mut args = command.to_vec();
+        args.extend(["--from", &url, "--checkpoint-public-key", key]);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Every record of `w` up to its published head, as `chainlog export
     /// --format jsonl --from` reads it from the bucket.
     pub fn export(&self, w: &str) -> Vec<Row> {
-        let url = self.workspace_url(w);
-        let out = self.cli(&[
-            "export",
-            "--format",
-            "jsonl",
-            "--from",
-            &url,
-            "--checkpoint-public-key",
-            self.checkpoint_pub.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "export --from {url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
+        self.read_from(w, &["export", "--format", "jsonl"])
             .lines()
             .map(|line| {
                 let v: Value = serde_json::from_str(line).unwrap();
@@ -481,25 +482,8 @@ impl Cluster {
     /// checkpoint (so a truncated log fails too); panics unless intact.
     pub fn verify(&self, w: &str) -> String {
         let head = self.head(w).unwrap_or_else(|| panic!("{w} has no head"));
-        let checkpoint = self.dir.path().join(format!("{w}.checkpoint"));
-        std::fs::write(&checkpoint, &head.checkpoint).unwrap();
-        let url = self.workspace_url(w);
-        let out = self.cli(&[
-            "verify",
-            "--from",
-            &url,
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--public-key",
-            self.checkpoint_pub.to_str().unwrap(),
-        ]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "verify --from {url}: {text}");
-        text
+        let checkpoint = self.write_file(&format!("{w}.checkpoint"), &head.checkpoint);
+        self.read_from(w, &["verify", "--checkpoint", checkpoint.to_str().unwrap()])
     }
 
     /// A file in the test's directory holding `text`.
