@@ -483,7 +483,12 @@ impl Cluster {
     pub fn verify(&self, w: &str) -> String {
         let head = self.head(w).unwrap_or_else(|| panic!("{w} has no head"));
         let checkpoint = self.write_file(&format!("{w}.checkpoint"), &head.checkpoint);
-        self.read_from(w, &["verify", "--checkpoint", checkpoint.to_str().unwrap()])
+        let key = self.checkpoint_pub.to_str().unwrap();
+        let checkpoint = checkpoint.to_str().unwrap();
+        self.read_from(
+            w,
+            &["verify", "--checkpoint", checkpoint, "--public-key", key],
+        )
     }
 
     /// A file in the test's directory holding `text`.
