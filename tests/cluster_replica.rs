@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chainlog::archive::{Bucket, Conditional};
+use chainlog::archive::{Bucket, Conditional, Manifest};
 use chainlog::cluster::replica::pieces::{parse_piece_file_name, piece_dir, piece_key};
 use chainlog::cluster::{
     read_head, ClusterError, FollowOptions, Follower, LeaseOptions, Piece, Replicated,
@@ -218,6 +218,16 @@ fn acknowledged_records_survive_the_writer_and_its_disk() {
         assert!(Instant::now() < deadline, "no segment was archived");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Their pieces are deleted once the manifest names them: the takeover
+    // below must rebuild segment 0 from the archive.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !bucket.list(&piece_dir(0)).unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the archived segment's pieces stay"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A crash: no last upload, no release; the disk is lost too.
     drop(a);
     std::fs::remove_dir_all(tmp.path().join("a")).unwrap();
@@ -319,11 +329,22 @@ fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
 }
 
 /// `(segment base, first_seq, epoch)` of every piece in the bucket: the
-/// folders listed are `tail/0` and one per piece's first seq (where the
-/// next segment may start).
+/// folders listed are `tail/0`, the one after each archived segment, and
+/// one per piece's first seq (where the next segment may start).
 fn piece_names(bucket: &Bucket) -> Vec<(u64, u64, u64)> {
     let mut listed = std::collections::BTreeSet::new();
     let mut todo = vec![0];
+    let newest = bucket
+        .list("manifest")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .max();
+    if let Some(name) = newest {
+        let key = format!("manifest/{name}");
+        let manifest = Manifest::parse(&bucket.get(&key).unwrap(), &key).unwrap();
+        todo.extend(manifest.segments.iter().map(|s| s.last_seq + 1));
+    }
     let mut names = Vec::new();
     while let Some(base) = todo.pop() {
         if !listed.insert(base) {

@@ -9,15 +9,18 @@
 //! is never one the new holder continues differently. The uploader sends
 //! the newest such segment's base; this thread hard-links the sealed
 //! segments up to it into `<dir>.archive/` (sealed files never change; the
-//! active segment stays out) and archives that directory.
+//! active segment stays out), archives that directory, and then (the
+//! manifest naming them written) deletes the pieces of the segments it
+//! archived.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::pieces::{parse_piece_file_name, piece_dir};
 use super::uploader::Shared;
-use crate::archive::{archive_sealed, ArchiveOptions, ArchiveTarget};
+use crate::archive::{archive_sealed, ArchiveOptions, ArchiveTarget, Bucket};
 use crate::format::segment;
 use crate::index;
 
@@ -65,7 +68,11 @@ fn run(dir: &Path, target: &ArchiveTarget, shared: &Shared, receive: &Receiver<u
             base = base.max(newer);
         }
         let result = stage(dir, base).and_then(|staging| {
-            archive_sealed(&staging, target, &ArchiveOptions::default()).map_err(|e| e.to_string())
+            let outcome = archive_sealed(&staging, target, &ArchiveOptions::default())
+                .map_err(|e| e.to_string())?;
+            // The manifest names them now: their pieces are not needed.
+            delete_pieces(target, &outcome.uploaded_segments)?;
+            Ok(outcome)
         });
         let mut state = shared.state.lock();
         match result {
@@ -76,6 +83,25 @@ fn run(dir: &Path, target: &ArchiveTarget, shared: &Shared, receive: &Receiver<u
             Err(e) => state.archive_error = Some(e),
         }
     }
+}
+
+/// Deletes the pieces of the segments starting at `bases`.
+fn delete_pieces(target: &ArchiveTarget, bases: &[u64]) -> Result<(), String> {
+    if bases.is_empty() {
+        return Ok(());
+    }
+    let bucket = Bucket::connect(target, true).map_err(|e| e.to_string())?;
+    for &base in bases {
+        let dir = piece_dir(base);
+        for (name, _) in bucket.list(&dir).map_err(|e| e.to_string())? {
+            if parse_piece_file_name(&name).is_some() {
+                bucket
+                    .delete(&format!("{dir}/{name}"))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `<dir>.archive`: where the segments to archive are linked.

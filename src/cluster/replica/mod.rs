@@ -118,54 +118,12 @@ impl Replicated {
         };
         let lease = Lease::acquire(bucket.clone(), holder, lease)?;
         let epoch = lease.epoch();
-        let (current, claimed) = claim_head(&lease, &signer)?;
-        move_aside(dir, epoch)?;
-        let (log, start) = match (current, claimed) {
-            (_, Some(published)) => {
-                let mut replay = Replay::new(dir, rebuild::head_log_id(&published.head)?)?;
-                replay.advance(&bucket, &published.head)?;
-                let end = replay.end();
-                drop(replay);
-                sync_dir(dir)?;
-                let log = Log::open(dir, log_options)?;
-                let state = log.state();
-                if state.next_seq != published.head.size {
-                    return Err(ClusterError::HeadMismatch {
-                        size: published.head.size,
-                        root: published.head.root,
-                        reason: format!("the rebuilt log opens with {} records", state.next_seq),
-                    });
-                }
-                let start = uploader::Start {
-                    dir: dir.to_path_buf(),
-                    active: end.active,
-                    next_seq: end.next_seq,
-                    chain_head: state.head,
-                    frontier: end.frontier,
-                    published: Some(published),
-                };
-                (log, start)
-            }
-            (previous, None) => {
-                let log = Log::create(dir, log_options)?;
-                let checkpoint = Checkpoint {
-                    origin: format!("{}/{}", options.origin_prefix, log.log_id()),
-                    size: 0,
-                    root: Frontier::new().root(),
-                    head: None,
-                };
-                let note = checkpoint.sign(&signer).map_err(HeadProblem::from)?;
-                let first = Head::new(epoch, &checkpoint, note, None);
-                let published = publish_head(&lease, previous.as_ref(), first)?;
-                let start = uploader::Start {
-                    dir: dir.to_path_buf(),
-                    active: None,
-                    next_seq: 0,
-                    chain_head: log.state().head,
-                    frontier: Frontier::new(),
-                    published: Some(published),
-                };
-                (log, start)
+        let (log, start) = match take_over(dir, &lease, &signer, log_options, &options) {
+            Ok(taken) => taken,
+            Err(e) => {
+                // Let another node try at once rather than after the TTL.
+                let _ = lease.release();
+                return Err(e);
             }
         };
         let log = Arc::new(log);
@@ -339,6 +297,70 @@ impl Drop for Replicated {
             let _ = thread.join();
         }
     }
+}
+
+/// Everything [`Replicated::open`] does under the lease before the uploader
+/// starts: the head claimed, the directory rebuilt (or a new log), the log
+/// opened.
+fn take_over(
+    dir: &Path,
+    lease: &Lease,
+    signer: &NoteSigner,
+    log_options: Options,
+    options: &ReplicationOptions,
+) -> Result<(Log, uploader::Start), ClusterError> {
+    let epoch = lease.epoch();
+    let (current, claimed) = claim_head(lease, signer)?;
+    move_aside(dir, epoch)?;
+    let taken = match (current, claimed) {
+        (_, Some(published)) => {
+            let mut replay = Replay::new(dir, rebuild::head_log_id(&published.head)?)?;
+            replay.advance(lease.bucket(), &published.head)?;
+            let end = replay.end();
+            drop(replay);
+            sync_dir(dir)?;
+            let log = Log::open(dir, log_options)?;
+            let state = log.state();
+            if state.next_seq != published.head.size {
+                return Err(ClusterError::HeadMismatch {
+                    size: published.head.size,
+                    root: published.head.root,
+                    reason: format!("the rebuilt log opens with {} records", state.next_seq),
+                });
+            }
+            let start = uploader::Start {
+                dir: dir.to_path_buf(),
+                active: end.active,
+                next_seq: end.next_seq,
+                chain_head: state.head,
+                frontier: end.frontier,
+                published: Some(published),
+            };
+            (log, start)
+        }
+        (previous, None) => {
+            let log = Log::create(dir, log_options)?;
+            let checkpoint = Checkpoint {
+                origin: format!("{}/{}", options.origin_prefix, log.log_id()),
+                size: 0,
+                root: Frontier::new().root(),
+                head: None,
+            };
+            let note = checkpoint.sign(signer).map_err(HeadProblem::from)?;
+            let first = Head::new(epoch, &checkpoint, note, None);
+            let published = publish_head(lease, previous.as_ref(), first)?;
+            let start = uploader::Start {
+                dir: dir.to_path_buf(),
+                active: None,
+                next_seq: 0,
+                chain_head: log.state().head,
+                frontier: Frontier::new(),
+                published: Some(published),
+            };
+            (log, start)
+        }
+    };
+    Ok(taken)
 }
 
 /// Reads the head and, when it has records, republishes it under the

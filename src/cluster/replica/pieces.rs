@@ -33,17 +33,14 @@ pub const PIECE_HEADER_BYTES: usize = layout::RANGES;
 /// Bytes of a range's header (offset, length, reserved).
 pub const RANGE_HEADER_BYTES: usize = 16;
 
+/// Offsets in the piece header (the table above).
 mod layout {
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = MAGIC + 8;
+    pub const VERSION: usize = 8; // after the magic
     pub const RESERVED: usize = VERSION + 2;
     pub const RANGE_COUNT: usize = RESERVED + 2;
-    pub const SEGMENT_BYTES: usize = RANGE_COUNT + 4;
-    pub const BASE_SEQ: usize = SEGMENT_BYTES + 8;
-    pub const EPOCH: usize = BASE_SEQ + 8;
-    pub const FIRST_SEQ: usize = EPOCH + 8;
-    pub const NEXT_SEQ: usize = FIRST_SEQ + 8;
-    pub const RANGES: usize = NEXT_SEQ + 8;
+    /// segment_bytes, base_seq, epoch, first_seq, next_seq: 8 bytes each.
+    pub const U64_FIELDS: usize = RANGE_COUNT + 4;
+    pub const RANGES: usize = U64_FIELDS + 5 * 8;
 }
 
 /// One byte range of a segment file.
@@ -204,12 +201,13 @@ impl Piece {
                 "{count} ranges, not 1..={MAX_RANGES}"
             )));
         }
+        let field = |i: usize| u64_at(b, layout::U64_FIELDS + 8 * i);
         let mut piece = Piece {
-            segment_bytes: u64_at(b, layout::SEGMENT_BYTES),
-            base_seq: u64_at(b, layout::BASE_SEQ),
-            epoch: u64_at(b, layout::EPOCH),
-            first_seq: u64_at(b, layout::FIRST_SEQ),
-            next_seq: u64_at(b, layout::NEXT_SEQ),
+            segment_bytes: field(0),
+            base_seq: field(1),
+            epoch: field(2),
+            first_seq: field(3),
+            next_seq: field(4),
             ranges: Vec::with_capacity(count),
         };
         let mut at = PIECE_HEADER_BYTES;
