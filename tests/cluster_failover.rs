@@ -224,7 +224,7 @@ fn node_loss_the_holder_killed_under_load_another_takes_over_and_no_receipt_is_l
         cluster: mut c,
         started,
         _one,
-    }) = Scenario::start("node-loss", 3, &[w.clone()])
+    }) = Scenario::start("node-loss", 3, std::slice::from_ref(&w))
     else {
         return;
     };
@@ -297,7 +297,7 @@ fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
         cluster: c,
         started,
         _one,
-    }) = Scenario::start("split-brain", 2, &[w.clone()])
+    }) = Scenario::start("split-brain", 2, std::slice::from_ref(&w))
     else {
         return;
     };
@@ -431,25 +431,18 @@ fn split_brain_a_stopped_holder_resumed_is_refused_and_never_read() {
         c.write_file("first.checkpoint", &heads[0].checkpoint),
         c.write_file("last.checkpoint", &heads[heads.len() - 1].checkpoint),
     );
-    let url = c.workspace_url(&w);
-    let out = c.cli(&[
-        "prove",
-        "consistency",
-        "--old",
-        first.to_str().unwrap(),
-        "--new",
-        last.to_str().unwrap(),
-        "--public-key",
-        c.checkpoint_pub.to_str().unwrap(),
-        "--from",
-        &url,
-        "--checkpoint-public-key",
-        c.checkpoint_pub.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "prove consistency --from: {}",
-        String::from_utf8_lossy(&out.stderr)
+    c.read_from(
+        &w,
+        &[
+            "prove",
+            "consistency",
+            "--old",
+            first.to_str().unwrap(),
+            "--new",
+            last.to_str().unwrap(),
+            "--public-key",
+            c.checkpoint_pub.to_str().unwrap(),
+        ],
     );
     eprintln!(
         "split brain: {} receipts, exactly the clients' records in the bucket ({unreceipted} \
@@ -466,7 +459,7 @@ fn bucket_outage_appends_fail_with_503_in_bounded_time_and_resume() {
         cluster: c,
         started,
         _one,
-    }) = Scenario::start("outage", 2, &[w.clone()])
+    }) = Scenario::start("outage", 2, std::slice::from_ref(&w))
     else {
         return;
     };
@@ -615,20 +608,24 @@ fn many_workspaces_spread_over_three_nodes_move_when_one_dies_and_all_verify() {
         started.elapsed()
     );
 
-    // All 30 logs: every receipt in the bucket, and verify --from intact.
+    // All 30 logs verify --from the bucket; in those that moved, every
+    // receipt is there (each read through the bucket costs a rebuild of
+    // the workspace: the node-loss test checks receipts under load).
     let receipts: Vec<Outcome> = appended.into_iter().chain(again).collect();
     std::thread::scope(|s| {
         for chunk in names.chunks(8) {
-            let (c, receipts) = (&c, &receipts);
+            let (c, receipts, moved) = (&c, &receipts, &moved);
             s.spawn(move || {
                 for w in chunk {
-                    let mine: Vec<Outcome> = receipts
-                        .iter()
-                        .filter(|o| o.tags[0].starts_with(&format!("{w}-")))
-                        .cloned()
-                        .collect();
-                    assert_eq!(mine.len(), 2, "{w}");
-                    assert_receipts_present(&receipted(&mine), &c.export(w));
+                    if moved.contains(&w) {
+                        let mine: Vec<Outcome> = receipts
+                            .iter()
+                            .filter(|o| o.tags[0].starts_with(&format!("{w}-")))
+                            .cloned()
+                            .collect();
+                        assert_eq!(mine.len(), 2, "{w}");
+                        assert_receipts_present(&receipted(&mine), &c.export(w));
+                    }
                     c.verify(w);
                 }
             });

@@ -72,8 +72,8 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTree
         .collect()
 }
 
-/// PUT and GET (with HEAD and LIST) per second over `seconds`, and the
-/// monthly cost line.
+/// PUT-priced (PUT, POST, LIST) and GET-priced (GET, HEAD) requests per
+/// second over `seconds`, and the monthly cost line.
 fn cost(label: &str, requests: &BTreeMap<String, u64>, seconds: f64) -> String {
     let count = |kinds: &[&str]| -> f64 {
         kinds
@@ -81,12 +81,13 @@ fn cost(label: &str, requests: &BTreeMap<String, u64>, seconds: f64) -> String {
             .map(|k| requests.get(*k).copied().unwrap_or(0))
             .sum::<u64>() as f64
     };
-    let puts = count(&["PUT", "POST", "DELETE"]) / seconds;
-    let gets = count(&["GET", "HEAD", "LIST"]) / seconds;
+    // S3 prices LIST as a PUT, and DELETE not at all.
+    let puts = count(&["PUT", "POST", "LIST"]) / seconds;
+    let gets = count(&["GET", "HEAD"]) / seconds;
     let put_month = puts * SECONDS_PER_MONTH / 1000.0 * PUT_PER_1000;
     let get_month = gets * SECONDS_PER_MONTH / 1000.0 * GET_PER_1000;
     format!(
-        "{label}: {requests:?} in {seconds:.1} s = {puts:.2} PUT/s and {gets:.2} GET/s; a month \
+        "{label}: {requests:?} in {seconds:.1} s = {puts:.2} PUT+LIST/s and {gets:.2} GET+HEAD/s; a month \
          (2,592,000 s): {puts:.2} × 2,592,000 / 1,000 × $0.005 = ${put_month:.2} of PUTs, \
          {gets:.2} × 2,592,000 / 1,000 × $0.0004 = ${get_month:.2} of GETs, ${:.2} in all",
         put_month + get_month
@@ -108,7 +109,7 @@ fn cluster_figures() {
             ceph,
             "cluster_figures/throughput",
             1,
-            &[w.clone()],
+            std::slice::from_ref(&w),
             defaults(),
         );
         for batch in [100, 500] {
@@ -147,7 +148,13 @@ fn cluster_figures() {
     // 2. Requests to the bucket at 1,000 events/s (40 clients, 10 events
     // every 400 ms each) and idle.
     {
-        let c = Cluster::start(ceph, "cluster_figures/cost", 1, &[w.clone()], defaults());
+        let c = Cluster::start(
+            ceph,
+            "cluster_figures/cost",
+            1,
+            std::slice::from_ref(&w),
+            defaults(),
+        );
         let load = Load::start(spec(&c, &w, 40, 10, Duration::from_millis(400)));
         load.expect_more(1000, Duration::from_secs(60), "the load", &c);
         let (before, at_start, start) = (c.proxy.counts(), load.acknowledged(), Instant::now());
@@ -177,7 +184,13 @@ fn cluster_figures() {
 
     // 3. Read-replica lag.
     {
-        let mut c = Cluster::start(ceph, "cluster_figures/replica", 1, &[w.clone()], defaults());
+        let mut c = Cluster::start(
+            ceph,
+            "cluster_figures/replica",
+            1,
+            std::slice::from_ref(&w),
+            defaults(),
+        );
         let poll = Duration::from_millis(500);
         c.add_read_only("replica", poll);
         let (writer, replica) = (c.nodes[0].addr, c.nodes[1].addr);
@@ -218,7 +231,7 @@ fn cluster_figures() {
             ceph,
             "cluster_figures/failover",
             2,
-            &[w.clone()],
+            std::slice::from_ref(&w),
             defaults(),
         );
         let load = Load::start(LoadSpec {

@@ -207,9 +207,15 @@ impl Cluster {
         s3::library_credentials();
         let dir = tempfile::tempdir().unwrap();
         let keys_dir = dir.path().join("keys");
+        // `apikey create` records the key in the workspace's log there, a
+        // preallocated 64 MiB segment: only keys.json is kept.
         let keys = workspaces
             .iter()
-            .map(|w| (w.clone(), create_key(&keys_dir, w, "admin")))
+            .map(|w| {
+                let key = create_key(&keys_dir, w, "admin");
+                std::fs::remove_dir_all(keys_dir.join("workspaces").join(w)).unwrap();
+                (w.clone(), key)
+            })
             .collect();
         let checkpoint_key = checkpoint_key(dir.path());
         let checkpoint_pub = dir.path().join("cp.pub");
@@ -428,35 +434,38 @@ impl Cluster {
     }
 
     /// `chainlog ARGS` with radosgw's endpoint and the test credentials,
-    /// and the `--from` readers' cache in the test's directory.
+    /// and the `--from` readers' cache in a directory of its own, removed
+    /// afterwards (a workspace's rebuilt segment takes 64 MiB).
     pub fn cli(&self, args: &[&str]) -> Output {
+        let cache = tempfile::tempdir_in(self.dir.path()).unwrap();
         self.ceph
             .command(args)
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env("XDG_CACHE_HOME", cache.path())
             .output()
             .unwrap()
+    }
+
+    /// `chainlog COMMAND… --from s3://…/ws/W --checkpoint-public-key KEY`
+    /// (reading up to the published head); its stdout, or a failed test
+    /// with its stderr.
+    pub fn read_from(&self, w: &str, command: &[&str]) -> String {
+        let (url, key) = (self.workspace_url(w), self.checkpoint_pub.to_str().unwrap());
+        let mut args = command.to_vec();
+        args.extend(["--from", &url, "--checkpoint-public-key", key]);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Every record of `w` up to its published head, as `chainlog export
     /// --format jsonl --from` reads it from the bucket.
     pub fn export(&self, w: &str) -> Vec<Row> {
-        let url = self.workspace_url(w);
-        let out = self.cli(&[
-            "export",
-            "--format",
-            "jsonl",
-            "--from",
-            &url,
-            "--checkpoint-public-key",
-            self.checkpoint_pub.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "export --from {url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
+        self.read_from(w, &["export", "--format", "jsonl"])
             .lines()
             .map(|line| {
                 let v: Value = serde_json::from_str(line).unwrap();
@@ -473,25 +482,13 @@ impl Cluster {
     /// checkpoint (so a truncated log fails too); panics unless intact.
     pub fn verify(&self, w: &str) -> String {
         let head = self.head(w).unwrap_or_else(|| panic!("{w} has no head"));
-        let checkpoint = self.dir.path().join(format!("{w}.checkpoint"));
-        std::fs::write(&checkpoint, &head.checkpoint).unwrap();
-        let url = self.workspace_url(w);
-        let out = self.cli(&[
-            "verify",
-            "--from",
-            &url,
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--public-key",
-            self.checkpoint_pub.to_str().unwrap(),
-        ]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "verify --from {url}: {text}");
-        text
+        let checkpoint = self.write_file(&format!("{w}.checkpoint"), &head.checkpoint);
+        let key = self.checkpoint_pub.to_str().unwrap();
+        let checkpoint = checkpoint.to_str().unwrap();
+        self.read_from(
+            w,
+            &["verify", "--checkpoint", checkpoint, "--public-key", key],
+        )
     }
 
     /// A file in the test's directory holding `text`.
