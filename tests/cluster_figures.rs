@@ -43,6 +43,8 @@ fn defaults() -> ClusterOptions {
         flush_interval: Duration::from_millis(250),
         ack_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
+        // The server's default.
+        segment_bytes: 64 << 20,
     }
 }
 

@@ -66,6 +66,9 @@ pub struct ClusterOptions {
     /// `--request-timeout`, which also bounds a forwarded request: a
     /// request forwarded to a frozen holder waits that long.
     pub request_timeout: Duration,
+    /// `--segment-bytes`: small in the tests, because a `--from` reader
+    /// rebuilds (and verifies) whole segment files.
+    pub segment_bytes: u64,
 }
 
 impl Default for ClusterOptions {
@@ -75,6 +78,7 @@ impl Default for ClusterOptions {
             flush_interval: Duration::from_millis(250),
             ack_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
+            segment_bytes: 1 << 20,
         }
     }
 }
@@ -287,6 +291,8 @@ impl Cluster {
                 &ms(o.ack_timeout),
                 "--request-timeout",
                 &o.request_timeout.as_secs().to_string(),
+                "--segment-bytes",
+                &o.segment_bytes.to_string(),
             ],
             true,
         );

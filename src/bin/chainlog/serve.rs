@@ -259,6 +259,11 @@ pub struct ClusterArgs {
     /// Upload what was appended to the bucket at least this often.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_timeout)]
     flush_interval: Duration,
+    /// With --bucket: the size of the segment files a workspace's log
+    /// creates from now on (as `chainlog init --segment-bytes`); a segment
+    /// rebuilt from the bucket keeps its own.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = crate::parse_size)]
+    segment_bytes: u64,
     /// Answer an append 503 when the bucket has not taken it after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     ack_timeout: Duration,
@@ -327,6 +332,7 @@ fn cluster_config(
                 .cloned()
                 .ok_or_else(|| missing("--checkpoint-key FILE (it signs the heads)"))?,
             lease_ttl: args.lease_ttl,
+            segment_bytes: args.segment_bytes,
             replication: ReplicationOptions {
                 flush_interval: args.flush_interval,
                 ack_timeout: args.ack_timeout,

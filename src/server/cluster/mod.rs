@@ -37,6 +37,7 @@ use crate::cluster::{
     probe_conditional_writes, read_lease, ClusterError, FollowOptions, Follower, LeaseOptions,
     Replicated, ReplicationOptions, HEAD_OBJECT, LEASE_OBJECT,
 };
+use crate::format::segment::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use crate::hash::checkpoint::{NoteSigner, NoteVerifier};
 use crate::log::{Log, Options};
 use crate::server::commit::{NotReplicated, Replication};
@@ -78,6 +79,8 @@ pub struct WriterConfig {
     pub signer: NoteSigner,
     /// The lease TTL (with a skew margin of a fifth of it).
     pub lease_ttl: Duration,
+    /// The size of the segments the workspaces' logs create.
+    pub segment_bytes: u64,
     /// Upload interval, acknowledgement timeout, checkpoint origin.
     pub replication: ReplicationOptions,
 }
@@ -88,6 +91,7 @@ impl std::fmt::Debug for WriterConfig {
             .field("node_id", &self.node_id)
             .field("advertise", &self.advertise)
             .field("lease_ttl", &self.lease_ttl)
+            .field("segment_bytes", &self.segment_bytes)
             .field("replication", &self.replication)
             .finish_non_exhaustive()
     }
@@ -118,6 +122,9 @@ pub enum JoinError {
     /// The lease TTL is too short.
     #[error("--lease-ttl {0:?}: at least 1 s")]
     LeaseTtl(Duration),
+    /// The segment size is not one a log can have.
+    #[error("--segment-bytes {0}: a multiple of 8 between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}")]
+    SegmentBytes(u64),
 }
 
 /// A workspace a cluster node serves: its replicated writer, or its follower.
@@ -237,6 +244,10 @@ pub fn join(config: ClusterConfig) -> Result<Cluster, JoinError> {
             }
             if writer.lease_ttl < Duration::from_secs(1) {
                 return Err(JoinError::LeaseTtl(writer.lease_ttl));
+            }
+            let bytes = writer.segment_bytes;
+            if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&bytes) || bytes % 8 != 0 {
+                return Err(JoinError::SegmentBytes(bytes));
             }
             lease = lease_options(writer.lease_ttl);
             probe_conditional_writes(&root)?;
@@ -358,7 +369,10 @@ impl Cluster {
                     &writer.node_id,
                     self.lease.clone(),
                     writer.signer.clone(),
-                    Options::default(),
+                    Options {
+                        segment_bytes: writer.segment_bytes,
+                        ..Options::default()
+                    },
                     writer.replication.clone(),
                 )?);
                 self.forget_route(name);
