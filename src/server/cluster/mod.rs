@@ -123,7 +123,9 @@ pub enum JoinError {
     #[error("--lease-ttl {0:?}: at least 1 s")]
     LeaseTtl(Duration),
     /// The segment size is not one a log can have.
-    #[error("--segment-bytes {0}: a multiple of 8 between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}")]
+    #[error(
+        "--segment-bytes {0}: a multiple of 8 between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}"
+    )]
     SegmentBytes(u64),
 }
 
