@@ -441,7 +441,11 @@ fn a_follower_keeps_its_cache_bounded_and_reads_evicted_segments_from_the_bucket
         assert!(report.is_intact(), "{report:?}");
         assert_eq!(report.records, receipts.len() as u64);
     };
-    assert!(f.evicted_segments() >= segments as u64 - 2, "{}", f.evicted_segments());
+    assert!(
+        f.evicted_segments() >= segments as u64 - 2,
+        "{}",
+        f.evicted_segments()
+    );
     check(&f, &receipts);
 
     // The log grows: the follower follows, and evicts what the writer

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::storage::{DirLock, FsStorage, Storage, StorageFile};
+use crate::storage::{refuse_writes, FsStorage, Storage, StorageFile};
 
 /// A read-only view of one cache directory over a remote storage.
 #[derive(Debug)]
@@ -72,9 +72,7 @@ impl CachedStorage {
 }
 
 impl Storage for CachedStorage {
-    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
+    refuse_writes!(read_only);
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = FsStorage.list(dir)?;
@@ -84,10 +82,6 @@ impl Storage for CachedStorage {
             names.extend(archived.difference(&local).cloned());
         }
         Ok(names)
-    }
-
-    fn create_new(&self, _path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        Err(read_only())
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
@@ -102,27 +96,12 @@ impl Storage for CachedStorage {
             opened => opened,
         }
     }
-
-    fn rename(&self, _from: &Path, _to: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn remove(&self, _path: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn lock_dir(&self, _dir: &Path) -> io::Result<Box<dyn DirLock>> {
-        Err(read_only())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::DirLock;
 
     /// A cache directory and a "bucket" directory (a mock for this unit
     /// test; tests/cluster_replica.rs runs it over Ceph).
@@ -236,6 +215,9 @@ mod tests {
         // A file opened for reading cannot be written either.
         let file = storage.open(&b, false).unwrap();
         assert!(file.write_all_at(b"x", 0).is_err());
-        assert_eq!(std::fs::read(cache.parent().unwrap().join("bucket/b.seg")).unwrap(), b"remote b");
+        assert_eq!(
+            std::fs::read(cache.parent().unwrap().join("bucket/b.seg")).unwrap(),
+            b"remote b"
+        );
     }
 }
