@@ -298,7 +298,12 @@ impl Poller {
         let Some(storage) = self.storage.clone() else {
             return Ok(());
         };
-        let evicted = self.evict(&storage, &log_id)?;
+        // A failed eviction (the manifest unreadable) keeps files a while
+        // longer; it does not hold the new head back.
+        let (evicted, problem) = match self.evict(&storage, &log_id) {
+            Ok(evicted) => (evicted, None),
+            Err(e) => (0, Some(format!("evicting from the cache: {e}"))),
+        };
         let log = Log::open_in(storage.clone(), storage.dir(), Options::for_reading())?;
         let mut current = shared.current.lock();
         current.log = Some(Arc::new(log));
@@ -306,7 +311,7 @@ impl Poller {
         current.evicted_segments += evicted;
         current.head = Some(head.clone());
         current.checked_at = Some(polled);
-        current.problem = None;
+        current.problem = problem;
         self.trusted = Some(head);
         Ok(())
     }
