@@ -334,15 +334,7 @@ fn a_fenced_writer_cannot_make_readers_accept_its_late_pieces() {
 fn piece_names(bucket: &Bucket) -> Vec<(u64, u64, u64)> {
     let mut listed = std::collections::BTreeSet::new();
     let mut todo = vec![0];
-    let newest = bucket
-        .list("manifest")
-        .unwrap()
-        .into_iter()
-        .map(|(n, _)| n)
-        .max();
-    if let Some(name) = newest {
-        let key = format!("manifest/{name}");
-        let manifest = Manifest::parse(&bucket.get(&key).unwrap(), &key).unwrap();
+    if let Some(manifest) = newest_manifest(bucket) {
         todo.extend(manifest.segments.iter().map(|s| s.last_seq + 1));
     }
     let mut names = Vec::new();
@@ -359,6 +351,125 @@ fn piece_names(bucket: &Bucket) -> Vec<(u64, u64, u64)> {
     }
     names.sort_unstable();
     names
+}
+
+/// The newest archive manifest under the bucket's prefix.
+fn newest_manifest(bucket: &Bucket) -> Option<Manifest> {
+    let newest = bucket
+        .list("manifest")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .max()?;
+    let key = format!("manifest/{newest}");
+    Some(Manifest::parse(&bucket.get(&key).unwrap(), &key).unwrap())
+}
+
+/// Waits until the newest manifest names every sealed segment of `log`.
+fn wait_archived(bucket: &Bucket, log: &Log) {
+    let sealed = log.state().segments - 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while newest_manifest(bucket).map_or(0, |m| m.segments.len()) < sealed {
+        assert!(
+            Instant::now() < deadline,
+            "{sealed} sealed segments are not all archived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The bytes (files' lengths) under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn a_follower_keeps_its_cache_bounded_and_reads_evicted_segments_from_the_bucket() {
+    let Some((_, _, bucket, tmp)) = setup("cluster_replica/cache") else {
+        return;
+    };
+    let w = open(tmp.path(), "w", &bucket, lease(30_000, 0));
+    let mut receipts = append_and_wait(&w, "cache", 4, 50, 5);
+    let segments = w.log().state().segments;
+    assert!(segments >= 3, "only {segments} segments");
+    wait_archived(&bucket, w.log());
+
+    // A cache of one segment: the bound promises at most that after a
+    // poll, plus the newest segment and those not archived (none here).
+    let cache_bytes = SEGMENT_BYTES;
+    let cache = tmp.path().join("cache");
+    let f = Follower::open(
+        &cache,
+        bucket.clone(),
+        signer().verifier(),
+        FollowOptions {
+            poll_interval: Duration::from_millis(100),
+            cache_bytes,
+        },
+    )
+    .unwrap();
+    let check = |f: &Follower, receipts: &[Receipt]| {
+        let (log, head) = f.log().unwrap();
+        assert_eq!(head.unwrap().size, receipts.len() as u64);
+        let held = dir_bytes(&cache);
+        assert!(
+            held <= cache_bytes + SEGMENT_BYTES,
+            "the cache holds {held} bytes, the bound is {cache_bytes} plus a segment"
+        );
+        let local = std::fs::read_dir(log.dir()).unwrap().count();
+        eprintln!(
+            "cache: {held} bytes in {local} files for {} segments ({} evicted), bound {cache_bytes}",
+            log.state().segments,
+            f.evicted_segments()
+        );
+        assert!(local < log.state().segments, "nothing was evicted");
+        // Every record reads, the evicted ones from the bucket.
+        assert_has(&log, receipts);
+        let storage = f.storage().unwrap();
+        let report = chainlog::verify::verify_dir(&*storage, log.dir(), &mut |_| {}).unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, receipts.len() as u64);
+    };
+    assert!(
+        f.evicted_segments() >= segments as u64 - 2,
+        "{}",
+        f.evicted_segments()
+    );
+    check(&f, &receipts);
+
+    // The log grows: the follower follows, and evicts what the writer
+    // archives meanwhile.
+    let evicted = f.evicted_segments();
+    receipts.extend(append_and_wait(&w, "more", 2, 50, 5));
+    let grown = w.log().state().segments;
+    assert!(grown > segments, "no new seal");
+    wait_archived(&bucket, w.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.evicted_segments() <= evicted
+        || f.log().unwrap().0.state().next_seq < receipts.len() as u64
+        || dir_bytes(&cache) > cache_bytes + SEGMENT_BYTES
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the follower evicted {} segments, {:?}",
+            f.evicted_segments(),
+            f.problem()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check(&f, &receipts);
+    w.close().unwrap();
 }
 
 #[test]

@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 use super::lock_state::{HeaderTap, LastHeaders, ObjectLockState};
 use super::object_lock::lock_headers;
 use super::{hex, ArchiveError, ArchiveTarget, ObjectLockMode};
-use crate::storage::{DirLock, Storage, StorageFile};
+use crate::storage::{refuse_writes, Storage, StorageFile};
 
 /// Hosts for which a plain `http://` endpoint is allowed without
 /// `AWS_ALLOW_HTTP`: nothing leaves the machine.
@@ -434,9 +434,7 @@ fn to_io(e: ArchiveError) -> io::Error {
 }
 
 impl Storage for BucketStorage {
-    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
+    refuse_writes!(read_only);
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let dir = Self::name(dir)?;
@@ -453,10 +451,6 @@ impl Storage for BucketStorage {
             names.push(name);
         }
         Ok(names)
-    }
-
-    fn create_new(&self, _path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        Err(read_only())
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
@@ -489,22 +483,6 @@ impl Storage for BucketStorage {
                 hashed_to: 0,
             }),
         }))
-    }
-
-    fn rename(&self, _from: &Path, _to: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn remove(&self, _path: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn lock_dir(&self, _dir: &Path) -> io::Result<Box<dyn DirLock>> {
-        Err(read_only())
     }
 }
 

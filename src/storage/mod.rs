@@ -77,6 +77,43 @@ pub trait Storage: Send + Sync + fmt::Debug {
     }
 }
 
+/// Inside `impl Storage for …` of a read-only storage: the methods that
+/// change a directory, each failing with the `io::Error` `$refused()` makes.
+macro_rules! refuse_writes {
+    ($refused:expr) => {
+        fn create_dir_all(&self, _dir: &std::path::Path) -> std::io::Result<()> {
+            Err($refused())
+        }
+
+        fn create_new(
+            &self,
+            _path: &std::path::Path,
+        ) -> std::io::Result<std::sync::Arc<dyn $crate::storage::StorageFile>> {
+            Err($refused())
+        }
+
+        fn rename(&self, _from: &std::path::Path, _to: &std::path::Path) -> std::io::Result<()> {
+            Err($refused())
+        }
+
+        fn remove(&self, _path: &std::path::Path) -> std::io::Result<()> {
+            Err($refused())
+        }
+
+        fn sync_dir(&self, _dir: &std::path::Path) -> std::io::Result<()> {
+            Err($refused())
+        }
+
+        fn lock_dir(
+            &self,
+            _dir: &std::path::Path,
+        ) -> std::io::Result<Box<dyn $crate::storage::DirLock>> {
+            Err($refused())
+        }
+    };
+}
+pub(crate) use refuse_writes;
+
 /// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.
 /// Fails with `UnexpectedEof` if the file ends first.
 pub fn read_exact_at(

@@ -8,6 +8,7 @@
 //! ("Replicated durability") specifies the objects.
 
 mod archiver;
+pub mod cached_storage;
 pub mod follow;
 pub mod pieces;
 pub mod rebuild;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use cached_storage::CachedStorage;
 pub use follow::{FollowOptions, Follower};
 pub use pieces::{Piece, PieceError, PieceRange};
 
