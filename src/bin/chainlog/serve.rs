@@ -284,6 +284,10 @@ pub struct ClusterArgs {
     /// With --read-only: read each workspace's head this often.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_timeout)]
     poll_interval: Duration,
+    /// With --read-only: the most each workspace's cache keeps on disk;
+    /// archived segments beyond it are read from the bucket.
+    #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = crate::parse_size)]
+    cache_bytes: u64,
 }
 
 /// The cluster the arguments ask to serve from, if any.
@@ -310,7 +314,7 @@ fn cluster_config(
             verifier: crate::keys::load_verifier(path)?,
             follow: FollowOptions {
                 poll_interval: args.poll_interval,
-                ..FollowOptions::default()
+                cache_bytes: args.cache_bytes,
             },
         })
     } else {
