@@ -5,7 +5,7 @@
 //! every header and link block against what came before, and the Merkle
 //! root and last hash against the head's: the bucket is never trusted.
 //!
-//! [`Replay`] keeps its place, so a follower extends it head after head.
+//! `Replay` keeps its place, so a follower extends it head after head.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

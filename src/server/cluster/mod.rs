@@ -15,7 +15,7 @@
 //! lease live at another node, forwarded there ([`forward`]); no live
 //! lease, taken here when this node is `W`'s preferred holder among the
 //! live nodes ([`placement`]), else forwarded to the preferred node, which
-//! takes it. A loop ([`holding`]) renews this node's record, takes over the
+//! takes it. A loop (`holding.rs`) renews this node's record, takes over the
 //! workspaces whose lease expired and that prefer this node, and lets go of
 //! those whose writer was fenced.
 
