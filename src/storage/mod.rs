@@ -79,6 +79,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// Inside `impl Storage for …` of a read-only storage: the methods that
 /// change a directory, each failing with the `io::Error` `$refused()` makes.
+/// (The read-only storages over a bucket are all behind the feature `s3`.)
+#[cfg(feature = "s3")]
 macro_rules! refuse_writes {
     ($refused:expr) => {
         fn create_dir_all(&self, _dir: &std::path::Path) -> std::io::Result<()> {
@@ -112,6 +114,7 @@ macro_rules! refuse_writes {
         }
     };
 }
+#[cfg(feature = "s3")]
 pub(crate) use refuse_writes;
 
 /// Reads exactly `buf.len()` bytes at `offset`, looping over short reads.

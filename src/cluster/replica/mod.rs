@@ -231,7 +231,7 @@ impl Replicated {
         self.shared.state.lock().replicated_next
     }
 
-    /// Why this writer stopped (lease lost, ...), if it did: the server then
+    /// Why this writer stopped (lease lost, ...), if it did: whoever holds it then
     /// drops the workspace.
     pub fn fenced(&self) -> Option<String> {
         self.shared
@@ -496,7 +496,7 @@ fn sync_dir(dir: &Path) -> Result<(), ClusterError> {
 mod tests {
     use super::*;
 
-    /// The server shares both between request handlers.
+    /// Both are shared between the threads that serve requests.
     #[test]
     fn writers_and_followers_are_send_and_sync() {
         fn shared<T: Send + Sync>() {}
