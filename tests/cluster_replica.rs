@@ -696,7 +696,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 /// interval (250 ms), batches of 200 (an HTTP client's batch), and single
 /// events at a 20 ms interval.
 #[test]
-#[ignore]
+#[ignore = "figures for docs/CLUSTER.md: run with --release --ignored --nocapture figures"]
 fn figures() {
     for (flush_ms, batch) in [(250, 1), (250, 200), (20, 1)] {
         let Some((_, _, bucket, tmp)) = setup("figures") else {
