@@ -6,6 +6,8 @@
 # crashes, and says where the crash input is.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh build [TARGET...]   (only builds them: .ci/run builds
+#                                         while the tests run)
 #
 # cargo-fuzz needs nightly features: RUSTC_BOOTSTRAP=1 lets the stable
 # toolchain provide them.
@@ -14,6 +16,10 @@ cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
 shift || true
+build_only=false
+if [ "$seconds" = build ]; then
+    build_only=true
+fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(decode recovery model ingest)
@@ -38,11 +44,12 @@ cd fuzz
 # enforce -malloc_limit_mb: that is the target where a length field read from
 # damaged bytes could size an allocation. recovery, model and ingest exercise
 # the engine's logic (and the crate forbids unsafe code); without a sanitizer
-# they run about four times as many inputs in the same time. Their
-# builds go to a separate target directory, so neither build undoes the other.
+# they run about four times as many inputs in the same time. The two kinds
+# of build go to target directories of their own (never CARGO_TARGET_DIR's),
+# so neither undoes the other or waits on another build's lock.
 flags_for() {
     case "$1" in
-        decode) echo "--sanitizer address" ;;
+        decode) echo "--sanitizer address --target-dir $PWD/target/asan" ;;
         *) echo "--sanitizer none --target-dir $PWD/target/no-sanitizer" ;;
     esac
 }
@@ -52,6 +59,9 @@ for t in "${targets[@]}"; do
     # shellcheck disable=SC2046 # the flags are meant to split
     cargo fuzz build $(flags_for "$t") "$t"
 done
+if $build_only; then
+    exit 0
+fi
 
 # run_target T: fuzzes T for SECONDS, then reports; its exit status is the
 # fuzzer's.
