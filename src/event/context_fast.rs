@@ -27,10 +27,11 @@ pub(super) fn accepts(text: &[u8]) -> bool {
     // Open containers, innermost last: for an object, where its names start.
     let mut open = [Open::Array; FAST_DEPTH];
     let mut depth = 0;
-    // Member names (start, end) of the open objects.
-    let mut names = [(0usize, 0usize); FAST_NAMES];
+    // Member names (start, end) of the open objects. Positions are kept
+    // as u32 (the arrays are set up for every record; smaller is cheaper).
+    let mut names = [(0u32, 0u32); FAST_NAMES];
     let mut name_count = 0;
-    if text.first() != Some(&b'{') {
+    if text.first() != Some(&b'{') || u32::try_from(text.len()).is_err() {
         return false;
     }
     let mut at = 0;
@@ -45,7 +46,7 @@ pub(super) fn accepts(text: &[u8]) -> bool {
                     at + 2
                 } else {
                     open[depth] = Open::Object {
-                        names_from: name_count,
+                        names_from: name_count as u8,
                     };
                     depth += 1;
                     match member(text, at + 1, &mut names, &mut name_count) {
@@ -108,6 +109,7 @@ pub(super) fn accepts(text: &[u8]) -> bool {
                     continue 'value;
                 }
                 (Open::Object { names_from }, Some(b'}')) => {
+                    let names_from = usize::from(names_from);
                     if has_duplicate(text, &names[names_from..name_count]) {
                         return false;
                     }
@@ -122,9 +124,11 @@ pub(super) fn accepts(text: &[u8]) -> bool {
     }
 }
 
+/// An open container; an object with where its names start in `names`
+/// (at most [`FAST_NAMES`], so a `u8`).
 #[derive(Clone, Copy)]
 enum Open {
-    Object { names_from: usize },
+    Object { names_from: u8 },
     Array,
 }
 
@@ -133,7 +137,7 @@ enum Open {
 fn member(
     text: &[u8],
     at: usize,
-    names: &mut [(usize, usize); FAST_NAMES],
+    names: &mut [(u32, u32); FAST_NAMES],
     name_count: &mut usize,
 ) -> Option<usize> {
     if text.get(at) != Some(&b'"') {
@@ -144,7 +148,8 @@ fn member(
         return None;
     }
     let slot = names.get_mut(*name_count)?;
-    *slot = (at + 1, end - 1);
+    // `accepts` declines text longer than u32::MAX.
+    *slot = ((at + 1) as u32, (end - 1) as u32);
     *name_count += 1;
     Some(end + 1)
 }
@@ -158,8 +163,8 @@ fn plain_string_end(text: &[u8], at: usize) -> Option<usize> {
 }
 
 /// Whether two of the names (byte ranges of `text`) are equal.
-fn has_duplicate(text: &[u8], names: &[(usize, usize)]) -> bool {
-    let name = |&(from, to): &(usize, usize)| &text[from..to];
+fn has_duplicate(text: &[u8], names: &[(u32, u32)]) -> bool {
+    let name = |&(from, to): &(u32, u32)| &text[from as usize..to as usize];
     names
         .iter()
         .enumerate()

@@ -40,7 +40,10 @@ pub struct Scanner {
     pos: u64,
     /// Frames are read only below this offset.
     limit: u64,
+    /// Read buffer; only `buf[..filled]` holds file bytes. It keeps its
+    /// length between reads, so a refill does not zero it again.
     buf: Vec<u8>,
+    filled: usize,
     /// File offset of `buf[0]`.
     buf_at: u64,
     /// Bytes read from the file so far.
@@ -59,6 +62,7 @@ impl Scanner {
             pos,
             limit,
             buf: Vec::new(),
+            filled: 0,
             buf_at: pos,
             bytes_read: 0,
         }
@@ -93,17 +97,20 @@ impl Scanner {
     /// limit, if fewer); returns how many it holds.
     fn fill(&mut self, len: usize) -> Result<usize> {
         let want_end = (self.pos + len as u64).min(self.limit);
-        let have_end = self.buf_at + self.buf.len() as u64;
+        let have_end = self.buf_at + self.filled as u64;
         if self.pos >= self.buf_at && want_end <= have_end {
             return Ok((want_end.saturating_sub(self.pos)) as usize);
         }
         // Refill from `pos`, reading a chunk (bounded by the limit).
         let read_len =
             (len.max(SCAN_CHUNK_BYTES) as u64).min(self.limit.saturating_sub(self.pos)) as usize;
-        self.buf.resize(read_len, 0);
-        let n = read_full_at(&*self.file, &mut self.buf, self.pos)
+        if self.buf.len() < read_len {
+            self.buf.resize(read_len, 0);
+        }
+        self.filled = 0;
+        let n = read_full_at(&*self.file, &mut self.buf[..read_len], self.pos)
             .map_err(|e| Error::io(&self.name, e))?;
-        self.buf.truncate(n);
+        self.filled = n;
         self.buf_at = self.pos;
         self.bytes_read += n as u64;
         Ok(n.min(len))
@@ -147,7 +154,7 @@ impl Scanner {
         };
         self.pos += frame.padded_len() as u64;
         let second_at = self.pos;
-        let buffered_end = (self.buf_at + self.buf.len() as u64).min(self.limit);
+        let buffered_end = (self.buf_at + self.filled as u64).min(self.limit);
         let mut second = None;
         if second_at + FRAME_HEADER_BYTES as u64 <= buffered_end {
             let start = (second_at - self.buf_at) as usize;
@@ -180,7 +187,8 @@ impl Scanner {
         }
         // The whole frame its header declares, so that it is decoded once.
         let start = (self.pos - self.buf_at) as usize;
-        let needed = frame::declared_len(&self.buf[start..]).unwrap_or(FRAME_HEADER_BYTES);
+        let needed =
+            frame::declared_len(&self.buf[start..self.filled]).unwrap_or(FRAME_HEADER_BYTES);
         Ok(Ok(self.fill(needed)?))
     }
 
@@ -211,7 +219,7 @@ impl Scanner {
         self.pos = resume;
         if self.fill(FRAME_ALIGN)? > 0 {
             let s = (self.pos - self.buf_at) as usize;
-            if self.buf[s..s + FRAME_ALIGN.min(self.buf.len() - s)]
+            if self.buf[s..s + FRAME_ALIGN.min(self.filled - s)]
                 .iter()
                 .any(|&b| b != 0)
             {
@@ -231,11 +239,7 @@ impl Scanner {
             if self.buf[s..s + have].iter().all(|&b| b == 0) {
                 // Skip the whole run of zero words already buffered at once:
                 // the tail of a preallocated segment is mostly zeros.
-                let zero_words = self.buf[s..]
-                    .chunks_exact(FRAME_ALIGN)
-                    .position(|w| w.iter().any(|&b| b != 0))
-                    .unwrap_or((self.buf.len() - s) / FRAME_ALIGN)
-                    .max(1);
+                let zero_words = (zero_prefix(&self.buf[s..self.filled]) / FRAME_ALIGN).max(1);
                 at += (zero_words * FRAME_ALIGN) as u64;
                 continue;
             }
@@ -252,6 +256,22 @@ impl Scanner {
         self.pos = resume;
         Ok((found, last_nonzero_end.min(self.limit)))
     }
+}
+
+/// How many bytes at the start of `bytes` are zero. Whole runs of 64 bytes
+/// are tested at once (an OR that the compiler vectorises): the space after
+/// a segment's data is megabytes of zeros.
+fn zero_prefix(bytes: &[u8]) -> usize {
+    const RUN: usize = 64;
+    let runs = bytes
+        .chunks_exact(RUN)
+        .position(|c| c.iter().fold(0, |a, &b| a | b) != 0)
+        .unwrap_or(bytes.len() / RUN);
+    let from = runs * RUN;
+    from + bytes[from..]
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bytes.len() - from)
 }
 
 #[cfg(test)]
@@ -341,5 +361,20 @@ mod tests {
         assert!(one.len() > 60, "{} steps", one.len());
         assert_eq!(one.iter().filter(|(_, s)| s.is_err()).count(), 3);
         assert!(one == two, "the paired scan differs");
+    }
+
+    #[test]
+    fn zero_prefix_counts_the_leading_zeros() {
+        for len in [0, 1, 63, 64, 65, 200, 1000] {
+            let mut bytes = vec![0u8; len];
+            assert_eq!(zero_prefix(&bytes), len);
+            for at in [0, 1, 7, 8, 63, 64, 65, 130, 999] {
+                if at < len {
+                    bytes[at] = 3;
+                    assert_eq!(zero_prefix(&bytes), at, "len {len}, at {at}");
+                    bytes[at] = 0;
+                }
+            }
+        }
     }
 }

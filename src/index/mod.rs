@@ -17,9 +17,9 @@
 use crate::le::{u32_at, u64_at};
 
 mod compare;
+mod postings;
 
 pub(crate) use compare::{compare, IndexComparison};
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -125,9 +125,8 @@ pub struct IndexBuilder {
     first_seqs: Vec<u32>,
     times: Vec<(i64, i64)>,
     /// Posting lists by value. Keyed by bytes: the verifier feeds it from
-    /// records it checked without building strings. Hashed with foldhash
-    /// (randomly seeded per map): SipHash made up a tenth of verify's time.
-    postings: [HashMap<Vec<u8>, Vec<u32>, foldhash::fast::RandomState>; 3],
+    /// records it checked without building strings (`postings.rs`).
+    postings: [postings::Postings; 3],
     /// Offset just past the last frame added.
     end: u64,
     records: u64,
@@ -216,17 +215,8 @@ impl IndexBuilder {
         let block = (self.offsets.len() - 1) as u32;
         let values = [Some(fields.actor), Some(fields.event_type), fields.node];
         for (field, value) in Field::ALL.iter().zip(values) {
-            let Some(value) = value else { continue };
-            let map = &mut self.postings[field.slot()];
-            match map.get_mut(value) {
-                Some(list) => {
-                    if list.last() != Some(&block) {
-                        list.push(block);
-                    }
-                }
-                None => {
-                    map.insert(value.to_vec(), vec![block]);
-                }
+            if let Some(value) = value {
+                self.postings[field.slot()].add(value, block);
             }
         }
         self.end = offset + frame_len;
@@ -296,8 +286,7 @@ impl IndexBuilder {
         }
         let mut postings = Vec::new();
         for field in Field::ALL {
-            let mut values: Vec<(&Vec<u8>, &Vec<u32>)> =
-                self.postings[field.slot()].iter().collect();
+            let mut values: Vec<(&[u8], &[u32])> = self.postings[field.slot()].iter().collect();
             values.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let dir = &mut sections[field.section() as usize];
             for (value, blocks) in values {

@@ -12,7 +12,7 @@ use super::{
     derived, engine, DerivedChecks, Problem, ProblemKind, TornSeal, TornTail, MAX_REPORTED_PROBLEMS,
 };
 use crate::error::{Error, Result};
-use crate::event::{index_fields, RecordSummary, Timestamp};
+use crate::event::{RecordSummary, Timestamp};
 use crate::format::damage::{self, Corruption, DataEnd, SealState};
 use crate::format::frame::{Frame, FrameError};
 use crate::format::segment::{
@@ -24,7 +24,7 @@ use crate::hash::merkle::Frontier;
 use crate::index::{IndexBuilder, IndexedFields};
 use crate::storage::{read_full_at, Storage, StorageFile};
 
-use super::split::find_split;
+use super::split::{data_end_hint, find_split};
 
 /// What verifying one segment on its own found.
 pub(super) struct SegmentResult {
@@ -190,7 +190,12 @@ impl SegmentCheck {
         }
         let limit = data_end_limit(header.segment_bytes);
         let split_at = if split {
-            find_split(&file, name, limit)?
+            let sealed_end = trailer
+                .as_ref()
+                .ok()
+                .and_then(|t| t.as_ref().map(|t| t.data_end));
+            let data_end = data_end_hint(&file, name, limit, sealed_end)?;
+            find_split(&file, name, limit, data_end)?
         } else {
             None
         };
@@ -424,21 +429,13 @@ impl SegmentCheck {
                     self.r.events.push(rec);
                 }
                 if let Some(index) = &mut self.r.index {
-                    match index_fields(version, record) {
-                        Some(f) => index.add_fields(
-                            offset,
-                            frame.padded_len() as u64,
-                            seq,
-                            stored,
-                            &IndexedFields {
-                                timestamp: ts,
-                                actor: f.actor,
-                                event_type: f.event_type,
-                                node: f.node,
-                            },
-                        ),
-                        None => self.r.index = None,
-                    }
+                    let fields = IndexedFields {
+                        timestamp: ts,
+                        actor: summary.actor,
+                        event_type: summary.event_type,
+                        node: summary.node,
+                    };
+                    index.add_fields(offset, frame.padded_len() as u64, seq, stored, &fields);
                 }
             }
             Err(e) => self.problem(

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::segment_check::SegmentCheck;
 use super::MAX_REPORTED_PROBLEMS;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::frame::{FRAME_ALIGN, MAX_FRAME_BYTES};
 use crate::format::segment::{Scanner, Step, HEADER_BYTES};
 use crate::hash::chain::ChainHash;
-use crate::storage::StorageFile;
+use crate::storage::{read_full_at, StorageFile};
 
 impl SegmentCheck {
     /// Checks the frames in two halves at once: this thread from the start
@@ -105,16 +105,19 @@ pub(super) struct SplitPoint {
     pub(super) hash: ChainHash,
 }
 
-/// The first valid frame at or after the middle of the data area, looking
-/// no further than one largest frame. Any valid-looking frame will do (it
-/// may even lie inside a record): the first half only stops there if it
-/// meets a frame at that offset itself.
+/// The first valid frame at or after the middle of the data (up to
+/// `data_end`, a hint: [`data_end_hint`]), looking no further than one
+/// largest frame. Any valid-looking frame will do (it may even lie inside a
+/// record): the first half only stops there if it meets a frame at that
+/// offset itself.
 pub(super) fn find_split(
     file: &Arc<dyn StorageFile>,
     name: &str,
     limit: u64,
+    data_end: u64,
 ) -> Result<Option<SplitPoint>> {
-    let middle = (HEADER_BYTES + limit) / 2 / FRAME_ALIGN as u64 * FRAME_ALIGN as u64;
+    let data_end = data_end.clamp(HEADER_BYTES, limit);
+    let middle = (HEADER_BYTES + data_end) / 2 / FRAME_ALIGN as u64 * FRAME_ALIGN as u64;
     let search_end = limit.min(middle + MAX_FRAME_BYTES as u64);
     let mut scan = Scanner::new(file.clone(), name, middle, limit);
     let mut at = middle;
@@ -131,6 +134,40 @@ pub(super) fn find_split(
         at += FRAME_ALIGN as u64;
     }
     Ok(None)
+}
+
+/// Bytes probed at each step of [`data_end_hint`]'s search. Valid frames
+/// hold no run of zeros this long (a record's texts and context hold no
+/// NUL; a frame's zeros are a few high bytes of its lengths and seq and at
+/// most seven bytes of padding), and the preallocated space after the data
+/// is all zeros.
+const PROBE_BYTES: usize = 64;
+
+/// Where the data of a segment probably ends: the trailer's `data_end` when
+/// it has one in range, else the result of a binary search for the first
+/// all-zero probe of [`PROBE_BYTES`] (to within 4 KiB). Only a hint for
+/// balancing the two halves: where a split falls never changes a result.
+pub(super) fn data_end_hint(
+    file: &Arc<dyn StorageFile>,
+    name: &str,
+    limit: u64,
+    trailer_data_end: Option<u64>,
+) -> Result<u64> {
+    if let Some(end) = trailer_data_end.filter(|e| (HEADER_BYTES..=limit).contains(e)) {
+        return Ok(end);
+    }
+    let (mut data, mut zeros) = (HEADER_BYTES, limit);
+    let mut probe = [0; PROBE_BYTES];
+    while zeros.saturating_sub(data) > 4096 {
+        let mid = (data + (zeros - data) / 2) / FRAME_ALIGN as u64 * FRAME_ALIGN as u64;
+        let n = read_full_at(&**file, &mut probe, mid).map_err(|e| Error::io(name, e))?;
+        if probe[..n].iter().all(|&b| b == 0) {
+            zeros = mid;
+        } else {
+            data = mid;
+        }
+    }
+    Ok(zeros)
 }
 
 #[cfg(test)]
@@ -284,5 +321,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_split_falls_in_the_middle_of_the_data_not_of_the_segment() {
+        let (h, image) = segment();
+        let limit = data_end_limit(h.segment_bytes);
+        let offsets = frame_offsets(&image, limit);
+        let last = *offsets.last().unwrap();
+        let end = last
+            + frame::decode(&image[last as usize..])
+                .unwrap()
+                .unwrap()
+                .padded_len() as u64;
+        // The segment is far from full, so the middle of its capacity lies
+        // past its data.
+        assert!(end < (HEADER_BYTES + limit) / 2);
+        let disk = SimDisk::new();
+        let file = disk.create_new(Path::new("/s")).unwrap();
+        file.write_all_at(&image, 0).unwrap();
+        let hint = data_end_hint(&file, "s", limit, None).unwrap();
+        assert!((end..=end + 4096).contains(&hint), "hint {hint}, end {end}");
+        // A trailer's data end in range is taken as it is; one out of range
+        // is not.
+        assert_eq!(data_end_hint(&file, "s", limit, Some(end)).unwrap(), end);
+        assert_eq!(
+            data_end_hint(&file, "s", limit, Some(limit + 8)).unwrap(),
+            hint
+        );
+        let split = find_split(&file, "s", limit, hint).unwrap().unwrap();
+        let before = offsets.iter().filter(|&&o| o <= split.at).count();
+        let third = offsets.len() / 3;
+        assert!(
+            (third..=2 * third).contains(&before),
+            "{before} of {} frames before the split",
+            offsets.len()
+        );
     }
 }
