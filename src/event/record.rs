@@ -382,6 +382,10 @@ pub(crate) struct RecordSummary<'a> {
     pub timestamp: Timestamp,
     /// The event type's bytes (valid UTF-8).
     pub event_type: &'a [u8],
+    /// The actor's bytes (valid UTF-8), for the index the verifier builds.
+    pub actor: &'a [u8],
+    /// The node's bytes (valid UTF-8), if any.
+    pub node: Option<&'a [u8]>,
     /// The context's JSON text (valid UTF-8).
     pub context_json: &'a [u8],
 }
@@ -397,6 +401,8 @@ impl<'a> RecordSummary<'a> {
             origin: view.origin,
             timestamp: view.timestamp,
             event_type: view.event_type.as_bytes(),
+            actor: view.actor.as_bytes(),
+            node: view.node.map(str::as_bytes),
             context_json: view.context_json.as_bytes(),
         })
     }
@@ -446,7 +452,7 @@ impl<'a> RecordSummary<'a> {
         if actor.is_empty() {
             return None;
         }
-        let (_node, rest) = ascii_text(rest, MAX_NODE_BYTES)?;
+        let (node, rest) = ascii_text(rest, MAX_NODE_BYTES)?;
         let (_resource, rest) = ascii_text(rest, MAX_RESOURCE_BYTES)?;
         let (context_len, context_json) = rest.split_first_chunk::<4>()?;
         let context_len = u32::from_le_bytes(*context_len) as usize;
@@ -463,14 +469,17 @@ impl<'a> RecordSummary<'a> {
             origin,
             timestamp: Timestamp::from_unix_nanos(i64::from_le_bytes(*timestamp)),
             event_type,
+            actor,
+            node: Some(node).filter(|n| !n.is_empty()),
             context_json,
         })
     }
 }
 
 /// The fields an index posts (actor, event type, node), read from record
-/// bytes that [`RecordSummary::decode`] accepted, so that the verifier can
-/// feed the index builder from its own frame scan. `None` for bytes it
+/// bytes that [`RecordSummary::decode`] accepted (the engine's own frames),
+/// so that the write path can feed the index builder from the frames it
+/// holds without decoding them again. `None` for bytes it
 /// would refuse.
 pub(crate) fn index_fields(version: u16, bytes: &[u8]) -> Option<IndexFields<'_>> {
     fn text(bytes: &[u8]) -> Option<(&[u8], &[u8])> {

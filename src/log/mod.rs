@@ -5,7 +5,9 @@
 //! This file holds the handle (`Log`) and its shared state; the work is in
 //! `options` (what a caller chooses), `open` (create, open, recover the
 //! newest segment), `write` (frames into the buffer and the file),
-//! `write_behind`, `sync` (group commit), `seal` (rolling segments),
+//! `write_behind`, `write_index` (the active segment's index, built by an
+//! indexer thread from the frames written), `sync` (group commit), `seal`
+//! (rolling segments),
 //! `checkpoint`, `read` (snapshots and the record iterator), and the
 //! maintenance modules `retention`, `cut`, `migrate`, `recover`, `tiles`.
 
@@ -29,6 +31,7 @@ mod seal;
 mod sync;
 mod write;
 mod write_behind;
+mod write_index;
 
 pub use checkpoint::TreeHead;
 use open::read_frontier;
@@ -38,6 +41,7 @@ pub use options::{
 pub use read::Records;
 pub(crate) use read::Snapshot;
 use write::take_pending;
+use write_index::{IndexFeed, IndexShared};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,7 +57,6 @@ use crate::event::{self, EncodeRecord, EngineEvent, Event, RecordView, Timestamp
 use crate::format::frame;
 use crate::format::segment::{self, data_end_limit, SegmentHeader, HEADER_BYTES};
 use crate::hash::chain::{ChainHash, LogId};
-use crate::index::IndexBuilder;
 use crate::limits::MAX_BATCH_EVENTS;
 use crate::retention::RetentionPolicy;
 use crate::storage::{DirLock, Storage, StorageFile};
@@ -212,6 +215,8 @@ struct WriteSlot {
     /// The Merkle tree before and including the segment's written records:
     /// whoever writes frames pushes their hashes, off the appenders' path.
     tree: SegmentTree,
+    /// Where the written frames go to be indexed (see `write_index`).
+    feed: IndexFeed,
     /// Writeback was started for the segment's frames below this offset.
     writeback_at: u64,
 }
@@ -309,8 +314,8 @@ struct Inner {
     flusher_wake: Condvar,
     poison: Mutex<Option<String>>,
     closing: AtomicBool,
-    /// The active segment's index, kept in memory and extended by queries.
-    active_index: Mutex<Option<IndexBuilder>>,
+    /// The active segment's index, built by the indexer thread.
+    index: IndexShared,
     /// Threads writing the indexes of segments just sealed.
     indexers: Mutex<Vec<JoinHandle<()>>>,
     /// The last error of automatic maintenance.
@@ -333,6 +338,7 @@ pub struct Log {
     write_behind: Option<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -543,13 +549,22 @@ impl Log {
         if let Some(checkpointer) = self.checkpointer.take() {
             let _ = checkpointer.join();
         }
+        let result = if self.inner.options.read_only || self.inner.poison.lock().is_some() {
+            Ok(())
+        } else {
+            self.sync()
+        };
+        // The indexer thread ends after the last frames' message.
+        let inner = &self.inner;
+        let stop = write_index::IndexWork::Stop;
+        let _ = inner.write_slot.lock().feed.send(&inner.index, stop);
+        if let Some(indexer) = self.indexer.take() {
+            let _ = indexer.join();
+        }
         for indexer in std::mem::take(&mut *self.inner.indexers.lock()) {
             let _ = indexer.join();
         }
-        if self.inner.options.read_only || self.inner.poison.lock().is_some() {
-            return Ok(());
-        }
-        self.sync()
+        result
     }
 }
 

@@ -154,6 +154,18 @@ impl Log {
         let Newest { active, head, tree } = newest;
         let next_end = active.write_at;
         let next_seq = active.header.base_seq + active.count;
+        let (feed_tx, feed_rx) = match options.read_only {
+            true => (None, None),
+            false => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(write_index::FEED_DEPTH);
+                (Some(tx), Some(rx))
+            }
+        };
+        let index = IndexShared::new(
+            active.header.base_seq,
+            options.index_block_bytes,
+            feed_rx.is_some(),
+        );
         let view = View {
             segments,
             next_seq,
@@ -192,6 +204,7 @@ impl Log {
             write_slot: Mutex::new(WriteSlot {
                 frames: Vec::new(),
                 tree,
+                feed: IndexFeed::new(feed_tx),
                 writeback_at: next_end,
             }),
             behind: Mutex::new(BehindState::default()),
@@ -201,7 +214,7 @@ impl Log {
             flusher_wake: Condvar::new(),
             poison: Mutex::new(None),
             closing: AtomicBool::new(false),
-            active_index: Mutex::new(None),
+            index,
             indexers: Mutex::new(Vec::new()),
             maintenance: Mutex::new(None),
             retention_lock: Mutex::new(()),
@@ -232,11 +245,16 @@ impl Log {
             }
             _ => None,
         };
+        let indexer = feed_rx.map(|rx| {
+            let inner = inner.clone();
+            std::thread::spawn(move || inner.run_indexer(rx))
+        });
         Log {
             inner,
             write_behind,
             flusher,
             checkpointer,
+            indexer,
         }
     }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::event;
 use crate::format::segment::{self, data_end_limit, Scanner, SegmentHeader, Step, HEADER_BYTES};
-use crate::index::IndexBuilder;
 use crate::storage::{Storage, StorageFile};
 
 use super::*;
@@ -29,26 +28,19 @@ pub(crate) struct LogRef(Arc<Inner>);
 
 impl LogRef {
     /// The active segment's index up to at least `limit`, as index file
-    /// bytes. The in-memory index is extended incrementally, so repeated
-    /// queries only index what was appended since.
+    /// bytes: the one the indexer thread keeps from the frames written
+    /// (those found on open are added from the file when first needed).
     pub(crate) fn active_index(
         &self,
         file: Arc<dyn StorageFile>,
         header: &SegmentHeader,
         limit: u64,
     ) -> Result<Vec<u8>> {
-        let mut cached = self.0.active_index.lock();
-        let builder = match cached.as_mut() {
-            Some(b) if b.base_seq() == header.base_seq => b,
-            _ => cached.insert(IndexBuilder::new(
-                header.base_seq,
-                self.0.options.index_block_bytes,
-            )),
-        };
-        if builder.end() < limit {
-            builder.extend_from(file, &segment::file_name(header.base_seq), limit)?;
-        }
-        Ok(builder.encode())
+        let block_bytes = self.0.options.index_block_bytes;
+        let sent = self.0.write_slot.lock().feed.handed_over(&self.0.index);
+        self.0
+            .index
+            .encode_to(sent, &file, header.base_seq, block_bytes, limit)
     }
 }
 

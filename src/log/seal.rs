@@ -8,6 +8,8 @@ use crate::format::segment::{self, data_end_limit, SegmentHeader, SegmentTrailer
 use crate::index::{self, IndexBuilder};
 use crate::tiles::SegmentTree;
 
+use super::write_index::{IndexWork, SealedSegment};
+
 use super::*;
 
 impl Inner {
@@ -15,8 +17,29 @@ impl Inner {
     pub(super) fn roll(&self, w: &mut Writer) -> Result<()> {
         if !w.active.sealed {
             self.seal(w)?;
-            let tree = self.write_slot.lock().tree.take_hashes();
-            self.index_in_background(&w.active, tree);
+            let sealed = SealedSegment {
+                file: w.active.file.clone(),
+                base: w.active.header.base_seq,
+                data_end: w.active.write_at,
+                count: w.active.count,
+            };
+            // Sent after the segment's last frames: the indexer thread
+            // hands on the index it built from them.
+            let mut slot = self.write_slot.lock();
+            let tree = slot.tree.take_hashes();
+            let next_base = w.next_seq;
+            let work = IndexWork::Sealed {
+                sealed,
+                tree,
+                next_base,
+            };
+            if let Some(IndexWork::Sealed { sealed, tree, .. }) = slot.feed.send(&self.index, work)
+            {
+                // No indexer thread took it: from here, with what it left.
+                let index = self.index.take(next_base, self.options.index_block_bytes);
+                self.index_in_background(sealed, tree, index);
+            }
+            drop(slot);
         }
         let header = SegmentHeader {
             version: segment::FORMAT_VERSION,
@@ -46,17 +69,34 @@ impl Inner {
     /// off the append path, after those of the previous seal (whose partial
     /// tiles this one's continue). A failure only costs a rebuild when the
     /// segment is first queried or proved.
-    pub(super) fn index_in_background(&self, sealed: &Active, tree: SegmentTree) {
-        let (storage, dir, file) = (self.storage.clone(), self.dir.clone(), sealed.file.clone());
-        let (base, data_end, count) = (sealed.header.base_seq, sealed.write_at, sealed.count);
+    pub(super) fn index_in_background(
+        &self,
+        sealed: SealedSegment,
+        tree: SegmentTree,
+        index: Option<IndexBuilder>,
+    ) {
+        let (storage, dir) = (self.storage.clone(), self.dir.clone());
+        let SealedSegment {
+            file,
+            base,
+            data_end,
+            count,
+        } = sealed;
         let block_bytes = self.options.index_block_bytes;
         let mut indexers = self.indexers.lock();
         indexers.retain(|h| !h.is_finished());
         let previous = indexers.pop();
         indexers.push(std::thread::spawn(move || {
-            let mut builder = IndexBuilder::new(base, block_bytes);
-            let built = builder.extend_from(file, &segment::file_name(base), data_end);
-            if built.is_ok() && builder.records() == count {
+            // The indexer thread built it from the frames written (those
+            // found on open, and any it lacks, are added from the file).
+            let mut builder = index
+                .filter(|b| b.base_seq() == base && b.end() <= data_end)
+                .unwrap_or_else(|| IndexBuilder::new(base, block_bytes));
+            let built = match builder.end() < data_end {
+                true => builder.extend_from(file, &segment::file_name(base), data_end),
+                false => Ok(()),
+            };
+            if built.is_ok() && builder.records() == count && builder.end() == data_end {
                 let _ = index::write_file(&*storage, &dir, base, &builder.encode());
             }
             if let Some(previous) = previous {

@@ -187,6 +187,7 @@ impl Inner {
         }
         w.active.written_at += frames.len() as u64;
         push_hashes(&mut slot.tree, frames);
+        slot.feed.frames(&self.index, &w.active.file, at, frames);
         self.start_writeback(&mut slot, &*w.active.file, w.active.written_at);
         self.note_written(w.active.header.base_seq, w.active.written_at);
         Ok(())
@@ -237,6 +238,7 @@ impl Inner {
         };
         if result.is_ok() {
             push_hashes(&mut slot.tree, frames);
+            slot.feed.frames(&self.index, &taken.file, taken.at, frames);
         }
         frames.clear();
         // The two buffers trade places at every take; one that a burst

@@ -80,6 +80,8 @@ pub struct SimStats {
     pub writes: u64,
     /// Bytes written.
     pub bytes_written: u64,
+    /// Bytes returned by reads.
+    pub bytes_read: u64,
     /// Faults injected (failed syncs, failed writes).
     pub faults: u64,
 }
@@ -246,14 +248,15 @@ impl SimFile {
 impl StorageFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.check_alive()?;
-        let short = self.disk.state.lock().short_reads;
+        let mut state = self.disk.state.lock();
         let img = self.file.lock();
         let start = (offset as usize).min(img.written.len());
         let mut n = (img.written.len() - start).min(buf.len());
-        if short {
+        if state.short_reads {
             n = n.min(7);
         }
         buf[..n].copy_from_slice(&img.written[start..start + n]);
+        state.stats.bytes_read += n as u64;
         Ok(n)
     }
 

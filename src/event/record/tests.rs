@@ -722,6 +722,8 @@ proptest::proptest! {
                     origin: v.origin,
                     timestamp: v.timestamp,
                     event_type: v.event_type.as_bytes(),
+                    actor: v.actor.as_bytes(),
+                    node: v.node.map(str::as_bytes),
                     context_json: v.context_json.as_bytes(),
                 })
             ),
@@ -730,7 +732,14 @@ proptest::proptest! {
         // The fast path on its own never accepts what decode rejects.
         if let Some(fast) = RecordSummary::decode_ascii(version, &bytes) {
             proptest::prop_assert!(view.is_ok());
-            proptest::prop_assert_eq!(Ok(fast), summary);
+            proptest::prop_assert_eq!(Ok(fast), summary.clone());
+        }
+        // The write path's indexer reads the same fields from what decodes.
+        if let Ok(s) = summary {
+            proptest::prop_assert_eq!(
+                index_fields(version, &bytes),
+                Some(IndexFields { event_type: s.event_type, actor: s.actor, node: s.node })
+            );
         }
     }
 
