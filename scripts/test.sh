@@ -7,9 +7,9 @@
 # .venv-tests. Everything else the tests use (fixtures, the simulated disk)
 # is in the repository.
 #
-# The installs (network and disk) and Ceph's start (13-17 s of waiting) run
-# in the background while cargo builds the tests (the CPU), and the tests
-# start once both are done.
+# The installs (network and disk; s3s-fs's build is CPU) and Ceph's start
+# (13-17 s of waiting) run in the background while cargo builds the tests,
+# and the tests start once both are done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +55,10 @@ prepare() {
   # openapi-core, ocsf-lib, ocsf-json-schema, cryptography and DuckDB, pinned
   # in a venv (.venv-tests).
   scripts/python-tools.sh >/dev/null
+  # tests/archive.rs and others run against a real S3 server on 127.0.0.1
+  # (s3s-fs, built from crates.io: CPU, beside the tests' build, which
+  # leaves some of the two cores idle while it links).
+  scripts/s3-server.sh install
   scripts/ceph-server.sh start "$ceph_dir/cluster" >"$ceph_dir/start.out"
 }
 
@@ -64,9 +68,6 @@ preparing=$!
 # However the tests end: let the preparation finish, then stop Ceph.
 trap 'wait "$preparing" 2>/dev/null; scripts/ceph-server.sh stop "$ceph_dir/cluster" >/dev/null 2>&1 || true; rm -rf "$ceph_dir"' EXIT
 
-# tests/archive.rs and others run against a real S3 server on 127.0.0.1
-# (s3s-fs, built from crates.io: CPU, like the tests' build).
-scripts/s3-server.sh install
 cargo test --all-targets --no-run
 if ! wait "$preparing"; then
   echo "scripts/test.sh: installing or starting what the tests need failed:" >&2
