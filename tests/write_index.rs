@@ -1,7 +1,8 @@
 //! The index built on the write path: the `.idx` a seal writes is, byte for
 //! byte, what `index::build_sealed` rebuilds from the segment, under every
 //! durability policy, with and without write-behind, across reopens in the
-//! middle of a segment (whose frames the index then takes from the file);
+//! middle of a segment (whose frames the index then takes from the open's
+//! own reading of them, not from the file again);
 //! and a query of the active segment finds what a scan finds.
 
 use std::path::Path;
@@ -186,5 +187,45 @@ fn seals_do_not_read_the_segment_back() {
     assert!(
         read < MIN_SEGMENT_BYTES / 2,
         "{read} bytes read back while appending and sealing"
+    );
+}
+
+#[test]
+fn an_open_indexes_the_newest_segment_as_it_recovers_it() {
+    let disk = SimDisk::new();
+    let storage = Arc::new(disk.clone());
+    let mut rng = Rng::new(9);
+    let log = Log::create_in(storage.clone(), "/log", options(Durability::None, false)).unwrap();
+    while disk.stats().bytes_written < MIN_SEGMENT_BYTES / 2 {
+        let events: Vec<Event> = (0..8).map(|_| event(&mut rng)).collect();
+        log.append_batch(&events).unwrap();
+    }
+    assert_eq!(log.state().segments, 1);
+    log.close().unwrap();
+    let reads = |work: &dyn Fn(&Log)| {
+        let before = disk.stats().bytes_read;
+        let log = Log::open_in(storage.clone(), "/log", options(Durability::None, false)).unwrap();
+        work(&log);
+        log.close().unwrap();
+        disk.stats().bytes_read - before
+    };
+    let open_only = reads(&|_| {});
+    // An append and a query need the newest segment's index: it was built
+    // by the open's own reading, so neither reads its frames again (the
+    // query matches nothing: it reads no block of records).
+    let with_index = reads(&|log| {
+        log.append(&event(&mut Rng::new(10))).unwrap();
+        let query = Query {
+            filter: Filter {
+                actors: vec!["nobody@acme.io".into()],
+                ..Filter::default()
+            },
+            ..Query::default()
+        };
+        assert_eq!(log.query(&query).unwrap().count(), 0);
+    });
+    assert!(
+        with_index < open_only + MIN_SEGMENT_BYTES / 8,
+        "an open read {open_only} bytes; with an append and a query {with_index}"
     );
 }

@@ -57,6 +57,7 @@ use crate::event::{self, EncodeRecord, EngineEvent, Event, RecordView, Timestamp
 use crate::format::frame;
 use crate::format::segment::{self, data_end_limit, SegmentHeader, HEADER_BYTES};
 use crate::hash::chain::{ChainHash, LogId};
+use crate::index::IndexBuilder;
 use crate::limits::MAX_BATCH_EVENTS;
 use crate::retention::RetentionPolicy;
 use crate::storage::{DirLock, Storage, StorageFile};
@@ -160,6 +161,9 @@ struct Newest {
     head: ChainHash,
     /// The Merkle tree before and including the segment's records.
     tree: SegmentTree,
+    /// The segment's index, of the records read on open (recovery reads
+    /// each of them anyway: the index is not read again from the file).
+    index: IndexBuilder,
 }
 
 impl Active {

@@ -61,6 +61,7 @@ impl Log {
             active: Active::new(file, header),
             head: header.prev_hash,
             tree: SegmentTree::new(Frontier::new()),
+            index: IndexBuilder::new(0, options.index_block_bytes),
         };
         Ok(Log::start(
             storage,
@@ -125,7 +126,7 @@ impl Log {
         };
         let refuse_older = !options.read_only && !migrating;
         let (mut newest, damage) =
-            recover::recover_active(&*storage, &dir, last, options.read_only, refuse_older)?;
+            recover::recover_active(&*storage, &dir, last, &options, refuse_older)?;
         if newest.active.count == 0 {
             // received_at never goes back along the chain, across a roll
             // and a restart too: an empty newest segment continues from the
@@ -151,7 +152,12 @@ impl Log {
         newest: Newest,
         lock: Option<Box<dyn DirLock>>,
     ) -> Log {
-        let Newest { active, head, tree } = newest;
+        let Newest {
+            active,
+            head,
+            tree,
+            index,
+        } = newest;
         let next_end = active.write_at;
         let next_seq = active.header.base_seq + active.count;
         let (feed_tx, feed_rx) = match options.read_only {
@@ -161,11 +167,7 @@ impl Log {
                 (Some(tx), Some(rx))
             }
         };
-        let index = IndexShared::new(
-            active.header.base_seq,
-            options.index_block_bytes,
-            feed_rx.is_some(),
-        );
+        let index = IndexShared::new(index, feed_rx.is_some());
         let view = View {
             segments,
             next_seq,

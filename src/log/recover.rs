@@ -10,13 +10,14 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::cut::refusal_hint;
-use super::{Active, Newest};
+use super::{Active, Newest, Options};
 use crate::error::{Error, Result};
 use crate::event::RecordSummary;
 use crate::format::damage::{self, DataEnd, SealState};
 use crate::format::segment::{
     self, data_end_limit, Scanner, SegmentTrailer, Step, HEADER_BYTES, TRAILER_BYTES,
 };
+use crate::index::{IndexBuilder, IndexedFields};
 use crate::storage::{read_full_at, Storage};
 use crate::tiles::SegmentTree;
 
@@ -34,15 +35,16 @@ pub struct Damage {
 
 /// Opens the newest segment and finds where its data ends.
 /// Returns it with the chain head (the last record's stored hash, or the
-/// segment's link hash when it has no records) and its Merkle tree, and,
-/// read-only, where damage stops the reading.
+/// segment's link hash when it has no records), its Merkle tree and its
+/// index, and, read-only, where damage stops the reading.
 pub(super) fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
-    read_only: bool,
+    options: &Options,
     refuse_older: bool,
 ) -> Result<(Newest, Option<Damage>)> {
+    let read_only = options.read_only;
     let name = segment::file_name(base);
     let path = dir.join(&name);
     let file = storage
@@ -84,6 +86,7 @@ pub(super) fn recover_active(
     let start_frontier = segment::read_start_frontier(&*file, &name, &header)?;
     let mut active = Active::new(file.clone(), header);
     let mut tree = SegmentTree::new(start_frontier);
+    let mut index = IndexBuilder::new(base, options.index_block_bytes);
     let mut head = header.prev_hash;
     // The frames are read even when the segment is sealed: a trailer can
     // reach the disk without the frames it describes (a seal whose
@@ -105,13 +108,21 @@ pub(super) fn recover_active(
                     break;
                 }
                 // The same checks as a full decode, without building the
-                // fields: open only needs the timestamp.
+                // fields: open needs the timestamp and what the index posts.
                 match RecordSummary::decode(header.version, frame.record) {
                     Ok(summary) => {
                         active.note_timestamp(summary.timestamp);
                         if let Some(received_at) = summary.received_at {
                             active.last_received_at = received_at;
                         }
+                        let fields = IndexedFields {
+                            timestamp: summary.timestamp,
+                            actor: summary.actor,
+                            event_type: summary.event_type,
+                            node: summary.node,
+                        };
+                        let len = frame.padded_len() as u64;
+                        index.add_fields(offset, len, frame.seq, frame.hash, &fields);
                     }
                     Err(e) => {
                         stopped = Some((offset, format!("record at seq {expected}: {e}")));
@@ -189,7 +200,15 @@ pub(super) fn recover_active(
             offset,
             reason,
         };
-        return Ok((Newest { active, head, tree }, Some(damage)));
+        return Ok((
+            Newest {
+                active,
+                head,
+                tree,
+                index,
+            },
+            Some(damage),
+        ));
     }
     active.sealed = seal == SealState::Sealed;
     if !read_only {
@@ -209,5 +228,13 @@ pub(super) fn recover_active(
         // appended after it.
         file.sync_data().map_err(|e| Error::io(&path, e))?;
     }
-    Ok((Newest { active, head, tree }, None))
+    Ok((
+        Newest {
+            active,
+            head,
+            tree,
+            index,
+        },
+        None,
+    ))
 }

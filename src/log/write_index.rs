@@ -187,12 +187,13 @@ struct IndexState {
 }
 
 impl IndexShared {
-    /// The index of the segment starting at `base_seq` (the newest, as
-    /// opened; its frames are added from the file when first needed).
-    pub(super) fn new(base_seq: u64, block_bytes: u32, thread: bool) -> Self {
+    /// Starts from `index`, that of the newest segment as opened.
+    pub(super) fn new(index: IndexBuilder, thread: bool) -> Self {
         IndexShared {
             state: Mutex::new(IndexState {
-                index: WriteIndex::new(base_seq, block_bytes),
+                index: WriteIndex {
+                    builder: Some(index),
+                },
                 handled: 0,
                 stopped: !thread,
             }),
@@ -290,9 +291,10 @@ impl Inner {
     }
 }
 
-/// The index of the active segment's written frames. It may lag behind
-/// what is written (after an open, or if frames were left out): the frames
-/// it lacks are then added from the file. `None` when a frame could not be
+/// The index of the active segment's written frames, from those an open
+/// read and those written since. It may lag behind what is written (frames
+/// left out: a log with no indexer thread): the frames it lacks are then
+/// added from the file. `None` when a frame could not be
 /// indexed; the seal then rebuilds it from the file.
 #[derive(Debug)]
 pub(super) struct WriteIndex {
