@@ -142,10 +142,15 @@ fn run(durability: Durability, write_behind: bool, seed: u8) {
     assert!(report.is_intact(), "{what}: {:#?}", report.problems);
 }
 
+/// [`run`] with write-behind (seed `seed`) and without (seed `seed + 1`).
+fn run_both(durability: Durability, seed: u8) {
+    run(durability, true, seed);
+    run(durability, false, seed + 1);
+}
+
 #[test]
 fn seals_write_the_rebuilt_index_under_always() {
-    run(Durability::Always, false, 1);
-    run(Durability::Always, true, 2);
+    run_both(Durability::Always, 1);
 }
 
 #[test]
@@ -154,14 +159,12 @@ fn seals_write_the_rebuilt_index_under_batch() {
         max_delay: Duration::from_millis(2),
         max_bytes: 64 << 10,
     };
-    run(batch, true, 3);
-    run(batch, false, 4);
+    run_both(batch, 3);
 }
 
 #[test]
 fn seals_write_the_rebuilt_index_under_none() {
-    run(Durability::None, true, 5);
-    run(Durability::None, false, 6);
+    run_both(Durability::None, 5);
 }
 
 /// Sealing reads nothing back: the indexes come from the frames written

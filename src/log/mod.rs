@@ -159,7 +159,8 @@ struct Newest {
     active: Active,
     /// The chain head.
     head: ChainHash,
-    /// The Merkle tree before and including the segment's records.
+    /// The Merkle tree before and including the segment's records; for a
+    /// read-only open, which never extends it, only the tree before them.
     tree: SegmentTree,
     /// The segment's index, of the records read on open (recovery reads
     /// each of them anyway: the index is not read again from the file).
@@ -218,6 +219,7 @@ struct WriteSlot {
     frames: Vec<u8>,
     /// The Merkle tree before and including the segment's written records:
     /// whoever writes frames pushes their hashes, off the appenders' path.
+    /// A read-only log writes nothing and never reads it.
     tree: SegmentTree,
     /// Where the written frames go to be indexed (see `write_index`).
     feed: IndexFeed,

@@ -35,8 +35,9 @@ pub struct Damage {
 
 /// Opens the newest segment and finds where its data ends.
 /// Returns it with the chain head (the last record's stored hash, or the
-/// segment's link hash when it has no records), its Merkle tree and its
-/// index, and, read-only, where damage stops the reading.
+/// segment's link hash when it has no records), its Merkle tree (for a
+/// writer; read-only, the tree before the segment) and its index, and,
+/// read-only, where damage stops the reading.
 pub(super) fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
@@ -129,7 +130,11 @@ pub(super) fn recover_active(
                         break;
                     }
                 }
-                tree.push(&frame.hash);
+                if !read_only {
+                    // Only a writer extends the tree (seals, tiles): a
+                    // read-only open skips its hashing.
+                    tree.push(&frame.hash);
+                }
                 head = frame.hash;
             }
             Step::End { .. } => break,
