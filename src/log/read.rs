@@ -28,8 +28,8 @@ pub(crate) struct LogRef(Arc<Inner>);
 
 impl LogRef {
     /// The active segment's index up to at least `limit`, as index file
-    /// bytes: the one the indexer thread keeps from the frames written
-    /// (those found on open are added from the file when first needed).
+    /// bytes: the one the indexer thread keeps from the frames the open
+    /// read and those written since.
     pub(crate) fn active_index(
         &self,
         file: Arc<dyn StorageFile>,

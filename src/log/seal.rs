@@ -87,8 +87,8 @@ impl Inner {
         indexers.retain(|h| !h.is_finished());
         let previous = indexers.pop();
         indexers.push(std::thread::spawn(move || {
-            // The indexer thread built it from the frames written (those
-            // found on open, and any it lacks, are added from the file).
+            // The indexer thread built it from the frames the open read and
+            // those written since (any it lacks are added from the file).
             let mut builder = index
                 .filter(|b| b.base_seq() == base && b.end() <= data_end)
                 .unwrap_or_else(|| IndexBuilder::new(base, block_bytes));

@@ -2,11 +2,10 @@
 //! holds in memory. Whoever writes frames to the segment (the write-behind
 //! thread, a group-commit leader, a write-through append) adds a copy to
 //! those collected for the log's indexer thread, which are handed to it by
-//! the MiB (and before a seal or a query), and it adds them to the index; a
-//! seal hands it
-//! the sealed segment, whose index it encodes and writes without reading
-//! the segment again, and a query of the active segment reads no frame
-//! twice. The indexing has its own thread: on two cores the appending
+//! the MiB (and before a seal or a query), and it adds them to the index
+//! that the open started from the frames it read. A seal hands it the
+//! sealed segment, whose index it encodes and writes without reading the
+//! segment again, and a query of the active segment reads no frame twice. The indexing has its own thread: on two cores the appending
 //! thread is what bounds appends (docs/PERFORMANCE.md).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
