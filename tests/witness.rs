@@ -556,18 +556,10 @@ fn a_restarted_witness_keeps_its_state_and_answers_with_the_protocols_codes() {
         .any(|r| r["status"] == 422 && r["size"] == 30));
 
     // A second witness on the same state directory is refused.
-    let second = run(&[
-        "witness",
-        "serve",
-        "--key",
-        path(&s.p("w1.key")),
-        "--logs",
-        path(&s.p("logs.json")),
-        "--state",
-        path(&s.p("w1-state")),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let second =
+        witness_support::serve_command(&s.p("w1.key"), &s.p("logs.json"), &s.p("w1-state"))
+            .output()
+            .unwrap();
     assert_eq!(second.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another witness"));
     w1.stop();

@@ -4,9 +4,24 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command};
 
 use crate::support::{chainlog, spawn_listening, terminate};
+
+/// `chainlog witness serve` with key `key`, logs file `logs` and state
+/// `state`, on a free loopback port.
+pub fn serve_command(key: &Path, logs: &Path, state: &Path) -> Command {
+    let mut command = chainlog();
+    command
+        .args(["witness", "serve", "--key"])
+        .arg(key)
+        .arg("--logs")
+        .arg(logs)
+        .arg("--state")
+        .arg(state)
+        .args(["--listen", "127.0.0.1:0"]);
+    command
+}
 
 /// A running `chainlog witness serve`.
 pub struct WitnessProcess {
@@ -20,15 +35,7 @@ pub struct WitnessProcess {
 impl WitnessProcess {
     /// Starts a witness with key `key`, logs file `logs` and state `state`.
     pub fn start(key: &Path, logs: &Path, state: &Path) -> WitnessProcess {
-        let mut command = chainlog();
-        command
-            .args(["witness", "serve", "--key"])
-            .arg(key)
-            .arg("--logs")
-            .arg(logs)
-            .arg("--state")
-            .arg(state)
-            .args(["--listen", "127.0.0.1:0"]);
+        let command = serve_command(key, logs, state);
         let (child, first) = spawn_listening(command, &state.with_extension("stderr"));
         let url = first
             .strip_prefix("listening on ")
