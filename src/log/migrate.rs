@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Active, Inner, Log, Options, Receipt};
+use super::{Active, Inner, Log, Options, Receipt, ZeroAhead};
 use crate::error::{Error, Result};
 use crate::event::{Event, Timestamp};
 use crate::format::segment::{self, SegmentHeader, FORMAT_VERSION, HEADER_BYTES};
@@ -111,6 +111,7 @@ impl Inner {
         let start_frontier = slot.tree.frontier().clone();
         let file = segment::create(&*self.storage, &self.dir, &header, &start_frontier)?;
         slot.writeback_at = HEADER_BYTES;
+        slot.zero_ahead = ZeroAhead::new(HEADER_BYTES);
         drop(slot);
         w.active = Active::new(file, header);
         self.publish(&w);

@@ -32,6 +32,7 @@ mod sync;
 mod write;
 mod write_behind;
 mod write_index;
+mod zero_ahead;
 
 pub use checkpoint::TreeHead;
 use open::read_frontier;
@@ -42,6 +43,7 @@ pub use read::Records;
 pub(crate) use read::Snapshot;
 use write::take_pending;
 use write_index::{IndexFeed, IndexShared};
+use zero_ahead::ZeroAhead;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -225,6 +227,8 @@ struct WriteSlot {
     feed: IndexFeed,
     /// Writeback was started for the segment's frames below this offset.
     writeback_at: u64,
+    /// Under `Always`, how far the data area is zeroed ahead of the frames.
+    zero_ahead: ZeroAhead,
 }
 
 /// What an append left for its caller to do, outside the writer lock.

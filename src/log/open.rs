@@ -208,6 +208,7 @@ impl Log {
                 tree,
                 feed: IndexFeed::new(feed_tx),
                 writeback_at: next_end,
+                zero_ahead: ZeroAhead::new(next_end),
             }),
             behind: Mutex::new(BehindState::default()),
             behind_wake: Condvar::new(),

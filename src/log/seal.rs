@@ -58,6 +58,7 @@ impl Inner {
         let file = segment::create(&*self.storage, &self.dir, &header, &start_frontier)?;
         slot.tree = SegmentTree::new(start_frontier);
         slot.writeback_at = HEADER_BYTES;
+        slot.zero_ahead = ZeroAhead::new(HEADER_BYTES);
         drop(slot);
         w.active = Active::new(file, header);
         self.view.write().segments.push(header.base_seq);

@@ -19,6 +19,8 @@ pub(super) struct TakenFrames {
     file: Arc<dyn StorageFile>,
     base: u64,
     at: u64,
+    /// Where the segment's data area ends.
+    limit: u64,
 }
 
 /// Moves the write buffer's frames into `slot` (empty), for one write.
@@ -35,6 +37,7 @@ pub(super) fn take_pending(w: &mut Writer, slot: &mut WriteSlot) -> Option<Taken
         file: w.active.file.clone(),
         base: w.active.header.base_seq,
         at,
+        limit: data_end_limit(w.active.header.segment_bytes),
     })
 }
 
@@ -180,6 +183,13 @@ impl Inner {
             self.write_taken(&mut slot, taken)?;
         }
         let at = w.active.written_at;
+        let limit = data_end_limit(w.active.header.segment_bytes);
+        self.zero_ahead(
+            &mut slot.zero_ahead,
+            &*w.active.file,
+            at + frames.len() as u64,
+            limit,
+        );
         if let Err(e) = w.active.file.write_all_at(frames, at) {
             let name = w.active.name();
             self.after_failed_write(&w.active, at, frames.len() as u64, &e);
@@ -230,7 +240,11 @@ impl Inner {
         let frames = &mut slot.frames;
         let len = frames.len() as u64;
         let result = match self.check_poison() {
-            Ok(()) => taken.file.write_all_at(frames, taken.at),
+            Ok(()) => {
+                let end = taken.at + len;
+                self.zero_ahead(&mut slot.zero_ahead, &*taken.file, end, taken.limit);
+                taken.file.write_all_at(frames, taken.at)
+            }
             Err(e) => {
                 frames.clear();
                 return Err(e);
@@ -276,6 +290,18 @@ impl Inner {
         {
             file.start_writeback(slot.writeback_at, end - slot.writeback_at);
             slot.writeback_at = end;
+        }
+    }
+
+    /// Under `Always`, zeros the range just past frames about to be written
+    /// up to `end` (see `zero_ahead.rs`); the relaxed policies sync large
+    /// ranges seldom and gain nothing from it.
+    fn zero_ahead(&self, zero: &mut ZeroAhead, file: &dyn StorageFile, end: u64, limit: u64) {
+        if self.options.durability != Durability::Always {
+            return;
+        }
+        if let Some((at, len)) = zero.before_write(end, limit) {
+            file.zero_ahead(at, len);
         }
     }
 

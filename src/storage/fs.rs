@@ -93,6 +93,22 @@ impl StorageFile for FsFile {
         Ok(self.0.metadata()?.len())
     }
 
+    /// Writes the zeros: on ext4 and XFS this marks a preallocated
+    /// (unwritten) range written at the next sync (see `log/zero_ahead.rs`).
+    /// A failed write leaves zeros or nothing, which read the same.
+    fn zero_ahead(&self, offset: u64, len: u64) {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let end = offset.saturating_add(len);
+        let mut at = offset;
+        while at < end {
+            let n = (end - at).min(ZEROS.len() as u64);
+            if self.0.write_all_at(&ZEROS[..n as usize], at).is_err() {
+                return;
+            }
+            at += n;
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[expect(
         unsafe_code,

@@ -43,6 +43,13 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn start_writeback(&self, offset: u64, len: u64) {
         let _ = (offset, len);
     }
+    /// Writes zeros over `len` bytes at `offset`, a range of an allocated
+    /// file that holds no data yet, so that a later write into it has no
+    /// allocation to commit at its `sync_data`. Only a hint: the range
+    /// reads as zeros whether it runs or fails. The default does nothing.
+    fn zero_ahead(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 /// An exclusive writer lock on a log directory, released on drop.

@@ -84,6 +84,13 @@ pub struct SimStats {
     pub bytes_read: u64,
     /// Faults injected (failed syncs, failed writes).
     pub faults: u64,
+    /// Bytes the engine asked to zero ahead of its writes
+    /// ([`StorageFile::zero_ahead`]). The simulated disk has no extents to
+    /// mark written, so it writes nothing: it checks that they hold no data.
+    pub zeroed_ahead: u64,
+    /// [`StorageFile::zero_ahead`] calls over bytes already written, which
+    /// on a real disk would destroy them: an engine bug, for tests to catch.
+    pub zeroed_over_data: u64,
 }
 
 /// An in-memory disk with separate written and durable images.
@@ -326,6 +333,20 @@ impl StorageFile for SimFile {
     fn size(&self) -> io::Result<u64> {
         self.check_alive()?;
         Ok(self.file.lock().written.len() as u64)
+    }
+
+    fn zero_ahead(&self, offset: u64, len: u64) {
+        let mut s = self.disk.state.lock();
+        if s.generation != self.generation {
+            return;
+        }
+        let img = self.file.lock();
+        let start = (offset as usize).min(img.written.len());
+        let end = (offset.saturating_add(len) as usize).min(img.written.len());
+        if img.written[start..end].iter().any(|&b| b != 0) {
+            s.stats.zeroed_over_data += 1;
+        }
+        s.stats.zeroed_ahead += len;
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
