@@ -1827,8 +1827,8 @@ fn a_failed_sync_wakes_every_waiting_appender() {
 /// Under `Always` the engine writes zeros just past its frames, so that a
 /// group commit's small sync has no preallocated extents to mark written;
 /// `verify` checks that no range the simulated disk was asked to zero held
-/// data. The relaxed policies zero nothing. Appenders on four threads, across a roll:
-/// every record reads back and the log verifies.
+/// data. The relaxed policies zero nothing. Appenders on four threads,
+/// across a roll: every record reads back and the log verifies.
 #[test]
 fn zeros_go_ahead_of_the_frames_under_always_and_never_over_them() {
     for (durability, zeroes) in [(Durability::Always, true), (Durability::None, false)] {

@@ -2,9 +2,10 @@
 //!
 //! ext4 and XFS keep a preallocated segment as unwritten extents: the first
 //! write into each block makes the next `fdatasync` commit the journal to
-//! mark it written. A group commit of a few KiB reaches a new block at most
-//! syncs, so each paid that commit (8 KiB writes + `fdatasync`: 365 us each,
-//! against 218 us into a range written before; docs/PERFORMANCE.md). Zeros
+//! mark it written. A group commit of a few KiB reaches a new block at
+//! nearly every sync, so each paid that commit (8 KiB writes + `fdatasync`:
+//! 365 us each, against 218 us into a range written before;
+//! docs/PERFORMANCE.md). Zeros
 //! written just past the frames mark a whole range at one sync
 //! ([`StorageFile::zero_ahead`](crate::storage::StorageFile::zero_ahead)).
 //! The range starts at a page and doubles up to a MiB, so that a handle that
