@@ -1181,6 +1181,8 @@ struct Gate {
     blocked: std::sync::atomic::AtomicBool,
     released: std::sync::atomic::AtomicBool,
     second_done: std::sync::atomic::AtomicBool,
+    /// The next sync panics (a bug's stand-in).
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 impl Gate {
@@ -1208,6 +1210,9 @@ impl Gate {
     }
 
     fn around_sync(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("a sync panics (injected)");
+        }
         let step = {
             let mut state = self.state.lock().unwrap();
             let step = *state;
@@ -1857,4 +1862,59 @@ fn zeros_go_ahead_of_the_frames_under_always_and_never_over_them() {
         let report = verify(&disk);
         assert!(report.is_intact(), "{durability:?}: {:#?}", report.problems);
     }
+}
+
+/// A group-commit leader that panics (here in its `fdatasync`) must not leave
+/// the other appenders parked for ever: the panic reaches that appender's
+/// caller, the handle is poisoned, and every other appender returns.
+#[test]
+fn a_panicking_leader_poisons_the_handle_and_wakes_every_appender() {
+    let gate = Arc::new(Gate::default());
+    let storage = Arc::new(Gated {
+        disk: SimDisk::new(),
+        gate: gate.clone(),
+    });
+    // One segment: the panic is the leader's, never a seal's.
+    let options = Options {
+        segment_bytes: 64 << 20,
+        ..options(Durability::Always)
+    };
+    let log = Arc::new(Log::create_in(storage, DIR, options).unwrap());
+    let start = Arc::new(std::sync::Barrier::new(9));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (log, start) = (log.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..100_000u64 {
+                    match log.append(&small_event(t * 100_000 + i)) {
+                        Ok(_) => {}
+                        Err(Error::Poisoned(_)) => return,
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+                panic!("appender {t} never saw the poisoned handle");
+            })
+        })
+        .collect();
+    start.wait();
+    std::thread::sleep(Duration::from_millis(5));
+    gate.panic_next.store(true, Ordering::SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let panicked: Vec<bool> = threads.into_iter().map(|t| t.join().is_err()).collect();
+        let _ = tx.send(panicked);
+    });
+    let panicked = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("appenders still waiting a minute after the leader panicked");
+    assert_eq!(
+        panicked.iter().filter(|&&p| p).count(),
+        1,
+        "only the leader's caller sees the panic: {panicked:?}"
+    );
+    assert!(matches!(
+        log.append(&small_event(999_999)),
+        Err(Error::Poisoned(_))
+    ));
 }

@@ -9,6 +9,32 @@ use crate::format::segment::{data_end_limit, HEADER_BYTES, TRAILER_BYTES};
 
 use super::*;
 
+/// A leader that panics (a bug, or a durable listener's) must not leave
+/// `syncing` set, or every later appender would park for ever. On unwind the
+/// handle is poisoned (what the leader took may not have been written, and
+/// nothing may be written after a hole), and every waiter, and a seal
+/// waiting on the sync, wakes to see it.
+struct LeaderUnwind<'a>(&'a Inner);
+
+impl Drop for LeaderUnwind<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let inner = self.0;
+        inner.set_poison("a group-commit leader panicked".to_string());
+        {
+            let mut sync = inner.sync.lock();
+            sync.syncing = false;
+            sync.fsync_running = false;
+        }
+        inner.fsync_over.notify_all();
+        for (_, thread) in inner.durable_waiters.lock().drain(..) {
+            thread.unpark();
+        }
+    }
+}
+
 impl Inner {
     /// After a failed `fdatasync` nothing since the last good sync can be
     /// trusted to be on disk, even though reads may still return it (the
@@ -130,6 +156,7 @@ impl Inner {
     /// hands over to one waiting appender, if any.
     pub(super) fn lead(&self, next: u64) -> Result<()> {
         const LEADER_ROUNDS: u32 = 4;
+        let _unwind = LeaderUnwind(self);
         let mut rounds = 0;
         let result = loop {
             if let Err(e) = self.sync_leader() {
