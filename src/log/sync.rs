@@ -13,15 +13,28 @@ use super::*;
 /// `syncing` set, or every later appender would park for ever. On unwind the
 /// handle is poisoned (what the leader took may not have been written, and
 /// nothing may be written after a hole), and every waiter, and a seal
-/// waiting on the sync, wakes to see it.
-struct LeaderUnwind<'a>(&'a Inner);
+/// waiting on the sync, wakes to see it. A thread already unwinding when it
+/// leads (a `Log` dropped during a panic) is not this.
+struct LeaderUnwind<'a> {
+    inner: &'a Inner,
+    was_panicking: bool,
+}
+
+impl<'a> LeaderUnwind<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        LeaderUnwind {
+            inner,
+            was_panicking: std::thread::panicking(),
+        }
+    }
+}
 
 impl Drop for LeaderUnwind<'_> {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if self.was_panicking || !std::thread::panicking() {
             return;
         }
-        let inner = self.0;
+        let inner = self.inner;
         inner.set_poison("a group-commit leader panicked".to_string());
         {
             let mut sync = inner.sync.lock();
@@ -156,7 +169,7 @@ impl Inner {
     /// hands over to one waiting appender, if any.
     pub(super) fn lead(&self, next: u64) -> Result<()> {
         const LEADER_ROUNDS: u32 = 4;
-        let _unwind = LeaderUnwind(self);
+        let _unwind = LeaderUnwind::new(self);
         let mut rounds = 0;
         let result = loop {
             if let Err(e) = self.sync_leader() {
