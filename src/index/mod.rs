@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::event::{decode_record, RecordView, Timestamp};
+use crate::event::{decode_record, RecordSummary, RecordView, Timestamp};
 use crate::format::segment::{self, Scanner, SegmentTrailer, Step, HEADER_BYTES};
 use crate::hash::chain::ChainHash;
 use crate::storage::{read_exact_at, Storage, StorageFile};
@@ -114,6 +114,19 @@ pub struct IndexedFields<'a> {
     pub event_type: &'a [u8],
     /// The node, if any.
     pub node: Option<&'a [u8]>,
+}
+
+impl<'a> IndexedFields<'a> {
+    /// The fields of a record decoded only as far as its summary (by
+    /// recovery and the verifier).
+    pub(crate) fn of_summary(summary: &RecordSummary<'a>) -> Self {
+        IndexedFields {
+            timestamp: summary.timestamp,
+            actor: summary.actor,
+            event_type: summary.event_type,
+            node: summary.node,
+        }
+    }
 }
 
 /// Accumulates the index of one segment, frame by frame.

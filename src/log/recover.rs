@@ -116,12 +116,7 @@ pub(super) fn recover_active(
                         if let Some(received_at) = summary.received_at {
                             active.last_received_at = received_at;
                         }
-                        let fields = IndexedFields {
-                            timestamp: summary.timestamp,
-                            actor: summary.actor,
-                            event_type: summary.event_type,
-                            node: summary.node,
-                        };
+                        let fields = IndexedFields::of_summary(&summary);
                         let len = frame.padded_len() as u64;
                         index.add_fields(offset, len, frame.seq, frame.hash, &fields);
                     }

@@ -5,8 +5,9 @@
 //! the MiB (and before a seal or a query), and it adds them to the index
 //! that the open started from the frames it read. A seal hands it the
 //! sealed segment, whose index it encodes and writes without reading the
-//! segment again, and a query of the active segment reads no frame twice. The indexing has its own thread: on two cores the appending
-//! thread is what bounds appends (docs/PERFORMANCE.md).
+//! segment again, and a query of the active segment reads no frame twice.
+//! The indexing has its own thread: on two cores the appending thread is
+//! what bounds appends (docs/PERFORMANCE.md).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;

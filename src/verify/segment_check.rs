@@ -429,12 +429,7 @@ impl SegmentCheck {
                     self.r.events.push(rec);
                 }
                 if let Some(index) = &mut self.r.index {
-                    let fields = IndexedFields {
-                        timestamp: ts,
-                        actor: summary.actor,
-                        event_type: summary.event_type,
-                        node: summary.node,
-                    };
+                    let fields = IndexedFields::of_summary(&summary);
                     index.add_fields(offset, frame.padded_len() as u64, seq, stored, &fields);
                 }
             }
