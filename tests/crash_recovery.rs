@@ -1183,6 +1183,8 @@ struct Gate {
     second_done: std::sync::atomic::AtomicBool,
     /// The next sync panics (a bug's stand-in).
     panic_next: std::sync::atomic::AtomicBool,
+    /// How long each sync takes at least (a real disk's), none if zero.
+    sync_delay: Duration,
 }
 
 impl Gate {
@@ -1213,6 +1215,7 @@ impl Gate {
         if self.panic_next.swap(false, Ordering::SeqCst) {
             panic!("a sync panics (injected)");
         }
+        std::thread::sleep(self.sync_delay);
         let step = {
             let mut state = self.state.lock().unwrap();
             let step = *state;
@@ -1764,16 +1767,36 @@ fn concurrent_appenders_lose_nothing_on_power_loss() {
 #[test]
 fn a_failed_sync_wakes_every_waiting_appender() {
     // Sixteen appenders under Always, most of them parked waiting for a
-    // sync; one fdatasync fails. Every appender must return (none may wait
-    // for a wake-up that never comes), those after the failure with an
-    // error, and every acknowledged record must survive a power loss.
+    // sync; one fdatasync fails.
+    failed_sync_reaches_every_appender(16, Duration::ZERO);
+}
+
+#[test]
+fn a_failed_sync_reaches_every_appender_waiting_by_yielding() {
+    // Enough appenders that those waiting yield (four a core wait) and
+    // syncs slow enough that they yield for a while.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    failed_sync_reaches_every_appender(4 * cores + 8, Duration::from_micros(300));
+}
+
+/// `appenders` threads append under Always, syncs taking `sync_delay`; one
+/// fdatasync fails. Every appender must return (none may wait for a wake-up
+/// that never comes), those after the failure with an error, and every
+/// acknowledged record must survive a power loss.
+fn failed_sync_reaches_every_appender(appenders: u64, sync_delay: Duration) {
     for round in 0..10u64 {
         let disk = SimDisk::new();
-        let log = Arc::new(
-            Log::create_in(Arc::new(disk.clone()), DIR, options(Durability::Always)).unwrap(),
-        );
-        let start = Arc::new(std::sync::Barrier::new(17));
-        let threads: Vec<_> = (0..16u64)
+        let storage = Gated {
+            disk: disk.clone(),
+            gate: Arc::new(Gate {
+                sync_delay,
+                ..Gate::default()
+            }),
+        };
+        let log =
+            Arc::new(Log::create_in(Arc::new(storage), DIR, options(Durability::Always)).unwrap());
+        let start = Arc::new(std::sync::Barrier::new(appenders as usize + 1));
+        let threads: Vec<_> = (0..appenders)
             .map(|t| {
                 let (log, start) = (log.clone(), start.clone());
                 std::thread::spawn(move || {

@@ -46,7 +46,7 @@ use write_index::{IndexFeed, IndexShared};
 use zero_ahead::ZeroAhead;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -302,6 +302,16 @@ struct Inner {
     durable_next: AtomicU64,
     /// `Writer::next_seq`, readable without the writer lock.
     appended_next: AtomicU64,
+    /// `SyncState::syncing`, readable without the lock by appenders that
+    /// wait for a sync by yielding.
+    leading: AtomicBool,
+    /// How many appenders wait for a leader's sync, yielding or parked.
+    waiting: AtomicUsize,
+    /// How many must wait before they wait by yielding (four a core).
+    yield_from: usize,
+    /// How long the last group-commit round's write and `fdatasync` took,
+    /// in microseconds: what bounds how long a waiting appender yields.
+    last_sync_micros: AtomicU64,
     /// Appenders waiting for a sync under way: the seq each waits for (its
     /// records are below it) and its thread, so that a sync wakes only the
     /// appenders it covers, all at once, without a mutex to pass around.

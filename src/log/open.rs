@@ -1,7 +1,7 @@
 //! Creating and opening a log: the directory lock, recovery of the newest segment, the threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -201,6 +201,10 @@ impl Log {
             sync: Mutex::new(sync),
             durable_next: AtomicU64::new(next_seq),
             appended_next: AtomicU64::new(next_seq),
+            leading: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
+            yield_from: 4 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            last_sync_micros: AtomicU64::new(0),
             durable_waiters: Mutex::new(Vec::new()),
             durable_listeners: Mutex::new(Vec::new()),
             write_slot: Mutex::new(WriteSlot {

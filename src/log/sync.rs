@@ -1,6 +1,6 @@
 //! Group commit: one leader syncs for every appender waiting, the Batch flusher, failed syncs.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -40,11 +40,33 @@ impl Drop for LeaderUnwind<'_> {
             let mut sync = inner.sync.lock();
             sync.syncing = false;
             sync.fsync_running = false;
+            inner.leading.store(false, Ordering::Release);
         }
         inner.fsync_over.notify_all();
         for (_, thread) in inner.durable_waiters.lock().drain(..) {
             thread.unpark();
         }
+    }
+}
+
+/// The longest an appender waits for a sync by yielding before it parks:
+/// on a disk whose syncs take milliseconds, yielding would keep the cores
+/// busy for nothing a park costs more than.
+const MAX_YIELD: Duration = Duration::from_millis(1);
+
+/// Counts an appender among those waiting for a sync while it waits.
+struct WaitCount<'a>(&'a AtomicUsize);
+
+impl<'a> WaitCount<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        WaitCount(count)
+    }
+}
+
+impl Drop for WaitCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -131,9 +153,13 @@ impl Inner {
 
     /// Group commit: returns once records below `next` are durable. One
     /// caller at a time (the leader) writes the buffered frames and runs
-    /// `fdatasync` for everything appended so far; the others park until a
-    /// sync covers them, and are woken, all at once, by the sync that does.
+    /// `fdatasync` for everything appended so far; the others wait for a
+    /// sync that covers them: when many wait, first by yielding the CPU for
+    /// up to two syncs' time; then parked, to be woken, all at once, by the
+    /// sync that covers them.
     pub(super) fn sync_until(&self, next: u64) -> Result<()> {
+        let mut yielded = false;
+        let mut counted = None;
         loop {
             if self.durable_next.load(Ordering::Acquire) >= next {
                 return Ok(());
@@ -147,8 +173,21 @@ impl Inner {
             }
             if !sync.syncing {
                 sync.syncing = true;
+                self.leading.store(true, Ordering::Release);
                 drop(sync);
+                drop(counted);
                 return self.lead(next);
+            }
+            if counted.is_none() {
+                counted = Some(WaitCount::enter(&self.waiting));
+            }
+            if !yielded {
+                yielded = true;
+                drop(sync);
+                if self.yield_until_durable(next) {
+                    return Ok(());
+                }
+                continue;
             }
             // Registered under the sync lock while a leader syncs: the
             // leader looks at the waiters only after it stops syncing, so it
@@ -184,7 +223,11 @@ impl Inner {
                 break Ok(());
             }
         };
-        self.sync.lock().syncing = false;
+        {
+            let mut sync = self.sync.lock();
+            sync.syncing = false;
+            self.leading.store(false, Ordering::Release);
+        }
         let mut waiters = self.durable_waiters.lock();
         if result.is_err() {
             // Every waiter must learn of the failure (the handle is poisoned).
@@ -196,6 +239,34 @@ impl Inner {
             waiters.remove(0).1.unpark();
         }
         result
+    }
+
+    /// Waits, yielding the CPU, until a sync covers records below `next`:
+    /// true once one does; false when no leader is syncing any more (the
+    /// caller may have to lead), when fewer than `yield_from` appenders
+    /// wait, or when the wait has lasted two syncs' time (the one under way
+    /// and the one that takes these records; longer, the disk is slow now).
+    /// The caller then parks. The leader wakes parked appenders one by one
+    /// between two syncs (several microseconds each on two cores, most of a
+    /// sync's time with thirty waiting), while a yielding one sees its sync
+    /// as soon as it runs. Yielding keeps the cores busy, though, so only
+    /// many waiters (four a core) do it: with few, the wake-ups are short
+    /// and parking leaves the cores idle.
+    fn yield_until_durable(&self, next: u64) -> bool {
+        let sync_time = Duration::from_micros(self.last_sync_micros.load(Ordering::Relaxed));
+        let deadline = Instant::now() + (2 * sync_time).min(MAX_YIELD);
+        loop {
+            if self.durable_next.load(Ordering::Acquire) >= next {
+                return true;
+            }
+            if !self.leading.load(Ordering::Acquire)
+                || Instant::now() >= deadline
+                || self.waiting.load(Ordering::Relaxed) < self.yield_from
+            {
+                return false;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Wakes the appenders whose records are now durable.
@@ -255,6 +326,8 @@ impl Inner {
             return Err(e);
         }
         let result = file.sync_data();
+        self.last_sync_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         {
             let mut sync = self.sync.lock();
             sync.fsync_running = false;
