@@ -1779,6 +1779,41 @@ fn a_failed_sync_reaches_every_appender_waiting_by_yielding() {
     failed_sync_reaches_every_appender(4 * cores + 8, Duration::from_micros(300));
 }
 
+#[test]
+fn an_appender_reads_its_record_as_soon_as_append_returns() {
+    // Under Always a record becomes readable when it is durable; an appender
+    // that waited by yielding returns the moment the sync is published and
+    // must find its record readable then, as a woken one does.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let storage = Gated {
+        disk: SimDisk::new(),
+        gate: Arc::new(Gate {
+            sync_delay: Duration::from_micros(300),
+            ..Gate::default()
+        }),
+    };
+    let log =
+        Arc::new(Log::create_in(Arc::new(storage), DIR, options(Durability::Always)).unwrap());
+    let threads: Vec<_> = (0..4 * cores + 8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..400u64 {
+                    let receipt = log.append(&small_event(t * 1000 + i)).unwrap();
+                    let read = log.iter_from(receipt.seq).next();
+                    match read {
+                        Some(Ok(record)) => assert_eq!(record.hash, receipt.hash),
+                        other => panic!("seq {} unread after its receipt: {other:?}", receipt.seq),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 /// `appenders` threads append under Always, syncs taking `sync_delay`; one
 /// fdatasync fails. Every appender must return (none may wait for a wake-up
 /// that never comes), those after the failure with an error, and every

@@ -14,7 +14,8 @@ use crate::retention::RetentionPolicy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// `append` returns only after the record is on stable storage.
-    /// Concurrent appenders share one `fdatasync` (group commit).
+    /// Concurrent appenders share one `fdatasync` (group commit). Readers
+    /// see a record once it is durable: by the time `append` returns.
     Always,
     /// `append` returns once the record is written to the OS (or, with
     /// [`Options::write_behind`], to the log's write buffer); a background

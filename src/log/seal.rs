@@ -148,6 +148,9 @@ impl Inner {
         }
         let mut sync = self.frames_synced_or_poisoned(w)?;
         w.active.sealed = true;
+        // Under Always, records become visible once durable: they are now,
+        // before any appender learns that they are durable.
+        self.publish(w);
         sync.durable_next = w.next_seq;
         self.durable_next.store(w.next_seq, Ordering::Release);
         sync.durable_at = (w.active.header.base_seq, w.active.write_at);
@@ -155,8 +158,6 @@ impl Inner {
         sync.unsynced_since = None;
         drop(sync);
         self.wake_durable();
-        // Under Always, records become visible once durable: they are now.
-        self.publish(w);
         Ok(())
     }
 

@@ -342,6 +342,17 @@ impl Inner {
             self.after_failed_sync(&w, &e);
             return Err(Error::io(self.dir.join(name), e));
         }
+        // Under Always records become readable once durable: before an
+        // appender can see `durable_next` cover its record and return.
+        if self.options.durability == Durability::Always {
+            let mut view = self.view.write();
+            if target > view.next_seq {
+                view.next_seq = target;
+                view.head = head;
+                view.active_base = at.0;
+                view.active_end = at.1;
+            }
+        }
         let mut sync = self.sync.lock();
         if target > sync.durable_next {
             sync.durable_next = target;
@@ -352,16 +363,6 @@ impl Inner {
         // Records appended since the snapshot were appended after `started`.
         let appended = self.appended_next.load(Ordering::Acquire);
         sync.unsynced_since = (appended > sync.durable_next).then_some(started);
-        drop(sync);
-        if self.options.durability == Durability::Always {
-            let mut view = self.view.write();
-            if target > view.next_seq {
-                view.next_seq = target;
-                view.head = head;
-                view.active_base = at.0;
-                view.active_end = at.1;
-            }
-        }
         Ok(())
     }
 
