@@ -95,16 +95,23 @@ pub(super) async fn read_body(
     }
 }
 
-/// Reads a small JSON request body of `limit` bytes at most as a `T`:
-/// 415 unless it is sent as JSON, 400 `error` (saying `expected`) when it
-/// does not parse.
+/// A small JSON request body: how large it may be, the error code of one
+/// that does not parse, and what it should hold (for the error messages).
+pub(super) struct JsonRequest {
+    pub(super) max_bytes: usize,
+    pub(super) error: &'static str,
+    pub(super) expected: &'static str,
+}
+
+/// Reads a small JSON request body as a `T`: 415 unless it is sent as
+/// JSON, 413 past `max_bytes`, 400 with the request's error code (saying
+/// what was expected) when it does not parse.
 pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     body: Body,
     headers: &HeaderMap,
-    limit: usize,
-    error: &'static str,
-    expected: &str,
+    request: &JsonRequest,
 ) -> Result<T, ApiError> {
+    let expected = request.expected;
     if body_kind(headers)? != BodyKind::Json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -112,9 +119,10 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
             format!("send application/json: {expected}"),
         ));
     }
-    let bytes = read_body(body, headers, limit).await?;
+    let bytes = read_body(body, headers, request.max_bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(error, format!("expected {expected}: {}", json_message(&e)))
+        let message = format!("expected {expected}: {}", json_message(&e));
+        ApiError::bad_request(request.error, message)
     })
 }
 

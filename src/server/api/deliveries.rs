@@ -18,8 +18,12 @@ use crate::server::keys::Scope;
 
 use super::*;
 
-/// Largest body of a `PUT …/deliveries/{name}`.
-const MAX_DELIVERY_REQUEST_BYTES: usize = 16 * 1024;
+/// The body of a `PUT …/deliveries/{name}`.
+const DESTINATION_REQUEST: JsonRequest = JsonRequest {
+    max_bytes: 16 * 1024,
+    error: "invalid_delivery",
+    expected: "a destination (docs/SIEM.md)",
+};
 
 fn delivery_error(doing: &str, e: DeliveryError) -> ApiError {
     match e {
@@ -107,14 +111,7 @@ pub(super) async fn put_delivery(
 ) -> Result<Response, ApiError> {
     let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
     let name = path_segment(&caller, 5);
-    let mut wanted: Destination = read_json(
-        body,
-        &headers,
-        MAX_DELIVERY_REQUEST_BYTES,
-        "invalid_delivery",
-        "a destination (docs/SIEM.md)",
-    )
-    .await?;
+    let mut wanted: Destination = read_json(body, &headers, &DESTINATION_REQUEST).await?;
     if !wanted.name.is_empty() && wanted.name != name {
         return Err(ApiError::bad_request(
             "invalid_delivery",

@@ -16,6 +16,13 @@ use crate::server::reads::{record_read, ReadKind};
 
 use super::*;
 
+/// The body of a `POST …/keys`.
+const CREATE_KEY_REQUEST: JsonRequest = JsonRequest {
+    max_bytes: 4096,
+    error: "invalid_request",
+    expected: "{\"scope\": \"append\" | \"read\" | \"admin\"}",
+};
+
 /// Records key changes made over HTTP in the workspace's log.
 pub(super) struct ServerKeyAudit(Shared);
 
@@ -80,14 +87,7 @@ pub(super) async fn create_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (w, key) = authorize_workspace(&state, &caller, Scope::Admin).await?;
-    let request: CreateKeyRequest = read_json(
-        body,
-        &headers,
-        MAX_KEY_REQUEST_BYTES,
-        "invalid_request",
-        "{\"scope\": \"append\" | \"read\" | \"admin\"}",
-    )
-    .await?;
+    let request: CreateKeyRequest = read_json(body, &headers, &CREATE_KEY_REQUEST).await?;
     let by = caller.changed_by(&key);
     let st = state.clone();
     let issued = blocking(move || {

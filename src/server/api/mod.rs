@@ -46,8 +46,6 @@ use crate::server::AppState;
 
 /// The dashboard page: HTML, CSS and JS in one file.
 const DASHBOARD_HTML: &str = include_str!("../dashboard.html");
-/// Largest body of a key management request.
-const MAX_KEY_REQUEST_BYTES: usize = 4096;
 /// Export chunks sent to the client at a time.
 const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks buffered between the export thread and the connection.
