@@ -264,8 +264,6 @@ struct SyncState {
     durable_next: u64,
     /// Where durable data ends: (segment base, offset).
     durable_at: (u64, u64),
-    /// A leader is in `fdatasync`.
-    syncing: bool,
     /// A leader has taken its snapshot and its `fdatasync` has not yet
     /// returned (a failure poisons the handle before this is cleared).
     fsync_running: bool,
@@ -302,8 +300,9 @@ struct Inner {
     durable_next: AtomicU64,
     /// `Writer::next_seq`, readable without the writer lock.
     appended_next: AtomicU64,
-    /// `SyncState::syncing`, readable without the lock by appenders that
-    /// wait for a sync by yielding.
+    /// A group-commit leader is syncing. Changed only under the sync lock
+    /// (which decides who leads); read without it by appenders that wait
+    /// for a sync by yielding.
     leading: AtomicBool,
     /// How many appenders wait for a leader's sync, yielding or parked.
     waiting: AtomicUsize,

@@ -179,7 +179,6 @@ impl Log {
         let sync = SyncState {
             durable_next: next_seq,
             durable_at: (active.header.base_seq, active.write_at),
-            syncing: false,
             fsync_running: false,
             synced_bytes: 0,
             unsynced_since: None,

@@ -10,7 +10,7 @@ use crate::format::segment::{data_end_limit, HEADER_BYTES, TRAILER_BYTES};
 use super::*;
 
 /// A leader that panics (a bug, or a durable listener's) must not leave
-/// `syncing` set, or every later appender would park for ever. On unwind the
+/// `leading` set, or every later appender would park for ever. On unwind the
 /// handle is poisoned (what the leader took may not have been written, and
 /// nothing may be written after a hole), and every waiter, and a seal
 /// waiting on the sync, wakes to see it. A thread already unwinding when it
@@ -38,7 +38,6 @@ impl Drop for LeaderUnwind<'_> {
         inner.set_poison("a group-commit leader panicked".to_string());
         {
             let mut sync = inner.sync.lock();
-            sync.syncing = false;
             sync.fsync_running = false;
             inner.leading.store(false, Ordering::Release);
         }
@@ -158,31 +157,28 @@ impl Inner {
     /// up to two syncs' time; then parked, to be woken, all at once, by the
     /// sync that covers them.
     pub(super) fn sync_until(&self, next: u64) -> Result<()> {
-        let mut yielded = false;
+        // Set once this appender starts waiting for another's sync.
         let mut counted = None;
         loop {
             if self.durable_next.load(Ordering::Acquire) >= next {
                 return Ok(());
             }
-            let mut sync = self.sync.lock();
+            let sync = self.sync.lock();
             if sync.durable_next >= next {
                 return Ok(());
             }
             if let Some(why) = &*self.poison.lock() {
                 return Err(Error::Poisoned(why.clone()));
             }
-            if !sync.syncing {
-                sync.syncing = true;
+            if !self.leading.load(Ordering::Acquire) {
                 self.leading.store(true, Ordering::Release);
                 drop(sync);
                 drop(counted);
                 return self.lead(next);
             }
             if counted.is_none() {
+                // Waits by yielding first (once), then parked.
                 counted = Some(WaitCount::enter(&self.waiting));
-            }
-            if !yielded {
-                yielded = true;
                 drop(sync);
                 if self.yield_until_durable(next) {
                     return Ok(());
@@ -224,8 +220,7 @@ impl Inner {
             }
         };
         {
-            let mut sync = self.sync.lock();
-            sync.syncing = false;
+            let _sync = self.sync.lock();
             self.leading.store(false, Ordering::Release);
         }
         let mut waiters = self.durable_waiters.lock();
